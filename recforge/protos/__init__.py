@@ -1,0 +1,70 @@
+"""The config schema (protobuf).
+
+The ``*_pb2.py`` modules are generated from the ``.proto`` files beside this file and are never
+committed or edited by hand: ``python -m recforge.protos`` (run by the README's set-up command and
+by CI) regenerates them, and importing this package regenerates any that are missing or older
+than their ``.proto`` source, so a fresh checkout works without a separate build step.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_PROTO_DIR = Path(__file__).resolve().parent
+_REPO_ROOT = _PROTO_DIR.parent.parent
+
+
+def _proto_files() -> list[Path]:
+    return sorted(_PROTO_DIR.rglob("*.proto"))
+
+
+def _generated_path(proto: Path) -> Path:
+    return proto.with_name(proto.stem + "_pb2.py")
+
+
+def _stale() -> list[Path]:
+    stale = []
+    for proto in _proto_files():
+        generated = _generated_path(proto)
+        if not generated.exists() or generated.stat().st_mtime < proto.stat().st_mtime:
+            stale.append(proto)
+    return stale
+
+
+def compile_protos(force: bool = False) -> list[Path]:
+    """Generates ``*_pb2.py`` for every ``.proto`` that is newer than its generated module.
+
+    Args:
+        force: regenerate every file, stale or not.
+
+    Returns:
+        The ``.proto`` files that were compiled.
+
+    Raises:
+        RuntimeError: protoc rejected a file (its message names the file and line).
+    """
+    from grpc_tools import protoc  # imported lazily: only needed when something is stale
+
+    todo = _proto_files() if force else _stale()
+    if not todo:
+        return []
+    include = str(Path(protoc.__file__).resolve().parent / "_proto")
+    args = ["protoc", f"-I{_REPO_ROOT}", f"-I{include}", f"--python_out={_REPO_ROOT}"]
+    args += [str(p.relative_to(_REPO_ROOT)) for p in todo]
+    # protoc writes to a temp file per output, so concurrent imports (DataLoader workers,
+    # torchrun ranks) never read a half-written module.
+    code = protoc.main(args)
+    if code != 0:
+        raise RuntimeError(f"protoc failed ({code}) compiling {', '.join(map(str, todo))}")
+    for sub in {p.parent for p in todo}:
+        (sub / "__init__.py").touch(exist_ok=True)
+    return todo
+
+
+if os.environ.get("RECFORGE_SKIP_PROTO_BUILD") != "1" and _stale():
+    compile_protos()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0)
