@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Optional
 
 import pyarrow as pa
 import torch
@@ -24,13 +24,14 @@ class Batch(Pipelineable):
         sample_weights: sample-weight column name -> tensor ``[B]`` (float32).
         extras: other tensors derived from columns, e.g. int64 ids of a grouped-AUC key ``[B]``.
         reserves: columns passed through untouched (for predict outputs), as a pyarrow batch.
+
     """
 
     sparse_features: KeyedJaggedTensor
     dense_features: KeyedTensor
-    labels: Dict[str, torch.Tensor] = field(default_factory=dict)
-    sample_weights: Dict[str, torch.Tensor] = field(default_factory=dict)
-    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    sample_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
     reserves: Optional[pa.RecordBatch] = None
 
     @property
@@ -39,7 +40,7 @@ class Batch(Pipelineable):
         return int(self.dense_features.values().shape[0])
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
-        """Returns a copy with every tensor on ``device``."""
+        """Return a copy with every tensor on ``device``."""
         return Batch(
             sparse_features=self.sparse_features.to(device=device, non_blocking=non_blocking),
             dense_features=self.dense_features.to(device=device, non_blocking=non_blocking),
@@ -52,7 +53,7 @@ class Batch(Pipelineable):
         )
 
     def record_stream(self, stream: torch.Stream) -> None:
-        """Marks every tensor as used on ``stream`` (torchrec train pipelines on GPU)."""
+        """Mark every tensor as used on ``stream`` (torchrec train pipelines on GPU)."""
         self.sparse_features.record_stream(stream)
         self.dense_features.record_stream(stream)
         for group in (self.labels, self.sample_weights, self.extras):
@@ -60,7 +61,7 @@ class Batch(Pipelineable):
                 value.record_stream(stream)
 
     def pin_memory(self) -> Batch:
-        """Returns a copy in pinned memory (faster host-to-GPU copies)."""
+        """Return a copy in pinned memory (faster host-to-GPU copies)."""
         return Batch(
             sparse_features=self.sparse_features.pin_memory(),
             dense_features=KeyedTensor(

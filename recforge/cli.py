@@ -1,0 +1,103 @@
+"""The ``recforge`` command: ``recforge {train,evaluate,demo} ...`` (also ``python -m recforge``).
+
+Under torchrun: ``torchrun --nproc-per-node=2 -m recforge train --config ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Dict, List, Optional
+
+
+def _edits(text: Optional[str]) -> Dict[str, str]:
+    if not text:
+        return {}
+    try:
+        edits = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--edit_config_json is not valid JSON: {e}") from e
+    if not isinstance(edits, dict):
+        raise SystemExit('--edit_config_json must be a JSON object like {"train_config.num_epochs": 2}')
+    return {k: str(v) for k, v in edits.items()}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "--pipeline_config_path", dest="config", required=True,
+                        help="pipeline config (.config text proto, .json or .yaml)")
+    parser.add_argument("--model_dir", default=None, help="overrides model_dir of the config")
+    parser.add_argument("--edit_config_json", default=None,
+                        help='config overrides, e.g. \'{"train_config.num_epochs": 2}\'')
+    parser.add_argument("--plugin", action="append", default=[],
+                        help="python module to import first (user models/features); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="recforge", description=__doc__.splitlines()[0])
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full stack trace of input errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train (and evaluate) the model a config describes")
+    _common(train)
+    train.add_argument("--continue_train", action="store_true",
+                       help="resume from the newest checkpoint in model_dir")
+    train.add_argument("--fine_tune_checkpoint", default=None,
+                       help="initialise weights from this checkpoint")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on the eval data")
+    _common(evaluate)
+    evaluate.add_argument("--checkpoint", "--checkpoint_path", dest="checkpoint", default=None,
+                          help="checkpoint directory (default: newest in model_dir)")
+    evaluate.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
+
+    demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
+    demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
+    demo.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``recforge`` command."""
+    args = build_parser().parse_args(argv)
+    from recforge.errors import user_facing_errors
+
+    with user_facing_errors(args.traceback):
+        if args.command == "train":
+            from recforge.train import train_and_evaluate
+
+            metrics = train_and_evaluate(
+                args.config,
+                continue_train=args.continue_train,
+                edits=_edits(args.edit_config_json),
+                plugins=args.plugin,
+                model_dir=args.model_dir,
+                fine_tune_checkpoint=args.fine_tune_checkpoint,
+            )
+        elif args.command == "evaluate":
+            from recforge.evaluate import evaluate
+
+            metrics = evaluate(
+                args.config,
+                checkpoint_path=args.checkpoint,
+                eval_input_path=args.eval_input_path,
+                edits=_edits(args.edit_config_json),
+                plugins=args.plugin,
+                model_dir=args.model_dir,
+            )
+        else:
+            from recforge.demo import run_demo
+
+            metrics = run_demo(args.output_dir, args.num_rows)
+        from recforge.utils import dist as dist_util
+
+        if dist_util.rank() == 0 and metrics:
+            print(json.dumps(metrics, indent=1))
+        dist_util.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""A synthetic Criteo-like CTR data set with planted signal, and configs that train on it.
+
+Every row is one impression of an item to a user. The click probability follows a known
+logistic model (so the best possible AUC is known):
+
+``logit = bias + user + item + category + city + device + mean(tags) + hour + age + price
++ <U[user_group], V[category]>``
+
+with per-id effects drawn once per ``seed`` (the "world", shared by train and eval) and a
+rank-4 interaction between ``user_group`` and ``category`` that only models crossing the two
+can learn. Columns (nulls where noted):
+
+=============  ==============================================  =========================
+column         values                                          config feature
+=============  ==============================================  =========================
+label          int 0/1 (~30% positive)                          label
+user_id        strings ``"u123"`` (2,000 users, skewed; 1% null)  id, hash_bucket_size
+item_id        int 0..999 (skewed)                             id, num_buckets
+category       int 0..49 (fixed per item)                      id, num_buckets
+user_group     int 0..9 (fixed per user)                       id, num_buckets
+city           30 city names (fixed per user; 5% null)         id, vocab_list (25 + OOV)
+device         ``"ios"``, ``"android"``, ``"web"``             id, vocab_list
+tags           ``"tag3|tag17"``: 1-4 of 40 tags (8% null/empty)  id, multi-value, separator
+hour           int 0..23                                       id, num_buckets
+age            float 18..70 (fixed per user; 10% null)         raw, boundaries
+price          float, log-normal per item (5% null)            raw, log10 normalizer
+ctr_hist       float in [0, 1], a noisy item click rate        raw
+=============  ==============================================  =========================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+NUM_USERS = 2000
+NUM_ITEMS = 1000
+NUM_CATEGORIES = 50
+NUM_GROUPS = 10
+NUM_TAGS = 40
+CITIES = [
+    "beijing", "shanghai", "guangzhou", "shenzhen", "hangzhou", "chengdu", "wuhan", "xian",
+    "nanjing", "tianjin", "suzhou", "chongqing", "qingdao", "dalian", "xiamen", "kunming",
+    "harbin", "jinan", "changsha", "zhengzhou", "shenyang", "fuzhou", "hefei", "nanning",
+    "ningbo", "lhasa", "urumqi", "haikou", "lanzhou", "yinchuan",
+]  # fmt: skip
+#: the configs' vocabulary: the last 5 cities are out of vocabulary on purpose.
+CITY_VOCAB = CITIES[:25]
+DEVICES = ["ios", "android", "web"]
+AGE_BOUNDARIES = [18, 25, 30, 35, 40, 45, 50, 60]
+INTERACTION_RANK = 4
+
+
+@dataclass
+class DemoWorld:
+    """The hidden parameters of the click model (drawn once per seed)."""
+
+    bias: float
+    user_effect: np.ndarray  # [NUM_USERS]
+    user_group: np.ndarray  # [NUM_USERS] int
+    user_city: np.ndarray  # [NUM_USERS] int
+    user_age: np.ndarray  # [NUM_USERS] float
+    item_effect: np.ndarray  # [NUM_ITEMS]
+    item_category: np.ndarray  # [NUM_ITEMS] int
+    item_log_price: np.ndarray  # [NUM_ITEMS]
+    category_effect: np.ndarray  # [NUM_CATEGORIES]
+    city_effect: np.ndarray  # [len(CITIES)]
+    device_effect: np.ndarray  # [len(DEVICES)]
+    tag_effect: np.ndarray  # [NUM_TAGS]
+    group_factors: np.ndarray  # [NUM_GROUPS, INTERACTION_RANK]
+    category_factors: np.ndarray  # [NUM_CATEGORIES, INTERACTION_RANK]
+
+    @staticmethod
+    def create(seed: int = 0) -> DemoWorld:
+        """Draw the world of ``seed``."""
+        rng = np.random.default_rng([seed, 0])
+        return DemoWorld(
+            bias=-1.6,
+            user_effect=rng.normal(0, 0.5, NUM_USERS),
+            user_group=rng.integers(0, NUM_GROUPS, NUM_USERS),
+            user_city=rng.integers(0, len(CITIES), NUM_USERS),
+            user_age=np.clip(rng.normal(38, 12, NUM_USERS), 18, 70),
+            item_effect=rng.normal(0, 0.6, NUM_ITEMS),
+            item_category=rng.integers(0, NUM_CATEGORIES, NUM_ITEMS),
+            item_log_price=rng.normal(4.0, 1.0, NUM_ITEMS),
+            category_effect=rng.normal(0, 0.5, NUM_CATEGORIES),
+            city_effect=rng.normal(0, 0.4, len(CITIES)),
+            device_effect=np.array([0.4, 0.0, -0.5]),
+            tag_effect=rng.normal(0, 1.0, NUM_TAGS),
+            group_factors=rng.normal(0, 1.0, (NUM_GROUPS, INTERACTION_RANK)),
+            category_factors=rng.normal(0, 1.0, (NUM_CATEGORIES, INTERACTION_RANK)),
+        )
+
+
+def _skewed(rng: np.random.Generator, n: int, size: int, power: float = 1.1) -> np.ndarray:
+    """Draw ``size`` ids in ``[0, n)`` with Zipf-like popularity (shuffled ranks)."""
+    weights = 1.0 / np.arange(1, n + 1) ** power
+    ranks = rng.choice(n, size=size, p=weights / weights.sum())
+    return np.random.default_rng(n).permutation(n)[ranks]
+
+
+def _age_effect(age: np.ndarray) -> np.ndarray:
+    return 0.6 * np.exp(-(((age - 30.0) / 8.0) ** 2)) - 0.3 * (age > 55)
+
+
+def simulate_demo_table(
+    num_rows: int, seed: int = 0, split: int = 1
+) -> tuple[pa.Table, np.ndarray]:
+    """Draw rows of the demo table together with their true click probabilities.
+
+    Args:
+        num_rows: rows to draw.
+        seed: the world seed (effects shared by every split of one seed).
+        split: a per-split stream (train and eval draw different rows of the same world).
+
+    Returns:
+        ``(table, probability)``: the table (columns as in the module docstring) and the
+        true click probability of each row, ``float64 [num_rows]``.
+
+    """
+    world = DemoWorld.create(seed)
+    rng = np.random.default_rng([seed, split])
+    user = _skewed(rng, NUM_USERS, num_rows, 0.8)
+    item = _skewed(rng, NUM_ITEMS, num_rows, 1.0)
+    category = world.item_category[item]
+    group = world.user_group[user]
+    city = world.user_city[user]
+    age = world.user_age[user]
+    device = rng.choice(len(DEVICES), num_rows, p=[0.45, 0.4, 0.15])
+    hour = rng.integers(0, 24, num_rows)
+    log_price = world.item_log_price[item] + rng.normal(0, 0.2, num_rows)
+    num_tags = rng.integers(1, 5, num_rows)
+    tag_ids = rng.integers(0, NUM_TAGS, (num_rows, 4))
+    tag_mask = np.arange(4)[None, :] < num_tags[:, None]
+    tag_mean = (world.tag_effect[tag_ids] * tag_mask).sum(1) / num_tags
+
+    logit = (
+        world.bias
+        + world.user_effect[user]
+        + world.item_effect[item]
+        + world.category_effect[category]
+        + world.city_effect[city]
+        + world.device_effect[device]
+        + tag_mean
+        + 0.5 * np.sin(2 * np.pi * hour / 24.0)
+        + _age_effect(age)
+        - 0.4 * (log_price - 4.0)
+        + 0.5 * np.einsum("nr,nr->n", world.group_factors[group], world.category_factors[category])
+    )
+    probability = 1.0 / (1.0 + np.exp(-logit))
+    label = (rng.random(num_rows) < probability).astype(np.int64)
+    item_ctr = 1.0 / (1.0 + np.exp(-(world.bias + world.item_effect)))
+    ctr_hist = np.clip(item_ctr[item] + rng.normal(0, 0.05, num_rows), 0.0, 1.0)
+
+    def nulls(rate: float) -> np.ndarray:
+        return rng.random(num_rows) < rate
+
+    tag_strings = np.array([f"tag{t}" for t in range(NUM_TAGS)], dtype=object)
+    tags = tag_strings[tag_ids[:, 0]]
+    for k in range(1, 4):
+        more = num_tags > k
+        tags[more] = tags[more] + "|" + tag_strings[tag_ids[more, k]]
+    tags[nulls(0.04)] = ""
+    user_strings = np.array([f"u{u}" for u in range(NUM_USERS)], dtype=object)
+    table = pa.table(
+        {
+            "label": pa.array(label),
+            "user_id": pa.array(user_strings[user], pa.string(), mask=nulls(0.01)),
+            "item_id": pa.array(item.astype(np.int64)),
+            "category": pa.array(category.astype(np.int64)),
+            "user_group": pa.array(group.astype(np.int64)),
+            "city": pa.array(np.array(CITIES, dtype=object)[city], pa.string(), mask=nulls(0.05)),
+            "device": pa.array(np.array(DEVICES, dtype=object)[device], pa.string()),
+            "tags": pa.array(tags, pa.string(), mask=nulls(0.04)),
+            "hour": pa.array(hour.astype(np.int64)),
+            "age": pa.array(np.round(age, 1), pa.float64(), mask=nulls(0.10)),
+            "price": pa.array(np.round(np.exp(log_price), 2), pa.float64(), mask=nulls(0.05)),
+            "ctr_hist": pa.array(ctr_hist.astype(np.float32)),
+        }
+    )
+    return table, probability
+
+
+def generate_demo_data(
+    output_dir: str, num_rows: int = 60000, num_files: int = 2, seed: int = 0
+) -> dict[str, str]:
+    """Write the demo train and eval parquet files.
+
+    Args:
+        output_dir: folder to write into (created if needed).
+        num_rows: training rows, split evenly over ``num_files`` files
+            ``train_{i}.parquet``; ``eval.parquet`` gets ``num_rows // 4`` further rows of
+            the same world.
+        num_files: number of training files.
+        seed: the world seed (same seed, same data).
+
+    Returns:
+        ``{"train": "<output_dir>/train_*.parquet", "eval": "<output_dir>/eval.parquet"}``.
+
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    train, _ = simulate_demo_table(num_rows, seed, split=1)
+    bounds = np.linspace(0, num_rows, max(num_files, 1) + 1).astype(int)
+    for i in range(max(num_files, 1)):
+        part = train.slice(bounds[i], bounds[i + 1] - bounds[i])
+        pq.write_table(part, os.path.join(output_dir, f"train_{i}.parquet"))
+    evaluation, _ = simulate_demo_table(max(num_rows // 4, 1), seed, split=2)
+    pq.write_table(evaluation, os.path.join(output_dir, "eval.parquet"))
+    return {
+        "train": os.path.join(output_dir, "train_*.parquet"),
+        "eval": os.path.join(output_dir, "eval.parquet"),
+    }
+
+
+# ---------------------------------------------------------------------------- configs
+DEMO_MODELS = ("deepfm", "multi_tower")
+
+_SPARSE = [
+    ("user_id", "hash_bucket_size: 4000"),
+    ("item_id", "num_buckets: 1000"),
+    ("category", f"num_buckets: {NUM_CATEGORIES}"),
+    ("user_group", f"num_buckets: {NUM_GROUPS}"),
+    ("city", "vocab_list: [{}]".format(", ".join(f'"{c}"' for c in CITY_VOCAB))),
+    ("device", "vocab_list: [{}]".format(", ".join(f'"{d}"' for d in DEVICES))),
+    ("tags", 'hash_bucket_size: 100 separator: "|" pooling: "mean"'),
+    ("hour", "num_buckets: 24"),
+]
+_USER_FEATURES = ["user_id", "user_group", "city", "device", "age"]
+_ITEM_FEATURES = ["item_id", "category", "tags", "hour", "price", "ctr_hist"]
+
+
+def _feature_configs(embedding_dim: int) -> str:
+    lines = []
+    for name, spec in _SPARSE:
+        lines.append(
+            f'feature_configs {{\n    id_feature {{\n        feature_name: "{name}"\n'
+            f"        {spec}\n        embedding_dim: {embedding_dim}\n    }}\n}}"
+        )
+    boundaries = ", ".join(str(b) for b in AGE_BOUNDARIES)
+    lines.append(
+        'feature_configs {\n    raw_feature {\n        feature_name: "age"\n'
+        f"        boundaries: [{boundaries}]\n        embedding_dim: {embedding_dim}\n    }}\n}}"
+    )
+    lines.append(
+        'feature_configs {\n    raw_feature {\n        feature_name: "price"\n'
+        '        normalizer: "method=log10,threshold=1e-6,default=0"\n    }\n}'
+    )
+    lines.append('feature_configs {\n    raw_feature {\n        feature_name: "ctr_hist"\n    }\n}')
+    return "\n".join(lines)
+
+
+def _group(name: str, features: list[str], group_type: str) -> str:
+    names = "\n".join(f'        feature_names: "{f}"' for f in features)
+    return (
+        f'    feature_groups {{\n        group_name: "{name}"\n{names}\n'
+        f"        group_type: {group_type}\n    }}"
+    )
+
+
+def _model_config(model: str) -> str:
+    sparse = [name for name, _ in _SPARSE] + ["age"]
+    if model == "deepfm":
+        groups = [
+            _group("wide", sparse, "WIDE"),
+            _group("fm", sparse, "DEEP"),
+            _group("deep", sparse + ["price", "ctr_hist"], "DEEP"),
+        ]
+        body = (
+            "    deepfm {\n        deep {\n            hidden_units: [128, 64]\n        }\n"
+            "        final {\n            hidden_units: [32]\n        }\n    }"
+        )
+    elif model == "multi_tower":
+        groups = [_group("user", _USER_FEATURES, "DEEP"), _group("item", _ITEM_FEATURES, "DEEP")]
+        body = (
+            "    multi_tower {\n"
+            '        towers {\n            input: "user"\n'
+            "            mlp {\n                hidden_units: [64, 32]\n            }\n        }\n"
+            '        towers {\n            input: "item"\n'
+            "            mlp {\n                hidden_units: [64, 32]\n            }\n        }\n"
+            "        final {\n            hidden_units: [32]\n        }\n    }"
+        )
+    else:
+        raise ValueError(f"demo model must be one of {DEMO_MODELS}, found '{model}'")
+    return (
+        "model_config {\n"
+        + "\n".join(groups)
+        + "\n"
+        + body
+        + "\n    metrics {\n        auc {}\n    }\n"
+        + "    losses {\n        binary_cross_entropy {}\n    }\n}"
+    )
+
+
+def demo_config_text(model: str = "deepfm", data_dir: str = "data/demo") -> str:
+    """Return a runnable text-format ``EasyRecConfig`` over the demo data.
+
+    ``examples/deepfm_demo.config`` and ``examples/multi_tower_demo.config`` are exactly
+    ``demo_config_text("deepfm")`` and ``demo_config_text("multi_tower")``.
+
+    Args:
+        model: ``"deepfm"`` or ``"multi_tower"``.
+        data_dir: where :func:`generate_demo_data` wrote the files (relative paths are
+            relative to the directory the pipeline runs in).
+
+    Returns:
+        The config text (parse with ``google.protobuf.text_format``).
+
+    Raises:
+        ValueError: unknown model.
+
+    """
+    header = (
+        f"# {model} on the synthetic demo data: write it with\n"
+        f"#   python -c \"from recforge.datasets import generate_demo_data; "
+        f"generate_demo_data('{data_dir}')\"\n"
+    )
+    model_text = _model_config(model)
+    return (
+        header
+        + f'train_input_path: "{data_dir}/train_*.parquet"\n'
+        + f'eval_input_path: "{data_dir}/eval.parquet"\n'
+        + f'model_dir: "experiments/{model}_demo"\n'
+        + "train_config {\n"
+        + "    sparse_optimizer {\n        adagrad_optimizer {\n            lr: 0.05\n        }\n"
+        + "        constant_learning_rate {}\n    }\n"
+        + "    dense_optimizer {\n        adam_optimizer {\n            lr: 0.002\n        }\n"
+        + "        constant_learning_rate {}\n    }\n"
+        + "    num_epochs: 3\n}\n"
+        + "eval_config {\n}\n"
+        + "data_config {\n"
+        + "    batch_size: 512\n    eval_batch_size: 4096\n    dataset_type: ParquetDataset\n"
+        + '    label_fields: "label"\n    num_workers: 1\n    shuffle: true\n}\n'
+        + _feature_configs(16)
+        + "\n"
+        + model_text
+        + "\n"
+    )

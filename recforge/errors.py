@@ -1,0 +1,45 @@
+"""Turning known bad-input errors into one clear line instead of a stack trace."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Iterator
+
+logger = logging.getLogger("recforge")
+
+
+def _user_error_types() -> tuple:
+    from recforge.config import ConfigError
+    from recforge.datasets import DataError
+    from recforge.features import FeatureError
+    from recforge.modules.embedding import EmbeddingGroupError
+    from recforge.utils.checkpoint import CheckpointError
+    from recforge.utils.registry import RegistryError
+
+    return (
+        ConfigError,
+        DataError,
+        FeatureError,
+        EmbeddingGroupError,
+        CheckpointError,
+        RegistryError,
+        FileNotFoundError,
+    )
+
+
+@contextlib.contextmanager
+def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
+    """Exits with status 2 and a one-line message for errors caused by the user's input.
+
+    Args:
+        show_traceback: re-raise instead (the CLI's ``--traceback``).
+    """
+    try:
+        yield
+    except Exception as e:
+        if show_traceback or not isinstance(e, _user_error_types()):
+            raise
+        print(f"recforge: error: {e}", file=sys.stderr)
+        sys.exit(2)

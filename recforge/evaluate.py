@@ -1,0 +1,121 @@
+"""The evaluation pipeline: ``recforge evaluate --config ... --checkpoint ...``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.models.model import BaseModel, TrainWrapper
+from recforge.utils import checkpoint as ckpt_util
+from recforge.utils import dist as dist_util
+from recforge.utils.logging_util import setup_logging
+from recforge.utils.pipeline import build_features, build_model, model_dir_path, prepare_config
+from recforge.utils.sharding import shard_model
+
+logger = logging.getLogger(__name__)
+
+EVAL_RESULT_FILE = "eval_result.json"
+
+
+def run_evaluation(
+    sharded_model: nn.Module,
+    model: BaseModel,
+    dataset: RecDataset,
+    config: Any,
+    device: torch.device,
+) -> Dict[str, float]:
+    """Streams ``dataset`` through the model and returns its metrics (collective call).
+
+    Args:
+        sharded_model: the DMP-wrapped ``TrainWrapper`` (returns losses and predictions).
+        model: the inner model, which holds the metrics.
+        dataset: the eval data.
+        config: the pipeline config (``eval_config.num_steps`` limits the steps).
+        device: this rank's device.
+    """
+    num_steps = config.eval_config.num_steps or None
+    log_every = max(config.eval_config.log_step_count_steps, 1)
+    sharded_model.eval()
+    iterator = iter(create_dataloader(dataset, config.data_config.num_workers))
+    step, samples, start = 0, 0, time.perf_counter()
+    with torch.no_grad():
+        while num_steps is None or step < num_steps:
+            batch = next(iterator, None)
+            if not dist_util.all_ranks_have(batch is not None):
+                break
+            batch = batch.to(device, non_blocking=True)
+            _, (losses, predictions, batch) = sharded_model(batch)
+            model.update_metric(predictions, batch, losses)
+            step += 1
+            samples += batch.batch_size
+            if step % log_every == 0 and dist_util.rank() == 0:
+                logger.info("eval step %d | %.0f samples/s", step, samples / (time.perf_counter() - start))
+    if step == 0:
+        raise RuntimeError("no eval data: the eval input yielded no batch")
+    metrics = {name: float(value) for name, value in model.compute_metric().items()}
+    sharded_model.train()
+    if dist_util.rank() == 0:
+        shown = ", ".join(f"{k} {v:.5f}" for k, v in metrics.items())
+        logger.info("eval over %d samples (%d steps): %s", samples, step, shown)
+    return metrics
+
+
+def write_eval_result(config: Any, metrics: Dict[str, float], global_step: int) -> str:
+    """Writes ``model_dir/eval_result.json`` (and appends to ``eval_history.jsonl``)."""
+    record = {"global_step": global_step, **metrics}
+    path = model_dir_path(config, EVAL_RESULT_FILE)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+    with open(model_dir_path(config, "eval_history.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return path
+
+
+def evaluate(
+    config_path: str,
+    checkpoint_path: Optional[str] = None,
+    eval_input_path: Optional[str] = None,
+    edits: Optional[Dict[str, str]] = None,
+    plugins: Sequence[str] = (),
+    model_dir: Optional[str] = None,
+) -> Dict[str, float]:
+    """Evaluates a checkpoint on the eval data and writes ``model_dir/eval_result.json``.
+
+    Args:
+        config_path: the pipeline config file.
+        checkpoint_path: the checkpoint directory (default: newest in ``model_dir``).
+        eval_input_path: overrides the config's ``eval_input_path``.
+        edits: ``{"dotted.field": "value"}`` config overrides.
+        plugins: modules to import first.
+        model_dir: overrides the config's ``model_dir``.
+
+    Returns:
+        The metrics.
+    """
+    setup_logging()
+    config = prepare_config(config_path, edits, plugins, model_dir)
+    if eval_input_path:
+        config.eval_input_path = eval_input_path
+    if not config.eval_input_path:
+        raise ValueError("nothing to evaluate: set eval_input_path in the config or on the command line")
+    checkpoint_path = checkpoint_path or ckpt_util.latest_checkpoint(config.model_dir)
+    if not checkpoint_path:
+        raise ckpt_util.CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")
+    device = dist_util.init_process_group()
+    features = build_features(config)
+    dataset = RecDataset(config.data_config, features, config.eval_input_path, mode="eval")
+    model = build_model(config, features, embedding_device=torch.device("meta"))
+    # the same sharding plan as training, so the checkpoint maps one to one
+    train_config = config.train_config if config.HasField("train_config") else None
+    sharded = shard_model(TrainWrapper(model), device, train_config)
+    state = ckpt_util.load_checkpoint(checkpoint_path, sharded.model)
+    metrics = run_evaluation(sharded.model, model, dataset, config, device)
+    if dist_util.rank() == 0:
+        write_eval_result(config, metrics, int(state.get("global_step", 0)))
+    return metrics

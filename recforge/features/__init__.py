@@ -1,0 +1,87 @@
+"""Features: one object per feature config, parsing raw columns and declaring embedding tables.
+
+Example:
+    >>> from recforge.protos import feature_pb2
+    >>> cfg = feature_pb2.FeatureConfig()
+    >>> cfg.id_feature.feature_name = "item"
+    >>> cfg.id_feature.num_buckets = 100
+    >>> cfg.id_feature.embedding_dim = 8
+    >>> [f.name for f in create_features([cfg])]
+    ['item']
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from recforge.features.base_feature import BaseFeature, FeatureError
+from recforge.features.id_feature import IdFeature
+from recforge.features.raw_feature import RawFeature
+
+#: ``FeatureConfig.feature`` oneof name -> feature class.
+FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
+    "id_feature": IdFeature,
+    "raw_feature": RawFeature,
+}
+
+
+def create_feature(feature_config: Any) -> BaseFeature:
+    """Build one feature from a ``FeatureConfig`` message.
+
+    Args:
+        feature_config: a ``FeatureConfig`` with its ``feature`` oneof set.
+
+    Returns:
+        The feature object (e.g. :class:`IdFeature`).
+
+    Raises:
+        FeatureError: the oneof is unset or names an unknown kind, or the config is invalid.
+
+    """
+    kind = feature_config.WhichOneof("feature")
+    if kind not in FEATURE_CLASSES:
+        raise FeatureError(
+            f"feature config {str(feature_config).strip()!r}: expected one of "
+            f"{sorted(FEATURE_CLASSES)}, found {kind or 'no feature kind set'}"
+        )
+    return FEATURE_CLASSES[kind](getattr(feature_config, kind))
+
+
+def create_features(feature_configs: Sequence[Any]) -> list[BaseFeature]:
+    """Build every feature of a pipeline config, in config order.
+
+    Args:
+        feature_configs: ``FeatureConfig`` messages (e.g. ``pipeline.feature_configs``).
+
+    Returns:
+        One :class:`BaseFeature` per config.
+
+    Raises:
+        FeatureError: unknown kind, invalid config or two features with the same name.
+
+    """
+    features: list[BaseFeature] = []
+    seen: dict[str, int] = {}
+    for index, feature_config in enumerate(feature_configs):
+        feature = create_feature(feature_config)
+        if feature.name in seen:
+            raise FeatureError(
+                f"feature '{feature.name}': duplicate feature name (feature_configs "
+                f"#{seen[feature.name]} and #{index}); feature names must be unique"
+            )
+        seen[feature.name] = index
+        features.append(feature)
+    return features
+
+
+__all__ = [
+    "FEATURE_CLASSES",
+    "BaseFeature",
+    "FeatureError",
+    "IdFeature",
+    "RawFeature",
+    "create_feature",
+    "create_features",
+]

@@ -1,0 +1,158 @@
+"""Vectorised helpers shared by the feature kinds (pyarrow / numpy, no per-row Python loops)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def as_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Return one contiguous ``pa.Array`` (chunks combined, dictionaries decoded)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    return column
+
+
+def is_string_type(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` holds text (string, large_string, string_view)."""
+    return (
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_string_view(dtype)
+    )
+
+
+def is_list_type(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` is any kind of arrow list."""
+    return (
+        pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+        or pa.types.is_fixed_size_list(dtype)
+        or pa.types.is_list_view(dtype)
+        or pa.types.is_large_list_view(dtype)
+    )
+
+
+def is_number_type(dtype: pa.DataType) -> bool:
+    """Whether ``dtype`` is an integer, floating point, decimal or boolean type."""
+    return (
+        pa.types.is_integer(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_decimal(dtype)
+        or pa.types.is_boolean(dtype)
+    )
+
+
+def split_cells(column: pa.Array, separator: str) -> pa.Array:
+    """Split string cells on ``separator`` into a list array when any cell contains it.
+
+    Args:
+        column: a string array ``[B]``.
+        separator: the multi-value separator; empty means never split.
+
+    Returns:
+        ``list<string>`` ``[B]`` when some cell contains the separator, else ``column`` itself.
+
+    """
+    if not separator or len(column) == 0:
+        return column
+    if pc.any(pc.match_substring(column, separator)).as_py():
+        return pc.split_pattern(column, separator)
+    return column
+
+
+def flatten_cells(column: pa.Array, drop_empty: bool = True) -> tuple[pa.Array, np.ndarray]:
+    """Flatten a scalar or list column into values plus per-row lengths.
+
+    Null cells, null list items and (with ``drop_empty``) empty strings are dropped, so their
+    row contributes fewer (possibly zero) values.
+
+    Args:
+        column: scalar ``[B]`` or list ``[B]`` array.
+        drop_empty: also drop empty strings.
+
+    Returns:
+        ``(values [N], lengths int32 [B])``.
+
+    """
+    num_rows = len(column)
+    if is_list_type(column.type):
+        values = pc.list_flatten(column)
+        lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+    else:
+        values = column
+        lengths = np.ones(num_rows, dtype=np.int32)
+    if values.null_count == 0 and not (drop_empty and is_string_type(values.type)):
+        return values, np.ascontiguousarray(lengths, dtype=np.int32)
+    keep = values.is_valid()
+    if drop_empty and is_string_type(values.type):
+        keep = pc.and_kleene(keep, pc.not_equal(values, ""))
+    if keep.false_count:
+        mask = keep.to_numpy(zero_copy_only=False)
+        if is_list_type(column.type):
+            parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
+            lengths = np.bincount(parents[mask], minlength=num_rows)
+        else:
+            lengths = mask
+        values = values.filter(keep)
+    return values, np.ascontiguousarray(lengths, dtype=np.int32)
+
+
+def row_of_value(lengths: np.ndarray, index: int) -> int:
+    """Return the row whose bag holds flat value ``index`` (for error messages)."""
+    return int(np.searchsorted(np.cumsum(lengths), index, side="right"))
+
+
+def to_string_array(values: pa.Array) -> pa.Array:
+    """Cast values to their canonical string form (integral floats lose their ``.0``)."""
+    dtype = values.type
+    if pa.types.is_string(dtype):
+        return values
+    if is_string_type(dtype):
+        return pc.cast(values, pa.string())
+    if pa.types.is_floating(dtype):
+        arr = values.to_numpy(zero_copy_only=False)
+        if np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)):
+            return pc.cast(pa.array(arr.astype(np.int64)), pa.string())
+    return pc.cast(values, pa.string())
+
+
+def stable_hash(values: pa.Array) -> np.ndarray:
+    """Hash the string form of each value with ``pandas.util.hash_array``.
+
+    The hash is deterministic across processes, runs and machines (SipHash with pandas' fixed
+    key), and equals ``pandas.util.hash_array(numpy.array(strings, dtype=object))``. Each
+    distinct value is hashed once (values are dictionary-encoded first), so low-cardinality
+    columns are cheap. Nulls hash like the empty string.
+
+    Args:
+        values: any scalar array ``[N]``; integers hash like their decimal string.
+
+    Returns:
+        ``uint64 [N]``.
+
+    """
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    strings = to_string_array(values)
+    if strings.null_count:
+        strings = strings.fill_null("")
+    encoded = strings.dictionary_encode()
+    uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    hashed = pd.util.hash_array(uniques, categorize=False)
+    return hashed[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def first_true(mask: np.ndarray) -> int:
+    """Index of the first ``True`` in ``mask`` (-1 when none)."""
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else -1
+
+
+def ensure_writable(array: np.ndarray) -> np.ndarray:
+    """Return ``array`` when writable, else a copy (``torch.from_numpy`` wants writable)."""
+    return array if array.flags.writeable else array.copy()

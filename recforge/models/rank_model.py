@@ -1,0 +1,143 @@
+"""``RankModel``: shared behaviour of ranking (CTR / regression / multi-class) models."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from recforge.datasets.batch import Batch
+from recforge.features import BaseFeature
+from recforge.loss import create_loss, loss_name
+from recforge.metrics import RecMetric, create_metric, metric_name
+from recforge.models.model import BaseModel
+from recforge.modules.embedding import EmbeddingGroup
+from recforge.protos import model_pb2
+
+
+class RankModel(BaseModel):
+    """A model that scores each sample against one label.
+
+    Subclasses build their layers in ``__init__`` and implement ``predict`` by turning the
+    grouped embeddings (``self.build_input(batch)``) into logits and returning
+    ``self._output_to_prediction(logits)``. Losses and metrics come from the config.
+
+    Outputs of ``predict``: ``logits`` and ``probs`` (``[B]`` for ``num_class == 1``,
+    ``[B, C]`` otherwise); ``y`` ``[B]`` (the raw output) for regression losses.
+    """
+
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_config, features, labels, sample_weights, **kwargs)
+        self._num_class = model_config.num_class
+        self._label_name = self._labels[0] if self._labels else ""
+        self._sample_weight_name = self._sample_weights[0] if self._sample_weights else None
+        self._loss_configs = list(model_config.losses) or [_default_loss(self._num_class)]
+        self._metric_configs = list(model_config.metrics)
+        self._train_metric_configs = list(model_config.train_metrics)
+        self.embedding_group: Optional[EmbeddingGroup] = None
+        self._loss_prediction_keys: Dict[str, str] = {}
+
+    def init_embedding_group(self, wide_embedding_dim: int = 4) -> EmbeddingGroup:
+        """Builds ``self.embedding_group`` from the config's feature groups."""
+        self.embedding_group = EmbeddingGroup(
+            self._features,
+            self._base_model_config.feature_groups,
+            wide_embedding_dim=wide_embedding_dim,
+            device=self._embedding_device,
+        )
+        return self.embedding_group
+
+    def build_input(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        """Embeds the batch: ``{group_name: [B, group_dim]}``."""
+        return self.embedding_group(batch.sparse_features, batch.dense_features)
+
+    def output_head(self, in_features: int) -> nn.Linear:
+        """The last linear layer: ``[B, in_features] -> [B, num_class]``."""
+        return nn.Linear(in_features, self._num_class)
+
+    def _output_to_prediction(self, output: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Turns the head's output ``[B, num_class]`` into named predictions."""
+        if self._num_class == 1:
+            logits = output.squeeze(1)
+            return {"logits": logits, "probs": torch.sigmoid(logits), "y": logits}
+        return {"logits": output, "probs": torch.softmax(output, dim=1)}
+
+    def init_loss(self) -> None:
+        """Builds one loss module per ``losses`` entry (BCE when none is configured)."""
+        for config in self._loss_configs:
+            self._loss_modules[loss_name(config)] = create_loss(config)
+
+    def loss(self, predictions: Dict[str, torch.Tensor], batch: Batch) -> Dict[str, torch.Tensor]:
+        """Each configured loss of the predictions against the label (sample-weighted)."""
+        label = batch.labels[self._label_name]
+        weight = batch.sample_weights.get(self._sample_weight_name or "")
+        return {
+            name: module(predictions[module.prediction_key], label, weight)
+            for name, module in self._loss_modules.items()
+        }
+
+    def init_metric(self) -> None:
+        """Builds the eval metrics, a mean metric per loss, and the train metrics."""
+        self._metric_modules.update(self._build_metrics(self._metric_configs))
+        for name in self._loss_modules:
+            self._metric_modules[name] = RecMetric(MeanMetric(), prediction_key=name)
+        self._train_metric_modules.update(
+            self._build_metrics([c.metric for c in self._train_metric_configs])
+        )
+
+    def _build_metrics(self, configs: List[Any]) -> Dict[str, RecMetric]:
+        metrics = {}
+        for config in configs:
+            name = metric_name(config)
+            key = name if name not in metrics else f"{name}_{len(metrics)}"
+            metrics[key] = create_metric(config, self._num_class)
+        return metrics
+
+    def update_metric(
+        self,
+        predictions: Dict[str, torch.Tensor],
+        batch: Batch,
+        losses: Optional[Dict[str, torch.Tensor]] = None,
+    ) -> None:
+        """Adds a batch to the eval metrics and, when given, to each loss's mean."""
+        self._update(self._metric_modules, predictions, batch, losses or {})
+
+    def update_train_metric(self, predictions: Dict[str, torch.Tensor], batch: Batch) -> None:
+        """Adds a batch to the train metrics."""
+        self._update(self._train_metric_modules, predictions, batch, {})
+
+    def _update(
+        self,
+        metrics: nn.ModuleDict,
+        predictions: Dict[str, torch.Tensor],
+        batch: Batch,
+        losses: Dict[str, torch.Tensor],
+    ) -> None:
+        label = batch.labels[self._label_name]
+        for metric in metrics.values():
+            if isinstance(metric.metric, MeanMetric):
+                if metric.prediction_key in losses:
+                    metric.metric.update(losses[metric.prediction_key], weight=label.numel())
+                continue
+            group = batch.extras.get(metric.group_key) if metric.group_key else None
+            metric.update(predictions[metric.prediction_key], label, group)
+
+
+def _default_loss(num_class: int) -> Any:
+    from recforge.protos import loss_pb2
+
+    config = loss_pb2.LossConfig()
+    if num_class > 1:
+        config.softmax_cross_entropy.SetInParent()
+    else:
+        config.binary_cross_entropy.SetInParent()
+    return config

@@ -1,0 +1,111 @@
+"""Multi-layer perceptron configured by the ``MLP`` proto message."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from recforge.protos import module_pb2
+
+_ACTIVATIONS = {
+    "nn.ReLU": nn.ReLU,
+    "nn.PReLU": nn.PReLU,
+    "nn.LeakyReLU": nn.LeakyReLU,
+    "nn.SiLU": nn.SiLU,
+    "nn.GELU": nn.GELU,
+    "nn.ELU": nn.ELU,
+    "nn.Sigmoid": nn.Sigmoid,
+    "nn.Tanh": nn.Tanh,
+}
+
+
+def create_activation(name: str) -> nn.Module:
+    """Builds an activation module from its config name (``nn.ReLU``, ``relu``, ...).
+
+    Raises:
+        ValueError: unknown name, listing the known ones.
+    """
+    if not name:
+        return nn.Identity()
+    lookup = {k.lower(): v for k, v in _ACTIVATIONS.items()}
+    lookup.update({k.lower().removeprefix("nn."): v for k, v in _ACTIVATIONS.items()})
+    cls = lookup.get(name.lower())
+    if cls is None:
+        raise ValueError(f"unknown activation '{name}' (known: {', '.join(_ACTIVATIONS)})")
+    return cls()
+
+
+class MLP(nn.Module):
+    """Stacked ``Linear -> [BatchNorm | LayerNorm] -> activation -> [Dropout]`` layers.
+
+    Args:
+        in_features: input width ``D_in``.
+        hidden_units: width of each layer.
+        dropout_ratio: one ratio for every layer, or one per layer (empty: no dropout).
+        activation: activation name, e.g. ``nn.ReLU``.
+        use_bn: batch normalisation after each linear layer.
+        bias: linear layers have a bias.
+        use_ln: layer normalisation after each linear layer.
+
+    Shapes:
+        input ``[B, D_in]`` -> output ``[B, hidden_units[-1]]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_units: Sequence[int],
+        dropout_ratio: Optional[Sequence[float]] = None,
+        activation: str = "nn.ReLU",
+        use_bn: bool = False,
+        bias: bool = True,
+        use_ln: bool = False,
+    ) -> None:
+        super().__init__()
+        if not hidden_units:
+            raise ValueError("MLP needs at least one entry in hidden_units")
+        dropout = list(dropout_ratio or [])
+        if len(dropout) == 1:
+            dropout = dropout * len(hidden_units)
+        if dropout and len(dropout) != len(hidden_units):
+            raise ValueError(
+                f"MLP dropout_ratio has {len(dropout)} values for {len(hidden_units)} layers;"
+                " give one value or one per layer"
+            )
+        layers: List[nn.Module] = []
+        width = in_features
+        for i, units in enumerate(hidden_units):
+            layers.append(nn.Linear(width, units, bias=bias and not use_bn))
+            if use_bn:
+                layers.append(nn.BatchNorm1d(units))
+            if use_ln:
+                layers.append(nn.LayerNorm(units))
+            layers.append(create_activation(activation))
+            if dropout and dropout[i] > 0:
+                layers.append(nn.Dropout(dropout[i]))
+            width = units
+        self.mlp = nn.Sequential(*layers)
+        self._output_dim = width
+
+    @classmethod
+    def from_config(cls, in_features: int, config: module_pb2.MLP) -> MLP:
+        """Builds the MLP described by an ``MLP`` message."""
+        return cls(
+            in_features,
+            list(config.hidden_units),
+            list(config.dropout_ratio),
+            config.activation,
+            config.use_bn,
+            config.bias,
+            config.use_ln,
+        )
+
+    def output_dim(self) -> int:
+        """Width of the output."""
+        return self._output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Applies the layers: ``[B, D_in] -> [B, D_out]``."""
+        return self.mlp(x)

@@ -1,0 +1,260 @@
+"""The training pipeline: ``recforge train --config ...``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Dict, Iterator, Optional, Sequence
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from recforge.datasets.batch import Batch
+from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.evaluate import run_evaluation, write_eval_result
+from recforge.models.model import BaseModel, TrainWrapper
+from recforge.utils import checkpoint as ckpt_util
+from recforge.utils import dist as dist_util
+from recforge.utils.logging_util import Throughput, setup_logging
+from recforge.utils.pipeline import build_features, build_model, model_dir_path, prepare_config
+from recforge.utils.sharding import ShardedTraining, shard_model
+
+logger = logging.getLogger(__name__)
+
+
+def _next_batch(iterator: Iterator[Batch]) -> Optional[Batch]:
+    return next(iterator, None)
+
+
+class _Trainer:
+    """One training run: holds the sharded model, data, progress and writers."""
+
+    def __init__(self, config: Any, sharded: ShardedTraining, model: BaseModel, device: torch.device):
+        self.config = config
+        self.train_config = config.train_config
+        self.sharded = sharded
+        self.model = model
+        self.device = device
+        self.global_step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.is_chief = dist_util.rank() == 0
+        self.writer = (
+            SummaryWriter(model_dir_path(config, "train"))
+            if self.is_chief and self.train_config.use_tensorboard
+            else None
+        )
+        self.last_saved_step = -1
+        self.epoch_stats: list = []
+
+    def save(self) -> None:
+        state = {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch}
+        path = ckpt_util.save_checkpoint(
+            self.config.model_dir,
+            self.global_step,
+            self.sharded.model,
+            self.sharded.optimizer,
+            state,
+            self.train_config.keep_checkpoint_max,
+        )
+        self.last_saved_step = self.global_step
+        if self.is_chief:
+            logger.info("saved checkpoint %s", path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = ckpt_util.load_checkpoint(
+            checkpoint_path, self.sharded.model, self.sharded.optimizer, restore_rng=True
+        )
+        self.global_step = int(state["global_step"])
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = int(state["step_in_epoch"])
+        self.last_saved_step = self.global_step
+        if self.is_chief:
+            logger.info(
+                "resumed from %s at step %d (epoch %d, step %d of the epoch)",
+                checkpoint_path,
+                self.global_step,
+                self.epoch,
+                self.step_in_epoch,
+            )
+
+    def _log(self, loss: torch.Tensor, losses: Dict[str, torch.Tensor], meter: Throughput, batch_size: int) -> None:
+        rate, eta = meter.report(self.global_step, batch_size)
+        if not self.is_chief:
+            return
+        lrs = {f"lr/{i}": s.last_lr for i, s in enumerate(self.sharded.schedules)}
+        train_metrics = {k: float(v) for k, v in self.model.compute_train_metric().items()}
+        extra = "".join(f" | {k} {v:.4f}" for k, v in train_metrics.items())
+        logger.info(
+            "step %d | epoch %d | loss %.5f | %.0f samples/s | eta %s%s",
+            self.global_step,
+            self.epoch,
+            float(loss),
+            rate,
+            eta,
+            extra,
+        )
+        if self.writer is not None:
+            self.writer.add_scalar("loss/total", float(loss), self.global_step)
+            for name, value in losses.items():
+                self.writer.add_scalar(f"loss/{name}", float(value), self.global_step)
+            for name, value in {**lrs, **train_metrics}.items():
+                self.writer.add_scalar(name, value, self.global_step)
+            self.writer.add_scalar("samples_per_second", rate, self.global_step)
+
+    def evaluate(self, eval_dataset: Optional[RecDataset]) -> Dict[str, float]:
+        if eval_dataset is None:
+            return {}
+        metrics = run_evaluation(
+            self.sharded.model, self.model, eval_dataset, self.config, self.device
+        )
+        if self.is_chief:
+            write_eval_result(self.config, metrics, self.global_step)
+            if self.writer is not None:
+                eval_writer = SummaryWriter(model_dir_path(self.config, "eval"))
+                for name, value in metrics.items():
+                    eval_writer.add_scalar(name, value, self.global_step)
+                eval_writer.close()
+        return metrics
+
+    def fit(self, train_dataset: RecDataset, eval_dataset: Optional[RecDataset]) -> Dict[str, float]:
+        tc = self.train_config
+        num_epochs = tc.num_epochs if tc.HasField("num_epochs") else (0 if tc.num_steps else 1)
+        num_steps = tc.num_steps or None
+        log_every = max(tc.log_step_count_steps, 1)
+        eval_every = self.config.eval_config.eval_steps
+        total_steps = num_steps
+        dmp, optimizer = self.sharded.model, self.sharded.optimizer
+        dmp.train()
+        batch_size = self.config.data_config.batch_size
+        meter = Throughput(total_steps)
+        done = num_steps is not None and self.global_step >= num_steps
+        while not done and (num_epochs == 0 or self.epoch < num_epochs):
+            train_dataset.set_epoch(self.epoch)
+            iterator = iter(create_dataloader(train_dataset, self.config.data_config.num_workers))
+            for _ in range(self.step_in_epoch):  # resuming inside an epoch: skip what was trained
+                _next_batch(iterator)
+            epoch_start, epoch_samples = time.perf_counter(), 0
+            while True:
+                batch = _next_batch(iterator)
+                if not dist_util.all_ranks_have(batch is not None):
+                    break
+                batch = batch.to(self.device, non_blocking=True)
+                for schedule in self.sharded.schedules:
+                    schedule.update(self.global_step, self.epoch)
+                loss, (losses, predictions, batch) = dmp(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {float(loss)} at step {self.global_step + 1}: check the"
+                        " input for NaN/inf values and the learning rates"
+                    )
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                self.global_step += 1
+                self.step_in_epoch += 1
+                epoch_samples += batch.batch_size
+                meter.add(batch.batch_size)
+                if self.model._train_metric_modules:
+                    self.model.update_train_metric(predictions, batch)
+                if self.global_step % log_every == 0:
+                    self._log(loss, losses, meter, batch_size)
+                if tc.save_checkpoints_steps and self.global_step % tc.save_checkpoints_steps == 0:
+                    self.save()
+                if eval_every and self.global_step % eval_every == 0:
+                    self.evaluate(eval_dataset)
+                    dmp.train()
+                if num_steps is not None and self.global_step >= num_steps:
+                    done = True
+                    break
+            seconds = time.perf_counter() - epoch_start
+            self.epoch_stats.append(
+                {"epoch": self.epoch, "steps": self.step_in_epoch, "samples": epoch_samples, "seconds": seconds}
+            )
+            if self.is_chief:
+                logger.info(
+                    "epoch %d done: %d samples in %.1fs (%.0f samples/s)",
+                    self.epoch,
+                    epoch_samples,
+                    seconds,
+                    epoch_samples / max(seconds, 1e-9),
+                )
+            if not done:
+                self.epoch += 1
+                self.step_in_epoch = 0
+                if total_steps is None and num_epochs:
+                    meter.total_steps = self.global_step * num_epochs // max(self.epoch, 1)
+                if tc.save_checkpoints_epochs and self.epoch % tc.save_checkpoints_epochs == 0:
+                    self.save()
+            if self.global_step == 0:
+                raise RuntimeError(
+                    f"no training data: '{self.config.train_input_path}' yielded no batch"
+                )
+        if self.last_saved_step != self.global_step:
+            self.save()
+        metrics = self.evaluate(eval_dataset)
+        if self.is_chief:
+            with open(model_dir_path(self.config, "train_stats.json"), "w") as f:
+                json.dump({"global_step": self.global_step, "epochs": self.epoch_stats}, f, indent=1)
+        if self.writer is not None:
+            self.writer.close()
+        return metrics
+
+
+def train_and_evaluate(
+    config_path: str,
+    continue_train: bool = False,
+    edits: Optional[Dict[str, str]] = None,
+    plugins: Sequence[str] = (),
+    model_dir: Optional[str] = None,
+    fine_tune_checkpoint: Optional[str] = None,
+) -> Dict[str, float]:
+    """Trains the model a config describes, checkpoints it, and evaluates it.
+
+    Args:
+        config_path: the pipeline config file.
+        continue_train: resume from the newest checkpoint in ``model_dir`` (same steps, same
+            data order, same results as an uninterrupted run).
+        edits: ``{"dotted.field": "value"}`` config overrides.
+        plugins: modules to import first (user models / features).
+        model_dir: overrides the config's ``model_dir``.
+        fine_tune_checkpoint: initialise weights from this checkpoint (no optimizer state).
+
+    Returns:
+        The final eval metrics (empty without ``eval_input_path``).
+    """
+    setup_logging()
+    config = prepare_config(config_path, edits, plugins, model_dir)
+    device = dist_util.init_process_group()
+    seed = config.data_config.seed
+    torch.manual_seed(seed)
+    features = build_features(config)
+    train_dataset = RecDataset(config.data_config, features, config.train_input_path, mode="train")
+    eval_dataset = (
+        RecDataset(config.data_config, features, config.eval_input_path, mode="eval")
+        if config.eval_input_path
+        else None
+    )
+    model = build_model(config, features, embedding_device=torch.device("meta"))
+    _, frozen = model.sparse_parameters()
+    wrapper = TrainWrapper(model, config.train_config.mixed_precision)
+    sharded = shard_model(wrapper, device, config.train_config, frozen)
+    if dist_util.rank() == 0:
+        with open(model_dir_path(config, "pipeline.config"), "w") as f:
+            from google.protobuf import text_format
+
+            f.write(text_format.MessageToString(config))
+    trainer = _Trainer(config, sharded, model, device)
+    checkpoint = ckpt_util.latest_checkpoint(config.model_dir) if continue_train else None
+    if checkpoint:
+        trainer.restore(checkpoint)
+    else:
+        if continue_train and dist_util.rank() == 0:
+            logger.info("no checkpoint in %s: training from scratch", config.model_dir)
+        fine_tune = fine_tune_checkpoint or config.train_config.fine_tune_checkpoint
+        if fine_tune:
+            ckpt_util.load_checkpoint(fine_tune, sharded.model)
+    return trainer.fit(train_dataset, eval_dataset)
+
+

@@ -1,0 +1,136 @@
+"""Checkpoints with torch.distributed.checkpoint: atomic, reshardable, resumable.
+
+A checkpoint is a directory ``model_dir/model.ckpt-<step>/`` holding the DCP shards of the
+model and optimizer, ``train_state.json`` (step, epoch, position in the epoch) and one RNG
+file per rank. It is written under a temporary name and renamed once every rank has
+finished, so a crash mid-write never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+
+from recforge.utils import dist as dist_util
+
+CHECKPOINT_PREFIX = "model.ckpt-"
+_CKPT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
+TRAIN_STATE_FILE = "train_state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or does not match the model."""
+
+
+def list_checkpoints(model_dir: str) -> List[str]:
+    """Complete checkpoints under ``model_dir``, oldest first."""
+    if not os.path.isdir(model_dir):
+        return []
+    found = []
+    for name in os.listdir(model_dir):
+        match = _CKPT_RE.match(name)
+        path = os.path.join(model_dir, name)
+        if match and os.path.isfile(os.path.join(path, TRAIN_STATE_FILE)):
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(model_dir: str) -> Optional[str]:
+    """The newest complete checkpoint under ``model_dir``, or None."""
+    checkpoints = list_checkpoints(model_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def save_checkpoint(
+    model_dir: str,
+    step: int,
+    model: nn.Module,
+    optimizer: Optional[Any],
+    train_state: Dict[str, Any],
+    keep_checkpoint_max: int = 0,
+) -> str:
+    """Writes ``model_dir/model.ckpt-<step>`` atomically (collective: every rank calls it).
+
+    Args:
+        model_dir: where checkpoints live.
+        step: global step, used in the name.
+        model: the (sharded) model.
+        optimizer: the keyed optimizer, or None.
+        train_state: JSON-able progress (step, epoch, ...), written by rank 0.
+        keep_checkpoint_max: delete older checkpoints beyond this many (0 keeps all).
+
+    Returns:
+        The final checkpoint path.
+    """
+    final = os.path.join(model_dir, f"{CHECKPOINT_PREFIX}{step}")
+    tmp = final + ".tmp"
+    if dist_util.rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp, exist_ok=True)
+    dist_util.barrier()
+    state: Dict[str, Any] = {"model": model.state_dict()}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    dcp.save(state, checkpoint_id=tmp)
+    torch.save(torch.get_rng_state(), os.path.join(tmp, f"rng_rank{dist_util.rank()}.pt"))
+    dist_util.barrier()
+    if dist_util.rank() == 0:
+        with open(os.path.join(tmp, TRAIN_STATE_FILE), "w") as f:
+            json.dump(train_state, f)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        if keep_checkpoint_max > 0:
+            for old in list_checkpoints(model_dir)[:-keep_checkpoint_max]:
+                shutil.rmtree(old, ignore_errors=True)
+    dist_util.barrier()
+    return final
+
+
+def load_checkpoint(
+    checkpoint_path: str,
+    model: nn.Module,
+    optimizer: Optional[Any] = None,
+    restore_rng: bool = False,
+) -> Dict[str, Any]:
+    """Restores a checkpoint into ``model`` (and ``optimizer``); returns its train state.
+
+    Works across world sizes: DCP reshards saved tables onto the current plan.
+
+    Raises:
+        CheckpointError: the directory is missing, incomplete or does not fit the model.
+    """
+    state_file = os.path.join(checkpoint_path, TRAIN_STATE_FILE)
+    if not os.path.isfile(state_file):
+        raise CheckpointError(
+            f"'{checkpoint_path}' is not a complete recforge checkpoint (no {TRAIN_STATE_FILE});"
+            " it may be missing or from a run that crashed while saving"
+        )
+    try:
+        with open(state_file) as f:
+            train_state = json.load(f)
+        if optimizer is not None and hasattr(optimizer, "init_state"):
+            # torch optimizers create their state lazily: materialise it so DCP has a target
+            # (before the model is restored: this takes one zero-gradient step)
+            optimizer.init_state()
+        model_state = model.state_dict()
+        dcp.load({"model": model_state}, checkpoint_id=checkpoint_path)
+        model.load_state_dict(model_state)
+        if optimizer is not None:
+            optimizer_state = optimizer.state_dict()
+            dcp.load({"optimizer": optimizer_state}, checkpoint_id=checkpoint_path)
+            optimizer.load_state_dict(optimizer_state)
+    except CheckpointError:
+        raise
+    except Exception as e:  # DCP raises several types for corrupt or mismatched files
+        raise CheckpointError(f"cannot restore checkpoint '{checkpoint_path}': {e}") from e
+    rng_file = os.path.join(checkpoint_path, f"rng_rank{dist_util.rank()}.pt")
+    if restore_rng and os.path.isfile(rng_file):
+        torch.set_rng_state(torch.load(rng_file))
+    return train_state

@@ -1,0 +1,78 @@
+"""torch.distributed set-up: a single process or a torchrun job, gloo on CPU, nccl on GPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_process_group() -> torch.device:
+    """Initialises the default process group (once) and returns this rank's device.
+
+    Under torchrun the environment names rank and world size; a plain process becomes a
+    one-rank group on a free local port, because torchrec's sharding needs a process group.
+    """
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+    if dist.is_initialized():
+        return device
+    if "WORLD_SIZE" not in os.environ:
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(_free_port()),
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            LOCAL_WORLD_SIZE="1",
+        )
+    dist.init_process_group(backend=backend)
+    return device
+
+
+def destroy_process_group() -> None:
+    """Tears the default process group down if there is one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of ranks (1 without a process group)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    """Waits for every rank (no-op for one rank)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def all_ranks_have(value: bool) -> bool:
+    """True when every rank passes ``True``: keeps ranks stepping in lock-step.
+
+    Sharded embeddings exchange data in every step, so all ranks must run the same number of
+    steps even when their data shards differ in size by a batch.
+    """
+    if world_size() == 1:
+        return value
+    flag = torch.tensor([1 if value else 0], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())

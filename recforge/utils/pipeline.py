@@ -1,0 +1,67 @@
+"""Plumbing shared by the train / evaluate / export / predict pipelines."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from recforge.config import edit_config, load_pipeline_config, validate_config, which_msg
+from recforge.features import BaseFeature, create_features
+from recforge.models.model import BaseModel
+from recforge.protos import pipeline_pb2
+from recforge.utils.registry import import_modules, load_entry_point_plugins
+
+
+def prepare_config(
+    config_path: str,
+    edits: Optional[Dict[str, str]] = None,
+    plugins: Sequence[str] = (),
+    model_dir: Optional[str] = None,
+) -> pipeline_pb2.EasyRecConfig:
+    """Loads, edits and validates a pipeline config; imports the plugins it and the CLI name.
+
+    Args:
+        config_path: the config file (text proto, JSON or YAML).
+        edits: ``{"dotted.field": "value"}`` overrides.
+        plugins: extra modules to import (user models, features).
+        model_dir: overrides ``model_dir``.
+    """
+    config = load_pipeline_config(config_path)
+    if edits:
+        edit_config(config, edits)
+    if model_dir:
+        config.model_dir = model_dir
+    load_entry_point_plugins()
+    import_modules(list(config.plugins) + list(plugins))
+    validate_config(config, config_path)
+    return config
+
+
+def build_features(config: pipeline_pb2.EasyRecConfig) -> List[BaseFeature]:
+    """The features of a config, in config order."""
+    return create_features(config.feature_configs)
+
+
+def build_model(
+    config: pipeline_pb2.EasyRecConfig,
+    features: Sequence[BaseFeature],
+    embedding_device: Optional[torch.device] = None,
+) -> BaseModel:
+    """Builds the model named by ``model_config``'s ``model`` oneof (e.g. deepfm -> DeepFM)."""
+    model_class = BaseModel.create_class(which_msg(config.model_config, "model"))
+    data_config = config.data_config
+    return model_class(
+        config.model_config,
+        features,
+        list(data_config.label_fields),
+        list(data_config.sample_weight_fields),
+        embedding_device=embedding_device,
+    )
+
+
+def model_dir_path(config: pipeline_pb2.EasyRecConfig, *parts: str) -> str:
+    """A path inside ``model_dir``; creates ``model_dir``."""
+    os.makedirs(config.model_dir, exist_ok=True)
+    return os.path.join(config.model_dir, *parts)

@@ -1,0 +1,93 @@
+"""Class registries filled by a metaclass, and loading of user plugins.
+
+Defining a subclass of a registered base class registers it by class name, so a config that
+names ``deepfm`` builds ``DeepFM`` without any table to keep in sync.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import importlib
+from importlib import metadata
+from typing import Any, Callable, Dict, Iterable, Type
+
+PLUGIN_ENTRY_POINT_GROUP = "recforge.plugins"
+
+
+class RegistryError(KeyError):
+    """An unknown class name was asked of a registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def get_register_class_meta(class_map: Dict[str, type], have_abstract_class: bool = True) -> type:
+    """Returns a metaclass that registers every class it creates in ``class_map``.
+
+    Args:
+        class_map: filled with ``{class.__name__: class}``.
+        have_abstract_class: also register classes that still have abstract methods.
+
+    Returns:
+        An ``ABCMeta`` subclass; use it as ``metaclass=`` of a base class, whose
+        ``create_class`` classmethod then calls :func:`create_class` on ``class_map``.
+    """
+
+    class RegisterABCMeta(abc.ABCMeta):
+        def __new__(mcs, name: str, bases: tuple, attrs: Dict[str, Any]) -> type:
+            new_class = super().__new__(mcs, name, bases, attrs)
+            if have_abstract_class or not getattr(new_class, "__abstractmethods__", None):
+                class_map[name] = new_class
+            return new_class
+
+    return RegisterABCMeta
+
+
+def create_class(class_map: Dict[str, type], class_name: str) -> Type:
+    """Looks up ``class_name`` in ``class_map``.
+
+    Raises:
+        RegistryError: unknown name; the message lists the registered names and the closest one.
+    """
+    if class_name in class_map:
+        return class_map[class_name]
+    known = sorted(class_map)
+    close = difflib.get_close_matches(class_name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise RegistryError(f"unknown class '{class_name}'{hint} (registered: {', '.join(known)})")
+
+
+def import_modules(names: Iterable[str]) -> None:
+    """Imports each named module (user plugins defining models, features, ...).
+
+    Raises:
+        ImportError: naming the plugin module that failed.
+    """
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"cannot import plugin module '{name}': {e}") from e
+
+
+def load_entry_point_plugins(group: str = PLUGIN_ENTRY_POINT_GROUP) -> None:
+    """Imports every module registered under the ``recforge.plugins`` entry-point group."""
+    for entry_point in metadata.entry_points(group=group):
+        loaded = entry_point.load()
+        if callable(loaded) and not isinstance(loaded, type):
+            loaded()
+
+
+def lazy_import_all(package: str, modules: Iterable[str]) -> Callable[[], None]:
+    """Returns a function that imports ``package.<m>`` for every ``m`` once, on first call."""
+    done = False
+
+    def _load() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            for module in modules:
+                importlib.import_module(f"{package}.{module}")
+
+    return _load

@@ -1,0 +1,160 @@
+"""Wrap a model in torchrec's DistributedModelParallel with the optimizers the config asks for.
+
+Per embedding table the kernel is chosen by what fbgemm supports on the device: the fused
+kernel (optimizer applied inside backward, table-wise or column-wise sharding) where it can,
+else a data-parallel dense kernel whose table is trained by a torch optimizer built from the
+same ``sparse_optimizer`` settings. The fallback is logged once per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from recforge.optim import (
+    LearningRateSchedule,
+    create_dense_optimizer,
+    create_schedule,
+    fused_kernel_supports,
+    sparse_optimizer_spec,
+)
+from recforge.protos import train_pb2
+from recforge.utils import dist as dist_util
+
+logger = logging.getLogger(__name__)
+
+_TABLE_PARAM_MARKER = "embedding_bags."
+
+
+@dataclass
+class ShardedTraining:
+    """A sharded model with its optimizer and learning-rate schedules.
+
+    Attributes:
+        model: the DistributedModelParallel module.
+        optimizer: every optimizer (fused tables, fallback tables, dense) as one keyed optimizer.
+        schedules: learning-rate schedules to update each step.
+        fallback_tables: tables trained by a dense kernel instead of the fused one.
+    """
+
+    model: DistributedModelParallel
+    optimizer: Optional[CombinedOptimizer]
+    schedules: List[LearningRateSchedule] = field(default_factory=list)
+    fallback_tables: List[str] = field(default_factory=list)
+
+
+def _embedding_tables(model: nn.Module) -> Dict[str, tuple]:
+    """``{table_name: (embedding_dim, parameter)}`` of every embedding-bag table."""
+    tables = {}
+    for module in model.modules():
+        if isinstance(module, EmbeddingBagCollectionInterface):
+            for config, param in zip(module.embedding_bag_configs(), module.parameters()):
+                tables[config.name] = (config.embedding_dim, param)
+    return tables
+
+
+def shard_model(
+    module: nn.Module,
+    device: torch.device,
+    train_config: Optional[train_pb2.TrainConfig] = None,
+    frozen_params: Optional[List[nn.Parameter]] = None,
+) -> ShardedTraining:
+    """Plans and applies embedding sharding; builds optimizers when training.
+
+    Args:
+        module: the model (usually a ``TrainWrapper``); tables may live on the meta device.
+        device: this rank's device.
+        train_config: the training config (None for evaluation / prediction).
+        frozen_params: embedding weights that must not train (``trainable: false``).
+
+    Returns:
+        The sharded model, its optimizer and schedules.
+    """
+    frozen_ids = {id(p) for p in frozen_params or []}
+    tables = _embedding_tables(module)
+    constraints: Dict[str, ParameterConstraints] = {}
+    fallback: List[str] = []
+    spec = sparse_optimizer_spec(train_config.sparse_optimizer) if train_config else None
+    fused_params = []
+    for name, (dim, param) in tables.items():
+        use_fused = (
+            spec is not None
+            and id(param) not in frozen_ids
+            and fused_kernel_supports(spec, dim, device.type)
+        )
+        if use_fused:
+            fused_params.append(param)
+            sharding_types = ["table_wise", "column_wise"]
+            if device.type == "cuda":
+                sharding_types += ["row_wise", "table_row_wise"]
+            constraints[name] = ParameterConstraints(
+                sharding_types=sharding_types, compute_kernels=["fused"]
+            )
+        else:
+            if spec is not None and id(param) not in frozen_ids:
+                fallback.append(name)
+            constraints[name] = ParameterConstraints(
+                sharding_types=["data_parallel"], compute_kernels=["dense"]
+            )
+    if fallback and dist_util.rank() == 0:
+        logger.warning(
+            "fbgemm's fused %s kernel cannot train tables %s (%s, dims %s): they use a"
+            " data-parallel dense kernel with torch's %s instead",
+            device.type,
+            fallback,
+            spec.name,
+            sorted({tables[t][0] for t in fallback}),
+            spec.optimizer_class.__name__,
+        )
+    if fused_params:
+        # torchrec consumes the kwargs dict it is given: pass a copy
+        apply_optimizer_in_backward(spec.optimizer_class, fused_params, dict(spec.kwargs))
+    frozen_tables = {name for name, (_, param) in tables.items() if id(param) in frozen_ids}
+
+    world = dist_util.world_size()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    topology = Topology(
+        world_size=world, compute_device=device.type, local_world_size=local_world
+    )
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    plan = planner.collective_plan(module, None, dist.GroupMember.WORLD)
+    model = DistributedModelParallel(module, device=device, plan=plan)
+    if train_config is None:
+        return ShardedTraining(model, None)
+
+    table_params, dense_params = {}, {}
+    for name, param in in_backward_optimizer_filter(model.named_parameters()):
+        table = name.split(_TABLE_PARAM_MARKER)[-1].split(".")[0]
+        if _TABLE_PARAM_MARKER in name and table in frozen_tables:
+            continue  # no optimizer: the table keeps its initial (or restored) weights
+        (table_params if _TABLE_PARAM_MARKER in name else dense_params)[name] = param
+    optimizers = [("sparse", model.fused_optimizer)]
+    schedules = [create_schedule(model.fused_optimizer, train_config.sparse_optimizer, spec.kwargs["lr"])]
+    if table_params:
+        fallback_optimizer = KeyedOptimizerWrapper(
+            table_params,
+            lambda ps: spec.create(ps),
+        )
+        optimizers.append(("sparse_fallback", fallback_optimizer))
+        schedules.append(
+            create_schedule(fallback_optimizer, train_config.sparse_optimizer, spec.kwargs["lr"])
+        )
+    dense_optimizer = KeyedOptimizerWrapper(
+        dense_params, lambda ps: create_dense_optimizer(train_config.dense_optimizer, ps)
+    )
+    optimizers.append(("dense", dense_optimizer))
+    dense_lr = dense_optimizer.param_groups[0]["lr"] if dense_optimizer.param_groups else 0.0
+    schedules.append(create_schedule(dense_optimizer, train_config.dense_optimizer, dense_lr))
+    return ShardedTraining(model, CombinedOptimizer(optimizers), schedules, fallback)
