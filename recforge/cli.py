@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Dict, List, Optional
+from typing import Optional
 
 
-def _edits(text: Optional[str]) -> Dict[str, str]:
+def _edits(text: Optional[str]) -> dict[str, str]:
     if not text:
         return {}
     try:
@@ -19,38 +19,62 @@ def _edits(text: Optional[str]) -> Dict[str, str]:
     except json.JSONDecodeError as e:
         raise SystemExit(f"--edit_config_json is not valid JSON: {e}") from e
     if not isinstance(edits, dict):
-        raise SystemExit('--edit_config_json must be a JSON object like {"train_config.num_epochs": 2}')
+        raise SystemExit(
+            '--edit_config_json must be a JSON object like {"train_config.num_epochs": 2}'
+        )
     return {k: str(v) for k, v in edits.items()}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "--pipeline_config_path", dest="config", required=True,
-                        help="pipeline config (.config text proto, .json or .yaml)")
+    parser.add_argument(
+        "--config",
+        "--pipeline_config_path",
+        dest="config",
+        required=True,
+        help="pipeline config (.config text proto, .json or .yaml)",
+    )
     parser.add_argument("--model_dir", default=None, help="overrides model_dir of the config")
-    parser.add_argument("--edit_config_json", default=None,
-                        help='config overrides, e.g. \'{"train_config.num_epochs": 2}\'')
-    parser.add_argument("--plugin", action="append", default=[],
-                        help="python module to import first (user models/features); repeatable")
+    parser.add_argument(
+        "--edit_config_json",
+        default=None,
+        help="config overrides, e.g. '{\"train_config.num_epochs\": 2}'",
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        help="python module to import first (user models/features); repeatable",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="recforge", description=__doc__.splitlines()[0])
-    parser.add_argument("--traceback", action="store_true",
-                        help="show the full stack trace of input errors")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full stack trace of input errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train (and evaluate) the model a config describes")
     _common(train)
-    train.add_argument("--continue_train", action="store_true",
-                       help="resume from the newest checkpoint in model_dir")
-    train.add_argument("--fine_tune_checkpoint", default=None,
-                       help="initialise weights from this checkpoint")
+    train.add_argument(
+        "--continue_train",
+        action="store_true",
+        help="resume from the newest checkpoint in model_dir",
+    )
+    train.add_argument(
+        "--fine_tune_checkpoint", default=None, help="initialise weights from this checkpoint"
+    )
 
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on the eval data")
     _common(evaluate)
-    evaluate.add_argument("--checkpoint", "--checkpoint_path", dest="checkpoint", default=None,
-                          help="checkpoint directory (default: newest in model_dir)")
+    evaluate.add_argument(
+        "--checkpoint",
+        "--checkpoint_path",
+        dest="checkpoint",
+        default=None,
+        help="checkpoint directory (default: newest in model_dir)",
+    )
     evaluate.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
 
     demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
@@ -59,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``recforge`` command."""
     args = build_parser().parse_args(argv)
     from recforge.errors import user_facing_errors

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 logger = logging.getLogger("recforge")
 
@@ -35,6 +35,7 @@ def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
 
     Args:
         show_traceback: re-raise instead (the CLI's ``--traceback``).
+
     """
     try:
         yield

@@ -5,17 +5,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils.logging_util import setup_logging
-from recforge.utils.pipeline import build_features, build_model, model_dir_path, prepare_config
+from recforge.utils.pipeline import (
+    build_features,
+    build_model,
+    model_dir_path,
+    prepare_config,
+    setup_process,
+)
 from recforge.utils.sharding import shard_model
 
 logger = logging.getLogger(__name__)
@@ -29,7 +37,7 @@ def run_evaluation(
     dataset: RecDataset,
     config: Any,
     device: torch.device,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Streams ``dataset`` through the model and returns its metrics (collective call).
 
     Args:
@@ -38,6 +46,7 @@ def run_evaluation(
         dataset: the eval data.
         config: the pipeline config (``eval_config.num_steps`` limits the steps).
         device: this rank's device.
+
     """
     num_steps = config.eval_config.num_steps or None
     log_every = max(config.eval_config.log_step_count_steps, 1)
@@ -55,7 +64,9 @@ def run_evaluation(
             step += 1
             samples += batch.batch_size
             if step % log_every == 0 and dist_util.rank() == 0:
-                logger.info("eval step %d | %.0f samples/s", step, samples / (time.perf_counter() - start))
+                logger.info(
+                    "eval step %d | %.0f samples/s", step, samples / (time.perf_counter() - start)
+                )
     if step == 0:
         raise RuntimeError("no eval data: the eval input yielded no batch")
     metrics = {name: float(value) for name, value in model.compute_metric().items()}
@@ -66,7 +77,7 @@ def run_evaluation(
     return metrics
 
 
-def write_eval_result(config: Any, metrics: Dict[str, float], global_step: int) -> str:
+def write_eval_result(config: Any, metrics: dict[str, float], global_step: int) -> str:
     """Writes ``model_dir/eval_result.json`` (and appends to ``eval_history.jsonl``)."""
     record = {"global_step": global_step, **metrics}
     path = model_dir_path(config, EVAL_RESULT_FILE)
@@ -81,10 +92,10 @@ def evaluate(
     config_path: str,
     checkpoint_path: Optional[str] = None,
     eval_input_path: Optional[str] = None,
-    edits: Optional[Dict[str, str]] = None,
+    edits: Optional[dict[str, str]] = None,
     plugins: Sequence[str] = (),
     model_dir: Optional[str] = None,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Evaluates a checkpoint on the eval data and writes ``model_dir/eval_result.json``.
 
     Args:
@@ -97,19 +108,28 @@ def evaluate(
 
     Returns:
         The metrics.
+
     """
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
     if eval_input_path:
         config.eval_input_path = eval_input_path
     if not config.eval_input_path:
-        raise ValueError("nothing to evaluate: set eval_input_path in the config or on the command line")
+        raise ValueError(
+            "nothing to evaluate: set eval_input_path in the config or on the command line"
+        )
     checkpoint_path = checkpoint_path or ckpt_util.latest_checkpoint(config.model_dir)
     if not checkpoint_path:
         raise ckpt_util.CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")
-    device = dist_util.init_process_group()
+    device = setup_process()
     features = build_features(config)
-    dataset = RecDataset(config.data_config, features, config.eval_input_path, mode="eval")
+    dataset = RecDataset(
+        config.data_config,
+        features,
+        config.eval_input_path,
+        mode="eval",
+        extra_id_columns=grouping_keys(config.model_config.metrics),
+    )
     model = build_model(config, features, embedding_device=torch.device("meta"))
     # the same sharding plan as training, so the checkpoint maps one to one
     train_config = config.train_config if config.HasField("train_config") else None

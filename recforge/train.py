@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Dict, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -13,11 +14,18 @@ from torch.utils.tensorboard import SummaryWriter
 from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.evaluate import run_evaluation, write_eval_result
+from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils.logging_util import Throughput, setup_logging
-from recforge.utils.pipeline import build_features, build_model, model_dir_path, prepare_config
+from recforge.utils.pipeline import (
+    build_features,
+    build_model,
+    model_dir_path,
+    prepare_config,
+    setup_process,
+)
 from recforge.utils.sharding import ShardedTraining, shard_model
 
 logger = logging.getLogger(__name__)
@@ -30,7 +38,9 @@ def _next_batch(iterator: Iterator[Batch]) -> Optional[Batch]:
 class _Trainer:
     """One training run: holds the sharded model, data, progress and writers."""
 
-    def __init__(self, config: Any, sharded: ShardedTraining, model: BaseModel, device: torch.device):
+    def __init__(
+        self, config: Any, sharded: ShardedTraining, model: BaseModel, device: torch.device
+    ):
         self.config = config
         self.train_config = config.train_config
         self.sharded = sharded
@@ -49,7 +59,11 @@ class _Trainer:
         self.epoch_stats: list = []
 
     def save(self) -> None:
-        state = {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch}
+        state = {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+        }
         path = ckpt_util.save_checkpoint(
             self.config.model_dir,
             self.global_step,
@@ -79,7 +93,13 @@ class _Trainer:
                 self.step_in_epoch,
             )
 
-    def _log(self, loss: torch.Tensor, losses: Dict[str, torch.Tensor], meter: Throughput, batch_size: int) -> None:
+    def _log(
+        self,
+        loss: torch.Tensor,
+        losses: dict[str, torch.Tensor],
+        meter: Throughput,
+        batch_size: int,
+    ) -> None:
         rate, eta = meter.report(self.global_step, batch_size)
         if not self.is_chief:
             return
@@ -103,7 +123,7 @@ class _Trainer:
                 self.writer.add_scalar(name, value, self.global_step)
             self.writer.add_scalar("samples_per_second", rate, self.global_step)
 
-    def evaluate(self, eval_dataset: Optional[RecDataset]) -> Dict[str, float]:
+    def evaluate(self, eval_dataset: Optional[RecDataset]) -> dict[str, float]:
         if eval_dataset is None:
             return {}
         metrics = run_evaluation(
@@ -118,7 +138,9 @@ class _Trainer:
                 eval_writer.close()
         return metrics
 
-    def fit(self, train_dataset: RecDataset, eval_dataset: Optional[RecDataset]) -> Dict[str, float]:
+    def fit(
+        self, train_dataset: RecDataset, eval_dataset: Optional[RecDataset]
+    ) -> dict[str, float]:
         tc = self.train_config
         num_epochs = tc.num_epochs if tc.HasField("num_epochs") else (0 if tc.num_steps else 1)
         num_steps = tc.num_steps or None
@@ -170,7 +192,12 @@ class _Trainer:
                     break
             seconds = time.perf_counter() - epoch_start
             self.epoch_stats.append(
-                {"epoch": self.epoch, "steps": self.step_in_epoch, "samples": epoch_samples, "seconds": seconds}
+                {
+                    "epoch": self.epoch,
+                    "steps": self.step_in_epoch,
+                    "samples": epoch_samples,
+                    "seconds": seconds,
+                }
             )
             if self.is_chief:
                 logger.info(
@@ -196,7 +223,9 @@ class _Trainer:
         metrics = self.evaluate(eval_dataset)
         if self.is_chief:
             with open(model_dir_path(self.config, "train_stats.json"), "w") as f:
-                json.dump({"global_step": self.global_step, "epochs": self.epoch_stats}, f, indent=1)
+                json.dump(
+                    {"global_step": self.global_step, "epochs": self.epoch_stats}, f, indent=1
+                )
         if self.writer is not None:
             self.writer.close()
         return metrics
@@ -205,11 +234,11 @@ class _Trainer:
 def train_and_evaluate(
     config_path: str,
     continue_train: bool = False,
-    edits: Optional[Dict[str, str]] = None,
+    edits: Optional[dict[str, str]] = None,
     plugins: Sequence[str] = (),
     model_dir: Optional[str] = None,
     fine_tune_checkpoint: Optional[str] = None,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Trains the model a config describes, checkpoints it, and evaluates it.
 
     Args:
@@ -223,16 +252,29 @@ def train_and_evaluate(
 
     Returns:
         The final eval metrics (empty without ``eval_input_path``).
+
     """
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
-    device = dist_util.init_process_group()
+    device = setup_process()
     seed = config.data_config.seed
     torch.manual_seed(seed)
     features = build_features(config)
-    train_dataset = RecDataset(config.data_config, features, config.train_input_path, mode="train")
+    train_dataset = RecDataset(
+        config.data_config,
+        features,
+        config.train_input_path,
+        mode="train",
+        extra_id_columns=grouping_keys(config.model_config.metrics),
+    )
     eval_dataset = (
-        RecDataset(config.data_config, features, config.eval_input_path, mode="eval")
+        RecDataset(
+            config.data_config,
+            features,
+            config.eval_input_path,
+            mode="eval",
+            extra_id_columns=grouping_keys(config.model_config.metrics),
+        )
         if config.eval_input_path
         else None
     )
@@ -256,5 +298,3 @@ def train_and_evaluate(
         if fine_tune:
             ckpt_util.load_checkpoint(fine_tune, sharded.model)
     return trainer.fit(train_dataset, eval_dataset)
-
-

@@ -19,6 +19,7 @@ from recforge.protos import data_pb2, pipeline_pb2
 
 CONFIGS = Path(__file__).parent / "configs"
 FRAPPE = CONFIGS / "frappe_deepfm.config"
+FRAPPE_EXTS = ["config", "json", "yaml"]
 FRAPPE_COLUMNS = [
     "user",
     "item",
@@ -94,9 +95,6 @@ def test_frappe_config_loads_and_validates_in_all_formats():
     assert list(text.model_config.deepfm.deep.hidden_units) == [400, 400, 400]
     assert text.train_config.sparse_optimizer.adam_optimizer.lr == pytest.approx(0.001)
     assert text.HasField("eval_config")
-
-
-FRAPPE_EXTS = ["config", "json", "yaml"]
 
 
 @pytest.mark.parametrize("ext", ["config", "pbtxt", "txt", "prototxt", "json", "yaml", "yml"])

@@ -13,7 +13,9 @@ from recforge.utils.registry import RegistryError
 FEATURES = """
 feature_configs { id_feature { feature_name: "user" num_buckets: 50 embedding_dim: 8 } }
 feature_configs { id_feature { feature_name: "item" hash_bucket_size: 100 embedding_dim: 8 } }
-feature_configs { id_feature { feature_name: "tags" num_buckets: 20 embedding_dim: 8 trainable: false } }
+feature_configs {
+  id_feature { feature_name: "tags" num_buckets: 20 embedding_dim: 8 trainable: false }
+}
 feature_configs { raw_feature { feature_name: "price" } }
 """
 
@@ -52,7 +54,9 @@ def make_batch(batch_size: int = 6) -> Batch:
         torch.randint(0, 20, (int(tag_lengths.sum()),), generator=g),
     ]
     lengths = torch.cat([torch.ones(2 * batch_size, dtype=torch.int32), tag_lengths])
-    sparse = KeyedJaggedTensor(keys=["user", "item", "tags"], values=torch.cat(values), lengths=lengths)
+    sparse = KeyedJaggedTensor(
+        keys=["user", "item", "tags"], values=torch.cat(values), lengths=lengths
+    )
     dense = KeyedTensor.from_tensor_list(["price"], [torch.rand(batch_size, 1, generator=g)])
     labels = {"label": (torch.arange(batch_size) % 2).float()}
     return Batch(sparse, dense, labels=labels)
@@ -85,7 +89,9 @@ def test_model_predict_loss_backward(model_name):
     model.update_metric(predictions, batch, losses)
     metrics = model.compute_metric()
     assert set(metrics) == {"auc", "binary_cross_entropy"}
-    assert abs(float(metrics["binary_cross_entropy"]) - float(losses["binary_cross_entropy"])) < 1e-5
+    assert (
+        abs(float(metrics["binary_cross_entropy"]) - float(losses["binary_cross_entropy"])) < 1e-5
+    )
 
 
 @pytest.mark.parametrize("model_name", sorted(MODEL_CONFIGS))
@@ -109,9 +115,8 @@ def test_unknown_model_name_lists_known_models():
 
 
 def test_subclass_registers_itself():
-    from recforge.models.multi_tower import MultiTower
-
     from recforge.models import model as model_module
+    from recforge.models.multi_tower import MultiTower
 
     class MyTower(MultiTower):
         pass

@@ -9,9 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recforge.datasets.batch import Batch
+from recforge.datasets.batch_builder import (
+    build_dense_features,
+    build_sparse_features,
+    infer_batch_size,
+)
 from recforge.datasets.errors import DataError
 from recforge.features.base_feature import BaseFeature
 from recforge.features.utils import as_array, ensure_writable, stable_hash
@@ -159,8 +163,9 @@ class DataParser:
     ) -> Batch:
         """Assemble a :class:`Batch` from the flat tensor dict.
 
-        Uses only dict / list / tensor operations over the key lists fixed at construction,
-        so the same logic can run inside a scripted export wrapper.
+        The tensor work is done by the TorchScript-compatible functions of
+        :mod:`recforge.datasets.batch_builder` over :attr:`sparse_keys`, :attr:`dense_keys`
+        and :attr:`dense_dims`, so an export wrapper can script the same logic.
 
         Args:
             parsed: the output of :meth:`parse` (or the same keys from a serving request).
@@ -171,10 +176,12 @@ class DataParser:
             (stride ``B``), ``dense_features`` a ``KeyedTensor`` ``[B, sum(dense_dims)]``.
 
         """
-        batch_size = self._batch_size(parsed)
+        batch_size = infer_batch_size(parsed, self.sparse_keys, self.dense_keys, self.labels)
         return Batch(
-            sparse_features=self._sparse(parsed, batch_size),
-            dense_features=self._dense(parsed, batch_size),
+            sparse_features=build_sparse_features(parsed, self.sparse_keys, batch_size),
+            dense_features=build_dense_features(
+                parsed, self.dense_keys, self.dense_dims, batch_size
+            ),
             labels={k: parsed[f"label.{k}"] for k in self.labels if f"label.{k}" in parsed},
             sample_weights={
                 k: parsed[f"weight.{k}"] for k in self.sample_weights if f"weight.{k}" in parsed
@@ -188,51 +195,6 @@ class DataParser:
     def parse_batch(self, rb: pa.RecordBatch) -> Batch:
         """Parse ``rb`` straight into a :class:`Batch` (:meth:`parse` + :meth:`to_batch`)."""
         return self.to_batch(self.parse(rb), self.select_reserves(rb))
-
-    # ------------------------------------------------------------------ tensor helpers
-    def _batch_size(self, parsed: dict[str, torch.Tensor]) -> int:
-        if len(self.sparse_keys) > 0:
-            return parsed[self.sparse_keys[0] + ".lengths"].shape[0]
-        if len(self.dense_keys) > 0:
-            return parsed[self.dense_keys[0] + ".values"].shape[0]
-        for key in self.labels:
-            return parsed["label." + key].shape[0]
-        return 0
-
-    def _sparse(self, parsed: dict[str, torch.Tensor], batch_size: int) -> KeyedJaggedTensor:
-        if len(self.sparse_keys) == 0:
-            return KeyedJaggedTensor(
-                keys=[],
-                values=torch.empty(0, dtype=torch.int64),
-                lengths=torch.empty(0, dtype=torch.int32),
-                stride=batch_size,
-            )
-        values: list[torch.Tensor] = []
-        lengths: list[torch.Tensor] = []
-        for key in self.sparse_keys:
-            values.append(parsed[key + ".values"])
-            lengths.append(parsed[key + ".lengths"])
-        return KeyedJaggedTensor(
-            keys=self.sparse_keys,
-            values=torch.cat(values),
-            lengths=torch.cat(lengths),
-            stride=batch_size,
-        )
-
-    def _dense(self, parsed: dict[str, torch.Tensor], batch_size: int) -> KeyedTensor:
-        if len(self.dense_keys) == 0:
-            return KeyedTensor(
-                keys=[], length_per_key=[], values=torch.empty(batch_size, 0), key_dim=1
-            )
-        tensors: list[torch.Tensor] = []
-        for key in self.dense_keys:
-            tensors.append(parsed[key + ".values"])
-        return KeyedTensor(
-            keys=self.dense_keys,
-            length_per_key=self.dense_dims,
-            values=torch.cat(tensors, dim=1),
-            key_dim=1,
-        )
 
     def __repr__(self) -> str:
         return (

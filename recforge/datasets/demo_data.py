@@ -13,7 +13,7 @@ can learn. Columns (nulls where noted):
 =============  ==============================================  =========================
 column         values                                          config feature
 =============  ==============================================  =========================
-label          int 0/1 (~30% positive)                          label
+label          int 0/1 (~35% positive)                          label
 user_id        strings ``"u123"`` (2,000 users, skewed; 1% null)  id, hash_bucket_size
 item_id        int 0..999 (skewed)                             id, num_buckets
 category       int 0..49 (fixed per item)                      id, num_buckets
@@ -80,17 +80,17 @@ class DemoWorld:
         rng = np.random.default_rng([seed, 0])
         return DemoWorld(
             bias=-1.6,
-            user_effect=rng.normal(0, 0.5, NUM_USERS),
+            user_effect=rng.normal(0, 0.3, NUM_USERS),
             user_group=rng.integers(0, NUM_GROUPS, NUM_USERS),
             user_city=rng.integers(0, len(CITIES), NUM_USERS),
             user_age=np.clip(rng.normal(38, 12, NUM_USERS), 18, 70),
-            item_effect=rng.normal(0, 0.6, NUM_ITEMS),
+            item_effect=rng.normal(0, 0.7, NUM_ITEMS),
             item_category=rng.integers(0, NUM_CATEGORIES, NUM_ITEMS),
             item_log_price=rng.normal(4.0, 1.0, NUM_ITEMS),
-            category_effect=rng.normal(0, 0.5, NUM_CATEGORIES),
-            city_effect=rng.normal(0, 0.4, len(CITIES)),
+            category_effect=rng.normal(0, 1.0, NUM_CATEGORIES),
+            city_effect=rng.normal(0, 0.6, len(CITIES)),
             device_effect=np.array([0.4, 0.0, -0.5]),
-            tag_effect=rng.normal(0, 1.0, NUM_TAGS),
+            tag_effect=rng.normal(0, 1.5, NUM_TAGS),
             group_factors=rng.normal(0, 1.0, (NUM_GROUPS, INTERACTION_RANK)),
             category_factors=rng.normal(0, 1.0, (NUM_CATEGORIES, INTERACTION_RANK)),
         )
@@ -146,10 +146,10 @@ def simulate_demo_table(
         + world.city_effect[city]
         + world.device_effect[device]
         + tag_mean
-        + 0.5 * np.sin(2 * np.pi * hour / 24.0)
+        + 0.7 * np.sin(2 * np.pi * hour / 24.0)
         + _age_effect(age)
-        - 0.4 * (log_price - 4.0)
-        + 0.5 * np.einsum("nr,nr->n", world.group_factors[group], world.category_factors[category])
+        - 0.6 * (log_price - 4.0)
+        + 0.4 * np.einsum("nr,nr->n", world.group_factors[group], world.category_factors[category])
     )
     probability = 1.0 / (1.0 + np.exp(-logit))
     label = (rng.random(num_rows) < probability).astype(np.int64)
@@ -226,7 +226,7 @@ _SPARSE = [
     ("user_group", f"num_buckets: {NUM_GROUPS}"),
     ("city", "vocab_list: [{}]".format(", ".join(f'"{c}"' for c in CITY_VOCAB))),
     ("device", "vocab_list: [{}]".format(", ".join(f'"{d}"' for d in DEVICES))),
-    ("tags", 'hash_bucket_size: 100 separator: "|" pooling: "mean"'),
+    ("tags", 'hash_bucket_size: 100\n        separator: "|"\n        pooling: "mean"'),
     ("hour", "num_buckets: 24"),
 ]
 _USER_FEATURES = ["user_id", "user_group", "city", "device", "age"]
@@ -315,7 +315,7 @@ def demo_config_text(model: str = "deepfm", data_dir: str = "data/demo") -> str:
     """
     header = (
         f"# {model} on the synthetic demo data: write it with\n"
-        f"#   python -c \"from recforge.datasets import generate_demo_data; "
+        f'#   python -c "from recforge.datasets import generate_demo_data; '
         f"generate_demo_data('{data_dir}')\"\n"
     )
     model_text = _model_config(model)

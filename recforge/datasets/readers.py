@@ -369,8 +369,21 @@ class CsvReader(BaseReader):
                 parse_options=pacsv.ParseOptions(delimiter=self.data_config.delimiter),
                 convert_options=self._convert_options(types, include),
             )
-        except (pa.ArrowInvalid, OSError) as err:
+        except pa.ArrowInvalid as err:
+            raise self._csv_error(path, err) from err
+        except OSError as err:
             raise DataError(f"cannot read csv file '{path}': {err}") from err
+
+    def _csv_error(self, path: str, err: Exception) -> DataError:
+        message = str(err)
+        match = re.search(r"CSV column #(\d+)", message)
+        if match and self._column_names and int(match.group(1)) < len(self._column_names):
+            message += f" (column '{self._column_names[int(match.group(1))]}')"
+        return DataError(
+            f"csv file '{path}': {message}. Column types are inferred from the first block of "
+            "the first file; set data_config.input_fields (input_name, input_type) for columns "
+            "whose type changes later."
+        )
 
     def _iter_file(self, path: str) -> Iterator[pa.RecordBatch]:
         names, types = self._resolve()
@@ -382,11 +395,7 @@ class CsvReader(BaseReader):
                 except StopIteration:
                     return
                 except pa.ArrowInvalid as err:
-                    raise DataError(
-                        f"csv file '{path}': {err}. Column types are inferred from the first "
-                        "block of the first file; set data_config.input_fields (input_name, "
-                        "input_type) for columns whose type changes later."
-                    ) from err
+                    raise self._csv_error(path, err) from err
                 yield rb
         finally:
             reader.close()

@@ -6,7 +6,8 @@ the config message instead of branching on loss names.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ class RecLoss(nn.Module):
 
     Attributes:
         prediction_key: the ``predict()`` output the loss reads (``logits``, ``y``, ...).
+
     """
 
     prediction_key = "logits"
@@ -73,7 +75,7 @@ class L2Loss(RecLoss):
         return (prediction - label.float()).pow(2)
 
 
-_LOSS_BUILDERS: Dict[str, Callable[[object], RecLoss]] = {
+_LOSS_BUILDERS: dict[str, Callable[[object], RecLoss]] = {
     "binary_cross_entropy": lambda cfg: BinaryCrossEntropyLoss(),
     "softmax_cross_entropy": lambda cfg: SoftmaxCrossEntropyLoss(cfg.label_smoothing),
     "l2_loss": lambda cfg: L2Loss(),
@@ -93,6 +95,7 @@ def create_loss(config: loss_pb2.LossConfig) -> RecLoss:
 
     Raises:
         ValueError: no loss set, or a loss recforge does not implement.
+
     """
     name = loss_name(config)
     if name not in _LOSS_BUILDERS:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 import torchmetrics
@@ -20,6 +21,7 @@ class RecMetric(torch.nn.Module):
         prediction_key: the ``predict()`` output it reads (``probs``, ``y``, ...).
         label_dtype: the label's dtype the metric expects.
         group_key: for grouped metrics, the column (``Batch.extras``) that groups samples.
+
     """
 
     def __init__(
@@ -78,12 +80,14 @@ def _grouped_auc(cfg: metric_pb2.GroupedAUC, num_class: int) -> RecMetric:
     return RecMetric(GroupedAUC(), group_key=cfg.grouping_key)
 
 
-_METRIC_BUILDERS: Dict[str, Callable[[object, int], RecMetric]] = {
+_METRIC_BUILDERS: dict[str, Callable[[object, int], RecMetric]] = {
     "auc": _auc,
     "multiclass_auc": _multiclass_auc,
     "accuracy": _accuracy,
     "grouped_auc": _grouped_auc,
-    "mean_absolute_error": lambda cfg, n: RecMetric(regression.MeanAbsoluteError(), "y", torch.float),
+    "mean_absolute_error": lambda cfg, n: RecMetric(
+        regression.MeanAbsoluteError(), "y", torch.float
+    ),
     "mean_squared_error": lambda cfg, n: RecMetric(regression.MeanSquaredError(), "y", torch.float),
 }
 
@@ -101,6 +105,7 @@ def create_metric(config: metric_pb2.MetricConfig, num_class: int = 1) -> RecMet
 
     Raises:
         ValueError: no metric set, or one recforge does not implement.
+
     """
     name = metric_name(config)
     return _METRIC_BUILDERS[name](getattr(config, name), num_class)

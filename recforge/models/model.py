@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pkgutil
 from abc import abstractmethod
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from recforge.features import BaseFeature
 from recforge.protos import model_pb2
 from recforge.utils.registry import create_class, get_register_class_meta, import_modules
 
-_MODEL_CLASS_MAP: Dict[str, type] = {}
+_MODEL_CLASS_MAP: dict[str, type] = {}
 _meta_cls = get_register_class_meta(_MODEL_CLASS_MAP, have_abstract_class=False)
 _builtins_loaded = False
 
@@ -30,7 +31,9 @@ def _load_builtin_models() -> None:
         _builtins_loaded = True
         import recforge.models as package
 
-        import_modules(f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__))
+        import_modules(
+            f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)
+        )
 
 
 class BaseModel(nn.Module, metaclass=_meta_cls):
@@ -41,6 +44,7 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
         features: every feature the data provides.
         labels: label column names.
         sample_weights: sample-weight column names (empty: unweighted).
+
     """
 
     def __init__(
@@ -64,23 +68,24 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
         self._train_metric_modules = nn.ModuleDict()
 
     @classmethod
-    def create_class(cls, name: str) -> Type[BaseModel]:
+    def create_class(cls, name: str) -> type[BaseModel]:
         """Returns the registered model class called ``name`` (e.g. ``DeepFM``).
 
         Raises:
             RegistryError: unknown name; the message lists the registered models.
+
         """
         _load_builtin_models()
         return create_class(_MODEL_CLASS_MAP, name)
 
     @classmethod
-    def registered_models(cls) -> List[str]:
+    def registered_models(cls) -> list[str]:
         """Names of every registered concrete model class."""
         _load_builtin_models()
         return sorted(_MODEL_CLASS_MAP)
 
     @abstractmethod
-    def predict(self, batch: Batch) -> Dict[str, torch.Tensor]:
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Runs the model: returns named outputs (``logits`` ``[B]``, ``probs`` ``[B]``, ...)."""
 
     @abstractmethod
@@ -88,9 +93,7 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
         """Builds the loss modules into ``self._loss_modules``."""
 
     @abstractmethod
-    def loss(
-        self, predictions: Dict[str, torch.Tensor], batch: Batch
-    ) -> Dict[str, torch.Tensor]:
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         """Returns named scalar losses; their sum is what training minimises."""
 
     @abstractmethod
@@ -100,18 +103,16 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
     @abstractmethod
     def update_metric(
         self,
-        predictions: Dict[str, torch.Tensor],
+        predictions: dict[str, torch.Tensor],
         batch: Batch,
-        losses: Optional[Dict[str, torch.Tensor]] = None,
+        losses: Optional[dict[str, torch.Tensor]] = None,
     ) -> None:
         """Adds a batch to the eval metrics (and the mean of each loss)."""
 
-    def update_train_metric(
-        self, predictions: Dict[str, torch.Tensor], batch: Batch
-    ) -> None:
+    def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
         """Adds a batch to the train metrics (``train_metrics`` of the config)."""
 
-    def compute_metric(self) -> Dict[str, torch.Tensor]:
+    def compute_metric(self) -> dict[str, torch.Tensor]:
         """Computes every eval metric, then resets them."""
         values = {}
         for name, metric in self._metric_modules.items():
@@ -119,11 +120,11 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
             metric.reset()
         return values
 
-    def compute_train_metric(self) -> Dict[str, torch.Tensor]:
+    def compute_train_metric(self) -> dict[str, torch.Tensor]:
         """Computes every train metric without resetting it."""
         return {name: metric.compute() for name, metric in self._train_metric_modules.items()}
 
-    def sparse_parameters(self) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
+    def sparse_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Splits embedding-table weights into (trainable, frozen) lists.
 
         Walks the module tree for torchrec embedding collections; a table whose features are
@@ -148,6 +149,7 @@ class TrainWrapper(nn.Module):
     Args:
         module: the model.
         mixed_precision: ``bf16``, ``fp16`` or empty for fp32.
+
     """
 
     def __init__(self, module: BaseModel, mixed_precision: str = "") -> None:
@@ -157,7 +159,7 @@ class TrainWrapper(nn.Module):
 
     def forward(
         self, batch: Batch
-    ) -> Tuple[torch.Tensor, Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Batch]]:
+    ) -> tuple[torch.Tensor, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Batch]]:
         """Returns ``(total_loss, (losses, predictions, batch))``; the extras are detached."""
         with _autocast(batch, self._autocast_dtype):
             predictions = self.model.predict(batch)
@@ -175,6 +177,7 @@ class PredictWrapper(nn.Module):
         module: the model.
         output_cols: keep only these outputs (None: all).
         mixed_precision: ``bf16``, ``fp16`` or empty for fp32.
+
     """
 
     def __init__(
@@ -188,7 +191,7 @@ class PredictWrapper(nn.Module):
         self._output_cols = list(output_cols) if output_cols else None
         self._autocast_dtype = _autocast_dtype(mixed_precision)
 
-    def forward(self, batch: Batch) -> Tuple[None, Tuple[Dict[str, torch.Tensor], Batch]]:
+    def forward(self, batch: Batch) -> tuple[None, tuple[dict[str, torch.Tensor], Batch]]:
         """Returns ``(None, (predictions, batch))`` with predictions on the CPU."""
         with _autocast(batch, self._autocast_dtype):
             predictions = self.model.predict(batch)
@@ -204,7 +207,9 @@ def _autocast_dtype(mixed_precision: str) -> Optional[torch.dtype]:
     choices = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     key = (mixed_precision or "").lower()
     if key not in choices:
-        raise ValueError(f"mixed_precision must be one of bf16, fp16 or empty; got '{mixed_precision}'")
+        raise ValueError(
+            f"mixed_precision must be one of bf16, fp16 or empty; got '{mixed_precision}'"
+        )
     return choices[key]
 
 

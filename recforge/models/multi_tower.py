@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +40,7 @@ class MultiTower(RankModel):
         self.init_loss()
         self.init_metric()
 
-    def predict(self, batch: Batch) -> Dict[str, torch.Tensor]:
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits``/``probs`` ``[B]``."""
         grouped = self.build_input(batch)
         parts = [tower(grouped[name]) for name, tower in self.towers.items()]

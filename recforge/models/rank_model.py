@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from torchmetrics import MeanMetric
 
 from recforge.datasets.batch import Batch
 from recforge.features import BaseFeature
+from recforge.features.base_feature import parse_init_fn
 from recforge.loss import create_loss, loss_name
 from recforge.metrics import RecMetric, create_metric, metric_name
 from recforge.models.model import BaseModel
@@ -44,19 +46,28 @@ class RankModel(BaseModel):
         self._metric_configs = list(model_config.metrics)
         self._train_metric_configs = list(model_config.train_metrics)
         self.embedding_group: Optional[EmbeddingGroup] = None
-        self._loss_prediction_keys: Dict[str, str] = {}
+        self._loss_prediction_keys: dict[str, str] = {}
 
-    def init_embedding_group(self, wide_embedding_dim: int = 4) -> EmbeddingGroup:
-        """Builds ``self.embedding_group`` from the config's feature groups."""
+    def init_embedding_group(
+        self, wide_embedding_dim: int = 4, wide_init_fn: str = ""
+    ) -> EmbeddingGroup:
+        """Builds ``self.embedding_group`` from the config's feature groups.
+
+        Args:
+            wide_embedding_dim: width of WIDE-group tables.
+            wide_init_fn: init of WIDE-group tables, e.g. ``nn.init.zeros_`` (empty: default).
+
+        """
         self.embedding_group = EmbeddingGroup(
             self._features,
             self._base_model_config.feature_groups,
             wide_embedding_dim=wide_embedding_dim,
+            wide_init_fn=parse_init_fn(wide_init_fn, "wide") if wide_init_fn else None,
             device=self._embedding_device,
         )
         return self.embedding_group
 
-    def build_input(self, batch: Batch) -> Dict[str, torch.Tensor]:
+    def build_input(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Embeds the batch: ``{group_name: [B, group_dim]}``."""
         return self.embedding_group(batch.sparse_features, batch.dense_features)
 
@@ -64,7 +75,7 @@ class RankModel(BaseModel):
         """The last linear layer: ``[B, in_features] -> [B, num_class]``."""
         return nn.Linear(in_features, self._num_class)
 
-    def _output_to_prediction(self, output: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _output_to_prediction(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
         """Turns the head's output ``[B, num_class]`` into named predictions."""
         if self._num_class == 1:
             logits = output.squeeze(1)
@@ -76,7 +87,7 @@ class RankModel(BaseModel):
         for config in self._loss_configs:
             self._loss_modules[loss_name(config)] = create_loss(config)
 
-    def loss(self, predictions: Dict[str, torch.Tensor], batch: Batch) -> Dict[str, torch.Tensor]:
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         """Each configured loss of the predictions against the label (sample-weighted)."""
         label = batch.labels[self._label_name]
         weight = batch.sample_weights.get(self._sample_weight_name or "")
@@ -94,7 +105,7 @@ class RankModel(BaseModel):
             self._build_metrics([c.metric for c in self._train_metric_configs])
         )
 
-    def _build_metrics(self, configs: List[Any]) -> Dict[str, RecMetric]:
+    def _build_metrics(self, configs: list[Any]) -> dict[str, RecMetric]:
         metrics = {}
         for config in configs:
             name = metric_name(config)
@@ -104,23 +115,23 @@ class RankModel(BaseModel):
 
     def update_metric(
         self,
-        predictions: Dict[str, torch.Tensor],
+        predictions: dict[str, torch.Tensor],
         batch: Batch,
-        losses: Optional[Dict[str, torch.Tensor]] = None,
+        losses: Optional[dict[str, torch.Tensor]] = None,
     ) -> None:
         """Adds a batch to the eval metrics and, when given, to each loss's mean."""
         self._update(self._metric_modules, predictions, batch, losses or {})
 
-    def update_train_metric(self, predictions: Dict[str, torch.Tensor], batch: Batch) -> None:
+    def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
         """Adds a batch to the train metrics."""
         self._update(self._train_metric_modules, predictions, batch, {})
 
     def _update(
         self,
         metrics: nn.ModuleDict,
-        predictions: Dict[str, torch.Tensor],
+        predictions: dict[str, torch.Tensor],
         batch: Batch,
-        losses: Dict[str, torch.Tensor],
+        losses: dict[str, torch.Tensor],
     ) -> None:
         label = batch.labels[self._label_name]
         for metric in metrics.values():

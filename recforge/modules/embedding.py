@@ -1,9 +1,10 @@
-"""``EmbeddingGroup``: feature groups -> one torchrec ``EmbeddingBagCollection`` -> a tensor per group."""
+"""EmbeddingGroup: feature groups -> one torchrec EmbeddingBagCollection -> a tensor per group."""
 
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -36,6 +37,7 @@ class EmbeddingGroup(nn.Module):
 
     Shapes:
         ``forward(sparse_features, dense_features)`` returns ``{group_name: [B, group_dim]}``.
+
     """
 
     def __init__(
@@ -48,9 +50,9 @@ class EmbeddingGroup(nn.Module):
     ) -> None:
         super().__init__()
         by_name = {f.name: f for f in features}
-        tables: Dict[str, EmbeddingBagConfig] = {}
-        group_keys: Dict[str, List[str]] = {}
-        group_dims: Dict[str, List[int]] = {}
+        tables: dict[str, EmbeddingBagConfig] = {}
+        group_keys: dict[str, list[str]] = {}
+        group_dims: dict[str, list[int]] = {}
         for group in feature_groups:
             is_wide = group.group_type == model_pb2.WIDE
             keys, dims = [], []
@@ -93,7 +95,7 @@ class EmbeddingGroup(nn.Module):
             group_keys[group.group_name] = keys
             group_dims[group.group_name] = dims
         # torchrec names a pooled output "<feature>@<table>" when the feature feeds several tables
-        tables_of_feature: Dict[str, int] = {}
+        tables_of_feature: dict[str, int] = {}
         for table in tables.values():
             for name in table.feature_names:
                 tables_of_feature[name] = tables_of_feature.get(name, 0) + 1
@@ -108,19 +110,17 @@ class EmbeddingGroup(nn.Module):
         self._group_keys = group_keys
         self._group_dims = group_dims
         self._group_names = list(group_keys)
-        self._key_lists: List[List[str]] = [group_keys[g] for g in self._group_names]
+        self._key_lists: list[list[str]] = [group_keys[g] for g in self._group_names]
         self._has_sparse = bool(tables)
         self.ebc = (
-            EmbeddingBagCollection(tables=list(tables.values()), device=device)
-            if tables
-            else None
+            EmbeddingBagCollection(tables=list(tables.values()), device=device) if tables else None
         )
 
-    def group_names(self) -> List[str]:
+    def group_names(self) -> list[str]:
         """Names of the groups, in config order."""
         return list(self._group_names)
 
-    def group_dims(self, group_name: str) -> List[int]:
+    def group_dims(self, group_name: str) -> list[int]:
         """Width of each feature of a group, in group order."""
         self._check_group(group_name)
         return list(self._group_dims[group_name])
@@ -141,7 +141,7 @@ class EmbeddingGroup(nn.Module):
 
     def forward(
         self, sparse_features: KeyedJaggedTensor, dense_features: KeyedTensor
-    ) -> Dict[str, torch.Tensor]:
+    ) -> dict[str, torch.Tensor]:
         """Embeds and groups the features.
 
         Args:
@@ -150,8 +150,9 @@ class EmbeddingGroup(nn.Module):
 
         Returns:
             ``{group_name: [B, group_total_dim]}``.
+
         """
-        keyed: List[KeyedTensor] = []
+        keyed: list[KeyedTensor] = []
         if self.ebc is not None:
             keyed.append(self.ebc(sparse_features))
         if len(dense_features.keys()) > 0:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ def create_activation(name: str) -> nn.Module:
 
     Raises:
         ValueError: unknown name, listing the known ones.
+
     """
     if not name:
         return nn.Identity()
@@ -51,6 +53,7 @@ class MLP(nn.Module):
 
     Shapes:
         input ``[B, D_in]`` -> output ``[B, hidden_units[-1]]``.
+
     """
 
     def __init__(
@@ -74,7 +77,7 @@ class MLP(nn.Module):
                 f"MLP dropout_ratio has {len(dropout)} values for {len(hidden_units)} layers;"
                 " give one value or one per layer"
             )
-        layers: List[nn.Module] = []
+        layers: list[nn.Module] = []
         width = in_features
         for i, units in enumerate(hidden_units):
             layers.append(nn.Linear(width, units, bias=bias and not use_bn))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -19,6 +20,7 @@ class LearningRateSchedule:
         base_lr: the configured learning rate.
         factor_fn: maps (step or epoch) -> learning rate.
         by_epoch: schedule on epochs instead of steps.
+
     """
 
     def __init__(
@@ -43,7 +45,7 @@ class LearningRateSchedule:
             self.last_lr = lr
         return lr
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> list[float]:
         """Current learning rate of each param group."""
         return [g["lr"] for g in self.optimizer.param_groups]
 
@@ -82,7 +84,9 @@ def _manual(base_lr: float, cfg: Any) -> Callable[[int], float]:
     return lr_at
 
 
-def create_schedule(optimizer: torch.optim.Optimizer, config: Any, base_lr: float) -> LearningRateSchedule:
+def create_schedule(
+    optimizer: torch.optim.Optimizer, config: Any, base_lr: float
+) -> LearningRateSchedule:
     """Builds the schedule of a Sparse/DenseOptimizer message's ``learning_rate`` oneof."""
     which = config.WhichOneof("learning_rate") or "constant_learning_rate"
     cfg = getattr(config, which)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Type
+from typing import Any
 
 import torch
 from torchrec.optim import RowWiseAdagrad
@@ -22,11 +23,12 @@ class SparseOptimizerSpec:
         name: the config's oneof field name, e.g. ``adagrad_optimizer``.
         optimizer_class: the torch optimizer class (torchrec maps it to the fused kernel).
         kwargs: its arguments (``lr``, ...).
+
     """
 
     name: str
-    optimizer_class: Type[torch.optim.Optimizer]
-    kwargs: Dict[str, Any]
+    optimizer_class: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any]
 
     def create(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """A plain torch optimizer with these settings, for tables off the fused kernel."""
@@ -75,7 +77,7 @@ def fused_kernel_supports(spec: SparseOptimizerSpec, embedding_dim: int, device_
     return spec.name in _FUSED_CPU_OPTIMIZERS and embedding_dim % 4 == 0
 
 
-def _dense_kwargs(name: str, cfg: Any) -> Dict[str, Any]:
+def _dense_kwargs(name: str, cfg: Any) -> dict[str, Any]:
     if name == "sgd_optimizer":
         return {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
     if name == "adagrad_optimizer":

@@ -44,6 +44,7 @@ def compile_protos(force: bool = False) -> list[Path]:
 
     Raises:
         RuntimeError: protoc rejected a file (its message names the file and line).
+
     """
     from grpc_tools import protoc  # imported lazily: only needed when something is stale
 

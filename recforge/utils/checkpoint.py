@@ -12,7 +12,7 @@ import json
 import os
 import re
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -29,7 +29,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or does not match the model."""
 
 
-def list_checkpoints(model_dir: str) -> List[str]:
+def list_checkpoints(model_dir: str) -> list[str]:
     """Complete checkpoints under ``model_dir``, oldest first."""
     if not os.path.isdir(model_dir):
         return []
@@ -53,7 +53,7 @@ def save_checkpoint(
     step: int,
     model: nn.Module,
     optimizer: Optional[Any],
-    train_state: Dict[str, Any],
+    train_state: dict[str, Any],
     keep_checkpoint_max: int = 0,
 ) -> str:
     """Writes ``model_dir/model.ckpt-<step>`` atomically (collective: every rank calls it).
@@ -68,6 +68,7 @@ def save_checkpoint(
 
     Returns:
         The final checkpoint path.
+
     """
     final = os.path.join(model_dir, f"{CHECKPOINT_PREFIX}{step}")
     tmp = final + ".tmp"
@@ -75,7 +76,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp, exist_ok=True)
     dist_util.barrier()
-    state: Dict[str, Any] = {"model": model.state_dict()}
+    state: dict[str, Any] = {"model": model.state_dict()}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     dcp.save(state, checkpoint_id=tmp)
@@ -98,13 +99,14 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: Optional[Any] = None,
     restore_rng: bool = False,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Restores a checkpoint into ``model`` (and ``optimizer``); returns its train state.
 
     Works across world sizes: DCP reshards saved tables onto the current plan.
 
     Raises:
         CheckpointError: the directory is missing, incomplete or does not fit the model.
+
     """
     state_file = os.path.join(checkpoint_path, TRAIN_STATE_FILE)
     if not os.path.isfile(state_file):

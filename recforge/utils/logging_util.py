@@ -12,15 +12,17 @@ _configured = False
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Logs ``time level message`` lines to stderr (once per process)."""
+    """Logs recforge's ``time level name: message`` lines to stderr (once per process)."""
     global _configured
     if not _configured:
         _configured = True
-        logging.basicConfig(
-            level=level,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        # our own handler: torch/torchrec may have configured the root logger already
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        package_logger = logging.getLogger("recforge")
+        package_logger.addHandler(handler)
+        package_logger.setLevel(level)
+        package_logger.propagate = False
         # torchrec's planner is chatty about things a user cannot act on
         for name in ("torchrec.distributed.planner", "torchrec.distributed.utils", "root"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -31,6 +33,7 @@ class Throughput:
 
     Args:
         total_steps: steps the run will take, if known (for the ETA).
+
     """
 
     def __init__(self, total_steps: Optional[int] = None) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import abc
 import difflib
 import importlib
+from collections.abc import Callable, Iterable
 from importlib import metadata
-from typing import Any, Callable, Dict, Iterable, Type
+from typing import Any
 
 PLUGIN_ENTRY_POINT_GROUP = "recforge.plugins"
 
@@ -22,7 +23,7 @@ class RegistryError(KeyError):
         return str(self.args[0])
 
 
-def get_register_class_meta(class_map: Dict[str, type], have_abstract_class: bool = True) -> type:
+def get_register_class_meta(class_map: dict[str, type], have_abstract_class: bool = True) -> type:
     """Returns a metaclass that registers every class it creates in ``class_map``.
 
     Args:
@@ -32,10 +33,11 @@ def get_register_class_meta(class_map: Dict[str, type], have_abstract_class: boo
     Returns:
         An ``ABCMeta`` subclass; use it as ``metaclass=`` of a base class, whose
         ``create_class`` classmethod then calls :func:`create_class` on ``class_map``.
+
     """
 
     class RegisterABCMeta(abc.ABCMeta):
-        def __new__(mcs, name: str, bases: tuple, attrs: Dict[str, Any]) -> type:
+        def __new__(mcs, name: str, bases: tuple, attrs: dict[str, Any]) -> type:
             new_class = super().__new__(mcs, name, bases, attrs)
             if have_abstract_class or not getattr(new_class, "__abstractmethods__", None):
                 class_map[name] = new_class
@@ -44,11 +46,12 @@ def get_register_class_meta(class_map: Dict[str, type], have_abstract_class: boo
     return RegisterABCMeta
 
 
-def create_class(class_map: Dict[str, type], class_name: str) -> Type:
+def create_class(class_map: dict[str, type], class_name: str) -> type:
     """Looks up ``class_name`` in ``class_map``.
 
     Raises:
         RegistryError: unknown name; the message lists the registered names and the closest one.
+
     """
     if class_name in class_map:
         return class_map[class_name]
@@ -63,6 +66,7 @@ def import_modules(names: Iterable[str]) -> None:
 
     Raises:
         ImportError: naming the plugin module that failed.
+
     """
     for name in names:
         try:

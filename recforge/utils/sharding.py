@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -47,15 +47,16 @@ class ShardedTraining:
         optimizer: every optimizer (fused tables, fallback tables, dense) as one keyed optimizer.
         schedules: learning-rate schedules to update each step.
         fallback_tables: tables trained by a dense kernel instead of the fused one.
+
     """
 
     model: DistributedModelParallel
     optimizer: Optional[CombinedOptimizer]
-    schedules: List[LearningRateSchedule] = field(default_factory=list)
-    fallback_tables: List[str] = field(default_factory=list)
+    schedules: list[LearningRateSchedule] = field(default_factory=list)
+    fallback_tables: list[str] = field(default_factory=list)
 
 
-def _embedding_tables(model: nn.Module) -> Dict[str, tuple]:
+def _embedding_tables(model: nn.Module) -> dict[str, tuple]:
     """``{table_name: (embedding_dim, parameter)}`` of every embedding-bag table."""
     tables = {}
     for module in model.modules():
@@ -69,7 +70,7 @@ def shard_model(
     module: nn.Module,
     device: torch.device,
     train_config: Optional[train_pb2.TrainConfig] = None,
-    frozen_params: Optional[List[nn.Parameter]] = None,
+    frozen_params: Optional[list[nn.Parameter]] = None,
 ) -> ShardedTraining:
     """Plans and applies embedding sharding; builds optimizers when training.
 
@@ -81,11 +82,12 @@ def shard_model(
 
     Returns:
         The sharded model, its optimizer and schedules.
+
     """
     frozen_ids = {id(p) for p in frozen_params or []}
     tables = _embedding_tables(module)
-    constraints: Dict[str, ParameterConstraints] = {}
-    fallback: List[str] = []
+    constraints: dict[str, ParameterConstraints] = {}
+    fallback: list[str] = []
     spec = sparse_optimizer_spec(train_config.sparse_optimizer) if train_config else None
     fused_params = []
     for name, (dim, param) in tables.items():
@@ -125,9 +127,7 @@ def shard_model(
 
     world = dist_util.world_size()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    topology = Topology(
-        world_size=world, compute_device=device.type, local_world_size=local_world
-    )
+    topology = Topology(world_size=world, compute_device=device.type, local_world_size=local_world)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     plan = planner.collective_plan(module, None, dist.GroupMember.WORLD)
     model = DistributedModelParallel(module, device=device, plan=plan)
@@ -141,7 +141,9 @@ def shard_model(
             continue  # no optimizer: the table keeps its initial (or restored) weights
         (table_params if _TABLE_PARAM_MARKER in name else dense_params)[name] = param
     optimizers = [("sparse", model.fused_optimizer)]
-    schedules = [create_schedule(model.fused_optimizer, train_config.sparse_optimizer, spec.kwargs["lr"])]
+    schedules = [
+        create_schedule(model.fused_optimizer, train_config.sparse_optimizer, spec.kwargs["lr"])
+    ]
     if table_params:
         fallback_optimizer = KeyedOptimizerWrapper(
             table_params,

@@ -1,0 +1,81 @@
+"""TorchScript-compatible assembly of the flat tensor dict into torchrec inputs.
+
+These functions use only dict / list / tensor operations, so an export wrapper can
+``torch.jit.script`` a module that calls them (keep the key lists as annotated ``list[str]``
+attributes). No ``from __future__ import annotations`` here: TorchScript reads the hints.
+"""
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+
+def infer_batch_size(
+    parsed: dict[str, torch.Tensor],
+    sparse_keys: list[str],
+    dense_keys: list[str],
+    label_keys: list[str],
+) -> int:
+    """Return ``B`` from the first sparse lengths, dense values or label tensor (else 0)."""
+    if len(sparse_keys) > 0:
+        return parsed[sparse_keys[0] + ".lengths"].shape[0]
+    if len(dense_keys) > 0:
+        return parsed[dense_keys[0] + ".values"].shape[0]
+    if len(label_keys) > 0:
+        return parsed["label." + label_keys[0]].shape[0]
+    return 0
+
+
+def build_sparse_features(
+    parsed: dict[str, torch.Tensor], keys: list[str], batch_size: int
+) -> KeyedJaggedTensor:
+    """Concatenate per-feature ids into one ``KeyedJaggedTensor``.
+
+    Args:
+        parsed: holds ``"{key}.values"`` int64 ``[N_key]`` and ``"{key}.lengths"`` int32
+            ``[B]`` for every key.
+        keys: sparse feature names, in order.
+        batch_size: ``B`` (the stride, also used when there are no keys).
+
+    Returns:
+        ``KeyedJaggedTensor`` with ``keys``, ``values`` ``[sum N_key]``, ``lengths``
+        ``[len(keys) * B]``.
+
+    """
+    if len(keys) == 0:
+        return KeyedJaggedTensor(
+            keys=[],
+            values=torch.empty(0, dtype=torch.int64),
+            lengths=torch.empty(0, dtype=torch.int32),
+            stride=batch_size,
+        )
+    values: list[torch.Tensor] = []
+    lengths: list[torch.Tensor] = []
+    for key in keys:
+        values.append(parsed[key + ".values"])
+        lengths.append(parsed[key + ".lengths"])
+    return KeyedJaggedTensor(
+        keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), stride=batch_size
+    )
+
+
+def build_dense_features(
+    parsed: dict[str, torch.Tensor], keys: list[str], dims: list[int], batch_size: int
+) -> KeyedTensor:
+    """Concatenate per-feature dense values into one ``KeyedTensor``.
+
+    Args:
+        parsed: holds ``"{key}.values"`` float32 ``[B, dim]`` for every key.
+        keys: dense feature names, in order.
+        dims: each key's ``dim``.
+        batch_size: ``B`` (used when there are no keys: values ``[B, 0]``).
+
+    Returns:
+        ``KeyedTensor`` with ``values`` ``[B, sum(dims)]``, ``key_dim=1``.
+
+    """
+    if len(keys) == 0:
+        return KeyedTensor(keys=[], length_per_key=[], values=torch.empty(batch_size, 0), key_dim=1)
+    tensors: list[torch.Tensor] = []
+    for key in keys:
+        tensors.append(parsed[key + ".values"])
+    return KeyedTensor(keys=keys, length_per_key=dims, values=torch.cat(tensors, dim=1), key_dim=1)
