@@ -69,6 +69,7 @@ def run_evaluation(
                 )
     if step == 0:
         raise RuntimeError("no eval data: the eval input yielded no batch")
+    samples = dist_util.all_reduce_sum(samples)
     metrics = {name: float(value) for name, value in model.compute_metric().items()}
     sharded_model.train()
     if dist_util.rank() == 0:

@@ -101,6 +101,7 @@ class _Trainer:
         batch_size: int,
     ) -> None:
         rate, eta = meter.report(self.global_step, batch_size)
+        rate *= dist_util.world_size()  # every rank trains its own batch of the same size
         if not self.is_chief:
             return
         lrs = {f"lr/{i}": s.last_lr for i, s in enumerate(self.sharded.schedules)}
@@ -191,6 +192,7 @@ class _Trainer:
                     done = True
                     break
             seconds = time.perf_counter() - epoch_start
+            epoch_samples = dist_util.all_reduce_sum(epoch_samples)
             self.epoch_stats.append(
                 {
                     "epoch": self.epoch,

@@ -76,3 +76,12 @@ def all_ranks_have(value: bool) -> bool:
     flag = torch.tensor([1 if value else 0], dtype=torch.int32)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def all_reduce_sum(value: int) -> int:
+    """Sum of an integer over all ranks."""
+    if world_size() == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(total)
+    return int(total.item())

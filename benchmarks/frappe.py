@@ -1,0 +1,260 @@
+"""DeepFM on Frappe, end to end through the ``recforge`` CLI.
+
+Each repeat runs, in child processes from the repository root:
+
+1. ``python -m recforge train --config C --model_dir TMP --edit_config_json JSON``, the JSON
+   setting ``data_config.seed`` per repeat: CSV -> features -> training (5 epochs) -> evaluation
+   on the test CSV;
+2. ``python -m recforge evaluate --config C --model_dir TMP`` on the checkpoint it wrote.
+
+Reported per config: training samples/s (median over epochs 2..N of samples/seconds from
+``train_stats.json``, data loading included; epoch 1 is warm-up), test AUC from
+``eval_result.json`` (mean ± std over repeats), the peak RSS of the train child (``wait4``
+rusage) and of its process tree (sampled PSS, DataLoader workers included), the wall time of the whole ``evaluate`` command (start-up included) and the eval loop's
+samples/s as ``recforge`` logs it (start-up excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "frappe"
+DATA_FILES = ("frappe_validation.csv", "frappe_test.csv")
+DEFAULT_CONFIGS = ("examples/deepfm_frappe.config", "tests/configs/frappe_deepfm.config")
+RESULTS_FILE = Path(__file__).resolve().parent / "results" / "frappe.md"
+# the cumulative eval throughput recforge logs every eval_config.log_step_count_steps steps
+EVAL_LOG_RE = re.compile(r"eval step \d+ \| (\d+) samples/s")
+
+
+@dataclass
+class Child:
+    """A finished child process."""
+
+    wall_s: float
+    max_rss_mb: float
+    peak_pss_mb: Optional[float]
+    log: str
+
+
+@dataclass
+class Repeat:
+    """The measurements of one train + evaluate repeat."""
+
+    seed: int
+    epoch_sps: list[float]
+    auc: float
+    train_wall_s: float
+    train_rss_mb: float
+    train_pss_mb: Optional[float]
+    eval_wall_s: float
+    eval_loop_sps: Optional[float]
+
+
+def _tree_pss_kb(pid: int) -> int:
+    """Sum of the proportional set sizes (KiB) of ``pid`` and all its descendants."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass  # the process ended meanwhile, or /proc lacks these files
+    return total
+
+
+class PssSampler(threading.Thread):
+    """Samples the PSS of a process tree 5 times a second and keeps the peak (KiB)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.done = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        """Samples until ``done`` is set."""
+        while not self.done.wait(0.2):
+            self.peak_kb = max(self.peak_kb, _tree_pss_kb(self.pid))
+
+
+def run_child(args: list[str], log_path: Path) -> Child:
+    """Runs ``python -m recforge ARGS`` from the repo root; returns wall time, peak RSS, log.
+
+    The RSS is ``ru_maxrss`` of ``wait4`` for this child: the largest resident set of the child
+    or of any descendant it reaped (e.g. a DataLoader worker), not their sum. The PSS is the
+    peak, sampled every 0.2 s, of the summed proportional set sizes of the whole process tree
+    (shared pages counted once), so it includes DataLoader workers; None where /proc lacks it.
+    """
+    cmd = [sys.executable, "-m", "recforge", *args]
+    with open(log_path, "w") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        sampler = PssSampler(proc.pid)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        sampler.done.set()
+        sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = log_path.read_text()
+    if proc.returncode != 0:
+        tail = "\n".join(text.splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail}")
+    pss = sampler.peak_kb / 1024 if sampler.peak_kb else None
+    return Child(wall, usage.ru_maxrss / 1024, pss, text)  # ru_maxrss is in KiB on Linux
+
+
+def run_repeat(config: str, seed: int, epochs: Optional[int], work: Path) -> Repeat:
+    """Trains and evaluates ``config`` once with ``data_config.seed = seed`` in ``work``."""
+    model_dir = work / f"seed{seed}"
+    edits: dict[str, object] = {"data_config.seed": seed, "eval_config.log_step_count_steps": 1}
+    if epochs is not None:
+        edits["train_config.num_epochs"] = epochs
+    common = ["--config", config, "--model_dir", str(model_dir), "--edit_config_json"]
+    train = run_child(["train", *common, json.dumps(edits)], work / f"train{seed}.log")
+    stats = json.loads((model_dir / "train_stats.json").read_text())
+    auc = float(json.loads((model_dir / "eval_result.json").read_text())["auc"])
+    epoch_sps = [e["samples"] / e["seconds"] for e in stats["epochs"][1:]]
+    evaluate = run_child(["evaluate", *common, json.dumps(edits)], work / f"eval{seed}.log")
+    logged = EVAL_LOG_RE.findall(evaluate.log)
+    return Repeat(
+        seed=seed,
+        epoch_sps=epoch_sps,
+        auc=auc,
+        train_wall_s=train.wall_s,
+        train_rss_mb=train.max_rss_mb,
+        train_pss_mb=train.peak_pss_mb,
+        eval_wall_s=evaluate.wall_s,
+        eval_loop_sps=float(logged[-1]) if logged else None,
+    )
+
+
+def summary_row(config: str, repeats: list[Repeat]) -> str:
+    """One markdown table row for ``config``."""
+    sps = statistics.median(s for r in repeats for s in r.epoch_sps)
+    aucs = [r.auc for r in repeats]
+    auc_std = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+    loop = [r.eval_loop_sps for r in repeats if r.eval_loop_sps is not None]
+    loop_text = f"{statistics.median(loop):,.0f}" if loop else "n/a"
+    pss = [r.train_pss_mb for r in repeats if r.train_pss_mb is not None]
+    cells = [
+        "recforge (eager, CPU)",
+        f"`{config}`",
+        f"{sps:,.0f}",
+        f"{statistics.mean(aucs):.4f} ± {auc_std:.4f} (n={len(aucs)})",
+        f"{max(r.train_rss_mb for r in repeats):,.0f}",
+        f"{max(pss):,.0f}" if pss else "n/a",
+        f"{statistics.mean(r.train_wall_s for r in repeats):.1f}",
+        f"{statistics.mean(r.eval_wall_s for r in repeats):.1f}",
+        loop_text,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = (
+    "| implementation | config | train samples/s (median, epochs 2..N) | test AUC (mean ± std) "
+    "| peak RSS MB (train, largest process) | peak PSS MB (train, process tree) | train command wall s | evaluate command wall s "
+    "(includes start-up) | eval loop samples/s (from log) |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def machine() -> str:
+    """A one-line description of this machine and the installed versions."""
+    versions = []
+    for pkg in ("torch", "torchrec", "fbgemm-gpu-cpu", "fbgemm-gpu"):
+        try:
+            versions.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            pass
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, " + ", ".join(
+        versions
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``frappe`` subcommand's options."""
+    parser.add_argument("--repeats", type=int, default=3, help="runs per config (seeds differ)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="override train_config.num_epochs (>= 2)"
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="config relative to the repo root; repeatable (default: both of "
+        + ", ".join(DEFAULT_CONFIGS)
+        + ")",
+    )
+    parser.add_argument("--seed0", type=int, default=1, help="seed of the first repeat")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs the benchmark, prints the table and writes ``benchmarks/results/frappe.md``."""
+    missing = [f for f in DATA_FILES if not (DATA_DIR / f).is_file()]
+    if missing:
+        raise SystemExit(
+            f"frappe benchmark not run: {', '.join(missing)} not found in {DATA_DIR} "
+            "(the shared real-data folder ../shared/data next to the repository)"
+        )
+    if args.repeats < 1 or (args.epochs is not None and args.epochs < 2):
+        raise SystemExit("--repeats must be >= 1 and --epochs >= 2 (epoch 1 is not timed)")
+    configs = args.config or list(DEFAULT_CONFIGS)
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="recforge-bench-") as tmp:
+        for config in configs:
+            repeats = []
+            for i in range(args.repeats):
+                work = Path(tmp) / f"{len(rows)}"
+                work.mkdir(exist_ok=True)
+                r = run_repeat(config, args.seed0 + i, args.epochs, work)
+                print(
+                    f"{config} seed {r.seed}: epochs 2..N samples/s "
+                    f"{[round(s) for s in r.epoch_sps]}, auc {r.auc:.4f}, "
+                    f"rss {r.train_rss_mb:.0f} MB, pss {r.train_pss_mb or 0:.0f} MB, train {r.train_wall_s:.1f}s, "
+                    f"evaluate {r.eval_wall_s:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                repeats.append(r)
+            rows.append(summary_row(config, repeats))
+    load_after = os.getloadavg()
+    argv = " ".join(sys.argv[1:])
+    report = "\n".join(
+        [
+            "# Frappe DeepFM benchmark",
+            "",
+            f"- command: `python -m benchmarks {argv}`",
+            f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+            f"- machine: {machine()}",
+            f"- load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f}",
+            "",
+            HEADER,
+            *rows,
+            "",
+        ]
+    )
+    print(report)
+    RESULTS_FILE.parent.mkdir(exist_ok=True)
+    RESULTS_FILE.write_text(report)
+    print(f"written to {RESULTS_FILE.relative_to(REPO_ROOT)}", file=sys.stderr)
+    return 0
