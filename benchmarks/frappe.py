@@ -9,9 +9,10 @@ Each repeat runs, in child processes from the repository root:
 
 Reported per config: training samples/s (median over epochs 2..N of samples/seconds from
 ``train_stats.json``, data loading included; epoch 1 is warm-up), test AUC from
-``eval_result.json`` (mean ± std over repeats), the peak RSS of the train child (``wait4``
-rusage) and of its process tree (sampled PSS, DataLoader workers included), the wall time of the whole ``evaluate`` command (start-up included) and the eval loop's
-samples/s as ``recforge`` logs it (start-up excluded).
+``eval_result.json`` (mean ± std over repeats), the peak memory of the train child (RSS of its
+largest process from ``wait4``, and sampled PSS of its whole process tree, DataLoader workers
+included), the wall time of the whole ``evaluate`` command (start-up included) and the eval
+loop's samples/s as ``recforge`` logs it (start-up excluded).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Child:
     wall_s: float
     max_rss_mb: float
     peak_pss_mb: Optional[float]
+    other_cores: float
     log: str
 
 
@@ -61,6 +63,7 @@ class Repeat:
     train_wall_s: float
     train_rss_mb: float
     train_pss_mb: Optional[float]
+    other_cores: float
     eval_wall_s: float
     eval_loop_sps: Optional[float]
 
@@ -94,6 +97,15 @@ class PssSampler(threading.Thread):
             self.peak_kb = max(self.peak_kb, _tree_pss_kb(self.pid))
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy (all but idle and iowait), or steal."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(args: list[str], log_path: Path) -> Child:
     """Runs ``python -m recforge ARGS`` from the repo root; returns wall time, peak RSS, log.
 
@@ -101,15 +113,18 @@ def run_child(args: list[str], log_path: Path) -> Child:
     or of any descendant it reaped (e.g. a DataLoader worker), not their sum. The PSS is the
     peak, sampled every 0.2 s, of the summed proportional set sizes of the whole process tree
     (shared pages counted once), so it includes DataLoader workers; None where /proc lacks it.
+    ``other_cores`` is the CPU that other processes (and hypervisor steal) took meanwhile, in
+    cores on average: on a small shared machine anything above ~0.2 skews the timings.
     """
     cmd = [sys.executable, "-m", "recforge", *args]
     with open(log_path, "w") as log:
-        start = time.perf_counter()
+        start, busy = time.perf_counter(), _busy_cpu_s()
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
         sampler = PssSampler(proc.pid)
         sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        busy = _busy_cpu_s() - busy
         sampler.done.set()
         sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -118,7 +133,8 @@ def run_child(args: list[str], log_path: Path) -> Child:
         tail = "\n".join(text.splitlines()[-30:])
         raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail}")
     pss = sampler.peak_kb / 1024 if sampler.peak_kb else None
-    return Child(wall, usage.ru_maxrss / 1024, pss, text)  # ru_maxrss is in KiB on Linux
+    other = max(busy - usage.ru_utime - usage.ru_stime, 0.0) / wall
+    return Child(wall, usage.ru_maxrss / 1024, pss, other, text)  # ru_maxrss: KiB on Linux
 
 
 def run_repeat(config: str, seed: int, epochs: Optional[int], work: Path) -> Repeat:
@@ -141,6 +157,7 @@ def run_repeat(config: str, seed: int, epochs: Optional[int], work: Path) -> Rep
         train_wall_s=train.wall_s,
         train_rss_mb=train.max_rss_mb,
         train_pss_mb=train.peak_pss_mb,
+        other_cores=max(train.other_cores, evaluate.other_cores),
         eval_wall_s=evaluate.wall_s,
         eval_loop_sps=float(logged[-1]) if logged else None,
     )
@@ -164,15 +181,17 @@ def summary_row(config: str, repeats: list[Repeat]) -> str:
         f"{statistics.mean(r.train_wall_s for r in repeats):.1f}",
         f"{statistics.mean(r.eval_wall_s for r in repeats):.1f}",
         loop_text,
+        f"{max(r.other_cores for r in repeats):.2f}",
     ]
     return "| " + " | ".join(cells) + " |"
 
 
 HEADER = (
     "| implementation | config | train samples/s (median, epochs 2..N) | test AUC (mean ± std) "
-    "| peak RSS MB (train, largest process) | peak PSS MB (train, process tree) | train command wall s | evaluate command wall s "
-    "(includes start-up) | eval loop samples/s (from log) |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| peak RSS MB (train, largest process) | peak PSS MB (train, process tree) "
+    "| train command wall s | evaluate command wall s (includes start-up) "
+    "| eval loop samples/s (from log) | CPU taken by others (cores, max) |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -184,10 +203,27 @@ def machine() -> str:
             versions.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
             pass
-    cpu = platform.processor() or platform.machine()
+    cpu = platform.machine()
+    try:
+        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
     return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, " + ", ".join(
         versions
     )
+
+
+def source_state() -> str:
+    """The git commit of the repository and how many files under recforge/ differ from it."""
+    try:
+        git = ["git", "-C", str(REPO_ROOT)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True)
+        dirty = subprocess.run([*git, "status", "--porcelain", "recforge"], capture_output=True)
+        changed = len(dirty.stdout.decode().splitlines())
+        return f"commit {head.stdout.decode().strip()}, {changed} uncommitted changes in recforge/"
+    except OSError:
+        return "unknown (no git)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,8 +254,8 @@ def main(args: argparse.Namespace) -> int:
     if args.repeats < 1 or (args.epochs is not None and args.epochs < 2):
         raise SystemExit("--repeats must be >= 1 and --epochs >= 2 (epoch 1 is not timed)")
     configs = args.config or list(DEFAULT_CONFIGS)
-    load_before = os.getloadavg()
-    rows = []
+    load_before, source = os.getloadavg(), source_state()
+    rows, runs, busiest = [], [], 0.0
     with tempfile.TemporaryDirectory(prefix="recforge-bench-") as tmp:
         for config in configs:
             repeats = []
@@ -227,18 +263,27 @@ def main(args: argparse.Namespace) -> int:
                 work = Path(tmp) / f"{len(rows)}"
                 work.mkdir(exist_ok=True)
                 r = run_repeat(config, args.seed0 + i, args.epochs, work)
-                print(
-                    f"{config} seed {r.seed}: epochs 2..N samples/s "
-                    f"{[round(s) for s in r.epoch_sps]}, auc {r.auc:.4f}, "
-                    f"rss {r.train_rss_mb:.0f} MB, pss {r.train_pss_mb or 0:.0f} MB, train {r.train_wall_s:.1f}s, "
-                    f"evaluate {r.eval_wall_s:.1f}s",
-                    file=sys.stderr,
-                    flush=True,
+                runs.append(
+                    f"- `{config}` seed {r.seed}: samples/s of epochs 2..N "
+                    f"{[round(s) for s in r.epoch_sps]}, AUC {r.auc:.4f}, "
+                    f"RSS {r.train_rss_mb:.0f} MB, PSS {r.train_pss_mb or 0:.0f} MB, "
+                    f"train {r.train_wall_s:.1f} s, evaluate {r.eval_wall_s:.1f} s, "
+                    f"others took up to {r.other_cores:.2f} cores"
                 )
+                print(runs[-1], file=sys.stderr, flush=True)
+                busiest = max(busiest, r.other_cores)
                 repeats.append(r)
             rows.append(summary_row(config, repeats))
     load_after = os.getloadavg()
     argv = " ".join(sys.argv[1:])
+    warning = (
+        [
+            f"- WARNING: other processes took up to {busiest:.2f} cores during a run; "
+            "the timings are skewed low, rerun on a quiet machine"
+        ]
+        if busiest > 0.2
+        else []
+    )
     report = "\n".join(
         [
             "# Frappe DeepFM benchmark",
@@ -246,10 +291,16 @@ def main(args: argparse.Namespace) -> int:
             f"- command: `python -m benchmarks {argv}`",
             f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
             f"- machine: {machine()}",
+            f"- source at start: {source}",
             f"- load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f}",
+            *warning,
             "",
             HEADER,
             *rows,
+            "",
+            "Per run:",
+            "",
+            *runs,
             "",
         ]
     )

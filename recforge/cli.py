@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Optional
 
 
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``recforge`` command."""
     args = build_parser().parse_args(argv)
+    # deprecation notices from inside torch/torchrec are not actionable for a user
+    for module in ("torchrec", "torch", "fbgemm_gpu"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
     from recforge.errors import user_facing_errors
 
     with user_facing_errors(args.traceback):

@@ -29,6 +29,15 @@ def _user_error_types() -> tuple:
     )
 
 
+def _message(error: Exception) -> str:
+    """The error's message, without the worker traceback a DataLoader wraps around it."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 @contextlib.contextmanager
 def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
     """Exits with status 2 and a one-line message for errors caused by the user's input.
@@ -42,5 +51,5 @@ def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
     except Exception as e:
         if show_traceback or not isinstance(e, _user_error_types()):
             raise
-        print(f"recforge: error: {e}", file=sys.stderr)
+        print(f"recforge: error: {_message(e)}", file=sys.stderr)
         sys.exit(2)

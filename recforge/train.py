@@ -111,13 +111,13 @@ class _Trainer:
             "step %d | epoch %d | loss %.5f | %.0f samples/s | eta %s%s",
             self.global_step,
             self.epoch,
-            float(loss),
+            float(loss.detach()),
             rate,
             eta,
             extra,
         )
         if self.writer is not None:
-            self.writer.add_scalar("loss/total", float(loss), self.global_step)
+            self.writer.add_scalar("loss/total", float(loss.detach()), self.global_step)
             for name, value in losses.items():
                 self.writer.add_scalar(f"loss/{name}", float(value), self.global_step)
             for name, value in {**lrs, **train_metrics}.items():

@@ -41,9 +41,7 @@ def edits(**values: object) -> List[str]:
     return ["--edit_config_json", json.dumps({k.replace("__", "."): v for k, v in values.items()})]
 
 
-def train(
-    config: str, model_dir: str, cwd: str, extra: Optional[List[str]] = None
-) -> Dict:
+def train(config: str, model_dir: str, cwd: str, extra: Optional[List[str]] = None) -> Dict:
     """Trains through the CLI and returns ``model_dir/eval_result.json``."""
     run_cli(["train", "--config", config, "--model_dir", model_dir, *(extra or [])], cwd)
     return read_json(os.path.join(cwd, model_dir, "eval_result.json"))

@@ -87,6 +87,19 @@ class RecDataset(IterableDataset):
             seed=data_config.seed,
         )
         self._epoch = 0
+        self.check_columns()
+
+    def check_columns(self) -> None:
+        """Check up front that the first input file has every column the parser needs.
+
+        Raises:
+            DataError: naming the missing column, what needs it, the file and its columns.
+
+        """
+        try:
+            self.parser.check_columns(self.reader.column_names())
+        except DataError as err:
+            raise DataError(f"{self.reader.files[0]}: {err}") from None
 
     @property
     def batch_size(self) -> int:

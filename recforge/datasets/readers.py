@@ -187,6 +187,10 @@ class BaseReader(abc.ABC):
     def schema(self) -> pa.Schema:
         """Return the (selected columns') schema, read from the first file."""
 
+    @abc.abstractmethod
+    def column_names(self) -> list[str]:
+        """Return every column name of the first file (selected or not)."""
+
     def _columns_in(self, names: list[str]) -> Optional[list[str]]:
         if self.selected_columns is None:
             return None
@@ -274,6 +278,10 @@ class ParquetReader(BaseReader):
             yield from parquet.iter_batches(batch_size=self.batch_size, columns=columns)
         except (pa.ArrowInvalid, OSError) as err:
             raise DataError(f"cannot read parquet file '{path}': {err}") from err
+
+    def column_names(self) -> list[str]:
+        """Return every column name of the first file."""
+        return list(pq.read_schema(self.files[0]).names)
 
     def schema(self) -> pa.Schema:
         """Return the selected columns' schema of the first file."""
@@ -399,6 +407,10 @@ class CsvReader(BaseReader):
                 yield rb
         finally:
             reader.close()
+
+    def column_names(self) -> list[str]:
+        """Return every column name (from the header or ``input_fields``)."""
+        return list(self._resolve()[0])
 
     def schema(self) -> pa.Schema:
         """Return the selected columns' schema (names from the header or ``input_fields``)."""

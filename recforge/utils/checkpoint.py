@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 
 from recforge.utils import dist as dist_util
@@ -130,8 +131,10 @@ def load_checkpoint(
             optimizer.load_state_dict(optimizer_state)
     except CheckpointError:
         raise
-    except Exception as e:  # DCP raises several types for corrupt or mismatched files
-        raise CheckpointError(f"cannot restore checkpoint '{checkpoint_path}': {e}") from e
+    except (Exception, CheckpointException) as e:  # DCP's is a BaseException
+        # DCP's message embeds each rank's traceback: its last line is the cause
+        cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot restore checkpoint '{checkpoint_path}': {cause}") from e
     rng_file = os.path.join(checkpoint_path, f"rng_rank{dist_util.rank()}.pt")
     if restore_rng and os.path.isfile(rng_file):
         torch.set_rng_state(torch.load(rng_file))

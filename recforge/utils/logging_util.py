@@ -24,7 +24,12 @@ def setup_logging(level: int = logging.INFO) -> None:
         package_logger.setLevel(level)
         package_logger.propagate = False
         # torchrec's planner is chatty about things a user cannot act on
-        for name in ("torchrec.distributed.planner", "torchrec.distributed.utils", "root"):
+        for name in (
+            "torchrec.distributed.planner",
+            "torchrec.distributed.utils",
+            "torch.fx._symbolic_trace",
+            "root",
+        ):
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
