@@ -85,7 +85,7 @@ def _tree_pss_kb(pid: int) -> int:
 
 
 class PssSampler(threading.Thread):
-    """Samples the PSS of a process tree 5 times a second and keeps the peak (KiB)."""
+    """Samples the PSS of a process tree once a second and keeps the peak (KiB)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -93,7 +93,7 @@ class PssSampler(threading.Thread):
 
     def run(self) -> None:
         """Samples until ``done`` is set."""
-        while not self.done.wait(0.2):
+        while not self.done.wait(1.0):
             self.peak_kb = max(self.peak_kb, _tree_pss_kb(self.pid))
 
 
@@ -106,12 +106,24 @@ def _busy_cpu_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_quiet(limit: float, timeout_s: float) -> bool:
+    """Waits (up to ``timeout_s``) for a 2 s window in which the machine uses < ``limit`` cores."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = _busy_cpu_s()
+        time.sleep(2.0)
+        if (_busy_cpu_s() - busy) / 2.0 < limit:
+            return True
+        if time.monotonic() > deadline:
+            return False
+
+
 def run_child(args: list[str], log_path: Path) -> Child:
     """Runs ``python -m recforge ARGS`` from the repo root; returns wall time, peak RSS, log.
 
     The RSS is ``ru_maxrss`` of ``wait4`` for this child: the largest resident set of the child
     or of any descendant it reaped (e.g. a DataLoader worker), not their sum. The PSS is the
-    peak, sampled every 0.2 s, of the summed proportional set sizes of the whole process tree
+    peak, sampled every second, of the summed proportional set sizes of the whole process tree
     (shared pages counted once), so it includes DataLoader workers; None where /proc lacks it.
     ``other_cores`` is the CPU that other processes (and hypervisor steal) took meanwhile, in
     cores on average: on a small shared machine anything above ~0.2 skews the timings.
@@ -139,16 +151,17 @@ def run_child(args: list[str], log_path: Path) -> Child:
 
 def run_repeat(config: str, seed: int, epochs: Optional[int], work: Path) -> Repeat:
     """Trains and evaluates ``config`` once with ``data_config.seed = seed`` in ``work``."""
-    model_dir = work / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = work / "model"
     edits: dict[str, object] = {"data_config.seed": seed, "eval_config.log_step_count_steps": 1}
     if epochs is not None:
         edits["train_config.num_epochs"] = epochs
     common = ["--config", config, "--model_dir", str(model_dir), "--edit_config_json"]
-    train = run_child(["train", *common, json.dumps(edits)], work / f"train{seed}.log")
+    train = run_child(["train", *common, json.dumps(edits)], work / "train.log")
     stats = json.loads((model_dir / "train_stats.json").read_text())
     auc = float(json.loads((model_dir / "eval_result.json").read_text())["auc"])
     epoch_sps = [e["samples"] / e["seconds"] for e in stats["epochs"][1:]]
-    evaluate = run_child(["evaluate", *common, json.dumps(edits)], work / f"eval{seed}.log")
+    evaluate = run_child(["evaluate", *common, json.dumps(edits)], work / "evaluate.log")
     logged = EVAL_LOG_RE.findall(evaluate.log)
     return Repeat(
         seed=seed,
@@ -241,6 +254,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + ")",
     )
     parser.add_argument("--seed0", type=int, default=1, help="seed of the first repeat")
+    parser.add_argument(
+        "--max_others",
+        type=float,
+        default=0.2,
+        help="a run counts as disturbed when other processes took more CPU cores than this",
+    )
+    parser.add_argument(
+        "--retries", type=int, default=2, help="reruns of a disturbed run before keeping it"
+    )
+    parser.add_argument(
+        "--wait_s", type=float, default=120, help="longest wait for a quiet machine per run"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -255,14 +280,23 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--repeats must be >= 1 and --epochs >= 2 (epoch 1 is not timed)")
     configs = args.config or list(DEFAULT_CONFIGS)
     load_before, source = os.getloadavg(), source_state()
-    rows, runs, busiest = [], [], 0.0
+    rows, runs, busiest, discarded = [], [], 0.0, 0
     with tempfile.TemporaryDirectory(prefix="recforge-bench-") as tmp:
         for config in configs:
             repeats = []
             for i in range(args.repeats):
-                work = Path(tmp) / f"{len(rows)}"
-                work.mkdir(exist_ok=True)
-                r = run_repeat(config, args.seed0 + i, args.epochs, work)
+                work = Path(tmp) / f"{len(rows)}" / f"seed{args.seed0 + i}"
+                for attempt in range(args.retries + 1):
+                    if not wait_quiet(args.max_others, args.wait_s):
+                        print("machine still busy, running anyway", file=sys.stderr)
+                    r = run_repeat(config, args.seed0 + i, args.epochs, work / f"try{attempt}")
+                    if r.other_cores <= args.max_others or attempt == args.retries:
+                        break
+                    discarded += 1
+                    print(
+                        f"seed {r.seed}: others took {r.other_cores:.2f} cores, retrying",
+                        file=sys.stderr,
+                    )
                 runs.append(
                     f"- `{config}` seed {r.seed}: samples/s of epochs 2..N "
                     f"{[round(s) for s in r.epoch_sps]}, AUC {r.auc:.4f}, "
@@ -276,12 +310,20 @@ def main(args: argparse.Namespace) -> int:
             rows.append(summary_row(config, repeats))
     load_after = os.getloadavg()
     argv = " ".join(sys.argv[1:])
+    discarded_note = (
+        [
+            f"- discarded and reran {discarded} run(s) in which other processes took > "
+            f"{args.max_others} cores"
+        ]
+        if discarded
+        else []
+    )
     warning = (
         [
             f"- WARNING: other processes took up to {busiest:.2f} cores during a run; "
             "the timings are skewed low, rerun on a quiet machine"
         ]
-        if busiest > 0.2
+        if busiest > args.max_others
         else []
     )
     report = "\n".join(
@@ -293,6 +335,7 @@ def main(args: argparse.Namespace) -> int:
             f"- machine: {machine()}",
             f"- source at start: {source}",
             f"- load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f}",
+            *discarded_note,
             *warning,
             "",
             HEADER,

@@ -4,13 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(
-    args: List[str], cwd: str, timeout: int = 600, check: bool = True
+    args: list[str], cwd: str, timeout: int = 600, check: bool = True
 ) -> subprocess.CompletedProcess:
     """Runs ``python -m recforge ARGS`` in ``cwd``; on failure with ``check`` shows its output."""
     proc = subprocess.run(
@@ -27,7 +27,7 @@ def run_cli(
     return proc
 
 
-def read_json(path: str) -> Dict:
+def read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
 
@@ -36,12 +36,12 @@ def example(name: str) -> str:
     return os.path.join(REPO_ROOT, "examples", name)
 
 
-def edits(**values: object) -> List[str]:
+def edits(**values: object) -> list[str]:
     """``--edit_config_json`` arguments for dotted-field overrides given as keyword args."""
     return ["--edit_config_json", json.dumps({k.replace("__", "."): v for k, v in values.items()})]
 
 
-def train(config: str, model_dir: str, cwd: str, extra: Optional[List[str]] = None) -> Dict:
+def train(config: str, model_dir: str, cwd: str, extra: Optional[list[str]] = None) -> dict:
     """Trains through the CLI and returns ``model_dir/eval_result.json``."""
     run_cli(["train", "--config", config, "--model_dir", model_dir, *(extra or [])], cwd)
     return read_json(os.path.join(cwd, model_dir, "eval_result.json"))
