@@ -16,7 +16,7 @@ def _user_error_types() -> tuple:
     from recforge.features import FeatureError
     from recforge.modules.embedding import EmbeddingGroupError
     from recforge.utils.checkpoint import CheckpointError
-    from recforge.utils.registry import RegistryError
+    from recforge.utils.registry import PluginError, RegistryError
 
     return (
         ConfigError,
@@ -25,6 +25,7 @@ def _user_error_types() -> tuple:
         EmbeddingGroupError,
         CheckpointError,
         RegistryError,
+        PluginError,
         FileNotFoundError,
     )
 

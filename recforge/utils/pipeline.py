@@ -61,8 +61,14 @@ def build_model(
     features: Sequence[BaseFeature],
     embedding_device: Optional[torch.device] = None,
 ) -> BaseModel:
-    """Builds the model named by ``model_config``'s ``model`` oneof (e.g. deepfm -> DeepFM)."""
-    model_class = BaseModel.create_class(which_msg(config.model_config, "model"))
+    """Builds the model named by ``model_config``'s ``model`` oneof (e.g. deepfm -> DeepFM).
+
+    ``custom_model { class_name: "X" }`` builds the plugin-registered class ``X``.
+    """
+    class_name = which_msg(config.model_config, "model")
+    if class_name == "CustomModel":
+        class_name = config.model_config.custom_model.class_name
+    model_class = BaseModel.create_class(class_name)
     data_config = config.data_config
     return model_class(
         config.model_config,

@@ -23,6 +23,10 @@ class RegistryError(KeyError):
         return str(self.args[0])
 
 
+class PluginError(ImportError):
+    """A plugin module named in the config or on the command line cannot be imported."""
+
+
 def get_register_class_meta(class_map: dict[str, type], have_abstract_class: bool = True) -> type:
     """Returns a metaclass that registers every class it creates in ``class_map``.
 
@@ -65,14 +69,14 @@ def import_modules(names: Iterable[str]) -> None:
     """Imports each named module (user plugins defining models, features, ...).
 
     Raises:
-        ImportError: naming the plugin module that failed.
+        PluginError: naming the plugin module that failed.
 
     """
     for name in names:
         try:
             importlib.import_module(name)
         except ImportError as e:
-            raise ImportError(f"cannot import plugin module '{name}': {e}") from e
+            raise PluginError(f"cannot import plugin module '{name}': {e}") from e
 
 
 def load_entry_point_plugins(group: str = PLUGIN_ENTRY_POINT_GROUP) -> None:
