@@ -239,7 +239,7 @@ def _unknown_field_message(desc: Descriptor, name: str, json_names: bool = False
         return text
     model = desc.oneofs_by_name.get("model")
     if model is not None:
-        text += f"; known models: {_listing(f.name for f in model.fields)}"
+        text += f"; known models: {_listing((f.name for f in model.fields), 100)}"
     return text + f" (fields: {_listing(f.name for f in desc.fields)})"
 
 
@@ -1443,7 +1443,7 @@ def _check_model(config: pipeline_pb2.EasyRecConfig, problems: _Problems) -> Non
     mc = config.model_config
     model = mc.WhichOneof("model")
     if model is None:
-        models = _listing(f.name for f in mc.DESCRIPTOR.oneofs_by_name["model"].fields)
+        models = _listing((f.name for f in mc.DESCRIPTOR.oneofs_by_name["model"].fields), 100)
         problems.add("model_config", f"no model is set in model_config; set one of: {models}")
     groups = _check_feature_groups(mc, _feature_names(config), problems)
     if model is not None:

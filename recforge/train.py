@@ -102,10 +102,12 @@ class _Trainer:
     ) -> None:
         rate, eta = meter.report(self.global_step, batch_size)
         rate *= dist_util.world_size()  # every rank trains its own batch of the same size
+        # computing a metric syncs it across ranks: every rank must take part
+        train_metrics = {k: float(v) for k, v in self.model.compute_train_metric().items()}
+        self.model.reset_train_metric()  # each log line covers its own window of batches
         if not self.is_chief:
             return
         lrs = {f"lr/{i}": s.last_lr for i, s in enumerate(self.sharded.schedules)}
-        train_metrics = {k: float(v) for k, v in self.model.compute_train_metric().items()}
         extra = "".join(f" | {k} {v:.4f}" for k, v in train_metrics.items())
         logger.info(
             "step %d | epoch %d | loss %.5f | %.0f samples/s | eta %s%s",

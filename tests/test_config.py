@@ -212,7 +212,7 @@ def test_model_typo_suggests_model_name(tmp_path, ext):
 
 def test_unknown_model_lists_known_models(tmp_path):
     text = base_text().replace("deepfm {", "dssm {")
-    with pytest.raises(ConfigError, match="known models: deepfm, multi_tower"):
+    with pytest.raises(ConfigError, match="known models: .*deepfm, multi_tower"):
         load_pipeline_config(write(tmp_path, text))
 
 
@@ -392,7 +392,8 @@ def test_no_model_lists_models(tmp_path):
     text = text[:start] + text[text.index("  metrics {") :]
     err = validation_error(tmp_path, text)
     assert err.field == "model_config"
-    assert "no model is set in model_config; set one of: deepfm, multi_tower" in str(err)
+    assert "no model is set in model_config; set one of: " in str(err)
+    assert "deepfm, multi_tower" in str(err)
 
 
 def test_data_config_checks(tmp_path):
@@ -528,7 +529,7 @@ def test_which_msg_and_which_oneof_field():
 
 
 def test_which_msg_nothing_set_lists_choices():
-    with pytest.raises(ConfigError, match="set one of: deepfm, multi_tower"):
+    with pytest.raises(ConfigError, match="set one of: .*deepfm, multi_tower"):
         which_msg(pipeline_pb2.EasyRecConfig().model_config, "model")
     with pytest.raises(ConfigError, match="did you mean 'model'"):
         which_oneof_field(pipeline_pb2.EasyRecConfig().model_config, "models")

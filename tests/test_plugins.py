@@ -40,7 +40,10 @@ data_config { batch_size: 2 dataset_type: CsvDataset with_header: true label_fie
 feature_configs { id_feature { feature_name: "user" num_buckets: 10 embedding_dim: 4 } }
 model_config {
   feature_groups { group_name: "all" feature_names: ["user"] }
-  custom_model { class_name: "LogisticRegression" params { fields { key: "scale" value { number_value: 2 } } } }
+  custom_model {
+    class_name: "LogisticRegression"
+    params { fields { key: "scale" value { number_value: 2 } } }
+  }
   metrics { auc {} }
 }
 """

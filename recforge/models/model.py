@@ -124,6 +124,11 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
         """Computes every train metric without resetting it."""
         return {name: metric.compute() for name, metric in self._train_metric_modules.items()}
 
+    def reset_train_metric(self) -> None:
+        """Forgets the batches added to the train metrics (the trainer's log window)."""
+        for metric in self._train_metric_modules.values():
+            metric.reset()
+
     def sparse_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Splits embedding-table weights into (trainable, frozen) lists.
 
