@@ -69,7 +69,9 @@ def build(model_name: str) -> BaseModel:
 
 
 def test_every_registered_model_has_a_test_config():
-    assert set(BaseModel.registered_models()) == set(MODEL_CONFIGS)
+    from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
+
+    assert set(BaseModel.registered_models()) == set(MODEL_CONFIGS) | set(MULTI_TASK_MODEL_CONFIGS)
 
 
 @pytest.mark.parametrize("model_name", sorted(MODEL_CONFIGS))

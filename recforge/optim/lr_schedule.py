@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -18,8 +18,10 @@ class LearningRateSchedule:
     Args:
         optimizer: the optimizer whose groups are updated.
         base_lr: the configured learning rate.
-        factor_fn: maps (step or epoch) -> learning rate.
+        lr_fn: maps (step or epoch) -> learning rate.
         by_epoch: schedule on epochs instead of steps.
+        on_update: called after every update, e.g. to hand the new rate to fused kernels
+            that read ``param_groups`` only in ``step()``.
 
     """
 
@@ -29,20 +31,27 @@ class LearningRateSchedule:
         base_lr: float,
         lr_fn: Callable[[int], float],
         by_epoch: bool = False,
+        on_update: Optional[Callable[[], None]] = None,
     ) -> None:
         self.optimizer = optimizer
         self.base_lr = base_lr
         self.lr_fn = lr_fn
         self.by_epoch = by_epoch
+        self.on_update = on_update
         self.last_lr = base_lr
 
     def update(self, step: int, epoch: int) -> float:
-        """Sets and returns the learning rate for this step."""
+        """Sets every param group's learning rate for this step and returns it.
+
+        Always writes the groups: a restored optimizer state carries the rate of the step it
+        was saved at, which need not be the one this step asks for.
+        """
         lr = self.lr_fn(epoch if self.by_epoch else step)
-        if lr != self.last_lr or step == 0:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.last_lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.on_update is not None:
+            self.on_update()
+        self.last_lr = lr
         return lr
 
     def get_lr(self) -> list[float]:
@@ -85,13 +94,21 @@ def _manual(base_lr: float, cfg: Any) -> Callable[[int], float]:
 
 
 def create_schedule(
-    optimizer: torch.optim.Optimizer, config: Any, base_lr: float
+    optimizer: torch.optim.Optimizer,
+    config: Any,
+    base_lr: float,
+    on_update: Optional[Callable[[], None]] = None,
 ) -> LearningRateSchedule:
-    """Builds the schedule of a Sparse/DenseOptimizer message's ``learning_rate`` oneof."""
+    """Builds the schedule of a Sparse/DenseOptimizer message's ``learning_rate`` oneof.
+
+    ``on_update`` is passed to :class:`LearningRateSchedule`.
+    """
     which = config.WhichOneof("learning_rate") or "constant_learning_rate"
     cfg = getattr(config, which)
     if which == "exponential_decay_learning_rate":
-        return LearningRateSchedule(optimizer, base_lr, _exponential(base_lr, cfg), cfg.by_epoch)
-    if which == "manual_step_learning_rate":
-        return LearningRateSchedule(optimizer, base_lr, _manual(base_lr, cfg), cfg.by_epoch)
-    return LearningRateSchedule(optimizer, base_lr, lambda t: base_lr)
+        lr_fn, by_epoch = _exponential(base_lr, cfg), cfg.by_epoch
+    elif which == "manual_step_learning_rate":
+        lr_fn, by_epoch = _manual(base_lr, cfg), cfg.by_epoch
+    else:
+        lr_fn, by_epoch = (lambda t: base_lr), False
+    return LearningRateSchedule(optimizer, base_lr, lr_fn, by_epoch, on_update)

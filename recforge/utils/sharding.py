@@ -140,9 +140,17 @@ def shard_model(
         if _TABLE_PARAM_MARKER in name and table in frozen_tables:
             continue  # no optimizer: the table keeps its initial (or restored) weights
         (table_params if _TABLE_PARAM_MARKER in name else dense_params)[name] = param
-    optimizers = [("sparse", model.fused_optimizer)]
+    fused_optimizer = model.fused_optimizer
+    optimizers = [("sparse", fused_optimizer)]
+    # fused kernels update tables inside backward and read the rate from param_groups only in
+    # step()/zero_grad() (a no-op otherwise): push a new rate before the step's backward
     schedules = [
-        create_schedule(model.fused_optimizer, train_config.sparse_optimizer, spec.kwargs["lr"])
+        create_schedule(
+            fused_optimizer,
+            train_config.sparse_optimizer,
+            spec.kwargs["lr"],
+            on_update=fused_optimizer.step,
+        )
     ]
     if table_params:
         fallback_optimizer = KeyedOptimizerWrapper(
