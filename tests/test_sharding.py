@@ -1,0 +1,300 @@
+"""shard_model: fused vs fallback kernels, frozen tables, checkpoint/resume, mixed precision."""
+
+import os
+from typing import Optional, Union
+
+import pytest
+import torch
+from google.protobuf import text_format
+from test_models import build, make_batch, make_config
+from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
+
+from recforge.features import create_features
+from recforge.models.model import BaseModel, TrainWrapper
+from recforge.protos import train_pb2
+from recforge.utils import dist as dist_util
+from recforge.utils.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from recforge.utils.sharding import ShardedTraining, shard_model
+
+CPU = torch.device("cpu")
+SPARSE_LR = {"sgd": 0.5, "adagrad": 0.1, "adam": 0.01, "rowwise_adagrad": 0.1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def process_group():
+    dist_util.init_process_group()
+
+
+def build_model(model_name: str, dims: Union[int, dict[str, int]]) -> BaseModel:
+    """``model_name`` with tables on the meta device, as the train pipeline builds it."""
+    config = make_config(model_name)
+    for feature_config in config.feature_configs:
+        if feature_config.HasField("id_feature"):
+            cfg = feature_config.id_feature
+            cfg.embedding_dim = dims if isinstance(dims, int) else dims[cfg.feature_name]
+    features = create_features(config.feature_configs)
+    model_class = BaseModel.create_class(model_name)
+    return model_class(
+        config.model_config, features, ["label"], embedding_device=torch.device("meta")
+    )
+
+
+def train_config(sparse: str, dense: str, sparse_schedule: str = "") -> train_pb2.TrainConfig:
+    text = (
+        f"sparse_optimizer {{ {sparse}_optimizer {{ lr: {SPARSE_LR[sparse]} }} {sparse_schedule} }}"
+        f" dense_optimizer {{ {dense}_optimizer {{ lr: 0.01 }} }}"
+    )
+    return text_format.Parse(text, train_pb2.TrainConfig())
+
+
+def tables_of(model: BaseModel) -> tuple[dict[str, int], set[str]]:
+    """``({table: embedding_dim}, frozen table names)`` of a model not yet sharded."""
+    _, frozen = model.sparse_parameters()
+    frozen_ids = {id(p) for p in frozen}
+    dims, frozen_tables = {}, set()
+    for module in model.modules():
+        if isinstance(module, EmbeddingBagCollectionInterface):
+            for config, param in zip(module.embedding_bag_configs(), module.parameters()):
+                dims[config.name] = config.embedding_dim
+                if id(param) in frozen_ids:
+                    frozen_tables.add(config.name)
+    return dims, frozen_tables
+
+
+def make_sharded(
+    model_name: str,
+    dims: Union[int, dict[str, int]],
+    config: Optional[train_pb2.TrainConfig],
+    mixed_precision: str = "",
+) -> tuple[ShardedTraining, tuple[dict[str, int], set[str]]]:
+    """The sharded model and, read before sharding, its ``tables_of``."""
+    model = build_model(model_name, dims)
+    tables = tables_of(model)
+    _, frozen = model.sparse_parameters()
+    sharded = shard_model(TrainWrapper(model, mixed_precision), CPU, config, frozen)
+    return sharded, tables
+
+
+def table_weights(dmp: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every embedding table's (local) weights, by table name."""
+    weights = {}
+    for key, value in dmp.state_dict().items():
+        if ".embedding_bags." not in key:
+            continue
+        table = key.split(".embedding_bags.")[1].split(".")[0]
+        if isinstance(value, ShardedTensor):
+            shards = sorted(value.local_shards(), key=lambda s: s.metadata.shard_offsets)
+            value = torch.cat([s.tensor.detach().flatten() for s in shards])
+        weights[table] = value.detach().clone()
+    return weights
+
+
+def train_steps(sharded: ShardedTraining, batch, start: int, steps: int) -> list[float]:
+    """Runs steps ``start .. start + steps - 1`` as the train loop does; returns the losses."""
+    losses = []
+    for step in range(start, start + steps):
+        for schedule in sharded.schedules:
+            schedule.update(step, 0)
+        loss, _ = sharded.model(batch)
+        loss.backward()
+        sharded.optimizer.step()
+        sharded.optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+# ------------------------------------------------------------------- fused vs fallback kernels
+
+
+@pytest.mark.parametrize("dim", [8, 10])
+@pytest.mark.parametrize("sparse", ["sgd", "adagrad", "adam", "rowwise_adagrad"])
+def test_every_sparse_optimizer_trains_its_tables(sparse, dim):
+    torch.manual_seed(0)
+    model_name = "DeepFM"
+    sharded, (dims, frozen_tables) = make_sharded(model_name, dim, train_config(sparse, "adam"))
+    assert frozen_tables and all(t.startswith("tags") for t in frozen_tables)
+    trainable_tables = set(dims) - frozen_tables
+
+    # fbgemm's CPU kernel trains SGD / (row-wise) Adagrad on widths divisible by 4 only
+    expected_fallback = {t for t in trainable_tables if sparse == "adam" or dims[t] % 4 != 0}
+    assert sorted(sharded.fallback_tables) == sorted(expected_fallback)
+    if sparse == "adam":
+        assert set(sharded.fallback_tables) == trainable_tables
+    if dim == 10 and sparse != "adam":
+        assert set(sharded.fallback_tables) == {"user_emb", "item_emb"}
+
+    batch = make_batch(16)
+    before = table_weights(sharded.model)
+    assert set(before) == set(dims)
+    losses = train_steps(sharded, batch, 0, 4)
+    after = table_weights(sharded.model)
+    assert losses[-1] < losses[0], losses
+    for table in trainable_tables:
+        assert not torch.equal(before[table], after[table]), f"{table} did not train"
+    for table in frozen_tables:
+        assert torch.equal(before[table], after[table]), f"frozen {table} changed"
+
+
+@pytest.mark.parametrize("sparse", ["adagrad", "adam"])
+def test_mixed_widths_fall_back_per_table(sparse):
+    torch.manual_seed(0)
+    dims = {"user": 8, "item": 10, "tags": 6}
+    sharded, (_, frozen_tables) = make_sharded("MultiTower", dims, train_config(sparse, "sgd"))
+    assert frozen_tables == {"tags_emb"}
+    expected = ["user_emb", "item_emb"] if sparse == "adam" else ["item_emb"]
+    assert sorted(sharded.fallback_tables) == sorted(expected)
+
+    before = table_weights(sharded.model)
+    losses = train_steps(sharded, make_batch(16), 0, 4)
+    after = table_weights(sharded.model)
+    assert losses[-1] < losses[0], losses
+    assert not torch.equal(before["user_emb"], after["user_emb"])
+    assert not torch.equal(before["item_emb"], after["item_emb"])
+    assert torch.equal(before["tags_emb"], after["tags_emb"])
+
+
+def test_sharding_for_evaluation_builds_no_optimizer():
+    sharded, _ = make_sharded("MultiTower", 8, None)
+    assert sharded.optimizer is None and sharded.schedules == []
+    assert sharded.fallback_tables == []
+    with torch.no_grad():
+        loss, _ = sharded.model(make_batch())
+    assert torch.isfinite(loss)
+
+
+def test_fused_tables_follow_the_schedule_in_the_same_step():
+    # the fused kernel updates inside backward: a rate set before the step must already apply
+    schedule = "manual_step_learning_rate { schedule_sizes: [2] learning_rates: [0.0] }"
+    torch.manual_seed(0)
+    sharded, _ = make_sharded("MultiTower", 8, train_config("sgd", "sgd", schedule))
+    assert sharded.fallback_tables == []
+    batch = make_batch(16)
+    changed = []
+    for step in range(4):
+        before = table_weights(sharded.model)["user_emb"]
+        train_steps(sharded, batch, step, 1)
+        changed.append(not torch.equal(before, table_weights(sharded.model)["user_emb"]))
+    assert changed == [True, True, False, False]
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize(
+    "model_name, sparse, dense, dim, sparse_schedule",
+    [
+        ("DeepFM", "sgd", "adam", 8, ""),
+        ("MultiTower", "adagrad", "adagrad", 8, ""),
+        ("DeepFM", "adagrad", "sgd", 10, ""),  # fused and fallback tables together
+        ("MultiTower", "adam", "adamw", 8, ""),  # every table on the fallback
+        (
+            "DeepFM",
+            "rowwise_adagrad",
+            "adam",
+            10,
+            "exponential_decay_learning_rate { decay_size: 2 decay_factor: 0.5"
+            " warmup_learning_rate: 0.01 warmup_size: 4 }",
+        ),
+    ],
+    ids=["sgd-adam", "adagrad-adagrad", "adagrad-sgd-dim10", "adam-adamw", "rowwise-schedule"],
+)
+def test_resume_from_checkpoint_continues_identically(
+    tmp_path, model_name, sparse, dense, dim, sparse_schedule
+):
+    config = train_config(sparse, dense, sparse_schedule)
+    batch = make_batch(16)
+    torch.manual_seed(0)
+    first, _ = make_sharded(model_name, dim, config)
+    train_steps(first, batch, 0, 3)
+    path = save_checkpoint(
+        str(tmp_path), 3, first.model, first.optimizer, {"global_step": 3, "epoch": 0}
+    )
+    saved_weights = table_weights(first.model)
+    expected = train_steps(first, batch, 3, 4)
+
+    torch.manual_seed(1234)  # a different initialisation and RNG stream
+    second, _ = make_sharded(model_name, dim, config)
+    assert second.fallback_tables == first.fallback_tables
+    state = load_checkpoint(path, second.model, second.optimizer, restore_rng=True)
+    assert state == {"global_step": 3, "epoch": 0}
+    restored = table_weights(second.model)
+    assert all(torch.equal(saved_weights[t], restored[t]) for t in saved_weights)
+    assert train_steps(second, batch, 3, 4) == expected
+
+
+@pytest.fixture(scope="module")
+def small_sharded():
+    torch.manual_seed(0)
+    sharded, _ = make_sharded("MultiTower", 8, train_config("sgd", "sgd"))
+    train_steps(sharded, make_batch(), 0, 1)
+    return sharded
+
+
+def test_missing_checkpoint_is_a_checkpoint_error(tmp_path, small_sharded):
+    missing = str(tmp_path / "model.ckpt-5")
+    with pytest.raises(CheckpointError, match="model.ckpt-5"):
+        load_checkpoint(missing, small_sharded.model, small_sharded.optimizer)
+    assert latest_checkpoint(str(tmp_path / "no_such_dir")) is None
+
+
+def test_keep_checkpoint_max_keeps_the_newest(tmp_path, small_sharded):
+    model_dir = str(tmp_path)
+    for step in (1, 2, 3):
+        save_checkpoint(
+            model_dir, step, small_sharded.model, small_sharded.optimizer, {"step": step}, 2
+        )
+    names = [os.path.basename(p) for p in list_checkpoints(model_dir)]
+    assert names == ["model.ckpt-2", "model.ckpt-3"]
+    assert sorted(os.listdir(model_dir)) == ["model.ckpt-2", "model.ckpt-3"]
+
+
+def test_leftover_tmp_and_incomplete_checkpoints_are_ignored(tmp_path, small_sharded):
+    model_dir = str(tmp_path)
+    final = save_checkpoint(model_dir, 3, small_sharded.model, small_sharded.optimizer, {"step": 3})
+    # a crash between writing and renaming leaves a complete-looking .tmp directory
+    leftover = tmp_path / "model.ckpt-9.tmp"
+    leftover.mkdir()
+    (leftover / "train_state.json").write_text('{"step": 9}')
+    # and an interrupted copy may leave a directory without train_state.json
+    (tmp_path / "model.ckpt-7").mkdir()
+    assert latest_checkpoint(model_dir) == final
+    assert list_checkpoints(model_dir) == [final]
+    with pytest.raises(CheckpointError):
+        load_checkpoint(str(tmp_path / "model.ckpt-7"), small_sharded.model)
+
+
+# ------------------------------------------------------------------------------ mixed precision
+
+
+@pytest.mark.parametrize("model_name", ["DeepFM", "MultiTower"])
+def test_bf16_train_wrapper_runs_on_cpu(model_name):
+    torch.manual_seed(0)
+    model = build(model_name)
+    loss, (losses, predictions, _) = TrainWrapper(model, "bf16")(make_batch())
+    assert loss.dim() == 0 and loss.dtype == torch.float32
+    assert torch.isfinite(loss)
+    loss.backward()
+    trainable, _ = model.sparse_parameters()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+    assert isinstance(float(losses["binary_cross_entropy"]), float)
+
+
+def test_bf16_sharded_training_runs_on_cpu():
+    torch.manual_seed(0)
+    sharded, _ = make_sharded("DeepFM", 8, train_config("adagrad", "adam"), "bf16")
+    losses = train_steps(sharded, make_batch(16), 0, 3)
+    assert all(isinstance(v, float) and v == v for v in losses)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("mixed_precision", ["fp8", "bfloat16x", "int8"])
+def test_invalid_mixed_precision_is_a_value_error(mixed_precision):
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainWrapper(build("MultiTower"), mixed_precision)
