@@ -1,4 +1,6 @@
-"""The ``recforge`` command: ``recforge {train,evaluate,demo} ...`` (also ``python -m recforge``).
+"""The ``recforge`` command: ``recforge {train,evaluate,export,predict,demo} ...``.
+
+Also ``python -m recforge``.
 
 Under torchrun: ``torchrun --nproc-per-node=2 -m recforge train --config ...``.
 """
@@ -78,6 +80,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
 
+    export = sub.add_parser(
+        "export", help="export a checkpoint as a TorchScript model directory for serving"
+    )
+    _common(export)
+    export.add_argument(
+        "--checkpoint",
+        "--checkpoint_path",
+        dest="checkpoint",
+        default=None,
+        help="checkpoint directory (default: export_config.exporter_type, latest or best)",
+    )
+    export.add_argument("--export_dir", required=True, help="directory to write the export to")
+
+    predict = sub.add_parser("predict", help="score parquet/csv input with an exported model")
+    predict.add_argument(
+        "--scripted_model_path",
+        required=True,
+        help="the export directory (or its scripted_model.pt)",
+    )
+    predict.add_argument(
+        "--predict_input_path", required=True, help="parquet/csv files, globs, comma-separated"
+    )
+    predict.add_argument(
+        "--predict_output_path",
+        required=True,
+        help="a .parquet file, or a directory that receives part-*.parquet files",
+    )
+    predict.add_argument(
+        "--reserved_columns", default="", help="input columns copied to the output, e.g. id,label"
+    )
+    predict.add_argument(
+        "--output_columns", default="", help="model outputs to write, e.g. probs (default: all)"
+    )
+    predict.add_argument(
+        "--num_workers", type=int, default=None, help="input-parsing workers (default: config)"
+    )
+    predict.add_argument(
+        "--batch_size", type=int, default=None, help="rows per batch (default: config)"
+    )
+
     demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
     demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     demo.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
@@ -115,6 +157,29 @@ def main(argv: Optional[list[str]] = None) -> int:
                 edits=_edits(args.edit_config_json),
                 plugins=args.plugin,
                 model_dir=args.model_dir,
+            )
+        elif args.command == "export":
+            from recforge.export import export_model
+
+            metrics = export_model(
+                args.config,
+                args.export_dir,
+                checkpoint_path=args.checkpoint,
+                edits=_edits(args.edit_config_json),
+                plugins=args.plugin,
+                model_dir=args.model_dir,
+            )
+        elif args.command == "predict":
+            from recforge.predict import predict
+
+            metrics = predict(
+                args.scripted_model_path,
+                args.predict_input_path,
+                args.predict_output_path,
+                reserved_columns=args.reserved_columns,
+                output_columns=args.output_columns,
+                num_workers=args.num_workers,
+                batch_size=args.batch_size,
             )
         else:
             from recforge.demo import run_demo

@@ -10,6 +10,14 @@ from collections.abc import Iterator
 logger = logging.getLogger("recforge")
 
 
+class ExportError(ValueError):
+    """An export directory, its files or an export request is missing or invalid."""
+
+
+class PredictError(ValueError):
+    """A prediction request does not fit the exported model (outputs, columns, input)."""
+
+
 def _user_error_types() -> tuple:
     from recforge.config import ConfigError
     from recforge.datasets import DataError
@@ -19,6 +27,8 @@ def _user_error_types() -> tuple:
     from recforge.utils.registry import PluginError, RegistryError
 
     return (
+        ExportError,
+        PredictError,
         ConfigError,
         DataError,
         FeatureError,

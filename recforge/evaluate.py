@@ -67,9 +67,9 @@ def run_evaluation(
                 logger.info(
                     "eval step %d | %.0f samples/s", step, samples / (time.perf_counter() - start)
                 )
-    if step == 0:
+    samples = dist_util.all_reduce_sum(samples)  # a rank may get no batch of a tiny eval set
+    if samples == 0:
         raise RuntimeError("no eval data: the eval input yielded no batch")
-    samples = dist_util.all_reduce_sum(samples)
     metrics = {name: float(value) for name, value in model.compute_metric().items()}
     sharded_model.train()
     if dist_util.rank() == 0:
@@ -129,7 +129,7 @@ def evaluate(
         features,
         config.eval_input_path,
         mode="eval",
-        extra_id_columns=grouping_keys(config.model_config.metrics),
+        extra_id_columns=grouping_keys(config.model_config),
     )
     model = build_model(config, features, embedding_device=torch.device("meta"))
     # the same sharding plan as training, so the checkpoint maps one to one

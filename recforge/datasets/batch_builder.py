@@ -74,7 +74,9 @@ def build_dense_features(
 
     """
     if len(keys) == 0:
-        return KeyedTensor(keys=[], length_per_key=[], values=torch.empty(batch_size, 0), key_dim=1)
+        # a size list, so that torch.fx can trace it when batch_size is traced (export)
+        empty = torch.empty([batch_size, 0])
+        return KeyedTensor(keys=[], length_per_key=[], values=empty, key_dim=1)
     tensors: list[torch.Tensor] = []
     for key in keys:
         tensors.append(parsed[key + ".values"])

@@ -112,6 +112,10 @@ class EmbeddingGroup(nn.Module):
         self._group_names = list(group_keys)
         self._key_lists: list[list[str]] = [group_keys[g] for g in self._group_names]
         self._has_sparse = bool(tables)
+        # decided here, not from the batch, so that forward traces (torch.fx) and scripts
+        self._has_dense = any(
+            not by_name[name].is_sparse for group in feature_groups for name in group.feature_names
+        )
         self.ebc = (
             EmbeddingBagCollection(tables=list(tables.values()), device=device) if tables else None
         )
@@ -155,7 +159,7 @@ class EmbeddingGroup(nn.Module):
         keyed: list[KeyedTensor] = []
         if self.ebc is not None:
             keyed.append(self.ebc(sparse_features))
-        if len(dense_features.keys()) > 0:
+        if self._has_dense:
             keyed.append(dense_features)
         grouped = KeyedTensor.regroup(keyed, self._key_lists)
-        return {name: tensor for name, tensor in zip(self._group_names, grouped)}
+        return {name: grouped[i] for i, name in enumerate(self._group_names)}

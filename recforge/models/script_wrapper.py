@@ -1,0 +1,110 @@
+"""``ScriptWrapper``: a model behind a flat ``Dict[str, Tensor]`` interface, and its export.
+
+The exported model takes exactly what :meth:`recforge.datasets.DataParser.parse` produces
+(``"{feature}.values"`` / ``"{feature}.lengths"`` per sparse feature, ``"{feature}.values"``
+per dense feature), rebuilds the :class:`~recforge.datasets.batch.Batch` inside ``forward``
+and returns ``model.predict``'s outputs, so serving needs no recforge Python objects.
+
+:func:`script_model` compiles it. ``Batch`` (a dataclass with a pyarrow field) and the
+models' Python-level set-up are not TorchScript, so the wrapper is first traced with
+torchrec's ``torch.fx`` tracer, which keeps only tensor operations (the Batch, feature-group
+dict and key lists are resolved at trace time), and the traced graph is then
+``torch.jit.script``-ed. Tracing runs the model in eval mode: dropout is off and batch norm
+uses its running statistics.
+
+No ``from __future__ import annotations`` here: TorchScript reads the type hints.
+"""
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from recforge.datasets.data_parser import DataParser
+from recforge.models.model import BaseModel
+
+
+class ScriptWrapper(nn.Module):
+    """Runs ``model.predict`` on a flat tensor dict (the exported model's interface).
+
+    Args:
+        model: the model (its features define the inputs).
+        output_cols: keep only these outputs (None: all of ``predict``'s outputs).
+
+    Example:
+        >>> wrapper = ScriptWrapper(model.eval())  # doctest: +SKIP
+        >>> wrapper(DataParser(model._features).parse(record_batch))["probs"]  # doctest: +SKIP
+
+    """
+
+    def __init__(self, model: BaseModel, output_cols: Optional[list[str]] = None) -> None:
+        super().__init__()
+        self.model = model
+        # predict mode: no labels, weights, extras or reserves enter the exported path
+        self._parser = DataParser(model._features)
+        self._output_cols = list(output_cols) if output_cols else None
+
+    def input_names(self) -> list[str]:
+        """Every key ``forward`` reads from its input dict."""
+        names = []
+        for key in self._parser.sparse_keys:
+            names += [f"{key}.values", f"{key}.lengths"]
+        names += [f"{key}.values" for key in self._parser.dense_keys]
+        return names
+
+    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Scores a batch given as the flat tensor dict of ``DataParser.parse``."""
+        batch = self._parser.to_batch(data)
+        predictions = self.model.predict(batch)
+        if self._output_cols is None:
+            return predictions
+        return {name: predictions[name] for name in self._output_cols}
+
+
+def example_inputs(model: BaseModel, batch_size: int = 4) -> dict[str, torch.Tensor]:
+    """A small valid input dict for ``model``'s features (id 0 / value 0.5 everywhere)."""
+    data: dict[str, torch.Tensor] = {}
+    for feature in model._features:
+        if feature.is_sparse:
+            data[f"{feature.name}.values"] = torch.zeros(batch_size, dtype=torch.int64)
+            data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
+        else:
+            data[f"{feature.name}.values"] = torch.full((batch_size, feature.value_dim), 0.5)
+    return data
+
+
+def script_model(
+    model: BaseModel, output_cols: Optional[list[str]] = None
+) -> torch.jit.ScriptModule:
+    """Compiles ``ScriptWrapper(model)`` into a TorchScript module (model set to eval mode).
+
+    Args:
+        model: the model, on the CPU, with its weights restored.
+        output_cols: keep only these outputs (None: all).
+
+    Returns:
+        The scripted module: ``forward(Dict[str, Tensor]) -> Dict[str, Tensor]``; save it with
+        ``.save(path)``, load it with ``torch.jit.load`` after ``import torchrec`` (which
+        registers the fbgemm operators it may call).
+
+    Raises:
+        RuntimeError: the model cannot be traced or scripted; the message names the model.
+
+    """
+    from torchrec.fx import symbolic_trace
+
+    model.eval()
+    wrapper = ScriptWrapper(model, output_cols).eval()
+    name = type(model).__name__
+    try:
+        graph = symbolic_trace(wrapper)
+    except Exception as e:
+        raise RuntimeError(
+            f"cannot export {name}: torch.fx cannot trace its predict() ({type(e).__name__}:"
+            f" {e}); predict must not branch on tensor values"
+        ) from e
+    try:
+        scripted = torch.jit.script(graph)
+    except Exception as e:
+        raise RuntimeError(f"cannot export {name}: torch.jit.script failed: {e}") from e
+    return scripted.eval()

@@ -1,0 +1,244 @@
+"""``Predictor``: score tables in Python with an exported model (``recforge.load_predictor``).
+
+Example:
+    >>> import recforge
+    >>> predictor = recforge.load_predictor("experiments/deepfm_export")  # doctest: +SKIP
+    >>> predictor.predict(pandas_frame)["probs"]  # doctest: +SKIP
+    array([0.12, 0.57, ...], dtype=float32)
+
+Input columns are parsed exactly as in training and in ``recforge predict`` (same features,
+same ``DataParser``), then scored by the exported TorchScript model.
+
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from recforge.errors import ExportError, PredictError
+
+MODEL_FILE = "scripted_model.pt"
+MODEL_INFO_FILE = "model_info.json"
+CONFIG_FILE = "pipeline.config"
+DEFAULT_BATCH_SIZE = 8192
+
+
+def resolve_export_dir(path: str) -> str:
+    """The export directory of ``path`` (the directory or its ``scripted_model.pt``).
+
+    Raises:
+        ExportError: the directory does not exist or lacks one of the export files.
+
+    """
+    if os.path.isfile(path) and os.path.basename(path) == MODEL_FILE:
+        path = os.path.dirname(path) or "."
+    if not os.path.isdir(path):
+        raise ExportError(
+            f"export directory '{path}' not found (create one with recforge export --config"
+            " ... --export_dir ...)"
+        )
+    for name in (MODEL_FILE, CONFIG_FILE, MODEL_INFO_FILE):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise ExportError(
+                f"export directory '{path}' has no {name}: it is not a complete recforge export"
+                " (re-run recforge export)"
+            )
+    return path
+
+
+def table_from(data: Any) -> pa.Table:
+    """A pyarrow Table from a Table, RecordBatch, pandas DataFrame or dict of columns.
+
+    In a DataFrame or a dict of lists / numpy arrays, NaN and None are missing values (nulls).
+    """
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, dict):
+        try:  # NaN and None are missing values, as in pandas
+            return pa.table(
+                {
+                    name: column
+                    if isinstance(column, (pa.Array, pa.ChunkedArray))
+                    else pa.array(column, from_pandas=True)
+                    for name, column in data.items()
+                }
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise PredictError(f"cannot turn the input dict into a table: {e}") from None
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        try:
+            return pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise PredictError(f"cannot convert the DataFrame to arrow: {e}") from None
+    raise PredictError(
+        "predict() takes a pyarrow Table or RecordBatch, a pandas DataFrame or a dict of"
+        f" columns; found {type(data).__name__}"
+    )
+
+
+def output_to_arrow(values: torch.Tensor) -> pa.Array:
+    """A ``[B]`` tensor as a flat arrow array; ``[B, K, ...]`` as fixed-size lists of K*...."""
+    array = values.detach().cpu().numpy()
+    if array.ndim <= 1:
+        return pa.array(array.reshape(-1))
+    flat = array.reshape(array.shape[0], -1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+
+
+class Predictor:
+    """An exported model with its feature parsing: tables in, predictions out.
+
+    Args:
+        export_dir: the directory ``recforge export`` wrote (or its ``scripted_model.pt``).
+        batch_size: rows scored at once.
+        num_threads: torch intra-op threads (None: leave torch's setting).
+
+    Raises:
+        ExportError: the directory is missing or incomplete.
+
+    """
+
+    def __init__(
+        self,
+        export_dir: str,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        num_threads: Optional[int] = None,
+    ) -> None:
+        import torchrec  # noqa: F401  (registers the fbgemm operators the model may call)
+
+        from recforge.config import load_pipeline_config
+        from recforge.datasets.data_parser import DataParser
+        from recforge.utils.pipeline import build_features
+
+        self.export_dir = resolve_export_dir(export_dir)
+        with open(os.path.join(self.export_dir, MODEL_INFO_FILE)) as f:
+            self.model_info: dict[str, Any] = json.load(f)
+        self.config = load_pipeline_config(os.path.join(self.export_dir, CONFIG_FILE))
+        self.features = build_features(self.config)
+        self.parser = DataParser(self.features)
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        try:
+            self.model = torch.jit.load(
+                os.path.join(self.export_dir, MODEL_FILE), map_location="cpu"
+            )
+        except RuntimeError as e:
+            raise ExportError(
+                f"cannot load {os.path.join(self.export_dir, MODEL_FILE)}: {str(e).strip()[:500]}"
+            ) from e
+        self.model.eval()
+        self.batch_size = int(batch_size)
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the model's outputs."""
+        return [o["name"] for o in self.model_info["outputs"]]
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Columns a table must have."""
+        return self.parser.input_columns
+
+    def check_outputs(self, output_columns: Optional[Sequence[str]]) -> list[str]:
+        """The outputs to keep (all when None).
+
+        Raises:
+            PredictError: an unknown output name (the message lists the model's outputs).
+
+        """
+        if not output_columns:
+            return self.outputs
+        unknown = [c for c in output_columns if c not in self.outputs]
+        if unknown:
+            raise PredictError(
+                f"output column(s) {unknown} are not outputs of the exported model; its outputs:"
+                f" {self.outputs}"
+            )
+        return list(output_columns)
+
+    def score(self, parsed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Runs the scripted model on a flat tensor dict (``DataParser.parse``'s output)."""
+        with torch.inference_mode():
+            return self.model(parsed)
+
+    def predict_batch(
+        self, rb: pa.RecordBatch, output_columns: Optional[Sequence[str]] = None
+    ) -> dict[str, torch.Tensor]:
+        """Parses and scores one record batch; returns the chosen outputs as tensors."""
+        outputs = self.score(self.parser.parse(rb))
+        return {name: outputs[name] for name in self.check_outputs(output_columns)}
+
+    def _batches(self, table: pa.Table) -> Iterator[pa.RecordBatch]:
+        for start in range(0, table.num_rows, self.batch_size):
+            part = table.slice(start, self.batch_size).combine_chunks()
+            yield from part.to_batches()
+
+    def predict(
+        self,
+        data: Union[pa.Table, pa.RecordBatch, dict, Any],
+        output_columns: Optional[Sequence[str]] = None,
+        as_frame: bool = False,
+    ) -> Any:
+        """Scores every row of ``data``.
+
+        Args:
+            data: a pyarrow Table / RecordBatch, a pandas DataFrame or a dict of columns
+                (lists or arrays) holding :attr:`input_columns`.
+            output_columns: outputs to return (default: all, see :attr:`outputs`).
+            as_frame: return a pandas DataFrame instead of a dict.
+
+        Returns:
+            ``{output: numpy array [rows, ...]}`` in ``output_columns`` order, or a DataFrame
+            (2-D outputs become columns of arrays).
+
+        Raises:
+            DataError: a needed column is missing (the message names it and its feature).
+            FeatureError: a value cannot be parsed (names the feature, column and row).
+            PredictError: unknown output column or unsupported input type.
+
+        """
+        names = self.check_outputs(output_columns)
+        table = table_from(data)
+        self.parser.check_columns(table.column_names)
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for rb in self._batches(table):
+            outputs = self.predict_batch(rb, names)
+            for name in names:
+                parts[name].append(outputs[name].detach().cpu().numpy())
+        result = {}
+        for name in names:
+            if parts[name]:
+                result[name] = np.concatenate(parts[name])
+            else:
+                info = next(o for o in self.model_info["outputs"] if o["name"] == name)
+                tail = [d for d in info["shape"][1:] if isinstance(d, int)]
+                result[name] = np.zeros([0, *tail], dtype=info["dtype"])
+        if not as_frame:
+            return result
+        import pandas as pd
+
+        return pd.DataFrame({k: list(v) if v.ndim > 1 else v for k, v in result.items()})
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({self.export_dir!r}, model={self.model_info.get('model_class')},"
+            f" outputs={self.outputs})"
+        )
+
+
+def load_predictor(export_dir: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+    """Loads an export directory for scoring tables in Python (see :class:`Predictor`)."""
+    return Predictor(export_dir, batch_size=batch_size)
