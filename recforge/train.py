@@ -108,7 +108,9 @@ class _Trainer:
         if not self.is_chief:
             return
         lrs = {f"lr/{i}": s.last_lr for i, s in enumerate(self.sharded.schedules)}
-        extra = "".join(f" | {k} {v:.4f}" for k, v in train_metrics.items())
+        logged = {**train_metrics}
+        logged.update({k: float(v) for k, v in losses.items() if k.startswith("pareto_weight_")})
+        extra = "".join(f" | {k} {v:.4f}" for k, v in logged.items())
         logger.info(
             "step %d | epoch %d | loss %.5f | %.0f samples/s | eta %s%s",
             self.global_step,
@@ -269,7 +271,7 @@ def train_and_evaluate(
         features,
         config.train_input_path,
         mode="train",
-        extra_id_columns=grouping_keys(config.model_config.metrics),
+        extra_id_columns=grouping_keys(config.model_config),
     )
     eval_dataset = (
         RecDataset(
@@ -277,7 +279,7 @@ def train_and_evaluate(
             features,
             config.eval_input_path,
             mode="eval",
-            extra_id_columns=grouping_keys(config.model_config.metrics),
+            extra_id_columns=grouping_keys(config.model_config),
         )
         if config.eval_input_path
         else None

@@ -70,7 +70,8 @@ def test_example_configs_match_and_cover_every_column(model):
     features = create_features(config.feature_configs)
     names = {f.name for f in features}
     table, _ = simulate_demo_table(10)
-    assert {c for f in features for c in f.inputs} == set(table.column_names) - {"label"}
+    labels = {"label", "label_cvr"}
+    assert {c for f in features for c in f.inputs} == set(table.column_names) - labels
     assert all(f.embedding_dim % 4 == 0 for f in features if f.is_sparse)
     for group in config.model_config.feature_groups:
         assert set(group.feature_names) <= names

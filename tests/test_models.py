@@ -1,3 +1,5 @@
+from typing import Optional
+
 import pytest
 import torch
 from google.protobuf import text_format
@@ -36,11 +38,100 @@ MODEL_CONFIGS = {
         final { hidden_units: [8] }
       }
     """,
+    "WideAndDeep": """
+      feature_groups { group_name: "wide" feature_names: ["user", "item", "tags"] group_type: WIDE }
+      feature_groups { group_name: "deep" feature_names: ["user", "item", "tags", "price"] }
+      wide_and_deep { deep { hidden_units: [16, 8] } final { hidden_units: [4] } }
+    """,
+    "DCNV1": """
+      feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
+      dcn_v1 { cross { cross_num: 2 } deep { hidden_units: [16] } final { hidden_units: [8] } }
+    """,
+    "DCNV2": """
+      feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
+      dcn_v2 {
+        backbone { hidden_units: [16] }
+        cross { cross_num: 2 low_rank: 4 num_experts: 3 }
+        deep { hidden_units: [16] }
+        final { hidden_units: [8] }
+      }
+    """,
+    "xDeepFM": """
+      feature_groups { group_name: "wide" feature_names: ["user", "item", "tags"] group_type: WIDE }
+      feature_groups { group_name: "deep" feature_names: ["user", "item", "tags", "price"] }
+      feature_groups { group_name: "cin" feature_names: ["user", "item", "tags"] }
+      xdeepfm {
+        cin { cin_layer_size: [4, 3] }
+        deep { hidden_units: [16] }
+        final { hidden_units: [8] }
+      }
+    """,
+    "DLRM": """
+      feature_groups { group_name: "sparse" feature_names: ["user", "item", "tags"] }
+      feature_groups { group_name: "dense" feature_names: ["price"] }
+      dlrm { dense_mlp { hidden_units: [8] } final { hidden_units: [8] } }
+    """,
+    "MaskNet": """
+      feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
+      mask_net {
+        mask_net_module {
+          n_mask_blocks: 2
+          mask_block { reduction_ratio: 2 hidden_dim: 8 }
+          top_mlp { hidden_units: [8] }
+        }
+      }
+    """,
+}
+
+# other shapes of the same models: (class name, model_config body)
+MODEL_VARIANTS = {
+    "dcn_v2_stacked_full_rank": (
+        "DCNV2",
+        """
+      feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
+      dcn_v2 { cross { cross_num: 1 low_rank: 25 } final { hidden_units: [8] } }
+    """,
+    ),
+    "dcn_v1_without_final": (
+        "DCNV1",
+        """
+      feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
+      dcn_v1 { cross {} deep { hidden_units: [8] } }
+    """,
+    ),
+    "xdeepfm_cin_on_wide": (
+        "xDeepFM",
+        """
+      feature_groups { group_name: "wide" feature_names: ["user", "item", "tags"] group_type: WIDE }
+      feature_groups { group_name: "deep" feature_names: ["user", "item", "tags", "price"] }
+      xdeepfm { cin { cin_layer_size: [4] } deep { hidden_units: [16] } wide_embedding_dim: 6 }
+    """,
+    ),
+    "dlrm_single_group_without_sparse_arch": (
+        "DLRM",
+        """
+      feature_groups { group_name: "ids" feature_names: ["user", "item", "tags"] }
+      dlrm { final { hidden_units: [8] } arch_with_sparse: false }
+    """,
+    ),
+    "mask_net_serial_aggregation_dim": (
+        "MaskNet",
+        """
+      feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
+      mask_net {
+        mask_net_module {
+          n_mask_blocks: 3
+          mask_block { aggregation_dim: 5 hidden_dim: 6 }
+          use_parallel: false
+        }
+      }
+    """,
+    ),
 }
 
 
-def make_config(model_name: str) -> pipeline_pb2.EasyRecConfig:
-    text = FEATURES + "model_config {" + MODEL_CONFIGS[model_name]
+def make_config(model_name: str, body: Optional[str] = None) -> pipeline_pb2.EasyRecConfig:
+    text = FEATURES + "model_config {" + (body or MODEL_CONFIGS[model_name])
     text += " metrics { auc {} } losses { binary_cross_entropy {} } }"
     return text_format.Parse(text, pipeline_pb2.EasyRecConfig())
 
@@ -62,8 +153,8 @@ def make_batch(batch_size: int = 6) -> Batch:
     return Batch(sparse, dense, labels=labels)
 
 
-def build(model_name: str) -> BaseModel:
-    config = make_config(model_name)
+def build(model_name: str, body: Optional[str] = None) -> BaseModel:
+    config = make_config(model_name, body)
     features = create_features(config.feature_configs)
     return BaseModel.create_class(model_name)(config.model_config, features, ["label"])
 
@@ -76,7 +167,16 @@ def test_every_registered_model_has_a_test_config():
 
 @pytest.mark.parametrize("model_name", sorted(MODEL_CONFIGS))
 def test_model_predict_loss_backward(model_name):
-    model = build(model_name)
+    check_predict_loss_backward(build(model_name))
+
+
+@pytest.mark.parametrize("variant", sorted(MODEL_VARIANTS))
+def test_model_variant_predict_loss_backward(variant):
+    model_name, body = MODEL_VARIANTS[variant]
+    check_predict_loss_backward(build(model_name, body))
+
+
+def check_predict_loss_backward(model: BaseModel) -> None:
     batch = make_batch()
     total, (losses, predictions, _) = TrainWrapper(model)(batch)
     assert predictions["probs"].shape == (6,)
@@ -143,3 +243,81 @@ def test_fm_group_with_mixed_dims_is_an_error():
     features = create_features(config.feature_configs)
     with pytest.raises(EmbeddingGroupError, match="one embedding dim"):
         BaseModel.create_class("DeepFM")(config.model_config, features, ["label"])
+
+
+# the interaction layers of the model zoo must script for export
+SCRIPTABLE_LAYERS = ("CrossNet", "CrossNetV2", "CIN", "DotInteraction", "MaskNetModule")
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_CONFIGS) + sorted(MODEL_VARIANTS))
+def test_interaction_layers_script_and_match_eager(case):
+    model_name, body = MODEL_VARIANTS.get(case, (case, None))
+    model = build(model_name, body).eval()
+    layers = {
+        name: module
+        for name, module in model.named_modules()
+        if type(module).__name__ in SCRIPTABLE_LAYERS
+    }
+    if model_name not in ("DeepFM", "MultiTower", "WideAndDeep"):
+        assert layers, f"{model_name} has no interaction layer"
+    inputs = {}
+
+    def keep_inputs(name):
+        def hook(module, args, output):
+            inputs[name] = args
+
+        return hook
+
+    hooks = [module.register_forward_hook(keep_inputs(name)) for name, module in layers.items()]
+    with torch.no_grad():
+        model.predict(make_batch())
+        for hook in hooks:
+            hook.remove()
+        for name, module in layers.items():
+            scripted = torch.jit.script(module)
+            torch.testing.assert_close(scripted(*inputs[name]), module(*inputs[name]))
+
+
+def test_low_rank_cross_layer_matches_its_formula():
+    from recforge.modules.cross import CrossNet, CrossNetV2
+
+    x0 = torch.randn(5, 6)
+    v2 = CrossNetV2(6, num_layers=1, low_rank=2)
+    weight = v2.up[0, 0].T @ v2.down[0, 0].T  # U V^T: [6, 6]
+    torch.nn.init.normal_(v2.bias)
+    expected = x0 * (x0 @ weight.T + v2.bias[0, 0]) + x0
+    torch.testing.assert_close(v2(x0), expected)
+    v1 = CrossNet(6, num_layers=1)
+    expected = x0 * (x0 @ v1.weight[0]).unsqueeze(1) + v1.bias[0] + x0
+    torch.testing.assert_close(v1(x0), expected)
+
+
+def test_dot_interaction_and_cin_shapes():
+    from recforge.modules.interaction import CIN, DotInteraction
+
+    x = torch.randn(3, 4, 5)
+    dots = DotInteraction(4)(x)
+    assert dots.shape == (3, 6)
+    torch.testing.assert_close(dots[:, 0], (x[:, 0] * x[:, 1]).sum(1))
+    torch.testing.assert_close(dots[:, 5], (x[:, 2] * x[:, 3]).sum(1))
+    assert CIN(4, [7, 2]).forward(x).shape == (3, 9)
+
+
+def test_dlrm_dense_mlp_must_end_in_the_embedding_dim():
+    body = MODEL_CONFIGS["DLRM"].replace(
+        "dense_mlp { hidden_units: [8] }", "dense_mlp { hidden_units: [4] }"
+    )
+    with pytest.raises(ValueError, match="embedding dim 8"):
+        build("DLRM", body)
+
+
+def test_zoo_model_without_its_group_names_it():
+    body = MODEL_CONFIGS["WideAndDeep"].replace('"wide"', '"linear"')
+    with pytest.raises(EmbeddingGroupError, match="WideAndDeep needs a feature group named 'wide'"):
+        build("WideAndDeep", body)
+
+
+def test_zoo_model_without_a_required_field_names_it():
+    body = MODEL_CONFIGS["DCNV1"].replace("deep { hidden_units: [16] }", "")
+    with pytest.raises(ValueError, match=r"DCNV1 needs dcn_v1\.deep"):
+        build("DCNV1", body)

@@ -8,12 +8,21 @@ logistic model (so the best possible AUC is known):
 
 with per-id effects drawn once per ``seed`` (the "world", shared by train and eval) and a
 rank-4 interaction between ``user_group`` and ``category`` that only models crossing the two
-can learn. Columns (nulls where noted):
+can learn.
+
+A second label, ``label_cvr``, is a conversion: only a click can convert, with probability
+
+``sigmoid(cvr_bias + cvr_category + cvr_user + 0.5 * item - price_term + age_term + device)``
+
+(partly the click's features, partly its own), so it is correlated with ``label`` but is a
+different task for multi-task models. It is drawn from its own random stream: every other
+column is the same as without it. Columns (nulls where noted):
 
 =============  ==============================================  =========================
 column         values                                          config feature
 =============  ==============================================  =========================
 label          int 0/1 (~35% positive)                          label
+label_cvr      int 0/1, 1 only where label is 1 (~11% positive)  second label (multi-task)
 user_id        strings ``"u123"`` (2,000 users, skewed; 1% null)  id, hash_bucket_size
 item_id        int 0..999 (skewed)                             id, num_buckets
 category       int 0..49 (fixed per item)                      id, num_buckets
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -73,11 +83,15 @@ class DemoWorld:
     tag_effect: np.ndarray  # [NUM_TAGS]
     group_factors: np.ndarray  # [NUM_GROUPS, INTERACTION_RANK]
     category_factors: np.ndarray  # [NUM_CATEGORIES, INTERACTION_RANK]
+    cvr_bias: float
+    cvr_category_effect: np.ndarray  # [NUM_CATEGORIES]
+    cvr_user_effect: np.ndarray  # [NUM_USERS]
 
     @staticmethod
     def create(seed: int = 0) -> DemoWorld:
         """Draw the world of ``seed``."""
         rng = np.random.default_rng([seed, 0])
+        cvr_rng = np.random.default_rng([seed, 0, 1])  # its own stream: the CTR world is unchanged
         return DemoWorld(
             bias=-1.6,
             user_effect=rng.normal(0, 0.3, NUM_USERS),
@@ -93,6 +107,9 @@ class DemoWorld:
             tag_effect=rng.normal(0, 1.5, NUM_TAGS),
             group_factors=rng.normal(0, 1.0, (NUM_GROUPS, INTERACTION_RANK)),
             category_factors=rng.normal(0, 1.0, (NUM_CATEGORIES, INTERACTION_RANK)),
+            cvr_bias=-0.9,
+            cvr_category_effect=cvr_rng.normal(0, 1.0, NUM_CATEGORIES),
+            cvr_user_effect=cvr_rng.normal(0, 0.5, NUM_USERS),
         )
 
 
@@ -105,6 +122,33 @@ def _skewed(rng: np.random.Generator, n: int, size: int, power: float = 1.1) -> 
 
 def _age_effect(age: np.ndarray) -> np.ndarray:
     return 0.6 * np.exp(-(((age - 30.0) / 8.0) ** 2)) - 0.3 * (age > 55)
+
+
+def _conversions(
+    world: DemoWorld,
+    seed: int,
+    split: int,
+    label: np.ndarray,
+    user: np.ndarray,
+    item: np.ndarray,
+    log_price: np.ndarray,
+    age: np.ndarray,
+    device: np.ndarray,
+) -> np.ndarray:
+    """``label_cvr``: each click converts with the world's conversion probability."""
+    category = world.item_category[item]
+    logit = (
+        world.cvr_bias
+        + world.cvr_category_effect[category]
+        + world.cvr_user_effect[user]
+        + 0.5 * world.item_effect[item]
+        - 0.8 * (log_price - 4.0)
+        + 0.03 * (age - 38.0)
+        + np.array([0.3, 0.0, -0.4])[device]
+    )
+    probability = 1.0 / (1.0 + np.exp(-logit))
+    rng = np.random.default_rng([seed, split, 1])
+    return (label * (rng.random(len(label)) < probability)).astype(np.int64)
 
 
 def simulate_demo_table(
@@ -180,6 +224,9 @@ def simulate_demo_table(
             "age": pa.array(np.round(age, 1), pa.float64(), mask=nulls(0.10)),
             "price": pa.array(np.round(np.exp(log_price), 2), pa.float64(), mask=nulls(0.05)),
             "ctr_hist": pa.array(ctr_hist.astype(np.float32)),
+            "label_cvr": pa.array(
+                _conversions(world, seed, split, label, user, item, log_price, age, device)
+            ),
         }
     )
     return table, probability
@@ -218,6 +265,8 @@ def generate_demo_data(
 
 # ---------------------------------------------------------------------------- configs
 DEMO_MODELS = ("deepfm", "multi_tower")
+#: multi-task demo models: tasks ``ctr`` (label) and ``cvr`` (label_cvr)
+MULTI_TASK_DEMO_MODELS = ("simple_multi_task", "mmoe", "ple", "dbmtl")
 
 _SPARSE = [
     ("user_id", "hash_bucket_size: 4000"),
@@ -261,8 +310,62 @@ def _group(name: str, features: list[str], group_type: str) -> str:
     )
 
 
+def _render(fields: list[tuple[str, Any]], indent: int) -> str:
+    """Text-proto lines of ``(name, value)`` fields; a list value is a nested message."""
+    pad = " " * indent
+    lines = []
+    for name, value in fields:
+        if isinstance(value, list):
+            inner = _render(value, indent + 4)
+            lines.append(f"{pad}{name} {{\n{inner}\n{pad}}}" if inner else f"{pad}{name} {{}}")
+        else:
+            lines.append(f"{pad}{name}: {value}")
+    return "\n".join(lines)
+
+
+def _mlp(*units: int) -> list[tuple[str, Any]]:
+    return [("hidden_units", "[" + ", ".join(str(u) for u in units) + "]")]
+
+
+def _task_tower(name: str, label: str, *extra: tuple[str, Any]) -> tuple[str, Any]:
+    fields: list[tuple[str, Any]] = [
+        ("tower_name", f'"{name}"'),
+        ("label_name", f'"{label}"'),
+        ("mlp", _mlp(32)),
+        *extra,
+        ("metrics", [("auc", [])]),
+        ("losses", [("binary_cross_entropy", [])]),
+    ]
+    return ("task_towers", fields)
+
+
+def _multi_task_body(model: str) -> str:
+    ctr, cvr = _task_tower("ctr", "label"), _task_tower("cvr", "label_cvr")
+    if model == "simple_multi_task":
+        fields = [ctr, cvr]
+    elif model == "mmoe":
+        fields = [("expert_mlp", _mlp(128, 64)), ("num_expert", 3), ctr, cvr]
+    elif model == "ple":
+        layer = [
+            ("network_name", '"layer1"'),
+            ("expert_num_per_task", 1),
+            ("share_num", 2),
+            ("task_expert_net", _mlp(128, 64)),
+        ]
+        fields = [("extraction_networks", layer), ctr, cvr]
+    else:
+        relation = (("relation_tower_names", '"ctr"'), ("relation_mlp", _mlp(32)))
+        cvr = _task_tower("cvr", "label_cvr", *relation)
+        fields = [("bottom_mlp", _mlp(128)), ("expert_mlp", _mlp(64)), ("num_expert", 3)]
+        fields += [ctr, cvr]
+    return _render([(model, fields)], 4)
+
+
 def _model_config(model: str) -> str:
     sparse = [name for name, _ in _SPARSE] + ["age"]
+    if model in MULTI_TASK_DEMO_MODELS:
+        group = _group("all", sparse + ["price", "ctr_hist"], "DEEP")
+        return "model_config {\n" + group + "\n" + _multi_task_body(model) + "\n}"
     if model == "deepfm":
         groups = [
             _group("wide", sparse, "WIDE"),
@@ -284,7 +387,8 @@ def _model_config(model: str) -> str:
             "        final {\n            hidden_units: [32]\n        }\n    }"
         )
     else:
-        raise ValueError(f"demo model must be one of {DEMO_MODELS}, found '{model}'")
+        known = DEMO_MODELS + MULTI_TASK_DEMO_MODELS
+        raise ValueError(f"demo model must be one of {known}, found '{model}'")
     return (
         "model_config {\n"
         + "\n".join(groups)
@@ -298,11 +402,14 @@ def _model_config(model: str) -> str:
 def demo_config_text(model: str = "deepfm", data_dir: str = "data/demo") -> str:
     """Return a runnable text-format ``EasyRecConfig`` over the demo data.
 
-    ``examples/deepfm_demo.config`` and ``examples/multi_tower_demo.config`` are exactly
-    ``demo_config_text("deepfm")`` and ``demo_config_text("multi_tower")``.
+    ``examples/<model>_demo.config`` is exactly ``demo_config_text("<model>")`` for every
+    model of ``DEMO_MODELS`` and ``MULTI_TASK_DEMO_MODELS``. Multi-task configs have the
+    label fields ``label`` and ``label_cvr`` and the tasks ``ctr`` and ``cvr``.
 
     Args:
-        model: ``"deepfm"`` or ``"multi_tower"``.
+        model: one of ``DEMO_MODELS`` (``"deepfm"``, ``"multi_tower"``) or
+            ``MULTI_TASK_DEMO_MODELS`` (``"simple_multi_task"``, ``"mmoe"``, ``"ple"``,
+            ``"dbmtl"``).
         data_dir: where :func:`generate_demo_data` wrote the files (relative paths are
             relative to the directory the pipeline runs in).
 
@@ -319,6 +426,9 @@ def demo_config_text(model: str = "deepfm", data_dir: str = "data/demo") -> str:
         f"generate_demo_data('{data_dir}')\"\n"
     )
     model_text = _model_config(model)
+    labels = '    label_fields: "label"\n'
+    if model in MULTI_TASK_DEMO_MODELS:
+        labels += '    label_fields: "label_cvr"\n'
     return (
         header
         + f'train_input_path: "{data_dir}/train_*.parquet"\n'
@@ -333,7 +443,8 @@ def demo_config_text(model: str = "deepfm", data_dir: str = "data/demo") -> str:
         + "eval_config {\n}\n"
         + "data_config {\n"
         + "    batch_size: 512\n    eval_batch_size: 4096\n    dataset_type: ParquetDataset\n"
-        + '    label_fields: "label"\n    num_workers: 1\n    shuffle: true\n}\n'
+        + labels
+        + "    num_workers: 1\n    shuffle: true\n}\n"
         + _feature_configs(16)
         + "\n"
         + model_text

@@ -21,12 +21,17 @@ class RecLoss(nn.Module):
 
     Attributes:
         prediction_key: the ``predict()`` output the loss reads (``logits``, ``y``, ...).
+        group_key: for losses over groups of samples (sessions), the column
+            (``Batch.extras``) whose values group them; None for per-sample losses.
 
     """
 
     prediction_key = "logits"
+    group_key: Optional[str] = None
 
-    def per_sample(self, prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def per_sample(
+        self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Loss of each sample ``[B]``."""
         raise NotImplementedError
 
@@ -35,9 +40,18 @@ class RecLoss(nn.Module):
         prediction: torch.Tensor,
         label: torch.Tensor,
         sample_weight: Optional[torch.Tensor] = None,
+        group: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Mean loss over the batch, weighted by ``sample_weight`` ``[B]`` when given."""
-        losses = self.per_sample(prediction, label)
+        """Mean loss over the batch, weighted by ``sample_weight`` ``[B]`` when given.
+
+        ``group`` ``[B]`` (int64 ids) is required by losses with a ``group_key``.
+        """
+        if self.group_key is not None and group is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the column '{self.group_key}' in the batch"
+                " (Batch.extras); it groups the samples into sessions"
+            )
+        losses = self.per_sample(prediction, label, group)
         if sample_weight is None:
             return losses.mean()
         return (losses * sample_weight).sum() / sample_weight.sum().clamp_min(1e-12)
@@ -46,19 +60,70 @@ class RecLoss(nn.Module):
 class BinaryCrossEntropyLoss(RecLoss):
     """Sigmoid cross entropy on ``logits`` ``[B]`` with 0/1 labels ``[B]``."""
 
-    def per_sample(self, prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def per_sample(
+        self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Loss of each sample ``[B]``."""
         return F.binary_cross_entropy_with_logits(prediction, label.float(), reduction="none")
 
 
+class BinaryFocalLoss(RecLoss):
+    """Focal loss (Lin et al. 2017) on ``logits`` ``[B]`` with 0/1 labels ``[B]``.
+
+    ``-alpha_t * (1 - p_t) ** gamma * log(p_t)`` where ``p_t`` is the probability of the true
+    class and ``alpha_t`` is ``alpha`` for positives and ``1 - alpha`` for negatives. The
+    modulating factor is part of the gradient (as in the paper). ``gamma = 0`` is the
+    alpha-weighted cross entropy; with ``alpha = 0.5`` it is half the cross entropy.
+
+    Args:
+        gamma: focusing parameter, ``>= 0``.
+        alpha: weight of the positive class, in ``(0, 1)``.
+
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: float = 0.5) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"binary_focal_loss gamma must be >= 0, found {gamma}")
+        if not 0 < alpha < 1:
+            raise ValueError(f"binary_focal_loss alpha must be in (0, 1), found {alpha}")
+        self.gamma = gamma
+        self.alpha = alpha
+
+    def per_sample(
+        self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Loss of each sample ``[B]``."""
+        label = label.float()
+        ce = F.binary_cross_entropy_with_logits(prediction, label, reduction="none")
+        alpha_t = self.alpha * label + (1 - self.alpha) * (1 - label)
+        if self.gamma == 0:
+            return alpha_t * ce
+        # 1 - p_t = sigmoid(-z) for positives, sigmoid(z) for negatives
+        one_minus_pt = torch.sigmoid(prediction * (1 - 2 * label))
+        return alpha_t * one_minus_pt.pow(self.gamma) * ce
+
+
 class SoftmaxCrossEntropyLoss(RecLoss):
-    """Softmax cross entropy on ``logits`` ``[B, C]`` with class labels ``[B]``."""
+    """Softmax cross entropy on ``logits`` ``[B, C]`` with class labels ``[B]``.
+
+    Args:
+        label_smoothing: mixes the one-hot target with the uniform distribution,
+            ``(1 - s) * onehot + s / C``.
+
+    """
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(
+                f"softmax_cross_entropy label_smoothing must be in [0, 1), found {label_smoothing}"
+            )
         self.label_smoothing = label_smoothing
 
-    def per_sample(self, prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def per_sample(
+        self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Loss of each sample ``[B]``."""
         return F.cross_entropy(
             prediction, label.long(), reduction="none", label_smoothing=self.label_smoothing
@@ -70,15 +135,87 @@ class L2Loss(RecLoss):
 
     prediction_key = "y"
 
-    def per_sample(self, prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def per_sample(
+        self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Loss of each sample ``[B]``."""
         return (prediction - label.float()).pow(2)
+
+
+class JRCLoss(RecLoss):
+    """Joint ranking-calibration loss (Sheng et al. 2022) on ``logits`` ``[B, 2]``.
+
+    ``alpha * CE + (1 - alpha) * R`` per sample, where ``CE`` is the softmax cross entropy of
+    the two logits and ``R`` is a softmax over the samples of one session: a positive ``i``
+    competes on the positive logit ``z1`` with the session's negatives,
+    ``R_i = -log(exp(z1_i) / (exp(z1_i) + sum_{neg j} exp(z1_j)))``, and a negative competes
+    on the negative logit ``z0`` with the session's positives. A sample with no competitor in
+    its session has ``R = 0``.
+
+    Args:
+        session_name: the column grouping the samples into sessions.
+        alpha: weight of the calibration (cross entropy) term, in ``[0, 1]``.
+
+    """
+
+    def __init__(self, session_name: str, alpha: float = 0.5) -> None:
+        super().__init__()
+        if not session_name:
+            raise ValueError("jrc_loss needs session_name (the column grouping the samples)")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"jrc_loss alpha must be in [0, 1], found {alpha}")
+        self.group_key = session_name
+        self.alpha = alpha
+
+    def per_sample(
+        self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Loss of each sample ``[B]``."""
+        if prediction.dim() != 2 or prediction.shape[1] != 2:
+            shape = tuple(prediction.shape)
+            raise ValueError(f"jrc_loss needs two logits per sample (num_class: 2), got {shape}")
+        label = label.long()
+        ce = F.cross_entropy(prediction, label, reduction="none")
+        _, session = torch.unique(group, return_inverse=True)
+        num_sessions = int(session.max()) + 1 if session.numel() else 0
+        is_pos = label == 1
+        # competitors of a positive: the session's negatives on z1; of a negative: the
+        # session's positives on z0. The log-sum-exp of each set is one value per session.
+        lse_neg, has_neg = _segment_logsumexp(prediction[:, 1], ~is_pos, session, num_sessions)
+        lse_pos, has_pos = _segment_logsumexp(prediction[:, 0], is_pos, session, num_sessions)
+        competitors = torch.where(is_pos, lse_neg[session], lse_pos[session])
+        has_competitor = torch.where(is_pos, has_neg[session], has_pos[session])
+        own = torch.where(is_pos, prediction[:, 1], prediction[:, 0])
+        ranking = F.softplus(competitors - own)  # log(1 + sum_j exp(z_j - z_i))
+        ranking = torch.where(has_competitor, ranking, torch.zeros_like(ranking))
+        return self.alpha * ce + (1 - self.alpha) * ranking
+
+
+def _segment_logsumexp(
+    values: torch.Tensor, mask: torch.Tensor, segment: torch.Tensor, num_segments: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log(sum(exp(values)))`` over the masked entries of each segment ``[S]``.
+
+    Returns the log-sum-exp (0 for a segment without masked entries) and whether each
+    segment has masked entries, both ``[S]``; finite everywhere, so gradients stay finite.
+    """
+    count = torch.zeros(num_segments, dtype=torch.long, device=values.device)
+    count = count.index_add(0, segment, mask.long())
+    has = count > 0
+    masked = torch.where(mask, values, torch.full_like(values, float("-inf")))
+    seg_max = torch.full((num_segments,), float("-inf"), dtype=values.dtype, device=values.device)
+    seg_max = seg_max.scatter_reduce(0, segment, masked, reduce="amax", include_self=True)
+    shift = torch.where(has, seg_max, torch.zeros_like(seg_max)).detach()
+    total = torch.zeros_like(shift).index_add(0, segment, torch.exp(masked - shift[segment]))
+    return torch.log(torch.where(has, total, torch.ones_like(total))) + shift, has
 
 
 _LOSS_BUILDERS: dict[str, Callable[[object], RecLoss]] = {
     "binary_cross_entropy": lambda cfg: BinaryCrossEntropyLoss(),
     "softmax_cross_entropy": lambda cfg: SoftmaxCrossEntropyLoss(cfg.label_smoothing),
     "l2_loss": lambda cfg: L2Loss(),
+    "binary_focal_loss": lambda cfg: BinaryFocalLoss(cfg.gamma, cfg.alpha),
+    "jrc_loss": lambda cfg: JRCLoss(cfg.session_name, cfg.alpha),
 }
 
 
@@ -101,3 +238,8 @@ def create_loss(config: loss_pb2.LossConfig) -> RecLoss:
     if name not in _LOSS_BUILDERS:
         raise ValueError(f"loss '{name}' is not supported (supported: {', '.join(_LOSS_BUILDERS)})")
     return _LOSS_BUILDERS[name](getattr(config, name))
+
+
+def session_keys(configs: list) -> list:
+    """Columns that session losses (``jrc_loss``) in ``configs`` need in ``Batch.extras``."""
+    return [c.jrc_loss.session_name for c in configs if c.WhichOneof("loss") == "jrc_loss"]

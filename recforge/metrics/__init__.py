@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torchmetrics
 from torchmetrics import classification, regression
 
 from recforge.metrics.grouped_auc import GroupedAUC
-from recforge.protos import metric_pb2
+from recforge.metrics.ranking import XAUC, NormalizedEntropy
+from recforge.protos import metric_pb2, model_pb2
 
 
 class RecMetric(torch.nn.Module):
@@ -21,6 +22,8 @@ class RecMetric(torch.nn.Module):
         prediction_key: the ``predict()`` output it reads (``probs``, ``y``, ...).
         label_dtype: the label's dtype the metric expects.
         group_key: for grouped metrics, the column (``Batch.extras``) that groups samples.
+        class_index: read only this column of a ``[B, C]`` prediction (e.g. 1: the positive
+            class of a two-logit binary model).
 
     """
 
@@ -30,18 +33,22 @@ class RecMetric(torch.nn.Module):
         prediction_key: str = "probs",
         label_dtype: torch.dtype = torch.long,
         group_key: Optional[str] = None,
+        class_index: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.metric = metric
         self.prediction_key = prediction_key
         self.label_dtype = label_dtype
         self.group_key = group_key
+        self.class_index = class_index
 
     def update(
         self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
     ) -> None:
         """Adds a batch: ``prediction`` ``[B]`` or ``[B, C]``, ``label`` ``[B]``."""
         label = label.to(self.label_dtype)
+        if self.class_index is not None and prediction.dim() == 2:
+            prediction = prediction[:, self.class_index]
         if self.group_key is None:
             self.metric.update(prediction.detach(), label)
         else:
@@ -56,8 +63,41 @@ class RecMetric(torch.nn.Module):
         self.metric.reset()
 
 
+def _binary_class(num_class: int, name: str) -> Optional[int]:
+    """The column of the positive class: None for one logit, 1 for two; else an error."""
+    if num_class > 2:
+        raise ValueError(f"{name} is a binary metric: it needs num_class 1 or 2, found {num_class}")
+    return 1 if num_class == 2 else None
+
+
 def _auc(cfg: metric_pb2.AUC, num_class: int) -> RecMetric:
-    return RecMetric(classification.BinaryAUROC(thresholds=cfg.thresholds or None))
+    metric = classification.BinaryAUROC(thresholds=cfg.thresholds or None)
+    return RecMetric(metric, class_index=_binary_class(num_class, "auc"))
+
+
+def _recall_at_k(cfg: metric_pb2.RecallAtK, num_class: int) -> RecMetric:
+    if num_class < 2 or cfg.top_k < 1 or cfg.top_k > num_class:
+        raise ValueError(
+            f"recall_at_k needs class outputs (num_class > 1) and 1 <= top_k <= num_class;"
+            f" found num_class {num_class}, top_k {cfg.top_k}"
+        )
+    # micro recall over top-k predictions: the share of samples whose class is in the top k
+    metric = classification.MulticlassRecall(
+        num_classes=num_class, top_k=cfg.top_k, average="micro"
+    )
+    return RecMetric(metric)
+
+
+def _normalized_entropy(cfg: metric_pb2.NormalizedEntropy, num_class: int) -> RecMetric:
+    class_index = _binary_class(num_class, "normalized_entropy")
+    return RecMetric(NormalizedEntropy(cfg.eps), label_dtype=torch.float, class_index=class_index)
+
+
+def _xauc(cfg: metric_pb2.XAUC, num_class: int) -> RecMetric:
+    if num_class != 1:
+        raise ValueError(f"xauc ranks regression outputs: it needs num_class 1, found {num_class}")
+    metric = XAUC(cfg.sample_ratio, cfg.max_pairs or None, cfg.in_batch)
+    return RecMetric(metric, "y", torch.float)
 
 
 def _multiclass_auc(cfg: metric_pb2.MulticlassAUC, num_class: int) -> RecMetric:
@@ -85,6 +125,9 @@ _METRIC_BUILDERS: dict[str, Callable[[object, int], RecMetric]] = {
     "multiclass_auc": _multiclass_auc,
     "accuracy": _accuracy,
     "grouped_auc": _grouped_auc,
+    "recall_at_k": _recall_at_k,
+    "normalized_entropy": _normalized_entropy,
+    "xauc": _xauc,
     "mean_absolute_error": lambda cfg, n: RecMetric(
         regression.MeanAbsoluteError(), "y", torch.float
     ),
@@ -111,6 +154,24 @@ def create_metric(config: metric_pb2.MetricConfig, num_class: int = 1) -> RecMet
     return _METRIC_BUILDERS[name](getattr(config, name), num_class)
 
 
-def grouping_keys(configs: list) -> list:
-    """Columns that grouped metrics in ``configs`` need in ``Batch.extras``."""
+def grouping_keys(configs: Any) -> list:
+    """Columns that grouped metrics and session losses need in ``Batch.extras``.
+
+    Args:
+        configs: a ``ModelConfig`` (its metrics, losses and those of its task towers) or a
+            list of ``MetricConfig``.
+
+    """
+    if not isinstance(configs, model_pb2.ModelConfig):
+        return _metric_grouping_keys(configs)
+    from recforge.loss import session_keys
+
+    keys = _metric_grouping_keys(configs.metrics) + session_keys(configs.losses)
+    model = configs.WhichOneof("model")
+    for tower in getattr(getattr(configs, model), "task_towers", []) if model else []:
+        keys += _metric_grouping_keys(tower.metrics) + session_keys(tower.losses)
+    return list(dict.fromkeys(keys))
+
+
+def _metric_grouping_keys(configs: Any) -> list:
     return [c.grouped_auc.grouping_key for c in configs if c.WhichOneof("metric") == "grouped_auc"]

@@ -16,6 +16,7 @@ from torchrec.modules.embedding_modules import (
 
 from recforge.datasets.batch import Batch
 from recforge.features import BaseFeature
+from recforge.loss.pareto import check_min_weights, pareto_weights
 from recforge.protos import model_pb2
 from recforge.utils.registry import create_class, get_register_class_meta, import_modules
 
@@ -129,6 +130,14 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
         for metric in self._train_metric_modules.values():
             metric.reset()
 
+    def task_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The objectives that Pareto loss weighting balances (default: each loss)."""
+        return losses
+
+    def pareto_min_weights(self) -> Optional[list[float]]:
+        """Lower bounds of the Pareto weights, one per ``task_losses`` entry (None: zeros)."""
+        return None
+
     def sparse_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Splits embedding-table weights into (trainable, frozen) lists.
 
@@ -151,6 +160,12 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
 class TrainWrapper(nn.Module):
     """Runs predict + loss for training, optionally under autocast.
 
+    With ``model_config.use_pareto_loss_weight`` the total loss of a training step is
+    ``sum_t w_t * L_t`` over the model's ``task_losses``, with the Pareto-efficient weights
+    ``w`` of :mod:`recforge.loss.pareto` (the min-norm convex combination of the tasks'
+    gradients of the shared dense parameters); the weights come back among the losses as
+    ``pareto_weight_<task>``. Without it (and in eval mode) the total is the sum of the losses.
+
     Args:
         module: the model.
         mixed_precision: ``bf16``, ``fp16`` or empty for fp32.
@@ -161,6 +176,10 @@ class TrainWrapper(nn.Module):
         super().__init__()
         self.model = module
         self._autocast_dtype = _autocast_dtype(mixed_precision)
+        config = getattr(module, "_base_model_config", None)
+        self._pareto = bool(config is not None and config.use_pareto_loss_weight)
+        if self._pareto:
+            check_min_weights(module.pareto_min_weights() or [])
 
     def forward(
         self, batch: Batch
@@ -169,10 +188,36 @@ class TrainWrapper(nn.Module):
         with _autocast(batch, self._autocast_dtype):
             predictions = self.model.predict(batch)
             losses = self.model.loss(predictions, batch)
-        total_loss = torch.stack(list(losses.values())).sum()
+        extras: dict[str, torch.Tensor] = {}
+        if self._pareto and self.model.training and torch.is_grad_enabled():
+            objectives = self.model.task_losses(losses)
+            weights = pareto_weights(
+                list(objectives.values()),
+                _dense_parameters(self.model),
+                self.model.pareto_min_weights(),
+            )
+            values = list(objectives.values())
+            total_loss = torch.stack([float(w) * v for w, v in zip(weights, values)]).sum()
+            device = total_loss.device
+            extras = {
+                f"pareto_weight_{k}": w.float().to(device) for k, w in zip(objectives, weights)
+            }
+        else:
+            total_loss = torch.stack(list(losses.values())).sum()
         losses = {k: v.detach() for k, v in losses.items()}
+        losses.update(extras)
         predictions = {k: v.detach() for k, v in predictions.items()}
         return total_loss, (losses, predictions, batch)
+
+
+def _dense_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Trainable parameters outside the embedding tables (what Pareto weighting differentiates)."""
+    from recforge.modules.embedding import EmbeddingGroup
+
+    tables = {
+        id(p) for m in model.modules() if isinstance(m, EmbeddingGroup) for p in m.parameters()
+    }
+    return [p for p in model.parameters() if p.requires_grad and id(p) not in tables]
 
 
 class PredictWrapper(nn.Module):

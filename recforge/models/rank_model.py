@@ -15,7 +15,7 @@ from recforge.features.base_feature import parse_init_fn
 from recforge.loss import create_loss, loss_name
 from recforge.metrics import RecMetric, create_metric, metric_name
 from recforge.models.model import BaseModel
-from recforge.modules.embedding import EmbeddingGroup
+from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.protos import model_pb2
 
 
@@ -67,6 +67,39 @@ class RankModel(BaseModel):
         )
         return self.embedding_group
 
+    def require_groups(self, *group_names: str) -> None:
+        """Raises ``EmbeddingGroupError`` naming the model when a feature group is missing."""
+        have = self.embedding_group.group_names()
+        for name in group_names:
+            if name not in have:
+                raise EmbeddingGroupError(
+                    f"{type(self).__name__} needs a feature group named '{name}'"
+                    f" (groups: {', '.join(have)})"
+                )
+
+    def require_fields(self, *field_names: str) -> None:
+        """Raises ``ValueError`` naming the config field when a required sub-message is unset."""
+        for name in field_names:
+            if not self._model_config.HasField(name):
+                raise ValueError(
+                    f"{type(self).__name__} needs {self._model_type}.{name} in the config"
+                )
+
+    def uniform_group_dim(self, group_name: str) -> int:
+        """The embedding dim shared by every feature of a group, for layers over ``[B, N, D]``.
+
+        Raises:
+            EmbeddingGroupError: the group's features have different dims.
+
+        """
+        dims = sorted(set(self.embedding_group.group_dims(group_name)))
+        if len(dims) != 1:
+            raise EmbeddingGroupError(
+                f"{type(self).__name__}'s feature group '{group_name}' needs features of one"
+                f" embedding dim, found dims {dims}"
+            )
+        return dims[0]
+
     def build_input(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Embeds the batch: ``{group_name: [B, group_dim]}``."""
         return self.embedding_group(batch.sparse_features, batch.dense_features)
@@ -92,7 +125,12 @@ class RankModel(BaseModel):
         label = batch.labels[self._label_name]
         weight = batch.sample_weights.get(self._sample_weight_name or "")
         return {
-            name: module(predictions[module.prediction_key], label, weight)
+            name: module(
+                predictions[module.prediction_key],
+                label,
+                weight,
+                batch.extras.get(module.group_key) if module.group_key else None,
+            )
             for name, module in self._loss_modules.items()
         }
 

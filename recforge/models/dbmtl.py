@@ -1,0 +1,88 @@
+"""DBMTL: Deep Bayesian Multi-Target Learning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from recforge.config import ConfigError
+from recforge.datasets.batch import Batch
+from recforge.models.multi_task_rank import MultiTaskRank
+from recforge.modules.mlp import MLP
+from recforge.modules.mmoe import MMoE
+
+
+class DBMTL(MultiTaskRank):
+    """A shared bottom (``bottom_mlp``, optional MMoE), then Bayesian task towers.
+
+    Each tower applies its ``mlp``; a tower with ``relation_mlp`` then reads its own hidden
+    output together with those of its ``relation_tower_names`` (towers defined before it),
+    modelling ``p(task | related tasks)``; a linear layer gives the task's logits.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self._model_config
+        width = self.init_input()
+        self.bottom = (
+            MLP.from_config(width, cfg.bottom_mlp) if cfg.bottom_mlp.hidden_units else None
+        )
+        width = self.bottom.output_dim() if self.bottom is not None else width
+        self.mmoe = None
+        if cfg.expert_mlp.hidden_units:
+            gate_mlp = cfg.gate_mlp if cfg.HasField("gate_mlp") else None
+            self.mmoe = MMoE(width, cfg.expert_mlp, cfg.num_expert, len(self._tasks), gate_mlp)
+            width = self.mmoe.output_dim()
+        self.task_mlps = nn.ModuleDict()
+        self.relation_mlps = nn.ModuleDict()
+        self.outputs = nn.ModuleDict()
+        self._relations: dict[str, list[str]] = {}
+        hidden: dict[str, int] = {}
+        for i, (task, tower) in enumerate(zip(self._tasks, cfg.task_towers)):
+            dim = width
+            if tower.mlp.hidden_units:
+                self.task_mlps[task.name] = MLP.from_config(width, tower.mlp)
+                dim = self.task_mlps[task.name].output_dim()
+            relations = list(tower.relation_tower_names)
+            fld = f"model_config.dbmtl.task_towers[{i}]"
+            unknown = [r for r in relations if r not in hidden]
+            if unknown:
+                raise ConfigError(
+                    f"task '{task.name}': relation_tower_names {unknown} must name towers defined"
+                    f" before it ({', '.join(hidden) or 'none'})",
+                    field=f"{fld}.relation_tower_names",
+                )
+            if relations and not tower.relation_mlp.hidden_units:
+                raise ConfigError(
+                    f"task '{task.name}' names relation towers but has no relation_mlp",
+                    field=f"{fld}.relation_mlp",
+                )
+            if tower.relation_mlp.hidden_units:
+                in_dim = dim + sum(hidden[r] for r in relations)
+                self.relation_mlps[task.name] = MLP.from_config(in_dim, tower.relation_mlp)
+                dim = self.relation_mlps[task.name].output_dim()
+                self._relations[task.name] = relations
+            hidden[task.name] = dim
+            self.outputs[task.name] = nn.Linear(dim, task.num_class)
+        self.init_loss()
+        self.init_metric()
+
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Scores the batch: ``logits_<task>``/``probs_<task>`` per task."""
+        x = self.shared_input(batch)
+        if self.bottom is not None:
+            x = self.bottom(x)
+        task_inputs = self.mmoe(x) if self.mmoe is not None else [x] * len(self._tasks)
+        hidden: dict[str, torch.Tensor] = {}
+        outputs: dict[str, torch.Tensor] = {}
+        for task, h in zip(self._tasks, task_inputs):
+            if task.name in self.task_mlps:
+                h = self.task_mlps[task.name](h)
+            if task.name in self.relation_mlps:
+                parts = [h] + [hidden[r] for r in self._relations[task.name]]
+                h = self.relation_mlps[task.name](torch.cat(parts, dim=1))
+            hidden[task.name] = h
+            outputs[task.name] = self.outputs[task.name](h)
+        return self._multi_task_output_to_prediction(outputs)
