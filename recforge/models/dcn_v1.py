@@ -29,11 +29,7 @@ class DCNV1(RankModel):
         self.cross = CrossNet.from_config(dim, config.cross)
         self.deep = MLP.from_config(dim, config.deep)
         width = self.cross.output_dim() + self.deep.output_dim()
-        self.final = None
-        if config.HasField("final"):
-            self.final = MLP.from_config(width, config.final)
-            width = self.final.output_dim()
-        self.head = self.output_head(width)
+        self.init_final_and_head(width)
         self.init_loss()
         self.init_metric()
 
@@ -41,6 +37,4 @@ class DCNV1(RankModel):
         """Scores the batch: ``logits``/``probs`` ``[B]``."""
         features = self.build_input(batch)[self._group]
         hidden = torch.cat([self.cross(features), self.deep(features)], dim=1)
-        if self.final is not None:
-            hidden = self.final(hidden)
-        return self._output_to_prediction(self.head(hidden))
+        return self._output_to_prediction(self.final_and_head(hidden))

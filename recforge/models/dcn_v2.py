@@ -37,11 +37,7 @@ class DCNV2(RankModel):
         if config.HasField("deep"):
             self.deep = MLP.from_config(dim, config.deep)
             width += self.deep.output_dim()
-        self.final = None
-        if config.HasField("final"):
-            self.final = MLP.from_config(width, config.final)
-            width = self.final.output_dim()
-        self.head = self.output_head(width)
+        self.init_final_and_head(width)
         self.init_loss()
         self.init_metric()
 
@@ -52,6 +48,4 @@ class DCNV2(RankModel):
         hidden = self.cross(cross_input)
         if self.deep is not None:
             hidden = torch.cat([hidden, self.deep(features)], dim=1)
-        if self.final is not None:
-            hidden = self.final(hidden)
-        return self._output_to_prediction(self.head(hidden))
+        return self._output_to_prediction(self.final_and_head(hidden))

@@ -16,6 +16,7 @@ from recforge.loss import create_loss, loss_name
 from recforge.metrics import RecMetric, create_metric, metric_name
 from recforge.models.model import BaseModel
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
+from recforge.modules.mlp import MLP
 from recforge.protos import model_pb2
 
 
@@ -107,6 +108,25 @@ class RankModel(BaseModel):
     def output_head(self, in_features: int) -> nn.Linear:
         """The last linear layer: ``[B, in_features] -> [B, num_class]``."""
         return nn.Linear(in_features, self._num_class)
+
+    def init_final_and_head(self, width: int) -> None:
+        """Builds ``self.final`` (the config's optional ``final`` MLP) and ``self.head``.
+
+        Args:
+            width: width ``D`` of the hidden tensor that :meth:`final_and_head` receives.
+
+        """
+        self.final = None
+        if self._model_config.HasField("final"):
+            self.final = MLP.from_config(width, self._model_config.final)
+            width = self.final.output_dim()
+        self.head = self.output_head(width)
+
+    def final_and_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Applies the optional final MLP and the head: ``[B, D] -> [B, num_class]``."""
+        if self.final is not None:
+            hidden = self.final(hidden)
+        return self.head(hidden)
 
     def _output_to_prediction(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
         """Turns the head's output ``[B, num_class]`` into named predictions."""

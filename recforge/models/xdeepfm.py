@@ -34,11 +34,7 @@ class xDeepFM(RankModel):  # noqa: N801 (the config message's name)
         self.cin = CIN.from_config(group.group_feature_count(self._cin_group), config.cin)
         self.deep = MLP.from_config(group.group_total_dim("deep"), config.deep)
         width = self.cin.output_dim() + self.deep.output_dim()
-        self.final = None
-        if config.HasField("final"):
-            self.final = MLP.from_config(width, config.final)
-            width = self.final.output_dim()
-        self.head = self.output_head(width)
+        self.init_final_and_head(width)
         self.init_loss()
         self.init_metric()
 
@@ -49,6 +45,4 @@ class xDeepFM(RankModel):  # noqa: N801 (the config message's name)
         cin_input = grouped[self._cin_group]
         cin = self.cin(cin_input.view(cin_input.shape[0], -1, self._cin_dim))
         hidden = torch.cat([cin, self.deep(grouped["deep"])], dim=1)
-        if self.final is not None:
-            hidden = self.final(hidden)
-        return self._output_to_prediction(self.head(hidden) + wide)
+        return self._output_to_prediction(self.final_and_head(hidden) + wide)
