@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from recforge.datasets.dataset import RecDataset, create_dataloader
-from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils.logging_util import setup_logging
 from recforge.utils.pipeline import (
+    build_dataset,
     build_features,
     build_model,
     model_dir_path,
@@ -124,13 +124,7 @@ def evaluate(
         raise ckpt_util.CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")
     device = setup_process()
     features = build_features(config)
-    dataset = RecDataset(
-        config.data_config,
-        features,
-        config.eval_input_path,
-        mode="eval",
-        extra_id_columns=grouping_keys(config.model_config),
-    )
+    dataset = build_dataset(config, features, "eval")
     model = build_model(config, features, embedding_device=torch.device("meta"))
     # the same sharding plan as training, so the checkpoint maps one to one
     train_config = config.train_config if config.HasField("train_config") else None

@@ -14,12 +14,12 @@ from torch.utils.tensorboard import SummaryWriter
 from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.evaluate import run_evaluation, write_eval_result
-from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils.logging_util import Throughput, setup_logging
 from recforge.utils.pipeline import (
+    build_dataset,
     build_features,
     build_model,
     model_dir_path,
@@ -266,24 +266,8 @@ def train_and_evaluate(
     seed = config.data_config.seed
     torch.manual_seed(seed)
     features = build_features(config)
-    train_dataset = RecDataset(
-        config.data_config,
-        features,
-        config.train_input_path,
-        mode="train",
-        extra_id_columns=grouping_keys(config.model_config),
-    )
-    eval_dataset = (
-        RecDataset(
-            config.data_config,
-            features,
-            config.eval_input_path,
-            mode="eval",
-            extra_id_columns=grouping_keys(config.model_config),
-        )
-        if config.eval_input_path
-        else None
-    )
+    train_dataset = build_dataset(config, features, "train")
+    eval_dataset = build_dataset(config, features, "eval") if config.eval_input_path else None
     model = build_model(config, features, embedding_device=torch.device("meta"))
     _, frozen = model.sparse_parameters()
     wrapper = TrainWrapper(model, config.train_config.mixed_precision)

@@ -9,7 +9,9 @@ from typing import Optional
 import torch
 
 from recforge.config import edit_config, load_pipeline_config, validate_config, which_msg
+from recforge.datasets.dataset import RecDataset
 from recforge.features import BaseFeature, create_features
+from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel
 from recforge.protos import pipeline_pb2
 from recforge.utils import dist as dist_util
@@ -54,6 +56,20 @@ def setup_process() -> torch.device:
 def build_features(config: pipeline_pb2.EasyRecConfig) -> list[BaseFeature]:
     """The features of a config, in config order."""
     return create_features(config.feature_configs)
+
+
+def build_dataset(
+    config: pipeline_pb2.EasyRecConfig, features: Sequence[BaseFeature], mode: str
+) -> RecDataset:
+    """The ``train`` or ``eval`` data set of a config, with the columns its metrics group by."""
+    input_path = config.train_input_path if mode == "train" else config.eval_input_path
+    return RecDataset(
+        config.data_config,
+        features,
+        input_path,
+        mode=mode,
+        extra_id_columns=grouping_keys(config.model_config),
+    )
 
 
 def build_model(
