@@ -13,7 +13,13 @@ import torch
 from google.protobuf import text_format
 
 from recforge.datasets import RecDataset, demo_config_text, generate_demo_data
-from recforge.datasets.demo_data import DEMO_MODELS, simulate_demo_table
+from recforge.datasets.demo_data import (
+    DEMO_MODELS,
+    SEQUENCE_COLUMNS,
+    SEQUENCE_DEMO_EFFECT,
+    DemoWorld,
+    simulate_demo_table,
+)
 from recforge.features import create_features
 from recforge.protos import pipeline_pb2
 
@@ -52,6 +58,38 @@ def test_same_seed_same_data_and_nulls():
     assert any("|" in t for t in a["tags"].drop_null().to_pylist())
 
 
+def sequence_overlap(table) -> np.ndarray:
+    """Whether each row's click sequence holds an item of the candidate's category."""
+    world = DemoWorld.create(0)
+    items = table["click_seq__item_id"].to_pylist()
+    categories = table["click_seq__category"].to_pylist()
+    overlap = []
+    for candidate, item_text, category_text in zip(
+        table["category"].to_pylist(), items, categories
+    ):
+        seq_items = [int(i) for i in item_text.split(";")] if item_text else []
+        seq_categories = [int(c) for c in category_text.split(";")] if category_text else []
+        assert seq_categories == [int(world.item_category[i]) for i in seq_items]
+        assert len(seq_items) <= 20
+        overlap.append(candidate in seq_categories)
+    return np.array(overlap)
+
+
+def test_sequence_overlap_drives_the_label_only_in_the_sequence_demo():
+    plain, _ = simulate_demo_table(20000, seed=0)
+    sequence, probability = simulate_demo_table(20000, seed=0, sequence_effect=SEQUENCE_DEMO_EFFECT)
+    # the sequence columns come from their own random stream: every feature column is shared
+    assert plain.drop_columns(["label", "label_cvr"]).equals(
+        sequence.drop_columns(["label", "label_cvr"])
+    )
+    overlap = sequence_overlap(sequence)
+    assert 0.4 < overlap.mean() < 0.8 and sequence["click_seq__item_id"].null_count > 0
+    plain_labels, labels = plain["label"].to_numpy(), sequence["label"].to_numpy()
+    assert abs(plain_labels[overlap].mean() - plain_labels[~overlap].mean()) < 0.03
+    assert labels[overlap].mean() - labels[~overlap].mean() > 0.3
+    assert auc(labels, probability) > 0.85
+
+
 def test_generate_files(tmp_path):
     paths = generate_demo_data(str(tmp_path), num_rows=1000, num_files=3)
     train_files = sorted(glob.glob(paths["train"]))
@@ -70,8 +108,10 @@ def test_example_configs_match_and_cover_every_column(model):
     features = create_features(config.feature_configs)
     names = {f.name for f in features}
     table, _ = simulate_demo_table(10)
-    labels = {"label", "label_cvr"}
-    assert {c for f in features for c in f.inputs} == set(table.column_names) - labels
+    unused = {"label", "label_cvr"}
+    if model != "multi_tower_din":
+        unused |= set(SEQUENCE_COLUMNS)
+    assert {c for f in features for c in f.inputs} == set(table.column_names) - unused
     assert all(f.embedding_dim % 4 == 0 for f in features if f.is_sparse)
     for group in config.model_config.feature_groups:
         assert set(group.feature_names) <= names

@@ -19,6 +19,12 @@ feature_configs {
   id_feature { feature_name: "tags" num_buckets: 20 embedding_dim: 8 trainable: false }
 }
 feature_configs { raw_feature { feature_name: "price" } }
+feature_configs {
+  sequence_id_feature {
+    feature_name: "tag_seq" expression: "tags" num_buckets: 20 embedding_dim: 8
+    sequence_length: 3 sequence_delim: "|"
+  }
+}
 """
 
 # every registered model needs an entry: the test below fails for a model without one
@@ -70,6 +76,15 @@ MODEL_CONFIGS = {
       feature_groups { group_name: "sparse" feature_names: ["user", "item", "tags"] }
       feature_groups { group_name: "dense" feature_names: ["price"] }
       dlrm { dense_mlp { hidden_units: [8] } final { hidden_units: [8] } }
+    """,
+    "MultiTowerDIN": """
+      feature_groups { group_name: "user" feature_names: ["user", "price", "tags"] }
+      feature_groups { group_name: "seq" feature_names: ["item", "tag_seq"] group_type: SEQUENCE }
+      multi_tower_din {
+        towers { input: "user" mlp { hidden_units: [16] } }
+        din_towers { input: "seq" attn_mlp { hidden_units: [8] } }
+        final { hidden_units: [8] }
+      }
     """,
     "MaskNet": """
       feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
@@ -144,9 +159,10 @@ def make_batch(batch_size: int = 6) -> Batch:
         torch.randint(0, 100, (batch_size,), generator=g),
         torch.randint(0, 20, (int(tag_lengths.sum()),), generator=g),
     ]
-    lengths = torch.cat([torch.ones(2 * batch_size, dtype=torch.int32), tag_lengths])
+    values.append(values[-1])  # tag_seq: the tags as a sequence
+    lengths = torch.cat([torch.ones(2 * batch_size, dtype=torch.int32), tag_lengths, tag_lengths])
     sparse = KeyedJaggedTensor(
-        keys=["user", "item", "tags"], values=torch.cat(values), lengths=lengths
+        keys=["user", "item", "tags", "tag_seq"], values=torch.cat(values), lengths=lengths
     )
     dense = KeyedTensor.from_tensor_list(["price"], [torch.rand(batch_size, 1, generator=g)])
     labels = {"label": (torch.arange(batch_size) % 2).float()}
@@ -246,7 +262,14 @@ def test_fm_group_with_mixed_dims_is_an_error():
 
 
 # the interaction layers of the model zoo must script for export
-SCRIPTABLE_LAYERS = ("CrossNet", "CrossNetV2", "CIN", "DotInteraction", "MaskNetModule")
+SCRIPTABLE_LAYERS = (
+    "CrossNet",
+    "CrossNetV2",
+    "CIN",
+    "DotInteraction",
+    "MaskNetModule",
+    "DINEncoder",
+)
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CONFIGS) + sorted(MODEL_VARIANTS))

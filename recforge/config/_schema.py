@@ -111,9 +111,20 @@ def oneof_conflict_message(oneof: str, first: str, second: str, at: str = "") ->
 
 
 def named_features(config: pipeline_pb2.EasyRecConfig) -> Iterator[Message]:
-    """Yield the feature messages (IdFeature, ...) of ``feature_configs`` that have a name."""
+    """Yield the feature messages (IdFeature, ...) of ``feature_configs`` that have a name.
+
+    A ``sequence_feature`` yields one message per element, named and reading columns as the
+    model sees them (``"{sequence_name}__{feature_name}"``).
+    """
+    from recforge.features.sequence_feature import sequence_element_configs
+
     for fc in config.feature_configs:
         kind = fc.WhichOneof("feature")
+        if kind == "sequence_feature":
+            for _, element in sequence_element_configs(fc.sequence_feature):
+                if element.feature_name:
+                    yield element
+            continue
         feature = getattr(fc, kind) if kind else None
         if feature is not None and feature.feature_name:
             yield feature

@@ -11,6 +11,7 @@ from recforge.config._positions import SourceIndex, read_source_index
 from recforge.config._schema import choices, is_map, named_features
 from recforge.config._util import PathLike, did_you_mean, listing
 from recforge.config.errors import ConfigError
+from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR, sequence_element_configs
 from recforge.protos import data_pb2, loss_pb2, metric_pb2, pipeline_pb2
 
 
@@ -71,21 +72,77 @@ def _check_features(config: pipeline_pb2.EasyRecConfig, problems: _Problems) -> 
             options = choices(fc.DESCRIPTOR.oneofs_by_name["feature"])
             problems.add(prefix, f"no feature kind is set; set one of: {options}")
             continue
+        if kind == "sequence_feature":
+            _check_sequence_feature(fc.sequence_feature, f"{prefix}.{kind}", problems)
+            for j, (element_kind, element) in enumerate(
+                sequence_element_configs(fc.sequence_feature)
+            ):
+                eprefix = f"{prefix}.{kind}.features[{j}].{element_kind.removeprefix('sequence_')}"
+                _check_named_feature(element_kind, element, eprefix, seen, i, problems, False)
+                _check_shared_table(element, eprefix, tables, problems)
+            continue
         feature = getattr(fc, kind)
         fprefix = f"{prefix}.{kind}"
-        name = feature.feature_name
-        if not name:
-            problems.add(f"{fprefix}.feature_name", "feature_name is missing")
-        elif name in seen:
-            problems.add(
-                f"{fprefix}.feature_name",
-                f"feature {name!r} is defined twice (also feature_configs[{seen[name]}])",
-            )
-        else:
-            seen[name] = i
-        if kind in _FEATURE_CHECKS:
-            _FEATURE_CHECKS[kind](feature, fprefix, problems)
+        _check_named_feature(kind, feature, fprefix, seen, i, problems)
         _check_shared_table(feature, fprefix, tables, problems)
+
+
+def _check_named_feature(
+    kind: str,
+    feature: Message,
+    prefix: str,
+    seen: dict[str, int],
+    index: int,
+    problems: _Problems,
+    check_sequence_length: bool = True,
+) -> None:
+    """Check a feature's name is set and unique, then the checks of its kind.
+
+    ``check_sequence_length`` is off for the elements of a ``sequence_feature``, whose length
+    is the sequence's.
+    """
+    name = feature.feature_name
+    if not name or name.endswith(SEQUENCE_NAME_SEPARATOR):
+        problems.add(f"{prefix}.feature_name", "feature_name is missing")
+    elif name in seen:
+        problems.add(
+            f"{prefix}.feature_name",
+            f"feature {name!r} is defined twice (also feature_configs[{seen[name]}])",
+        )
+    else:
+        seen[name] = index
+    if kind in _FEATURE_CHECKS:
+        _FEATURE_CHECKS[kind](feature, prefix, problems)
+    if kind.startswith("sequence_") and check_sequence_length:
+        _check_sequence_length(feature.sequence_length, f"{prefix}.sequence_length", problems)
+    if kind == "sequence_raw_feature" and not feature.boundaries:
+        problems.add(
+            f"{prefix}.boundaries",
+            f"sequence_raw_feature {name!r} needs boundaries (its numbers are bucketized into an"
+            " embedding sequence; dense number sequences are not supported)",
+        )
+
+
+def _check_sequence_feature(sequence: Message, prefix: str, problems: _Problems) -> None:
+    """Check a ``sequence_feature``'s own fields (its elements are checked as features)."""
+    if not sequence.sequence_name:
+        problems.add(f"{prefix}.sequence_name", "sequence_name is missing")
+    if not sequence.features:
+        problems.add(
+            f"{prefix}.features",
+            f"sequence_feature {sequence.sequence_name!r} has no features (add id_feature or "
+            "raw_feature elements)",
+        )
+    _check_sequence_length(sequence.sequence_length, f"{prefix}.sequence_length", problems)
+
+
+def _check_sequence_length(length: int, field_path: str, problems: _Problems) -> None:
+    if length <= 0:
+        problems.add(
+            field_path,
+            f"a sequence feature needs sequence_length > 0 (the longest sequence kept; longer "
+            f"ones are cut), found {length}",
+        )
 
 
 def _check_id_feature(feature: Message, prefix: str, problems: _Problems) -> None:
@@ -144,7 +201,12 @@ def _check_raw_feature(feature: Message, prefix: str, problems: _Problems) -> No
             break
 
 
-_FEATURE_CHECKS = {"id_feature": _check_id_feature, "raw_feature": _check_raw_feature}
+_FEATURE_CHECKS = {
+    "id_feature": _check_id_feature,
+    "raw_feature": _check_raw_feature,
+    "sequence_id_feature": _check_id_feature,
+    "sequence_raw_feature": _check_raw_feature,
+}
 
 
 def _check_shared_table(

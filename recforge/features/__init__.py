@@ -19,34 +19,66 @@ from typing import Any
 from recforge.features.base_feature import BaseFeature, FeatureError
 from recforge.features.id_feature import IdFeature
 from recforge.features.raw_feature import RawFeature
+from recforge.features.sequence_feature import (
+    SequenceIdFeature,
+    SequenceRawFeature,
+    sequence_element_configs,
+)
 
-#: ``FeatureConfig.feature`` oneof name -> feature class.
+#: ``FeatureConfig.feature`` oneof name -> feature class (``sequence_feature`` expands into
+#: several ``sequence_*_feature``).
 FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "id_feature": IdFeature,
     "raw_feature": RawFeature,
+    "sequence_id_feature": SequenceIdFeature,
+    "sequence_raw_feature": SequenceRawFeature,
 }
 
 
-def create_feature(feature_config: Any) -> BaseFeature:
-    """Build one feature from a ``FeatureConfig`` message.
+def create_feature_group(feature_config: Any) -> list[BaseFeature]:
+    """Build the features of one ``FeatureConfig`` message.
 
     Args:
         feature_config: a ``FeatureConfig`` with its ``feature`` oneof set.
 
     Returns:
-        The feature object (e.g. :class:`IdFeature`).
+        One feature (e.g. :class:`IdFeature`), or one per element of a ``sequence_feature``.
 
     Raises:
         FeatureError: the oneof is unset or names an unknown kind, or the config is invalid.
 
     """
     kind = feature_config.WhichOneof("feature")
+    if kind == "sequence_feature":
+        sequence = feature_config.sequence_feature
+        if not sequence.sequence_name or not sequence.features:
+            raise FeatureError(
+                f"sequence_feature {sequence.sequence_name!r}: needs a sequence_name and at "
+                "least one element in features"
+            )
+        return [FEATURE_CLASSES[k](m) for k, m in sequence_element_configs(sequence)]
     if kind not in FEATURE_CLASSES:
         raise FeatureError(
             f"feature config {str(feature_config).strip()!r}: expected one of "
-            f"{sorted(FEATURE_CLASSES)}, found {kind or 'no feature kind set'}"
+            f"{sorted(FEATURE_CLASSES) + ['sequence_feature']}, found "
+            f"{kind or 'no feature kind set'}"
         )
-    return FEATURE_CLASSES[kind](getattr(feature_config, kind))
+    return [FEATURE_CLASSES[kind](getattr(feature_config, kind))]
+
+
+def create_feature(feature_config: Any) -> BaseFeature:
+    """Build the single feature of a ``FeatureConfig`` (not a ``sequence_feature``).
+
+    Raises:
+        FeatureError: see :func:`create_feature_group`; also a config with several features.
+
+    """
+    features = create_feature_group(feature_config)
+    if len(features) != 1:
+        raise FeatureError(
+            f"feature config defines {len(features)} features; use create_feature_group"
+        )
+    return features[0]
 
 
 def create_features(feature_configs: Sequence[Any]) -> list[BaseFeature]:
@@ -65,14 +97,14 @@ def create_features(feature_configs: Sequence[Any]) -> list[BaseFeature]:
     features: list[BaseFeature] = []
     seen: dict[str, int] = {}
     for index, feature_config in enumerate(feature_configs):
-        feature = create_feature(feature_config)
-        if feature.name in seen:
-            raise FeatureError(
-                f"feature '{feature.name}': duplicate feature name (feature_configs "
-                f"#{seen[feature.name]} and #{index}); feature names must be unique"
-            )
-        seen[feature.name] = index
-        features.append(feature)
+        for feature in create_feature_group(feature_config):
+            if feature.name in seen:
+                raise FeatureError(
+                    f"feature '{feature.name}': duplicate feature name (feature_configs "
+                    f"#{seen[feature.name]} and #{index}); feature names must be unique"
+                )
+            seen[feature.name] = index
+            features.append(feature)
     return features
 
 
@@ -82,6 +114,9 @@ __all__ = [
     "FeatureError",
     "IdFeature",
     "RawFeature",
+    "SequenceIdFeature",
+    "SequenceRawFeature",
     "create_feature",
+    "create_feature_group",
     "create_features",
 ]

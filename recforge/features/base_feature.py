@@ -14,7 +14,7 @@ import pyarrow as pa
 from recforge.features.utils import as_array
 
 if TYPE_CHECKING:  # torchrec is heavy: imported only when a table config is asked for
-    from torchrec import EmbeddingBagConfig
+    from torchrec import EmbeddingBagConfig, EmbeddingConfig
 
 
 class FeatureError(ValueError):
@@ -128,6 +128,11 @@ class BaseFeature(abc.ABC):
         return self.inputs[0]
 
     @property
+    def is_sequence(self) -> bool:
+        """Whether each row holds a sequence (see :mod:`recforge.features.sequence_feature`)."""
+        return False
+
+    @property
     def value_dim(self) -> int:
         """Values per sample of a dense feature (1 for sparse features)."""
         return 1
@@ -159,22 +164,36 @@ class BaseFeature(abc.ABC):
             return self.config.embedding_name
         return f"{self.name}_emb"
 
+    def _table_kwargs(self) -> dict[str, Any]:
+        from torchrec import DataType
+
+        return {
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "name": self.embedding_name,
+            "feature_names": [self.name],
+            "init_fn": self._init_fn,
+            "data_type": getattr(DataType, self.config.data_type.upper()),
+        }
+
     @property
     def emb_bag_config(self) -> Optional[EmbeddingBagConfig]:
-        """The torchrec table config of a sparse feature; ``None`` for dense features."""
+        """The pooled torchrec table config of a sparse feature; ``None`` for dense features."""
         if not self.is_sparse:
             return None
-        from torchrec import DataType, EmbeddingBagConfig, PoolingType
+        from torchrec import EmbeddingBagConfig, PoolingType
 
-        return EmbeddingBagConfig(
-            num_embeddings=self.num_embeddings,
-            embedding_dim=self.embedding_dim,
-            name=self.embedding_name,
-            feature_names=[self.name],
-            pooling=PoolingType.MEAN if self.pooling == "mean" else PoolingType.SUM,
-            init_fn=self._init_fn,
-            data_type=getattr(DataType, self.config.data_type.upper()),
-        )
+        pooling = PoolingType.MEAN if self.pooling == "mean" else PoolingType.SUM
+        return EmbeddingBagConfig(pooling=pooling, **self._table_kwargs())
+
+    @property
+    def emb_config(self) -> Optional[EmbeddingConfig]:
+        """The unpooled torchrec table config (``SEQUENCE`` groups); ``None`` when dense."""
+        if not self.is_sparse:
+            return None
+        from torchrec import EmbeddingConfig
+
+        return EmbeddingConfig(**self._table_kwargs())
 
     def _check_embedding_dim(self) -> None:
         if self.config.embedding_dim <= 0:

@@ -8,8 +8,13 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+from torchrec import (
+    EmbeddingBagCollection,
+    EmbeddingBagConfig,
+    EmbeddingCollection,
+    EmbeddingConfig,
+)
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from recforge.features import BaseFeature
 from recforge.protos import model_pb2
@@ -28,6 +33,14 @@ class EmbeddingGroup(nn.Module):
     separate table per feature of width ``wide_embedding_dim`` (named ``<table>_wide``). Dense
     (raw) features enter DEEP groups as they are.
 
+    A SEQUENCE group holds sequence features (the behaviour sequence, e.g. clicked item ids
+    and their categories) and optionally non-sequence "query" features (the candidate, e.g.
+    its item id and category). Its features are looked up unpooled in torchrec
+    ``EmbeddingCollection`` tables (one collection per embedding dim, tables shared by
+    ``embedding_name`` within the SEQUENCE groups, so a query feature and a sequence element
+    naming the same table share it); query features are sum-pooled per row and sequences are
+    padded with zeros to their ``sequence_length``.
+
     Args:
         features: all features of the model.
         feature_groups: the ``feature_groups`` of the model config.
@@ -36,7 +49,11 @@ class EmbeddingGroup(nn.Module):
         device: where the tables are created (``meta`` defers allocation to sharding).
 
     Shapes:
-        ``forward(sparse_features, dense_features)`` returns ``{group_name: [B, group_dim]}``.
+        ``forward(sparse_features, dense_features)`` returns ``{group_name: [B, group_dim]}``
+        for DEEP / WIDE groups and, for a SEQUENCE group ``g``: ``"g.query"`` ``[B, Dq]``
+        (concatenated query features; ``[B, 0]`` without any), ``"g.sequence"``
+        ``[B, T, Ds]`` (concatenated sequence features, ``T`` the longest
+        ``sequence_length``) and ``"g.sequence_length"`` ``[B]`` (int, elements per row).
 
     """
 
@@ -53,7 +70,14 @@ class EmbeddingGroup(nn.Module):
         tables: dict[str, EmbeddingBagConfig] = {}
         group_keys: dict[str, list[str]] = {}
         group_dims: dict[str, list[int]] = {}
+        self._sequence_groups: dict[str, _SequenceGroup] = {}
+        sequence_tables: dict[str, EmbeddingConfig] = {}
         for group in feature_groups:
+            if group.group_type == model_pb2.SEQUENCE:
+                self._sequence_groups[group.group_name] = _sequence_group(
+                    group, by_name, sequence_tables
+                )
+                continue
             is_wide = group.group_type == model_pb2.WIDE
             keys, dims = [], []
             for name in group.feature_names:
@@ -109,8 +133,9 @@ class EmbeddingGroup(nn.Module):
             group_keys[group_name] = resolved
         self._group_keys = group_keys
         self._group_dims = group_dims
-        self._group_names = list(group_keys)
-        self._key_lists: list[list[str]] = [group_keys[g] for g in self._group_names]
+        self._pooled_group_names = list(group_keys)
+        self._group_names = [g.group_name for g in feature_groups]
+        self._key_lists: list[list[str]] = [group_keys[g] for g in self._pooled_group_names]
         self._has_sparse = bool(tables)
         # decided here, not from the batch, so that forward traces (torch.fx) and scripts
         self._has_dense = any(
@@ -119,14 +144,53 @@ class EmbeddingGroup(nn.Module):
         self.ebc = (
             EmbeddingBagCollection(tables=list(tables.values()), device=device) if tables else None
         )
+        by_dim: dict[int, list[EmbeddingConfig]] = {}
+        for table in sequence_tables.values():
+            by_dim.setdefault(table.embedding_dim, []).append(table)
+        # torchrec wants one embedding dim per EmbeddingCollection
+        self.sequence_ecs = nn.ModuleDict(
+            {
+                f"dim_{dim}": EmbeddingCollection(tables=dim_tables, device=device)
+                for dim, dim_tables in sorted(by_dim.items())
+            }
+        )
 
     def group_names(self) -> list[str]:
         """Names of the groups, in config order."""
         return list(self._group_names)
 
-    def group_dims(self, group_name: str) -> list[int]:
-        """Width of each feature of a group, in group order."""
+    def is_sequence_group(self, group_name: str) -> bool:
+        """Whether a group is a SEQUENCE group (see the class docstring for its outputs)."""
         self._check_group(group_name)
+        return group_name in self._sequence_groups
+
+    def query_dim(self, group_name: str) -> int:
+        """Width ``Dq`` of a SEQUENCE group's ``"g.query"`` tensor (0 without query features)."""
+        return sum(self._sequence_group(group_name).query_dims)
+
+    def sequence_dim(self, group_name: str) -> int:
+        """Width ``Ds`` of a SEQUENCE group's ``"g.sequence"`` tensor."""
+        return sum(self._sequence_group(group_name).sequence_dims)
+
+    def sequence_length(self, group_name: str) -> int:
+        """Length ``T`` of a SEQUENCE group's padded ``"g.sequence"`` tensor."""
+        return self._sequence_group(group_name).max_length
+
+    def _sequence_group(self, group_name: str) -> _SequenceGroup:
+        self._check_group(group_name)
+        if group_name not in self._sequence_groups:
+            raise EmbeddingGroupError(f"feature group '{group_name}' is not a SEQUENCE group")
+        return self._sequence_groups[group_name]
+
+    def group_dims(self, group_name: str) -> list[int]:
+        """Width of each feature of a DEEP / WIDE group, in group order."""
+        self._check_group(group_name)
+        if group_name in self._sequence_groups:
+            raise EmbeddingGroupError(
+                f"feature group '{group_name}' is a SEQUENCE group: its outputs are a query"
+                " [B, Dq] and a sequence [B, T, Ds]; use a model that reads sequences (e.g."
+                " multi_tower_din's din_towers) or make it a DEEP group to pool the sequence"
+            )
         return list(self._group_dims[group_name])
 
     def group_total_dim(self, group_name: str) -> int:
@@ -138,7 +202,7 @@ class EmbeddingGroup(nn.Module):
         return len(self.group_dims(group_name))
 
     def _check_group(self, group_name: str) -> None:
-        if group_name not in self._group_dims:
+        if group_name not in self._group_names:
             raise EmbeddingGroupError(
                 f"unknown feature group '{group_name}' (groups: {', '.join(self._group_names)})"
             )
@@ -156,10 +220,105 @@ class EmbeddingGroup(nn.Module):
             ``{group_name: [B, group_total_dim]}``.
 
         """
-        keyed: list[KeyedTensor] = []
-        if self.ebc is not None:
-            keyed.append(self.ebc(sparse_features))
-        if self._has_dense:
-            keyed.append(dense_features)
-        grouped = KeyedTensor.regroup(keyed, self._key_lists)
-        return {name: grouped[i] for i, name in enumerate(self._group_names)}
+        out: dict[str, torch.Tensor] = {}
+        if self._key_lists:
+            keyed: list[KeyedTensor] = []
+            if self.ebc is not None:
+                keyed.append(self.ebc(sparse_features))
+            if self._has_dense:
+                keyed.append(dense_features)
+            grouped = KeyedTensor.regroup(keyed, self._key_lists)
+            for i, name in enumerate(self._pooled_group_names):
+                out[name] = grouped[i]
+        if self._sequence_groups:
+            jagged: dict[str, JaggedTensor] = {}
+            for ec in self.sequence_ecs.values():
+                jagged.update(ec(sparse_features))
+            for name, group in self._sequence_groups.items():
+                out.update(group.embed(name, jagged))
+        return out
+
+
+class _SequenceGroup:
+    """The layout of one SEQUENCE group: query and sequence features, dims and length."""
+
+    def __init__(
+        self,
+        query_keys: list[str],
+        query_dims: list[int],
+        sequence_keys: list[str],
+        sequence_dims: list[int],
+        max_length: int,
+    ) -> None:
+        self.query_keys = query_keys
+        self.query_dims = query_dims
+        self.sequence_keys = sequence_keys
+        self.sequence_dims = sequence_dims
+        self.max_length = max_length
+
+    def embed(self, name: str, jagged: dict[str, JaggedTensor]) -> dict[str, torch.Tensor]:
+        """``{"name.query": [B, Dq], "name.sequence": [B, T, Ds], "name.sequence_length": [B]}``."""
+        first = jagged[self.sequence_keys[0]]
+        lengths = first.lengths()
+        sequence = torch.cat(
+            [jagged[k].to_padded_dense(self.max_length) for k in self.sequence_keys], dim=2
+        )
+        if self.query_keys:
+            query = torch.cat([_sum_pool(jagged[k]) for k in self.query_keys], dim=1)
+        else:
+            query = sequence.new_zeros((lengths.numel(), 0))
+        return {
+            f"{name}.query": query,
+            f"{name}.sequence": sequence,
+            f"{name}.sequence_length": torch.clamp(lengths, max=self.max_length),
+        }
+
+
+def _sum_pool(embeddings: JaggedTensor) -> torch.Tensor:
+    """Sum of each row's embeddings ``[B, D]`` (zeros for an empty row)."""
+    return torch.segment_reduce(
+        embeddings.values(), "sum", lengths=embeddings.lengths(), unsafe=True, initial=0.0
+    )
+
+
+def _sequence_group(
+    group: model_pb2.FeatureGroupConfig,
+    by_name: dict[str, BaseFeature],
+    tables: dict[str, EmbeddingConfig],
+) -> _SequenceGroup:
+    """Checks a SEQUENCE group and adds its tables to ``tables`` (shared by name)."""
+    where = f"SEQUENCE feature group '{group.group_name}'"
+    query_keys, query_dims, sequence_keys, sequence_dims, lengths = [], [], [], [], []
+    for name in group.feature_names:
+        feature = by_name.get(name)
+        if feature is None:
+            raise EmbeddingGroupError(f"{where} names undefined feature '{name}'")
+        if not feature.is_sparse:
+            raise EmbeddingGroupError(
+                f"{where}: feature '{name}' is a dense raw feature; SEQUENCE groups embed ids"
+                " (give it boundaries to bucketize it, or move it to a DEEP group)"
+            )
+        table = feature.emb_config
+        existing = tables.get(table.name)
+        if existing is None:
+            tables[table.name] = table
+        elif existing.embedding_dim != table.embedding_dim:
+            raise EmbeddingGroupError(
+                f"features sharing table '{table.name}' have different embedding dims"
+                f" ({existing.embedding_dim} and {table.embedding_dim})"
+            )
+        elif name not in existing.feature_names:
+            existing.feature_names.append(name)
+        if feature.is_sequence:
+            sequence_keys.append(name)
+            sequence_dims.append(feature.embedding_dim)
+            lengths.append(feature.sequence_length)
+        else:
+            query_keys.append(name)
+            query_dims.append(feature.embedding_dim)
+    if not sequence_keys:
+        raise EmbeddingGroupError(
+            f"{where} has no sequence feature (sequence_id_feature, sequence_raw_feature or "
+            "a sequence_feature element); make it a DEEP group"
+        )
+    return _SequenceGroup(query_keys, query_dims, sequence_keys, sequence_dims, max(lengths))

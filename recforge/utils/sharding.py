@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,7 +19,10 @@ import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
+from torchrec.modules.embedding_modules import (
+    EmbeddingBagCollectionInterface,
+    EmbeddingCollectionInterface,
+)
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -35,7 +39,15 @@ from recforge.utils import dist as dist_util
 
 logger = logging.getLogger(__name__)
 
-_TABLE_PARAM_MARKER = "embedding_bags."
+# parameter names of tables: "...ebc.embedding_bags.<table>.weight" (pooled) and
+# "...sequence_ecs.dim_D.embeddings.<table>.weight" (unpooled, SEQUENCE groups)
+_TABLE_PARAM = re.compile(r"(?:embedding_bags|sequence_ecs\.dim_\d+\.embeddings)\.([^.]+)\.")
+
+
+def _table_of_param(name: str) -> Optional[str]:
+    """The table a parameter belongs to, or ``None`` for a dense parameter."""
+    match = _TABLE_PARAM.search(name)
+    return match.group(1) if match else None
 
 
 @dataclass
@@ -57,12 +69,21 @@ class ShardedTraining:
 
 
 def _embedding_tables(model: nn.Module) -> dict[str, tuple]:
-    """``{table_name: (embedding_dim, parameter)}`` of every embedding-bag table."""
-    tables = {}
+    """``{table_name: (embedding_dim, parameters)}`` of every embedding table.
+
+    A name used by both a pooled (EBC) and an unpooled (EC) table lists both parameters.
+    """
+    tables: dict[str, tuple] = {}
     for module in model.modules():
         if isinstance(module, EmbeddingBagCollectionInterface):
-            for config, param in zip(module.embedding_bag_configs(), module.parameters()):
-                tables[config.name] = (config.embedding_dim, param)
+            configs = module.embedding_bag_configs()
+        elif isinstance(module, EmbeddingCollectionInterface):
+            configs = module.embedding_configs()
+        else:
+            continue
+        for config, param in zip(configs, module.parameters()):
+            _, params = tables.setdefault(config.name, (config.embedding_dim, []))
+            params.append(param)
     return tables
 
 
@@ -90,14 +111,13 @@ def shard_model(
     fallback: list[str] = []
     spec = sparse_optimizer_spec(train_config.sparse_optimizer) if train_config else None
     fused_params = []
-    for name, (dim, param) in tables.items():
+    for name, (dim, params) in tables.items():
+        frozen = any(id(p) in frozen_ids for p in params)
         use_fused = (
-            spec is not None
-            and id(param) not in frozen_ids
-            and fused_kernel_supports(spec, dim, device.type)
+            spec is not None and not frozen and fused_kernel_supports(spec, dim, device.type)
         )
         if use_fused:
-            fused_params.append(param)
+            fused_params.extend(params)
             sharding_types = ["table_wise", "column_wise"]
             if device.type == "cuda":
                 sharding_types += ["row_wise", "table_row_wise"]
@@ -105,7 +125,7 @@ def shard_model(
                 sharding_types=sharding_types, compute_kernels=["fused"]
             )
         else:
-            if spec is not None and id(param) not in frozen_ids:
+            if spec is not None and not frozen:
                 fallback.append(name)
             constraints[name] = ParameterConstraints(
                 sharding_types=["data_parallel"], compute_kernels=["dense"]
@@ -123,7 +143,9 @@ def shard_model(
     if fused_params:
         # torchrec consumes the kwargs dict it is given: pass a copy
         apply_optimizer_in_backward(spec.optimizer_class, fused_params, dict(spec.kwargs))
-    frozen_tables = {name for name, (_, param) in tables.items() if id(param) in frozen_ids}
+    frozen_tables = {
+        name for name, (_, params) in tables.items() if any(id(p) in frozen_ids for p in params)
+    }
 
     world = dist_util.world_size()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -136,10 +158,10 @@ def shard_model(
 
     table_params, dense_params = {}, {}
     for name, param in in_backward_optimizer_filter(model.named_parameters()):
-        table = name.split(_TABLE_PARAM_MARKER)[-1].split(".")[0]
-        if _TABLE_PARAM_MARKER in name and table in frozen_tables:
+        table = _table_of_param(name)
+        if table in frozen_tables:
             continue  # no optimizer: the table keeps its initial (or restored) weights
-        (table_params if _TABLE_PARAM_MARKER in name else dense_params)[name] = param
+        (dense_params if table is None else table_params)[name] = param
     fused_optimizer = model.fused_optimizer
     optimizers = [("sparse", fused_optimizer)]
     # fused kernels update tables inside backward and read the rate from param_groups only in

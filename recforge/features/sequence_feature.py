@@ -1,0 +1,183 @@
+"""Sequence features: a list of ids (or bucketized numbers) per row, e.g. a user's last clicks.
+
+A sequence feature parses like a multi-value id feature (``"{name}.values"`` /
+``"{name}.lengths"``), but its cells are split on ``sequence_delim`` and cut to the first
+``sequence_length`` elements. In a ``SEQUENCE`` feature group its embeddings are not pooled
+(torchrec ``EmbeddingCollection``, padded to ``[B, sequence_length, dim]``); in a ``DEEP`` or
+``WIDE`` group they are sum / mean pooled like any bag of ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recforge.features.id_feature import IdFeature
+from recforge.features.raw_feature import RawFeature
+from recforge.features.utils import flatten_cells, is_list_type, is_string_type
+
+#: separates a sequence's name from its element feature's name: ``click_seq__item_id``
+SEQUENCE_NAME_SEPARATOR = "__"
+
+
+class _SequenceMixin:
+    """Splits a column into per-row sequences and truncates them to ``sequence_length``."""
+
+    name: str
+    config: Any
+
+    def _init_sequence(self) -> None:
+        if self.config.sequence_length <= 0:
+            raise self._error(  # type: ignore[attr-defined]
+                "a sequence feature needs sequence_length > 0 (the longest sequence kept; "
+                f"longer ones are cut), found {self.config.sequence_length}"
+            )
+
+    @property
+    def is_sequence(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    @property
+    def sequence_length(self) -> int:
+        """The most elements kept per row (``T`` of the padded ``[B, T, dim]`` embeddings)."""
+        return int(self.config.sequence_length)
+
+    def _split_sequence(self, column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+        """``(elements [N], lengths int32 [B])`` of a string or list column, truncated.
+
+        Strings are split on ``sequence_delim``; nulls and empty elements are dropped; each row
+        keeps its first ``sequence_length`` elements.
+        """
+        if pa.types.is_null(column.type):
+            return pa.array([], pa.string()), np.zeros(len(column), dtype=np.int32)
+        if pa.types.is_string_view(column.type):
+            column = pc.cast(column, pa.string())
+        if is_string_type(column.type):
+            delim = self.config.sequence_delim
+            column = pc.split_pattern(column, delim) if delim else column
+        elif not is_list_type(column.type) and not pa.types.is_integer(column.type):
+            if not pa.types.is_floating(column.type):
+                raise self._error(  # type: ignore[attr-defined]
+                    "expected a sequence as a delimited string or a list column, found column "
+                    f"type {column.type}"
+                )
+        values, lengths = flatten_cells(column)
+        limit = self.sequence_length
+        if lengths.size and lengths.max() > limit:
+            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            keep = (np.arange(len(values)) - starts) < limit
+            values = values.filter(pa.array(keep))
+            lengths = np.minimum(lengths, limit).astype(np.int32)
+        return values, lengths
+
+
+class SequenceIdFeature(_SequenceMixin, IdFeature):
+    """A sequence of categorical ids: a ``sequence_id_feature`` or a ``sequence_feature`` element.
+
+    Ids map to table rows exactly as :class:`IdFeature` maps them.
+
+    Example:
+        >>> from recforge.protos import feature_pb2
+        >>> cfg = feature_pb2.IdFeature(
+        ...     feature_name="clicks", num_buckets=100, embedding_dim=4, sequence_length=2
+        ... )
+        >>> out = SequenceIdFeature(cfg).parse({"clicks": pa.array(["3;9;4", None, "7"])})
+        >>> out["clicks.values"].tolist(), out["clicks.lengths"].tolist()
+        ([3, 9, 7], [2, 0, 1])
+
+    """
+
+    def __init__(self, feature_config: Any) -> None:
+        super().__init__(feature_config)
+        self._init_sequence()
+
+    def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
+        """Parse one batch of sequences.
+
+        Args:
+            columns: column name -> array of ``B`` rows; the feature reads ``self.column``.
+
+        Returns:
+            ``{"{name}.values": int64 [N], "{name}.lengths": int32 [B]}`` (``N`` elements
+            after truncation; an empty or null cell is an empty sequence).
+
+        Raises:
+            FeatureError: missing column, non-integer or out-of-range ids (``num_buckets``).
+
+        """
+        values, lengths = self._split_sequence(self._get_column(columns))
+        ids = self._to_ids(values, lengths) if len(values) else np.zeros(0, dtype=np.int64)
+        return {f"{self.name}.values": ids, f"{self.name}.lengths": lengths}
+
+
+class SequenceRawFeature(_SequenceMixin, RawFeature):
+    """A sequence of numbers bucketized by ``boundaries`` into an id sequence.
+
+    Null and empty elements are dropped; the ``normalizer`` applies before bucketizing.
+    Dense (unbucketized) sequences are not supported: ``boundaries`` are required.
+    """
+
+    def __init__(self, feature_config: Any) -> None:
+        super().__init__(feature_config)
+        self._init_sequence()
+        if not self.is_sparse:
+            raise self._error(
+                "a sequence_raw_feature needs boundaries (its numbers are bucketized into an "
+                "embedding sequence); dense number sequences are not supported"
+            )
+        if self.value_dim != 1:
+            raise self._error(f"a sequence_raw_feature needs value_dim 1, found {self.value_dim}")
+
+    def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
+        """Parse one batch of number sequences into bucket ids.
+
+        Args:
+            columns: column name -> array of ``B`` rows; the feature reads ``self.column``.
+
+        Returns:
+            ``{"{name}.values": int64 [N], "{name}.lengths": int32 [B]}``.
+
+        Raises:
+            FeatureError: missing column, a non-numeric or non-finite element.
+
+        """
+        values, lengths = self._split_sequence(self._get_column(columns))
+        flat = RawFeature.parse(self, {self.column: values})[f"{self.name}.values"]
+        return {f"{self.name}.values": flat, f"{self.name}.lengths": lengths}
+
+
+def sequence_element_configs(sequence: Any) -> list[tuple[str, Any]]:
+    """The element features of a ``sequence_feature`` as standalone sequence configs.
+
+    Element ``f`` of sequence ``s`` becomes a ``sequence_id_feature`` /
+    ``sequence_raw_feature`` named ``"s__f"`` reading column ``"s__<f's column>"``, with the
+    sequence's ``sequence_length`` and ``sequence_delim``. Its ``embedding_name`` is kept, so an
+    element can share a table with a non-sequence feature (e.g. the candidate item id).
+
+    Args:
+        sequence: a ``SequenceFeature`` message.
+
+    Returns:
+        ``[(kind, message)]`` with kind ``"sequence_id_feature"`` or ``"sequence_raw_feature"``
+        and an ``IdFeature`` / ``RawFeature`` message (copies; ``sequence`` is unchanged).
+
+    """
+    out: list[tuple[str, Any]] = []
+    prefix = sequence.sequence_name + SEQUENCE_NAME_SEPARATOR
+    for element in sequence.features:
+        kind = element.WhichOneof("feature")
+        if kind is None:
+            continue
+        message = type(getattr(element, kind))()
+        message.CopyFrom(getattr(element, kind))
+        expression = message.expression or message.feature_name
+        message.expression = prefix + expression.split(":", 1)[-1]
+        message.feature_name = prefix + message.feature_name
+        message.sequence_length = sequence.sequence_length
+        message.sequence_delim = sequence.sequence_delim
+        out.append((f"sequence_{kind}", message))
+    return out

@@ -1,0 +1,76 @@
+"""DIN target attention: a candidate (query) attends over a behaviour sequence."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recforge.modules.mlp import MLP
+from recforge.protos import module_pb2
+
+
+class DINEncoder(nn.Module):
+    """Deep Interest Network attention pooling (Zhou et al. 2018).
+
+    Each sequence element ``s_t`` gets a score from ``attn_mlp([q, s_t, q - s_t, q * s_t])``
+    followed by a linear layer; scores of padded positions are masked out, normalised by a
+    softmax over the sequence, and the output is the score-weighted sum of the elements. An
+    empty sequence pools to zeros.
+
+    Args:
+        query_dim: width ``Dq`` of the query (the candidate's embeddings).
+        sequence_dim: width ``Ds`` of each sequence element; must equal ``query_dim``.
+        max_length: ``T``, the padded sequence length.
+        attn_mlp: the attention MLP config.
+        name: the feature group, for error messages.
+
+    Shapes:
+        ``forward(query [B, D], sequence [B, T, D], lengths [B]) -> [B, D]``.
+
+    Raises:
+        ValueError: the query and sequence widths differ (or the query is empty).
+
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        sequence_dim: int,
+        max_length: int,
+        attn_mlp: module_pb2.MLP,
+        name: str = "?",
+    ) -> None:
+        super().__init__()
+        if query_dim != sequence_dim:
+            raise ValueError(
+                f"DIN over SEQUENCE feature group '{name}' needs query features (the candidate"
+                f" side, e.g. item_id) as wide as its sequence features: query dim {query_dim},"
+                f" sequence dim {sequence_dim}; list a non-sequence feature for every sequence"
+                " element, in the same order and with the same embedding_dim"
+            )
+        self._dim = sequence_dim
+        self._max_length = max_length
+        self.attn_mlp = MLP.from_config(4 * sequence_dim, attn_mlp)
+        self.score = nn.Linear(self.attn_mlp.output_dim(), 1)
+
+    def output_dim(self) -> int:
+        """Width of the pooled output."""
+        return self._dim
+
+    def forward(
+        self, query: torch.Tensor, sequence: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Pools ``sequence`` ``[B, T, D]`` by attention to ``query`` ``[B, D]`` -> ``[B, D]``."""
+        expanded = query.unsqueeze(1).expand_as(sequence)
+        features = torch.cat(
+            [expanded, sequence, expanded - sequence, expanded * sequence], dim=2
+        )  # [B, T, 4D]
+        hidden = self.attn_mlp(features.reshape(-1, 4 * self._dim))
+        scores = self.score(hidden).reshape(-1, self._max_length)  # [B, T]
+        positions = torch.arange(self._max_length, device=lengths.device)
+        mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
+        # -1e4: exp() underflows to 0 against any real score, and fp16 can hold it
+        scores = scores.masked_fill(~mask, -1e4)
+        # an all-padding row gets uniform weights from the softmax: the mask zeroes them
+        weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)
+        return torch.bmm(weights.unsqueeze(1), sequence).squeeze(1)
