@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def init_process_group() -> torch.device:
     """Initialises the default process group (once) and returns this rank's device.
 
     Under torchrun the environment names rank and world size; a plain process becomes a
-    one-rank group on a free local port, because torchrec's sharding needs a process group.
+    one-rank group, because torchrec's sharding needs a process group. Its rendezvous is an
+    in-memory store, not a TCP port: concurrent runs on one machine cannot collide.
     """
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -31,15 +25,11 @@ def init_process_group() -> torch.device:
     if dist.is_initialized():
         return device
     if "WORLD_SIZE" not in os.environ:
-        os.environ.update(
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(_free_port()),
-            RANK="0",
-            WORLD_SIZE="1",
-            LOCAL_RANK="0",
-            LOCAL_WORLD_SIZE="1",
-        )
-    dist.init_process_group(backend=backend)
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    if os.environ["WORLD_SIZE"] == "1" and "MASTER_PORT" not in os.environ:
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
+    else:
+        dist.init_process_group(backend=backend)
     return device
 
 
