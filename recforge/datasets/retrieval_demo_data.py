@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 def generate_retrieval_demo_data(
     output_dir: str,
     num_users: int = 2000,
-    num_items: int = 1000,
-    num_clusters: int = 20,
+    num_items: int = 2000,
+    num_clusters: int = 50,
     interactions_per_user: int = 16,
     noise: float = 0.1,
     seed: int = 2026,
@@ -55,7 +55,7 @@ def generate_retrieval_demo_data(
     os.makedirs(output_dir, exist_ok=True)
     item_ids = np.arange(num_items, dtype=np.int64)
     cluster = rng.permutation(np.arange(num_items) % num_clusters)
-    popularity = 1.0 / (rng.permutation(num_items) + 10.0) ** 0.8
+    popularity = 1.0 / (rng.permutation(num_items) + 10.0) ** 0.5
     members = [np.flatnonzero(cluster == c) for c in range(num_clusters)]
     in_cluster_p = [popularity[m] / popularity[m].sum() for m in members]
 
