@@ -9,8 +9,9 @@ held out for evaluation (leave-last-out), the rest is training data.
 
 Files written to ``output_dir``:
 
-* ``train.parquet`` / ``eval.parquet``: ``user_id, user_segment, item_id, cate, timestamp,
-  label`` (``label`` is 1: every row is a positive interaction);
+* ``train.parquet`` / ``eval.parquet``: ``user_id, user_segment, item_id, cate,
+  prev_item_id, prev_cate, timestamp, label`` (``prev_*``: the user's previous interaction,
+  null for its first; ``label`` is 1: every row is a positive interaction);
 * ``items.parquet``: ``item_id, cate, weight`` (``weight``: training interactions + 1), the
   item table of ``data_config.negative_sampler`` and of ``recforge evaluate-retrieval``.
 
@@ -78,6 +79,9 @@ def generate_retrieval_demo_data(
         items[rows] = rng.choice(members[c], rows.size, p=in_cluster_p[c])
     timestamp = np.arange(n, dtype=np.int64)  # per user, rows are already in time order
     last = np.r_[np.flatnonzero(np.diff(users)), n - 1]
+    first = np.r_[0, last[:-1] + 1]
+    prev_item = np.r_[-1, items[:-1]]
+    prev_item[first] = -1  # a user's first interaction has no previous item (null)
     is_eval = np.zeros(n, dtype=bool)
     is_eval[last] = True
     order = rng.permutation(np.flatnonzero(~is_eval))  # training rows shuffled
@@ -89,6 +93,11 @@ def generate_retrieval_demo_data(
                 "user_segment": segment[users[rows]].astype(np.int64),
                 "item_id": item_ids[items[rows]],
                 "cate": cluster[items[rows]].astype(np.int64),
+                "prev_item_id": pa.array(prev_item[rows], mask=prev_item[rows] < 0),
+                "prev_cate": pa.array(
+                    cluster[np.maximum(prev_item[rows], 0)].astype(np.int64),
+                    mask=prev_item[rows] < 0,
+                ),
                 "timestamp": timestamp[rows],
                 "label": np.ones(rows.size, dtype=np.int64),
             }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from recforge.models.match_model import MatchModel
 
 
@@ -15,6 +13,6 @@ class DSSM(MatchModel):
     and MLP; see :class:`~recforge.models.match_model.MatchModel` for candidates and loss.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.init_towers(share_tables=False)
+    def shares_tables(self) -> bool:
+        """Each tower has its own tables."""
+        return False

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from recforge.models.match_model import MatchModel
 
 
@@ -15,6 +13,6 @@ class DSSMV2(MatchModel):
     :class:`~recforge.models.dssm.DSSM`.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.init_towers(share_tables=True)
+    def shares_tables(self) -> bool:
+        """Both towers use one embedding collection."""
+        return True

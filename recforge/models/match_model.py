@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -123,7 +124,8 @@ class CandidateRecall(Metric):
 class MatchModel(BaseModel):
     """A user tower and an item tower scored by their similarity.
 
-    Subclasses call :meth:`init_towers` and inherit ``predict``. The candidates of each of
+    Subclasses say whether the towers share tables (:meth:`shares_tables`) and inherit the
+    rest. The candidates of each of
     the ``B`` users of a batch are its positive item (the item on its row), the ``N`` negatives
     that ``data_config.negative_sampler`` appended (``Batch.extras``) and, with
     ``in_batch_negative``, the other users' positives. The loss is softmax cross entropy over
@@ -164,6 +166,11 @@ class MatchModel(BaseModel):
             self._label_smoothing = float(loss.softmax_cross_entropy.label_smoothing)
         self._shared_tables = False
         self._group_names: dict[str, str] = {}
+        self.init_towers(share_tables=self.shares_tables())
+
+    @abstractmethod
+    def shares_tables(self) -> bool:
+        """Whether both towers look up one embedding collection (shared ``embedding_name``s)."""
 
     def init_towers(self, share_tables: bool) -> None:
         """Builds the embedding group(s) and both towers from the config.
