@@ -45,8 +45,8 @@ train_config {{
     num_epochs: {epochs}
 }}
 data_config {{
-    batch_size: 256
-    eval_batch_size: 256
+    batch_size: {batch_size}
+    eval_batch_size: {batch_size}
     dataset_type: ParquetDataset
     label_fields: "label"
     num_workers: 1
@@ -192,11 +192,23 @@ def prepare(data_dir: Path, out_dir: Path, min_rating: int = MIN_RATING) -> dict
 
 
 def write_config(
-    out_dir: Path, model_dir: Path, model: str = "dssm", epochs: int = 8, seed: int = 2026
+    out_dir: Path,
+    model_dir: Path,
+    model: str = "dssm",
+    epochs: int = 8,
+    seed: int = 2026,
+    batch_size: int = 256,
 ) -> Path:
     """Writes the benchmark's pipeline config (``model``: ``dssm`` or ``dssm_v2``)."""
     path = out_dir / f"{model}_ml100k.config"
-    text = CONFIG.format(data=out_dir, model_dir=model_dir, epochs=epochs, seed=seed, model=model)
+    text = CONFIG.format(
+        data=out_dir,
+        model_dir=model_dir,
+        epochs=epochs,
+        seed=seed,
+        model=model,
+        batch_size=batch_size,
+    )
     path.write_text(text)
     return path
 
@@ -216,12 +228,13 @@ def run(
     epochs: int = 8,
     seed: int = 2026,
     data_dir: Path = DATA_DIR,
+    batch_size: int = 256,
 ) -> dict:
     """Prepares the data, trains and evaluates; returns the retrieval metrics and timings."""
     data = work / "data"
     counts = prepare(data_dir, data)
     model_dir = work / f"{model}_model"
-    config = write_config(data, model_dir, model, epochs, seed)
+    config = write_config(data, model_dir, model, epochs, seed, batch_size)
     start = time.perf_counter()
     _recforge("train", "--config", str(config), cwd=work)
     train_s = time.perf_counter() - start
@@ -258,6 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``movielens`` subcommand's options."""
     parser.add_argument("--models", default="dssm,dssm_v2", help="comma-separated: dssm,dssm_v2")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--batch_size", type=int, default=256, help="positives per batch")
     parser.add_argument("--seeds", default="2026", help="comma-separated data_config.seed values")
     parser.add_argument("--work_dir", default=None, help="where data and models go (default: tmp)")
 
@@ -271,7 +285,14 @@ def main(args: argparse.Namespace) -> int:
     results = []
     for model in args.models.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            result = run(work / f"{model}_{seed}", model.strip(), args.epochs, seed)
+            result = run(
+                work / f"{model}_{seed}",
+                model.strip(),
+                args.epochs,
+                seed,
+                DATA_DIR,
+                args.batch_size,
+            )
             results.append({**result, "seed": seed})
             print(json.dumps({k: v for k, v in results[-1].items() if "@" in k or k == "model"}))
     text = table(results)

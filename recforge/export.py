@@ -9,6 +9,8 @@ Restores a checkpoint into a plain (unsharded) CPU model, compiles it with
 * ``pipeline.config``: the config (features, data options) that predict parses input with.
 * ``model_info.json``: inputs (per feature: kind, tensors, dtypes, source columns), outputs
   (names, dtypes, shapes), the checkpoint and versions.
+* match models (DSSM, ...) also get ``user/`` and ``item/``: each tower as its own export
+  directory of the same three files (see :func:`recforge.retrieval.export_towers`).
 
 The directory is written under ``<export_dir>.tmp`` and renamed when complete.
 """

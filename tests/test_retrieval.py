@@ -362,3 +362,27 @@ def test_match_model_config_errors(files):
     config.model_config.dssm.item_tower.input = "items"
     with pytest.raises(Exception, match="item_tower.input 'items' is not a feature group"):
         build_model(config, features)
+
+
+# ---- full-corpus retrieval ------------------------------------------------------------------
+def test_exact_top_k_skips_excluded_items_and_scores_recall():
+    from recforge.retrieval import _scores, _top_k
+
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(7, 4, generator=g), torch.randn(30, 4, generator=g)
+    excluded = [np.array([], dtype=np.int64)] * 7
+    excluded[2] = np.array([3, 11, 29])
+    top = _top_k(users, items, 5, excluded, "torch")
+    scores = users @ items.t()
+    for u in range(7):
+        ranked = [i for i in scores[u].argsort(descending=True).tolist() if i not in excluded[u]]
+        assert top[u].tolist() == ranked[:5]
+    relevant = [np.array([int(top[u, 0])]) for u in range(3)] + [np.array([28, 29])] * 4
+    metrics = _scores(top[:7], relevant, [1, 5])
+    found = sum(np.isin([28, 29], top[u, :5].numpy()).sum() / 2 for u in range(3, 7))
+    assert metrics["recall@1"] == pytest.approx(
+        (3 + sum(float(np.isin(top[u, 0].item(), [28, 29])) / 2 for u in range(3, 7))) / 7
+    )
+    assert metrics["recall@5"] == pytest.approx((3 + found) / 7)
+    hits = sum(bool(np.isin([28, 29], top[u, :5].numpy()).any()) for u in range(3, 7))
+    assert metrics["hit_rate@5"] == pytest.approx((3 + hits) / 7)

@@ -32,6 +32,11 @@ class RecDataset(IterableDataset):
     ``slot = rank * num_workers + worker_id`` of ``world_size * num_workers`` slots (see
     :class:`~recforge.datasets.readers.BaseReader` for how slots split files / batches).
 
+    With ``data_config.negative_sampler`` (match models), train and eval batches get
+    ``num_sample`` (eval: ``num_eval_sample`` if set) negative item rows appended from the item
+    table (:mod:`recforge.datasets.sampler`); each iterator draws with its own generator seeded
+    by ``(data_config.seed, rank, worker, epoch)``.
+
     Args:
         data_config: the ``DataConfig`` message.
         features: the features to parse (``recforge.features.create_features``).
