@@ -386,3 +386,20 @@ def test_exact_top_k_skips_excluded_items_and_scores_recall():
     assert metrics["recall@5"] == pytest.approx((3 + found) / 7)
     hits = sum(bool(np.isin([28, 29], top[u, :5].numpy()).any()) for u in range(3, 7))
     assert metrics["hit_rate@5"] == pytest.approx((3 + hits) / 7)
+
+
+def test_each_rank_samples_its_own_negatives_reproducibly(files, monkeypatch):
+    import recforge.datasets.dataset as dataset_module
+
+    config = pipeline_config(files, sampler=sampler_text(files))
+    features = create_features(config.feature_configs)
+    dataset = RecDataset(config.data_config, features, config.train_input_path)
+
+    def negatives(rank):
+        monkeypatch.setattr(dataset_module, "_rank_and_world_size", lambda: (rank, 2))
+        batches = list(dataset)
+        assert len(batches) == 2  # each rank reads half of the 4 batches
+        return [b.extras[ITEM_INDEX_KEY][10:].tolist() for b in batches]
+
+    rank0, rank1 = negatives(0), negatives(1)
+    assert rank0 != rank1 and negatives(0) == rank0 and negatives(1) == rank1

@@ -34,7 +34,7 @@ def test_leave_last_out_split(tmp_path):
 
 def test_dssm_beats_most_popular_on_movielens(tmp_path):
     data_dir = Path(shared_data("ml-100k", "ml-100k.inter")).parent
-    result = movielens.run(tmp_path, "dssm", epochs=3, data_dir=data_dir, batch_size=512)
+    result = movielens.run(tmp_path, "dssm", epochs=2, data_dir=data_dir, batch_size=1024)
     assert result["num_users"] == 942 and result["num_items"] == 1682
     assert result["recall@50"] > result["popularity_recall@50"]
     assert result["recall@10"] > result["popularity_recall@10"]
