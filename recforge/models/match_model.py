@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -280,27 +281,23 @@ class MatchModel(BaseModel):
 
         The embeddings of the copy equal the model's (cosine similarity: L2-normalised).
         """
-        source = (
-            self.embedding_group
-            if self._shared_tables
-            else getattr(self, f"{side}_embedding_group")
-        )
+        if self._shared_tables:
+            source = self.embedding_group
+        else:
+            source = getattr(self, f"{side}_embedding_group")
         group = next(
             g
             for g in self._base_model_config.feature_groups
             if g.group_name == self._group_names[side]
         )
-        features = self.tower_features(side)
-        copy = EmbeddingGroup(features, [group], device=torch.device("cpu"))
-        if copy.ebc is not None:
-            source_tables = dict(source.ebc.embedding_bags.items())
+        tables = EmbeddingGroup(self.tower_features(side), [group], device=torch.device("cpu"))
+        if tables.ebc is not None:
+            trained = dict(source.ebc.embedding_bags.items())
             with torch.no_grad():
-                for name, bag in copy.ebc.embedding_bags.items():
-                    bag.weight.copy_(source_tables[name].weight.detach().cpu())
-        import copy as copy_module
-
-        tower = copy_module.deepcopy(getattr(self, f"{side}_tower")).cpu()
-        return TowerModule(copy, group.group_name, tower, self._cosine).eval()
+                for name, bag in tables.ebc.embedding_bags.items():
+                    bag.weight.copy_(trained[name].weight.detach().cpu())
+        tower = copy.deepcopy(getattr(self, f"{side}_tower")).cpu()
+        return TowerModule(tables, group.group_name, tower, self._cosine).eval()
 
     # ---- predict / loss / metrics -------------------------------------------------------
     def _tower_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
