@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
-from benchmarks import frappe
+from benchmarks import frappe, movielens
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -16,7 +16,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     frappe.add_arguments(
         sub.add_parser("frappe", help="DeepFM on Frappe: train samples/s, test AUC, peak RSS")
     )
+    movielens.add_arguments(
+        sub.add_parser("movielens", help="DSSM retrieval on MovieLens 100K vs most-popular")
+    )
     args = parser.parse_args(argv)
+    if args.benchmark == "movielens":
+        return movielens.main(args)
     return frappe.main(args)
 
 

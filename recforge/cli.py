@@ -1,4 +1,4 @@
-"""The ``recforge`` command: ``recforge {train,evaluate,export,predict,demo} ...``.
+"""The ``recforge`` command: ``recforge {train,evaluate,export,predict,evaluate-retrieval,demo}``.
 
 Also ``python -m recforge``.
 
@@ -26,6 +26,13 @@ def _edits(text: Optional[str]) -> dict[str, str]:
             '--edit_config_json must be a JSON object like {"train_config.num_epochs": 2}'
         )
     return {k: str(v) for k, v in edits.items()}
+
+
+def _top_k(text: str) -> list[int]:
+    try:
+        return [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise SystemExit(f"--top_k must be comma-separated integers, found '{text}'") from None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +127,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch_size", type=int, default=None, help="rows per batch (default: config)"
     )
 
+    retrieval = sub.add_parser(
+        "evaluate-retrieval",
+        help="full-corpus recall@K / hit-rate@K of a match model (DSSM) over the item table",
+    )
+    _common(retrieval)
+    retrieval.add_argument(
+        "--checkpoint",
+        "--checkpoint_path",
+        dest="checkpoint",
+        default=None,
+        help="checkpoint directory (default: newest in model_dir)",
+    )
+    retrieval.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
+    retrieval.add_argument(
+        "--train_input_path",
+        default=None,
+        help="training interactions (popularity baseline, --exclude_train); default: config",
+    )
+    retrieval.add_argument(
+        "--item_table_path",
+        default=None,
+        help="item table (default: data_config.negative_sampler.input_path)",
+    )
+    retrieval.add_argument(
+        "--item_id_field", default=None, help="item id column (default: the sampler's)"
+    )
+    retrieval.add_argument(
+        "--user_id_field",
+        default=None,
+        help="user id column (default: first input column of the user tower)",
+    )
+    retrieval.add_argument("--top_k", default="10,50,100", help="cut-offs K, comma-separated")
+    retrieval.add_argument(
+        "--exclude_train",
+        action="store_true",
+        help="never retrieve items the user interacted with in the training data",
+    )
+    retrieval.add_argument(
+        "--backend", default="torch", choices=["torch", "faiss"], help="exact search backend"
+    )
+
     demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
     demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     demo.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
@@ -180,6 +228,24 @@ def main(argv: Optional[list[str]] = None) -> int:
                 output_columns=args.output_columns,
                 num_workers=args.num_workers,
                 batch_size=args.batch_size,
+            )
+        elif args.command == "evaluate-retrieval":
+            from recforge.retrieval import evaluate_retrieval
+
+            metrics = evaluate_retrieval(
+                args.config,
+                checkpoint_path=args.checkpoint,
+                eval_input_path=args.eval_input_path,
+                item_table_path=args.item_table_path,
+                user_id_field=args.user_id_field,
+                item_id_field=args.item_id_field,
+                top_k=_top_k(args.top_k),
+                exclude_train=args.exclude_train,
+                train_input_path=args.train_input_path,
+                backend=args.backend,
+                edits=_edits(args.edit_config_json),
+                plugins=args.plugin,
+                model_dir=args.model_dir,
             )
         else:
             from recforge.demo import run_demo

@@ -23,6 +23,7 @@ def _user_error_types() -> tuple:
     from recforge.datasets import DataError
     from recforge.features import FeatureError
     from recforge.modules.embedding import EmbeddingGroupError
+    from recforge.retrieval import RetrievalError
     from recforge.utils.checkpoint import CheckpointError
     from recforge.utils.registry import PluginError, RegistryError
 
@@ -33,6 +34,7 @@ def _user_error_types() -> tuple:
         DataError,
         FeatureError,
         EmbeddingGroupError,
+        RetrievalError,
         CheckpointError,
         RegistryError,
         PluginError,

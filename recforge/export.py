@@ -9,6 +9,8 @@ Restores a checkpoint into a plain (unsharded) CPU model, compiles it with
 * ``pipeline.config``: the config (features, data options) that predict parses input with.
 * ``model_info.json``: inputs (per feature: kind, tensors, dtypes, source columns), outputs
   (names, dtypes, shapes), the checkpoint and versions.
+* match models (DSSM, ...) also get ``user/`` and ``item/``: each tower as its own export
+  directory of the same three files (see :func:`recforge.retrieval.export_towers`).
 
 The directory is written under ``<export_dir>.tmp`` and renamed when complete.
 """
@@ -306,6 +308,13 @@ def export_model(
     }
     with open(os.path.join(tmp, MODEL_INFO_FILE), "w") as f:
         json.dump(info, f, indent=1)
+    from recforge.models.match_model import MatchModel
+
+    if isinstance(model, MatchModel):  # user and item towers as separate scripted modules
+        from recforge.retrieval import export_towers
+
+        shared = {k: info[k] for k in ("format_version", "checkpoint", "global_step", "versions")}
+        export_towers(config, model, tmp, {**shared, "model_file": MODEL_FILE})
     os.makedirs(os.path.dirname(os.path.abspath(export_dir)), exist_ok=True)
     _replace_dir(tmp, export_dir)
     logger.info(

@@ -74,13 +74,15 @@ def label_names(model_config) -> list:
 
 
 def model_config(model_name: str) -> pipeline_pb2.EasyRecConfig:
-    """The test config of a registered model (test_models / multi_task_configs)."""
+    """The test config of a registered model (test_models / multi_task_configs / match_configs)."""
+    from match_configs import MATCH_MODEL_CONFIGS
     from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
     from test_models import FEATURES, MODEL_CONFIGS, make_config
 
     if model_name in MODEL_CONFIGS:
         return make_config(model_name)
-    text = FEATURES + "model_config {" + MULTI_TASK_MODEL_CONFIGS[model_name] + "}"
+    body = MULTI_TASK_MODEL_CONFIGS.get(model_name) or MATCH_MODEL_CONFIGS[model_name]
+    text = FEATURES + "model_config {" + body + "}"
     return text_format.Parse(text, pipeline_pb2.EasyRecConfig())
 
 

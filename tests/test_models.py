@@ -176,9 +176,12 @@ def build(model_name: str, body: Optional[str] = None) -> BaseModel:
 
 
 def test_every_registered_model_has_a_test_config():
+    from match_configs import MATCH_MODEL_CONFIGS
     from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
 
-    assert set(BaseModel.registered_models()) == set(MODEL_CONFIGS) | set(MULTI_TASK_MODEL_CONFIGS)
+    assert set(BaseModel.registered_models()) == set(MODEL_CONFIGS) | set(
+        MULTI_TASK_MODEL_CONFIGS
+    ) | set(MATCH_MODEL_CONFIGS)
 
 
 @pytest.mark.parametrize("model_name", sorted(MODEL_CONFIGS))

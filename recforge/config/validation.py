@@ -354,6 +354,11 @@ def _check_losses(mc: Message, problems: _Problems) -> None:
         problems.add("model_config.num_class", f"num_class must be >= 1 (found {n})")
         return
     options = choices(loss_pb2.LossConfig.DESCRIPTOR.oneofs_by_name["loss"])
+    model = mc.WhichOneof("model")
+    # match models: softmax over each user's candidates, whatever num_class says
+    is_match = model is not None and getattr(mc, model).DESCRIPTOR.file.name.endswith(
+        "match_model.proto"
+    )
     for i, loss in enumerate(mc.losses):
         fld = f"model_config.losses[{i}]"
         kind = loss.WhichOneof("loss")
@@ -361,7 +366,7 @@ def _check_losses(mc: Message, problems: _Problems) -> None:
             problems.add(fld, f"no loss is set; set one of: {options}")
             continue
         accepts, explanation = _LOSS_NUM_CLASS_RULES.get(kind, (None, ""))
-        if accepts is not None and not accepts(n):
+        if accepts is not None and not accepts(n) and not is_match:
             problems.add(f"{fld}.{kind}", explanation.format(n=n))
 
 

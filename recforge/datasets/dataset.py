@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -12,6 +13,7 @@ from recforge.datasets.batch import Batch
 from recforge.datasets.data_parser import DataParser
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import BaseReader, create_reader
+from recforge.datasets.sampler import NegativeSampler, sampler_for
 from recforge.features.base_feature import BaseFeature
 
 MODES = ("train", "eval", "predict")
@@ -29,6 +31,11 @@ class RecDataset(IterableDataset):
     Each iterator (one per DataLoader worker per rank) reads its own slot of the input:
     ``slot = rank * num_workers + worker_id`` of ``world_size * num_workers`` slots (see
     :class:`~recforge.datasets.readers.BaseReader` for how slots split files / batches).
+
+    With ``data_config.negative_sampler`` (match models), train and eval batches get
+    ``num_sample`` (eval: ``num_eval_sample`` if set) negative item rows appended from the item
+    table (:mod:`recforge.datasets.sampler`); each iterator draws with its own generator seeded
+    by ``(data_config.seed, rank, worker, epoch)``.
 
     Args:
         data_config: the ``DataConfig`` message.
@@ -77,11 +84,16 @@ class RecDataset(IterableDataset):
             extra_id_columns=extra_id_columns,
         )
         training = mode == "train"
+        # match models: negatives from an item table appended to each train / eval batch
+        self.sampler: Optional[NegativeSampler] = sampler_for(data_config, mode)
+        columns = self.parser.input_columns
+        if self.sampler is not None and self.sampler.id_field not in columns:
+            columns = [*columns, self.sampler.id_field]
         self.reader: BaseReader = create_reader(
             data_config,
             input_path,
             batch_size=int(batch_size),
-            selected_columns=self.parser.input_columns,
+            selected_columns=columns,
             drop_remainder=training and data_config.drop_remainder,
             shuffle=training and data_config.shuffle,
             seed=data_config.seed,
@@ -116,8 +128,17 @@ class RecDataset(IterableDataset):
         info = get_worker_info()
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         slot = rank * num_workers + worker_id
+        rng = np.random.default_rng([self.data_config.seed, rank, worker_id, self._epoch, 17])
         for rb in self.reader.iter_batches(slot, world_size * num_workers, self._epoch):
-            yield self.parser.parse_batch(rb)
+            if self.sampler is None:
+                yield self.parser.parse_batch(rb)
+                continue
+            rb, extras = self.sampler.append_negatives(
+                rb, rng, self.parser.labels, self.parser.sample_weights
+            )
+            batch = self.parser.parse_batch(rb)
+            batch.extras.update(extras)
+            yield batch
 
 
 def _worker_init(worker_id: int) -> None:

@@ -61,6 +61,28 @@ class ScriptWrapper(nn.Module):
         return {name: predictions[name] for name in self._output_cols}
 
 
+class TowerScriptWrapper(nn.Module):
+    """One tower behind the flat ``Dict[str, Tensor]`` interface of an exported model.
+
+    Args:
+        tower: the tower with its own tables (:meth:`MatchModel.tower_module`).
+        features: the tower's features (they define the inputs).
+        output_name: name of the embedding output (``user_emb`` / ``item_emb``).
+
+    """
+
+    def __init__(self, tower: nn.Module, features: list, output_name: str) -> None:
+        super().__init__()
+        self.tower = tower
+        self._parser = DataParser(list(features))
+        self._output_name = output_name
+
+    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Embeds a batch given as the flat tensor dict of ``DataParser.parse``."""
+        batch = self._parser.to_batch(data)
+        return {self._output_name: self.tower(batch)}
+
+
 def example_inputs(model: BaseModel, batch_size: int = 4) -> dict[str, torch.Tensor]:
     """A small valid input dict for ``model``'s features (id 0 / value 0.5 everywhere)."""
     data: dict[str, torch.Tensor] = {}

@@ -1,0 +1,333 @@
+"""Negative sampling from an item table for match (retrieval) models.
+
+The :class:`NegativeSampler` draws ``num_sample`` items per batch from an item table (uniform,
+or proportional to ``weight ^ popularity_exponent``) and appends their rows to the batch: item
+columns come from the table, every other column is null (user features of the negative rows
+are empty and never read), labels are 0 and sample weights 1. The model finds the number of
+appended rows in ``Batch.extras[NUM_NEGATIVES_KEY]``, the log of each item row's expected count
+among the candidates in ``Batch.extras[LOG_Q_KEY]`` (for log-Q correction) and each item row's
+position in the item table in ``Batch.extras[ITEM_INDEX_KEY]`` (-1: not in the table).
+
+Each DataLoader worker of each rank draws from its own generator seeded by
+``(data_config.seed, rank, worker, epoch)``, so runs repeat exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import torch
+
+from recforge.datasets.errors import DataError
+from recforge.datasets.readers import expand_input_path
+
+logger = logging.getLogger(__name__)
+
+NUM_NEGATIVES_KEY = "__num_negatives__"
+LOG_Q_KEY = "__log_q__"
+ITEM_INDEX_KEY = "__item_index__"
+
+_FIELD = "data_config.negative_sampler"
+_ATTRS_COLUMN = "attrs"
+_ID_FALLBACK = "id"
+
+
+def _read_files(files: list[str], delimiter: str) -> pa.Table:
+    tables = []
+    for path in files:
+        if path.endswith((".csv", ".txt", ".tsv")):
+            options = pa_csv.ParseOptions(delimiter="\t" if path.endswith(".tsv") else delimiter)
+            tables.append(pa_csv.read_csv(path, parse_options=options))
+        else:
+            tables.append(pq.read_table(path))
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowInvalid as err:
+        raise DataError(f"{_FIELD}.input_path: the item table files do not agree: {err}") from None
+
+
+@dataclass
+class ItemTable:
+    """The items a sampler draws from and a retrieval evaluation ranks.
+
+    Attributes:
+        path: the input path the table was read from (for messages).
+        id_field: the item id column name (as the train / eval data calls it).
+        table: one row per item: the id column and the attribute columns.
+        weights: popularity per item (ones when the table has no weight column).
+        has_weights: whether the table had a weight column.
+
+    """
+
+    path: str
+    id_field: str
+    table: pa.Table
+    weights: np.ndarray
+    has_weights: bool
+
+    @property
+    def num_items(self) -> int:
+        """Number of items."""
+        return self.table.num_rows
+
+    def index_of(self, ids: pa.Array) -> np.ndarray:
+        """Row of each id in the table (int64; -1 where the id is not in the table)."""
+        table_ids = self.table.column(self.id_field)
+        ids = pa.chunked_array([ids]) if isinstance(ids, pa.Array) else ids
+        if ids.type != table_ids.type:
+            try:
+                ids = pc.cast(ids, table_ids.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise DataError(
+                    f"item ids of type {ids.type} cannot be compared with the item table"
+                    f" '{self.path}' column '{self.id_field}' of type {table_ids.type}: {err}"
+                ) from None
+        index = pc.index_in(ids, value_set=table_ids.combine_chunks())
+        return pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def load_item_table(config: Any, delimiter: str = ",") -> ItemTable:
+    """Reads and checks the item table of a ``NegativeSampler`` message.
+
+    Args:
+        config: the ``NegativeSampler`` message.
+        delimiter: csv delimiter (``data_config.delimiter``).
+
+    Returns:
+        The table with the id column (named ``item_id_field``) and every ``attr_fields``
+        column, plus the popularity weights.
+
+    Raises:
+        DataError: no input path / id field, a missing id or attribute column (the message
+            names the column and the file), duplicate ids, or negative weights.
+
+    """
+    if not config.input_path:
+        raise DataError(f"{_FIELD}.input_path is empty; name the item table")
+    if not config.item_id_field:
+        raise DataError(f"{_FIELD}.item_id_field is empty; name the item id column")
+    files = expand_input_path(config.input_path)
+    table = _read_files(files, config.field_delimiter or delimiter)
+    columns = table.column_names
+    where = f"item table '{config.input_path}'"
+    id_field = config.item_id_field
+    if id_field not in columns:
+        if _ID_FALLBACK not in columns:
+            raise DataError(
+                f"{where} has no item id column '{id_field}' ({_FIELD}.item_id_field)"
+                f" nor '{_ID_FALLBACK}'; its columns: {columns}"
+            )
+        table = table.rename_columns([id_field if c == _ID_FALLBACK else c for c in columns])
+        columns = table.column_names
+    attrs = [f for f in dict.fromkeys(config.attr_fields) if f != id_field]
+    missing = [f for f in attrs if f not in columns]
+    if missing and _ATTRS_COLUMN in columns:
+        table = _split_attrs(table, list(config.attr_fields), config.attr_delimiter, where)
+        columns = table.column_names
+        missing = [f for f in attrs if f not in columns]
+    if missing:
+        raise DataError(
+            f"{where} has no column '{missing[0]}' named in {_FIELD}.attr_fields; its"
+            f" columns: {columns}"
+        )
+    if table.column(id_field).null_count:
+        raise DataError(f"{where}: item id column '{id_field}' has nulls")
+    if pc.count_distinct(table.column(id_field)).as_py() != table.num_rows:
+        raise DataError(f"{where}: item id column '{id_field}' has duplicate ids")
+    has_weights = bool(config.weight_field) and config.weight_field in columns
+    if has_weights:
+        weight_column = pc.cast(table.column(config.weight_field), pa.float64())
+        weights = weight_column.to_numpy().astype(np.float64)
+        if np.isnan(weights).any() or (weights < 0).any() or weights.sum() <= 0:
+            raise DataError(
+                f"{where}: weight column '{config.weight_field}' needs non-negative numbers"
+                " with a positive sum and no nulls"
+            )
+    else:
+        weights = np.ones(table.num_rows)
+    return ItemTable(
+        path=config.input_path,
+        id_field=id_field,
+        table=table.select([id_field, *attrs]).combine_chunks(),
+        weights=weights,
+        has_weights=has_weights,
+    )
+
+
+def _split_attrs(table: pa.Table, fields: list[str], delimiter: str, where: str) -> pa.Table:
+    """TorchEasyRec's layout: one string column ``attrs`` with the values of ``fields``."""
+    parts = pc.split_pattern(pc.cast(table.column(_ATTRS_COLUMN), pa.string()), delimiter)
+    lengths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    if (lengths != len(fields)).any():
+        row = int(np.flatnonzero(lengths != len(fields))[0])
+        raise DataError(
+            f"{where}: row {row} of column '{_ATTRS_COLUMN}' has {lengths[row]} values"
+            f" separated by '{delimiter}', expected {len(fields)} ({_FIELD}.attr_fields)"
+        )
+    for i, name in enumerate(fields):
+        if name in table.column_names:
+            continue
+        table = table.append_column(name, pc.list_element(parts, i))
+    return table
+
+
+class NegativeSampler:
+    """Draws negatives from an item table and appends their rows to record batches.
+
+    Args:
+        config: the ``NegativeSampler`` message.
+        num_sample: negatives per batch.
+        delimiter: csv delimiter of the item table.
+
+    Raises:
+        DataError: see :func:`load_item_table`; ``num_sample`` of 0 or larger than the table.
+
+    """
+
+    def __init__(self, config: Any, num_sample: int, delimiter: str = ",") -> None:
+        self.config = config
+        self.items = load_item_table(config, delimiter)
+        self.num_sample = int(num_sample)
+        if self.num_sample <= 0:
+            raise DataError(f"{_FIELD}.num_sample must be > 0 (found {self.num_sample})")
+        if self.num_sample > self.items.num_items:
+            raise DataError(
+                f"{_FIELD}.num_sample ({self.num_sample}) is larger than the item table"
+                f" '{config.input_path}' ({self.items.num_items} items)"
+            )
+        exponent = float(config.popularity_exponent)
+        weights = self.items.weights
+        probs = weights**exponent if self.items.has_weights and exponent != 0 else None
+        if probs is not None and probs.sum() <= 0:
+            raise DataError(f"{_FIELD}: every item has weight 0")
+        self._probs = None if probs is None else probs / probs.sum()
+        self._cdf = None if self._probs is None else np.cumsum(self._probs)
+        # popularity of an item as a positive (for the log-Q of in-batch negatives)
+        self._popularity = weights / weights.sum()
+        self.id_field = self.items.id_field
+
+    @property
+    def columns(self) -> list[str]:
+        """Columns a negative row carries (the id and attribute columns)."""
+        return list(self.items.table.column_names)
+
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` table rows drawn with replacement (uniform or by popularity)."""
+        n = self.items.num_items
+        if self._cdf is None:
+            return rng.integers(0, n, size)
+        index = np.searchsorted(self._cdf, rng.random(size) * self._cdf[-1], side="right")
+        return np.minimum(index, n - 1)
+
+    def sample(
+        self, rng: np.random.Generator, positives: Optional[np.ndarray] = None
+    ) -> np.ndarray:
+        """Draws ``num_sample`` table rows, redrawing those equal to a positive of the batch.
+
+        Args:
+            rng: the generator.
+            positives: table rows of the batch's positive items (-1: not in the table).
+
+        """
+        index = self.draw(rng, self.num_sample)
+        if positives is not None and positives.size:
+            for _ in range(int(self.config.max_redraws)):
+                hits = np.flatnonzero(np.isin(index, positives))
+                if not hits.size:
+                    break
+                index[hits] = self.draw(rng, hits.size)
+        return index
+
+    def sampling_prob(self, index: np.ndarray) -> np.ndarray:
+        """Probability that one draw returns each of the table rows ``index``."""
+        if self._probs is None:
+            return np.full(index.shape, 1.0 / self.items.num_items)
+        return self._probs[index]
+
+    def append_negatives(
+        self, rb: pa.RecordBatch, rng: np.random.Generator, labels: list[str], weights: list[str]
+    ) -> tuple[pa.RecordBatch, dict[str, torch.Tensor]]:
+        """Returns ``rb`` with ``num_sample`` negative rows appended, and the batch extras.
+
+        Args:
+            rb: the batch of ``B`` positive rows.
+            rng: the generator.
+            labels: label columns (0 on negative rows).
+            weights: sample-weight columns (1 on negative rows).
+
+        Returns:
+            ``(record batch of B + num_sample rows, extras)`` with the extras described in the
+            module docstring.
+
+        Raises:
+            DataError: an item table column cannot be cast to the input data's type.
+
+        """
+        batch_size = rb.num_rows
+        positives = (
+            self.items.index_of(rb.column(self.id_field))
+            if self.id_field in rb.schema.names
+            else np.full(batch_size, -1, dtype=np.int64)
+        )
+        index = self.sample(rng, positives[positives >= 0])
+        negatives = self.items.table.take(pa.array(index))
+        arrays = []
+        for field in rb.schema:
+            n = self.num_sample
+            if field.name in negatives.column_names:
+                column = negatives.column(field.name).combine_chunks()
+                if column.type != field.type:
+                    try:
+                        column = pc.cast(column, field.type)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                        raise DataError(
+                            f"item table '{self.items.path}' column '{field.name}' of type"
+                            f" {column.type} cannot be cast to the input data's type"
+                            f" {field.type}: {err}"
+                        ) from None
+                extra = column
+            elif field.name in labels:
+                extra = pc.cast(pa.array(np.zeros(n)), field.type)
+            elif field.name in weights:
+                extra = pc.cast(pa.array(np.ones(n)), field.type)
+            else:
+                extra = pa.nulls(n, field.type)
+            arrays.append(pa.concat_arrays([rb.column(field.name), extra]))
+        combined = pa.RecordBatch.from_arrays(arrays, schema=rb.schema)
+        # log of the expected count of each item among a batch's candidates
+        in_batch = np.maximum(self._popularity[np.maximum(positives, 0)], 1e-12) * batch_size
+        in_batch = np.where(positives >= 0, in_batch, 1.0 / self.items.num_items * batch_size)
+        sampled = self.sampling_prob(index) * self.num_sample
+        log_q = np.log(np.concatenate([in_batch, sampled])).astype(np.float32)
+        extras = {
+            NUM_NEGATIVES_KEY: torch.tensor([self.num_sample], dtype=torch.int64),
+            LOG_Q_KEY: torch.from_numpy(log_q),
+            ITEM_INDEX_KEY: torch.from_numpy(np.concatenate([positives, index]).astype(np.int64)),
+        }
+        return combined, extras
+
+
+def sampler_for(data_config: Any, mode: str) -> Optional[NegativeSampler]:
+    """The negative sampler of ``data_config`` for ``mode`` (None: none configured, predict)."""
+    if mode == "predict" or data_config.WhichOneof("sampler") != "negative_sampler":
+        return None
+    config = data_config.negative_sampler
+    num = config.num_sample
+    if mode == "eval" and config.num_eval_sample:
+        num = config.num_eval_sample
+    sampler = NegativeSampler(config, num, data_config.delimiter)
+    logger.debug(
+        "negative sampler: %d items from %s, %d per batch",
+        sampler.items.num_items,
+        os.path.basename(config.input_path),
+        num,
+    )
+    return sampler

@@ -1,0 +1,420 @@
+"""``MatchModel``: shared behaviour of two-tower retrieval models (DSSM, DSSMV2)."""
+
+from __future__ import annotations
+
+import copy
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, Metric
+
+from recforge.config import ConfigError
+from recforge.datasets.batch import Batch
+from recforge.datasets.sampler import ITEM_INDEX_KEY, LOG_Q_KEY, NUM_NEGATIVES_KEY
+from recforge.features import BaseFeature
+from recforge.metrics import RecMetric
+from recforge.models.model import BaseModel
+from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
+from recforge.modules.mlp import MLP
+from recforge.protos import model_pb2
+from recforge.protos.models import match_model_pb2
+
+TOWER_SIDES = ("user", "item")
+
+
+class MatchTower(nn.Module):
+    """One tower: ``[B, D_in] -> MLP -> optional Linear(output_dim) -> optional L2 norm``.
+
+    Args:
+        in_features: width of the tower's feature group.
+        mlp: the tower's ``MLP`` message (None or unset: no MLP).
+        output_dim: width of a final linear projection (0: none).
+        l2_normalize: L2-normalise the output.
+
+    """
+
+    def __init__(
+        self, in_features: int, mlp: Optional[Any], output_dim: int, l2_normalize: bool
+    ) -> None:
+        super().__init__()
+        width = in_features
+        self.mlp = None
+        if mlp is not None and mlp.hidden_units:
+            self.mlp = MLP.from_config(width, mlp)
+            width = self.mlp.output_dim()
+        self.output = nn.Linear(width, output_dim) if output_dim else None
+        self._output_dim = output_dim or width
+        self._l2_normalize = l2_normalize
+
+    def output_dim(self) -> int:
+        """Width of the tower's embedding."""
+        return self._output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeds a feature group: ``[B, D_in] -> [B, output_dim]``."""
+        if self.mlp is not None:
+            x = self.mlp(x)
+        if self.output is not None:
+            x = self.output(x)
+        if self._l2_normalize:
+            x = F.normalize(x, dim=-1)
+        return x
+
+
+class TowerModule(nn.Module):
+    """A tower with its own embedding tables: ``Batch`` of the tower's features -> embeddings.
+
+    Built by :meth:`MatchModel.tower_module` for export and full-corpus retrieval.
+
+    Args:
+        embedding_group: the tower's embedding group (its feature group only).
+        group_name: the tower's feature group.
+        tower: the tower.
+        normalize: L2-normalise the output (cosine similarity).
+
+    """
+
+    def __init__(
+        self, embedding_group: EmbeddingGroup, group_name: str, tower: MatchTower, normalize: bool
+    ) -> None:
+        super().__init__()
+        self.embedding_group = embedding_group
+        self.tower = tower
+        self._group_name = group_name
+        self._normalize = normalize
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Embeds the batch: ``[B, output_dim]``."""
+        grouped = self.embedding_group(batch.sparse_features, batch.dense_features)
+        emb = self.tower(grouped[self._group_name])
+        if self._normalize:
+            emb = F.normalize(emb, dim=-1)
+        return emb
+
+
+class CandidateRecall(Metric):
+    """Share of users whose positive item is among the top ``k`` of their candidates.
+
+    ``update(logits [B, C], target [B])``: ``target`` is the positive's column.
+    """
+
+    full_state_update = False
+
+    def __init__(self, top_k: int) -> None:
+        super().__init__()
+        self.top_k = int(top_k)
+        self.add_state("hits", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Adds a batch."""
+        k = min(self.top_k, preds.shape[1])
+        top = preds.topk(k, dim=1).indices
+        self.hits += (top == target.long().unsqueeze(1)).any(dim=1).float().sum()
+        self.total += float(target.numel())
+
+    def compute(self) -> torch.Tensor:
+        """Recall@k over the users added so far."""
+        return self.hits / self.total.clamp(min=1.0)
+
+
+class MatchModel(BaseModel):
+    """A user tower and an item tower scored by their similarity.
+
+    Subclasses say whether the towers share tables (:meth:`shares_tables`) and inherit the
+    rest. The candidates of each of
+    the ``B`` users of a batch are its positive item (the item on its row), the ``N`` negatives
+    that ``data_config.negative_sampler`` appended (``Batch.extras``) and, with
+    ``in_batch_negative``, the other users' positives. The loss is softmax cross entropy over
+    the candidates; the metric ``recall_at_k { top_k }`` is recall@k over them.
+
+    Outputs of ``predict``: ``similarity`` (logits ``[B, C]``: ``C = B + N`` with in-batch
+    negatives, the positive first among ``1 + N`` otherwise), ``user_emb`` ``[B, D]`` and
+    ``item_emb`` ``[B + N, D]``.
+    """
+
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_config, features, labels, sample_weights, **kwargs)
+        cfg = self._model_config
+        self._cosine = cfg.similarity == match_model_pb2.COSINE
+        if cfg.temperature <= 0:
+            raise ConfigError(
+                f"{self._model_type}.temperature must be > 0 (found {cfg.temperature})"
+            )
+        self._temperature = float(cfg.temperature)
+        self._in_batch_negative = bool(cfg.in_batch_negative)
+        self._log_q = bool(cfg.log_q_correction)
+        self._sampler_config = kwargs.get("negative_sampler")
+        self._label_smoothing = 0.0
+        for loss in model_config.losses:
+            kind = loss.WhichOneof("loss")
+            if kind != "softmax_cross_entropy":
+                raise ConfigError(
+                    f"{type(self).__name__} trains with softmax_cross_entropy over the candidates;"
+                    f" model_config.losses has '{kind}'"
+                )
+            self._label_smoothing = float(loss.softmax_cross_entropy.label_smoothing)
+        self._shared_tables = False
+        self._group_names: dict[str, str] = {}
+        self.init_towers(share_tables=self.shares_tables())
+
+    @abstractmethod
+    def shares_tables(self) -> bool:
+        """Whether both towers look up one embedding collection (shared ``embedding_name``s)."""
+
+    def init_towers(self, share_tables: bool) -> None:
+        """Builds the embedding group(s) and both towers from the config.
+
+        Args:
+            share_tables: one embedding collection for both towers (user and item features
+                with the same ``embedding_name`` share a table); otherwise one per tower.
+
+        Raises:
+            ValueError: a tower or its input is missing, the towers' output dims differ, or
+                an item feature reads a column the negative sampler does not provide.
+
+        """
+        cfg = self._model_config
+        groups = {g.group_name: g for g in self._base_model_config.feature_groups}
+        for side in TOWER_SIDES:
+            field = f"{side}_tower"
+            if not cfg.HasField(field) or not getattr(cfg, field).input:
+                raise ConfigError(f"{type(self).__name__} needs {self._model_type}.{field}.input")
+            name = getattr(cfg, field).input
+            if name not in groups:
+                raise EmbeddingGroupError(
+                    f"{self._model_type}.{field}.input '{name}' is not a feature group"
+                    f" (groups: {', '.join(groups)})"
+                )
+            self._group_names[side] = name
+        self._shared_tables = share_tables
+        user_group, item_group = (groups[self._group_names[s]] for s in TOWER_SIDES)
+        device = self._embedding_device
+        if share_tables:
+            self.embedding_group = EmbeddingGroup(
+                self._features, [user_group, item_group], device=device
+            )
+            user_eg = item_eg = self.embedding_group
+        else:
+            self.user_embedding_group = EmbeddingGroup(self._features, [user_group], device=device)
+            self.item_embedding_group = EmbeddingGroup(self._features, [item_group], device=device)
+            user_eg, item_eg = self.user_embedding_group, self.item_embedding_group
+        self.user_tower = MatchTower(
+            user_eg.group_total_dim(user_group.group_name),
+            cfg.user_tower.mlp if cfg.user_tower.HasField("mlp") else None,
+            cfg.output_dim,
+            cfg.l2_normalize,
+        )
+        self.item_tower = MatchTower(
+            item_eg.group_total_dim(item_group.group_name),
+            cfg.item_tower.mlp if cfg.item_tower.HasField("mlp") else None,
+            cfg.output_dim,
+            cfg.l2_normalize,
+        )
+        user_dim, item_dim = self.user_tower.output_dim(), self.item_tower.output_dim()
+        if user_dim != item_dim:
+            raise ConfigError(
+                f"{type(self).__name__}: the user tower outputs {user_dim} values and the item"
+                f" tower {item_dim} ({self._model_type}.user_tower.mlp and item_tower.mlp end"
+                f" in different widths); make them equal or set {self._model_type}.output_dim"
+            )
+        self._check_sampler_columns()
+        self.init_loss()
+        self.init_metric()
+
+    def _check_sampler_columns(self) -> None:
+        config = self._sampler_config
+        if config is None:
+            if self._log_q:
+                raise ConfigError(
+                    f"{self._model_type}.log_q_correction needs data_config.negative_sampler"
+                    " (its item table gives the item popularity)"
+                )
+            return
+        provided = {config.item_id_field, *config.attr_fields}
+        for feature in self.tower_features("item"):
+            for column in feature.inputs:
+                if column not in provided:
+                    raise ConfigError(
+                        f"item feature '{feature.name}' reads column '{column}', which"
+                        " data_config.negative_sampler.attr_fields does not list (sampled"
+                        " negatives would have no value for it)"
+                    )
+
+    # ---- towers -----------------------------------------------------------------------
+    def group_name(self, side: str) -> str:
+        """The feature group of the ``user`` or ``item`` tower."""
+        return self._group_names[side]
+
+    def tower_features(self, side: str) -> list[BaseFeature]:
+        """The features of the ``user`` or ``item`` tower, in config order."""
+        group = next(
+            g
+            for g in self._base_model_config.feature_groups
+            if g.group_name == self._group_names[side]
+        )
+        names = set(group.feature_names)
+        return [f for f in self._features if f.name in names]
+
+    def embedding_dim(self) -> int:
+        """Width of the user and item embeddings."""
+        return self.user_tower.output_dim()
+
+    @property
+    def cosine(self) -> bool:
+        """Whether the similarity is cosine (embeddings are L2-normalised before the product)."""
+        return self._cosine
+
+    def tower_module(self, side: str) -> TowerModule:
+        """A CPU copy of one tower with only its own embedding tables (for export / serving).
+
+        The embeddings of the copy equal the model's (cosine similarity: L2-normalised).
+        """
+        if self._shared_tables:
+            source = self.embedding_group
+        else:
+            source = getattr(self, f"{side}_embedding_group")
+        group = next(
+            g
+            for g in self._base_model_config.feature_groups
+            if g.group_name == self._group_names[side]
+        )
+        tables = EmbeddingGroup(self.tower_features(side), [group], device=torch.device("cpu"))
+        if tables.ebc is not None:
+            trained = dict(source.ebc.embedding_bags.items())
+            with torch.no_grad():
+                for name, bag in tables.ebc.embedding_bags.items():
+                    bag.weight.copy_(trained[name].weight.detach().cpu())
+        tower = copy.deepcopy(getattr(self, f"{side}_tower")).cpu()
+        return TowerModule(tables, group.group_name, tower, self._cosine).eval()
+
+    # ---- predict / loss / metrics -------------------------------------------------------
+    def _tower_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse, dense = batch.sparse_features, batch.dense_features
+        if self._shared_tables:
+            grouped = self.embedding_group(sparse, dense)
+            return grouped[self._group_names["user"]], grouped[self._group_names["item"]]
+        user = self.user_embedding_group(sparse, dense)[self._group_names["user"]]
+        item = self.item_embedding_group(sparse, dense)[self._group_names["item"]]
+        return user, item
+
+    @staticmethod
+    def num_negatives(batch: Batch) -> int:
+        """Rows the negative sampler appended to the batch (0: none)."""
+        value = batch.extras.get(NUM_NEGATIVES_KEY)
+        return int(value[0]) if value is not None else 0
+
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Embeds users and items and scores every user against its candidates."""
+        user_input, item_input = self._tower_inputs(batch)
+        num_neg = self.num_negatives(batch)
+        if num_neg:
+            user_input = user_input[: user_input.shape[0] - num_neg]
+        user_emb = self.user_tower(user_input)
+        item_emb = self.item_tower(item_input)
+        user, item = user_emb, item_emb
+        if self._cosine:
+            user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
+        if self._in_batch_negative:
+            logits = torch.matmul(user, item.t())
+        elif num_neg:
+            num_pos = item.shape[0] - num_neg
+            positive = (user * item[:num_pos]).sum(dim=1, keepdim=True)
+            logits = torch.cat([positive, torch.matmul(user, item[num_pos:].t())], dim=1)
+        else:
+            logits = (user * item).sum(dim=1, keepdim=True)
+        logits = logits / self._temperature
+        logits = self._correct(logits, batch, num_neg)
+        return {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}
+
+    def _correct(self, logits: torch.Tensor, batch: Batch, num_neg: int) -> torch.Tensor:
+        """Log-Q correction and masking of in-batch duplicates of a user's positive."""
+        log_q = batch.extras.get(LOG_Q_KEY)
+        if self._log_q and log_q is not None:
+            if self._in_batch_negative:
+                logits = logits - log_q.unsqueeze(0)
+            else:
+                num_pos = logits.shape[0]
+                correction = torch.cat([torch.zeros_like(log_q[:1]), log_q[num_pos:]])
+                logits = logits - correction.unsqueeze(0)
+        index = batch.extras.get(ITEM_INDEX_KEY)
+        if self._in_batch_negative and index is not None:
+            num_pos = logits.shape[0]
+            positives = index[:num_pos]
+            same = (positives.unsqueeze(1) == index.unsqueeze(0)) & (positives.unsqueeze(1) >= 0)
+            same[:, :num_pos].fill_diagonal_(False)
+            logits = logits.masked_fill(same, torch.finfo(logits.dtype).min)
+        return logits
+
+    def _target(self, logits: torch.Tensor) -> torch.Tensor:
+        if self._in_batch_negative:
+            return torch.arange(logits.shape[0], device=logits.device)
+        return torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+
+    def init_loss(self) -> None:
+        """Softmax cross entropy over the candidates (the only loss of a match model)."""
+
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """``softmax_cross_entropy`` of each user's positive among its candidates."""
+        logits = predictions["similarity"]
+        loss = F.cross_entropy(
+            logits.float(), self._target(logits), label_smoothing=self._label_smoothing
+        )
+        return {"softmax_cross_entropy": loss}
+
+    def init_metric(self) -> None:
+        """Recall@k over the candidates per ``recall_at_k``, and the mean loss."""
+        for configs, target in (
+            (self._base_model_config.metrics, self._metric_modules),
+            ([c.metric for c in self._base_model_config.train_metrics], self._train_metric_modules),
+        ):
+            for config in configs:
+                kind = config.WhichOneof("metric")
+                if kind != "recall_at_k":
+                    raise ConfigError(
+                        f"{type(self).__name__} supports the metric recall_at_k; found '{kind}'"
+                    )
+                k = config.recall_at_k.top_k
+                target[f"recall@{k}"] = RecMetric(CandidateRecall(k), "similarity")
+        self._metric_modules["softmax_cross_entropy"] = RecMetric(
+            MeanMetric(), prediction_key="softmax_cross_entropy"
+        )
+
+    def update_metric(
+        self,
+        predictions: dict[str, torch.Tensor],
+        batch: Batch,
+        losses: Optional[dict[str, torch.Tensor]] = None,
+    ) -> None:
+        """Adds a batch to the eval metrics and, when given, to the mean loss."""
+        self._update(self._metric_modules, predictions, losses or {})
+
+    def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Adds a batch to the train metrics."""
+        self._update(self._train_metric_modules, predictions, {})
+
+    def _update(
+        self,
+        metrics: nn.ModuleDict,
+        predictions: dict[str, torch.Tensor],
+        losses: dict[str, torch.Tensor],
+    ) -> None:
+        logits = predictions["similarity"]
+        target = self._target(logits)
+        for metric in metrics.values():
+            if isinstance(metric.metric, MeanMetric):
+                if metric.prediction_key in losses:
+                    metric.metric.update(losses[metric.prediction_key], weight=target.numel())
+                continue
+            metric.update(logits, target)
