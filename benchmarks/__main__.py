@@ -1,4 +1,4 @@
-"""``python -m benchmarks {frappe} ...``: run a benchmark from the repository root."""
+"""``python -m benchmarks {frappe,criteo-synth,profile} ...`` from the repository root."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
-from benchmarks import frappe
+from benchmarks import frappe, profile_train
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -16,7 +16,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     frappe.add_arguments(
         sub.add_parser("frappe", help="DeepFM on Frappe: train samples/s, test AUC, peak RSS")
     )
+    profile_train.add_arguments(
+        sub.add_parser("profile", help="profile one config's parsing and train step")
+    )
     args = parser.parse_args(argv)
+    if args.benchmark == "profile":
+        return profile_train.main(args)
     return frappe.main(args)
 
 
