@@ -36,6 +36,7 @@ import numpy as np
 
 from benchmarks.harness import (
     BENCH_DIR,
+    REFERENCE_ENV,
     REPO_ROOT,
     Run,
     add_quiet_arguments,
@@ -272,6 +273,8 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown reference(s) {unknown}; known: {sorted(REFERENCES)}")
     print(f"generating {DATA_DIR} (once) ...", file=sys.stderr, flush=True)
     generate()
+    if args.refs_default_omp:
+        REFERENCE_ENV.clear()
     load = os.getloadavg()
     groups: dict[str, list[Run]] = {}
     labels: dict[str, str] = {}

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from benchmarks.harness import (
     BENCH_DIR,
+    REFERENCE_ENV,
     REPO_ROOT,
     Run,
     add_quiet_arguments,
@@ -156,6 +157,8 @@ def main(args: argparse.Namespace) -> int:
             "leave deepctr out of --refs"
         )
     configs = args.config or list(DEFAULT_CONFIGS)
+    if args.refs_default_omp:
+        REFERENCE_ENV.clear()
     load = os.getloadavg()
     groups: dict[str, list[Run]] = {}
     labels: dict[str, str] = {}

@@ -21,6 +21,10 @@ from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
+#: Environment of the reference runs: the OpenMP setting the ``recforge`` command applies by
+#: default (``recforge.utils.threads``), so that a comparison measures the framework and not
+#: the thread-pool policy. ``--refs_default_omp`` empties it (torch's own defaults).
+REFERENCE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 # the cumulative eval throughput recforge logs every eval_config.log_step_count_steps steps
 EVAL_LOG_RE = re.compile(r"eval step \d+ \| (\d+) samples/s")
 
@@ -137,7 +141,7 @@ def run_reference(name: str, seed: int, cmd: Sequence[str], work: Path) -> Run:
     """Runs a reference script that writes ``--out`` JSON (epoch_sps, infer_sps, auc)."""
     work.mkdir(parents=True, exist_ok=True)
     out = work / "result.json"
-    env = dict(os.environ, MASTER_PORT=str(29500 + os.getpid() % 2000))
+    env = dict(os.environ, MASTER_PORT=str(29500 + os.getpid() % 2000), **REFERENCE_ENV)
     child = run_command([*cmd, "--out", out, "--seed", seed], work / "log.txt", env)
     result = json.loads(out.read_text())
     return Run(
@@ -250,7 +254,13 @@ def run_line(run: Run) -> str:
 
 
 def add_quiet_arguments(parser) -> None:
-    """Options of the quiet-machine mechanism."""
+    """Options of the quiet-machine mechanism (and of the references' environment)."""
+    parser.add_argument(
+        "--refs_default_omp",
+        action="store_true",
+        help="run the references with torch's OpenMP defaults (active waiting) instead of "
+        "recforge's OMP_WAIT_POLICY=PASSIVE",
+    )
     parser.add_argument(
         "--max_others",
         type=float,
@@ -275,6 +285,9 @@ def report_header(title: str, max_others: float, discarded: int, busiest: float,
         f"- machine: {machine()}",
         f"- source: {source_state()}",
         f"- load average (1 min) before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}",
+        "- references' environment: "
+        + (", ".join(f"{k}={v}" for k, v in REFERENCE_ENV.items()) or "torch's defaults")
+        + " (recforge's command sets OMP_WAIT_POLICY=PASSIVE unless the user set it)",
     ]
     if discarded:
         lines.append(
