@@ -74,8 +74,8 @@ def zipf_ids(rng: np.random.Generator, vocab: int, n: int, perm: np.ndarray) -> 
     return perm[np.clip(ranks.astype(np.int64), 0, vocab - 1)]
 
 
-def _columns(seed: int, rows: int, part: int, vocabs: list[int], effects: dict) -> dict:
-    """Columns of ``rows`` rows (``part`` seeds the draws) with labels from ``effects``."""
+def _columns(seed: int, rows: int, part: int, vocabs: list[int], effects: dict) -> tuple:
+    """``(columns, planted probabilities)`` of ``rows`` rows (``part`` seeds the draws)."""
     import pyarrow as pa
 
     rng = np.random.default_rng([seed, 1, part])
@@ -94,7 +94,7 @@ def _columns(seed: int, rows: int, part: int, vocabs: list[int], effects: dict) 
         cols[f"I{k + 1}"] = pa.array(dense[:, k])
     for j in range(NUM_SPARSE):
         cols[f"C{j + 1}"] = pa.array(ids[j])
-    return cols
+    return cols, prob
 
 
 def generate(
@@ -117,6 +117,20 @@ def generate(
     if meta_file.exists() and json.loads(meta_file.read_text()) == meta:
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    effects = _effects(seed, vocabs)
+    per_file = -(-rows // TRAIN_FILES)
+    for f in range(TRAIN_FILES):
+        n = min(per_file, rows - f * per_file)
+        table = pa.table(_columns(seed, n, f, vocabs, effects)[0])
+        pq.write_table(table, out_dir / f"train_{f}.parquet", row_group_size=65536)
+    table = pa.table(_columns(seed, test_rows, 1000, vocabs, effects)[0])
+    pq.write_table(table, out_dir / "test_0.parquet", row_group_size=65536)
+    meta_file.write_text(json.dumps(meta, indent=1))
+    return out_dir
+
+
+def _effects(seed: int, vocabs: list[int]) -> dict:
+    """The planted model: id permutations, per-id effects, interaction, dense weights, bias."""
     rng = np.random.default_rng([seed, 2])
     informative = rng.choice(NUM_SPARSE, size=10, replace=False)
     effects = {
@@ -135,15 +149,16 @@ def generate(
         rate = float(np.mean(1.0 / (1.0 + np.exp(-(probe + mid)))))
         lo, hi = (mid, hi) if rate < 0.25 else (lo, mid)
     effects["bias"] = (lo + hi) / 2
-    per_file = -(-rows // TRAIN_FILES)
-    for f in range(TRAIN_FILES):
-        n = min(per_file, rows - f * per_file)
-        table = pa.table(_columns(seed, n, f, vocabs, effects))
-        pq.write_table(table, out_dir / f"train_{f}.parquet", row_group_size=65536)
-    table = pa.table(_columns(seed, test_rows, 1000, vocabs, effects))
-    pq.write_table(table, out_dir / "test_0.parquet", row_group_size=65536)
-    meta_file.write_text(json.dumps(meta, indent=1))
-    return out_dir
+    return effects
+
+
+def oracle_auc(seed: int = SEED, test_rows: int = TEST_ROWS) -> float:
+    """Test AUC of the planted probabilities themselves: the best any model can reach."""
+    from benchmarks.ref_common import auc
+
+    vocabs = vocab_sizes(seed)
+    cols, prob = _columns(seed, test_rows, 1000, vocabs, _effects(seed, vocabs))
+    return auc(cols["label"].to_numpy(), prob)
 
 
 def _logits(seed: int, vocabs: list[int], effects: dict) -> np.ndarray:
@@ -285,21 +300,20 @@ def main(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         torchrun = [sys.executable, "-m", "torch.distributed.run"]
         launcher = [*torchrun, f"--nproc-per-node={args.nproc}", "--master-port=29611", "-m"]
-        impls.append(
-            (
-                f"recforge-{args.nproc}",
-                f"recforge, torchrun {args.nproc} processes (gloo)",
-                launcher,
-            )
-        )
+        per_rank = 4096 if args.per_rank_batch else 4096 // args.nproc
+        label = f"recforge, torchrun {args.nproc} processes (gloo, batch {per_rank} per rank)"
+        impls.append((f"recforge-{args.nproc}", label, launcher))
     with tempfile.TemporaryDirectory(prefix="recforge-criteo-") as tmp:
         for i in range(args.repeats):
             seed = args.seed0 + i
             for key, label, launcher in impls:
                 labels[key] = f"{label} from parquet, `{CONFIG}`"
+                run_edits = dict(edits)
+                if launcher and not args.per_rank_batch:
+                    run_edits["data_config.batch_size"] = 4096 // args.nproc
                 run, n = measured(
-                    lambda w, key=key, seed=seed, launcher=launcher: run_recforge(
-                        key, CONFIG, seed, edits, w, launcher=launcher or ()
+                    lambda w, key=key, seed=seed, launcher=launcher, e=run_edits: run_recforge(
+                        key, CONFIG, seed, e, w, launcher=launcher or ()
                     ),
                     Path(tmp) / key / f"seed{seed}",
                     *quiet,
@@ -331,6 +345,8 @@ def main(args: argparse.Namespace) -> int:
             f"- data: {TRAIN_ROWS:,} train rows, {TEST_ROWS:,} test rows, {sum(vocabs):,} ids "
             f"per table kind; tables (emb 16 + wide 4, fp32) {table_bytes / 2**20:,.0f} MiB, "
             f"Adagrad state as large again",
+            f"- test AUC of the planted probabilities (the best any model can reach): "
+            f"{oracle_auc():.4f}",
             "",
             HEADER,
             *table_rows(groups, labels),
