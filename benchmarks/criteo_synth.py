@@ -252,6 +252,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--refs", default=DEFAULT_REFS, help="comma-separated, or 'none'")
     parser.add_argument("--nproc", type=int, default=2, help="torchrun processes (0: skip)")
+    parser.add_argument(
+        "--per_rank_batch",
+        action="store_true",
+        help="torchrun ranks each train a batch of batch_size (default: batch_size / nproc, so "
+        "that the global batch, the steps and hence the AUC compare with 1 process)",
+    )
     parser.add_argument("--seed0", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS_FILE), help="report file")
     add_quiet_arguments(parser)
