@@ -36,10 +36,10 @@ import numpy as np
 
 from benchmarks.harness import (
     BENCH_DIR,
-    REFERENCE_ENV,
     REPO_ROOT,
     Run,
     add_quiet_arguments,
+    apply_child_env,
     auc_text,
     fmt,
     measured,
@@ -294,8 +294,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown reference(s) {unknown}; known: {sorted(REFERENCES)}")
     print(f"generating {DATA_DIR} (once) ...", file=sys.stderr, flush=True)
     generate()
-    if args.refs_default_omp:
-        REFERENCE_ENV.clear()
+    apply_child_env(args)
     load = os.getloadavg()
     groups: dict[str, list[Run]] = {}
     labels: dict[str, str] = {}

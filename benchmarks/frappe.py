@@ -27,10 +27,10 @@ from pathlib import Path
 
 from benchmarks.harness import (
     BENCH_DIR,
-    REFERENCE_ENV,
     REPO_ROOT,
     Run,
     add_quiet_arguments,
+    apply_child_env,
     auc_text,
     fmt,
     measured,
@@ -157,8 +157,7 @@ def main(args: argparse.Namespace) -> int:
             "leave deepctr out of --refs"
         )
     configs = args.config or list(DEFAULT_CONFIGS)
-    if args.refs_default_omp:
-        REFERENCE_ENV.clear()
+    apply_child_env(args)
     load = os.getloadavg()
     groups: dict[str, list[Run]] = {}
     labels: dict[str, str] = {}

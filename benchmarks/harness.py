@@ -21,10 +21,9 @@ from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
-#: Environment of the reference runs: the OpenMP setting the ``recforge`` command applies by
-#: default (``recforge.utils.threads``), so that a comparison measures the framework and not
-#: the thread-pool policy. ``--refs_default_omp`` empties it (torch's own defaults).
-REFERENCE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: Extra environment of every child (recforge and references alike), e.g.
+#: ``{"OMP_WAIT_POLICY": "PASSIVE"}`` from ``--omp_wait_policy passive``.
+CHILD_ENV: dict = {}
 # the cumulative eval throughput recforge logs every eval_config.log_step_count_steps steps
 EVAL_LOG_RE = re.compile(r"eval step \d+ \| (\d+) samples/s")
 
@@ -117,6 +116,7 @@ def run_command(cmd: Sequence[str], log_path: Path, env: Optional[dict] = None) 
     cores on average: on a small shared machine anything above ~0.2 skews the timings.
     """
     cmd = [str(c) for c in cmd]
+    env = {**(os.environ if env is None else env), **CHILD_ENV}
     with open(log_path, "w") as log:
         start, busy = time.perf_counter(), _busy_cpu_s()
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -141,7 +141,7 @@ def run_reference(name: str, seed: int, cmd: Sequence[str], work: Path) -> Run:
     """Runs a reference script that writes ``--out`` JSON (epoch_sps, infer_sps, auc)."""
     work.mkdir(parents=True, exist_ok=True)
     out = work / "result.json"
-    env = dict(os.environ, MASTER_PORT=str(29500 + os.getpid() % 2000), **REFERENCE_ENV)
+    env = dict(os.environ, MASTER_PORT=str(29500 + os.getpid() % 2000))
     child = run_command([*cmd, "--out", out, "--seed", seed], work / "log.txt", env)
     result = json.loads(out.read_text())
     return Run(
@@ -254,12 +254,13 @@ def run_line(run: Run) -> str:
 
 
 def add_quiet_arguments(parser) -> None:
-    """Options of the quiet-machine mechanism (and of the references' environment)."""
+    """Options of the quiet-machine mechanism (and of the children's OpenMP setting)."""
     parser.add_argument(
-        "--refs_default_omp",
-        action="store_true",
-        help="run the references with torch's OpenMP defaults (active waiting) instead of "
-        "recforge's OMP_WAIT_POLICY=PASSIVE",
+        "--omp_wait_policy",
+        choices=["default", "passive", "active"],
+        default="default",
+        help="OMP_WAIT_POLICY of every child, recforge and references alike (default: leave "
+        "the environment as it is); passive survives a busy machine, see README",
     )
     parser.add_argument(
         "--max_others",
@@ -275,6 +276,13 @@ def add_quiet_arguments(parser) -> None:
     )
 
 
+def apply_child_env(args) -> None:
+    """Sets :data:`CHILD_ENV` from ``--omp_wait_policy``."""
+    CHILD_ENV.clear()
+    if args.omp_wait_policy != "default":
+        CHILD_ENV["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+
+
 def report_header(title: str, max_others: float, discarded: int, busiest: float, load) -> list:
     """The lines every report starts with (command, date, machine, source, disturbance)."""
     lines = [
@@ -285,9 +293,9 @@ def report_header(title: str, max_others: float, discarded: int, busiest: float,
         f"- machine: {machine()}",
         f"- source: {source_state()}",
         f"- load average (1 min) before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}",
-        "- references' environment: "
-        + (", ".join(f"{k}={v}" for k, v in REFERENCE_ENV.items()) or "torch's defaults")
-        + " (recforge's command sets OMP_WAIT_POLICY=PASSIVE unless the user set it)",
+        "- OpenMP: "
+        + (", ".join(f"{k}={v}" for k, v in CHILD_ENV.items()) or "the environment's settings")
+        + " for every implementation",
     ]
     if discarded:
         lines.append(

@@ -18,13 +18,9 @@ import argparse
 import os
 import sys
 
-from recforge.utils.threads import configure_openmp
-
-configure_openmp()  # as the recforge command does, before torch loads
-
-import pyarrow.csv as pacsv  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ref_common import auc, time_inference, write_result  # noqa: E402

@@ -128,9 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``recforge`` command."""
-    from recforge.utils.threads import configure_openmp
-
-    configure_openmp()  # before torch loads: passive OpenMP waiting (see recforge.utils.threads)
     args = build_parser().parse_args(argv)
     # deprecation notices from inside torch/torchrec are not actionable for a user
     for module in ("torchrec", "torch", "fbgemm_gpu"):
