@@ -1,4 +1,4 @@
-"""``python -m benchmarks {frappe} ...``: run a benchmark from the repository root."""
+"""``python -m benchmarks {frappe,criteo-synth,profile,movielens} ...`` from the repo root."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
-from benchmarks import frappe, movielens
+from benchmarks import criteo_synth, frappe, movielens, profile_train
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -14,15 +14,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="benchmark", required=True)
     frappe.add_arguments(
-        sub.add_parser("frappe", help="DeepFM on Frappe: train samples/s, test AUC, peak RSS")
+        sub.add_parser(
+            "frappe", help="Frappe: recforge configs beside the references (samples/s, AUC, RSS)"
+        )
+    )
+    criteo_synth.add_arguments(
+        sub.add_parser(
+            "criteo-synth", help="Criteo-shaped synthetic parquet: recforge 1 and 2 processes, refs"
+        )
+    )
+    profile_train.add_arguments(
+        sub.add_parser("profile", help="profile one config's parsing and train step")
     )
     movielens.add_arguments(
         sub.add_parser("movielens", help="DSSM retrieval on MovieLens 100K vs most-popular")
     )
     args = parser.parse_args(argv)
-    if args.benchmark == "movielens":
-        return movielens.main(args)
-    return frappe.main(args)
+    run = {
+        "frappe": frappe.main,
+        "criteo-synth": criteo_synth.main,
+        "profile": profile_train.main,
+        "movielens": movielens.main,
+    }
+    return run[args.benchmark](args)
 
 
 if __name__ == "__main__":
