@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 from benchmarks.harness import (
     BENCH_DIR,
     REPO_ROOT,
+    Results,
     Run,
     add_quiet_arguments,
     apply_child_env,
@@ -44,8 +44,7 @@ from benchmarks.harness import (
     fmt,
     measured,
     median_sps,
-    report_header,
-    run_line,
+    parse_refs,
     run_recforge,
     run_reference,
 )
@@ -288,17 +287,11 @@ def main(args: argparse.Namespace) -> int:
     """Generates the data if needed, runs everything, prints and writes the table."""
     if args.epochs < 2 or args.dense_epochs < 2:
         raise SystemExit("--epochs and --dense_epochs must be >= 2 (epoch 1 is not timed)")
-    refs = [] if args.refs == "none" else [r.strip() for r in args.refs.split(",") if r.strip()]
-    unknown = [r for r in refs if r not in REFERENCES]
-    if unknown:
-        raise SystemExit(f"unknown reference(s) {unknown}; known: {sorted(REFERENCES)}")
+    refs = parse_refs(args.refs, list(REFERENCES))
     print(f"generating {DATA_DIR} (once) ...", file=sys.stderr, flush=True)
     generate()
     apply_child_env(args)
-    load = os.getloadavg()
-    groups: dict[str, list[Run]] = {}
-    labels: dict[str, str] = {}
-    lines, discarded, busiest = [], 0, 0.0
+    results = Results(args.max_others)
     quiet = (args.max_others, args.retries, args.wait_s)
     edits = {"train_config.num_epochs": args.epochs}
     impls: list[tuple[str, str, Optional[list]]] = [("recforge", "recforge, 1 process", None)]
@@ -312,62 +305,39 @@ def main(args: argparse.Namespace) -> int:
         for i in range(args.repeats):
             seed = args.seed0 + i
             for key, label, launcher in impls:
-                labels[key] = f"{label} from parquet, `{CONFIG}`"
                 run_edits = dict(edits)
                 if launcher and not args.per_rank_batch:
                     run_edits["data_config.batch_size"] = 4096 // args.nproc
-                run, n = measured(
+                kept = measured(
                     lambda w, key=key, seed=seed, launcher=launcher, e=run_edits: run_recforge(
                         key, CONFIG, seed, e, w, launcher=launcher or ()
                     ),
                     Path(tmp) / key / f"seed{seed}",
                     *quiet,
                 )
-                groups.setdefault(key, []).append(run)
-                discarded, busiest = discarded + n, max(busiest, run.other_cores)
-                lines.append(run_line(run))
-                print(lines[-1], file=sys.stderr, flush=True)
+                results.add(key, f"{label} from parquet, `{CONFIG}`", kept)
             for ref in refs:
-                labels[ref] = f"{REFERENCES[ref][0]} (`{ref}`)"
                 script, *rest = REFERENCES[ref][1]
                 epochs = args.dense_epochs if ref == "hand-dense" else args.epochs
                 cmd = [sys.executable, BENCH_DIR / script, *rest, "--data", DATA_DIR]
                 cmd += ["--epochs", epochs]
-                run, n = measured(
+                kept = measured(
                     lambda w, ref=ref, cmd=cmd, seed=seed: run_reference(ref, seed, cmd, w),
                     Path(tmp) / ref / f"seed{seed}",
                     *quiet,
                 )
-                groups.setdefault(ref, []).append(run)
-                discarded, busiest = discarded + n, max(busiest, run.other_cores)
-                lines.append(run_line(run))
-                print(lines[-1], file=sys.stderr, flush=True)
+                results.add(ref, f"{REFERENCES[ref][0]} (`{ref}`)", kept)
     vocabs = vocab_sizes()
     table_bytes = sum(vocabs) * (16 + 4) * 4
-    report = "\n".join(
-        [
-            *report_header("criteo-synth benchmark", args.max_others, discarded, busiest, load),
-            f"- data: {TRAIN_ROWS:,} train rows, {TEST_ROWS:,} test rows, {sum(vocabs):,} ids "
-            f"per table kind; tables (emb 16 + wide 4, fp32) {table_bytes / 2**20:,.0f} MiB, "
-            f"Adagrad state as large again",
-            f"- test AUC of the planted probabilities (the best any model can reach): "
-            f"{oracle_auc():.4f}",
-            "",
-            HEADER,
-            *table_rows(groups, labels),
-            "",
-            "Per run:",
-            "",
-            *lines,
-            "",
-        ]
-    )
-    print(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"written to {out}", file=sys.stderr)
-    return 0
+    notes = [
+        f"- data: {TRAIN_ROWS:,} train rows, {TEST_ROWS:,} test rows, {sum(vocabs):,} ids "
+        f"per table kind; tables (emb 16 + wide 4, fp32) {table_bytes / 2**20:,.0f} MiB, "
+        f"Adagrad state as large again",
+        f"- test AUC of the planted probabilities (the best any model can reach): "
+        f"{oracle_auc():.4f}",
+    ]
+    table = [HEADER, *table_rows(results.groups, results.labels)]
+    return results.write_report("criteo-synth benchmark", notes, table, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ row's.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 from benchmarks.harness import (
     BENCH_DIR,
     REPO_ROOT,
+    Results,
     Run,
     add_quiet_arguments,
     apply_child_env,
@@ -35,8 +35,7 @@ from benchmarks.harness import (
     fmt,
     measured,
     median_sps,
-    report_header,
-    run_line,
+    parse_refs,
     run_recforge,
     run_reference,
 )
@@ -147,10 +146,7 @@ def main(args: argparse.Namespace) -> int:
         )
     if args.repeats < 1 or args.epochs < 2:
         raise SystemExit("--repeats must be >= 1 and --epochs >= 2 (epoch 1 is not timed)")
-    refs = [] if args.refs == "none" else [r.strip() for r in args.refs.split(",") if r.strip()]
-    unknown = [r for r in refs if r not in REFERENCES]
-    if unknown:
-        raise SystemExit(f"unknown reference(s) {unknown}; known: {sorted(REFERENCES)}")
+    refs = parse_refs(args.refs, list(REFERENCES))
     if "deepctr" in refs and not DEEPCTR_PYTHON.exists():
         raise SystemExit(
             f"{DEEPCTR_PYTHON} not found: run `bash benchmarks/setup_deepctr.sh` first, or "
@@ -158,10 +154,7 @@ def main(args: argparse.Namespace) -> int:
         )
     configs = args.config or list(DEFAULT_CONFIGS)
     apply_child_env(args)
-    load = os.getloadavg()
-    groups: dict[str, list[Run]] = {}
-    labels: dict[str, str] = {}
-    lines, discarded, busiest = [], 0, 0.0
+    results = Results(args.max_others)
     test_file = None if args.no_infer else str(DATA_DIR / "frappe_test.csv")
     quiet = (args.max_others, args.retries, args.wait_s)
     with tempfile.TemporaryDirectory(prefix="recforge-bench-") as tmp:
@@ -169,47 +162,21 @@ def main(args: argparse.Namespace) -> int:
             seed = args.seed0 + i
             for c, config in enumerate(configs):
                 key = f"recforge:{config}"
-                labels[key] = f"recforge (from CSV files) `{config}`"
-                run, n = measured(
+                kept = measured(
                     lambda w, key=key, config=config, seed=seed: run_recforge(
                         key, config, seed, {"train_config.num_epochs": args.epochs}, w, test_file
                     ),
                     Path(tmp) / f"c{c}" / f"seed{seed}",
                     *quiet,
                 )
-                groups.setdefault(key, []).append(run)
-                discarded, busiest = discarded + n, max(busiest, run.other_cores)
-                lines.append(run_line(run))
-                print(lines[-1], file=sys.stderr, flush=True)
+                results.add(key, f"recforge (from CSV files) `{config}`", kept)
             for ref in refs:
-                labels[ref] = f"{REFERENCES[ref][0]} (`{ref}`)"
                 cmd = reference_command(ref, args.epochs)
-                run, n = measured(
+                kept = measured(
                     lambda w, ref=ref, cmd=cmd, seed=seed: run_reference(ref, seed, cmd, w),
                     Path(tmp) / ref / f"seed{seed}",
                     *quiet,
                 )
-                groups.setdefault(ref, []).append(run)
-                discarded, busiest = discarded + n, max(busiest, run.other_cores)
-                lines.append(run_line(run))
-                print(lines[-1], file=sys.stderr, flush=True)
-    title = "Frappe benchmark (DeepFM and model zoo)"
-    report = "\n".join(
-        [
-            *report_header(title, args.max_others, discarded, busiest, load),
-            "",
-            HEADER,
-            *table_rows(groups, labels),
-            "",
-            "Per run:",
-            "",
-            *lines,
-            "",
-        ]
-    )
-    print(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"written to {out}", file=sys.stderr)
-    return 0
+                results.add(ref, f"{REFERENCES[ref][0]} (`{ref}`)", kept)
+    table = [HEADER, *table_rows(results.groups, results.labels)]
+    return results.write_report("Frappe benchmark (DeepFM and model zoo)", [], table, args.out)

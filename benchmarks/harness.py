@@ -225,6 +225,50 @@ def measured(
     raise AssertionError("unreachable")
 
 
+def parse_refs(text: str, known: Sequence[str]) -> list[str]:
+    """The references named by ``--refs`` (``none``: no reference); exits on an unknown one."""
+    refs = [] if text == "none" else [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in refs if r not in known]
+    if unknown:
+        raise SystemExit(f"unknown reference(s) {unknown}; known: {sorted(known)}")
+    return refs
+
+
+@dataclass
+class Results:
+    """The kept runs of one benchmark invocation, per implementation, and its report."""
+
+    max_others: float
+    load: tuple = field(default_factory=os.getloadavg)
+    groups: dict[str, list[Run]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    discarded: int = 0
+    busiest: float = 0.0
+
+    def add(self, key: str, label: str, kept: tuple[Run, int]) -> None:
+        """Records the run that :func:`measured` kept (and its discarded count) under ``key``."""
+        run, discarded = kept
+        self.labels[key] = label
+        self.groups.setdefault(key, []).append(run)
+        self.discarded += discarded
+        self.busiest = max(self.busiest, run.other_cores)
+        self.lines.append(run_line(run))
+        print(self.lines[-1], file=sys.stderr, flush=True)
+
+    def write_report(self, title: str, notes: list[str], table: list[str], out: str) -> int:
+        """Prints the report (header, ``notes``, ``table``, one line per run), writes it to
+        ``out`` and returns the exit status 0."""
+        header = report_header(title, self.max_others, self.discarded, self.busiest, self.load)
+        report = "\n".join([*header, *notes, "", *table, "", "Per run:", "", *self.lines, ""])
+        print(report)
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report)
+        print(f"written to {path}", file=sys.stderr)
+        return 0
+
+
 def median_sps(runs: list[Run]) -> float:
     """Median samples/s over epochs 2..N of all runs."""
     return statistics.median(s for r in runs for s in r.epoch_sps)
