@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from recforge.features import BaseFeature
 from recforge.protos import model_pb2
 
 WIDE_TABLE_SUFFIX = "_wide"
+TableConfig = Union[EmbeddingBagConfig, EmbeddingConfig]
 
 
 class EmbeddingGroupError(ValueError):
@@ -74,7 +75,7 @@ class EmbeddingGroup(nn.Module):
         sequence_tables: dict[str, EmbeddingConfig] = {}
         for group in feature_groups:
             if group.group_type == model_pb2.SEQUENCE:
-                self._sequence_groups[group.group_name] = _sequence_group(
+                self._sequence_groups[group.group_name] = _build_sequence_group(
                     group, by_name, sequence_tables
                 )
                 continue
@@ -101,17 +102,7 @@ class EmbeddingGroup(nn.Module):
                     table.embedding_dim = wide_embedding_dim
                     if wide_init_fn is not None:
                         table.init_fn = wide_init_fn
-                existing = tables.get(table.name)
-                if existing is None:
-                    table.feature_names = [name]
-                    tables[table.name] = table
-                elif name not in existing.feature_names:
-                    if existing.embedding_dim != table.embedding_dim:
-                        raise EmbeddingGroupError(
-                            f"features sharing table '{table.name}' have different embedding"
-                            f" dims ({existing.embedding_dim} and {table.embedding_dim})"
-                        )
-                    existing.feature_names.append(name)
+                _share_table(tables, table, name)
                 keys.append((name, table.name))
                 dims.append(table.embedding_dim)
             if not keys:
@@ -281,7 +272,27 @@ def _sum_pool(embeddings: JaggedTensor) -> torch.Tensor:
     )
 
 
-def _sequence_group(
+def _share_table(tables: dict[str, TableConfig], table: TableConfig, feature_name: str) -> None:
+    """Adds ``table`` to ``tables``, or ``feature_name`` to the table of the same name.
+
+    Raises:
+        EmbeddingGroupError: a table of that name exists with another embedding dim.
+
+    """
+    existing = tables.get(table.name)
+    if existing is None:
+        table.feature_names = [feature_name]
+        tables[table.name] = table
+    elif existing.embedding_dim != table.embedding_dim:
+        raise EmbeddingGroupError(
+            f"features sharing table '{table.name}' have different embedding dims"
+            f" ({existing.embedding_dim} and {table.embedding_dim})"
+        )
+    elif feature_name not in existing.feature_names:
+        existing.feature_names.append(feature_name)
+
+
+def _build_sequence_group(
     group: model_pb2.FeatureGroupConfig,
     by_name: dict[str, BaseFeature],
     tables: dict[str, EmbeddingConfig],
@@ -298,17 +309,7 @@ def _sequence_group(
                 f"{where}: feature '{name}' is a dense raw feature; SEQUENCE groups embed ids"
                 " (give it boundaries to bucketize it, or move it to a DEEP group)"
             )
-        table = feature.emb_config
-        existing = tables.get(table.name)
-        if existing is None:
-            tables[table.name] = table
-        elif existing.embedding_dim != table.embedding_dim:
-            raise EmbeddingGroupError(
-                f"features sharing table '{table.name}' have different embedding dims"
-                f" ({existing.embedding_dim} and {table.embedding_dim})"
-            )
-        elif name not in existing.feature_names:
-            existing.feature_names.append(name)
+        _share_table(tables, feature.emb_config, name)
         if feature.is_sequence:
             sequence_keys.append(name)
             sequence_dims.append(feature.embedding_dim)
