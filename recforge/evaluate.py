@@ -51,6 +51,7 @@ def run_evaluation(
     num_steps = config.eval_config.num_steps or None
     log_every = max(config.eval_config.log_step_count_steps, 1)
     sharded_model.eval()
+    dataset.set_epoch(0)  # every evaluation reads the same data (and the same eval negatives)
     iterator = iter(create_dataloader(dataset, config.data_config.num_workers))
     step, samples, start = 0, 0, time.perf_counter()
     with torch.no_grad():

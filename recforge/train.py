@@ -157,9 +157,12 @@ class _Trainer:
         batch_size = self.config.data_config.batch_size
         meter = Throughput(total_steps)
         done = num_steps is not None and self.global_step >= num_steps
+        train_dataset.set_epoch(self.epoch)
+        loader = create_dataloader(
+            train_dataset, self.config.data_config.num_workers, persistent=True
+        )
         while not done and (num_epochs == 0 or self.epoch < num_epochs):
-            train_dataset.set_epoch(self.epoch)
-            iterator = iter(create_dataloader(train_dataset, self.config.data_config.num_workers))
+            iterator = iter(loader)  # reads epoch self.epoch (see RecDataset.__iter__)
             for _ in range(self.step_in_epoch):  # resuming inside an epoch: skip what was trained
                 _next_batch(iterator)
             epoch_start, epoch_samples = time.perf_counter(), 0

@@ -397,6 +397,7 @@ def test_each_rank_samples_its_own_negatives_reproducibly(files, monkeypatch):
 
     def negatives(rank):
         monkeypatch.setattr(dataset_module, "_rank_and_world_size", lambda: (rank, 2))
+        dataset.set_epoch(0)  # each iteration reads the next epoch
         batches = list(dataset)
         assert len(batches) == 2  # each rank reads half of the 4 batches
         return [b.extras[ITEM_INDEX_KEY][10:].tolist() for b in batches]

@@ -17,6 +17,7 @@ from torchrec import (
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from recforge.features import BaseFeature
+from recforge.modules.regroup import regroup_by_slices
 from recforge.protos import model_pb2
 
 WIDE_TABLE_SUFFIX = "_wide"
@@ -218,7 +219,7 @@ class EmbeddingGroup(nn.Module):
                 keyed.append(self.ebc(sparse_features))
             if self._has_dense:
                 keyed.append(dense_features)
-            grouped = KeyedTensor.regroup(keyed, self._key_lists)
+            grouped = regroup_by_slices(keyed, self._key_lists)
             for i, name in enumerate(self._pooled_group_names):
                 out[name] = grouped[i]
         if self._sequence_groups:
