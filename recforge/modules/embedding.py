@@ -20,6 +20,9 @@ from recforge.features import BaseFeature
 from recforge.modules.regroup import regroup_by_slices
 from recforge.protos import model_pb2
 
+# torch.fx keeps wrapped functions as leaf calls only where they are looked up: in this module
+torch.fx.wrap("regroup_by_slices")
+
 WIDE_TABLE_SUFFIX = "_wide"
 TableConfig = Union[EmbeddingBagConfig, EmbeddingConfig]
 
