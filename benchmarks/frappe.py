@@ -5,9 +5,10 @@ Per repeat (seed 1, 2, ...), in child processes from the repository root, in thi
 * for each ``--config``: ``python -m recforge train --config C`` (CSV -> features -> training
   -> test evaluation); then, unless ``--no_infer``, ``recforge_infer.py`` (export + scripted
   inference over the test file in memory, and the eager model on pre-parsed batches);
-* each reference of ``--refs`` (default ``hand,hand-fused,torchrec,deepctr``):
+* each reference of ``--refs`` (default ``hand,hand-fused,hand-fastdrop,torchrec,deepctr``):
   ``hand`` = ``ref_hand.py`` (framework-free loop, preloaded tensors, ``Adam``), ``hand-fused``
-  (same with ``Adam(fused=True)``), ``hand-nodropout`` (fused Adam, no dropout),
+  (same with ``Adam(fused=True)``), ``hand-fastdrop`` (fused Adam and recforge's dropout
+  kernel: the same kernels as recforge), ``hand-nodropout`` (fused Adam, no dropout),
   ``torchrec`` = ``ref_torchrec.py`` (EBC + DMP, 1 rank), ``deepctr`` = ``ref_deepctr.py`` in
   ``benchmarks/.venv-deepctr`` (DeepCTR-Torch 0.3.0; ``benchmarks/setup_deepctr.sh``).
 
@@ -43,7 +44,7 @@ from benchmarks.harness import (
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "frappe"
 DATA_FILES = ("frappe_validation.csv", "frappe_test.csv")
 DEFAULT_CONFIGS = ("benchmarks/configs/deepfm_frappe_bench.config",)
-DEFAULT_REFS = "hand,hand-fused,torchrec,deepctr"
+DEFAULT_REFS = "hand,hand-fused,hand-fastdrop,torchrec,deepctr"
 RESULTS_FILE = BENCH_DIR / "results" / "frappe.md"
 DEEPCTR_PYTHON = BENCH_DIR / ".venv-deepctr" / "bin" / "python"
 
@@ -52,6 +53,10 @@ REFERENCES = {
     "hand-fused": (
         "hand-written loop, preloaded tensors, Adam(fused=True)",
         ["ref_hand.py", "frappe", "--fused_adam"],
+    ),
+    "hand-fastdrop": (
+        "hand-written loop, Adam(fused=True), recforge's dropout kernel",
+        ["ref_hand.py", "frappe", "--fused_adam", "--recforge_dropout"],
     ),
     "hand-nodropout": (
         "hand-written loop, fused Adam, no dropout (not the benchmark's model)",

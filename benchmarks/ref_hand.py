@@ -48,12 +48,18 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=4096)
     parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--fused_adam", action="store_true")
+    parser.add_argument(
+        "--recforge_dropout", action="store_true", help="recforge's dropout kernel (CPU-fast)"
+    )
     parser.add_argument("--sparse", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max_steps", type=int, default=0, help="per epoch (0: all)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_flush_denormal(True)
+    dropout_class = torch.nn.Dropout
+    if args.recforge_dropout:
+        from recforge.modules.dropout import Dropout as dropout_class
     if args.task == "frappe":
         train_ids, train_y = load_frappe(f"{args.data}/frappe_validation.csv")
         test_ids, test_y = load_frappe(f"{args.data}/frappe_test.csv")
@@ -65,6 +71,7 @@ def main() -> None:
             num_dense=0,
             hidden=[400, 400, 400],
             dropout=0.2 if args.dropout is None else args.dropout,
+            dropout_class=dropout_class,
         )
         optimizers = [torch.optim.Adam(model.parameters(), lr=1e-3, fused=args.fused_adam)]
     else:

@@ -29,6 +29,8 @@ class HandDeepFM(nn.Module):
         dropout: dropout after every MLP layer (0: none).
         sparse: ``nn.EmbeddingBag(sparse=True)`` (sparse gradients) instead of ``nn.Embedding``
             (dense gradients of the whole table every step).
+        dropout_class: the dropout module (``nn.Dropout``, or recforge's faster CPU kernel to
+            compare the frameworks' loops with the same kernels).
 
     """
 
@@ -41,6 +43,7 @@ class HandDeepFM(nn.Module):
         hidden: Sequence[int],
         dropout: float = 0.0,
         sparse: bool = False,
+        dropout_class: type[nn.Module] = nn.Dropout,
     ) -> None:
         super().__init__()
         self.num_fields, self.emb_dim, self.sparse = len(table_rows), emb_dim, sparse
@@ -65,7 +68,7 @@ class HandDeepFM(nn.Module):
         for units in hidden:
             layers += [nn.Linear(width, units), nn.ReLU()]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(dropout_class(dropout))
             width = units
         self.mlp = nn.Sequential(*layers)
         self.head = nn.Linear(width, 1)
