@@ -186,6 +186,8 @@ def write_config(path: Path, seed: int = SEED) -> str:
         "# benchmarks/ref_hand.py and ref_torchrec.py. Written by",
         "# `python -m benchmarks.criteo_synth --write_config` (vocab sizes from the seeded",
         "# generator); data: `python -m benchmarks criteo-synth` generates it first.",
+        "# num_workers: 0 reads in the trainer process: on 2 cores a worker process slowed",
+        "# training by ~10% (benchmarks/README.md, Fast defaults).",
         'train_input_path: "benchmarks/data/criteo_synth/train_*.parquet"',
         'eval_input_path: "benchmarks/data/criteo_synth/test_0.parquet"',
         'model_dir: "experiments/criteo_synth_deepfm"',
@@ -197,7 +199,7 @@ def write_config(path: Path, seed: int = SEED) -> str:
         "}",
         "eval_config {}",
         'data_config { batch_size: 4096 dataset_type: ParquetDataset label_fields: "label"'
-        " num_workers: 1 }",
+        " num_workers: 0 }",
     ]
     for name, vocab in zip(sparse, vocabs):
         lines.append(
