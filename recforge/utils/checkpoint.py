@@ -80,7 +80,11 @@ def save_checkpoint(
     state: dict[str, Any] = {"model": model.state_dict()}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
-    dcp.save(state, checkpoint_id=tmp)
+    # one file per tensor: with one file per rank, DCP keeps every tensor it wrote to the file
+    # alive until the file is closed, and tables that are views of fbgemm's flat buffers are
+    # copied before writing, so saving a criteo-shaped model raised peak RSS from ~910 MB to
+    # ~1,170 MB (one file per tensor: ~940 MB)
+    dcp.save(state, storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False))
     torch.save(torch.get_rng_state(), os.path.join(tmp, f"rng_rank{dist_util.rank()}.pt"))
     dist_util.barrier()
     if dist_util.rank() == 0:
