@@ -176,6 +176,16 @@ def test_torch_easyrec_item_table_layout(tmp_path):
         assert cate == k % 5 and price == k * 0.5 + 1.0  # cast to the train data's types
 
 
+def test_item_ids_of_an_incompatible_type_name_the_item_table(files):
+    config = pipeline_config(files, sampler=sampler_text(files))
+    items = load_item_table(config.data_config.negative_sampler)
+    row_of_i3 = items.table.column("item_id").to_pylist().index("i3")
+    assert items.index_of(pa.array(["i3", "unknown"])).tolist() == [row_of_i3, -1]
+    assert items.index_of(pa.array([3])).tolist() == [-1]  # ints cast to the string ids
+    with pytest.raises(DataError, match=r"item ids of type list<item: int64> cannot be compared"):
+        items.index_of(pa.array([[1, 2]]))
+
+
 def test_dataset_streams_negatives_reproducibly_with_workers(files):
     config = pipeline_config(files, sampler=sampler_text(files))
     features = create_features(config.feature_configs)

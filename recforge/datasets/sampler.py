@@ -82,16 +82,29 @@ class ItemTable:
         """Row of each id in the table (int64; -1 where the id is not in the table)."""
         table_ids = self.table.column(self.id_field)
         ids = pa.chunked_array([ids]) if isinstance(ids, pa.Array) else ids
-        if ids.type != table_ids.type:
-            try:
-                ids = pc.cast(ids, table_ids.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-                raise DataError(
-                    f"item ids of type {ids.type} cannot be compared with the item table"
-                    f" '{self.path}' column '{self.id_field}' of type {table_ids.type}: {err}"
-                ) from None
+        ids = cast_or_error(
+            ids,
+            table_ids.type,
+            f"item ids of type {ids.type} cannot be compared with the item table"
+            f" '{self.path}' column '{self.id_field}' of type {table_ids.type}",
+        )
         index = pc.index_in(ids, value_set=table_ids.combine_chunks())
         return pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def cast_or_error(values: Any, to_type: pa.DataType, problem: str) -> Any:
+    """``values`` (an arrow array) cast to ``to_type``.
+
+    Raises:
+        DataError: ``problem`` followed by arrow's reason, when the cast fails.
+
+    """
+    if values.type == to_type:
+        return values
+    try:
+        return pc.cast(values, to_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise DataError(f"{problem}: {err}") from None
 
 
 def load_item_table(config: Any, delimiter: str = ",") -> ItemTable:
@@ -284,16 +297,12 @@ class NegativeSampler:
             n = self.num_sample
             if field.name in negatives.column_names:
                 column = negatives.column(field.name).combine_chunks()
-                if column.type != field.type:
-                    try:
-                        column = pc.cast(column, field.type)
-                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-                        raise DataError(
-                            f"item table '{self.items.path}' column '{field.name}' of type"
-                            f" {column.type} cannot be cast to the input data's type"
-                            f" {field.type}: {err}"
-                        ) from None
-                extra = column
+                extra = cast_or_error(
+                    column,
+                    field.type,
+                    f"item table '{self.items.path}' column '{field.name}' of type"
+                    f" {column.type} cannot be cast to the input data's type {field.type}",
+                )
             elif field.name in labels:
                 extra = pc.cast(pa.array(np.zeros(n)), field.type)
             elif field.name in weights:
