@@ -81,8 +81,9 @@ HEADER = (
     "| implementation | train samples/s (median, epochs 2..N) | inference samples/s "
     "| test AUC (mean ± std) | peak RSS MB (largest process) | peak PSS MB (process tree) "
     "| recforge train speed / this | recforge inference / this | eval loop from files, "
-    "samples/s | eager inference on parsed batches, samples/s |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "samples/s | eager inference on parsed batches, samples/s | inference of the export "
+    "with `mlp_dtype: bfloat16`, samples/s (test AUC) | recforge bfloat16 inference / this |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -92,6 +93,8 @@ def table_rows(groups: dict[str, list[Run]], labels: dict[str, str]) -> list[str
     base_sps = median_sps(first)
     infer = [r.infer_sps for r in first if r.infer_sps]
     base_infer = sorted(infer)[len(infer) // 2] if infer else None
+    bf16 = sorted(r.extra["bf16_sps"] for r in first if r.extra.get("bf16_sps"))
+    base_bf16 = bf16[len(bf16) // 2] if bf16 else None
     rows = []
     for key, runs in groups.items():
         sps = median_sps(runs)
@@ -99,6 +102,13 @@ def table_rows(groups: dict[str, list[Run]], labels: dict[str, str]) -> list[str
         inf_value = inf[len(inf) // 2] if inf else None
         loops = sorted(r.extra.get("eval_loop_sps") or 0 for r in runs)
         eager = sorted(r.extra.get("eager_sps") or 0 for r in runs)
+        bf16_runs = sorted(
+            (r.extra["bf16_sps"], r.extra["bf16_auc"]) for r in runs if "bf16_sps" in r.extra
+        )
+        bf16_cell = ""
+        if bf16_runs:
+            bf16_sps, bf16_auc = bf16_runs[len(bf16_runs) // 2]
+            bf16_cell = f"{fmt(bf16_sps)} ({bf16_auc:.4f})"
         pss = [r.pss_mb for r in runs if r.pss_mb]
         cells = [
             labels[key],
@@ -111,6 +121,8 @@ def table_rows(groups: dict[str, list[Run]], labels: dict[str, str]) -> list[str
             f"{base_infer / inf_value:.2f}x" if base_infer and inf_value else "n/a",
             fmt(loops[len(loops) // 2]) if loops[-1] else "",
             fmt(eager[len(eager) // 2]) if eager[-1] else "",
+            bf16_cell,
+            f"{base_bf16 / inf_value:.2f}x" if base_bf16 and inf_value else "n/a",
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows

@@ -199,6 +199,8 @@ def run_recforge(
         result = json.loads(out.read_text())
         run.infer_sps = result["exported_sps"]
         run.extra["eager_sps"] = result["eager_sps"]
+        run.extra["bf16_sps"] = result["exported_bf16_sps"]
+        run.extra["bf16_auc"] = result["bf16_auc"]
         run.other_cores = max(run.other_cores, child.other_cores)
     return run
 

@@ -6,6 +6,7 @@
   ``recforge.load_predictor(...).predict(table)`` over the test file read into memory as one
   pyarrow table: parsing with recforge's ``DataParser`` and the scripted model, in batches of
   ``--batch_size``. Comparable with DeepCTR-Torch's ``model.predict`` over in-memory arrays.
+* **exported, bfloat16 MLPs**: the same with ``export_config.mlp_dtype: "bfloat16"``;
 * **eager**: the restored eager model's ``predict`` on batches parsed beforehand
   (comparable with the hand-written loop's inference over preloaded tensors).
 
@@ -46,12 +47,18 @@ def main() -> None:
         table = pq.read_table(args.test)
     else:
         table = pacsv.read_csv(args.test)
-    predictor = load_predictor(export_dir, batch_size=args.batch_size)
-    out: dict = {}
-    seconds = time_inference(lambda: out.update(predictor.predict(table, ["probs"])))
-    exported_sps = table.num_rows / seconds
     labels = table.column(list(prepare_config(config_path).data_config.label_fields)[0])
-    exported_auc = auc(labels.to_numpy(), out["probs"].reshape(-1))
+
+    def exported(directory: str) -> tuple[float, float]:
+        predictor = load_predictor(directory, batch_size=args.batch_size)
+        out: dict = {}
+        seconds = time_inference(lambda: out.update(predictor.predict(table, ["probs"])))
+        return table.num_rows / seconds, auc(labels.to_numpy(), out["probs"].reshape(-1))
+
+    exported_sps, exported_auc = exported(export_dir)
+    bf16_dir = export_dir + "_bf16"
+    export_model(config_path, bf16_dir, edits={"export_config.mlp_dtype": "bfloat16"})
+    bf16_sps, bf16_auc = exported(bf16_dir)
 
     config = prepare_config(config_path)
     model, _ = restore_model(config, select_checkpoint(config))
@@ -69,9 +76,17 @@ def main() -> None:
     eager_sps = table.num_rows / time_inference(eager)
     print(
         f"exported (parsing included): {exported_sps:.0f} samples/s (AUC {exported_auc:.4f}); "
+        f"with bfloat16 MLPs: {bf16_sps:.0f} samples/s (AUC {bf16_auc:.4f}); "
         f"eager on parsed batches: {eager_sps:.0f} samples/s"
     )
-    write_result(args.out, exported_sps=exported_sps, eager_sps=eager_sps, auc=exported_auc)
+    write_result(
+        args.out,
+        exported_sps=exported_sps,
+        eager_sps=eager_sps,
+        auc=exported_auc,
+        exported_bf16_sps=bf16_sps,
+        bf16_auc=bf16_auc,
+    )
 
 
 if __name__ == "__main__":

@@ -244,6 +244,39 @@ def _replace_dir(tmp: str, final: str) -> None:
     os.replace(tmp, final)
 
 
+MLP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:
+    """Makes every ``MLP`` of ``model`` store and compute in ``export_config.mlp_dtype``.
+
+    Returns:
+        The dtype's name.
+
+    Raises:
+        ConfigError: an unknown dtype name (naming the field and the known names).
+
+    """
+    from recforge.config import ConfigError
+    from recforge.modules.mlp import MLP
+
+    if name not in MLP_DTYPES:
+        raise ConfigError(
+            f"unknown mlp_dtype {name!r} (known: {', '.join(MLP_DTYPES)})",
+            field="export_config.mlp_dtype",
+        )
+    dtype = MLP_DTYPES[name]
+    if dtype is torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        logger.warning(
+            "export_config.mlp_dtype bfloat16: this CPU has no native bfloat16 matmul"
+            " (AVX512-BF16 / AMX); the exported model will be slower than with float32 here"
+        )
+    for module in model.modules():
+        if isinstance(module, MLP):
+            module.set_compute_dtype(dtype)
+    return name
+
+
 def export_model(
     config_path: str,
     export_dir: str,
@@ -281,6 +314,7 @@ def export_model(
     model, state = restore_model(config, checkpoint_path)
     for param in model.parameters():
         param.requires_grad_(False)  # serving needs no autograd graph
+    mlp_dtype = set_mlp_dtype(model, config.export_config.mlp_dtype)
     scripted = script_model(model)
     batch_size = 3
     outputs = _check_scripted(scripted, model, batch_size)
@@ -298,6 +332,7 @@ def export_model(
         "model_file": MODEL_FILE,
         "checkpoint": os.path.abspath(checkpoint_path),
         "global_step": int(state.get("global_step", 0)),
+        "mlp_dtype": mlp_dtype,
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "versions": _versions(),
         "usage": (

@@ -1,5 +1,6 @@
 """Batch prediction: ``recforge predict`` and ``recforge.load_predictor`` on an exported DeepFM."""
 
+import json
 import os
 import shutil
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+import torch
 from cli_util import run_cli
 from export_util import make_table, model_config, train_and_export
 
@@ -181,3 +183,32 @@ def test_python_predictor_input_errors(workdir):
         predictor.predict(frame, output_columns=["score"])
     with pytest.raises(PredictError, match="pandas DataFrame"):
         predictor.predict([1, 2, 3])
+
+
+def export_bf16(workdir: str, dtype: str = "bfloat16", check: bool = True):
+    edit = f'{{"export_config.mlp_dtype": "{dtype}"}}'
+    args = ["export", "--config", "model/pipeline.config", "--export_dir", "export_bf16"]
+    return run_cli([*args, "--edit_config_json", edit], workdir, check=check)
+
+
+def test_bfloat16_mlp_export_predicts_close_to_float32(workdir):
+    export_bf16(workdir)
+    directory = os.path.join(workdir, "export_bf16")
+    with open(os.path.join(directory, "model_info.json")) as f:
+        assert json.load(f)["mlp_dtype"] == "bfloat16"
+    weights = torch.jit.load(os.path.join(directory, "scripted_model.pt")).state_dict()
+    mlp_weights = {k: v.dtype for k, v in weights.items() if ".mlp." in k}
+    assert mlp_weights and set(mlp_weights.values()) == {torch.bfloat16}
+    assert any(v.dtype == torch.float32 for v in weights.values())  # tables stay float32
+    table = input_table(workdir)
+    full = recforge.load_predictor(os.path.join(workdir, "export")).predict(table)["probs"]
+    half = recforge.load_predictor(directory).predict(table)["probs"]
+    difference = np.abs(full - half)
+    assert half.dtype == np.float32
+    assert 0 < difference.max() < 0.02
+
+
+def test_unknown_mlp_dtype_names_the_field(workdir):
+    proc = export_bf16(workdir, dtype="fp8", check=False)
+    assert proc.returncode == 2
+    assert "export_config.mlp_dtype" in proc.stderr and "float32, bfloat16" in proc.stderr

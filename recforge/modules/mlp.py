@@ -92,6 +92,8 @@ class MLP(nn.Module):
             width = units
         self.mlp = nn.Sequential(*layers)
         self._output_dim = width
+        # None: compute in the input's dtype; see set_compute_dtype
+        self._compute_dtype: Optional[torch.dtype] = None
 
     @classmethod
     def from_config(cls, in_features: int, config: module_pb2.MLP) -> MLP:
@@ -110,6 +112,18 @@ class MLP(nn.Module):
         """Width of the output."""
         return self._output_dim
 
+    def set_compute_dtype(self, dtype: Optional[torch.dtype]) -> None:
+        """Stores the weights in ``dtype`` and computes in it (None: back to float32).
+
+        The input is cast to ``dtype`` and the output back to the input's dtype, so the rest
+        of the model is unchanged. Used by export's ``mlp_dtype: "bfloat16"``.
+        """
+        self.mlp.to(dtype or torch.float32)
+        self._compute_dtype = dtype
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the layers: ``[B, D_in] -> [B, D_out]``."""
-        return self.mlp(x)
+        dtype = self._compute_dtype
+        if dtype is None:
+            return self.mlp(x)
+        return self.mlp(x.to(dtype)).to(x.dtype)
