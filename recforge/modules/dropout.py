@@ -70,7 +70,7 @@ class Dropout(nn.Module):
         """Zeroes elements with probability ``p`` and scales the rest (training only)."""
         if not self.training or self.p == 0.0:
             return x
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting():  # alone in its condition, so TorchScript skips the rest
             return nn.functional.dropout(x, self.p, True)
         if x.device.type != "cpu":
             return nn.functional.dropout(x, self.p, True)
