@@ -44,6 +44,7 @@ from benchmarks.harness import (
     fmt,
     measured,
     median_sps,
+    middle,
     parse_refs,
     run_recforge,
     run_reference,
@@ -270,7 +271,7 @@ def table_rows(groups: dict[str, list[Run]], labels: dict[str, str]) -> list[str
     rows = []
     for key, runs in groups.items():
         sps = median_sps(runs)
-        loops = sorted(r.extra.get("eval_loop_sps") or 0 for r in runs)
+        loops = [r.extra.get("eval_loop_sps") or 0 for r in runs]
         pss = [r.pss_mb for r in runs if r.pss_mb]
         cells = [
             labels[key],
@@ -279,7 +280,7 @@ def table_rows(groups: dict[str, list[Run]], labels: dict[str, str]) -> list[str
             fmt(max(r.rss_mb for r in runs)),
             fmt(max(pss)) if pss else "n/a",
             f"{base / sps:.2f}x",
-            fmt(loops[len(loops) // 2]) if loops[-1] else "",
+            fmt(middle(loops)) if max(loops) else "",
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows

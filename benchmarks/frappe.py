@@ -36,6 +36,7 @@ from benchmarks.harness import (
     fmt,
     measured,
     median_sps,
+    middle,
     parse_refs,
     run_recforge,
     run_reference,
@@ -91,24 +92,18 @@ def table_rows(groups: dict[str, list[Run]], labels: dict[str, str]) -> list[str
     """Markdown rows, one per implementation, with ratios to the first (recforge) group."""
     first = next(iter(groups.values()))
     base_sps = median_sps(first)
-    infer = [r.infer_sps for r in first if r.infer_sps]
-    base_infer = sorted(infer)[len(infer) // 2] if infer else None
-    bf16 = sorted(r.extra["bf16_sps"] for r in first if r.extra.get("bf16_sps"))
-    base_bf16 = bf16[len(bf16) // 2] if bf16 else None
+    base_infer = middle(r.infer_sps for r in first if r.infer_sps)
+    base_bf16 = middle(r.extra["bf16_sps"] for r in first if r.extra.get("bf16_sps"))
     rows = []
     for key, runs in groups.items():
         sps = median_sps(runs)
-        inf = sorted(r.infer_sps for r in runs if r.infer_sps)
-        inf_value = inf[len(inf) // 2] if inf else None
-        loops = sorted(r.extra.get("eval_loop_sps") or 0 for r in runs)
-        eager = sorted(r.extra.get("eager_sps") or 0 for r in runs)
-        bf16_runs = sorted(
-            (r.extra["bf16_sps"], r.extra["bf16_auc"]) for r in runs if "bf16_sps" in r.extra
+        inf_value = middle(r.infer_sps for r in runs if r.infer_sps)
+        loops = [r.extra.get("eval_loop_sps") or 0 for r in runs]
+        eager = [r.extra.get("eager_sps") or 0 for r in runs]
+        bf16 = middle(
+            (r.extra["bf16_sps"], r.extra["bf16_auc"]) for r in runs if r.extra.get("bf16_sps")
         )
-        bf16_cell = ""
-        if bf16_runs:
-            bf16_sps, bf16_auc = bf16_runs[len(bf16_runs) // 2]
-            bf16_cell = f"{fmt(bf16_sps)} ({bf16_auc:.4f})"
+        bf16_cell = f"{fmt(bf16[0])} ({bf16[1]:.4f})" if bf16 else ""
         pss = [r.pss_mb for r in runs if r.pss_mb]
         cells = [
             labels[key],
@@ -119,8 +114,8 @@ def table_rows(groups: dict[str, list[Run]], labels: dict[str, str]) -> list[str
             fmt(max(pss)) if pss else "n/a",
             f"{base_sps / sps:.2f}x",
             f"{base_infer / inf_value:.2f}x" if base_infer and inf_value else "n/a",
-            fmt(loops[len(loops) // 2]) if loops[-1] else "",
-            fmt(eager[len(eager) // 2]) if eager[-1] else "",
+            fmt(middle(loops)) if max(loops) else "",
+            fmt(middle(eager)) if max(eager) else "",
             bf16_cell,
             f"{base_bf16 / inf_value:.2f}x" if base_bf16 and inf_value else "n/a",
         ]

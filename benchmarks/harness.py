@@ -13,11 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
@@ -269,6 +269,12 @@ class Results:
         path.write_text(report)
         print(f"written to {path}", file=sys.stderr)
         return 0
+
+
+def middle(values: Iterable[Any]) -> Optional[Any]:
+    """The middle of the sorted values (the upper one of an even count), None for none."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
 
 
 def median_sps(runs: list[Run]) -> float:

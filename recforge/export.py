@@ -27,8 +27,10 @@ from typing import Any, Optional
 
 import torch
 
+from recforge.config import ConfigError
 from recforge.errors import ExportError
 from recforge.models.model import BaseModel, TrainWrapper
+from recforge.modules.mlp import MLP
 from recforge.predictor import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils.logging_util import setup_logging
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 EVAL_HISTORY_FILE = "eval_history.jsonl"
 FORMAT_VERSION = 1
+# export_config.mlp_dtype -> the MLPs' compute dtype (None: as trained)
+MLP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def _checkpoint_step(path: str) -> Optional[int]:
@@ -244,9 +248,6 @@ def _replace_dir(tmp: str, final: str) -> None:
     os.replace(tmp, final)
 
 
-MLP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
-
-
 def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:
     """Makes every ``MLP`` of ``model`` store and compute in ``export_config.mlp_dtype``.
 
@@ -257,9 +258,6 @@ def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:
         ConfigError: an unknown dtype name (naming the field and the known names).
 
     """
-    from recforge.config import ConfigError
-    from recforge.modules.mlp import MLP
-
     if name not in MLP_DTYPES:
         raise ConfigError(
             f"unknown mlp_dtype {name!r} (known: {', '.join(MLP_DTYPES)})",
