@@ -121,7 +121,9 @@ def select_checkpoint(config: Any, checkpoint_path: Optional[str] = None) -> str
         return path
     if exporter == "best":
         return best_checkpoint(
-            config.model_dir, export_config.best_exporter_metric, export_config.metric_bigger
+            config.model_dir,
+            export_config.best_exporter_metric,
+            export_config.metric_larger_is_better,
         )
     raise ExportError(f"export_config.exporter_type must be 'latest' or 'best', found '{exporter}'")
 

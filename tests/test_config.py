@@ -211,7 +211,7 @@ def test_model_typo_suggests_model_name(tmp_path, ext):
 
 
 def test_unknown_model_lists_known_models(tmp_path):
-    text = base_text().replace("deepfm {", "tdm {")
+    text = base_text().replace("deepfm {", "fancy_net {")
     with pytest.raises(ConfigError, match="known models: .*deepfm, multi_tower"):
         load_pipeline_config(write(tmp_path, text))
 

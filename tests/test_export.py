@@ -157,7 +157,7 @@ def test_best_exporter_picks_the_best_evaluated_checkpoint(checkpoints_dir):
     best_loss = edits(
         export_config__exporter_type="best",
         export_config__best_exporter_metric="binary_cross_entropy",
-        export_config__metric_bigger=False,
+        export_config__metric_larger_is_better=False,
     )
     export(checkpoints_dir, *best_loss)
     info = read_json(os.path.join(checkpoints_dir, "export", "model_info.json"))

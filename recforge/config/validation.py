@@ -376,11 +376,16 @@ def _check_metrics(mc: Message, problems: _Problems) -> None:
     for i, metric in enumerate(mc.metrics):
         if metric.WhichOneof("metric") is None:
             problems.add(f"model_config.metrics[{i}]", f"no metric is set; set one of: {options}")
+    train_options = choices(metric_pb2.TrainMetricConfig.DESCRIPTOR.oneofs_by_name["metric"])
     for i, train_metric in enumerate(mc.train_metrics):
-        if train_metric.metric.WhichOneof("metric") is None:
+        if train_metric.WhichOneof("metric") is None:
             problems.add(
-                f"model_config.train_metrics[{i}].metric",
-                f"no metric is set; set one of: {options}",
+                f"model_config.train_metrics[{i}]", f"no metric is set; set one of: {train_options}"
+            )
+        if not 0 <= train_metric.decay_rate < 1:
+            problems.add(
+                f"model_config.train_metrics[{i}].decay_rate",
+                f"decay_rate must be in [0, 1); found {train_metric.decay_rate}",
             )
 
 

@@ -90,7 +90,7 @@ def _recall_at_k(cfg: metric_pb2.RecallAtK, num_class: int) -> RecMetric:
 
 def _normalized_entropy(cfg: metric_pb2.NormalizedEntropy, num_class: int) -> RecMetric:
     class_index = _binary_class(num_class, "normalized_entropy")
-    return RecMetric(NormalizedEntropy(cfg.eps), label_dtype=torch.float, class_index=class_index)
+    return RecMetric(NormalizedEntropy(cfg.eta), label_dtype=torch.float, class_index=class_index)
 
 
 def _xauc(cfg: metric_pb2.XAUC, num_class: int) -> RecMetric:

@@ -24,7 +24,7 @@ class NormalizedEntropy(Metric):
 
     full_state_update = False
 
-    def __init__(self, eps: float = 1e-7) -> None:
+    def __init__(self, eps: float = 1e-12) -> None:
         super().__init__()
         self.eps = eps
         for name in ("cross_entropy", "positives", "count"):

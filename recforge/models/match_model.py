@@ -17,11 +17,11 @@ from recforge.datasets.batch import Batch
 from recforge.datasets.sampler import ITEM_INDEX_KEY, LOG_Q_KEY, NUM_NEGATIVES_KEY
 from recforge.features import BaseFeature
 from recforge.metrics import RecMetric
+from recforge.metrics.train_metric import as_metric_config, decay_train_metrics
 from recforge.models.model import BaseModel
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.modules.mlp import MLP
-from recforge.protos import model_pb2
-from recforge.protos.models import match_model_pb2
+from recforge.protos import model_pb2, simi_pb2
 
 TOWER_SIDES = ("user", "item")
 
@@ -147,7 +147,7 @@ class MatchModel(BaseModel):
     ) -> None:
         super().__init__(model_config, features, labels, sample_weights, **kwargs)
         cfg = self._model_config
-        self._cosine = cfg.similarity == match_model_pb2.COSINE
+        self._cosine = cfg.similarity == simi_pb2.COSINE
         if cfg.temperature <= 0:
             raise ConfigError(
                 f"{self._model_type}.temperature must be > 0 (found {cfg.temperature})"
@@ -377,7 +377,10 @@ class MatchModel(BaseModel):
         """Recall@k over the candidates per ``recall_at_k``, and the mean loss."""
         for configs, target in (
             (self._base_model_config.metrics, self._metric_modules),
-            ([c.metric for c in self._base_model_config.train_metrics], self._train_metric_modules),
+            (
+                [as_metric_config(c) for c in self._base_model_config.train_metrics],
+                self._train_metric_modules,
+            ),
         ):
             for config in configs:
                 kind = config.WhichOneof("metric")
@@ -387,6 +390,12 @@ class MatchModel(BaseModel):
                     )
                 k = config.recall_at_k.top_k
                 target[f"recall@{k}"] = RecMetric(CandidateRecall(k), "similarity")
+        self._train_metric_modules.update(
+            decay_train_metrics(
+                dict(self._train_metric_modules.items()),
+                list(self._base_model_config.train_metrics),
+            )
+        )
         self._metric_modules["softmax_cross_entropy"] = RecMetric(
             MeanMetric(), prediction_key="softmax_cross_entropy"
         )

@@ -21,6 +21,7 @@ from recforge.datasets.batch import Batch
 from recforge.loss import create_loss, loss_name
 from recforge.loss.pareto import check_min_weights
 from recforge.metrics import RecMetric, create_metric, metric_name
+from recforge.metrics.train_metric import as_metric_config, decay_train_metrics
 from recforge.models.rank_model import RankModel, _default_loss
 from recforge.modules.mlp import MLP
 from recforge.protos import tower_pb2
@@ -249,9 +250,13 @@ class MultiTaskRank(RankModel):
                 if loss_task is task:
                     self._metric_modules[name] = RecMetric(MeanMetric(), prediction_key=name)
                     self._metric_tasks[name] = task
+        configs = [as_metric_config(c) for c in self._train_metric_configs]
         for task in self._tasks:
-            configs = [c.metric for c in self._train_metric_configs]
+            before = set(self._train_metric_modules)
             self._add_metrics(self._train_metric_modules, task, configs)
+            added = {k: m for k, m in self._train_metric_modules.items() if k not in before}
+            decayed = decay_train_metrics(added, self._train_metric_configs)
+            self._train_metric_modules.update(decayed)
 
     def _add_metrics(self, modules: nn.ModuleDict, task: Task, configs: list) -> None:
         for config in configs:

@@ -14,6 +14,7 @@ from recforge.features import BaseFeature
 from recforge.features.base_feature import parse_init_fn
 from recforge.loss import create_loss, loss_name
 from recforge.metrics import RecMetric, create_metric, metric_name
+from recforge.metrics.train_metric import as_metric_config, decay_train_metrics
 from recforge.models.model import BaseModel
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.modules.mlp import MLP
@@ -159,9 +160,8 @@ class RankModel(BaseModel):
         self._metric_modules.update(self._build_metrics(self._metric_configs))
         for name in self._loss_modules:
             self._metric_modules[name] = RecMetric(MeanMetric(), prediction_key=name)
-        self._train_metric_modules.update(
-            self._build_metrics([c.metric for c in self._train_metric_configs])
-        )
+        metrics = self._build_metrics([as_metric_config(c) for c in self._train_metric_configs])
+        self._train_metric_modules.update(decay_train_metrics(metrics, self._train_metric_configs))
 
     def _build_metrics(self, configs: list[Any]) -> dict[str, RecMetric]:
         metrics = {}
