@@ -10,36 +10,29 @@ from collections.abc import Iterator
 logger = logging.getLogger("recforge")
 
 
-class ExportError(ValueError):
+class RecforgeError(ValueError):
+    """Base of every error caused by the user's input (config, data, checkpoint, flag).
+
+    The CLI prints these as one line, ``recforge: error: WHERE: what was expected, what was
+    found``, and exits with status 2; any other exception is a bug in recforge and keeps its
+    traceback. This module imports nothing from recforge, so every module can raise these.
+    """
+
+
+class DataError(RecforgeError):
+    """Input data does not match the config: the message names the file, row and column."""
+
+
+class CheckpointError(RecforgeError):
+    """A checkpoint is missing, damaged, or does not fit the model."""
+
+
+class ExportError(RecforgeError):
     """An export directory, its files or an export request is missing or invalid."""
 
 
-class PredictError(ValueError):
+class PredictError(RecforgeError):
     """A prediction request does not fit the exported model (outputs, columns, input)."""
-
-
-def _user_error_types() -> tuple:
-    from recforge.config import ConfigError
-    from recforge.datasets import DataError
-    from recforge.features import FeatureError
-    from recforge.modules.embedding import EmbeddingGroupError
-    from recforge.retrieval import RetrievalError
-    from recforge.utils.checkpoint import CheckpointError
-    from recforge.utils.registry import PluginError, RegistryError
-
-    return (
-        ExportError,
-        PredictError,
-        ConfigError,
-        DataError,
-        FeatureError,
-        EmbeddingGroupError,
-        RetrievalError,
-        CheckpointError,
-        RegistryError,
-        PluginError,
-        FileNotFoundError,
-    )
 
 
 def _message(error: Exception) -> str:
@@ -62,7 +55,7 @@ def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        if show_traceback or not isinstance(e, _user_error_types()):
+        if show_traceback or not isinstance(e, (RecforgeError, FileNotFoundError)):
             raise
         print(f"recforge: error: {_message(e)}", file=sys.stderr)
         sys.exit(2)

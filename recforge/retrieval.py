@@ -29,6 +29,7 @@ from recforge.datasets.data_parser import DataParser
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import create_reader
 from recforge.datasets.sampler import ItemTable, load_item_table
+from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
 from recforge.models.match_model import TOWER_SIDES, MatchModel
 from recforge.models.script_wrapper import TowerScriptWrapper
@@ -39,7 +40,7 @@ RESULT_FILE = "retrieval_result.json"
 DEFAULT_TOP_K = (10, 50, 100)
 
 
-class RetrievalError(ValueError):
+class RetrievalError(RecforgeError):
     """A retrieval evaluation or tower export request does not fit the model or the data."""
 
 

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import pyarrow as pa
 
+from recforge.errors import RecforgeError
 from recforge.features.utils import as_array
 
 if TYPE_CHECKING:  # torchrec is heavy: imported only when a table config is asked for
     from torchrec import EmbeddingBagConfig, EmbeddingConfig
 
 
-class FeatureError(ValueError):
+class FeatureError(RecforgeError):
     """A feature config or a column value is wrong; the message names feature and column."""
 
 

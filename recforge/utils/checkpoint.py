@@ -19,15 +19,12 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
+from recforge.errors import CheckpointError
 from recforge.utils import dist as dist_util
 
 CHECKPOINT_PREFIX = "model.ckpt-"
 _CKPT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 TRAIN_STATE_FILE = "train_state.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or does not match the model."""
 
 
 def list_checkpoints(model_dir: str) -> list[str]:
