@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint directory (default: newest in model_dir)",
     )
     evaluate.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
+    evaluate.add_argument(
+        "--eval_result_filename",
+        default=None,
+        help="file in model_dir that receives the metrics (default: eval_result.json)",
+    )
 
     export = sub.add_parser(
         "export", help="export a checkpoint as a TorchScript model directory for serving"
@@ -174,13 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the ``recforge`` command."""
-    args = build_parser().parse_args(argv)
-    # deprecation notices from inside torch/torchrec are not actionable for a user
+def quiet_library_warnings() -> None:
+    """Hides deprecation notices from inside torch/torchrec: a user cannot act on them."""
     for module in ("torchrec", "torch", "fbgemm_gpu"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
+def run_command(args: argparse.Namespace) -> dict:
+    """Runs the subcommand that ``args`` (from :func:`build_parser`) names.
+
+    Bad input exits with status 2 and one line (see ``user_facing_errors``).
+
+    Returns:
+        The subcommand's summary (metrics, export or predict summary).
+
+    """
     from recforge.errors import user_facing_errors
 
     with user_facing_errors(args.traceback):
@@ -205,6 +219,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 edits=_edits(args.edit_config_json),
                 plugins=args.plugin,
                 model_dir=args.model_dir,
+                eval_result_filename=args.eval_result_filename,
             )
         elif args.command == "export":
             from recforge.export import export_model
@@ -251,11 +266,23 @@ def main(argv: Optional[list[str]] = None) -> int:
             from recforge.demo import run_demo
 
             metrics = run_demo(args.output_dir, args.num_rows)
-        from recforge.utils import dist as dist_util
+    return metrics
 
-        if dist_util.rank() == 0 and metrics:
-            print(json.dumps(metrics, indent=1))
-        dist_util.destroy_process_group()
+
+def report(result: dict) -> None:
+    """Prints a command's summary as JSON (on rank 0) and leaves the process group."""
+    from recforge.utils import dist as dist_util
+
+    if dist_util.rank() == 0 and result:
+        print(json.dumps(result, indent=1))
+    dist_util.destroy_process_group()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``recforge`` command."""
+    args = build_parser().parse_args(argv)
+    quiet_library_warnings()
+    report(run_command(args))
     return 0
 
 

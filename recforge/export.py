@@ -366,3 +366,20 @@ def export_model(
         "model_class": info["model_class"],
         "outputs": [o["name"] for o in info["outputs"]],
     }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m recforge.export``: export with TorchEasyRec's flags.
+
+    ``--pipeline_config_path --export_dir --checkpoint_path --asset_files``; see
+    :mod:`recforge.tzrec_commands`.
+    """
+    from recforge.tzrec_commands import main as run
+
+    return run("export", argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -259,3 +259,20 @@ def predict(
         predict_output_path,
     )
     return {"rows": rows, "seconds": seconds, "rows_per_second": rate, "files": files}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m recforge.predict``: batch prediction with TorchEasyRec's flags.
+
+    From a scripted model (``--scripted_model_path``) or a checkpoint
+    (``--pipeline_config_path [--checkpoint_path]``); see :mod:`recforge.tzrec_commands`.
+    """
+    from recforge.tzrec_commands import main as run
+
+    return run("predict", argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
