@@ -182,6 +182,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
     from recforge.errors import user_facing_errors
+    from recforge.utils.logging_util import setup_cli_logging
+
+    setup_cli_logging()
 
     with user_facing_errors(args.traceback):
         if args.command == "train":
