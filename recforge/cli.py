@@ -196,6 +196,9 @@ def run_command(args: argparse.Namespace) -> dict:
 
     """
     from recforge.errors import user_facing_errors
+    from recforge.utils.logging_util import setup_cli_logging
+
+    setup_cli_logging()
 
     with user_facing_errors(args.traceback):
         if args.command == "train":

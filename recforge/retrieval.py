@@ -120,13 +120,14 @@ def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -
 
     from recforge.export import describe_model
     from recforge.predictor import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
+    from recforge.utils.disk import save_scripted
 
     written = {}
     for side in TOWER_SIDES:
         scripted, wrapper = script_tower(model, side)
         directory = os.path.join(export_dir, side)
         os.makedirs(directory)
-        scripted.save(os.path.join(directory, MODEL_FILE))
+        save_scripted(scripted, os.path.join(directory, MODEL_FILE))
         with open(os.path.join(directory, CONFIG_FILE), "w") as f:
             f.write(text_format.MessageToString(tower_config(config, model, side)))
         features = model.tower_features(side)
