@@ -539,11 +539,11 @@ def main(command: str, argv: Optional[Sequence[str]] = None) -> int:
     """
     from recforge import cli
     from recforge.errors import user_facing_errors
-    from recforge.utils.logging_util import setup_logging
+    from recforge.utils.logging_util import setup_cli_logging
 
     args = parse_args(command, argv)
     cli.quiet_library_warnings()
-    setup_logging()
+    setup_cli_logging()
     try:
         with user_facing_errors(args.traceback):
             plan = plan_args(command, args)
