@@ -243,7 +243,6 @@ FIELDS: dict[str, Entry] = {
     "LossConfig.recon_loss": _GENERATIVE,
     "LossConfig.commitment_loss": _GENERATIVE,
     "LossConfig.contrastive_loss": _GENERATIVE,
-    "BinaryCrossEntropy.label_smoothing": _no("label smoothing of binary_cross_entropy"),
     "MetricConfig.grouped_xauc": _no("grouped_xauc is not built yet"),
     # training
     "TrainConfig.grad_clipping": _TRAIN_CONTROL,
