@@ -31,8 +31,9 @@ from recforge.optim import (
     LearningRateSchedule,
     create_dense_optimizer,
     create_schedule,
-    fused_kernel_supports,
+    fill_initial_accumulator,
     sparse_optimizer_spec,
+    split_part_optimizers,
 )
 from recforge.protos import train_pb2
 from recforge.utils import dist as dist_util
@@ -113,9 +114,7 @@ def shard_model(
     fused_params = []
     for name, (dim, params) in tables.items():
         frozen = any(id(p) in frozen_ids for p in params)
-        use_fused = (
-            spec is not None and not frozen and fused_kernel_supports(spec, dim, device.type)
-        )
+        use_fused = spec is not None and not frozen and spec.fused_on(device.type, dim)
         if use_fused:
             fused_params.extend(params)
             sharding_types = ["table_wise", "column_wise"]
@@ -131,18 +130,21 @@ def shard_model(
                 sharding_types=["data_parallel"], compute_kernels=["dense"]
             )
     if fallback and dist_util.rank() == 0:
+        reason = spec.cpu_note if device.type == "cpu" and spec.cpu_note else ""
         logger.warning(
-            "fbgemm's fused %s kernel cannot train tables %s (%s, dims %s): they use a"
-            " data-parallel dense kernel with torch's %s instead",
+            "fbgemm's fused %s kernel cannot train tables %s (%s, dims %s%s): they use a"
+            " data-parallel dense kernel with %s.%s instead",
             device.type,
             fallback,
             spec.name,
             sorted({tables[t][0] for t in fallback}),
-            spec.optimizer_class.__name__,
+            f"; {reason}" if reason else "",
+            spec.fallback_class.__module__,
+            spec.fallback_class.__name__,
         )
     if fused_params:
         # torchrec consumes the kwargs dict it is given: pass a copy
-        apply_optimizer_in_backward(spec.optimizer_class, fused_params, dict(spec.kwargs))
+        apply_optimizer_in_backward(spec.fused_class, fused_params, dict(spec.fused_kwargs))
     frozen_tables = {
         name for name, (_, params) in tables.items() if any(id(p) in frozen_ids for p in params)
     }
@@ -163,30 +165,55 @@ def shard_model(
             continue  # no optimizer: the table keeps its initial (or restored) weights
         (dense_params if table is None else table_params)[name] = param
     fused_optimizer = model.fused_optimizer
+    if fused_params and spec.initial_accumulator_value:
+        fill_initial_accumulator(fused_optimizer, spec.initial_accumulator_value)
     optimizers = [("sparse", fused_optimizer)]
+    sparse_field = "train_config.sparse_optimizer"
     # fused kernels update tables inside backward and read the rate from param_groups only in
     # step()/zero_grad() (a no-op otherwise): push a new rate before the step's backward
     schedules = [
         create_schedule(
             fused_optimizer,
             train_config.sparse_optimizer,
-            spec.kwargs["lr"],
+            spec.lr,
             on_update=fused_optimizer.step,
+            field_path=sparse_field,
         )
     ]
     if table_params:
-        fallback_optimizer = KeyedOptimizerWrapper(
-            table_params,
-            lambda ps: spec.create(ps),
-        )
+        fallback_optimizer = KeyedOptimizerWrapper(table_params, spec.create)
         optimizers.append(("sparse_fallback", fallback_optimizer))
         schedules.append(
-            create_schedule(fallback_optimizer, train_config.sparse_optimizer, spec.kwargs["lr"])
+            create_schedule(
+                fallback_optimizer, train_config.sparse_optimizer, spec.lr, field_path=sparse_field
+            )
         )
-    dense_optimizer = KeyedOptimizerWrapper(
-        dense_params, lambda ps: create_dense_optimizer(train_config.dense_optimizer, ps)
-    )
-    optimizers.append(("dense", dense_optimizer))
-    dense_lr = dense_optimizer.param_groups[0]["lr"] if dense_optimizer.param_groups else 0.0
-    schedules.append(create_schedule(dense_optimizer, train_config.dense_optimizer, dense_lr))
+    dense_config = train_config.dense_optimizer
+    dense_field = "train_config.dense_optimizer"
+    dense_params, parts = split_part_optimizers(dense_config, dense_params, dense_field)
+    if dense_params or not parts:
+        dense_optimizer = KeyedOptimizerWrapper(
+            dense_params, lambda ps: create_dense_optimizer(dense_config, ps, dense_field)
+        )
+        optimizers.append(("dense", dense_optimizer))
+        dense_lr = dense_optimizer.param_groups[0]["lr"] if dense_optimizer.param_groups else 0.0
+        schedules.append(
+            create_schedule(dense_optimizer, dense_config, dense_lr, field_path=dense_field)
+        )
+    for part in parts:
+        part_optimizer = KeyedOptimizerWrapper(
+            part.params,
+            lambda ps, part=part: create_dense_optimizer(part.config, ps, part.field),
+        )
+        optimizers.append((f"dense_part{part.index}", part_optimizer))
+        # a part without its own learning_rate follows the dense optimizer's kind of schedule
+        own_schedule = part.config.WhichOneof("learning_rate") is not None
+        schedules.append(
+            create_schedule(
+                part_optimizer,
+                part.config if own_schedule else dense_config,
+                part_optimizer.param_groups[0]["lr"],
+                field_path=part.field if own_schedule else dense_field,
+            )
+        )
     return ShardedTraining(model, CombinedOptimizer(optimizers), schedules, fallback)
