@@ -60,7 +60,6 @@ _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
 _SAMPLER = _no("only negative_sampler is built so far")
 _DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
-_OPTIMIZER = _no("this optimizer or learning-rate schedule is not built yet")
 _TRAIN_CONTROL = _no("this training control is not built yet")
 _PLANNER = _no("sharding constraints are not passed to the planner yet")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
@@ -77,6 +76,10 @@ MESSAGES: dict[str, Entry] = {
             " SparseOptimizer DenseOptimizer FusedSGDOptimizer FusedAdagradOptimizer"
             " FusedAdamOptimizer FusedRowWiseAdagradOptimizer SGDOptimizer AdagradOptimizer"
             " AdamOptimizer AdamWOptimizer ConstantLR ExponentialDecayLR ManualStepLR"
+            " FusedLarsSGDOptimizer FusedLAMBOptimizer FusedPartialRowWiseLAMBOptimizer"
+            " FusedPartialRowWiseAdamOptimizer FusedAdadeltaOptimizer FusedRMSpropOptimizer"
+            " AdadeltaOptimizer RMSpropOptimizer CosineAnnealingLR CosineAnnealingWarmRestartsLR"
+            " PartOptimizer"
             " LossConfig BinaryCrossEntropy SoftmaxCrossEntropy L2Loss JRCLoss BinaryFocalLoss"
             " MetricConfig TrainMetricConfig AUC MulticlassAUC RecallAtK MeanAbsoluteError"
             " MeanSquaredError Accuracy GroupedAUC XAUC NormalizedEntropy"
@@ -134,15 +137,6 @@ MESSAGES: dict[str, Entry] = {
             " DistanceLFU_EvictionPolicy"
         ).split(),
         _DYNAMIC_EMB,
-    ),
-    **dict.fromkeys(
-        (
-            "FusedLarsSGDOptimizer FusedLAMBOptimizer FusedPartialRowWiseLAMBOptimizer"
-            " FusedPartialRowWiseAdamOptimizer FusedAdadeltaOptimizer FusedRMSpropOptimizer"
-            " AdadeltaOptimizer RMSpropOptimizer CosineAnnealingLR CosineAnnealingWarmRestartsLR"
-            " PartOptimizer"
-        ).split(),
-        _OPTIMIZER,
     ),
     "EMAConfig": _TRAIN_CONTROL,
     "GradScaler": _TRAIN_CONTROL,
@@ -258,42 +252,7 @@ FIELDS: dict[str, Entry] = {
     "TrainConfig.tensorboard_summaries": _ignored("recforge writes loss, lr and metric summaries"),
     "TrainConfig.cudnn_allow_tf32": _CUDA_ONLY,
     "TrainConfig.cuda_matmul_allow_tf32": _CUDA_ONLY,
-    "DenseOptimizer.adadelta_optimizer": _OPTIMIZER,
-    "DenseOptimizer.rmsprop_optimizer": _OPTIMIZER,
-    "DenseOptimizer.cosine_annealing_learning_rate": _OPTIMIZER,
-    "DenseOptimizer.cosine_annealing_warm_restarts_learning_rate": _OPTIMIZER,
-    "DenseOptimizer.part_optimizers": _OPTIMIZER,
     "DenseOptimizer.ema": _TRAIN_CONTROL,
-    **{
-        f"SparseOptimizer.{name}": _OPTIMIZER
-        for name in (
-            "lars_sgd_optimizer lamb_optimizer partial_rowwise_lamb_optimizer"
-            " partial_rowwise_adam_optimizer adadelta_optimizer rmsprop_optimizer"
-            " cosine_annealing_learning_rate cosine_annealing_warm_restarts_learning_rate"
-        ).split()
-    },
-    **{
-        f"{optimizer}.{name}": _OPTIMIZER
-        for optimizer in (
-            "FusedSGDOptimizer FusedAdagradOptimizer FusedAdamOptimizer"
-            " FusedRowWiseAdagradOptimizer"
-        ).split()
-        for name in ("gradient_clipping", "max_gradient")
-    },
-    "FusedRowWiseAdagradOptimizer.weight_decay_mode": _OPTIMIZER,
-    "FusedAdagradOptimizer.initial_accumulator_value": _OPTIMIZER,
-    "AdagradOptimizer.initial_accumulator_value": _OPTIMIZER,
-    "AdagradOptimizer.eps": _OPTIMIZER,
-    "AdagradOptimizer.fused": _OPTIMIZER,
-    "AdamOptimizer.eps": _OPTIMIZER,
-    "AdamOptimizer.amsgrad": _OPTIMIZER,
-    "AdamOptimizer.fused": _OPTIMIZER,
-    "AdamWOptimizer.eps": _OPTIMIZER,
-    "AdamWOptimizer.amsgrad": _OPTIMIZER,
-    "AdamWOptimizer.fused": _OPTIMIZER,
-    "SGDOptimizer.dampening": _OPTIMIZER,
-    "SGDOptimizer.nesterov": _OPTIMIZER,
-    "SGDOptimizer.fused": _OPTIMIZER,
     "ParameterConstraints.sharding_types": _PLANNER,
     "ParameterConstraints.compute_kernels": _PLANNER,
     "EvalConfig.use_dense_ema": _TRAIN_CONTROL,
