@@ -27,7 +27,7 @@ from recforge.utils.pipeline import (
     prepare_config,
     setup_process,
 )
-from recforge.utils.sharding import ShardedTraining, shard_model
+from recforge.utils.sharding import ShardedTraining, shard_model, user_table_constraints
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +282,8 @@ def train_and_evaluate(
     model = build_model(config, features, embedding_device=torch.device("meta"))
     _, frozen = model.sparse_parameters()
     wrapper = TrainWrapper(model, config.train_config.mixed_precision)
-    sharded = shard_model(wrapper, device, config.train_config, frozen)
+    constraints = user_table_constraints(features, config.train_config)
+    sharded = shard_model(wrapper, device, config.train_config, frozen, constraints)
     if dist_util.rank() == 0:
         with open(model_dir_path(config, "pipeline.config"), "w") as f:
             from google.protobuf import text_format
