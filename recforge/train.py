@@ -25,6 +25,7 @@ from recforge.utils.pipeline import (
     build_model,
     model_dir_path,
     prepare_config,
+    set_tf32,
     setup_process,
 )
 from recforge.utils.sharding import ShardedTraining, shard_model, user_table_constraints
@@ -274,6 +275,7 @@ def train_and_evaluate(
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
     device = setup_process()
+    set_tf32(config.train_config)
     seed = config.data_config.seed
     torch.manual_seed(seed)
     features = build_features(config)

@@ -62,7 +62,7 @@ _SAMPLER = _no("only negative_sampler is built so far")
 _DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
 _TRAIN_CONTROL = _no("this training control is not built yet")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
-_CUDA_ONLY = _ignored("a CUDA numerics switch; it only matters on GPUs")
+_CUDA_ONLY = _ignored("a CUDA numerics switch; recforge exports and predicts on the CPU")
 
 # Every field of these messages (unless a field entry below says otherwise).
 MESSAGES: dict[str, Entry] = {
@@ -247,8 +247,6 @@ FIELDS: dict[str, Entry] = {
     "TrainConfig.save_checkpoints_timestamp_quorum": _no("timed checkpoints are not built yet"),
     "TrainConfig.delta_embedding_dump_config": _no("delta embedding dumps are not built yet"),
     "TrainConfig.tensorboard_summaries": _ignored("recforge writes loss, lr and metric summaries"),
-    "TrainConfig.cudnn_allow_tf32": _CUDA_ONLY,
-    "TrainConfig.cuda_matmul_allow_tf32": _CUDA_ONLY,
     "DenseOptimizer.ema": _TRAIN_CONTROL,
     "EvalConfig.use_dense_ema": _TRAIN_CONTROL,
     "ExportConfig.use_dense_ema": _TRAIN_CONTROL,

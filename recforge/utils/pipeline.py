@@ -13,7 +13,7 @@ from recforge.datasets.dataset import RecDataset
 from recforge.features import BaseFeature, create_features
 from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel
-from recforge.protos import pipeline_pb2
+from recforge.protos import pipeline_pb2, train_pb2
 from recforge.utils import dist as dist_util
 from recforge.utils.registry import import_modules, load_entry_point_plugins
 
@@ -51,6 +51,15 @@ def setup_process() -> torch.device:
     # epoch of the demo. Flushing them to zero costs no accuracy here.
     torch.set_flush_denormal(True)
     return dist_util.init_process_group()
+
+
+def set_tf32(config: train_pb2.TrainConfig) -> None:
+    """Applies TorchEasyRec's TF32 switches (``cudnn_allow_tf32``, ``cuda_matmul_allow_tf32``).
+
+    They change CUDA matmul/convolution numerics only; on a CPU they have no effect.
+    """
+    torch.backends.cudnn.allow_tf32 = config.cudnn_allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = config.cuda_matmul_allow_tf32
 
 
 def build_features(config: pipeline_pb2.EasyRecConfig) -> list[BaseFeature]:
