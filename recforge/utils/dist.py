@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -75,3 +76,12 @@ def all_reduce_sum(value: int) -> int:
     total = torch.tensor([value], dtype=torch.int64)
     dist.all_reduce(total)
     return int(total.item())
+
+
+def all_gather_object(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable, built by recforge itself), in rank order."""
+    if world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
