@@ -21,7 +21,6 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
-from recforge.errors import CheckpointError
 from recforge.utils import dist as dist_util
 from recforge.utils.checkpoint_format import (
     CheckpointError,

@@ -37,6 +37,8 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 
+from recforge.errors import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "checksums.json"
@@ -70,10 +72,6 @@ _METADATA_CLASSES = {
         for name in ("Path", "PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")
     ),
 }
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete, corrupt, unsafe or does not match the model."""
 
 
 def file_digest(path: str) -> str:
