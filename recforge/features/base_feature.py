@@ -39,11 +39,11 @@ class FeatureError(ValueError):
 
 
 _POOLINGS = ("sum", "mean")
+_DATA_TYPES = ("FP32", "FP16", "BF16")
 #: the end of an FG_NONE error: what to do when the data holds raw values
 RAW_VALUES_HINT = "; if the column holds raw values, set data_config.fg_mode: FG_DAG (or FG_NORMAL)"
 #: an integer, possibly signed and padded with spaces
 INT_PATTERN = r"^\s*[+-]?\d+\s*$"
-_DATA_TYPES = ("FP32", "FP16", "BF16")
 
 
 def parse_init_fn(spec: str, feature_name: str = "?") -> Callable[..., Any]:

@@ -218,18 +218,19 @@ class RawFeature(BaseFeature):
             self._default = self._numbers(text, self.multival_sep, "fg_encoded_default_value")
             return
         tokens = text.split(self.multival_sep)
+        wrong = self._error(
+            f"fg_encoded_default_value {text!r}: expected {self.value_dim} bucket ids "
+            f"(value_dim) in [0, {self.num_embeddings}) joined by fg_encoded_multival_sep "
+            f"({self.multival_sep!r})"
+        )
+        if len(tokens) != self.value_dim:
+            raise wrong
         try:
-            if len(tokens) != self.value_dim:
-                raise FeatureError("wrong count")
             self._default_ids = self._encoded_ids(
                 pa.array(tokens), np.array([len(tokens)], dtype=np.int32), "bucket id"
             )
         except FeatureError:
-            raise self._error(
-                f"fg_encoded_default_value {text!r}: expected {self.value_dim} bucket ids "
-                f"(value_dim) in [0, {self.num_embeddings}) joined by fg_encoded_multival_sep "
-                f"({self.multival_sep!r})"
-            ) from None
+            raise wrong from None
 
     def _to_float(self, values: pa.Array, row_of: Callable[[int], int]) -> np.ndarray:
         """Cast flat non-null values ``[N]`` to float64."""

@@ -214,7 +214,8 @@ def sequence_element_configs(sequence: Any) -> list[tuple[str, Any]]:
     """The element features of a ``sequence_feature`` as standalone sequence configs.
 
     Element ``f`` of sequence ``s`` becomes a ``sequence_id_feature`` /
-    ``sequence_raw_feature`` named ``"s__f"`` reading column ``"s__<f's column>"``, with the
+    ``sequence_raw_feature`` named ``"s__f"`` reading column ``"s__<f's column>"`` (raw
+    input, FG_DAG / FG_NORMAL) or ``"s__f"`` (FG output, FG_NONE / FG_BUCKETIZE), with the
     sequence's ``sequence_length`` and ``sequence_delim``. Its ``embedding_name`` is kept, so an
     element can share a table with a non-sequence feature (e.g. the candidate item id).
 
