@@ -260,3 +260,15 @@ def test_fg_bucketize_applies_the_bucketizers_to_fg_output():
     f = id_feature(FG_BUCKETIZE, feature_name="c", expression="item:cate", vocab_list=["a", "b"])
     assert f.inputs == ["c"]
     assert parsed(f, pa.array(["b\x03a", "zz"]), "c") == ([3, 2, 1], [2, 1])
+    seq = SequenceIdFeature(
+        feature_pb2.IdFeature(
+            feature_name="s",
+            expression="item:cate",
+            vocab_list=["a", "b"],
+            embedding_dim=4,
+            sequence_length=5,
+        ),
+        FG_BUCKETIZE,
+    )
+    assert seq.inputs == ["s"]
+    assert parsed(seq, pa.array(["b;a;zz", None]), "s") == ([3, 2, 1], [3, 0])
