@@ -10,7 +10,7 @@ import torch
 
 from recforge.config import edit_config, load_pipeline_config, validate_config, which_msg
 from recforge.datasets.dataset import RecDataset
-from recforge.features import BaseFeature, create_features
+from recforge.features import BaseFeature, create_pipeline_features
 from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel
 from recforge.protos import pipeline_pb2, train_pb2
@@ -63,8 +63,8 @@ def set_tf32(config: train_pb2.TrainConfig) -> None:
 
 
 def build_features(config: pipeline_pb2.EasyRecConfig) -> list[BaseFeature]:
-    """The features of a config, in config order."""
-    return create_features(config.feature_configs)
+    """The features of a config, in config order, reading data as ``data_config.fg_mode`` says."""
+    return create_pipeline_features(config)
 
 
 def build_dataset(
