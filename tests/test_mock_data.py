@@ -252,70 +252,63 @@ def test_label_specs_follow_the_tasks():
 
 
 # ------------------------------------------------------------------------------ schema to come
+#: messages shaped like TorchEasyRec's (fg_mode, lookup and combo features), which recforge's
+#: schema does not have yet, to test the paths that read fields by name
+TORCHEASYREC_LIKE_SCHEMA = """
+name: "mock_data_test.proto" package: "mockdatatest" syntax: "proto2"
+enum_type {
+  name: "FgMode"
+  value { name: "FG_NONE" number: 1 } value { name: "FG_NORMAL" number: 2 }
+  value { name: "FG_DAG" number: 3 } value { name: "FG_BUCKETIZE" number: 4 }
+}
+message_type {
+  name: "DataConfig"
+  field { name: "fg_encoded" number: 3 type: TYPE_BOOL label: LABEL_OPTIONAL }
+  field {
+    name: "fg_mode" number: 20 type: TYPE_ENUM label: LABEL_OPTIONAL
+    type_name: ".mockdatatest.FgMode"
+  }
+}
+message_type {
+  name: "LookupFeature"
+  field { name: "feature_name" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL }
+  field { name: "map" number: 2 type: TYPE_STRING label: LABEL_OPTIONAL }
+  field { name: "key" number: 3 type: TYPE_STRING label: LABEL_OPTIONAL }
+  field { name: "boundaries" number: 6 type: TYPE_FLOAT label: LABEL_REPEATED }
+  field { name: "sequence_length" number: 101 type: TYPE_UINT32 label: LABEL_OPTIONAL }
+  field {
+    name: "sequence_delim" number: 102 type: TYPE_STRING label: LABEL_OPTIONAL default_value: ";"
+  }
+}
+message_type {
+  name: "ComboFeature"
+  field { name: "feature_name" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL }
+  field { name: "expression" number: 2 type: TYPE_STRING label: LABEL_REPEATED }
+  field { name: "hash_bucket_size" number: 5 type: TYPE_UINT64 label: LABEL_OPTIONAL }
+}
+message_type {
+  name: "FeatureConfig"
+  oneof_decl { name: "feature" }
+  field {
+    name: "combo_feature" number: 3 type: TYPE_MESSAGE label: LABEL_OPTIONAL
+    type_name: ".mockdatatest.ComboFeature" oneof_index: 0
+  }
+  field {
+    name: "lookup_feature" number: 4 type: TYPE_MESSAGE label: LABEL_OPTIONAL
+    type_name: ".mockdatatest.LookupFeature" oneof_index: 0
+  }
+  field {
+    name: "sequence_lookup_feature" number: 104 type: TYPE_MESSAGE label: LABEL_OPTIONAL
+    type_name: ".mockdatatest.LookupFeature" oneof_index: 0
+  }
+}
+"""
+
+
 def _dynamic_messages() -> dict[str, type]:
-    """Messages shaped like TorchEasyRec's (fg_mode, lookup/combo features) for the generic path."""
-    f = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(
-        name="mock_data_test.proto", package="mockdatatest", syntax="proto2"
-    )
-    enum = file.enum_type.add(name="FgMode")
-    for number, name in enumerate(["FG_NONE", "FG_NORMAL", "FG_DAG", "FG_BUCKETIZE"], 1):
-        enum.value.add(name=name, number=number)
-
-    def message(name: str, fields: list[tuple]) -> descriptor_pb2.DescriptorProto:
-        msg = file.message_type.add(name=name)
-        for field_name, number, kind, *rest in fields:
-            label = f.LABEL_REPEATED if rest and rest[0] == "repeated" else f.LABEL_OPTIONAL
-            new = msg.field.add(name=field_name, number=number, type=kind, label=label)
-            if kind in (f.TYPE_MESSAGE, f.TYPE_ENUM):
-                new.type_name = rest[1]
-            if rest and rest[-1] not in ("repeated", "optional") and kind == f.TYPE_STRING:
-                new.default_value = rest[-1]
-        return msg
-
-    message(
-        "DataConfig",
-        [
-            ("fg_encoded", 3, f.TYPE_BOOL),
-            ("fg_mode", 20, f.TYPE_ENUM, "optional", ".mockdatatest.FgMode"),
-        ],
-    )
-    message(
-        "LookupFeature",
-        [
-            ("feature_name", 1, f.TYPE_STRING),
-            ("map", 2, f.TYPE_STRING),
-            ("key", 3, f.TYPE_STRING),
-            ("boundaries", 6, f.TYPE_FLOAT, "repeated"),
-            ("sequence_length", 101, f.TYPE_UINT32),
-            ("sequence_delim", 102, f.TYPE_STRING, "optional", ";"),
-        ],
-    )
-    message(
-        "ComboFeature",
-        [
-            ("feature_name", 1, f.TYPE_STRING),
-            ("expression", 2, f.TYPE_STRING, "repeated"),
-            ("hash_bucket_size", 5, f.TYPE_UINT64),
-        ],
-    )
-    config = message("FeatureConfig", [])
-    config.oneof_decl.add(name="feature")
-    for name, number, type_name in (
-        ("combo_feature", 3, "ComboFeature"),
-        ("lookup_feature", 4, "LookupFeature"),
-        ("sequence_lookup_feature", 104, "LookupFeature"),
-    ):
-        config.field.add(
-            name=name,
-            number=number,
-            type=f.TYPE_MESSAGE,
-            label=f.LABEL_OPTIONAL,
-            type_name=f".mockdatatest.{type_name}",
-            oneof_index=0,
-        )
+    """The message classes of ``TORCHEASYREC_LIKE_SCHEMA`` by name."""
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
+    pool.Add(text_format.Parse(TORCHEASYREC_LIKE_SCHEMA, descriptor_pb2.FileDescriptorProto()))
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"mockdatatest.{name}"))
         for name in ("DataConfig", "FeatureConfig")
