@@ -9,16 +9,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import text_format
 
 from recforge.config import ConfigError, load_pipeline_config
 from recforge.datasets import DataError, RecDataset
 from recforge.datasets.data_parser import DataParser
-from recforge.datasets.mock_columns import FG_DAG, FG_NONE, MockFormat, plan_feature
+from recforge.datasets.mock_columns import FG_DAG, FG_NONE, FG_NORMAL, MockFormat, plan_feature
 from recforge.datasets.mock_data import generate_mock_data, label_specs, resolve_fg_mode
 from recforge.datasets.readers import create_reader, expand_input_path
 from recforge.features import create_features
-from recforge.protos import data_pb2, pipeline_pb2
+from recforge.protos import data_pb2, feature_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +27,7 @@ SEQUENCE_CONFIG = r"""
 train_input_path: "odps://project/tables/train"
 data_config {
   dataset_type: OdpsDataset
+  fg_mode: FG_DAG
   label_fields: "click"
   label_fields: "ctype"
   sample_weight_fields: "w"
@@ -134,7 +135,7 @@ def test_labels_carry_a_planted_signal(tmp_path):
 def test_raw_input_format_of_sequences_multi_values_and_boundaries(tmp_path):
     config = parse_config(SEQUENCE_CONFIG)
     result = generate_mock_data(config, str(tmp_path), num_rows=2000, seed=1)
-    assert result["fg_mode"] == FG_DAG  # this schema has no fg_mode: raw columns
+    assert result["fg_mode"] == FG_DAG
     table = read(result)
     assert set(table.column_names) == {
         "user_id", "tags", "city", "age", "price", "emb", "clicks__item", "clicks__ts",
@@ -171,7 +172,9 @@ def test_raw_input_format_of_sequences_multi_values_and_boundaries(tmp_path):
 def test_encoded_format_fg_none(tmp_path):
     config = parse_config(SEQUENCE_CONFIG)
     config.data_config.fg_encoded_multival_sep = "|"
-    result = generate_mock_data(config, str(tmp_path), num_rows=1000, fg_mode=FG_NONE)
+    config.data_config.fg_mode = data_pb2.FG_NONE
+    result = generate_mock_data(config, str(tmp_path), num_rows=1000)
+    assert result["fg_mode"] == FG_NONE
     table = read(result)
     assert "uid" in table.column_names and "user_id" not in table.column_names
     uid = table.column("uid").drop_null().to_numpy()
@@ -237,8 +240,10 @@ def test_bad_arguments_and_foreign_output_dir(tmp_path):
 def test_encoded_ids_without_a_range_name_the_feature(tmp_path):
     config = parse_config(SEQUENCE_CONFIG)
     config.feature_configs.add().id_feature.feature_name = "free"
+    generate_mock_data(config, str(tmp_path / "raw"), num_rows=10)  # raw ids: any integers
+    config.data_config.fg_mode = data_pb2.FG_NONE
     with pytest.raises(ConfigError, match=r"feature_configs\[8\]: feature 'free': .*range"):
-        generate_mock_data(config, str(tmp_path), num_rows=10, fg_mode=FG_NONE)
+        generate_mock_data(config, str(tmp_path / "encoded"), num_rows=10)
 
 
 # ------------------------------------------------------------------------------ labels
@@ -251,81 +256,19 @@ def test_label_specs_follow_the_tasks():
     assert label_specs(regression)["y"].regression
 
 
-# ------------------------------------------------------------------------------ schema to come
-#: messages shaped like TorchEasyRec's (fg_mode, lookup and combo features), which recforge's
-#: schema does not have yet, to test the paths that read fields by name
-TORCHEASYREC_LIKE_SCHEMA = """
-name: "mock_data_test.proto" package: "mockdatatest" syntax: "proto2"
-enum_type {
-  name: "FgMode"
-  value { name: "FG_NONE" number: 1 } value { name: "FG_NORMAL" number: 2 }
-  value { name: "FG_DAG" number: 3 } value { name: "FG_BUCKETIZE" number: 4 }
-}
-message_type {
-  name: "DataConfig"
-  field { name: "fg_encoded" number: 3 type: TYPE_BOOL label: LABEL_OPTIONAL }
-  field {
-    name: "fg_mode" number: 20 type: TYPE_ENUM label: LABEL_OPTIONAL
-    type_name: ".mockdatatest.FgMode"
-  }
-}
-message_type {
-  name: "LookupFeature"
-  field { name: "feature_name" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL }
-  field { name: "map" number: 2 type: TYPE_STRING label: LABEL_OPTIONAL }
-  field { name: "key" number: 3 type: TYPE_STRING label: LABEL_OPTIONAL }
-  field { name: "boundaries" number: 6 type: TYPE_FLOAT label: LABEL_REPEATED }
-  field { name: "sequence_length" number: 101 type: TYPE_UINT32 label: LABEL_OPTIONAL }
-  field {
-    name: "sequence_delim" number: 102 type: TYPE_STRING label: LABEL_OPTIONAL default_value: ";"
-  }
-}
-message_type {
-  name: "ComboFeature"
-  field { name: "feature_name" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL }
-  field { name: "expression" number: 2 type: TYPE_STRING label: LABEL_REPEATED }
-  field { name: "hash_bucket_size" number: 5 type: TYPE_UINT64 label: LABEL_OPTIONAL }
-}
-message_type {
-  name: "FeatureConfig"
-  oneof_decl { name: "feature" }
-  field {
-    name: "combo_feature" number: 3 type: TYPE_MESSAGE label: LABEL_OPTIONAL
-    type_name: ".mockdatatest.ComboFeature" oneof_index: 0
-  }
-  field {
-    name: "lookup_feature" number: 4 type: TYPE_MESSAGE label: LABEL_OPTIONAL
-    type_name: ".mockdatatest.LookupFeature" oneof_index: 0
-  }
-  field {
-    name: "sequence_lookup_feature" number: 104 type: TYPE_MESSAGE label: LABEL_OPTIONAL
-    type_name: ".mockdatatest.LookupFeature" oneof_index: 0
-  }
-}
-"""
-
-
-def _dynamic_messages() -> dict[str, type]:
-    """The message classes of ``TORCHEASYREC_LIKE_SCHEMA`` by name."""
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(text_format.Parse(TORCHEASYREC_LIKE_SCHEMA, descriptor_pb2.FileDescriptorProto()))
-    return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"mockdatatest.{name}"))
-        for name in ("DataConfig", "FeatureConfig")
-    }
-
-
-def test_fg_mode_is_read_when_the_schema_has_it():
-    assert resolve_fg_mode(data_pb2.DataConfig()) == FG_DAG  # today: raw columns
-    data_config = _dynamic_messages()["DataConfig"]
+# ------------------------------------------------------------------------------ fg_mode, kinds
+def test_fg_mode_follows_torcheasyrec():
+    data_config = data_pb2.DataConfig
     assert resolve_fg_mode(data_config()) == FG_NONE  # TorchEasyRec's default
-    assert resolve_fg_mode(data_config(fg_mode=3)) == FG_DAG
-    assert resolve_fg_mode(data_config(fg_mode=3, fg_encoded=True)) == FG_NONE  # deprecated flag
+    assert resolve_fg_mode(data_config(fg_mode=data_pb2.FG_DAG)) == FG_DAG
+    # the deprecated fg_encoded wins when set
+    assert resolve_fg_mode(data_config(fg_mode=data_pb2.FG_DAG, fg_encoded=True)) == FG_NONE
     assert resolve_fg_mode(data_config(fg_encoded=False)) == FG_DAG
+    assert resolve_fg_mode(data_config(fg_encoded=False, fg_threads=0)) == FG_NORMAL
 
 
 def test_kinds_recforge_lacks_get_plausible_inputs():
-    feature_config = _dynamic_messages()["FeatureConfig"]
+    feature_config = feature_pb2.FeatureConfig
     rng = np.random.default_rng(0)
     fmt = MockFormat(FG_DAG, null_rate=0.0)
 

@@ -4,7 +4,7 @@ r"""Mock values for the input columns of feature configs (the data side of ``rec
 feature reads and a function drawing ``n`` rows of them in the format the config implies.
 The format follows ``data_config.fg_mode`` as in TorchEasyRec:
 
-* ``FG_DAG`` / ``FG_NORMAL`` (raw input; how recforge reads today): one column per input of
+* ``FG_DAG`` / ``FG_NORMAL`` (raw input): one column per input of
   the feature, named by its ``expression`` (``"user:user_id"`` reads ``user_id``); raw
   values: integer ids in ``[0, num_buckets)``, vocabulary strings (and a few out-of-vocabulary
   ones), arbitrary integers for hashed ids, numbers spread over the ``boundaries`` and shaped

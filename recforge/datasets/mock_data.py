@@ -35,13 +35,14 @@ from recforge.datasets.mock_columns import (
     FG_DAG,
     FG_MODES,
     FG_NONE,
+    FG_NORMAL,
     ColumnsPlan,
     IdDomain,
     MockFormat,
     plan_feature,
 )
 from recforge.features.utils import stable_hash
-from recforge.protos import pipeline_pb2
+from recforge.protos import data_pb2, pipeline_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +75,14 @@ def resolve_fg_mode(data_config: Any) -> str:
     """The ``FgMode`` name a ``DataConfig`` asks for.
 
     As in TorchEasyRec, an explicitly set (deprecated) ``fg_encoded`` wins: ``true`` is
-    ``FG_NONE``, ``false`` raw input; otherwise ``fg_mode``. A schema without ``fg_mode`` reads
-    raw columns named by each feature's expression, which is ``FG_DAG``'s layout.
+    ``FG_NONE``; ``false`` is raw input, ``FG_DAG`` with ``fg_threads > 0``, else ``FG_NORMAL``.
+    Otherwise ``fg_mode`` (default ``FG_NONE``).
     """
-    fields = data_config.DESCRIPTOR.fields_by_name
-    if "fg_mode" not in fields:
-        return FG_DAG
     if data_config.HasField("fg_encoded"):
-        return FG_NONE if data_config.fg_encoded else FG_DAG
-    return fields["fg_mode"].enum_type.values_by_number[data_config.fg_mode].name
+        if data_config.fg_encoded:
+            return FG_NONE
+        return FG_DAG if data_config.fg_threads > 0 else FG_NORMAL
+    return data_pb2.FgMode.Name(data_config.fg_mode)
 
 
 def _messages(message: Any) -> Iterator[tuple[int, Any]]:

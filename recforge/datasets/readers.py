@@ -27,10 +27,11 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 ODPS_SCHEME = "odps://"
 #: what to do instead of reading MaxCompute tables (TorchEasyRec's OdpsDataset)
 ODPS_ADVICE = (
-    "MaxCompute (ODPS) is not available in recforge; export the tables to parquet and point "
-    'the config at the files, e.g. --edit_config_json \'{"train_input_path": '
-    '"data/train/*.parquet", "eval_input_path": "data/eval/*.parquet", '
-    '"data_config.dataset_type": "ParquetDataset"}\' (recforge mock-data writes sample files)'
+    "MaxCompute (ODPS) is not available in recforge; export the tables to parquet and point the "
+    "config at the files: python -m recforge.train_eval --pipeline_config_path CONFIG "
+    "--train_input_path 'data/train/*.parquet' --eval_input_path 'data/eval/*.parquet' "
+    '--edit_config_json \'{"data_config.dataset_type": "ParquetDataset"}\' (recforge train: '
+    "the same three fields in --edit_config_json; recforge mock-data writes sample files)"
 )
 
 
