@@ -173,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", default="torch", choices=["torch", "faiss"], help="exact search backend"
     )
 
+    mock = sub.add_parser(
+        "mock-data", help="write sample parquet data in the format a config reads (smoke tests)"
+    )
+    mock.add_argument(
+        "--config", "--pipeline_config_path", dest="config", required=True, help="pipeline config"
+    )
+    mock.add_argument("--output_dir", required=True, help="folder receiving part-*.parquet")
+    mock.add_argument("--num_rows", type=int, default=10000, help="sample rows")
+    mock.add_argument("--num_files", type=int, default=1, help="parquet files to split them into")
+    mock.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
+
     demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
     demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     demo.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
@@ -265,6 +276,15 @@ def run_command(args: argparse.Namespace) -> dict:
                 plugins=args.plugin,
                 model_dir=args.model_dir,
             )
+        elif args.command == "mock-data":
+            from recforge.datasets.mock_data import generate_mock_data
+
+            metrics = generate_mock_data(
+                args.config, args.output_dir, args.num_rows, args.num_files, args.seed
+            )
+            edits = json.dumps(metrics["edit_config_json"])
+            hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
+            print(f"train on it: {hint}", file=sys.stderr)
         else:
             from recforge.demo import run_demo
 

@@ -10,6 +10,7 @@ import torch
 
 from recforge.config import edit_config, load_pipeline_config, validate_config, which_msg
 from recforge.datasets.dataset import RecDataset
+from recforge.datasets.readers import check_not_odps
 from recforge.features import BaseFeature, create_pipeline_features
 from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel
@@ -70,8 +71,20 @@ def build_features(config: pipeline_pb2.EasyRecConfig) -> list[BaseFeature]:
 def build_dataset(
     config: pipeline_pb2.EasyRecConfig, features: Sequence[BaseFeature], mode: str
 ) -> RecDataset:
-    """The ``train`` or ``eval`` data set of a config, with the columns its metrics group by."""
-    input_path = config.train_input_path if mode == "train" else config.eval_input_path
+    """The ``train`` or ``eval`` data set of a config, with the columns its metrics group by.
+
+    Raises:
+        DataError: the config reads MaxCompute tables (``OdpsDataset``, ``odps://`` paths).
+
+    """
+    field = "train_input_path" if mode == "train" else "eval_input_path"
+    input_path = getattr(config, field)
+    paths = {field: input_path}
+    if config.data_config.WhichOneof("sampler") == "negative_sampler":
+        paths["data_config.negative_sampler.input_path"] = (
+            config.data_config.negative_sampler.input_path
+        )
+    check_not_odps(config.data_config, paths)
     return RecDataset(
         config.data_config,
         features,
