@@ -183,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--num_rows", type=int, default=10000, help="sample rows")
     mock.add_argument("--num_files", type=int, default=1, help="parquet files to split them into")
     mock.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
+    mock.add_argument(
+        "--edit_config_json",
+        default=None,
+        help="config overrides applied before generating (e.g. smaller tables), as for train",
+    )
 
     demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
     demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
@@ -277,12 +282,15 @@ def run_command(args: argparse.Namespace) -> dict:
                 model_dir=args.model_dir,
             )
         elif args.command == "mock-data":
+            from recforge.config import edit_config, load_pipeline_config
             from recforge.datasets.mock_data import generate_mock_data
 
+            user_edits = _edits(args.edit_config_json)
+            source = edit_config(load_pipeline_config(args.config), user_edits)
             metrics = generate_mock_data(
-                args.config, args.output_dir, args.num_rows, args.num_files, args.seed
+                source, args.output_dir, args.num_rows, args.num_files, args.seed
             )
-            edits = json.dumps(metrics["edit_config_json"])
+            edits = json.dumps({**user_edits, **metrics["edit_config_json"]})
             hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
             print(f"train on it: {hint}", file=sys.stderr)
         else:
