@@ -55,6 +55,9 @@ def _message(error: Exception) -> str:
 def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
     """Exits with status 2 and a one-line message for errors caused by the user's input.
 
+    Training stopped by a signal (:class:`~recforge.utils.preemption.Preempted`) exits with
+    its own status and line, with or without ``show_traceback``.
+
     Args:
         show_traceback: re-raise instead (the CLI's ``--traceback``).
 
@@ -62,6 +65,11 @@ def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
     try:
         yield
     except Exception as e:
+        from recforge.utils.preemption import Preempted
+
+        if isinstance(e, Preempted):
+            print(f"recforge: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
         if show_traceback or not isinstance(e, _user_error_types()):
             raise
         print(f"recforge: error: {_message(e)}", file=sys.stderr)
