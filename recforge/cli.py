@@ -67,10 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train (and evaluate) the model a config describes")
     _common(train)
-    train.add_argument(
+    reuse = train.add_mutually_exclusive_group()
+    reuse.add_argument(
         "--continue_train",
         action="store_true",
         help="resume from the newest checkpoint in model_dir",
+    )
+    reuse.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="move an earlier run in model_dir to <model_dir>.old-<time> and train anew",
     )
     train.add_argument(
         "--fine_tune_checkpoint", default=None, help="initialise weights from this checkpoint"
@@ -227,6 +233,7 @@ def run_command(args: argparse.Namespace) -> dict:
                 plugins=args.plugin,
                 model_dir=args.model_dir,
                 fine_tune_checkpoint=args.fine_tune_checkpoint,
+                overwrite=args.overwrite,
             )
         elif args.command == "evaluate":
             from recforge.evaluate import evaluate
@@ -310,7 +317,11 @@ def report(result: dict) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the ``recforge`` command."""
+    """Entry point of the ``recforge`` command.
+
+    Exits 2 on bad input, ``128 + signal`` when SIGTERM/SIGINT stopped training after a
+    checkpoint (see ``user_facing_errors``).
+    """
     args = build_parser().parse_args(argv)
     quiet_library_warnings()
     report(run_command(args))
