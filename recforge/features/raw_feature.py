@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.base_feature import BaseFeature, FeatureError
+from recforge.features.expression import ExpressionError, compile_expression
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
     fill_empty_bags,
@@ -23,15 +24,60 @@ from recforge.features.utils import (
 _FLOAT_PATTERN = r"(?i)^\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)\s*$"
 
 
+def _split_normalizer(spec: str, feature_name: str) -> tuple[dict[str, str], Optional[str]]:
+    """``key=value`` pairs of a normalizer spec, and the text after ``expr=`` (or ``None``).
+
+    Everything after ``expr=`` is the expression, commas included (``expr=min(x,1)``), so
+    ``expr`` must be the last key.
+    """
+    params: dict[str, str] = {}
+    start = 0
+    while start <= len(spec):
+        end = spec.find(",", start)
+        end = len(spec) if end < 0 else end
+        part = spec[start:end]
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == "expr":
+            return params, spec[start + len(key) + 1 :].strip()
+        if part.strip():
+            if not sep:
+                raise FeatureError(
+                    f"feature '{feature_name}': normalizer '{spec}': expected key=value, found "
+                    f"'{part}'"
+                )
+            params[key.strip()] = value.strip()
+        start = end + 1
+    return params, None
+
+
+def _expression_normalizer(
+    spec: str, text: str, feature_name: str
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``method=expression,expr=...``: the expression of one variable ``x``, per number."""
+    try:
+        expression = compile_expression(text, ["x"])
+    except ExpressionError as e:
+        raise FeatureError(f"feature '{feature_name}': normalizer '{spec}': {e}") from None
+
+    def normalize(x: np.ndarray) -> np.ndarray:
+        # one number at a time, whatever value_dim is: x is never a vector here
+        return expression.evaluate({"x": x.reshape(-1)}).reshape(x.shape)
+
+    return normalize
+
+
 def parse_normalizer(spec: str, feature_name: str = "?") -> Callable[[np.ndarray], np.ndarray]:
     """Parse a normalizer spec into a vectorised function.
 
-    Supported specs (keys may come in any order):
+    Supported specs (keys may come in any order, but ``expr`` last):
 
     * ``method=log10,threshold=1e-10,default=-10``: ``log10(x)`` where ``x > threshold``,
       else ``default``.
     * ``method=zscore,mean=0,standard_deviation=1``: ``(x - mean) / standard_deviation``.
     * ``method=minmax,min=0,max=1``: ``(x - min) / (max - min)``.
+    * ``method=expression,expr=log(x+3)``: an expression of the language of
+      :mod:`recforge.features.expression` in the variable ``x`` (each number on its own);
+      everything after ``expr=`` is the expression, commas included.
 
     Args:
         spec: the normalizer string.
@@ -41,20 +87,32 @@ def parse_normalizer(spec: str, feature_name: str = "?") -> Callable[[np.ndarray
         A function mapping a float64 array to a float64 array of the same shape.
 
     Raises:
-        FeatureError: unknown method, unknown or malformed parameters.
+        FeatureError: unknown method, unknown or malformed parameters, an expression that
+            does not compile (the message gives the position in the expression).
 
     """
-    params: dict[str, str] = {}
-    for part in spec.split(","):
-        if not part.strip():
-            continue
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise FeatureError(
-                f"feature '{feature_name}': normalizer '{spec}': expected key=value, found '{part}'"
-            )
-        params[key.strip()] = value.strip()
+    params, expr = _split_normalizer(spec, feature_name)
+    if expr is not None and "method=" in expr:
+        raise FeatureError(
+            f"feature '{feature_name}': normalizer '{spec}': expected expr= as the last key "
+            f"(everything after it is the expression), found expr={expr}"
+        )
     method = params.pop("method", "")
+    if method == "expression":
+        unknown = sorted(params)
+        if unknown:
+            raise FeatureError(
+                f"feature '{feature_name}': normalizer '{spec}': unknown parameter "
+                f"'{unknown[0]}' for method expression (expected ['expr'])"
+            )
+        if not expr:
+            raise FeatureError(
+                f"feature '{feature_name}': normalizer '{spec}': missing parameters ['expr'] "
+                "(e.g. method=expression,expr=log(x+3))"
+            )
+        return _expression_normalizer(spec, expr, feature_name)
+    if expr is not None:
+        params["expr"] = expr
     allowed = {
         "log10": {"threshold": 1e-10, "default": -10.0},
         "zscore": {"mean": 0.0, "standard_deviation": 1.0},
@@ -63,7 +121,7 @@ def parse_normalizer(spec: str, feature_name: str = "?") -> Callable[[np.ndarray
     if method not in allowed:
         raise FeatureError(
             f"feature '{feature_name}': normalizer '{spec}': expected method=log10|zscore|"
-            f"minmax, found method='{method}'"
+            f"minmax|expression, found method='{method}'"
         )
     args: dict[str, Any] = dict(allowed[method])
     for key, value in params.items():
@@ -112,11 +170,12 @@ class RawFeature(BaseFeature):
     (``value_dim > 1``) or list columns (``value_dim`` items per row). Null cells and null
     items take ``default_value`` (default ``"0"``; one number broadcast to every dim, or
     ``value_dim`` numbers joined by ``separator``). A NaN or infinite value that was not a
-    null is an error. The ``normalizer`` (see :func:`parse_normalizer`) is applied next,
-    then, when ``boundaries`` are set, the value is bucketized with
-    ``searchsorted(boundaries, x, side="right")`` into ``len(boundaries) + 1`` ids
-    (``x < b[0] -> 0``, ``b[i-1] <= x < b[i] -> i``) and the feature is sparse (one id per
-    dim, so bags of ``value_dim`` ids).
+    null is an error. The ``normalizer`` (see :func:`parse_normalizer`) is applied next (a
+    number it turns into NaN or inf, e.g. ``method=expression,expr=log(x)`` of 0, is an error,
+    and so, at build, is a ``default_value`` it turns into one), then, when ``boundaries``
+    are set, the value is bucketized with ``searchsorted(boundaries, x, side="right")`` into
+    ``len(boundaries) + 1`` ids (``x < b[0] -> 0``, ``b[i-1] <= x < b[i] -> i``) and the
+    feature is sparse (one id per dim, so bags of ``value_dim`` ids).
 
     FG output (see :mod:`recforge.features.fg_mode`) is read from the column named by
     ``feature_name``, multi-values joined by ``fg_encoded_multival_sep``, and the normalizer
@@ -161,8 +220,17 @@ class RawFeature(BaseFeature):
             else None
         )
         default = self._parse_default()
-        if self.reads_fg_output and self._normalize is not None:
-            default = self._normalize(default)
+        if self._normalize is not None:
+            normalized = self._normalize(default)
+            bad = first_true(~np.isfinite(normalized))
+            if bad >= 0:
+                raise self._error(
+                    f"normalizer '{cfg.normalizer}' turns the default value "
+                    f"{default[bad]:g} into {normalized[bad]}; expected a finite number (set "
+                    "default_value to a number the normalizer accepts)"
+                )
+            if self.reads_fg_output:
+                default = normalized
         #: what a null cell takes: ``float64 [value_dim]`` (before normalization in the raw
         #: modes, after it for FG output)
         self._default: np.ndarray = default
@@ -349,7 +417,16 @@ class RawFeature(BaseFeature):
                 f"{bad // self.value_dim}"
             )
         if self._normalize is not None and not self.reads_fg_output:
-            values = self._normalize(values)
+            raw, values = values, self._normalize(values)
+            # an expression normalizer can leave the finite numbers (log(x+3) of -5); TorchEasyRec
+            # passes NaN / inf on to the model, we stop at the value that made it
+            bad = first_true(~np.isfinite(values).reshape(-1))
+            if bad >= 0:
+                raise self._error(
+                    f"normalizer '{self.config.normalizer}' turns {raw.reshape(-1)[bad]:g} at "
+                    f"row {bad // self.value_dim} into {values.reshape(-1)[bad]}; expected it to "
+                    "give finite numbers"
+                )
         if self.is_sparse:
             ids = np.searchsorted(self._boundaries, values.reshape(-1), side="right")
             lengths = np.full(len(values), self.value_dim, dtype=np.int32)
