@@ -17,7 +17,7 @@ from recforge.datasets.data_parser import DataParser
 from recforge.datasets.mock_columns import FG_DAG, FG_NONE, FG_NORMAL, MockFormat, plan_feature
 from recforge.datasets.mock_data import generate_mock_data, label_specs, resolve_fg_mode
 from recforge.datasets.readers import create_reader, expand_input_path
-from recforge.features import create_features
+from recforge.features import create_pipeline_features
 from recforge.protos import data_pb2, feature_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_dataset
 
@@ -162,7 +162,7 @@ def test_raw_input_format_of_sequences_multi_values_and_boundaries(tmp_path):
     assert table.column("sid").null_count == 0  # jrc session column
 
     parser = DataParser(
-        create_features(config.feature_configs), labels=["click", "ctype"], sample_weights=["w"]
+        create_pipeline_features(config), labels=["click", "ctype"], sample_weights=["w"]
     )
     batch = parser.parse(table.to_batches(max_chunksize=2000)[0])
     assert set(batch["age.values"].tolist()) == {0, 1, 2, 3, 4}
@@ -194,7 +194,7 @@ def test_example_config_is_read_by_recforge(tmp_path):
     for name in ("deepfm_demo", "multi_tower_din_demo"):
         config = load_pipeline_config(os.path.join(REPO_ROOT, "examples", f"{name}.config"))
         result = generate_mock_data(config, str(tmp_path / name), num_rows=300)
-        parser = DataParser(create_features(config.feature_configs), labels=["label"])
+        parser = DataParser(create_pipeline_features(config), labels=["label"])
         batch = parser.parse_batch(read(result).to_batches(max_chunksize=300)[0])
         assert batch.labels["label"].shape == (300,)
 
@@ -215,7 +215,7 @@ def test_negative_sampler_item_table(tmp_path):
     assert set(rows.column("label").to_pylist()) == {1}  # rows are positives
 
     config.data_config.negative_sampler.input_path = result["item_table"]
-    features = create_features(config.feature_configs)
+    features = create_pipeline_features(config)
     batch = next(iter(RecDataset(config.data_config, features, read_path(result))))
     assert batch.labels["label"].shape[0] == 500 + config.data_config.negative_sampler.num_sample
 
@@ -312,12 +312,12 @@ def test_odps_configs_generate_but_fail_to_train_with_advice(tmp_path):
     config = parse_config(SEQUENCE_CONFIG)  # OdpsDataset, odps:// train_input_path
     generate_mock_data(config, str(tmp_path), num_rows=10)
     with pytest.raises(DataError, match=r"^data_config.dataset_type: .*found OdpsDataset: Max"):
-        build_dataset(config, create_features(config.feature_configs), "train")
+        build_dataset(config, create_pipeline_features(config), "train")
     with pytest.raises(DataError, match="--edit_config_json .*ParquetDataset"):
         create_reader(config.data_config, str(tmp_path), batch_size=4)
     config.data_config.dataset_type = data_pb2.ParquetDataset
     with pytest.raises(DataError, match=r"^train_input_path: .*'odps://project/tables/train'"):
-        build_dataset(config, create_features(config.feature_configs), "train")
+        build_dataset(config, create_pipeline_features(config), "train")
     with pytest.raises(DataError, match="MaxCompute"):
         expand_input_path("odps://project/tables/t,data/x.parquet")
 
