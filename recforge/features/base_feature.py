@@ -153,6 +153,11 @@ class BaseFeature(abc.ABC):
 
     # ------------------------------------------------------------------ description
     @property
+    def table_size_source(self) -> str:
+        """The config field that sets the table's row count (named in range errors)."""
+        return "embedding table size"
+
+    @property
     @abc.abstractmethod
     def is_sparse(self) -> bool:
         """Whether the feature is looked up in an embedding table (ids) or is dense."""
@@ -393,7 +398,8 @@ class BaseFeature(abc.ABC):
         if bad >= 0:
             raise self._error(
                 f"encoded {what} {ids[bad]} at row {row_of_value(lengths, bad)} out of range "
-                f"[0, {size}) (fg_mode FG_NONE reads final table rows){RAW_VALUES_HINT}"
+                f"[0, {size}) ({self.table_size_source} sets the table's rows; fg_mode FG_NONE"
+                f" reads final table rows){RAW_VALUES_HINT}"
             )
         return ids
 
