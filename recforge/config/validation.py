@@ -44,7 +44,8 @@ def validate_config(config: pipeline_pb2.EasyRecConfig, path: Optional[PathLike]
     embedding; feature groups name defined features, have unique names and are not empty;
     every tower ``input`` (any string field named ``input`` inside the model) names a feature
     group; ``data_config`` has label fields and a positive batch size; ``train_config`` has a
-    sparse and a dense optimizer; every loss and metric is set, and losses suit ``num_class``.
+    sparse and a dense optimizer; every loss and metric is set, and suits ``num_class`` (the
+    rules of :mod:`recforge.loss` and :mod:`recforge.metrics`).
 
     Args:
         config: the config to check.
@@ -250,8 +251,9 @@ def _check_model(config: pipeline_pb2.EasyRecConfig, problems: _Problems) -> Non
     groups = _check_feature_groups(mc, features, problems)
     if model is not None:
         _check_group_refs(getattr(mc, model), f"model_config.{model}", groups, problems)
-    _check_losses(mc, problems)
-    _check_metrics(mc, problems)
+    # a num_class that does not suit the losses is reported once, at the losses
+    losses_suit = _check_losses(mc, problems)
+    _check_metrics(mc, problems, check_num_class=losses_suit)
 
 
 def _check_feature_groups(mc: Message, features: list[str], problems: _Problems) -> list[str]:
@@ -323,68 +325,66 @@ def _check_input(message: Message, prefix: str, groups: list[str], problems: _Pr
         )
 
 
-def _bce_ok(num_class: int) -> bool:
-    return num_class == 1
+def _num_class_applies(mc: Message) -> bool:
+    """Whether the model's ``num_class`` is what its losses and metrics score.
+
+    Not for match models (a softmax over each user's candidates, whatever ``num_class`` says)
+    nor for models with ``task_towers`` (each tower has its own ``num_class``; model building
+    checks the towers with the same rules).
+    """
+    model = mc.WhichOneof("model")
+    if model is None:
+        return True
+    message = getattr(mc, model)
+    is_match = message.DESCRIPTOR.file.name.endswith("match_model.proto")
+    return not is_match and "task_towers" not in message.DESCRIPTOR.fields_by_name
 
 
-def _softmax_ok(num_class: int) -> bool:
-    return num_class > 1
+def _check_losses(mc: Message, problems: _Problems) -> bool:
+    """Every loss is set and suits ``num_class``; returns whether they all suit it."""
+    from recforge.loss import num_class_problem  # torch: imported only when validating
 
-
-# loss field -> (accepts num_class?, what to say otherwise)
-_LOSS_NUM_CLASS_RULES = {
-    "binary_cross_entropy": (
-        _bce_ok,
-        "binary_cross_entropy needs num_class: 1 (one logit per sample), found num_class: {n}; "
-        "use softmax_cross_entropy for multi-class labels",
-    ),
-    "softmax_cross_entropy": (
-        _softmax_ok,
-        "softmax_cross_entropy needs num_class > 1 (one logit per class), found num_class: {n}; "
-        "use binary_cross_entropy for 0/1 labels, or set num_class: 2",
-    ),
-    "l2_loss": (
-        _bce_ok,
-        "l2_loss regresses one value and needs num_class: 1, found num_class: {n}",
-    ),
-}
-
-
-def _check_losses(mc: Message, problems: _Problems) -> None:
-    """Every loss is set and suits ``num_class``."""
     n = mc.num_class
     if n < 1:
         problems.add("model_config.num_class", f"num_class must be >= 1 (found {n})")
-        return
+        return False
     options = choices(loss_pb2.LossConfig.DESCRIPTOR.oneofs_by_name["loss"])
-    model = mc.WhichOneof("model")
-    # match models: softmax over each user's candidates, whatever num_class says
-    is_match = model is not None and getattr(mc, model).DESCRIPTOR.file.name.endswith(
-        "match_model.proto"
-    )
+    check_num_class = _num_class_applies(mc)
+    suits = True
     for i, loss in enumerate(mc.losses):
         fld = f"model_config.losses[{i}]"
         kind = loss.WhichOneof("loss")
         if kind is None:
             problems.add(fld, f"no loss is set; set one of: {options}")
             continue
-        accepts, explanation = _LOSS_NUM_CLASS_RULES.get(kind, (None, ""))
-        if accepts is not None and not accepts(n) and not is_match:
-            problems.add(f"{fld}.{kind}", explanation.format(n=n))
+        problem = num_class_problem(loss, n) if check_num_class else None
+        if problem is not None:
+            problems.add(f"{fld}.{kind}", problem)
+            suits = False
+    return suits
 
 
-def _check_metrics(mc: Message, problems: _Problems) -> None:
-    """Every metric and train metric is set."""
+def _check_metrics(mc: Message, problems: _Problems, check_num_class: bool) -> None:
+    """Every metric and train metric is set (and, with ``check_num_class``, suits it)."""
+    from recforge.metrics import num_class_problem  # torch: imported only when validating
+
+    check_num_class = check_num_class and _num_class_applies(mc)
     options = choices(metric_pb2.MetricConfig.DESCRIPTOR.oneofs_by_name["metric"])
-    for i, metric in enumerate(mc.metrics):
-        if metric.WhichOneof("metric") is None:
-            problems.add(f"model_config.metrics[{i}]", f"no metric is set; set one of: {options}")
     train_options = choices(metric_pb2.TrainMetricConfig.DESCRIPTOR.oneofs_by_name["metric"])
+    for name, configs, kinds in (
+        ("metrics", mc.metrics, options),
+        ("train_metrics", mc.train_metrics, train_options),
+    ):
+        for i, metric in enumerate(configs):
+            fld = f"model_config.{name}[{i}]"
+            kind = metric.WhichOneof("metric")
+            if kind is None:
+                problems.add(fld, f"no metric is set; set one of: {kinds}")
+                continue
+            problem = num_class_problem(metric, mc.num_class) if check_num_class else None
+            if problem is not None:
+                problems.add(f"{fld}.{kind}", problem)
     for i, train_metric in enumerate(mc.train_metrics):
-        if train_metric.WhichOneof("metric") is None:
-            problems.add(
-                f"model_config.train_metrics[{i}]", f"no metric is set; set one of: {train_options}"
-            )
         if not 0 <= train_metric.decay_rate < 1:
             problems.add(
                 f"model_config.train_metrics[{i}].decay_rate",
