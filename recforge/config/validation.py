@@ -44,8 +44,7 @@ def validate_config(config: pipeline_pb2.EasyRecConfig, path: Optional[PathLike]
     embedding; feature groups name defined features, have unique names and are not empty;
     every tower ``input`` (any string field named ``input`` inside the model) names a feature
     group; ``data_config`` has label fields and a positive batch size; ``train_config`` has a
-    sparse and a dense optimizer; every loss and metric is set, and suits ``num_class`` (the
-    rules of :mod:`recforge.loss` and :mod:`recforge.metrics`).
+    sparse and a dense optimizer; every loss and metric is set, and losses suit ``num_class``.
 
     Args:
         config: the config to check.
@@ -251,9 +250,8 @@ def _check_model(config: pipeline_pb2.EasyRecConfig, problems: _Problems) -> Non
     groups = _check_feature_groups(mc, features, problems)
     if model is not None:
         _check_group_refs(getattr(mc, model), f"model_config.{model}", groups, problems)
-    # a num_class that does not suit the losses is reported once, at the losses
-    losses_suit = _check_losses(mc, problems)
-    _check_metrics(mc, problems, check_num_class=losses_suit)
+    _check_losses(mc, problems)
+    _check_metrics(mc, problems)
 
 
 def _check_feature_groups(mc: Message, features: list[str], problems: _Problems) -> list[str]:
@@ -326,11 +324,11 @@ def _check_input(message: Message, prefix: str, groups: list[str], problems: _Pr
 
 
 def _num_class_applies(mc: Message) -> bool:
-    """Whether the model's ``num_class`` is what its losses and metrics score.
+    """Whether the model's ``num_class`` is what its losses score.
 
     Not for match models (a softmax over each user's candidates, whatever ``num_class`` says)
     nor for models with ``task_towers`` (each tower has its own ``num_class``; model building
-    checks the towers with the same rules).
+    checks the towers' losses with the same rules).
     """
     model = mc.WhichOneof("model")
     if model is None:
@@ -340,17 +338,16 @@ def _num_class_applies(mc: Message) -> bool:
     return not is_match and "task_towers" not in message.DESCRIPTOR.fields_by_name
 
 
-def _check_losses(mc: Message, problems: _Problems) -> bool:
-    """Every loss is set and suits ``num_class``; returns whether they all suit it."""
+def _check_losses(mc: Message, problems: _Problems) -> None:
+    """Every loss is set and suits ``num_class`` (the rule on the loss's class)."""
     from recforge.loss import num_class_problem  # torch: imported only when validating
 
     n = mc.num_class
     if n < 1:
         problems.add("model_config.num_class", f"num_class must be >= 1 (found {n})")
-        return False
+        return
     options = choices(loss_pb2.LossConfig.DESCRIPTOR.oneofs_by_name["loss"])
     check_num_class = _num_class_applies(mc)
-    suits = True
     for i, loss in enumerate(mc.losses):
         fld = f"model_config.losses[{i}]"
         kind = loss.WhichOneof("loss")
@@ -360,31 +357,20 @@ def _check_losses(mc: Message, problems: _Problems) -> bool:
         problem = num_class_problem(loss, n) if check_num_class else None
         if problem is not None:
             problems.add(f"{fld}.{kind}", problem)
-            suits = False
-    return suits
 
 
-def _check_metrics(mc: Message, problems: _Problems, check_num_class: bool) -> None:
-    """Every metric and train metric is set (and, with ``check_num_class``, suits it)."""
-    from recforge.metrics import num_class_problem  # torch: imported only when validating
-
-    check_num_class = check_num_class and _num_class_applies(mc)
+def _check_metrics(mc: Message, problems: _Problems) -> None:
+    """Every metric and train metric is set."""
     options = choices(metric_pb2.MetricConfig.DESCRIPTOR.oneofs_by_name["metric"])
+    for i, metric in enumerate(mc.metrics):
+        if metric.WhichOneof("metric") is None:
+            problems.add(f"model_config.metrics[{i}]", f"no metric is set; set one of: {options}")
     train_options = choices(metric_pb2.TrainMetricConfig.DESCRIPTOR.oneofs_by_name["metric"])
-    for name, configs, kinds in (
-        ("metrics", mc.metrics, options),
-        ("train_metrics", mc.train_metrics, train_options),
-    ):
-        for i, metric in enumerate(configs):
-            fld = f"model_config.{name}[{i}]"
-            kind = metric.WhichOneof("metric")
-            if kind is None:
-                problems.add(fld, f"no metric is set; set one of: {kinds}")
-                continue
-            problem = num_class_problem(metric, mc.num_class) if check_num_class else None
-            if problem is not None:
-                problems.add(f"{fld}.{kind}", problem)
     for i, train_metric in enumerate(mc.train_metrics):
+        if train_metric.WhichOneof("metric") is None:
+            problems.add(
+                f"model_config.train_metrics[{i}]", f"no metric is set; set one of: {train_options}"
+            )
         if not 0 <= train_metric.decay_rate < 1:
             problems.add(
                 f"model_config.train_metrics[{i}].decay_rate",
