@@ -34,6 +34,7 @@ import torch
 
 from recforge.config import ConfigError
 from recforge.errors import ExportError
+from recforge.features import BaseFeature
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.modules.mlp import MLP
 from recforge.predictor import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
@@ -161,10 +162,12 @@ def _shape(tensor: torch.Tensor, batch_size: int) -> list:
     return ["B" if i == 0 and n == batch_size else int(n) for i, n in enumerate(tensor.shape)]
 
 
-def describe_model(model: BaseModel, outputs: dict[str, torch.Tensor], batch_size: int) -> dict:
+def describe_model(
+    model_features: Sequence[BaseFeature], outputs: dict[str, torch.Tensor], batch_size: int
+) -> dict:
     """The ``inputs``/``features``/``outputs`` part of ``model_info.json``."""
     features, inputs = [], []
-    for feature in model._features:
+    for feature in model_features:
         kind = "sparse" if feature.is_sparse else "dense"
         if feature.is_sparse:
             tensors = [
@@ -193,7 +196,7 @@ def describe_model(model: BaseModel, outputs: dict[str, torch.Tensor], batch_siz
             entry["value_dim"] = feature.value_dim
         features.append(entry)
         inputs += [{**t, "feature": feature.name, "kind": kind} for t in tensors]
-    columns = list(dict.fromkeys(c for f in model._features for c in f.inputs))
+    columns = list(dict.fromkeys(c for f in model_features for c in f.inputs))
     return {
         "features": features,
         "inputs": inputs,
@@ -226,7 +229,7 @@ def _check_scripted(
 
     data = example_inputs(model, batch_size)
     with torch.no_grad():
-        eager = model.predict(DataParser(model._features).to_batch(data))
+        eager = model.predict(DataParser(model.features).to_batch(data))
         script = scripted(data)
     if set(eager) != set(script):
         raise RuntimeError(f"scripted outputs {sorted(script)} != eager outputs {sorted(eager)}")
@@ -383,7 +386,7 @@ def export_model(
             "import torch, torchrec; model = torch.jit.load('scripted_model.pt');"
             " outputs = model(inputs)  # inputs: {tensor name: tensor} as listed in 'inputs'"
         ),
-        **describe_model(model, outputs, batch_size),
+        **describe_model(model.features, outputs, batch_size),
     }
     tmp = None
     try:

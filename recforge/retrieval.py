@@ -133,13 +133,12 @@ def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -
         features = model.tower_features(side)
         with torch.no_grad():
             outputs = wrapper(_example_inputs(features, 3))
-        holder = type("Tower", (), {"_features": features})()
         tower_info = {
             **info,
             "model_class": f"{type(model).__name__}.{side}_tower",
             "similarity": "cosine" if model.cosine else "inner_product",
             "embedding_dim": model.embedding_dim(),
-            **describe_model(holder, outputs, 3),
+            **describe_model(features, outputs, 3),
         }
         with open(os.path.join(directory, MODEL_INFO_FILE), "w") as f:
             json.dump(tower_info, f, indent=1)

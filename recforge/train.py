@@ -235,7 +235,7 @@ class _Trainer:
                 self.step_in_epoch += 1
                 epoch_samples += batch.batch_size
                 meter.add(batch.batch_size)
-                if self.model._train_metric_modules:
+                if self.model.has_train_metrics:
                     self.model.update_train_metric(predictions, batch)
                 if self.global_step % log_every == 0:
                     self._log(loss, losses, meter, batch_size)

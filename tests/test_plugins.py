@@ -11,16 +11,30 @@ from recforge.models.rank_model import RankModel
 
 
 class LogisticRegression(RankModel):
-    """All groups concatenated into one linear layer."""
+    """All groups concatenated into one linear layer (losses and metrics: the framework's)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model_config,
+        features,
+        labels,
+        sample_weights=(),
+        *,
+        embedding_device=None,
+        negative_sampler=None,
+    ):
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         group = self.init_embedding_group()
         width = sum(group.group_total_dim(name) for name in group.group_names())
         self.scale = float(self._model_config.params["scale"])
         self.head = self.output_head(width)
-        self.init_loss()
-        self.init_metric()
 
     def predict(self, batch):
         grouped = self.build_input(batch)

@@ -323,54 +323,40 @@ def _check_input(message: Message, prefix: str, groups: list[str], problems: _Pr
         )
 
 
-def _bce_ok(num_class: int) -> bool:
-    return num_class == 1
+def _num_class_applies(mc: Message) -> bool:
+    """Whether the model's ``num_class`` is what its losses score.
 
-
-def _softmax_ok(num_class: int) -> bool:
-    return num_class > 1
-
-
-# loss field -> (accepts num_class?, what to say otherwise)
-_LOSS_NUM_CLASS_RULES = {
-    "binary_cross_entropy": (
-        _bce_ok,
-        "binary_cross_entropy needs num_class: 1 (one logit per sample), found num_class: {n}; "
-        "use softmax_cross_entropy for multi-class labels",
-    ),
-    "softmax_cross_entropy": (
-        _softmax_ok,
-        "softmax_cross_entropy needs num_class > 1 (one logit per class), found num_class: {n}; "
-        "use binary_cross_entropy for 0/1 labels, or set num_class: 2",
-    ),
-    "l2_loss": (
-        _bce_ok,
-        "l2_loss regresses one value and needs num_class: 1, found num_class: {n}",
-    ),
-}
+    Not for match models (a softmax over each user's candidates, whatever ``num_class`` says)
+    nor for models with ``task_towers`` (each tower has its own ``num_class``; model building
+    checks the towers' losses with the same rules).
+    """
+    model = mc.WhichOneof("model")
+    if model is None:
+        return True
+    message = getattr(mc, model)
+    is_match = message.DESCRIPTOR.file.name.endswith("match_model.proto")
+    return not is_match and "task_towers" not in message.DESCRIPTOR.fields_by_name
 
 
 def _check_losses(mc: Message, problems: _Problems) -> None:
-    """Every loss is set and suits ``num_class``."""
+    """Every loss is set and suits ``num_class`` (the rule on the loss's class)."""
+    from recforge.loss import num_class_problem  # torch: imported only when validating
+
     n = mc.num_class
     if n < 1:
         problems.add("model_config.num_class", f"num_class must be >= 1 (found {n})")
         return
     options = choices(loss_pb2.LossConfig.DESCRIPTOR.oneofs_by_name["loss"])
-    model = mc.WhichOneof("model")
-    # match models: softmax over each user's candidates, whatever num_class says
-    is_match = model is not None and getattr(mc, model).DESCRIPTOR.file.name.endswith(
-        "match_model.proto"
-    )
+    check_num_class = _num_class_applies(mc)
     for i, loss in enumerate(mc.losses):
         fld = f"model_config.losses[{i}]"
         kind = loss.WhichOneof("loss")
         if kind is None:
             problems.add(fld, f"no loss is set; set one of: {options}")
             continue
-        accepts, explanation = _LOSS_NUM_CLASS_RULES.get(kind, (None, ""))
-        if accepts is not None and not accepts(n) and not is_match:
-            problems.add(f"{fld}.{kind}", explanation.format(n=n))
+        problem = num_class_problem(loss, n) if check_num_class else None
+        if problem is not None:
+            problems.add(f"{fld}.{kind}", problem)
 
 
 def _check_metrics(mc: Message, problems: _Problems) -> None:

@@ -6,14 +6,14 @@ the config message instead of branching on loss names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from recforge.protos import loss_pb2
+from recforge.utils.num_class import ANY_NUM_CLASS, NumClassRule
 
 
 class RecLoss(nn.Module):
@@ -23,11 +23,19 @@ class RecLoss(nn.Module):
         prediction_key: the ``predict()`` output the loss reads (``logits``, ``y``, ...).
         group_key: for losses over groups of samples (sessions), the column
             (``Batch.extras``) whose values group them; None for per-sample losses.
+        num_class_rule: the ``num_class`` values the loss works with (config validation and
+            model building both check it).
 
     """
 
     prediction_key = "logits"
     group_key: Optional[str] = None
+    num_class_rule: NumClassRule = ANY_NUM_CLASS
+
+    @classmethod
+    def from_config(cls, config: Any) -> RecLoss:
+        """Builds the loss from its message (the member of ``LossConfig``'s oneof)."""
+        return cls()
 
     def per_sample(
         self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
@@ -66,11 +74,22 @@ class BinaryCrossEntropyLoss(RecLoss):
 
     """
 
+    num_class_rule = NumClassRule(
+        lambda n: n == 1,
+        "binary_cross_entropy needs num_class: 1, found num_class: {n} (one logit per sample;"
+        " use softmax_cross_entropy for multi-class labels)",
+    )
+
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), found {label_smoothing}")
         self.label_smoothing = label_smoothing
+
+    @classmethod
+    def from_config(cls, config: loss_pb2.BinaryCrossEntropy) -> BinaryCrossEntropyLoss:
+        """Builds the loss from its message."""
+        return cls(config.label_smoothing)
 
     def per_sample(
         self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
@@ -96,6 +115,11 @@ class BinaryFocalLoss(RecLoss):
 
     """
 
+    num_class_rule = NumClassRule(
+        lambda n: n == 1,
+        "binary_focal_loss needs num_class: 1, found num_class: {n} (one logit per sample)",
+    )
+
     def __init__(self, gamma: float = 2.0, alpha: float = 0.5) -> None:
         super().__init__()
         if gamma < 0:
@@ -104,6 +128,11 @@ class BinaryFocalLoss(RecLoss):
             raise ValueError(f"binary_focal_loss alpha must be in (0, 1), found {alpha}")
         self.gamma = gamma
         self.alpha = alpha
+
+    @classmethod
+    def from_config(cls, config: loss_pb2.BinaryFocalLoss) -> BinaryFocalLoss:
+        """Builds the loss from its message."""
+        return cls(config.gamma, config.alpha)
 
     def per_sample(
         self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
@@ -128,6 +157,12 @@ class SoftmaxCrossEntropyLoss(RecLoss):
 
     """
 
+    num_class_rule = NumClassRule(
+        lambda n: n > 1,
+        "softmax_cross_entropy needs num_class > 1, found num_class: {n} (one logit per class;"
+        " use binary_cross_entropy for 0/1 labels, or set num_class: 2)",
+    )
+
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
         if not 0 <= label_smoothing < 1:
@@ -135,6 +170,11 @@ class SoftmaxCrossEntropyLoss(RecLoss):
                 f"softmax_cross_entropy label_smoothing must be in [0, 1), found {label_smoothing}"
             )
         self.label_smoothing = label_smoothing
+
+    @classmethod
+    def from_config(cls, config: loss_pb2.SoftmaxCrossEntropy) -> SoftmaxCrossEntropyLoss:
+        """Builds the loss from its message."""
+        return cls(config.label_smoothing)
 
     def per_sample(
         self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
@@ -149,6 +189,10 @@ class L2Loss(RecLoss):
     """Squared error of the regression output ``y`` ``[B]``."""
 
     prediction_key = "y"
+    num_class_rule = NumClassRule(
+        lambda n: n == 1,
+        "l2_loss needs num_class: 1, found num_class: {n} (it regresses one value)",
+    )
 
     def per_sample(
         self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
@@ -173,6 +217,12 @@ class JRCLoss(RecLoss):
 
     """
 
+    num_class_rule = NumClassRule(
+        lambda n: n == 2,
+        "jrc_loss needs num_class: 2, found num_class: {n} (a negative and a positive logit"
+        " per sample)",
+    )
+
     def __init__(self, session_name: str, alpha: float = 0.5) -> None:
         super().__init__()
         if not session_name:
@@ -181,6 +231,11 @@ class JRCLoss(RecLoss):
             raise ValueError(f"jrc_loss alpha must be in [0, 1], found {alpha}")
         self.group_key = session_name
         self.alpha = alpha
+
+    @classmethod
+    def from_config(cls, config: loss_pb2.JRCLoss) -> JRCLoss:
+        """Builds the loss from its message."""
+        return cls(config.session_name, config.alpha)
 
     def per_sample(
         self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
@@ -225,12 +280,13 @@ def _segment_logsumexp(
     return torch.log(torch.where(has, total, torch.ones_like(total))) + shift, has
 
 
-_LOSS_BUILDERS: dict[str, Callable[[object], RecLoss]] = {
-    "binary_cross_entropy": lambda cfg: BinaryCrossEntropyLoss(cfg.label_smoothing),
-    "softmax_cross_entropy": lambda cfg: SoftmaxCrossEntropyLoss(cfg.label_smoothing),
-    "l2_loss": lambda cfg: L2Loss(),
-    "binary_focal_loss": lambda cfg: BinaryFocalLoss(cfg.gamma, cfg.alpha),
-    "jrc_loss": lambda cfg: JRCLoss(cfg.session_name, cfg.alpha),
+# LossConfig oneof member -> the class that implements it
+_LOSSES: dict[str, type[RecLoss]] = {
+    "binary_cross_entropy": BinaryCrossEntropyLoss,
+    "softmax_cross_entropy": SoftmaxCrossEntropyLoss,
+    "l2_loss": L2Loss,
+    "binary_focal_loss": BinaryFocalLoss,
+    "jrc_loss": JRCLoss,
 }
 
 
@@ -238,7 +294,7 @@ def loss_name(config: loss_pb2.LossConfig) -> str:
     """The name of the loss set in a ``LossConfig`` (its oneof field name)."""
     name = config.WhichOneof("loss")
     if name is None:
-        raise ValueError(f"a losses entry sets no loss (choices: {', '.join(_LOSS_BUILDERS)})")
+        raise ValueError(f"a losses entry sets no loss (choices: {', '.join(_LOSSES)})")
     return name
 
 
@@ -249,10 +305,26 @@ def create_loss(config: loss_pb2.LossConfig) -> RecLoss:
         ValueError: no loss set, or a loss recforge does not implement.
 
     """
+    return _loss_class(config).from_config(getattr(config, loss_name(config)))
+
+
+def num_class_problem(config: loss_pb2.LossConfig, num_class: int) -> Optional[str]:
+    """What is wrong with using the loss of ``config`` with ``num_class`` outputs.
+
+    Returns:
+        The message, or None when the loss works with ``num_class`` (and when no loss is set
+        or the loss is not implemented: :func:`create_loss` reports those).
+
+    """
+    loss_class = _LOSSES.get(config.WhichOneof("loss") or "")
+    return loss_class.num_class_rule.problem(num_class) if loss_class else None
+
+
+def _loss_class(config: loss_pb2.LossConfig) -> type[RecLoss]:
     name = loss_name(config)
-    if name not in _LOSS_BUILDERS:
-        raise ValueError(f"loss '{name}' is not supported (supported: {', '.join(_LOSS_BUILDERS)})")
-    return _LOSS_BUILDERS[name](getattr(config, name))
+    if name not in _LOSSES:
+        raise ValueError(f"loss '{name}' is not supported (supported: {', '.join(_LOSSES)})")
+    return _LOSSES[name]
 
 
 def session_keys(configs: list) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -12,6 +13,7 @@ from torchmetrics import classification, regression
 from recforge.metrics.grouped_auc import GroupedAUC
 from recforge.metrics.ranking import XAUC, NormalizedEntropy
 from recforge.protos import metric_pb2, model_pb2
+from recforge.utils.num_class import ANY_NUM_CLASS, NumClassRule
 
 
 class RecMetric(torch.nn.Module):
@@ -63,23 +65,34 @@ class RecMetric(torch.nn.Module):
         self.metric.reset()
 
 
-def _binary_class(num_class: int, name: str) -> Optional[int]:
-    """The column of the positive class: None for one logit, 1 for two; else an error."""
-    if num_class > 2:
-        raise ValueError(f"{name} is a binary metric: it needs num_class 1 or 2, found {num_class}")
+def _binary_rule(name: str) -> NumClassRule:
+    return NumClassRule(
+        lambda n: n <= 2, f"{name} is a binary metric: it needs num_class 1 or 2, found {{n}}"
+    )
+
+
+def _regression_rule(name: str) -> NumClassRule:
+    return NumClassRule(
+        lambda n: n == 1,
+        f"{name} reads the regression output y: it needs num_class 1, found {{n}}",
+    )
+
+
+def _binary_class(num_class: int) -> Optional[int]:
+    """The column of the positive class: None for one logit, 1 for two."""
     return 1 if num_class == 2 else None
 
 
 def _auc(cfg: metric_pb2.AUC, num_class: int) -> RecMetric:
     metric = classification.BinaryAUROC(thresholds=cfg.thresholds or None)
-    return RecMetric(metric, class_index=_binary_class(num_class, "auc"))
+    return RecMetric(metric, class_index=_binary_class(num_class))
 
 
 def _recall_at_k(cfg: metric_pb2.RecallAtK, num_class: int) -> RecMetric:
-    if num_class < 2 or cfg.top_k < 1 or cfg.top_k > num_class:
+    if cfg.top_k < 1 or cfg.top_k > num_class:
         raise ValueError(
-            f"recall_at_k needs class outputs (num_class > 1) and 1 <= top_k <= num_class;"
-            f" found num_class {num_class}, top_k {cfg.top_k}"
+            f"recall_at_k needs 1 <= top_k <= num_class; found num_class {num_class},"
+            f" top_k {cfg.top_k}"
         )
     # micro recall over top-k predictions: the share of samples whose class is in the top k
     metric = classification.MulticlassRecall(
@@ -89,13 +102,11 @@ def _recall_at_k(cfg: metric_pb2.RecallAtK, num_class: int) -> RecMetric:
 
 
 def _normalized_entropy(cfg: metric_pb2.NormalizedEntropy, num_class: int) -> RecMetric:
-    class_index = _binary_class(num_class, "normalized_entropy")
+    class_index = _binary_class(num_class)
     return RecMetric(NormalizedEntropy(cfg.eta), label_dtype=torch.float, class_index=class_index)
 
 
 def _xauc(cfg: metric_pb2.XAUC, num_class: int) -> RecMetric:
-    if num_class != 1:
-        raise ValueError(f"xauc ranks regression outputs: it needs num_class 1, found {num_class}")
     metric = XAUC(cfg.sample_ratio, cfg.max_pairs or None, cfg.in_batch)
     return RecMetric(metric, "y", torch.float)
 
@@ -117,21 +128,50 @@ def _accuracy(cfg: metric_pb2.Accuracy, num_class: int) -> RecMetric:
 def _grouped_auc(cfg: metric_pb2.GroupedAUC, num_class: int) -> RecMetric:
     if not cfg.grouping_key:
         raise ValueError("grouped_auc needs grouping_key (the column that groups samples)")
-    return RecMetric(GroupedAUC(), group_key=cfg.grouping_key)
+    return RecMetric(GroupedAUC(), group_key=cfg.grouping_key, class_index=_binary_class(num_class))
 
 
-_METRIC_BUILDERS: dict[str, Callable[[object, int], RecMetric]] = {
-    "auc": _auc,
-    "multiclass_auc": _multiclass_auc,
-    "accuracy": _accuracy,
-    "grouped_auc": _grouped_auc,
-    "recall_at_k": _recall_at_k,
-    "normalized_entropy": _normalized_entropy,
-    "xauc": _xauc,
-    "mean_absolute_error": lambda cfg, n: RecMetric(
-        regression.MeanAbsoluteError(), "y", torch.float
+@dataclass(frozen=True)
+class _MetricKind:
+    """How to build a metric, and the ``num_class`` values it works with."""
+
+    build: Callable[[Any, int], RecMetric]
+    num_class_rule: NumClassRule = ANY_NUM_CLASS
+
+
+# MetricConfig oneof member -> its builder and num_class rule
+_METRICS: dict[str, _MetricKind] = {
+    "auc": _MetricKind(_auc, _binary_rule("auc")),
+    "multiclass_auc": _MetricKind(
+        _multiclass_auc,
+        NumClassRule(
+            lambda n: n > 1,
+            "multiclass_auc needs class outputs (num_class > 1), found num_class {n}",
+        ),
     ),
-    "mean_squared_error": lambda cfg, n: RecMetric(regression.MeanSquaredError(), "y", torch.float),
+    "accuracy": _MetricKind(_accuracy),
+    "grouped_auc": _MetricKind(_grouped_auc, _binary_rule("grouped_auc")),
+    "recall_at_k": _MetricKind(
+        _recall_at_k,
+        NumClassRule(
+            lambda n: n > 1, "recall_at_k needs class outputs (num_class > 1), found num_class {n}"
+        ),
+    ),
+    "normalized_entropy": _MetricKind(_normalized_entropy, _binary_rule("normalized_entropy")),
+    "xauc": _MetricKind(
+        _xauc,
+        NumClassRule(
+            lambda n: n == 1, "xauc ranks regression outputs: it needs num_class 1, found {n}"
+        ),
+    ),
+    "mean_absolute_error": _MetricKind(
+        lambda cfg, n: RecMetric(regression.MeanAbsoluteError(), "y", torch.float),
+        _regression_rule("mean_absolute_error"),
+    ),
+    "mean_squared_error": _MetricKind(
+        lambda cfg, n: RecMetric(regression.MeanSquaredError(), "y", torch.float),
+        _regression_rule("mean_squared_error"),
+    ),
 }
 
 
@@ -139,19 +179,37 @@ def metric_name(config: metric_pb2.MetricConfig) -> str:
     """The name of the metric set in a ``MetricConfig`` (its oneof field name)."""
     name = config.WhichOneof("metric")
     if name is None:
-        raise ValueError(f"a metrics entry sets no metric (choices: {', '.join(_METRIC_BUILDERS)})")
+        raise ValueError(f"a metrics entry sets no metric (choices: {', '.join(_METRICS)})")
     return name
+
+
+def num_class_problem(config: metric_pb2.MetricConfig, num_class: int) -> Optional[str]:
+    """What is wrong with using the metric of ``config`` with ``num_class`` outputs.
+
+    Returns:
+        The message, or None when the metric works with ``num_class`` (and when no metric is
+        set or the metric is not implemented: :func:`create_metric` reports those).
+
+    """
+    kind = _METRICS.get(config.WhichOneof("metric") or "")
+    return kind.num_class_rule.problem(num_class) if kind else None
 
 
 def create_metric(config: metric_pb2.MetricConfig, num_class: int = 1) -> RecMetric:
     """Builds the metric a ``MetricConfig`` describes.
 
     Raises:
-        ValueError: no metric set, or one recforge does not implement.
+        ValueError: no metric set, a metric recforge does not implement, one that does not
+            work with ``num_class``, or one whose settings are invalid.
 
     """
     name = metric_name(config)
-    return _METRIC_BUILDERS[name](getattr(config, name), num_class)
+    if name not in _METRICS:
+        raise ValueError(f"metric '{name}' is not supported (supported: {', '.join(_METRICS)})")
+    problem = num_class_problem(config, num_class)
+    if problem is not None:
+        raise ValueError(problem)
+    return _METRICS[name].build(getattr(config, name), num_class)
 
 
 def grouping_keys(configs: Any) -> list:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
+from recforge.features import BaseFeature
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.modules.mlp import MLP
 from recforge.modules.mmoe import MMoE
+from recforge.protos import data_pb2, model_pb2
 
 
 class DBMTL(MultiTaskRank):
@@ -22,8 +25,24 @@ class DBMTL(MultiTaskRank):
     modelling ``p(task | related tasks)``; a linear layer gives the task's logits.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+    ) -> None:
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         cfg = self._model_config
         width = self.init_input()
         self.bottom = (
@@ -66,8 +85,6 @@ class DBMTL(MultiTaskRank):
                 self._relations[task.name] = relations
             hidden[task.name] = dim
             self.outputs[task.name] = nn.Linear(dim, task.num_class)
-        self.init_loss()
-        self.init_metric()
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits_<task>``/``probs_<task>`` per task."""
@@ -85,4 +102,4 @@ class DBMTL(MultiTaskRank):
                 h = self.relation_mlps[task.name](torch.cat(parts, dim=1))
             hidden[task.name] = h
             outputs[task.name] = self.outputs[task.name](h)
-        return self._multi_task_output_to_prediction(outputs)
+        return self._output_to_prediction(outputs)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
 from recforge.datasets.batch import Batch
+from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.cross import CrossNet
 from recforge.modules.mlp import MLP
+from recforge.protos import data_pb2, model_pb2
 
 
 class DCNV1(RankModel):
@@ -19,19 +22,32 @@ class DCNV1(RankModel):
     ``[B, D + deep]`` feeds the ``final`` MLP (optional) and the head.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+    ) -> None:
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         self.require_fields("deep")
-        config = self._model_config
         group = self.init_embedding_group()
         self._group = group.group_names()[0]
         dim = group.group_total_dim(self._group)
-        self.cross = CrossNet.from_config(dim, config.cross)
-        self.deep = MLP.from_config(dim, config.deep)
+        self.cross = self.layer_from_config(CrossNet, dim, "cross")
+        self.deep = self.layer_from_config(MLP, dim, "deep")
         width = self.cross.output_dim() + self.deep.output_dim()
         self.init_final_and_head(width)
-        self.init_loss()
-        self.init_metric()
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits``/``probs`` ``[B]``."""

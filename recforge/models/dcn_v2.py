@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
 from recforge.datasets.batch import Batch
+from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.cross import CrossNetV2
 from recforge.modules.mlp import MLP
+from recforge.protos import data_pb2, model_pb2
 
 
 class DCNV2(RankModel):
@@ -21,25 +24,39 @@ class DCNV2(RankModel):
     parallel structure.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+    ) -> None:
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         config = self._model_config
         group = self.init_embedding_group()
         self._group = group.group_names()[0]
         dim = group.group_total_dim(self._group)
         self.backbone = None
         if config.HasField("backbone"):
-            self.backbone = MLP.from_config(dim, config.backbone)
+            self.backbone = self.layer_from_config(MLP, dim, "backbone")
         cross_dim = self.backbone.output_dim() if self.backbone is not None else dim
-        self.cross = CrossNetV2.from_config(cross_dim, config.cross)
+        self.cross = self.layer_from_config(CrossNetV2, cross_dim, "cross")
         width = self.cross.output_dim()
         self.deep = None
         if config.HasField("deep"):
-            self.deep = MLP.from_config(dim, config.deep)
+            self.deep = self.layer_from_config(MLP, dim, "deep")
             width += self.deep.output_dim()
         self.init_final_and_head(width)
-        self.init_loss()
-        self.init_metric()
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits``/``probs`` ``[B]``."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
+from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
+from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.interaction import DotInteraction
 from recforge.modules.mlp import MLP
+from recforge.protos import data_pb2, model_pb2
 
 
 class DLRM(RankModel):
@@ -21,9 +25,24 @@ class DLRM(RankModel):
     ``arch_with_sparse``, the sparse embeddings feed the ``final`` MLP and the head.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.require_fields("final")
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+    ) -> None:
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         config = self._model_config
         group = self.init_embedding_group()
         names = group.group_names()
@@ -33,11 +52,13 @@ class DLRM(RankModel):
         num_vectors = group.group_feature_count(self._sparse)
         self.dense_mlp = None
         if "dense" in names and self._sparse != "dense":
-            self.dense_mlp = MLP.from_config(group.group_total_dim("dense"), config.dense_mlp)
+            dense_dim = group.group_total_dim("dense")
+            self.dense_mlp = self.layer_from_config(MLP, dense_dim, "dense_mlp")
             if self.dense_mlp.output_dim() != self._dim:
-                raise ValueError(
+                raise ConfigError(
                     f"DLRM's dense_mlp must end in the sparse embedding dim {self._dim},"
-                    f" found hidden_units {list(config.dense_mlp.hidden_units)}"
+                    f" found hidden_units {list(config.dense_mlp.hidden_units)}",
+                    field=self.config_field("dense_mlp.hidden_units"),
                 )
             num_vectors += 1
         self._with_sparse = config.arch_with_sparse
@@ -45,10 +66,7 @@ class DLRM(RankModel):
         width = self.interaction.output_dim()
         width += self._dim if self.dense_mlp is not None else 0
         width += group.group_total_dim(self._sparse) if self._with_sparse else 0
-        self.final = MLP.from_config(width, config.final)
-        self.head = self.output_head(self.final.output_dim())
-        self.init_loss()
-        self.init_metric()
+        self.init_final_and_head(width, required=True)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits``/``probs`` ``[B]``."""
@@ -64,4 +82,4 @@ class DLRM(RankModel):
             parts.append(dense)
         if self._with_sparse:
             parts.append(sparse)
-        return self._output_to_prediction(self.head(self.final(torch.cat(parts, dim=1))))
+        return self._output_to_prediction(self.final_and_head(torch.cat(parts, dim=1)))

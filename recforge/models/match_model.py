@@ -17,11 +17,11 @@ from recforge.datasets.batch import Batch
 from recforge.datasets.sampler import ITEM_INDEX_KEY, LOG_Q_KEY, NUM_NEGATIVES_KEY
 from recforge.features import BaseFeature
 from recforge.metrics import RecMetric
-from recforge.metrics.train_metric import as_metric_config, decay_train_metrics
+from recforge.metrics.train_metric import decay_train_metrics
 from recforge.models.model import BaseModel
-from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
+from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.mlp import MLP
-from recforge.protos import model_pb2, simi_pb2
+from recforge.protos import data_pb2, model_pb2, simi_pb2
 
 TOWER_SIDES = ("user", "item")
 
@@ -143,26 +143,36 @@ class MatchModel(BaseModel):
         features: Sequence[BaseFeature],
         labels: Sequence[str],
         sample_weights: Sequence[str] = (),
-        **kwargs: Any,
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
     ) -> None:
-        super().__init__(model_config, features, labels, sample_weights, **kwargs)
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         cfg = self._model_config
         self._cosine = cfg.similarity == simi_pb2.COSINE
         if cfg.temperature <= 0:
             raise ConfigError(
-                f"{self._model_type}.temperature must be > 0 (found {cfg.temperature})"
+                f"{self._model_type}.temperature must be > 0 (found {cfg.temperature})",
+                field=self.config_field("temperature"),
             )
         self._temperature = float(cfg.temperature)
         self._in_batch_negative = bool(cfg.in_batch_negative)
         self._log_q = bool(cfg.log_q_correction)
-        self._sampler_config = kwargs.get("negative_sampler")
         self._label_smoothing = 0.0
-        for loss in model_config.losses:
+        for i, loss in enumerate(model_config.losses):
             kind = loss.WhichOneof("loss")
             if kind != "softmax_cross_entropy":
                 raise ConfigError(
                     f"{type(self).__name__} trains with softmax_cross_entropy over the candidates;"
-                    f" model_config.losses has '{kind}'"
+                    f" model_config.losses has '{kind}'",
+                    field=f"model_config.losses[{i}]",
                 )
             self._label_smoothing = float(loss.softmax_cross_entropy.label_smoothing)
         self._shared_tables = False
@@ -190,12 +200,16 @@ class MatchModel(BaseModel):
         for side in TOWER_SIDES:
             field = f"{side}_tower"
             if not cfg.HasField(field) or not getattr(cfg, field).input:
-                raise ConfigError(f"{type(self).__name__} needs {self._model_type}.{field}.input")
+                raise ConfigError(
+                    f"{type(self).__name__} needs {self._model_type}.{field}.input",
+                    field=self.config_field(f"{field}.input"),
+                )
             name = getattr(cfg, field).input
             if name not in groups:
-                raise EmbeddingGroupError(
+                raise ConfigError(
                     f"{self._model_type}.{field}.input '{name}' is not a feature group"
-                    f" (groups: {', '.join(groups)})"
+                    f" (groups: {', '.join(groups)})",
+                    field=self.config_field(f"{field}.input"),
                 )
             self._group_names[side] = name
         self._shared_tables = share_tables
@@ -210,36 +224,38 @@ class MatchModel(BaseModel):
             self.user_embedding_group = EmbeddingGroup(self._features, [user_group], device=device)
             self.item_embedding_group = EmbeddingGroup(self._features, [item_group], device=device)
             user_eg, item_eg = self.user_embedding_group, self.item_embedding_group
-        self.user_tower = MatchTower(
-            user_eg.group_total_dim(user_group.group_name),
-            cfg.user_tower.mlp if cfg.user_tower.HasField("mlp") else None,
-            cfg.output_dim,
-            cfg.l2_normalize,
-        )
-        self.item_tower = MatchTower(
-            item_eg.group_total_dim(item_group.group_name),
-            cfg.item_tower.mlp if cfg.item_tower.HasField("mlp") else None,
-            cfg.output_dim,
-            cfg.l2_normalize,
-        )
+        with self.config_errors("user_tower.mlp"):
+            self.user_tower = MatchTower(
+                user_eg.group_total_dim(user_group.group_name),
+                cfg.user_tower.mlp if cfg.user_tower.HasField("mlp") else None,
+                cfg.output_dim,
+                cfg.l2_normalize,
+            )
+        with self.config_errors("item_tower.mlp"):
+            self.item_tower = MatchTower(
+                item_eg.group_total_dim(item_group.group_name),
+                cfg.item_tower.mlp if cfg.item_tower.HasField("mlp") else None,
+                cfg.output_dim,
+                cfg.l2_normalize,
+            )
         user_dim, item_dim = self.user_tower.output_dim(), self.item_tower.output_dim()
         if user_dim != item_dim:
             raise ConfigError(
                 f"{type(self).__name__}: the user tower outputs {user_dim} values and the item"
                 f" tower {item_dim} ({self._model_type}.user_tower.mlp and item_tower.mlp end"
-                f" in different widths); make them equal or set {self._model_type}.output_dim"
+                f" in different widths); make them equal or set {self._model_type}.output_dim",
+                field=self.config_field("output_dim"),
             )
         self._check_sampler_columns()
-        self.init_loss()
-        self.init_metric()
 
     def _check_sampler_columns(self) -> None:
-        config = self._sampler_config
+        config = self._negative_sampler
         if config is None:
             if self._log_q:
                 raise ConfigError(
                     f"{self._model_type}.log_q_correction needs data_config.negative_sampler"
-                    " (its item table gives the item popularity)"
+                    " (its item table gives the item popularity)",
+                    field=self.config_field("log_q_correction"),
                 )
             return
         provided = {config.item_id_field, *config.attr_fields}
@@ -249,7 +265,8 @@ class MatchModel(BaseModel):
                     raise ConfigError(
                         f"item feature '{feature.name}' reads column '{column}', which"
                         " data_config.negative_sampler.attr_fields does not list (sampled"
-                        " negatives would have no value for it)"
+                        " negatives would have no value for it)",
+                        field="data_config.negative_sampler.attr_fields",
                     )
 
     # ---- towers -----------------------------------------------------------------------
@@ -270,6 +287,11 @@ class MatchModel(BaseModel):
     def embedding_dim(self) -> int:
         """Width of the user and item embeddings."""
         return self.user_tower.output_dim()
+
+    @property
+    def output_names(self) -> list[str]:
+        """``similarity``, ``user_emb`` and ``item_emb``."""
+        return ["similarity", "user_emb", "item_emb"]
 
     @property
     def cosine(self) -> bool:
@@ -375,55 +397,29 @@ class MatchModel(BaseModel):
 
     def init_metric(self) -> None:
         """Recall@k over the candidates per ``recall_at_k``, and the mean loss."""
-        for configs, target in (
-            (self._base_model_config.metrics, self._metric_modules),
-            (
-                [as_metric_config(c) for c in self._base_model_config.train_metrics],
-                self._train_metric_modules,
-            ),
+        mc = self._base_model_config
+        for name, configs, target in (
+            ("metrics", mc.metrics, self._metric_modules),
+            ("train_metrics", mc.train_metrics, self._train_metric_modules),
         ):
-            for config in configs:
+            for i, config in enumerate(configs):
                 kind = config.WhichOneof("metric")
                 if kind != "recall_at_k":
                     raise ConfigError(
-                        f"{type(self).__name__} supports the metric recall_at_k; found '{kind}'"
+                        f"{type(self).__name__} supports the metric recall_at_k; found '{kind}'",
+                        field=f"model_config.{name}[{i}]",
                     )
                 k = config.recall_at_k.top_k
                 target[f"recall@{k}"] = RecMetric(CandidateRecall(k), "similarity")
         self._train_metric_modules.update(
-            decay_train_metrics(
-                dict(self._train_metric_modules.items()),
-                list(self._base_model_config.train_metrics),
-            )
+            decay_train_metrics(dict(self._train_metric_modules.items()), list(mc.train_metrics))
         )
         self._metric_modules["softmax_cross_entropy"] = RecMetric(
             MeanMetric(), prediction_key="softmax_cross_entropy"
         )
 
-    def update_metric(
-        self,
-        predictions: dict[str, torch.Tensor],
-        batch: Batch,
-        losses: Optional[dict[str, torch.Tensor]] = None,
-    ) -> None:
-        """Adds a batch to the eval metrics and, when given, to the mean loss."""
-        self._update(self._metric_modules, predictions, losses or {})
-
-    def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
-        """Adds a batch to the train metrics."""
-        self._update(self._train_metric_modules, predictions, {})
-
-    def _update(
-        self,
-        metrics: nn.ModuleDict,
-        predictions: dict[str, torch.Tensor],
-        losses: dict[str, torch.Tensor],
-    ) -> None:
-        logits = predictions["similarity"]
-        target = self._target(logits)
-        for metric in metrics.values():
-            if isinstance(metric.metric, MeanMetric):
-                if metric.prediction_key in losses:
-                    metric.metric.update(losses[metric.prediction_key], weight=target.numel())
-                continue
-            metric.update(logits, target)
+    def metric_label(
+        self, name: str, predictions: dict[str, torch.Tensor], batch: Batch
+    ) -> torch.Tensor:
+        """The column of each user's positive among its candidates ``[B]``."""
+        return self._target(predictions["similarity"])

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import pkgutil
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 from torchrec.modules.embedding_modules import (
     EmbeddingBagCollectionInterface,
     EmbeddingCollectionInterface,
 )
 
+from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
+from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
 from recforge.loss.pareto import check_min_weights, pareto_weights
-from recforge.protos import model_pb2
+from recforge.protos import data_pb2, model_pb2
 from recforge.utils.registry import create_class, get_register_class_meta, import_modules
 
 _MODEL_CLASS_MAP: dict[str, type] = {}
-_meta_cls = get_register_class_meta(_MODEL_CLASS_MAP, have_abstract_class=False)
+_RegisterMeta = get_register_class_meta(_MODEL_CLASS_MAP, have_abstract_class=False)
 _builtins_loaded = False
+
+# the hooks the framework runs once, after a model's __init__
+_SETUP_HOOKS = ("init_loss", "init_metric")
 
 
 def _load_builtin_models() -> None:
@@ -37,14 +45,78 @@ def _load_builtin_models() -> None:
         )
 
 
-class BaseModel(nn.Module, metaclass=_meta_cls):
+@contextlib.contextmanager
+def errors_at(field: str, prefix: str = "") -> Iterator[None]:
+    """Turns a ``ValueError`` raised inside into a ``ConfigError`` at config field ``field``.
+
+    Layers and losses raise ``ValueError`` for bad settings; raised while building from a
+    config field, that is a config mistake: the CLI prints it as one line naming the field.
+
+    Args:
+        field: the field path, e.g. ``model_config.dcn_v1.deep``.
+        prefix: put before the message (e.g. ``task 'ctr': ``).
+
+    """
+    try:
+        yield
+    except RecforgeError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{prefix}{e}", field=field) from e
+
+
+class _ModelMeta(_RegisterMeta):
+    """Registers each model class; builds a model's losses and metrics after its ``__init__``.
+
+    ``Model(config, features, labels)`` runs the class's ``__init__`` (its layers), then
+    ``init_loss()`` and ``init_metric()``: a model cannot forget them, and they see every
+    attribute ``__init__`` set.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        model = super().__call__(*args, **kwargs)
+        for hook in _SETUP_HOOKS:
+            getattr(model, hook)()
+        return model
+
+
+def _run_once(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wraps a setup hook so that it builds its modules once per model.
+
+    A model written before the framework ran the hooks calls them at the end of its own
+    ``__init__``; the framework's call after ``__init__`` then does nothing. ``super()`` calls
+    inside the hook run as usual.
+    """
+
+    @functools.wraps(hook)
+    def wrapper(self: Any) -> None:
+        done = self.__dict__.setdefault("_setup_hooks_done", set())
+        if hook.__name__ in done:
+            return
+        hook(self)
+        done.add(hook.__name__)
+
+    wrapper._runs_once = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+class BaseModel(nn.Module, metaclass=_ModelMeta):
     """Base of every model: subclassing it registers the class under its name.
+
+    A subclass builds its layers in ``__init__`` and implements ``predict``, ``init_loss``,
+    ``loss`` and ``init_metric``; the framework calls ``init_loss`` and ``init_metric`` once,
+    right after ``__init__``. Pipelines read the model through its public properties
+    (:attr:`features`, :attr:`feature_groups`, :attr:`output_names`, ...).
 
     Args:
         model_config: the ``model_config`` message.
         features: every feature the data provides.
-        labels: label column names.
+        labels: label column names (``data_config.label_fields``).
         sample_weights: sample-weight column names (empty: unweighted).
+        embedding_device: where the embedding tables are allocated (None: the default device;
+            ``meta`` for sharding plans).
+        negative_sampler: ``data_config.negative_sampler`` when the data set appends sampled
+            negatives (match models check the item columns it provides).
 
     """
 
@@ -54,7 +126,9 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
         features: Sequence[BaseFeature],
         labels: Sequence[str],
         sample_weights: Sequence[str] = (),
-        **kwargs: Any,
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
     ) -> None:
         super().__init__()
         self._base_model_config = model_config
@@ -63,10 +137,18 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
         self._features = list(features)
         self._labels = list(labels)
         self._sample_weights = list(sample_weights)
-        self._embedding_device: Optional[torch.device] = kwargs.get("embedding_device")
+        self._embedding_device = embedding_device
+        self._negative_sampler = negative_sampler
         self._loss_modules = nn.ModuleDict()
         self._metric_modules = nn.ModuleDict()
         self._train_metric_modules = nn.ModuleDict()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _SETUP_HOOKS:
+            hook = cls.__dict__.get(name)
+            if callable(hook) and not getattr(hook, "_runs_once", False):
+                setattr(cls, name, _run_once(hook))
 
     @classmethod
     def create_class(cls, name: str) -> type[BaseModel]:
@@ -85,13 +167,50 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
         _load_builtin_models()
         return sorted(_MODEL_CLASS_MAP)
 
+    # ---- what pipelines read ------------------------------------------------------------
+    @property
+    def model_config(self) -> model_pb2.ModelConfig:
+        """The ``model_config`` message the model was built from."""
+        return self._base_model_config
+
+    @property
+    def features(self) -> list[BaseFeature]:
+        """Every feature the model reads, in config order (the inputs of an export)."""
+        return list(self._features)
+
+    @property
+    def feature_groups(self) -> list[model_pb2.FeatureGroupConfig]:
+        """The ``feature_groups`` of the config, in config order."""
+        return list(self._base_model_config.feature_groups)
+
+    @property
+    def labels(self) -> list[str]:
+        """The label columns the model was built with."""
+        return list(self._labels)
+
+    @property
+    def sample_weights(self) -> list[str]:
+        """The sample-weight columns the model was built with."""
+        return list(self._sample_weights)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the tensors ``predict`` returns, in order."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its outputs")
+
+    @property
+    def has_train_metrics(self) -> bool:
+        """Whether the config asks for train metrics (``train_metrics``)."""
+        return len(self._train_metric_modules) > 0
+
+    # ---- the contract ---------------------------------------------------------------------
     @abstractmethod
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Runs the model: returns named outputs (``logits`` ``[B]``, ``probs`` ``[B]``, ...)."""
 
     @abstractmethod
     def init_loss(self) -> None:
-        """Builds the loss modules into ``self._loss_modules``."""
+        """Builds the loss modules into ``self._loss_modules`` (called once, after __init__)."""
 
     @abstractmethod
     def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
@@ -99,19 +218,50 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
 
     @abstractmethod
     def init_metric(self) -> None:
-        """Builds the metric modules into ``self._metric_modules``."""
+        """Builds ``self._metric_modules`` and ``self._train_metric_modules`` (once)."""
 
-    @abstractmethod
+    def metric_label(
+        self, name: str, predictions: dict[str, torch.Tensor], batch: Batch
+    ) -> torch.Tensor:
+        """The label ``[B]`` that metric ``name`` compares its prediction with.
+
+        Default: the first label column.
+        """
+        return batch.labels[self._labels[0]]
+
     def update_metric(
         self,
         predictions: dict[str, torch.Tensor],
         batch: Batch,
         losses: Optional[dict[str, torch.Tensor]] = None,
     ) -> None:
-        """Adds a batch to the eval metrics (and the mean of each loss)."""
+        """Adds a batch to the eval metrics and, when given, to the mean of each loss."""
+        self._update_metrics(self._metric_modules, predictions, batch, losses or {})
 
     def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
         """Adds a batch to the train metrics (``train_metrics`` of the config)."""
+        self._update_metrics(self._train_metric_modules, predictions, batch, {})
+
+    def _update_metrics(
+        self,
+        metrics: nn.ModuleDict,
+        predictions: dict[str, torch.Tensor],
+        batch: Batch,
+        losses: dict[str, torch.Tensor],
+    ) -> None:
+        """Adds a batch to ``metrics``: each reads its prediction, label and group column.
+
+        A ``MeanMetric`` named after a loss averages that loss (weighted by the batch size);
+        it is skipped when ``losses`` lacks it (train metrics, prediction-only updates).
+        """
+        for name, metric in metrics.items():
+            label = self.metric_label(name, predictions, batch)
+            if isinstance(metric.metric, MeanMetric):
+                if metric.prediction_key in losses:
+                    metric.metric.update(losses[metric.prediction_key], weight=label.numel())
+                continue
+            group = batch.extras.get(metric.group_key) if metric.group_key else None
+            metric.update(predictions[metric.prediction_key], label, group)
 
     def compute_metric(self) -> dict[str, torch.Tensor]:
         """Computes every eval metric, then resets them."""
@@ -137,6 +287,74 @@ class BaseModel(nn.Module, metaclass=_meta_cls):
     def pareto_min_weights(self) -> Optional[list[float]]:
         """Lower bounds of the Pareto weights, one per ``task_losses`` entry (None: zeros)."""
         return None
+
+    # ---- helpers for subclasses -------------------------------------------------------------
+    @staticmethod
+    def class_predictions(
+        output: torch.Tensor, num_class: int, suffix: str = ""
+    ) -> dict[str, torch.Tensor]:
+        """Turns a head's output ``[B, num_class]`` into named predictions.
+
+        ``num_class == 1``: ``logits`` ``[B]``, ``probs`` (sigmoid) ``[B]`` and ``y`` ``[B]``
+        (the raw output, for regression losses and metrics); otherwise ``logits`` and
+        ``probs`` (softmax) ``[B, num_class]``. Each name ends in ``suffix`` (``_<task>``).
+        """
+        if num_class == 1:
+            logits = output.squeeze(1)
+            return {
+                f"logits{suffix}": logits,
+                f"probs{suffix}": torch.sigmoid(logits),
+                f"y{suffix}": logits,
+            }
+        return {f"logits{suffix}": output, f"probs{suffix}": torch.softmax(output, dim=1)}
+
+    @staticmethod
+    def class_prediction_names(num_class: int, suffix: str = "") -> list[str]:
+        """The names :meth:`class_predictions` returns for ``num_class``."""
+        names = ["logits", "probs", "y"] if num_class == 1 else ["logits", "probs"]
+        return [f"{name}{suffix}" for name in names]
+
+    def config_field(self, path: str = "") -> str:
+        """The path of a field of the model message, e.g. ``model_config.dcn_v1.deep``."""
+        base = f"model_config.{self._model_type}"
+        return f"{base}.{path}" if path else base
+
+    def require_fields(self, *field_names: str) -> None:
+        """Raises ``ConfigError`` naming the field when a required sub-message is unset."""
+        for name in field_names:
+            if not self._model_config.HasField(name):
+                raise ConfigError(
+                    f"{type(self).__name__} needs {self._model_type}.{name}, which is not set",
+                    field=self.config_field(name),
+                )
+
+    def config_errors(self, path: str) -> contextlib.AbstractContextManager[None]:
+        """A ``ValueError`` raised inside becomes a ``ConfigError`` at model field ``path``.
+
+        See :func:`errors_at`; the message starts with the model's class name.
+
+        Example:
+            >>> with self.config_errors("deep"):  # doctest: +SKIP
+            ...     self.deep = MLP.from_config(dim, self._model_config.deep)
+
+        """
+        return errors_at(self.config_field(path), f"{type(self).__name__}: ")
+
+    def layer_from_config(self, layer: Any, in_features: int, field: str) -> Any:
+        """``layer.from_config(in_features, <model message>.<field>)``, e.g. the ``deep`` MLP.
+
+        Args:
+            layer: a module class with ``from_config(in_features, message)`` (``MLP``,
+                ``CrossNet``, ``CIN``, ...).
+            in_features: the layer's input width.
+            field: the field of the model message that configures it.
+
+        Raises:
+            ConfigError: the field's settings are invalid (names the field).
+
+        """
+        with self.config_errors(field):
+            return layer.from_config(in_features, getattr(self._model_config, field))
 
     def sparse_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Splits embedding-table weights into (trainable, frozen) lists.
@@ -176,8 +394,7 @@ class TrainWrapper(nn.Module):
         super().__init__()
         self.model = module
         self._autocast_dtype = _autocast_dtype(mixed_precision)
-        config = getattr(module, "_base_model_config", None)
-        self._pareto = bool(config is not None and config.use_pareto_loss_weight)
+        self._pareto = bool(module.model_config.use_pareto_loss_weight)
         if self._pareto:
             check_min_weights(module.pareto_min_weights() or [])
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
 
+from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
+from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.din import DINEncoder
 from recforge.modules.embedding import EmbeddingGroupError
 from recforge.modules.mlp import MLP
+from recforge.protos import data_pb2, model_pb2
 
 
 class MultiTowerDIN(RankModel):
@@ -23,35 +27,56 @@ class MultiTowerDIN(RankModel):
     DEEP groups without a tower enter the final MLP as their raw embeddings.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+    ) -> None:
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         group = self.init_embedding_group()
         config = self._model_config
         self.towers = nn.ModuleDict()
-        for tower in config.towers:
+        for i, tower in enumerate(config.towers):
             if group.is_sequence_group(tower.input):
                 raise EmbeddingGroupError(
                     f"MultiTowerDIN: towers input '{tower.input}' is a SEQUENCE group; list it"
                     " in din_towers"
                 )
-            self.towers[tower.input] = MLP.from_config(
-                group.group_total_dim(tower.input), tower.mlp
-            )
+            with self.config_errors(f"towers[{i}].mlp"):
+                self.towers[tower.input] = MLP.from_config(
+                    group.group_total_dim(tower.input), tower.mlp
+                )
         self.din_towers = nn.ModuleDict()
-        for din in config.din_towers:
+        for i, din in enumerate(config.din_towers):
             if not group.is_sequence_group(din.input):
                 raise EmbeddingGroupError(
                     f"MultiTowerDIN: din_towers input '{din.input}' must be a SEQUENCE group"
                 )
-            self.din_towers[din.input] = DINEncoder(
-                group.query_dim(din.input),
-                group.sequence_dim(din.input),
-                group.sequence_length(din.input),
-                din.attn_mlp,
-                name=din.input,
-            )
+            with self.config_errors(f"din_towers[{i}].attn_mlp"):
+                self.din_towers[din.input] = DINEncoder(
+                    group.query_dim(din.input),
+                    group.sequence_dim(din.input),
+                    group.sequence_length(din.input),
+                    din.attn_mlp,
+                    name=din.input,
+                )
         if not self.din_towers:
-            raise ValueError("MultiTowerDIN needs at least one din_towers entry")
+            raise ConfigError(
+                "MultiTowerDIN needs at least one din_towers entry",
+                field=self.config_field("din_towers"),
+            )
         used = set(self.towers) | set(self.din_towers)
         self._passthrough = [
             g for g in group.group_names() if g not in used and not group.is_sequence_group(g)
@@ -60,8 +85,6 @@ class MultiTowerDIN(RankModel):
         width += sum(d.output_dim() for d in self.din_towers.values())
         width += sum(group.group_total_dim(g) for g in self._passthrough)
         self.init_final_and_head(width)
-        self.init_loss()
-        self.init_metric()
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits``/``probs`` ``[B]``."""

@@ -2,36 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
+from recforge.features import BaseFeature
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.modules.extraction_net import ExtractionNet
+from recforge.protos import data_pb2, model_pb2
 
 
 class PLE(MultiTaskRank):
     """Stacked extraction networks (task and shared experts with gates), then task towers."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+    ) -> None:
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         layers = list(self._model_config.extraction_networks)
         if not layers:
-            raise ConfigError("PLE needs extraction_networks", field="model_config.ple")
+            raise ConfigError(
+                "PLE needs extraction_networks", field=self.config_field("extraction_networks")
+            )
         width = self.init_input()
         task_widths, shared_width = [width] * len(self._tasks), width
         self.extraction_nets = nn.ModuleList()
         for i, layer in enumerate(layers):
-            net = ExtractionNet(task_widths, shared_width, layer, final=i == len(layers) - 1)
+            with self.config_errors(f"extraction_networks[{i}]"):
+                net = ExtractionNet(task_widths, shared_width, layer, final=i == len(layers) - 1)
             self.extraction_nets.append(net)
             task_widths = [net.output_dim()] * len(self._tasks)
             shared_width = net.output_dim()
         self.towers = self.task_heads(task_widths)
-        self.init_loss()
-        self.init_metric()
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits_<task>``/``probs_<task>`` per task."""
@@ -42,4 +62,4 @@ class PLE(MultiTaskRank):
         outputs = {
             task.name: tower(x) for task, tower, x in zip(self._tasks, self.towers, task_inputs)
         }
-        return self._multi_task_output_to_prediction(outputs)
+        return self._output_to_prediction(outputs)

@@ -1,35 +1,95 @@
-"""``RankModel``: shared behaviour of ranking (CTR / regression / multi-class) models."""
+"""``RankModel``: shared behaviour of ranking (CTR / regression / multi-class) models.
+
+A ranking model scores one or more :class:`Task` s. A single-task model (DeepFM, DCN, ...)
+has one task, named ``""``, read from ``model_config``'s ``num_class``, ``losses`` and
+``metrics`` and the first label; multi-task models (:mod:`recforge.models.multi_task_rank`)
+read one task per ``task_towers`` entry. Losses, metrics, outputs and their names are built the
+same way for both.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
 from recforge.features import BaseFeature
 from recforge.features.base_feature import parse_init_fn
-from recforge.loss import create_loss, loss_name
+from recforge.loss import create_loss, loss_name, num_class_problem
 from recforge.metrics import RecMetric, create_metric, metric_name
 from recforge.metrics.train_metric import as_metric_config, decay_train_metrics
-from recforge.models.model import BaseModel
+from recforge.models.model import BaseModel, errors_at
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.modules.mlp import MLP
-from recforge.protos import model_pb2
+from recforge.protos import data_pb2, loss_pb2, model_pb2
+
+
+@dataclass
+class Task:
+    """One label a ranking model scores, with its losses and metrics.
+
+    Attributes:
+        name: the tower name (``""`` for a single-task model); outputs, losses and metrics of
+            the task end in ``_<name>``.
+        field: where the task is in the config (for error messages).
+        label: the label column.
+        num_class: outputs of the task's head.
+        losses: ``(field path, LossConfig)`` of each loss.
+        metrics: ``(field path, MetricConfig)`` of each eval metric.
+        weight: multiplies each of the task's losses.
+        sample_weight: the sample-weight column (None: unweighted).
+        space_label: label column telling whether a sample is in the task's sample space.
+        in_space_weight: sample weight inside the sample space (with ``space_label``).
+        out_space_weight: sample weight outside it.
+        min_weight: lower bound of the task's Pareto weight.
+
+    """
+
+    name: str
+    field: str
+    label: str
+    num_class: int
+    losses: list[tuple[str, Any]] = field(default_factory=list)
+    metrics: list[tuple[str, Any]] = field(default_factory=list)
+    weight: float = 1.0
+    sample_weight: Optional[str] = None
+    space_label: Optional[str] = None
+    in_space_weight: float = 1.0
+    out_space_weight: float = 1.0
+    min_weight: float = 0.0
+
+    @property
+    def suffix(self) -> str:
+        """``_<name>``, or ``""`` for the task of a single-task model."""
+        return f"_{self.name}" if self.name else ""
+
+    def key(self, name: str) -> str:
+        """The name of an output, loss or metric of this task (``probs`` -> ``probs_ctr``)."""
+        return f"{name}{self.suffix}"
+
+    def error_prefix(self) -> str:
+        """How messages about the task start (``task 'ctr': ``; nothing for a single task)."""
+        return f"task '{self.name}': " if self.name else ""
 
 
 class RankModel(BaseModel):
-    """A model that scores each sample against one label.
+    """A model that scores each sample against its label(s).
 
     Subclasses build their layers in ``__init__`` and implement ``predict`` by turning the
-    grouped embeddings (``self.build_input(batch)``) into logits and returning
-    ``self._output_to_prediction(logits)``. Losses and metrics come from the config.
+    grouped embeddings (``self.build_input(batch)``) into the head's output and returning
+    ``self._output_to_prediction(output)``. Losses and metrics come from the config; the
+    framework builds them after ``__init__``.
 
     Outputs of ``predict``: ``logits`` and ``probs`` (``[B]`` for ``num_class == 1``,
-    ``[B, C]`` otherwise); ``y`` ``[B]`` (the raw output) for regression losses.
+    ``[B, C]`` otherwise); ``y`` ``[B]`` (the raw output) for regression losses. A model
+    without ``losses`` trains with binary cross entropy (softmax cross entropy for
+    ``num_class > 1``).
     """
 
     def __init__(
@@ -38,18 +98,44 @@ class RankModel(BaseModel):
         features: Sequence[BaseFeature],
         labels: Sequence[str],
         sample_weights: Sequence[str] = (),
-        **kwargs: Any,
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
     ) -> None:
-        super().__init__(model_config, features, labels, sample_weights, **kwargs)
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         self._num_class = model_config.num_class
-        self._label_name = self._labels[0] if self._labels else ""
-        self._sample_weight_name = self._sample_weights[0] if self._sample_weights else None
-        self._loss_configs = list(model_config.losses) or [_default_loss(self._num_class)]
-        self._metric_configs = list(model_config.metrics)
         self._train_metric_configs = list(model_config.train_metrics)
         self.embedding_group: Optional[EmbeddingGroup] = None
-        self._loss_prediction_keys: dict[str, str] = {}
+        self._tasks = self._read_tasks()
+        self._loss_tasks: dict[str, Task] = {}
+        self._metric_tasks: dict[str, Task] = {}
 
+    # ------------------------------------------------------------------ tasks
+    def _read_tasks(self) -> list[Task]:
+        """The task of a single-task model: ``num_class``, ``losses``, ``metrics``, label 0."""
+        mc = self._base_model_config
+        losses = [(f"model_config.losses[{i}]", c) for i, c in enumerate(mc.losses)]
+        check_losses(losses, self._num_class)
+        return [
+            Task(
+                name="",
+                field="model_config",
+                label=self._labels[0] if self._labels else "",
+                num_class=self._num_class,
+                losses=losses or [("model_config.losses", default_loss(self._num_class))],
+                metrics=[(f"model_config.metrics[{i}]", c) for i, c in enumerate(mc.metrics)],
+                sample_weight=self._sample_weights[0] if self._sample_weights else None,
+            )
+        ]
+
+    # ------------------------------------------------------------------ layers
     def init_embedding_group(
         self, wide_embedding_dim: int = 4, wide_init_fn: str = ""
     ) -> EmbeddingGroup:
@@ -79,14 +165,6 @@ class RankModel(BaseModel):
                     f" (groups: {', '.join(have)})"
                 )
 
-    def require_fields(self, *field_names: str) -> None:
-        """Raises ``ValueError`` naming the config field when a required sub-message is unset."""
-        for name in field_names:
-            if not self._model_config.HasField(name):
-                raise ValueError(
-                    f"{type(self).__name__} needs {self._model_type}.{name} in the config"
-                )
-
     def uniform_group_dim(self, group_name: str) -> int:
         """The embedding dim shared by every feature of a group, for layers over ``[B, N, D]``.
 
@@ -110,100 +188,167 @@ class RankModel(BaseModel):
         """The last linear layer: ``[B, in_features] -> [B, num_class]``."""
         return nn.Linear(in_features, self._num_class)
 
-    def init_final_and_head(self, width: int) -> None:
-        """Builds ``self.final`` (the config's optional ``final`` MLP) and ``self.head``.
+    def init_final_and_head(self, width: int, required: bool = False) -> None:
+        """Builds ``self.final`` (the config's ``final`` MLP) and ``self.head``.
+
+        ``final`` means the same in every model: an MLP between the model's hidden vector and
+        the head. Unset, or set without ``hidden_units``, there is none (``self.final`` is
+        None) unless the model requires one.
 
         Args:
             width: width ``D`` of the hidden tensor that :meth:`final_and_head` receives.
+            required: the model needs a ``final`` MLP (DLRM).
+
+        Raises:
+            ConfigError: ``required`` and no ``final { hidden_units }``.
 
         """
+        final = self._model_config.final
         self.final = None
-        if self._model_config.HasField("final"):
-            self.final = MLP.from_config(width, self._model_config.final)
+        if self._model_config.HasField("final") and final.hidden_units:
+            with self.config_errors("final"):
+                self.final = MLP.from_config(width, final)
             width = self.final.output_dim()
+        elif required:
+            raise ConfigError(
+                f"{type(self).__name__} needs {self._model_type}.final {{ hidden_units }}",
+                field=self.config_field("final"),
+            )
         self.head = self.output_head(width)
 
     def final_and_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Applies the optional final MLP and the head: ``[B, D] -> [B, num_class]``."""
+        """Applies the final MLP (when there is one) and the head: ``[B, D] -> [B, num_class]``."""
         if self.final is not None:
             hidden = self.final(hidden)
         return self.head(hidden)
 
-    def _output_to_prediction(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Turns the head's output ``[B, num_class]`` into named predictions."""
-        if self._num_class == 1:
-            logits = output.squeeze(1)
-            return {"logits": logits, "probs": torch.sigmoid(logits), "y": logits}
-        return {"logits": output, "probs": torch.softmax(output, dim=1)}
+    # ------------------------------------------------------------------ outputs
+    def _output_to_prediction(
+        self, output: Union[torch.Tensor, dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """Named predictions of every task.
 
+        Args:
+            output: the head's output ``[B, num_class]`` (single-task model), or
+                ``{tower_name: [B, num_class]}`` (one entry per task).
+
+        """
+        outputs = output if isinstance(output, dict) else {self._tasks[0].name: output}
+        predictions: dict[str, torch.Tensor] = {}
+        for task in self._tasks:
+            predictions.update(
+                self.class_predictions(outputs[task.name], task.num_class, task.suffix)
+            )
+        return predictions
+
+    @property
+    def output_names(self) -> list[str]:
+        """``logits``, ``probs`` (and ``y`` for ``num_class == 1``) of each task."""
+        return [n for t in self._tasks for n in self.class_prediction_names(t.num_class, t.suffix)]
+
+    # ------------------------------------------------------------------ losses
     def init_loss(self) -> None:
-        """Builds one loss module per ``losses`` entry (BCE when none is configured)."""
-        for config in self._loss_configs:
-            self._loss_modules[loss_name(config)] = create_loss(config)
+        """Builds one loss module per loss of each task (``<loss>`` / ``<loss>_<task>``)."""
+        for task in self._tasks:
+            for fld, config in task.losses:
+                with errors_at(fld, task.error_prefix()):
+                    name = task.key(loss_name(config))
+                    module = create_loss(config)
+                if name in self._loss_modules:
+                    raise ConfigError(
+                        f"{task.error_prefix()}loss {loss_name(config)} is set twice", field=fld
+                    )
+                self._loss_modules[name] = module
+                self._loss_tasks[name] = task
+
+    def _task_sample_weight(self, task: Task, batch: Batch) -> Optional[torch.Tensor]:
+        weight = batch.sample_weights[task.sample_weight] if task.sample_weight else None
+        if task.space_label is not None:
+            inside = (batch.labels[task.space_label] > 0).float()
+            space = task.in_space_weight * inside + task.out_space_weight * (1 - inside)
+            weight = space if weight is None else weight * space
+        return weight
 
     def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
-        """Each configured loss of the predictions against the label (sample-weighted)."""
-        label = batch.labels[self._label_name]
-        weight = batch.sample_weights.get(self._sample_weight_name or "")
-        return {
-            name: module(
-                predictions[module.prediction_key],
-                label,
-                weight,
-                batch.extras.get(module.group_key) if module.group_key else None,
+        """Each task's losses against its label, times the task weight (sample-weighted)."""
+        losses = {}
+        for name, module in self._loss_modules.items():
+            task = self._loss_tasks[name]
+            group = batch.extras.get(module.group_key) if module.group_key else None
+            value = module(
+                predictions[task.key(module.prediction_key)],
+                batch.labels[task.label],
+                self._task_sample_weight(task, batch),
+                group,
             )
-            for name, module in self._loss_modules.items()
-        }
+            losses[name] = value * task.weight if task.weight != 1.0 else value
+        return losses
 
+    # ------------------------------------------------------------------ metrics
     def init_metric(self) -> None:
-        """Builds the eval metrics, a mean metric per loss, and the train metrics."""
-        self._metric_modules.update(self._build_metrics(self._metric_configs))
-        for name in self._loss_modules:
-            self._metric_modules[name] = RecMetric(MeanMetric(), prediction_key=name)
-        metrics = self._build_metrics([as_metric_config(c) for c in self._train_metric_configs])
-        self._train_metric_modules.update(decay_train_metrics(metrics, self._train_metric_configs))
+        """Builds each task's metrics, a mean metric per loss, and the train metrics.
 
-    def _build_metrics(self, configs: list[Any]) -> dict[str, RecMetric]:
-        metrics = {}
-        for config in configs:
-            name = metric_name(config)
-            key = name if name not in metrics else f"{name}_{len(metrics)}"
-            metrics[key] = create_metric(config, self._num_class)
-        return metrics
+        ``train_metrics`` apply to every task; each is a decayed running value.
+        """
+        for task in self._tasks:
+            self._add_metrics(self._metric_modules, task, task.metrics)
+            for name, loss_task in self._loss_tasks.items():
+                if loss_task is task:
+                    self._metric_modules[name] = RecMetric(MeanMetric(), prediction_key=name)
+                    self._metric_tasks[name] = task
+        train_configs = []
+        for i, config in enumerate(self._train_metric_configs):
+            fld = f"model_config.train_metrics[{i}]"
+            with errors_at(fld):
+                train_configs.append((fld, as_metric_config(config)))
+        for task in self._tasks:
+            self._add_metrics(self._train_metric_modules, task, train_configs, decayed=True)
 
-    def update_metric(
+    def _add_metrics(
         self,
-        predictions: dict[str, torch.Tensor],
-        batch: Batch,
-        losses: Optional[dict[str, torch.Tensor]] = None,
+        modules: nn.ModuleDict,
+        task: Task,
+        configs: list[tuple[str, Any]],
+        decayed: bool = False,
     ) -> None:
-        """Adds a batch to the eval metrics and, when given, to each loss's mean."""
-        self._update(self._metric_modules, predictions, batch, losses or {})
+        for i, (fld, config) in enumerate(configs):
+            with errors_at(fld, task.error_prefix()):
+                name = task.key(metric_name(config))
+                metric = create_metric(config, task.num_class)
+            if name in modules:
+                name = f"{name}_{len(modules)}"
+            metric.prediction_key = task.key(metric.prediction_key)
+            if decayed:
+                train_config = self._train_metric_configs[i]
+                metric = decay_train_metrics({name: metric}, [train_config])[name]
+            modules[name] = metric
+            self._metric_tasks[name] = task
 
-    def update_train_metric(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
-        """Adds a batch to the train metrics."""
-        self._update(self._train_metric_modules, predictions, batch, {})
-
-    def _update(
-        self,
-        metrics: nn.ModuleDict,
-        predictions: dict[str, torch.Tensor],
-        batch: Batch,
-        losses: dict[str, torch.Tensor],
-    ) -> None:
-        label = batch.labels[self._label_name]
-        for metric in metrics.values():
-            if isinstance(metric.metric, MeanMetric):
-                if metric.prediction_key in losses:
-                    metric.metric.update(losses[metric.prediction_key], weight=label.numel())
-                continue
-            group = batch.extras.get(metric.group_key) if metric.group_key else None
-            metric.update(predictions[metric.prediction_key], label, group)
+    def metric_label(
+        self, name: str, predictions: dict[str, torch.Tensor], batch: Batch
+    ) -> torch.Tensor:
+        """The label of the task metric ``name`` belongs to."""
+        return batch.labels[self._metric_tasks[name].label]
 
 
-def _default_loss(num_class: int) -> Any:
-    from recforge.protos import loss_pb2
+def check_losses(losses: list[tuple[str, Any]], num_class: int) -> None:
+    """Raises ``ConfigError`` at the first loss that is unset or does not suit ``num_class``.
 
+    Args:
+        losses: ``(field path, LossConfig)`` of each loss.
+        num_class: outputs of the head the losses read.
+
+    """
+    for fld, config in losses:
+        with errors_at(fld):
+            loss_name(config)
+        problem = num_class_problem(config, num_class)
+        if problem is not None:
+            raise ConfigError(problem, field=fld)
+
+
+def default_loss(num_class: int) -> loss_pb2.LossConfig:
+    """The loss of a task without ``losses``: BCE, or softmax cross entropy for classes."""
     config = loss_pb2.LossConfig()
     if num_class > 1:
         config.softmax_cross_entropy.SetInParent()

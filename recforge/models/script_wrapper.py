@@ -33,7 +33,7 @@ class ScriptWrapper(nn.Module):
 
     Example:
         >>> wrapper = ScriptWrapper(model.eval())  # doctest: +SKIP
-        >>> wrapper(DataParser(model._features).parse(record_batch))["probs"]  # doctest: +SKIP
+        >>> wrapper(DataParser(model.features).parse(record_batch))["probs"]  # doctest: +SKIP
 
     """
 
@@ -41,7 +41,7 @@ class ScriptWrapper(nn.Module):
         super().__init__()
         self.model = model
         # predict mode: no labels, weights, extras or reserves enter the exported path
-        self._parser = DataParser(model._features)
+        self._parser = DataParser(model.features)
         self._output_cols = list(output_cols) if output_cols else None
 
     def input_names(self) -> list[str]:
@@ -86,7 +86,7 @@ class TowerScriptWrapper(nn.Module):
 def example_inputs(model: BaseModel, batch_size: int = 4) -> dict[str, torch.Tensor]:
     """A small valid input dict for ``model``'s features (id 0 / value 0.5 everywhere)."""
     data: dict[str, torch.Tensor] = {}
-    for feature in model._features:
+    for feature in model.features:
         if feature.is_sparse:
             data[f"{feature.name}.values"] = torch.zeros(batch_size, dtype=torch.int64)
             data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
 from recforge.datasets.batch import Batch
+from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.mlp import MLP
+from recforge.protos import data_pb2, model_pb2
 
 
 class WideAndDeep(RankModel):
@@ -19,22 +22,34 @@ class WideAndDeep(RankModel):
     the head keeps its default init: starting it at zero cost 0.001 Frappe test AUC (3 seeds).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model_config: model_pb2.ModelConfig,
+        features: Sequence[BaseFeature],
+        labels: Sequence[str],
+        sample_weights: Sequence[str] = (),
+        *,
+        embedding_device: Optional[torch.device] = None,
+        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+    ) -> None:
+        super().__init__(
+            model_config,
+            features,
+            labels,
+            sample_weights,
+            embedding_device=embedding_device,
+            negative_sampler=negative_sampler,
+        )
         self.require_fields("deep")
         config = self._model_config
         group = self.init_embedding_group(config.wide_embedding_dim, config.wide_init_fn)
         self.require_groups("wide", "deep")
         self._wide_dim = config.wide_embedding_dim
-        self.deep = MLP.from_config(group.group_total_dim("deep"), config.deep)
+        self.deep = self.layer_from_config(MLP, group.group_total_dim("deep"), "deep")
         width = self.deep.output_dim()
-        self.final = None
-        if config.HasField("final"):
-            self.final = MLP.from_config(self._wide_dim + width, config.final)
-            width = self.final.output_dim()
-        self.head = self.output_head(width)
-        self.init_loss()
-        self.init_metric()
+        if config.final.hidden_units:  # the final MLP reads [wide, deep]
+            width += self._wide_dim
+        self.init_final_and_head(width)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits``/``probs`` ``[B]``."""
@@ -42,6 +57,7 @@ class WideAndDeep(RankModel):
         wide = grouped["wide"]
         wide = wide.view(wide.shape[0], -1, self._wide_dim).sum(dim=1)  # [B, wide_dim]
         deep = self.deep(grouped["deep"])
-        if self.final is not None:
-            deep = self.final(torch.cat([wide, deep], dim=1))
-        return self._output_to_prediction(self.head(deep) + wide.sum(dim=1, keepdim=True))
+        hidden = torch.cat([wide, deep], dim=1) if self.final is not None else deep
+        return self._output_to_prediction(
+            self.final_and_head(hidden) + wide.sum(dim=1, keepdim=True)
+        )

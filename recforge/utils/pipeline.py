@@ -108,16 +108,14 @@ def build_model(
         class_name = config.model_config.custom_model.class_name
     model_class = BaseModel.create_class(class_name)
     data_config = config.data_config
-    kwargs = {}
-    if data_config.WhichOneof("sampler") == "negative_sampler":
-        kwargs["negative_sampler"] = data_config.negative_sampler  # match models check columns
+    has_sampler = data_config.WhichOneof("sampler") == "negative_sampler"
     return model_class(
         config.model_config,
         features,
         list(data_config.label_fields),
         list(data_config.sample_weight_fields),
         embedding_device=embedding_device,
-        **kwargs,
+        negative_sampler=data_config.negative_sampler if has_sampler else None,
     )
 
 

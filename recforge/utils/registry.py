@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import difflib
 import importlib
+import warnings
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
@@ -46,10 +47,38 @@ def get_register_class_meta(class_map: dict[str, type], have_abstract_class: boo
         def __new__(mcs, name: str, bases: tuple, attrs: dict[str, Any]) -> type:
             new_class = super().__new__(mcs, name, bases, attrs)
             if have_abstract_class or not getattr(new_class, "__abstractmethods__", None):
-                class_map[name] = new_class
+                register_class(class_map, name, new_class)
             return new_class
 
     return RegisterABCMeta
+
+
+def register_class(class_map: dict[str, type], name: str, cls: type) -> None:
+    """Adds ``cls`` to ``class_map`` as ``name``; a name stays with the class that took it.
+
+    Configs name a class by its name (``deepfm`` builds ``DeepFM``), so a second class of the
+    same name would silently change what a config builds: that is an error, as in
+    TorchEasyRec. The one exception is the same definition run again (same module and
+    qualified name: ``importlib.reload`` while developing a plugin), which replaces the old
+    class with a warning.
+
+    Raises:
+        RegistryError: another class already has the name; the message names both.
+
+    """
+    known = class_map.get(name)
+    if known is not None and known is not cls:
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        known_where = f"{known.__module__}.{known.__qualname__}"
+        if where != known_where:
+            raise RegistryError(
+                f"{cls.__module__}: two classes are named '{name}': {known_where} and {where};"
+                " rename one (a config picks a class by its name)"
+            )
+        warnings.warn(
+            f"{where} was defined again; the new definition replaces the old one", stacklevel=3
+        )
+    class_map[name] = cls
 
 
 def create_class(class_map: dict[str, type], class_name: str) -> type:
