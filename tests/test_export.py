@@ -194,6 +194,7 @@ def test_export_without_a_checkpoint_is_a_clear_error(tmp_path):
 ONE_KIND_MODELS = {
     # no dense feature: the exported batch gets an empty [B, 0] dense tensor
     "sparse_only": """
+      data_config { fg_mode: FG_DAG }
       feature_configs { id_feature { feature_name: "user" num_buckets: 50 embedding_dim: 8 } }
       feature_configs { id_feature { feature_name: "item" hash_bucket_size: 100 embedding_dim: 8 } }
       model_config {
@@ -203,6 +204,7 @@ ONE_KIND_MODELS = {
       }""",
     # no sparse feature: no embedding tables at all
     "dense_only": """
+      data_config { fg_mode: FG_DAG }
       feature_configs { raw_feature { feature_name: "price" } }
       model_config {
         feature_groups { group_name: "all" feature_names: ["price"] }
@@ -215,12 +217,12 @@ ONE_KIND_MODELS = {
 def test_models_with_one_kind_of_feature_script(case):
     from google.protobuf import text_format
 
-    from recforge.features import create_features
+    from recforge.features import create_pipeline_features
     from recforge.models.script_wrapper import ScriptWrapper, script_model
     from recforge.protos import pipeline_pb2
 
     config = text_format.Parse(ONE_KIND_MODELS[case], pipeline_pb2.EasyRecConfig())
-    features = create_features(config.feature_configs)
+    features = create_pipeline_features(config)
     model_class = BaseModel.create_class(
         {"sparse_only": "DeepFM", "dense_only": "MultiTower"}[case]
     )
