@@ -517,3 +517,30 @@ def test_evaluation_reads_the_ema_weights_by_default(trained):
     raw = evaluate(config_path, edits={"eval_config.use_dense_ema": "false"})
     assert with_ema["binary_cross_entropy"] == pytest.approx(metrics["binary_cross_entropy"])
     assert raw["binary_cross_entropy"] != pytest.approx(metrics["binary_cross_entropy"])
+
+
+def test_resume_with_ignore_restore_optimizer_and_a_checkpoint_without_ema(old_run, tmp_path):
+    from recforge.train import _Trainer
+
+    model_dir, old_state, old_optimizer = old_run
+    checkpoint = list_checkpoints(model_dir)[-1]
+    text = config_text(ADAM.replace("lr: 0.01 }", "lr: 0.01 } ema { decay: 0.9 }"))
+    text += f'\nmodel_dir: "{tmp_path}"'
+    text = text.replace("train_config {", "train_config { use_tensorboard: false")
+    head = "dense.model.head.weight"
+    for ignore in (True, False):
+        run = build(text, seed=1)
+        trainer = _Trainer(run.config, run.sharded, run.model, CPU, run.step)
+        trainer.restore(checkpoint, ignore_restore_optimizer=ignore)
+        restored = run.sharded.model.state_dict()["model.head.weight"]
+        torch.testing.assert_close(restored, old_state["model.head.weight"])
+        state = run.sharded.optimizer.state_dict()["state"]
+        if ignore:
+            assert not state.get(head)
+        else:
+            torch.testing.assert_close(
+                state[head]["exp_avg"], old_optimizer["state"][head]["exp_avg"]
+            )
+        # the checkpoint has no averages: they start from the restored weights
+        averages = dict(zip(run.step.ema.names, run.step.ema.averages()))
+        torch.testing.assert_close(averages["head.weight"], old_state["model.head.weight"])
