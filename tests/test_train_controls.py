@@ -392,7 +392,8 @@ def old_run(tmp_path_factory):
     run = build(config_text(ADAM))
     train(run, [rows(8, seed=40 + i) for i in range(2)])
     model_dir = str(tmp_path_factory.mktemp("old"))
-    save_checkpoint(model_dir, 2, run.sharded.model, run.sharded.optimizer, {})
+    progress = {"global_step": 2, "epoch": 0, "step_in_epoch": 2}
+    save_checkpoint(model_dir, 2, run.sharded.model, run.sharded.optimizer, progress)
     return model_dir, run.sharded.model.state_dict(), run.sharded.optimizer.state_dict()
 
 
