@@ -199,8 +199,8 @@ def write_config(path: Path, seed: int = SEED) -> str:
         "  num_epochs: 3",
         "}",
         "eval_config {}",
-        'data_config { batch_size: 4096 dataset_type: ParquetDataset label_fields: "label"'
-        " num_workers: 0 }",
+        "data_config { fg_mode: FG_DAG batch_size: 4096 dataset_type: ParquetDataset"
+        ' label_fields: "label" num_workers: 0 }',
     ]
     for name, vocab in zip(sparse, vocabs):
         lines.append(
@@ -215,7 +215,7 @@ def write_config(path: Path, seed: int = SEED) -> str:
         f'  feature_groups {{ group_name: "fm" {names(sparse)} group_type: DEEP }}',
         f'  feature_groups {{ group_name: "deep" {names(sparse + dense)} group_type: DEEP }}',
         "  deepfm { deep { hidden_units: [256, 128, 64] } }",
-        "  metrics { auc {} }",
+        "  metrics { auc { thresholds: 0 } }  # exact (TorchEasyRec bins into 200 by default)",
         "  losses { binary_cross_entropy {} }",
         "}",
     ]

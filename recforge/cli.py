@@ -67,10 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train (and evaluate) the model a config describes")
     _common(train)
-    train.add_argument(
+    reuse = train.add_mutually_exclusive_group()
+    reuse.add_argument(
         "--continue_train",
         action="store_true",
         help="resume from the newest checkpoint in model_dir",
+    )
+    reuse.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="move an earlier run in model_dir to <model_dir>.old-<time> and train anew",
     )
     train.add_argument(
         "--fine_tune_checkpoint",
@@ -95,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint directory (default: newest in model_dir)",
     )
     evaluate.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
+    evaluate.add_argument(
+        "--eval_result_filename",
+        default=None,
+        help="file in model_dir that receives the metrics (default: eval_result.json)",
+    )
 
     export = sub.add_parser(
         "export", help="export a checkpoint as a TorchScript model directory for serving"
@@ -177,20 +188,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", default="torch", choices=["torch", "faiss"], help="exact search backend"
     )
 
+    mock = sub.add_parser(
+        "mock-data", help="write sample parquet data in the format a config reads (smoke tests)"
+    )
+    mock.add_argument(
+        "--config", "--pipeline_config_path", dest="config", required=True, help="pipeline config"
+    )
+    mock.add_argument("--output_dir", required=True, help="folder receiving part-*.parquet")
+    mock.add_argument("--num_rows", type=int, default=10000, help="sample rows")
+    mock.add_argument("--num_files", type=int, default=1, help="parquet files to split them into")
+    mock.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
+    mock.add_argument(
+        "--edit_config_json",
+        default=None,
+        help="config overrides applied before generating (e.g. smaller tables), as for train",
+    )
+
     demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
     demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     demo.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the ``recforge`` command."""
-    args = build_parser().parse_args(argv)
-    # deprecation notices from inside torch/torchrec are not actionable for a user
+def quiet_library_warnings() -> None:
+    """Hides deprecation notices from inside torch/torchrec: a user cannot act on them."""
     for module in ("torchrec", "torch", "fbgemm_gpu"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
+def run_command(args: argparse.Namespace) -> dict:
+    """Runs the subcommand that ``args`` (from :func:`build_parser`) names.
+
+    Bad input exits with status 2 and one line (see ``user_facing_errors``).
+
+    Returns:
+        The subcommand's summary (metrics, export or predict summary).
+
+    """
     from recforge.errors import user_facing_errors
+    from recforge.utils.logging_util import setup_cli_logging
+
+    setup_cli_logging()
 
     with user_facing_errors(args.traceback):
         if args.command == "train":
@@ -204,6 +243,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 model_dir=args.model_dir,
                 fine_tune_checkpoint=args.fine_tune_checkpoint,
                 ignore_restore_optimizer=args.ignore_restore_optimizer,
+                overwrite=args.overwrite,
             )
         elif args.command == "evaluate":
             from recforge.evaluate import evaluate
@@ -215,6 +255,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 edits=_edits(args.edit_config_json),
                 plugins=args.plugin,
                 model_dir=args.model_dir,
+                eval_result_filename=args.eval_result_filename,
             )
         elif args.command == "export":
             from recforge.export import export_model
@@ -257,15 +298,43 @@ def main(argv: Optional[list[str]] = None) -> int:
                 plugins=args.plugin,
                 model_dir=args.model_dir,
             )
+        elif args.command == "mock-data":
+            from recforge.config import edit_config, load_pipeline_config
+            from recforge.datasets.mock_data import generate_mock_data
+
+            user_edits = _edits(args.edit_config_json)
+            source = edit_config(load_pipeline_config(args.config), user_edits)
+            metrics = generate_mock_data(
+                source, args.output_dir, args.num_rows, args.num_files, args.seed
+            )
+            edits = json.dumps({**user_edits, **metrics["edit_config_json"]})
+            hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
+            print(f"train on it: {hint}", file=sys.stderr)
         else:
             from recforge.demo import run_demo
 
             metrics = run_demo(args.output_dir, args.num_rows)
-        from recforge.utils import dist as dist_util
+    return metrics
 
-        if dist_util.rank() == 0 and metrics:
-            print(json.dumps(metrics, indent=1))
-        dist_util.destroy_process_group()
+
+def report(result: dict) -> None:
+    """Prints a command's summary as JSON (on rank 0) and leaves the process group."""
+    from recforge.utils import dist as dist_util
+
+    if dist_util.rank() == 0 and result:
+        print(json.dumps(result, indent=1))
+    dist_util.destroy_process_group()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``recforge`` command.
+
+    Exits 2 on bad input, ``128 + signal`` when SIGTERM/SIGINT stopped training after a
+    checkpoint (see ``user_facing_errors``).
+    """
+    args = build_parser().parse_args(argv)
+    quiet_library_warnings()
+    report(run_command(args))
     return 0
 
 

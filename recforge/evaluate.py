@@ -80,10 +80,23 @@ def run_evaluation(
     return metrics
 
 
-def write_eval_result(config: Any, metrics: dict[str, float], global_step: int) -> str:
-    """Writes ``model_dir/eval_result.json`` (and appends to ``eval_history.jsonl``)."""
+def write_eval_result(
+    config: Any,
+    metrics: dict[str, float],
+    global_step: int,
+    filename: str = EVAL_RESULT_FILE,
+) -> str:
+    """Writes ``model_dir/<filename>`` (and appends to ``eval_history.jsonl``).
+
+    Args:
+        config: the pipeline config (for ``model_dir``).
+        metrics: the metrics.
+        global_step: the step of the evaluated checkpoint.
+        filename: the result file, relative to ``model_dir`` (or absolute).
+
+    """
     record = {"global_step": global_step, **metrics}
-    path = model_dir_path(config, EVAL_RESULT_FILE)
+    path = model_dir_path(config, filename)
     with open(path, "w") as f:
         json.dump(record, f, indent=1)
     with open(model_dir_path(config, "eval_history.jsonl"), "a") as f:
@@ -98,6 +111,7 @@ def evaluate(
     edits: Optional[dict[str, str]] = None,
     plugins: Sequence[str] = (),
     model_dir: Optional[str] = None,
+    eval_result_filename: Optional[str] = None,
 ) -> dict[str, float]:
     """Evaluates a checkpoint on the eval data and writes ``model_dir/eval_result.json``.
 
@@ -108,6 +122,9 @@ def evaluate(
         edits: ``{"dotted.field": "value"}`` config overrides.
         plugins: modules to import first.
         model_dir: overrides the config's ``model_dir``.
+        eval_result_filename: writes the metrics to this file in ``model_dir`` instead of
+            ``eval_result.json`` (TorchEasyRec's ``--eval_result_filename``; its file holds a
+            JSON line per evaluation, ours the last one as ``eval_result.json`` does).
 
     Returns:
         The metrics.
@@ -140,10 +157,17 @@ def evaluate(
     )
     sharded = shard_model(TrainWrapper(model, dense_ema=ema), device, train_config)
     state = ckpt_util.load_checkpoint(checkpoint_path, sharded.model)
+    if dist_util.rank() == 0:
+        logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     if ema is not None:  # evaluate the moving averages of the dense parameters
         ema.bind(model)
         ema.copy_to_model()
     metrics = run_evaluation(sharded.model, model, dataset, config, device)
     if dist_util.rank() == 0:
-        write_eval_result(config, metrics, int(state.get("global_step", 0)))
+        write_eval_result(
+            config,
+            metrics,
+            int(state.get("global_step", 0)),
+            eval_result_filename or EVAL_RESULT_FILE,
+        )
     return metrics

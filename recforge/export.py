@@ -12,7 +12,11 @@ Restores a checkpoint into a plain (unsharded) CPU model, compiles it with
 * match models (DSSM, ...) also get ``user/`` and ``item/``: each tower as its own export
   directory of the same three files (see :func:`recforge.retrieval.export_towers`).
 
-The directory is written under ``<export_dir>.tmp`` and renamed when complete.
+The directory is written under a hidden, uniquely named temporary directory beside
+``export_dir`` and renamed when complete; an earlier export is moved aside (also under a
+unique name) and deleted only once the new one is in place, so paths a user owns, such as
+``<export_dir>.old`` or ``<export_dir>.tmp``, are never touched. A full disk stops the export
+with a one-line :class:`ExportError` and leaves an earlier export as it was.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -34,6 +39,7 @@ from recforge.modules.mlp import MLP
 from recforge.predictor import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils.dense_ema import ema_for_inference, use_dense_ema
+from recforge.utils.disk import disk_full_message, is_disk_full, save_scripted
 from recforge.utils.logging_util import setup_logging
 from recforge.utils.pipeline import build_features, build_model, prepare_config
 
@@ -255,23 +261,43 @@ def _check_scripted(
     return script
 
 
+def _temp_dir_beside(path: str, purpose: str) -> str:
+    """A new, uniquely named hidden directory next to ``path`` (same file system)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    return tempfile.mkdtemp(prefix=f".{name}.{purpose}-", dir=parent)
+
+
 def _replace_dir(tmp: str, final: str) -> None:
-    """Moves ``tmp`` to ``final``, replacing an earlier export there."""
-    if os.path.exists(final):
-        if os.path.isdir(final) and (
-            not os.listdir(final) or os.path.isfile(os.path.join(final, MODEL_INFO_FILE))
-        ):
-            old = final.rstrip("/") + ".old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-            return
+    """Moves ``tmp`` to ``final``, replacing an earlier export there.
+
+    The earlier export is first moved into a fresh directory beside ``final`` and removed
+    only after ``tmp`` took its place (moved back if that rename fails).
+
+    Raises:
+        ExportError: ``final`` exists and is not an export directory.
+
+    """
+    if not os.path.exists(final):
+        os.replace(tmp, final)
+        return
+    if not (
+        os.path.isdir(final)
+        and (not os.listdir(final) or os.path.isfile(os.path.join(final, MODEL_INFO_FILE)))
+    ):
         raise ExportError(
             f"export_dir '{final}' exists and is not a recforge export directory (no"
             f" {MODEL_INFO_FILE}); choose another export_dir"
         )
-    os.replace(tmp, final)
+    holder = _temp_dir_beside(final, "old")
+    previous = os.path.join(holder, "previous")
+    os.replace(final, previous)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(previous, final)
+        shutil.rmtree(holder, ignore_errors=True)
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
 
 
 def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:
@@ -301,6 +327,29 @@ def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:
     return name
 
 
+def _write_export(
+    directory: str,
+    scripted: torch.jit.ScriptModule,
+    config: Any,
+    model: BaseModel,
+    info: dict[str, Any],
+    config_text: str,
+) -> None:
+    """Writes the export files (and a match model's tower directories) into ``directory``."""
+    save_scripted(scripted, os.path.join(directory, MODEL_FILE))
+    with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+        f.write(config_text)
+    with open(os.path.join(directory, MODEL_INFO_FILE), "w") as f:
+        json.dump(info, f, indent=1)
+    from recforge.models.match_model import MatchModel
+
+    if isinstance(model, MatchModel):  # user and item towers as separate scripted modules
+        from recforge.retrieval import export_towers
+
+        shared = {k: info[k] for k in ("format_version", "checkpoint", "global_step", "versions")}
+        export_towers(config, model, directory, {**shared, "model_file": MODEL_FILE})
+
+
 def export_model(
     config_path: str,
     export_dir: str,
@@ -324,7 +373,8 @@ def export_model(
         A summary: export_dir, checkpoint, global_step, model class, outputs.
 
     Raises:
-        ExportError, CheckpointError: see :func:`select_checkpoint` and :func:`restore_model`.
+        ExportError, CheckpointError: see :func:`select_checkpoint` and :func:`restore_model`;
+            ExportError also when the disk fills up while writing.
 
     """
     from google.protobuf import text_format
@@ -344,12 +394,6 @@ def export_model(
     outputs = _check_scripted(scripted, model, batch_size)
 
     export_dir = os.path.normpath(export_dir)
-    tmp = export_dir + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    scripted.save(os.path.join(tmp, MODEL_FILE))
-    with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-        f.write(text_format.MessageToString(config))
     info = {
         "format_version": FORMAT_VERSION,
         "model_class": type(model).__name__,
@@ -365,17 +409,21 @@ def export_model(
         ),
         **describe_model(model, outputs, batch_size),
     }
-    with open(os.path.join(tmp, MODEL_INFO_FILE), "w") as f:
-        json.dump(info, f, indent=1)
-    from recforge.models.match_model import MatchModel
-
-    if isinstance(model, MatchModel):  # user and item towers as separate scripted modules
-        from recforge.retrieval import export_towers
-
-        shared = {k: info[k] for k in ("format_version", "checkpoint", "global_step", "versions")}
-        export_towers(config, model, tmp, {**shared, "model_file": MODEL_FILE})
-    os.makedirs(os.path.dirname(os.path.abspath(export_dir)), exist_ok=True)
-    _replace_dir(tmp, export_dir)
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(export_dir)), exist_ok=True)
+        tmp = _temp_dir_beside(export_dir, "tmp")
+        _write_export(tmp, scripted, config, model, info, text_format.MessageToString(config))
+        _replace_dir(tmp, export_dir)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e):
+            raise ExportError(
+                f"{disk_full_message(export_dir, e)} while writing the export; free space or"
+                " choose another export_dir (an earlier export there is kept)"
+            ) from None
+        raise
     logger.info(
         "exported %s (step %d) to %s; outputs %s",
         info["model_class"],
@@ -390,3 +438,20 @@ def export_model(
         "model_class": info["model_class"],
         "outputs": [o["name"] for o in info["outputs"]],
     }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m recforge.export``: export with TorchEasyRec's flags.
+
+    ``--pipeline_config_path --export_dir --checkpoint_path --asset_files``; see
+    :mod:`recforge.tzrec_commands`.
+    """
+    from recforge.tzrec_commands import main as run
+
+    return run("export", argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

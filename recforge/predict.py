@@ -9,11 +9,19 @@ Output: a path ending in ``.parquet`` receives one file; any other path is a dir
 receives ``part-<slot>.parquet``, one per reading slot (DataLoader worker), each holding the
 rows of the input files (or batches) that slot read. Files are written as ``*.tmp`` and
 renamed when every row is scored; a rerun replaces the earlier parts (stale ``part-*`` files
-of a run with more workers are removed). Every input row appears exactly once.
+of a run with more workers, and ``*.tmp`` files of a killed run, are removed). Every input
+row appears exactly once; an input without rows gives one empty file with the output columns.
+
+The input is never written: an output path equal to an input path, inside an input
+directory, matched by an input pattern or holding an input file is refused. A full disk
+stops the run with a one-line :class:`PredictError`, leaving earlier outputs as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import glob
 import logging
 import os
 import re
@@ -30,13 +38,16 @@ from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import expand_input_path
 from recforge.errors import PredictError
-from recforge.predictor import Predictor, output_to_arrow
+from recforge.predictor import Predictor, output_arrow_type, output_to_arrow
 from recforge.protos import data_pb2
+from recforge.utils.disk import disk_full_message, is_disk_full
 from recforge.utils.logging_util import setup_logging
 
 logger = logging.getLogger(__name__)
 
 PART_PATTERN = re.compile(r"^part-\d+\.parquet$")
+TMP_PART_PATTERN = re.compile(r"^part-\d+\.parquet\.tmp$")
+_GLOB_CHARS = re.compile(r"[*?\[]")
 _EXTENSION_TYPES = {
     ".parquet": "ParquetDataset",
     ".pq": "ParquetDataset",
@@ -88,26 +99,129 @@ def _split(columns: Optional[Sequence[str] | str]) -> list[str]:
     return [c.strip() for c in columns if c.strip()]
 
 
+def _inside(path: str, directory: str) -> bool:
+    return path != directory and os.path.commonpath([path, directory]) == directory
+
+
+def _pattern_matches(pattern: str, path: str) -> bool:
+    """Whether ``glob.glob(pattern)`` would list ``path`` (both absolute)."""
+    pattern_parts, path_parts = pattern.split(os.sep), path.split(os.sep)
+    return len(pattern_parts) == len(path_parts) and all(
+        fnmatch.fnmatchcase(name, part) for name, part in zip(path_parts, pattern_parts)
+    )
+
+
+def check_output_apart(input_path: str, output_path: str) -> None:
+    """Refuses an output path that would write over, into or among the input.
+
+    Args:
+        input_path: files, directories and glob patterns, comma-separated.
+        output_path: a ``.parquet`` file or a directory (see the module docstring).
+
+    Raises:
+        PredictError: the output is an input path, lies inside an input directory, would be
+            matched by an input pattern, or is a directory holding an input file (the
+            message names both paths).
+
+    """
+    single = output_path.endswith(".parquet")
+    output = os.path.realpath(output_path)
+    # what the output makes appear: the file, or part files in the directory
+    shown = os.path.abspath(output_path)
+    written = [shown] if single else [os.path.join(shown, "part-00000.parquet")]
+    targets = (output, output + ".tmp") if single else (output,)
+
+    def refuse(relation: str, part: str) -> PredictError:
+        return PredictError(
+            f"--predict_output_path '{output_path}': expected a path apart from the input,"
+            f" found {relation} --predict_input_path '{part}'; predict never writes into its"
+            " input"
+        )
+
+    for part in (p.strip() for p in input_path.split(",")):
+        if not part or "://" in part:
+            continue
+        if _GLOB_CHARS.search(part):
+            if any(_pattern_matches(os.path.abspath(part), w) for w in written):
+                raise refuse("output file(s) that would be read as input by", part)
+            files = [p for p in glob.glob(part) if os.path.isfile(p)]
+        elif os.path.isdir(part):
+            directory = os.path.realpath(part)
+            if output == directory:
+                raise refuse("the input directory", part)
+            if _inside(output, directory):
+                raise refuse("a path inside the input directory", part)
+            files = [os.path.join(part, name) for name in os.listdir(part)]
+        else:
+            files = [part]
+        for file in files:
+            resolved = os.path.realpath(file)
+            if resolved in targets:
+                raise refuse(f"the input file '{file}' of", part)
+            if _inside(resolved, output):
+                raise refuse(f"a directory holding the input file '{file}' of", part)
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """Turns a full disk while writing ``path`` into a one-line :class:`PredictError`."""
+    try:
+        yield
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        raise PredictError(
+            f"{disk_full_message(path, e)} while writing predictions; free space or choose"
+            " another --predict_output_path (outputs of earlier runs there are kept)"
+        ) from None
+
+
 class _PartWriter:
-    """Parquet writers keyed by slot (directory output) or one writer (file output)."""
+    """Parquet writers keyed by slot (directory output) or one writer (file output).
+
+    Creating it removes ``*.tmp`` files a killed run left behind.
+    """
 
     def __init__(self, output_path: str) -> None:
         self.single = output_path.endswith(".parquet")
         self.output_path = output_path
         directory = os.path.dirname(output_path) if self.single else output_path
-        os.makedirs(directory or ".", exist_ok=True)
+        with _writing(output_path):
+            os.makedirs(directory or ".", exist_ok=True)
         self._writers: dict[int, tuple[str, pq.ParquetWriter]] = {}
+        if self.single:
+            stale = [output_path + ".tmp"]
+        else:
+            stale = [
+                os.path.join(output_path, name)
+                for name in os.listdir(output_path)
+                if TMP_PART_PATTERN.match(name)
+            ]
+        for path in stale:
+            if os.path.isfile(path):
+                os.remove(path)
 
     def final_path(self, slot: int) -> str:
         if self.single:
             return self.output_path
         return os.path.join(self.output_path, f"part-{slot:05d}.parquet")
 
+    def _open(self, key: int, schema: pa.Schema) -> pq.ParquetWriter:
+        tmp = self.final_path(key) + ".tmp"
+        try:
+            with _writing(self.final_path(key)):
+                writer = pq.ParquetWriter(tmp, schema)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        self._writers[key] = (tmp, writer)
+        return writer
+
     def write(self, slot: int, rb: pa.RecordBatch) -> None:
         key = 0 if self.single else slot
         if key not in self._writers:
-            tmp = self.final_path(key) + ".tmp"
-            self._writers[key] = (tmp, pq.ParquetWriter(tmp, rb.schema))
+            self._open(key, rb.schema)
         tmp, writer = self._writers[key]
         if rb.schema != writer.schema:
             try:
@@ -117,13 +231,29 @@ class _PartWriter:
                     f"reserved columns {rb.schema} do not match earlier batches'"
                     f" {writer.schema} in {self.final_path(key)}: {e}"
                 ) from None
-        writer.write_batch(rb)
+        with _writing(self.final_path(key)):
+            writer.write_batch(rb)
 
-    def commit(self) -> list[str]:
-        """Closes every writer, renames the ``.tmp`` files, removes stale parts."""
+    def commit(self, empty_schema: Optional[pa.Schema] = None) -> list[str]:
+        """Closes every writer, renames the ``.tmp`` files, removes stale parts.
+
+        Every file is complete on disk before the first rename, so a failure (a full disk)
+        leaves the earlier outputs untouched.
+
+        Args:
+            empty_schema: the columns of the one empty file written when no row came
+                (required then).
+
+        """
+        if not self._writers:
+            if empty_schema is None:
+                raise ValueError("no rows were written and no empty_schema was given")
+            self._open(0, empty_schema)
+        for key, (_, writer) in self._writers.items():
+            with _writing(self.final_path(key)):
+                writer.close()
         written = []
-        for key, (tmp, writer) in sorted(self._writers.items()):
-            writer.close()
+        for key, (tmp, _) in sorted(self._writers.items()):
             final = self.final_path(key)
             os.replace(tmp, final)
             written.append(final)
@@ -138,11 +268,11 @@ class _PartWriter:
     def abort(self) -> None:
         """Closes and deletes the ``.tmp`` files (earlier outputs stay as they were)."""
         for tmp, writer in self._writers.values():
-            try:
+            # the error being handled matters, not a second one from closing (a full disk)
+            with contextlib.suppress(OSError, pa.ArrowException):
                 writer.close()
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            if os.path.exists(tmp):
+                os.remove(tmp)
         self._writers = {}
 
 
@@ -159,6 +289,17 @@ def _output_batch(
         arrays.append(output_to_arrow(outputs[name]))
         fields.append(name)
     return pa.RecordBatch.from_arrays(arrays, names=fields)
+
+
+def _empty_schema(
+    dataset: PredictDataset, predictor: Predictor, reserved: list[str], names: list[str]
+) -> pa.Schema:
+    """The output columns without any row: reserved ones as read, outputs per model_info."""
+    read = dataset.reader.schema()
+    fields = [read.field(name) for name in reserved]
+    outputs = {o["name"]: o for o in predictor.model_info["outputs"]}
+    fields += [pa.field(name, output_arrow_type(outputs[name])) for name in names]
+    return pa.schema(fields)
 
 
 def predict(
@@ -187,16 +328,26 @@ def predict(
 
     Raises:
         ExportError: the export directory is missing or incomplete.
-        PredictError: unknown output column, or an output named like a reserved column.
+        PredictError: unknown output column, an output named like a reserved column, a
+            negative ``num_workers``, an output path overlapping the input (see
+            :func:`check_output_apart`), or a full disk.
         DataError, FeatureError: missing input columns or unparsable values.
 
     """
     setup_logging()
+    if num_workers is not None and int(num_workers) < 0:
+        raise PredictError(
+            f"--num_workers: expected 0 (parse in the main process) or more worker processes,"
+            f" found {num_workers}"
+        )
+    if batch_size is not None and int(batch_size) < 1:
+        raise PredictError(f"--batch_size: expected 1 or more rows, found {batch_size}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise PredictError(
             "recforge predict runs in one process (it would write every row once per process);"
             " run it without torchrun and use --num_workers to parse input in parallel"
         )
+    check_output_apart(predict_input_path, predict_output_path)
     torch.set_flush_denormal(True)  # as in training and evaluation (see utils/pipeline.py)
     predictor = Predictor(scripted_model_path)
     names = predictor.check_outputs(_split(output_columns))
@@ -228,6 +379,7 @@ def predict(
         dataset.batch_size,
         predict_output_path,
     )
+    logger.info("the export was made from checkpoint %s", predictor.model_info.get("checkpoint"))
     writer = _PartWriter(predict_output_path)
     rows, start = 0, time.perf_counter()
     last_log, last_rows = start, 0
@@ -242,14 +394,17 @@ def predict(
                     "predicted %d rows | %.0f rows/s", rows, (rows - last_rows) / (now - last_log)
                 )
                 last_log, last_rows = now, rows
-        files = writer.commit()
+        empty = _empty_schema(dataset, predictor, reserved, names) if rows == 0 else None
+        files = writer.commit(empty)
     except BaseException:
         writer.abort()
         raise
     seconds = time.perf_counter() - start
     rate = rows / max(seconds, 1e-9)
     if rows == 0:
-        logger.warning("the input %s holds no rows: nothing written", predict_input_path)
+        logger.warning(
+            "the input %s holds no rows: wrote %s without rows", predict_input_path, files[0]
+        )
     logger.info(
         "predicted %d rows in %.1fs (%.0f rows/s) into %d file(s) under %s",
         rows,
@@ -259,3 +414,20 @@ def predict(
         predict_output_path,
     )
     return {"rows": rows, "seconds": seconds, "rows_per_second": rate, "files": files}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m recforge.predict``: batch prediction with TorchEasyRec's flags.
+
+    From a scripted model (``--scripted_model_path``) or a checkpoint
+    (``--pipeline_config_path [--checkpoint_path]``); see :mod:`recforge.tzrec_commands`.
+    """
+    from recforge.tzrec_commands import main as run
+
+    return run("predict", argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -53,6 +53,53 @@ def resolve_export_dir(path: str) -> str:
     return path
 
 
+def read_model_info(export_dir: str) -> dict[str, Any]:
+    """``model_info.json`` of an export directory, checked for what predict relies on.
+
+    Raises:
+        ExportError: the file is not JSON (the message gives its line and column) or lacks
+            ``outputs``, a list of ``{"name", "dtype", "shape"}`` objects.
+
+    """
+    path = os.path.join(export_dir, MODEL_INFO_FILE)
+    hint = "re-run recforge export"
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ExportError(
+            f"{path}:{e.lineno}:{e.colno}: expected the JSON object recforge export writes,"
+            f" found invalid JSON ({e.msg}); {hint}"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ExportError(
+            f"{path}: expected UTF-8 JSON, found byte {e.object[e.start : e.start + 1]!r} at"
+            f" offset {e.start}; {hint}"
+        ) from None
+    if not isinstance(info, dict):
+        raise ExportError(f"{path}: expected a JSON object, found {type(info).__name__}; {hint}")
+    outputs = info.get("outputs")
+    valid = (
+        isinstance(outputs, list)
+        and len(outputs) > 0
+        and all(
+            isinstance(o, dict)
+            and isinstance(o.get("name"), str)
+            and isinstance(o.get("dtype"), str)
+            and isinstance(o.get("shape"), list)
+            for o in outputs
+        )
+    )
+    if not valid:
+        found = json.dumps(outputs)
+        found = found if len(found) <= 120 else found[:117] + "..."
+        raise ExportError(
+            f"{path}: expected 'outputs' to be a non-empty list of objects with name, dtype"
+            f" and shape, found {found}; {hint}"
+        )
+    return info
+
+
 def table_from(data: Any) -> pa.Table:
     """A pyarrow Table from a Table, RecordBatch, pandas DataFrame or dict of columns.
 
@@ -98,6 +145,22 @@ def output_to_arrow(values: torch.Tensor) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
 
 
+def output_arrow_type(output: dict[str, Any]) -> pa.DataType:
+    """The arrow type :func:`output_to_arrow` gives an output described in ``model_info.json``.
+
+    Args:
+        output: one entry of ``model_info["outputs"]`` (``dtype``, ``shape`` like ``["B", 4]``).
+
+    """
+    value = pa.from_numpy_dtype(np.dtype(output["dtype"]))
+    tail = output["shape"][1:]
+    if not tail:
+        return value
+    if all(isinstance(d, int) for d in tail):
+        return pa.list_(value, int(np.prod(tail)))
+    return pa.list_(value)  # a dimension that varies: no fixed width to declare
+
+
 class Predictor:
     """An exported model with its feature parsing: tables in, predictions out.
 
@@ -107,7 +170,8 @@ class Predictor:
         num_threads: torch intra-op threads (None: leave torch's setting).
 
     Raises:
-        ExportError: the directory is missing or incomplete.
+        ExportError: the directory is missing or incomplete, or its ``model_info.json`` is
+            not what recforge export writes.
 
     """
 
@@ -124,8 +188,7 @@ class Predictor:
         from recforge.utils.pipeline import build_features
 
         self.export_dir = resolve_export_dir(export_dir)
-        with open(os.path.join(self.export_dir, MODEL_INFO_FILE)) as f:
-            self.model_info: dict[str, Any] = json.load(f)
+        self.model_info: dict[str, Any] = read_model_info(self.export_dir)
         self.config = load_pipeline_config(os.path.join(self.export_dir, CONFIG_FILE))
         self.features = build_features(self.config)
         self.parser = DataParser(self.features)

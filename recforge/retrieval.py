@@ -29,6 +29,7 @@ from recforge.datasets.data_parser import DataParser
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import create_reader
 from recforge.datasets.sampler import ItemTable, load_item_table
+from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
 from recforge.models.match_model import TOWER_SIDES, MatchModel
 from recforge.models.script_wrapper import TowerScriptWrapper
@@ -39,7 +40,7 @@ RESULT_FILE = "retrieval_result.json"
 DEFAULT_TOP_K = (10, 50, 100)
 
 
-class RetrievalError(ValueError):
+class RetrievalError(RecforgeError):
     """A retrieval evaluation or tower export request does not fit the model or the data."""
 
 
@@ -119,13 +120,14 @@ def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -
 
     from recforge.export import describe_model
     from recforge.predictor import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
+    from recforge.utils.disk import save_scripted
 
     written = {}
     for side in TOWER_SIDES:
         scripted, wrapper = script_tower(model, side)
         directory = os.path.join(export_dir, side)
         os.makedirs(directory)
-        scripted.save(os.path.join(directory, MODEL_FILE))
+        save_scripted(scripted, os.path.join(directory, MODEL_FILE))
         with open(os.path.join(directory, CONFIG_FILE), "w") as f:
             f.write(text_format.MessageToString(tower_config(config, model, side)))
         features = model.tower_features(side)
@@ -304,6 +306,7 @@ def evaluate_retrieval(
     if not checkpoint_path:
         raise ckpt_util.CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")
     model, state = restore_model(config, checkpoint_path, config.eval_config)
+    logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     if not isinstance(model, MatchModel):
         raise RetrievalError(
             f"evaluate-retrieval needs a match model (DSSM, DSSMV2); the config builds"

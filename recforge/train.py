@@ -15,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.errors import Preempted
 from recforge.evaluate import run_evaluation, write_eval_result
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
@@ -33,10 +34,13 @@ from recforge.utils.pipeline import (
     build_model,
     model_dir_path,
     prepare_config,
+    set_tf32,
     setup_process,
 )
+from recforge.utils.preemption import StopSignals
 from recforge.utils.profiling import train_profiler
-from recforge.utils.sharding import ShardedTraining, shard_model
+from recforge.utils.run_dir import claim_model_dir
+from recforge.utils.sharding import ShardedTraining, shard_model, user_table_constraints
 from recforge.utils.train_step import TrainStep
 from recforge.utils.warm_start import warm_start
 
@@ -78,6 +82,7 @@ class _Trainer:
             else None
         )
         self.last_saved_step = -1
+        self.last_saved_path = ""
         self.last_eval: Optional[tuple[int, dict[str, float]]] = None
         self.epoch_stats: list = []
 
@@ -95,7 +100,7 @@ class _Trainer:
             state,
             self.train_config.keep_checkpoint_max,
         )
-        self.last_saved_step = self.global_step
+        self.last_saved_step, self.last_saved_path = self.global_step, path
         if self.is_chief:
             logger.info("saved checkpoint %s", path)
 
@@ -117,7 +122,7 @@ class _Trainer:
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
-        self.last_saved_step = self.global_step
+        self.last_saved_step, self.last_saved_path = self.global_step, checkpoint_path
         if self.is_chief:
             logger.info(
                 "resumed from %s at step %d (epoch %d, step %d of the epoch)",
@@ -188,14 +193,8 @@ class _Trainer:
         tc = self.train_config
         num_epochs = tc.num_epochs if tc.HasField("num_epochs") else (0 if tc.num_steps else 1)
         num_steps = tc.num_steps or None
-        log_every = max(tc.log_step_count_steps, 1)
-        eval_every = self.config.eval_config.eval_steps
-        total_steps = num_steps
-        dmp = self.sharded.model
-        dmp.train()
-        batch_size = self.config.data_config.batch_size
-        meter = Throughput(total_steps)
-        done = num_steps is not None and self.global_step >= num_steps
+        self.sharded.model.train()
+        meter = Throughput(num_steps)
         train_dataset.set_epoch(self.epoch)
         num_workers = self.config.data_config.num_workers
         if num_workers and (os.cpu_count() or 1) <= 2 and self.is_chief:
@@ -206,7 +205,47 @@ class _Trainer:
                 num_workers,
                 os.cpu_count(),
             )
-        loader = create_dataloader(train_dataset, num_workers, persistent=True)
+        signals = StopSignals()
+        with signals:  # before the loader forks its workers: they inherit the handler
+            stop_signal = self._train_loop(
+                train_dataset, eval_dataset, signals, num_epochs, num_steps, meter
+            )
+            if self.last_saved_step != self.global_step:
+                self.save()
+        if stop_signal:
+            if self.writer is not None:
+                self.writer.close()
+            raise Preempted(stop_signal, self.global_step, self.last_saved_path)
+        metrics = self.evaluate(eval_dataset)
+        if self.is_chief:
+            with open(model_dir_path(self.config, "train_stats.json"), "w") as f:
+                json.dump(
+                    {"global_step": self.global_step, "epochs": self.epoch_stats}, f, indent=1
+                )
+        if self.writer is not None:
+            self.writer.close()
+        return metrics
+
+    def _train_loop(
+        self,
+        train_dataset: RecDataset,
+        eval_dataset: Optional[RecDataset],
+        signals: StopSignals,
+        num_epochs: int,
+        num_steps: Optional[int],
+        meter: Throughput,
+    ) -> int:
+        """Trains until the end, or until a signal asks to stop (returns that signal, or 0)."""
+        tc = self.train_config
+        log_every = max(tc.log_step_count_steps, 1)
+        eval_every = self.config.eval_config.eval_steps
+        dmp = self.sharded.model
+        batch_size = self.config.data_config.batch_size
+        done = num_steps is not None and self.global_step >= num_steps
+        stop_signal = 0
+        loader = create_dataloader(
+            train_dataset, self.config.data_config.num_workers, persistent=True
+        )
         profiler = train_profiler(self.config.model_dir, tc.is_profiling)
         while not done and (num_epochs == 0 or self.epoch < num_epochs):
             iterator = iter(loader)  # reads epoch self.epoch (see RecDataset.__iter__)
@@ -214,8 +253,10 @@ class _Trainer:
                 _next_batch(iterator)
             epoch_start, epoch_samples = time.perf_counter(), 0
             while True:
-                batch = _next_batch(iterator)
-                if not dist_util.all_ranks_have(batch is not None):
+                # a stopping rank reads no further: its loader workers may have had the signal
+                batch = None if signals.signum else _next_batch(iterator)
+                has_batch, stop_signal = dist_util.step_consensus(batch is not None, signals.signum)
+                if stop_signal or not has_batch:
                     break
                 batch = batch.to(self.device, non_blocking=True)
                 for schedule in self.sharded.schedules:
@@ -249,6 +290,8 @@ class _Trainer:
                 if num_steps is not None and self.global_step >= num_steps:
                     done = True
                     break
+            if stop_signal:  # the epoch's end comes when the resumed run reaches it
+                break
             seconds = time.perf_counter() - epoch_start
             epoch_samples = dist_util.all_reduce_sum(epoch_samples)
             self.epoch_stats.append(
@@ -270,7 +313,7 @@ class _Trainer:
             if not done:
                 self.epoch += 1
                 self.step_in_epoch = 0
-                if total_steps is None and num_epochs:
+                if num_steps is None and num_epochs:
                     meter.total_steps = self.global_step * num_epochs // max(self.epoch, 1)
                 if tc.save_checkpoints_epochs and self.epoch % tc.save_checkpoints_epochs == 0:
                     self.save()
@@ -282,17 +325,7 @@ class _Trainer:
                 )
         if profiler is not None:
             profiler.stop()
-        if self.last_saved_step != self.global_step:
-            self.save()
-        metrics = self.evaluate(eval_dataset)
-        if self.is_chief:
-            with open(model_dir_path(self.config, "train_stats.json"), "w") as f:
-                json.dump(
-                    {"global_step": self.global_step, "epochs": self.epoch_stats}, f, indent=1
-                )
-        if self.writer is not None:
-            self.writer.close()
-        return metrics
+        return stop_signal
 
 
 def train_and_evaluate(
@@ -302,9 +335,13 @@ def train_and_evaluate(
     plugins: Sequence[str] = (),
     model_dir: Optional[str] = None,
     fine_tune_checkpoint: Optional[str] = None,
+    overwrite: bool = False,
     ignore_restore_optimizer: bool = False,
 ) -> dict[str, float]:
     """Trains the model a config describes, checkpoints it, and evaluates it.
+
+    One run per ``model_dir``: the run holds a lock on it (see :mod:`recforge.utils.run_lock`),
+    and a ``model_dir`` holding an earlier run needs ``continue_train`` or ``overwrite``.
 
     Args:
         config_path: the pipeline config file.
@@ -315,16 +352,23 @@ def train_and_evaluate(
         model_dir: overrides the config's ``model_dir``.
         fine_tune_checkpoint: warm start from this checkpoint (or the newest in this
             directory): restores the tensors that fit, see :mod:`recforge.utils.warm_start`.
+        overwrite: move an earlier run in ``model_dir`` to ``<model_dir>.old-<time>`` first.
         ignore_restore_optimizer: restore weights only, leaving the optimizer state fresh
             (with ``continue_train`` or a warm start).
 
     Returns:
         The final eval metrics (empty without ``eval_input_path``).
 
+    Raises:
+        ConfigError: ``model_dir`` is in use by another run, or holds an earlier run and
+            neither ``continue_train`` nor ``overwrite`` is set.
+        Preempted: SIGTERM or SIGINT stopped the run after it saved a checkpoint.
+
     """
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
     device = setup_process()
+    set_tf32(config.train_config)
     seed = config.data_config.seed
     torch.manual_seed(seed)
     features = build_features(config)
@@ -334,28 +378,35 @@ def train_and_evaluate(
     _, frozen = model.sparse_parameters()
     tc = config.train_config
     wrapper = TrainWrapper(model, tc.mixed_precision, dense_ema=create_dense_ema(tc, model))
-    sharded = shard_model(wrapper, device, tc, frozen)
+    constraints = user_table_constraints(features, tc)
+    sharded = shard_model(wrapper, device, tc, frozen, constraints)
     ema = getattr(wrapper, "dense_ema", None)
     train_step = TrainStep(tc, sharded.optimizer, model, device, ema)
-    if dist_util.rank() == 0:
-        with open(model_dir_path(config, "pipeline.config"), "w") as f:
-            from google.protobuf import text_format
+    # claimed only now: a config or data error must not move an earlier run aside
+    lock, fine_tune = claim_model_dir(
+        config.model_dir,
+        continue_train,
+        overwrite,
+        fine_tune_checkpoint or config.train_config.fine_tune_checkpoint or None,
+    )
+    try:
+        if dist_util.rank() == 0:
+            with open(model_dir_path(config, "pipeline.config"), "w") as f:
+                from google.protobuf import text_format
 
-            f.write(text_format.MessageToString(config))
-    trainer = _Trainer(config, sharded, model, device, train_step)
-    checkpoint = ckpt_util.latest_checkpoint(config.model_dir) if continue_train else None
-    if checkpoint:
-        trainer.restore(checkpoint, ignore_restore_optimizer)
-    else:
-        if continue_train and dist_util.rank() == 0:
-            logger.info("no checkpoint in %s: training from scratch", config.model_dir)
-        fine_tune = fine_tune_checkpoint or tc.fine_tune_checkpoint
-        if fine_tune:
-            warm_start(
-                fine_tune,
-                sharded.model,
-                None if ignore_restore_optimizer else sharded.optimizer,
-                tc.fine_tune_ckpt_param_map or None,
-                train_step.ema,
-            )
-    return trainer.fit(train_dataset, eval_dataset)
+                f.write(text_format.MessageToString(config))
+        trainer = _Trainer(config, sharded, model, device, train_step)
+        checkpoint = ckpt_util.latest_checkpoint(config.model_dir) if continue_train else None
+        if checkpoint:
+            trainer.restore(checkpoint, ignore_restore_optimizer)
+        else:
+            if continue_train and dist_util.rank() == 0:
+                logger.info("no checkpoint in %s: training from scratch", config.model_dir)
+            if fine_tune:
+                optimizer = None if ignore_restore_optimizer else sharded.optimizer
+                fine_tune_map = tc.fine_tune_ckpt_param_map or None
+                warm_start(fine_tune, sharded.model, optimizer, fine_tune_map, train_step.ema)
+        return trainer.fit(train_dataset, eval_dataset)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -174,3 +174,16 @@ def test_rank_model_passes_the_session_column_to_jrc_loss():
     total.backward()
     model.update_metric(predictions, batch, losses)
     assert set(model.compute_metric()) == {"auc", "jrc_loss"}
+
+
+def test_binary_cross_entropy_label_smoothing_moves_targets_towards_half():
+    cfg = loss_pb2.LossConfig()
+    cfg.binary_cross_entropy.label_smoothing = 0.2
+    logits, labels = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1, 0, 1])
+    smoothed = create_loss(cfg).per_sample(logits, labels)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.tensor([0.9, 0.1, 0.9]), reduction="none"
+    )
+    torch.testing.assert_close(smoothed, expected)
+    plain = create_loss(loss_pb2.LossConfig(binary_cross_entropy={})).per_sample(logits, labels)
+    assert not torch.allclose(smoothed, plain)

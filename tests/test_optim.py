@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 from google.protobuf import text_format
-from torchrec.optim import RowWiseAdagrad
 
 from recforge.optim import (
     LearningRateSchedule,
@@ -14,7 +13,8 @@ from recforge.optim import (
     fused_kernel_supports,
     sparse_optimizer_spec,
 )
-from recforge.protos import optimizer_pb2
+from recforge.optim.embedding_optimizers import RowWiseAdagrad
+from recforge.protos import optimizer_pb2, train_pb2
 
 
 def dense_config(text: str) -> optimizer_pb2.DenseOptimizer:
@@ -107,19 +107,19 @@ def test_dense_optimizer_without_choice_lists_the_choices():
             "adagrad_optimizer { lr: 0.25 }",
             "adagrad_optimizer",
             torch.optim.Adagrad,
-            {"lr": 0.25},
+            {"lr": 0.25, "eps": 1e-8, "initial_accumulator_value": 0.0},
         ),
         (
             "adam_optimizer { lr: 0.01 beta1: 0.8 beta2: 0.95 weight_decay: 0.001 }",
             "adam_optimizer",
-            torch.optim.Adam,
+            torch.optim.AdamW,  # fbgemm's Adam decays weights decoupled
             {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.001},
         ),
         (
             "rowwise_adagrad_optimizer { lr: 0.125 weight_decay: 0.01 }",
             "rowwise_adagrad_optimizer",
             RowWiseAdagrad,
-            {"lr": 0.125, "weight_decay": 0.01},
+            {"lr": 0.125, "weight_decay": 0.01, "weight_decay_mode": 0},
         ),
     ],
     ids=["sgd", "adagrad", "adam", "rowwise_adagrad"],
@@ -127,20 +127,21 @@ def test_dense_optimizer_without_choice_lists_the_choices():
 def test_sparse_optimizer_spec(text, name, cls, expected):
     spec = sparse_optimizer_spec(sparse_config(text))
     assert spec.name == name
-    assert spec.optimizer_class is cls
-    assert set(spec.kwargs) == set(expected)
+    assert spec.fallback_class is cls
+    assert spec.lr == approx(expected["lr"])
+    assert set(spec.fallback_kwargs) == set(expected)
     for key, value in expected.items():
         if isinstance(value, tuple):
-            assert tuple(spec.kwargs[key]) == tuple(approx(v) for v in value)
+            assert tuple(spec.fallback_kwargs[key]) == tuple(approx(v) for v in value)
         else:
-            assert spec.kwargs[key] == approx(value)
-    # the fallback (dense-kernel) optimizer has the same class and settings (row-wise
+            assert spec.fallback_kwargs[key] == approx(value)
+    # the fallback (dense-kernel) optimizer has that class and settings (row-wise
     # Adagrad keeps one accumulator per row: embedding tables are 2-D)
     optimizer = spec.create([torch.nn.Parameter(torch.ones(4, 3))])
     assert type(optimizer) is cls
     assert optimizer.param_groups[0]["lr"] == approx(expected["lr"])
-    # create() must not change the spec torchrec is given
-    assert set(spec.kwargs) == set(expected)
+    # create() must not change the spec
+    assert set(spec.fallback_kwargs) == set(expected)
 
 
 def test_sparse_optimizer_without_choice_lists_the_choices():
@@ -350,3 +351,17 @@ def test_schedule_values_are_finite_floats():
     values = lrs(schedule, range(50))
     assert all(isinstance(v, float) and math.isfinite(v) for v in values)
     assert values == sorted(values, reverse=True)
+
+
+def test_tf32_switches_reach_torch():
+    from recforge.utils.pipeline import set_tf32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        set_tf32(train_pb2.TrainConfig(cudnn_allow_tf32=False, cuda_matmul_allow_tf32=True))
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (
+            False,
+            True,
+        )
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

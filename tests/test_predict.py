@@ -1,6 +1,8 @@
 """Batch prediction: ``recforge predict`` and ``recforge.load_predictor`` on an exported DeepFM."""
 
+import errno
 import json
+import logging
 import os
 import shutil
 
@@ -17,6 +19,10 @@ from export_util import make_table, model_config, train_and_export
 import recforge
 from recforge.datasets import DataError
 from recforge.errors import ExportError, PredictError
+from recforge.export import export_model
+from recforge.predict import check_output_apart
+from recforge.predict import predict as run_predict
+from recforge.utils.disk import save_scripted
 
 INPUT_ROWS = (150, 97, 53)
 
@@ -212,3 +218,287 @@ def test_unknown_mlp_dtype_names_the_field(workdir):
     proc = export_bf16(workdir, dtype="fp8", check=False)
     assert proc.returncode == 2
     assert "export_config.mlp_dtype" in proc.stderr and "float32, bfloat16" in proc.stderr
+
+
+# ---- safety: the input is never written, stale and partial files, full disks, logging --------
+def in_process_cli(capsys, *args: str) -> tuple:
+    """Runs ``recforge ARGS`` in this process: ``(exit status, stderr)``.
+
+    Needs the ``plain_logging`` fixture (the command sets up logging for its process).
+    """
+    from recforge.cli import main
+
+    capsys.readouterr()
+    try:
+        status = main(list(args))
+    except SystemExit as e:
+        status = e.code
+    return status, capsys.readouterr().err
+
+
+def one_error_line(stderr: str) -> str:
+    """The single ``recforge: error:`` line (asserting there is one and no traceback)."""
+    assert "Traceback" not in stderr, stderr[-4000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("recforge: error:")]
+    assert len(lines) == 1 and stderr.rstrip().endswith(lines[0]), stderr[-4000:]
+    return lines[0]
+
+
+@pytest.fixture
+def plain_logging():
+    """A process whose ``recforge`` logger is untouched; restores the logging state after."""
+    from recforge.utils.logging_util import QUIET_LOGGERS
+
+    loggers = [logging.getLogger(name) for name in {"", "recforge", *QUIET_LOGGERS}]
+    saved = [(lg, lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
+    package = logging.getLogger("recforge")
+    package.handlers = []
+    package.setLevel(logging.NOTSET)
+    package.propagate = True
+    yield
+    for lg, level, handlers, propagate in saved:
+        lg.setLevel(level)
+        lg.handlers = handlers
+        lg.propagate = propagate
+
+
+def files_of(directory) -> dict:
+    return {
+        name: open(os.path.join(directory, name), "rb").read()  # noqa: SIM115
+        for name in sorted(os.listdir(directory))
+    }
+
+
+@pytest.mark.parametrize(
+    "inputs,output,relation",
+    [
+        ("data/x.parquet", "data/x.parquet", "the input file"),
+        ("data", "data/out", "inside the input directory"),
+        ("data/x.parquet", "data", "holding the input file"),
+        ("data/*.parquet", "data/scores.parquet", "read as input"),
+    ],
+)
+def test_an_output_overlapping_the_input_is_refused(workdir, tmp_path, inputs, output, relation):
+    os.makedirs(tmp_path / "data")
+    shutil.copy(os.path.join(workdir, "input", "part_2.parquet"), tmp_path / "data" / "x.parquet")
+    before = files_of(tmp_path / "data")
+    export = os.path.join(workdir, "export")
+    with pytest.raises(PredictError) as error:
+        run_predict(export, str(tmp_path / inputs), str(tmp_path / output), num_workers=0)
+    message = str(error.value)
+    assert "\n" not in message and relation in message
+    assert str(tmp_path / inputs) in message and str(tmp_path / output) in message
+    assert files_of(tmp_path / "data") == before  # nothing written, nothing removed
+
+
+def test_outputs_beside_the_input_are_allowed(tmp_path):
+    os.makedirs(tmp_path / "data")
+    (tmp_path / "data" / "x.parquet").write_bytes(b"")
+    check_output_apart(str(tmp_path / "data/*.parquet"), str(tmp_path / "data" / "out"))
+    check_output_apart(str(tmp_path / "data"), str(tmp_path / "scores.parquet"))
+    check_output_apart(str(tmp_path / "data" / "x.parquet"), str(tmp_path / "data.parquet"))
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_a_killed_runs_tmp_parts_are_removed(workdir, tmp_path, num_workers):
+    out = tmp_path / "out"
+    os.makedirs(out)
+    for name in ("part-00000.parquet.tmp", "part-00003.parquet.tmp"):  # a killed 4-worker run
+        (out / name).write_bytes(b"half a parquet file")
+    (out / "notes.txt").write_text("the user's")
+    run_predict(
+        os.path.join(workdir, "export"),
+        os.path.join(workdir, "input", "part_2.parquet"),
+        str(out),
+        reserved_columns="id",
+        num_workers=num_workers,
+        batch_size=16,
+    )
+    parts = [f"part-{i:05d}.parquet" for i in range(num_workers)]
+    assert sorted(os.listdir(out)) == ["notes.txt", *parts]
+    ids = pa.concat_tables(pq.read_table(out / p) for p in parts).column("id").to_pylist()
+    assert sorted(ids) == sorted(
+        pq.read_table(os.path.join(workdir, "input", "part_2.parquet"))["id"].to_pylist()
+    )
+
+
+@pytest.mark.parametrize("output", ["out", "scores.parquet"])
+def test_zero_input_rows_write_an_empty_output_with_the_columns(
+    workdir, predicted, tmp_path, output
+):
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(make_table(0, tags_as_lists=False), empty)
+    target = tmp_path / output
+    if output == "out":  # an earlier run's two parts are replaced by one empty part
+        shutil.copytree(os.path.join(workdir, "out"), target)
+    else:
+        shutil.copy(os.path.join(workdir, "out", "part-00000.parquet"), target)
+    result = run_predict(
+        os.path.join(workdir, "export"),
+        str(empty),
+        str(target),
+        reserved_columns="id,label",
+        output_columns="probs",
+        num_workers=2,
+    )
+    assert result["rows"] == 0
+    path = target / "part-00000.parquet" if output == "out" else target
+    assert result["files"] == [str(path)]
+    if output == "out":
+        assert os.listdir(target) == ["part-00000.parquet"]
+    table = pq.read_table(path)
+    assert table.num_rows == 0
+    assert table.schema == predicted["part-00000.parquet"].schema  # as a run with rows writes
+
+
+def test_num_workers_below_zero_is_one_line(workdir, capsys, plain_logging, monkeypatch):
+    monkeypatch.chdir(workdir)
+    status, stderr = in_process_cli(
+        capsys,
+        *["predict", "--scripted_model_path", "export", "--predict_input_path", "input"],
+        *["--predict_output_path", "negative_out", "--num_workers", "-1"],
+    )
+    assert status == 2
+    line = one_error_line(stderr)
+    assert "--num_workers" in line and "found -1" in line
+    assert not os.path.exists("negative_out")
+
+
+@pytest.mark.parametrize(
+    "text,where,expected",
+    [
+        ('{"outputs": [{"name": "probs",', ":1:", "found invalid JSON"),
+        ('{"outputs": {"probs": 1}}', ": ", "expected 'outputs' to be a non-empty list"),
+    ],
+)
+def test_a_bad_model_info_json_is_one_line(
+    workdir, tmp_path, capsys, plain_logging, monkeypatch, text, where, expected
+):
+    broken = tmp_path / "export"
+    shutil.copytree(os.path.join(workdir, "export"), broken)
+    (broken / "model_info.json").write_text(text)
+    monkeypatch.chdir(workdir)
+    status, stderr = in_process_cli(
+        capsys,
+        *["predict", "--scripted_model_path", str(broken), "--predict_input_path", "input"],
+        *["--predict_output_path", str(tmp_path / "out")],
+    )
+    assert status == 2
+    line = one_error_line(stderr)
+    assert f"recforge: error: {broken / 'model_info.json'}{where}" in line
+    assert expected in line and "re-run recforge export" in line
+    with pytest.raises(ExportError, match="model_info.json"):
+        recforge.load_predictor(str(broken))
+
+
+@pytest.mark.parametrize("method,failing_call", [("write_batch", 1), ("close", 2)])
+def test_a_full_disk_stops_predict_with_one_line_and_keeps_the_earlier_output(
+    workdir, predicted, tmp_path, capsys, plain_logging, monkeypatch, method, failing_call
+):
+    out = tmp_path / "out"
+    shutil.copytree(os.path.join(workdir, "out"), out)  # a good earlier run (2 parts)
+    before = files_of(out)
+    real = getattr(pq.ParquetWriter, method)
+    calls = []
+
+    def full_disk(self, *args, **kwargs):
+        calls.append(method)
+        if len(calls) == failing_call:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, method, full_disk)
+    monkeypatch.chdir(workdir)
+    status, stderr = in_process_cli(
+        capsys,
+        *["predict", "--scripted_model_path", "export", "--predict_input_path", "input"],
+        *["--predict_output_path", str(out), "--num_workers", "2", "--batch_size", "32"],
+    )
+    assert status == 2
+    line = one_error_line(stderr)
+    assert f"{out}{os.sep}part-0000" in line and "no space left on device" in line
+    assert files_of(out) == before  # no part replaced, no .tmp left
+
+
+def test_a_full_disk_while_saving_a_scripted_model_raises(tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    scripted = torch.jit.script(torch.nn.Linear(256, 256))
+    with pytest.raises(OSError) as error:  # torch's own save would abort the process here
+        save_scripted(scripted, "/dev/full")
+    assert error.value.errno == errno.ENOSPC
+
+
+def test_export_keeps_the_users_old_and_tmp_dirs_and_survives_a_full_disk(
+    workdir, tmp_path, capsys, plain_logging, monkeypatch
+):
+    target = tmp_path / "exp"
+    shutil.copytree(os.path.join(workdir, "export"), target)  # an earlier export
+    for mine in ("exp.old", "exp.tmp"):
+        os.makedirs(tmp_path / mine)
+        (tmp_path / mine / "keep.txt").write_text("the user's")
+    config = os.path.join(workdir, "model", "pipeline.config")
+    monkeypatch.chdir(workdir)
+    export_model(config, str(target))
+    assert sorted(os.listdir(tmp_path)) == ["exp", "exp.old", "exp.tmp"]
+    for mine in ("exp.old", "exp.tmp"):
+        assert (tmp_path / mine / "keep.txt").read_text() == "the user's"
+    exported = files_of(target)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("recforge.export.save_scripted", full_disk)
+    status, stderr = in_process_cli(
+        capsys, "export", "--config", config, "--export_dir", str(target)
+    )
+    assert status == 2
+    line = one_error_line(stderr)
+    assert f"{target}: no space left on device" in line
+    assert files_of(target) == exported  # the earlier export stays, no temp dir left beside
+    assert sorted(os.listdir(tmp_path)) == ["exp", "exp.old", "exp.tmp"]
+
+
+def test_recforge_configures_only_its_own_logger(workdir, tmp_path, capsys, plain_logging):
+    from recforge.utils.logging_util import QUIET_LOGGERS
+
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    app_handlers, root.handlers = root.handlers, []  # a script that configured nothing
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(make_table(0, tags_as_lists=False), empty)
+    export = os.path.join(workdir, "export")
+    run_predict(export, str(empty), str(tmp_path / "out"), num_workers=0)  # logs a warning
+    assert root.handlers == [] and {n: logging.getLogger(n).level for n in levels} == levels
+    package = logging.getLogger("recforge")
+    assert [h.get_name() for h in package.handlers] == ["recforge-stderr"]
+    assert "holds no rows" in capsys.readouterr().err  # recforge's lines still show
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    seen = Records()
+    root.handlers = [seen]
+    logging.getLogger("user.app").warning("the user's warning")
+    assert seen.messages == ["the user's warning"]
+
+    # an application that configured logging gets recforge's records through its handlers
+    package.handlers = []
+    package.propagate = True
+    run_predict(export, str(empty), str(tmp_path / "out2"), num_workers=0)
+    assert package.handlers == [] and root.handlers == [seen]
+    assert any("holds no rows" in m for m in seen.messages)
+    root.handlers = app_handlers
+
+    # the command line still prints recforge's INFO lines
+    status, stderr = in_process_cli(
+        capsys,
+        *["predict", "--scripted_model_path", export, "--predict_input_path", str(empty)],
+        *["--predict_output_path", str(tmp_path / "out3")],
+    )
+    assert status == 0 and "INFO recforge.predict: predicted 0 rows" in stderr

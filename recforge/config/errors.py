@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from recforge.config._util import PathLike
+from recforge.errors import RecforgeError
 
 
-class ConfigError(ValueError):
+class ConfigError(RecforgeError):
     """A problem in a pipeline config, with where it is and what was expected.
 
     Attributes:

@@ -11,6 +11,7 @@ from recforge.config._positions import SourceIndex, read_source_index
 from recforge.config._schema import choices, is_map, named_features
 from recforge.config._util import PathLike, did_you_mean, listing
 from recforge.config.errors import ConfigError
+from recforge.config.support import check_support
 from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR, sequence_element_configs
 from recforge.protos import data_pb2, loss_pb2, metric_pb2, pipeline_pb2
 
@@ -58,6 +59,8 @@ def validate_config(config: pipeline_pb2.EasyRecConfig, path: Optional[PathLike]
     _check_model(config, problems)
     _check_data(config, problems)
     _check_train(config, problems)
+    for fld, message in check_support(config):
+        problems.add(fld, message)
     problems.raise_if_any()
 
 

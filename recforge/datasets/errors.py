@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from recforge.errors import DataError
 
-class DataError(ValueError):
-    """Input data does not match the config: the message names the column / file involved."""
+__all__ = ["DataError", "DataFileNotFoundError"]
 
 
 class DataFileNotFoundError(DataError, FileNotFoundError):

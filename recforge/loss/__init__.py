@@ -58,13 +58,28 @@ class RecLoss(nn.Module):
 
 
 class BinaryCrossEntropyLoss(RecLoss):
-    """Sigmoid cross entropy on ``logits`` ``[B]`` with 0/1 labels ``[B]``."""
+    """Sigmoid cross entropy on ``logits`` ``[B]`` with 0/1 labels ``[B]``.
+
+    Args:
+        label_smoothing: moves each label towards 0.5: ``y * (1 - s) + 0.5 * s``, as
+            TorchEasyRec does.
+
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), found {label_smoothing}")
+        self.label_smoothing = label_smoothing
 
     def per_sample(
         self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """Loss of each sample ``[B]``."""
-        return F.binary_cross_entropy_with_logits(prediction, label.float(), reduction="none")
+        target = label.float()
+        if self.label_smoothing > 0:
+            target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return F.binary_cross_entropy_with_logits(prediction, target, reduction="none")
 
 
 class BinaryFocalLoss(RecLoss):
@@ -211,7 +226,7 @@ def _segment_logsumexp(
 
 
 _LOSS_BUILDERS: dict[str, Callable[[object], RecLoss]] = {
-    "binary_cross_entropy": lambda cfg: BinaryCrossEntropyLoss(),
+    "binary_cross_entropy": lambda cfg: BinaryCrossEntropyLoss(cfg.label_smoothing),
     "softmax_cross_entropy": lambda cfg: SoftmaxCrossEntropyLoss(cfg.label_smoothing),
     "l2_loss": lambda cfg: L2Loss(),
     "binary_focal_loss": lambda cfg: BinaryFocalLoss(cfg.gamma, cfg.alpha),

@@ -16,6 +16,7 @@ from torchrec import (
 )
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
+from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
 from recforge.modules.regroup import regroup_by_slices
 from recforge.protos import model_pb2
@@ -27,7 +28,7 @@ WIDE_TABLE_SUFFIX = "_wide"
 TableConfig = Union[EmbeddingBagConfig, EmbeddingConfig]
 
 
-class EmbeddingGroupError(ValueError):
+class EmbeddingGroupError(RecforgeError):
     """A feature group cannot be built from the features it names."""
 
 

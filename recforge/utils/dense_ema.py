@@ -208,11 +208,12 @@ def create_dense_ema(train_config: Optional[Any], model: nn.Module) -> Optional[
 
 def checkpoint_has_ema(checkpoint_path: str) -> bool:
     """Whether a checkpoint holds dense EMA averages."""
-    import torch.distributed.checkpoint as dcp
+    from recforge.errors import CheckpointError
+    from recforge.utils.checkpoint_format import CheckpointFiles
 
     try:
-        metadata = dcp.FileSystemReader(checkpoint_path).read_metadata()
-    except Exception:  # not a readable checkpoint: restoring it reports why
+        metadata = CheckpointFiles(checkpoint_path).metadata()
+    except CheckpointError:  # not a readable checkpoint: restoring it reports why
         return False
     return f"model.{EMA_ATTRIBUTE}.n_averaged" in metadata.state_dict_metadata
 
@@ -237,7 +238,7 @@ def ema_for_inference(
     if not use:
         return None
     if not checkpoint_has_ema(checkpoint_path):
-        from recforge.utils.checkpoint import CheckpointError
+        from recforge.errors import CheckpointError
 
         if explicit:
             raise CheckpointError(

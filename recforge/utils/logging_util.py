@@ -1,4 +1,9 @@
-"""Logging set-up and the training progress line."""
+"""Logging set-up and the training progress line.
+
+Used as a library, recforge configures only its own ``recforge`` logger
+(:func:`setup_logging`); the ``recforge`` command, which owns its process, also quiets
+third-party loggers (:func:`setup_cli_logging`).
+"""
 
 from __future__ import annotations
 
@@ -8,29 +13,53 @@ import time
 from datetime import timedelta
 from typing import Optional
 
-_configured = False
+PACKAGE_LOGGER = "recforge"
+#: the name of the stderr handler :func:`setup_logging` adds to the ``recforge`` logger
+HANDLER_NAME = "recforge-stderr"
+#: loggers whose messages a command-line user cannot act on; torchrec logs some through the
+#: root logger (``logging.warning``)
+QUIET_LOGGERS = (
+    "torchrec.distributed.planner",
+    "torchrec.distributed.utils",
+    "torch.fx._symbolic_trace",
+    "",
+)
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Logs recforge's ``time level name: message`` lines to stderr (once per process)."""
-    global _configured
-    if not _configured:
-        _configured = True
-        # our own handler: torch/torchrec may have configured the root logger already
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        package_logger = logging.getLogger("recforge")
-        package_logger.addHandler(handler)
+def setup_logging(level: int = logging.INFO, force: bool = False) -> None:
+    """Gives the ``recforge`` logger ``time level name: message`` lines on stderr.
+
+    Touches no other logger. Does nothing when the ``recforge`` logger already has a handler
+    (set up earlier, or by the application) or, unless ``force``, when the root logger has one:
+    an application that configured logging receives recforge's records through propagation,
+    at the levels it chose.
+
+    Args:
+        level: the ``recforge`` logger's level, when it has none yet (or ``force``).
+        force: set up even when the root logger has handlers (the command line).
+
+    """
+    package_logger = logging.getLogger(PACKAGE_LOGGER)
+    if package_logger.handlers or (logging.getLogger().handlers and not force):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger.addHandler(handler)
+    if force or package_logger.level == logging.NOTSET:
         package_logger.setLevel(level)
-        package_logger.propagate = False
-        # torchrec's planner is chatty about things a user cannot act on
-        for name in (
-            "torchrec.distributed.planner",
-            "torchrec.distributed.utils",
-            "torch.fx._symbolic_trace",
-            "root",
-        ):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    package_logger.propagate = False  # our handler prints it; the root's would print it twice
+
+
+def setup_cli_logging(level: int = logging.INFO) -> None:
+    """Logging of the ``recforge`` command: recforge's lines, third-party chatter off.
+
+    Only for a process that recforge's command line owns: it sets the levels of the root
+    logger and of torch/torchrec loggers (:data:`QUIET_LOGGERS`) to ``ERROR``.
+    """
+    setup_logging(level, force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class Throughput:

@@ -13,17 +13,19 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
 
+from recforge.errors import RecforgeError
+
 PLUGIN_ENTRY_POINT_GROUP = "recforge.plugins"
 
 
-class RegistryError(KeyError):
+class RegistryError(RecforgeError, KeyError):
     """An unknown class name was asked of a registry."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
 
-class PluginError(ImportError):
+class PluginError(RecforgeError, ImportError):
     """A plugin module named in the config or on the command line cannot be imported."""
 
 

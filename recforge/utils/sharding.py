@@ -27,12 +27,14 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from recforge.config.errors import ConfigError
 from recforge.optim import (
     LearningRateSchedule,
     create_dense_optimizer,
     create_schedule,
-    fused_kernel_supports,
+    fill_initial_accumulator,
     sparse_optimizer_spec,
+    split_part_optimizers,
 )
 from recforge.protos import train_pb2
 from recforge.utils import dist as dist_util
@@ -87,11 +89,90 @@ def _embedding_tables(model: nn.Module) -> dict[str, tuple]:
     return tables
 
 
+@dataclass(frozen=True)
+class UserConstraint:
+    """A table's ``embedding_constraints`` (or ``global_embedding_constraints``).
+
+    Attributes:
+        where: the field that set it, for messages.
+        sharding_types: the sharding types allowed (empty: any).
+        kernels: the compute kernels allowed (empty: any).
+
+    """
+
+    where: str
+    sharding_types: tuple[str, ...]
+    kernels: tuple[str, ...]
+
+    def narrow(self, table: str, kernel: str, possible: list[str]) -> list[str]:
+        """The sharding types of ``possible`` the user allows for ``table`` on ``kernel``.
+
+        Raises:
+            ConfigError: the user's choice leaves nothing recforge can run.
+
+        """
+        if self.kernels and kernel not in self.kernels:
+            raise ConfigError(
+                f"table '{table}' can only use the {kernel!r} compute kernel here;"
+                f" found compute_kernels {list(self.kernels)}",
+                field=f"{self.where}.compute_kernels",
+            )
+        if not self.sharding_types:
+            return possible
+        chosen = [t for t in possible if t in self.sharding_types]
+        if not chosen:
+            raise ConfigError(
+                f"table '{table}' ({kernel} kernel) can be sharded {possible} here;"
+                f" found sharding_types {list(self.sharding_types)}",
+                field=f"{self.where}.sharding_types",
+            )
+        return chosen
+
+
+def user_table_constraints(
+    features: list, train_config: train_pb2.TrainConfig
+) -> dict[str, UserConstraint]:
+    """Table name -> the user's sharding constraints, as TorchEasyRec reads them.
+
+    A feature's ``embedding_constraints`` apply to its table; tables of features without them
+    take ``train_config.global_embedding_constraints`` when it is set.
+
+    Args:
+        features: the ``BaseFeature`` objects of the config.
+        train_config: the training config.
+
+    """
+    has_global = train_config.HasField("global_embedding_constraints")
+    out: dict[str, UserConstraint] = {}
+    for feature in features:
+        cfg = feature.config
+        if not feature.is_sparse or not hasattr(cfg, "embedding_constraints"):
+            continue
+        if cfg.HasField("embedding_constraints"):
+            where, constraint = (
+                f"feature {feature.name!r} embedding_constraints",
+                cfg.embedding_constraints,
+            )
+        elif has_global:
+            where = "train_config.global_embedding_constraints"
+            constraint = train_config.global_embedding_constraints
+        else:
+            continue
+        out.setdefault(
+            feature.embedding_name,
+            UserConstraint(
+                where, tuple(constraint.sharding_types), tuple(constraint.compute_kernels)
+            ),
+        )
+    return out
+
+
 def shard_model(
     module: nn.Module,
     device: torch.device,
     train_config: Optional[train_pb2.TrainConfig] = None,
     frozen_params: Optional[list[nn.Parameter]] = None,
+    table_constraints: Optional[dict[str, UserConstraint]] = None,
 ) -> ShardedTraining:
     """Plans and applies embedding sharding; builds optimizers when training.
 
@@ -100,6 +181,8 @@ def shard_model(
         device: this rank's device.
         train_config: the training config (None for evaluation / prediction).
         frozen_params: embedding weights that must not train (``trainable: false``).
+        table_constraints: the user's sharding constraints per table (see
+            :func:`user_table_constraints`); they narrow what recforge would choose.
 
     Returns:
         The sharded model, its optimizer and schedules.
@@ -113,36 +196,41 @@ def shard_model(
     fused_params = []
     for name, (dim, params) in tables.items():
         frozen = any(id(p) in frozen_ids for p in params)
-        use_fused = (
-            spec is not None and not frozen and fused_kernel_supports(spec, dim, device.type)
-        )
+        use_fused = spec is not None and not frozen and spec.fused_on(device.type, dim)
+        user = (table_constraints or {}).get(name)
+        if use_fused and user is not None and user.kernels and "fused" not in user.kernels:
+            use_fused = False  # the user asked for the dense kernel
+        kernel = "fused" if use_fused else "dense"
         if use_fused:
             fused_params.extend(params)
             sharding_types = ["table_wise", "column_wise"]
             if device.type == "cuda":
                 sharding_types += ["row_wise", "table_row_wise"]
-            constraints[name] = ParameterConstraints(
-                sharding_types=sharding_types, compute_kernels=["fused"]
-            )
         else:
             if spec is not None and not frozen:
                 fallback.append(name)
-            constraints[name] = ParameterConstraints(
-                sharding_types=["data_parallel"], compute_kernels=["dense"]
-            )
+            sharding_types = ["data_parallel"]
+        if user is not None:
+            sharding_types = user.narrow(name, kernel, sharding_types)
+        constraints[name] = ParameterConstraints(
+            sharding_types=sharding_types, compute_kernels=[kernel]
+        )
     if fallback and dist_util.rank() == 0:
+        reason = spec.cpu_note if device.type == "cpu" and spec.cpu_note else ""
         logger.warning(
-            "fbgemm's fused %s kernel cannot train tables %s (%s, dims %s): they use a"
-            " data-parallel dense kernel with torch's %s instead",
+            "fbgemm's fused %s kernel cannot train tables %s (%s, dims %s%s): they use a"
+            " data-parallel dense kernel with %s.%s instead",
             device.type,
             fallback,
             spec.name,
             sorted({tables[t][0] for t in fallback}),
-            spec.optimizer_class.__name__,
+            f"; {reason}" if reason else "",
+            spec.fallback_class.__module__,
+            spec.fallback_class.__name__,
         )
     if fused_params:
         # torchrec consumes the kwargs dict it is given: pass a copy
-        apply_optimizer_in_backward(spec.optimizer_class, fused_params, dict(spec.kwargs))
+        apply_optimizer_in_backward(spec.fused_class, fused_params, dict(spec.fused_kwargs))
     frozen_tables = {
         name for name, (_, params) in tables.items() if any(id(p) in frozen_ids for p in params)
     }
@@ -163,30 +251,55 @@ def shard_model(
             continue  # no optimizer: the table keeps its initial (or restored) weights
         (dense_params if table is None else table_params)[name] = param
     fused_optimizer = model.fused_optimizer
+    if fused_params and spec.initial_accumulator_value:
+        fill_initial_accumulator(fused_optimizer, spec.initial_accumulator_value)
     optimizers = [("sparse", fused_optimizer)]
+    sparse_field = "train_config.sparse_optimizer"
     # fused kernels update tables inside backward and read the rate from param_groups only in
     # step()/zero_grad() (a no-op otherwise): push a new rate before the step's backward
     schedules = [
         create_schedule(
             fused_optimizer,
             train_config.sparse_optimizer,
-            spec.kwargs["lr"],
+            spec.lr,
             on_update=fused_optimizer.step,
+            field_path=sparse_field,
         )
     ]
     if table_params:
-        fallback_optimizer = KeyedOptimizerWrapper(
-            table_params,
-            lambda ps: spec.create(ps),
-        )
+        fallback_optimizer = KeyedOptimizerWrapper(table_params, spec.create)
         optimizers.append(("sparse_fallback", fallback_optimizer))
         schedules.append(
-            create_schedule(fallback_optimizer, train_config.sparse_optimizer, spec.kwargs["lr"])
+            create_schedule(
+                fallback_optimizer, train_config.sparse_optimizer, spec.lr, field_path=sparse_field
+            )
         )
-    dense_optimizer = KeyedOptimizerWrapper(
-        dense_params, lambda ps: create_dense_optimizer(train_config.dense_optimizer, ps)
-    )
-    optimizers.append(("dense", dense_optimizer))
-    dense_lr = dense_optimizer.param_groups[0]["lr"] if dense_optimizer.param_groups else 0.0
-    schedules.append(create_schedule(dense_optimizer, train_config.dense_optimizer, dense_lr))
+    dense_config = train_config.dense_optimizer
+    dense_field = "train_config.dense_optimizer"
+    dense_params, parts = split_part_optimizers(dense_config, dense_params, dense_field)
+    if dense_params or not parts:
+        dense_optimizer = KeyedOptimizerWrapper(
+            dense_params, lambda ps: create_dense_optimizer(dense_config, ps, dense_field)
+        )
+        optimizers.append(("dense", dense_optimizer))
+        dense_lr = dense_optimizer.param_groups[0]["lr"] if dense_optimizer.param_groups else 0.0
+        schedules.append(
+            create_schedule(dense_optimizer, dense_config, dense_lr, field_path=dense_field)
+        )
+    for part in parts:
+        part_optimizer = KeyedOptimizerWrapper(
+            part.params,
+            lambda ps, part=part: create_dense_optimizer(part.config, ps, part.field),
+        )
+        optimizers.append((f"dense_part{part.index}", part_optimizer))
+        # a part without its own learning_rate follows the dense optimizer's kind of schedule
+        own_schedule = part.config.WhichOneof("learning_rate") is not None
+        schedules.append(
+            create_schedule(
+                part_optimizer,
+                part.config if own_schedule else dense_config,
+                part_optimizer.param_groups[0]["lr"],
+                field_path=part.field if own_schedule else dense_field,
+            )
+        )
     return ShardedTraining(model, CombinedOptimizer(optimizers), schedules, fallback)

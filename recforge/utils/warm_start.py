@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from recforge.config import ConfigError
+from recforge.errors import CheckpointError
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
+from recforge.utils.checkpoint_format import CheckpointFiles
 from recforge.utils.dense_ema import EMA_ATTRIBUTE, DenseEMA, ema_key, param_name
 
 logger = logging.getLogger(__name__)
@@ -110,18 +111,15 @@ def resolve_checkpoint(path: str) -> str:
         return path
     latest = ckpt_util.latest_checkpoint(path)
     if latest is None:
-        raise ckpt_util.CheckpointError(
+        raise CheckpointError(
             f"fine_tune_checkpoint '{path}' is neither a complete recforge checkpoint nor a"
             " directory holding one"
         )
     return latest
 
 
-def _checkpoint_tensors(checkpoint: str) -> dict[str, tuple[int, ...]]:
-    try:
-        metadata = dcp.FileSystemReader(checkpoint).read_metadata()
-    except Exception as e:
-        raise ckpt_util.CheckpointError(f"cannot read checkpoint '{checkpoint}': {e}") from e
+def _checkpoint_tensors(files: CheckpointFiles) -> dict[str, tuple[int, ...]]:
+    metadata = files.metadata()  # verified against the checksums, unpickled as data only
     return {
         key: tuple(md.size)
         for key, md in metadata.state_dict_metadata.items()
@@ -160,15 +158,17 @@ def _optimizer_source(fqn: str, state: str, param_map: dict[str, str]) -> tuple[
     return fqn, state
 
 
-def _load(checkpoint: str, flat: dict[str, torch.Tensor]) -> None:
+def _load(files: CheckpointFiles, flat: dict[str, torch.Tensor]) -> None:
     if not flat:
         return
     try:
-        dcp.load(flat, checkpoint_id=checkpoint)
+        files.load(flat)
+    except CheckpointError:
+        raise
     except (Exception, CheckpointException) as e:  # DCP's is a BaseException
         cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ckpt_util.CheckpointError(
-            f"cannot warm start from checkpoint '{checkpoint}': {cause}"
+        raise CheckpointError(
+            f"cannot warm start from checkpoint '{files.directory}': {cause}"
         ) from e
 
 
@@ -203,7 +203,8 @@ def warm_start(
     """
     checkpoint = resolve_checkpoint(checkpoint_path)
     param_map = read_param_map(param_map_path) if param_map_path else {}
-    saved = _checkpoint_tensors(checkpoint)
+    files = CheckpointFiles(checkpoint)
+    saved = _checkpoint_tensors(files)
     result = WarmStartResult(checkpoint)
     if optimizer is not None and hasattr(optimizer, "init_state"):
         # lazily created optimizer state needs a target; one zero-gradient step makes it,
@@ -233,7 +234,7 @@ def warm_start(
         else:
             flat[source] = value
             targets[source] = key
-    _load(checkpoint, flat)
+    _load(files, flat)
     for source, key in targets.items():
         model_state[key] = flat[source]
         result.restored.append(key)
@@ -250,13 +251,13 @@ def warm_start(
         dense_ema.reset([n for n in names if n in dense_ema.names])
 
     if optimizer is not None:
-        _restore_optimizer(checkpoint, optimizer, param_map, saved, result)
+        _restore_optimizer(files, optimizer, param_map, saved, result)
     _report(result)
     return result
 
 
 def _restore_optimizer(
-    checkpoint: str,
+    files: CheckpointFiles,
     optimizer: Any,
     param_map: dict[str, str],
     saved: dict[str, tuple[int, ...]],
@@ -277,7 +278,7 @@ def _restore_optimizer(
                 targets[source] = (fqn, name)
             else:
                 result.optimizer_fresh.append(f"{fqn}.{name}")
-    _load(checkpoint, flat)
+    _load(files, flat)
     for source, (fqn, name) in targets.items():
         state_dict["state"][fqn][name] = flat[source]
         result.optimizer_restored.append(f"{fqn}.{name}")

@@ -1,0 +1,326 @@
+"""Which config fields recforge implements: the one table every field of the schema is in.
+
+The schema is TorchEasyRec's, whole, so a config written for it always parses. Each field is
+in exactly one class:
+
+* ``IMPLEMENTED``: it does what TorchEasyRec documents.
+* ``NOT_SUPPORTED``: setting it is a validation error (file, line, field path, "not supported
+  yet"), never a silently different run.
+* ``IGNORED``: it cannot change results here (an ODPS read option when reading parquet, a
+  serving-side hint); setting it logs one warning per field per run.
+
+Keys: ``"Message"`` classifies every field of a message; ``"Message.field"`` one field (it wins
+over the message's entry); ``"Message.field=VALUE"`` one value of an enum field (values not
+listed follow the field). ``tests/test_support.py`` walks the whole descriptor pool and
+fails on any field that is in no class.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterator
+from typing import NamedTuple, Optional
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+logger = logging.getLogger(__name__)
+
+
+class Support(enum.Enum):
+    """The class of a config field."""
+
+    IMPLEMENTED = "implemented"
+    NOT_SUPPORTED = "not supported yet"
+    IGNORED = "ignored"
+
+
+class Entry(NamedTuple):
+    """A field's class and, for the other two classes, why (shown to the user)."""
+
+    support: Support
+    reason: str = ""
+
+
+_YES = Entry(Support.IMPLEMENTED)
+
+
+def _no(reason: str) -> Entry:
+    return Entry(Support.NOT_SUPPORTED, reason)
+
+
+def _ignored(reason: str) -> Entry:
+    return Entry(Support.IGNORED, reason)
+
+
+_FG_KIND = _no("this feature-generation kind is not built yet (id, raw and sequence features are)")
+_SEQ_ENCODER = _no("sequence encoders in feature groups are not built yet")
+_MODEL = _no("this model is not in recforge's zoo yet")
+_GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
+_SAMPLER = _no("only negative_sampler is built so far")
+_DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
+_TRAIN_CONTROL = _no("this training control is not built yet")
+_ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
+_CUDA_ONLY = _ignored("a CUDA numerics switch; recforge exports and predicts on the CPU")
+
+# Every field of these messages (unless a field entry below says otherwise).
+MESSAGES: dict[str, Entry] = {
+    # the pipeline and the parts recforge builds
+    **dict.fromkeys(
+        (
+            "EasyRecConfig DataConfig Field FeatureConfig IdFeature RawFeature SequenceFeature"
+            " SeqFeatureConfig FeatureGroupConfig ModelConfig CustomModel TrainConfig EvalConfig"
+            " ExportConfig GradClipping NegativeSampler ParameterConstraints"
+            " SparseOptimizer DenseOptimizer FusedSGDOptimizer FusedAdagradOptimizer"
+            " FusedAdamOptimizer FusedRowWiseAdagradOptimizer SGDOptimizer AdagradOptimizer"
+            " AdamOptimizer AdamWOptimizer ConstantLR ExponentialDecayLR ManualStepLR"
+            " FusedLarsSGDOptimizer FusedLAMBOptimizer FusedPartialRowWiseLAMBOptimizer"
+            " FusedPartialRowWiseAdamOptimizer FusedAdadeltaOptimizer FusedRMSpropOptimizer"
+            " AdadeltaOptimizer RMSpropOptimizer CosineAnnealingLR CosineAnnealingWarmRestartsLR"
+            " PartOptimizer"
+            " LossConfig BinaryCrossEntropy SoftmaxCrossEntropy L2Loss JRCLoss BinaryFocalLoss"
+            " MetricConfig TrainMetricConfig AUC MulticlassAUC RecallAtK MeanAbsoluteError"
+            " MeanSquaredError Accuracy GroupedAUC XAUC NormalizedEntropy"
+            " MLP Tower DINTower TaskTower BayesTaskTower ExtractionNetwork Cross CrossV2 CIN"
+            " MaskBlock MaskNetModule DeepFM MultiTower MultiTowerDIN MaskNet WideAndDeep DCNV1"
+            " DCNV2 xDeepFM DLRM SimpleMultiTask MMoE PLE DBMTL DSSM DSSMV2"
+        ).split(),
+        _YES,
+    ),
+    # feature generation kinds
+    **dict.fromkeys(
+        (
+            "ComboFeature LookupFeature MatchFeature ExprFeature OverlapFeature TokenizeFeature"
+            " TextNormalizer CustomFeature KvDotProduct BoolMaskFeature CombineFeature"
+            " AutoDisEmbedding MLPEmbedding"
+        ).split(),
+        _FG_KIND,
+    ),
+    **dict.fromkeys(
+        (
+            "SeqGroupConfig SeqEncoderConfig DINEncoder SimpleAttention PoolingEncoder"
+            " MultiWindowDINEncoder SelfAttentionEncoder"
+        ).split(),
+        _SEQ_ENCODER,
+    ),
+    **dict.fromkeys(
+        (
+            "WuKong WuKongLayer PEPNet DC2VR FusionMTLTower FusionSubTaskConfig"
+            " InterventionTaskTower DAT DATTower MIND MINDUserTower B2ICapsule TDM"
+            " MultiWindowDINTower RocketLaunching VariationalDropout ContrastiveConfig"
+        ).split(),
+        _MODEL,
+    ),
+    **dict.fromkeys(
+        (
+            "DlrmHSTU UltraHSTU HSTUMatch HSTUUserTower HSTU STU GRInputPreprocessor"
+            " GRContextualPreprocessor GRContextualInterleavePreprocessor GRUIHPreprocessor"
+            " GRPositionalEncoder GROutputPostprocessor GRL2NormPostprocessor"
+            " GRLayerNormPostprocessor GRTimestampLayerNormPostprocessor GRContentEncoder"
+            " GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder GRActionEncoder"
+            " GRSimpleActionEncoder GRContextualizedMLP GRSimpleContextualizedMLP"
+            " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
+            " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
+            " FaissKmeansConfig"
+        ).split(),
+        _GENERATIVE,
+    ),
+    **dict.fromkeys(
+        "NegativeSamplerV2 HardNegativeSampler HardNegativeSamplerV2 TDMSampler".split(), _SAMPLER
+    ),
+    **dict.fromkeys(
+        (
+            "ZeroCollisionHash DynamicEmbedding DynamicEmbInitializerArgs"
+            " DynamicEmbFrequencyAdmissionStrategy LRU_EvictionPolicy LFU_EvictionPolicy"
+            " DistanceLFU_EvictionPolicy"
+        ).split(),
+        _DYNAMIC_EMB,
+    ),
+    "EMAConfig": _TRAIN_CONTROL,
+    "GradScaler": _TRAIN_CONTROL,
+    "DeltaEmbeddingDumpConfig": _no("delta embedding dumps are not built yet"),
+    "FeatureStoreConfig": _no("feature-store uploads are not built yet"),
+    "GroupedXAUC": _no("grouped_xauc is not built yet"),
+}
+
+# Single fields; these win over their message's entry.
+FIELDS: dict[str, Entry] = {
+    # data
+    "DataConfig.fg_threads": _ignored("recforge's feature generation is vectorised per batch"),
+    "DataConfig.is_orderby_partition": _ODPS_ONLY,
+    "DataConfig.odps_data_quota_name": _ODPS_ONLY,
+    "DataConfig.odps_data_compression": _ODPS_ONLY,
+    "DataConfig.in_order": _ignored("recforge always returns batches in reading order"),
+    "DataConfig.sample_mask_prob": _TRAIN_CONTROL,
+    "DataConfig.negative_sample_mask_prob": _TRAIN_CONTROL,
+    "DataConfig.force_base_data_group": _no("data groups are not built yet"),
+    "DataConfig.sample_cost_field": _no("cost-based batching is not built yet"),
+    "DataConfig.batch_cost_size": _no("cost-based batching is not built yet"),
+    "DataConfig.input_fields_str": _no("use input_fields"),
+    "DataConfig.negative_sampler_v2": _SAMPLER,
+    "DataConfig.hard_negative_sampler": _SAMPLER,
+    "DataConfig.hard_negative_sampler_v2": _SAMPLER,
+    "DataConfig.tdm_sampler": _SAMPLER,
+    "DataConfig.dataset_type=OdpsDatasetV1": _no("MaxCompute is not available in recforge"),
+    "DataConfig.dataset_type=KafkaDataset": _no("Kafka input is not built yet"),
+    **{
+        f"Field.input_type={kind}_{element}": _no("only scalar input_type values are read")
+        for kind in ("ARRAY", "ARRAY_ARRAY")
+        for element in ("INT32", "INT64", "STRING", "FLOAT", "DOUBLE")
+    },
+    **{
+        f"Field.input_type=MAP_{key}_{value}": _no("only scalar input_type values are read")
+        for key in ("STRING", "INT64", "INT32")
+        for value in ("INT32", "INT64", "STRING", "FLOAT", "DOUBLE")
+    },
+    "FeatureGroupConfig.group_type=JAGGED_SEQUENCE": _no(
+        "jagged sequence groups are not built yet"
+    ),
+    "NegativeSampler.item_id_delim": _no("multi-id items in the sampler table are not built yet"),
+    # features
+    **{
+        f"FeatureConfig.{prefix}{kind}": _FG_KIND
+        for prefix in ("", "sequence_")
+        for kind in (
+            "combo_feature lookup_feature match_feature expr_feature overlap_feature"
+            " tokenize_feature custom_feature kv_dot_product bool_mask_feature combine_feature"
+        ).split()
+    },
+    **{
+        f"SeqFeatureConfig.{kind}": _FG_KIND
+        for kind in (
+            "combo_feature lookup_feature match_feature expr_feature overlap_feature"
+            " tokenize_feature custom_feature kv_dot_product bool_mask_feature combine_feature"
+        ).split()
+    },
+    **{
+        f"{feature}.{name}": entry
+        for feature in ("IdFeature", "RawFeature")
+        for name, entry in (
+            ("use_mask", _TRAIN_CONTROL),
+            ("stub_type", _FG_KIND),
+            ("sequence_fields", _ignored("a serving-side hint for feature generation")),
+        )
+    },
+    "IdFeature.weighted": _no("weighted id features are not built yet"),
+    "IdFeature.zch": _DYNAMIC_EMB,
+    "IdFeature.dynamicemb": _DYNAMIC_EMB,
+    "IdFeature.vocab_file": _FG_KIND,
+    "IdFeature.asset_dir": _FG_KIND,
+    "IdFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
+    "RawFeature.autodis": _FG_KIND,
+    "RawFeature.mlp": _FG_KIND,
+    "SequenceFeature.sequence_pk": _ignored("the serving side's sequence key"),
+    "FeatureGroupConfig.sequence_groups": _SEQ_ENCODER,
+    "FeatureGroupConfig.sequence_encoders": _SEQ_ENCODER,
+    "FeatureGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
+    # model
+    **{
+        f"ModelConfig.{name}": _MODEL
+        for name in (
+            "wukong pepnet dc2vr dat mind tdm rocket_launching variational_dropout".split()
+        )
+    },
+    **{
+        f"ModelConfig.{name}": _GENERATIVE
+        for name in "dlrm_hstu ultra_hstu hstu_match sid_rqvae sid_rqkmeans".split()
+    },
+    "ModelConfig.kernel": _ignored("it picks the attention kernels of HSTU models"),
+    "DBMTL.mask_net": _no("DBMTL's mask_net bottom is not built yet"),
+    "TaskTower.train_metrics": _no("per-task train metrics are not built yet"),
+    "BayesTaskTower.train_metrics": _no("per-task train metrics are not built yet"),
+    "DSSM.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
+    "DSSMV2.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
+    "LossConfig.recon_loss": _GENERATIVE,
+    "LossConfig.commitment_loss": _GENERATIVE,
+    "LossConfig.contrastive_loss": _GENERATIVE,
+    "MetricConfig.grouped_xauc": _no("grouped_xauc is not built yet"),
+    # training
+    "TrainConfig.grad_clipping": _TRAIN_CONTROL,
+    "TrainConfig.gradient_accumulation_steps": _TRAIN_CONTROL,
+    "TrainConfig.grad_scaler": _TRAIN_CONTROL,
+    "TrainConfig.is_profiling": _TRAIN_CONTROL,
+    "TrainConfig.fine_tune_ckpt_param_map": _TRAIN_CONTROL,
+    "TrainConfig.save_checkpoints_timestamp_interval": _no("timed checkpoints are not built yet"),
+    "TrainConfig.save_checkpoints_timestamps": _no("timed checkpoints are not built yet"),
+    "TrainConfig.save_checkpoints_timestamp_quorum": _no("timed checkpoints are not built yet"),
+    "TrainConfig.delta_embedding_dump_config": _no("delta embedding dumps are not built yet"),
+    "TrainConfig.tensorboard_summaries": _ignored("recforge writes loss, lr and metric summaries"),
+    "DenseOptimizer.ema": _TRAIN_CONTROL,
+    "EvalConfig.use_dense_ema": _TRAIN_CONTROL,
+    "ExportConfig.use_dense_ema": _TRAIN_CONTROL,
+    "ExportConfig.mixed_precision": _no("use export_config.mlp_dtype"),
+    "ExportConfig.cudnn_allow_tf32": _CUDA_ONLY,
+    "ExportConfig.cuda_matmul_allow_tf32": _CUDA_ONLY,
+}
+
+
+def message_key(desc: Descriptor) -> str:
+    """A message's key in the table: its name inside the package (``Outer.Inner`` if nested)."""
+    return desc.full_name.split(".", 2)[-1]
+
+
+def field_support(fd: FieldDescriptor, enum_value: Optional[str] = None) -> Optional[Entry]:
+    """The class of a field (of one of its enum values, when given); None if unclassified."""
+    key = f"{message_key(fd.containing_type)}.{fd.name}"
+    if enum_value is not None and f"{key}={enum_value}" in FIELDS:
+        return FIELDS[f"{key}={enum_value}"]
+    return FIELDS.get(key) or MESSAGES.get(message_key(fd.containing_type))
+
+
+def set_fields(message: Message, path: str = "") -> Iterator[tuple[str, FieldDescriptor, object]]:
+    """Every set field of a config, depth first: ``(field path, descriptor, value)``.
+
+    Repeated fields yield one entry per element (``feature_configs[2]``); map fields yield the
+    map itself and are not walked into.
+    """
+    for fd, value in message.ListFields():
+        fpath = f"{path}.{fd.name}" if path else fd.name
+        is_map = fd.message_type is not None and fd.message_type.GetOptions().map_entry
+        if fd.is_repeated and not is_map:
+            for i, item in enumerate(value):
+                yield f"{fpath}[{i}]", fd, item
+                if fd.message_type is not None:
+                    yield from set_fields(item, f"{fpath}[{i}]")
+            continue
+        yield fpath, fd, value
+        if fd.message_type is not None and not is_map:
+            yield from set_fields(value, fpath)
+
+
+_warned: set[str] = set()
+
+
+def check_support(config: Message) -> list[tuple[str, str]]:
+    """Finds the set fields recforge does not support; warns once per run about ignored ones.
+
+    Args:
+        config: an ``EasyRecConfig`` (or any message of the schema).
+
+    Returns:
+        ``(field path, message)`` for each set field that is not supported yet (nothing
+        inside such a field is reported again).
+
+    """
+    problems: list[tuple[str, str]] = []
+    blocked: list[str] = []
+    for path, fd, value in set_fields(config):
+        if any(path.startswith(b + ".") or path.startswith(b + "[") for b in blocked):
+            continue
+        enum_value = None
+        if fd.enum_type is not None and not fd.is_repeated:
+            enum_value = fd.enum_type.values_by_number[value].name
+        entry = field_support(fd, enum_value)
+        if entry is None or entry.support is Support.IMPLEMENTED:
+            continue
+        shown = f"{fd.name}: {enum_value}" if enum_value is not None else fd.name
+        if entry.support is Support.NOT_SUPPORTED:
+            problems.append((path, f"{shown} is not supported yet ({entry.reason})"))
+            blocked.append(path)
+        else:
+            key = f"{message_key(fd.containing_type)}.{fd.name}"
+            if key not in _warned:
+                _warned.add(key)
+                logger.warning("%s is ignored: %s", path, entry.reason)
+    return problems
