@@ -545,3 +545,15 @@ def test_resume_with_ignore_restore_optimizer_and_a_checkpoint_without_ema(old_r
         # the checkpoint has no averages: they start from the restored weights
         averages = dict(zip(run.step.ema.names, run.step.ema.averages()))
         torch.testing.assert_close(averages["head.weight"], old_state["model.head.weight"])
+
+
+def test_warm_start_checks_the_checkpoint_files(old_run, tmp_path):
+    import shutil
+
+    model_dir, _, _ = old_run
+    copy = tmp_path / "copy"
+    shutil.copytree(list_checkpoints(model_dir)[-1], copy)
+    (copy / ".metadata").write_bytes(b"not what was saved")
+    new = build(config_text(ADAM))
+    with pytest.raises(CheckpointError, match=r"\.metadata"):
+        warm_start(str(copy), new.sharded.model, new.sharded.optimizer)
