@@ -79,7 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="move an earlier run in model_dir to <model_dir>.old-<time> and train anew",
     )
     train.add_argument(
-        "--fine_tune_checkpoint", default=None, help="initialise weights from this checkpoint"
+        "--fine_tune_checkpoint",
+        default=None,
+        help="warm start from this checkpoint (or the newest in this directory): restores the"
+        " tensors that fit, warns about the rest",
+    )
+    train.add_argument(
+        "--ignore_restore_optimizer",
+        action="store_true",
+        help="restore weights only (with --continue_train or a warm start): optimizer state"
+        " starts fresh",
     )
 
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on the eval data")
@@ -233,6 +242,7 @@ def run_command(args: argparse.Namespace) -> dict:
                 plugins=args.plugin,
                 model_dir=args.model_dir,
                 fine_tune_checkpoint=args.fine_tune_checkpoint,
+                ignore_restore_optimizer=args.ignore_restore_optimizer,
                 overwrite=args.overwrite,
             )
         elif args.command == "evaluate":

@@ -15,6 +15,7 @@ from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
+from recforge.utils.dense_ema import ema_for_inference, use_dense_ema
 from recforge.utils.logging_util import setup_logging
 from recforge.utils.pipeline import (
     build_dataset,
@@ -146,10 +147,21 @@ def evaluate(
     model = build_model(config, features, embedding_device=torch.device("meta"))
     # the same sharding plan as training, so the checkpoint maps one to one
     train_config = config.train_config if config.HasField("train_config") else None
-    sharded = shard_model(TrainWrapper(model), device, train_config)
+    eval_config = config.eval_config
+    ema = ema_for_inference(
+        use_dense_ema(eval_config, train_config),
+        eval_config.HasField("use_dense_ema"),
+        checkpoint_path,
+        model,
+        train_config,
+    )
+    sharded = shard_model(TrainWrapper(model, dense_ema=ema), device, train_config)
     state = ckpt_util.load_checkpoint(checkpoint_path, sharded.model)
     if dist_util.rank() == 0:
         logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
+    if ema is not None:  # evaluate the moving averages of the dense parameters
+        ema.bind(model)
+        ema.copy_to_model()
     metrics = run_evaluation(sharded.model, model, dataset, config, device)
     if dist_util.rank() == 0:
         write_eval_result(

@@ -39,6 +39,7 @@ from recforge.models.model import BaseModel, TrainWrapper
 from recforge.modules.mlp import MLP
 from recforge.predictor import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
 from recforge.utils import checkpoint as ckpt_util
+from recforge.utils.dense_ema import ema_for_inference, use_dense_ema
 from recforge.utils.disk import disk_full_message, is_disk_full, save_scripted
 from recforge.utils.logging_util import setup_logging
 from recforge.utils.pipeline import build_features, build_model, prepare_config
@@ -135,11 +136,20 @@ def select_checkpoint(config: Any, checkpoint_path: Optional[str] = None) -> str
     raise ExportError(f"export_config.exporter_type must be 'latest' or 'best', found '{exporter}'")
 
 
-def restore_model(config: Any, checkpoint_path: str) -> tuple[BaseModel, dict[str, Any]]:
+def restore_model(
+    config: Any, checkpoint_path: str, weights_from: Optional[Any] = None
+) -> tuple[BaseModel, dict[str, Any]]:
     """Builds the config's model with CPU tables and loads a checkpoint into it.
 
     The torch.distributed checkpoint of a sharded training run (any world size) is resharded
     by DCP into the plain model's full tensors; no process group is needed.
+
+    Args:
+        config: the pipeline config.
+        checkpoint_path: the checkpoint.
+        weights_from: the ``ExportConfig`` / ``EvalConfig`` whose ``use_dense_ema`` decides
+            whether the dense parameters get the checkpoint's moving averages (see
+            :mod:`recforge.utils.dense_ema`); None: the raw weights.
 
     Returns:
         ``(model in eval mode, the checkpoint's train state)``.
@@ -150,7 +160,21 @@ def restore_model(config: Any, checkpoint_path: str) -> tuple[BaseModel, dict[st
     """
     features = build_features(config)
     model = build_model(config, features, embedding_device=torch.device("cpu"))
-    state = ckpt_util.load_checkpoint(checkpoint_path, TrainWrapper(model))
+    ema = None
+    if weights_from is not None:
+        train_config = config.train_config if config.HasField("train_config") else None
+        ema = ema_for_inference(
+            use_dense_ema(weights_from, train_config),
+            weights_from.HasField("use_dense_ema"),
+            checkpoint_path,
+            model,
+            train_config,
+        )
+    state = ckpt_util.load_checkpoint(checkpoint_path, TrainWrapper(model, dense_ema=ema))
+    if ema is not None:
+        ema.bind(model)
+        ema.copy_to_model()
+        logger.info("dense parameters: the moving averages (use_dense_ema)")
     return model.eval(), state
 
 
@@ -364,7 +388,7 @@ def export_model(
     config = prepare_config(config_path, edits, plugins, model_dir)
     checkpoint_path = select_checkpoint(config, checkpoint_path)
     logger.info("exporting %s", checkpoint_path)
-    model, state = restore_model(config, checkpoint_path)
+    model, state = restore_model(config, checkpoint_path, config.export_config)
     for param in model.parameters():
         param.requires_grad_(False)  # serving needs no autograd graph
     mlp_dtype = set_mlp_dtype(model, config.export_config.mlp_dtype)

@@ -304,7 +304,7 @@ def evaluate_retrieval(
     checkpoint_path = checkpoint_path or ckpt_util.latest_checkpoint(config.model_dir)
     if not checkpoint_path:
         raise ckpt_util.CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")
-    model, state = restore_model(config, checkpoint_path)
+    model, state = restore_model(config, checkpoint_path, config.eval_config)
     logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     if not isinstance(model, MatchModel):
         raise RetrievalError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +20,13 @@ from recforge.evaluate import run_evaluation, write_eval_result
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
+from recforge.utils.dense_ema import (
+    DenseEMA,
+    checkpoint_has_ema,
+    create_dense_ema,
+    detached,
+    use_dense_ema,
+)
 from recforge.utils.logging_util import Throughput, setup_logging
 from recforge.utils.pipeline import (
     build_dataset,
@@ -30,8 +38,11 @@ from recforge.utils.pipeline import (
     setup_process,
 )
 from recforge.utils.preemption import StopSignals
+from recforge.utils.profiling import train_profiler
 from recforge.utils.run_dir import claim_model_dir
 from recforge.utils.sharding import ShardedTraining, shard_model, user_table_constraints
+from recforge.utils.train_step import TrainStep
+from recforge.utils.warm_start import warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +55,23 @@ class _Trainer:
     """One training run: holds the sharded model, data, progress and writers."""
 
     def __init__(
-        self, config: Any, sharded: ShardedTraining, model: BaseModel, device: torch.device
+        self,
+        config: Any,
+        sharded: ShardedTraining,
+        model: BaseModel,
+        device: torch.device,
+        train_step: TrainStep,
     ):
         self.config = config
         self.train_config = config.train_config
         self.sharded = sharded
         self.model = model
         self.device = device
+        self.train_step = train_step
+        self.dense_ema: Optional[DenseEMA] = train_step.ema
+        self.eval_dense_ema = self.dense_ema is not None and use_dense_ema(
+            config.eval_config, self.train_config
+        )
         self.global_step = 0
         self.epoch = 0
         self.step_in_epoch = 0
@@ -62,6 +83,7 @@ class _Trainer:
         )
         self.last_saved_step = -1
         self.last_saved_path = ""
+        self.last_eval: Optional[tuple[int, dict[str, float]]] = None
         self.epoch_stats: list = []
 
     def save(self) -> None:
@@ -82,10 +104,21 @@ class _Trainer:
         if self.is_chief:
             logger.info("saved checkpoint %s", path)
 
-    def restore(self, checkpoint_path: str) -> None:
-        state = ckpt_util.load_checkpoint(
-            checkpoint_path, self.sharded.model, self.sharded.optimizer, restore_rng=True
-        )
+    def restore(self, checkpoint_path: str, ignore_restore_optimizer: bool = False) -> None:
+        optimizer = None if ignore_restore_optimizer else self.sharded.optimizer
+        ema = self.dense_ema
+        without_ema = ema is not None and not checkpoint_has_ema(checkpoint_path)
+        if without_ema and self.is_chief:
+            logger.warning(
+                "%s holds no dense EMA: the averages start from the restored weights",
+                checkpoint_path,
+            )
+        with detached(self.sharded.model) if without_ema else contextlib.nullcontext():
+            state = ckpt_util.load_checkpoint(
+                checkpoint_path, self.sharded.model, optimizer, restore_rng=True
+            )
+        if without_ema:
+            ema.reset()
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
@@ -137,9 +170,14 @@ class _Trainer:
     def evaluate(self, eval_dataset: Optional[RecDataset]) -> dict[str, float]:
         if eval_dataset is None:
             return {}
-        metrics = run_evaluation(
-            self.sharded.model, self.model, eval_dataset, self.config, self.device
-        )
+        if self.last_eval is not None and self.last_eval[0] == self.global_step:
+            return self.last_eval[1]
+        swapped = self.dense_ema.swapped() if self.eval_dense_ema else contextlib.nullcontext()
+        with swapped:
+            metrics = run_evaluation(
+                self.sharded.model, self.model, eval_dataset, self.config, self.device
+            )
+        self.last_eval = (self.global_step, metrics)
         if self.is_chief:
             write_eval_result(self.config, metrics, self.global_step)
             if self.writer is not None:
@@ -201,13 +239,14 @@ class _Trainer:
         tc = self.train_config
         log_every = max(tc.log_step_count_steps, 1)
         eval_every = self.config.eval_config.eval_steps
-        dmp, optimizer = self.sharded.model, self.sharded.optimizer
+        dmp = self.sharded.model
         batch_size = self.config.data_config.batch_size
         done = num_steps is not None and self.global_step >= num_steps
         stop_signal = 0
         loader = create_dataloader(
             train_dataset, self.config.data_config.num_workers, persistent=True
         )
+        profiler = train_profiler(self.config.model_dir, tc.is_profiling)
         while not done and (num_epochs == 0 or self.epoch < num_epochs):
             iterator = iter(loader)  # reads epoch self.epoch (see RecDataset.__iter__)
             for _ in range(self.step_in_epoch):  # resuming inside an epoch: skip what was trained
@@ -228,9 +267,8 @@ class _Trainer:
                         f"loss became {float(loss)} at step {self.global_step + 1}: check the"
                         " input for NaN/inf values and the learning rates"
                     )
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                self.train_step.backward(loss)
+                self.train_step.step(self.global_step + 1)
                 self.global_step += 1
                 self.step_in_epoch += 1
                 epoch_samples += batch.batch_size
@@ -239,9 +277,14 @@ class _Trainer:
                     self.model.update_train_metric(predictions, batch)
                 if self.global_step % log_every == 0:
                     self._log(loss, losses, meter, batch_size)
-                if tc.save_checkpoints_steps and self.global_step % tc.save_checkpoints_steps == 0:
+                if profiler is not None:
+                    profiler.step()
+                # as in TorchEasyRec, every checkpoint is evaluated (eval_history.jsonl)
+                every = tc.save_checkpoints_steps
+                saving = bool(every) and self.global_step % every == 0
+                if saving:
                     self.save()
-                if eval_every and self.global_step % eval_every == 0:
+                if saving or (eval_every and self.global_step % eval_every == 0):
                     self.evaluate(eval_dataset)
                     dmp.train()
                 if num_steps is not None and self.global_step >= num_steps:
@@ -274,10 +317,14 @@ class _Trainer:
                     meter.total_steps = self.global_step * num_epochs // max(self.epoch, 1)
                 if tc.save_checkpoints_epochs and self.epoch % tc.save_checkpoints_epochs == 0:
                     self.save()
+                    self.evaluate(eval_dataset)
+                    dmp.train()
             if self.global_step == 0:
                 raise RuntimeError(
                     f"no training data: '{self.config.train_input_path}' yielded no batch"
                 )
+        if profiler is not None:
+            profiler.stop()
         return stop_signal
 
 
@@ -289,6 +336,7 @@ def train_and_evaluate(
     model_dir: Optional[str] = None,
     fine_tune_checkpoint: Optional[str] = None,
     overwrite: bool = False,
+    ignore_restore_optimizer: bool = False,
 ) -> dict[str, float]:
     """Trains the model a config describes, checkpoints it, and evaluates it.
 
@@ -302,8 +350,11 @@ def train_and_evaluate(
         edits: ``{"dotted.field": "value"}`` config overrides.
         plugins: modules to import first (user models / features).
         model_dir: overrides the config's ``model_dir``.
-        fine_tune_checkpoint: initialise weights from this checkpoint (no optimizer state).
+        fine_tune_checkpoint: warm start from this checkpoint (or the newest in this
+            directory): restores the tensors that fit, see :mod:`recforge.utils.warm_start`.
         overwrite: move an earlier run in ``model_dir`` to ``<model_dir>.old-<time>`` first.
+        ignore_restore_optimizer: restore weights only, leaving the optimizer state fresh
+            (with ``continue_train`` or a warm start).
 
     Returns:
         The final eval metrics (empty without ``eval_input_path``).
@@ -325,9 +376,12 @@ def train_and_evaluate(
     eval_dataset = build_dataset(config, features, "eval") if config.eval_input_path else None
     model = build_model(config, features, embedding_device=torch.device("meta"))
     _, frozen = model.sparse_parameters()
-    wrapper = TrainWrapper(model, config.train_config.mixed_precision)
-    constraints = user_table_constraints(features, config.train_config)
-    sharded = shard_model(wrapper, device, config.train_config, frozen, constraints)
+    tc = config.train_config
+    wrapper = TrainWrapper(model, tc.mixed_precision, dense_ema=create_dense_ema(tc, model))
+    constraints = user_table_constraints(features, tc)
+    sharded = shard_model(wrapper, device, tc, frozen, constraints)
+    ema = getattr(wrapper, "dense_ema", None)
+    train_step = TrainStep(tc, sharded.optimizer, model, device, ema)
     # claimed only now: a config or data error must not move an earlier run aside
     lock, fine_tune = claim_model_dir(
         config.model_dir,
@@ -341,15 +395,17 @@ def train_and_evaluate(
                 from google.protobuf import text_format
 
                 f.write(text_format.MessageToString(config))
-        trainer = _Trainer(config, sharded, model, device)
+        trainer = _Trainer(config, sharded, model, device, train_step)
         checkpoint = ckpt_util.latest_checkpoint(config.model_dir) if continue_train else None
         if checkpoint:
-            trainer.restore(checkpoint)
+            trainer.restore(checkpoint, ignore_restore_optimizer)
         else:
             if continue_train and dist_util.rank() == 0:
                 logger.info("no checkpoint in %s: training from scratch", config.model_dir)
             if fine_tune:
-                ckpt_util.load_checkpoint(fine_tune, sharded.model)
+                optimizer = None if ignore_restore_optimizer else sharded.optimizer
+                fine_tune_map = tc.fine_tune_ckpt_param_map or None
+                warm_start(fine_tune, sharded.model, optimizer, fine_tune_map, train_step.ema)
         return trainer.fit(train_dataset, eval_dataset)
     finally:
         if lock is not None:

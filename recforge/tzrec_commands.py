@@ -42,15 +42,10 @@ FLAGS: dict[str, dict[str, tuple[str, str]]] = {
         "--continue_train": (HONOURED, "--continue_train"),
         "--fine_tune_checkpoint": (
             HONOURED,
-            "--fine_tune_checkpoint; restores the weights only, so without"
-            " --ignore_restore_optimizer a warning says the optimizer starts afresh",
+            "--fine_tune_checkpoint: restores the weights and optimizer state that fit",
         ),
         "--edit_config_json": (HONOURED, "--edit_config_json"),
-        "--ignore_restore_optimizer": (
-            PARTLY,
-            "with --fine_tune_checkpoint: what recforge does anyway; with --continue_train:"
-            " not supported yet (resuming always restores the optimizer state)",
-        ),
+        "--ignore_restore_optimizer": (HONOURED, "--ignore_restore_optimizer"),
     },
     "eval": {
         "--pipeline_config_path": (HONOURED, "recforge evaluate --config"),
@@ -278,22 +273,11 @@ def _plan_train_eval(args: argparse.Namespace) -> Plan:
     edits.update(_edits(args.edit_config_json))
     step = ["train", "--config", args.pipeline_config_path]
     if args.continue_train:
-        if args.ignore_restore_optimizer:
-            # TODO(issue 13): resume without the optimizer state once train.py can
-            raise FlagError(
-                "--ignore_restore_optimizer",
-                "not supported yet with --continue_train (recforge resumes with the optimizer"
-                " state); drop one of the two",
-            )
         step.append("--continue_train")
     if args.fine_tune_checkpoint:
         step += ["--fine_tune_checkpoint", args.fine_tune_checkpoint]
-        if not args.ignore_restore_optimizer:
-            plan.warnings.append(
-                "--fine_tune_checkpoint: recforge restores the weights only; the optimizer"
-                " starts afresh (TorchEasyRec restores its state too unless"
-                " --ignore_restore_optimizer)"
-            )
+    if args.ignore_restore_optimizer:
+        step.append("--ignore_restore_optimizer")
     plan.steps.append(step + _config_flags(args, edits))
     return plan
 

@@ -53,7 +53,7 @@ def test_train_eval_maps_every_flag():
         "eval_input_path": "e2.parquet",
         "data_config.batch_size": 8,
     }
-    assert any("optimizer starts afresh" in w for w in plan.warnings)
+    assert not plan.warnings
 
 
 def test_train_eval_minimal_and_ignore_restore_optimizer():
@@ -70,13 +70,15 @@ def test_train_eval_minimal_and_ignore_restore_optimizer():
             "--ignore_restore_optimizer",
         ],
     )
-    assert plan.steps == [["train", "--config", "a", "--fine_tune_checkpoint", "c"]]
-    assert not plan.warnings  # fine-tuning restores no optimizer state: what the flag asks
-    with pytest.raises(FlagError, match="--ignore_restore_optimizer: not supported yet"):
-        plan_command(
-            "train_eval",
-            ["--pipeline_config_path", "a", "--continue_train", "--ignore_restore_optimizer"],
-        )
+    assert plan.steps == [
+        ["train", "--config", "a", "--fine_tune_checkpoint", "c", "--ignore_restore_optimizer"]
+    ]
+    assert not plan.warnings
+    plan, args = only_step(
+        "train_eval",
+        ["--pipeline_config_path", "a", "--continue_train", "--ignore_restore_optimizer"],
+    )
+    assert args.continue_train and args.ignore_restore_optimizer
 
 
 def test_eval_maps_every_flag():

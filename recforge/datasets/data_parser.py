@@ -17,6 +17,7 @@ from recforge.datasets.batch_builder import (
     infer_batch_size,
 )
 from recforge.datasets.errors import DataError
+from recforge.datasets.sample_mask import mask_inputs
 from recforge.features.base_feature import BaseFeature
 from recforge.features.utils import as_array, ensure_writable, stable_hash
 
@@ -131,11 +132,19 @@ class DataParser:
             raise DataError(f"{kind} column '{column}': found {found} at row {row}")
         return _to_tensor(numbers)
 
-    def parse(self, rb: pa.RecordBatch) -> dict[str, torch.Tensor]:
+    def parse(
+        self,
+        rb: pa.RecordBatch,
+        masked_rows: Optional[np.ndarray] = None,
+        masked_features: Sequence[str] = (),
+    ) -> dict[str, torch.Tensor]:
         """Parse one record batch into the flat tensor dict (see the class docstring).
 
         Args:
             rb: a record batch with ``B`` rows holding :attr:`input_columns`.
+            masked_rows: bool ``[B]``: rows where ``masked_features`` read a null
+                (training with ``use_mask``, see :mod:`recforge.datasets.sample_mask`).
+            masked_features: names of the features to mask.
 
         Returns:
             The flat dict of CPU tensors.
@@ -149,7 +158,10 @@ class DataParser:
         columns = {name: rb.column(name) for name in self._needed}
         out: dict[str, torch.Tensor] = {}
         for feature in self.features:
-            for key, array in feature.parse(columns).items():
+            inputs = columns
+            if masked_rows is not None and feature.name in masked_features:
+                inputs = mask_inputs(columns, feature, masked_rows)
+            for key, array in feature.parse(inputs).items():
                 out[key] = _to_tensor(array)
         for column in self.labels:
             out[f"label.{column}"] = self._float_column(rb, column, "label")
@@ -200,9 +212,15 @@ class DataParser:
             reserves=reserves,
         )
 
-    def parse_batch(self, rb: pa.RecordBatch) -> Batch:
+    def parse_batch(
+        self,
+        rb: pa.RecordBatch,
+        masked_rows: Optional[np.ndarray] = None,
+        masked_features: Sequence[str] = (),
+    ) -> Batch:
         """Parse ``rb`` straight into a :class:`Batch` (:meth:`parse` + :meth:`to_batch`)."""
-        return self.to_batch(self.parse(rb), self.select_reserves(rb))
+        parsed = self.parse(rb, masked_rows, masked_features)
+        return self.to_batch(parsed, self.select_reserves(rb))
 
     def __repr__(self) -> str:
         return (

@@ -13,6 +13,7 @@ from recforge.datasets.batch import Batch
 from recforge.datasets.data_parser import DataParser
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import BaseReader, create_reader
+from recforge.datasets.sample_mask import SampleMask
 from recforge.datasets.sampler import NegativeSampler, sampler_for
 from recforge.features.base_feature import BaseFeature
 
@@ -35,7 +36,8 @@ class RecDataset(IterableDataset):
     With ``data_config.negative_sampler`` (match models), train and eval batches get
     ``num_sample`` (eval: ``num_eval_sample`` if set) negative item rows appended from the item
     table (:mod:`recforge.datasets.sampler`); each iterator draws with its own generator seeded
-    by ``(data_config.seed, rank, worker, epoch)``.
+    by ``(data_config.seed, rank, worker, epoch)``. Training batches mask the ``use_mask``
+    features in a random ``sample_mask_prob`` of the rows (:mod:`recforge.datasets.sample_mask`).
 
     Args:
         data_config: the ``DataConfig`` message.
@@ -98,6 +100,10 @@ class RecDataset(IterableDataset):
             shuffle=training and data_config.shuffle,
             seed=data_config.seed,
         )
+        self.sample_mask: Optional[SampleMask] = None
+        if training:
+            sample_mask = SampleMask(data_config, features)
+            self.sample_mask = sample_mask if sample_mask.enabled else None
         self._epoch = 0
         self.check_columns()
 
@@ -136,14 +142,20 @@ class RecDataset(IterableDataset):
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         slot = rank * num_workers + worker_id
         rng = np.random.default_rng([self.data_config.seed, rank, worker_id, epoch, 17])
+        mask = self.sample_mask
+        mask_rng = np.random.default_rng([self.data_config.seed, rank, worker_id, epoch, 29])
         for rb in self.reader.iter_batches(slot, world_size * num_workers, epoch):
-            if self.sampler is None:
-                yield self.parser.parse_batch(rb)
-                continue
-            rb, extras = self.sampler.append_negatives(
-                rb, rng, self.parser.labels, self.parser.sample_weights
-            )
-            batch = self.parser.parse_batch(rb)
+            num_positives = rb.num_rows
+            extras: dict[str, torch.Tensor] = {}
+            if self.sampler is not None:
+                rb, extras = self.sampler.append_negatives(
+                    rb, rng, self.parser.labels, self.parser.sample_weights
+                )
+            if mask is None:
+                batch = self.parser.parse_batch(rb)
+            else:
+                rows = mask.draw(mask_rng, rb.num_rows, rb.num_rows - num_positives)
+                batch = self.parser.parse_batch(rb, rows, mask.features)
             batch.extras.update(extras)
             yield batch
 

@@ -387,12 +387,22 @@ class TrainWrapper(nn.Module):
     Args:
         module: the model.
         mixed_precision: ``bf16``, ``fp16`` or empty for fp32.
+        dense_ema: the moving averages of the dense parameters
+            (:class:`recforge.utils.dense_ema.DenseEMA`), held here so that checkpoints of the
+            wrapper carry them; None without ``dense_optimizer.ema``.
 
     """
 
-    def __init__(self, module: BaseModel, mixed_precision: str = "") -> None:
+    def __init__(
+        self,
+        module: BaseModel,
+        mixed_precision: str = "",
+        dense_ema: Optional[nn.Module] = None,
+    ) -> None:
         super().__init__()
         self.model = module
+        if dense_ema is not None:
+            self.dense_ema = dense_ema
         self._autocast_dtype = _autocast_dtype(mixed_precision)
         self._pareto = bool(module.model_config.use_pareto_loss_weight)
         if self._pareto:
