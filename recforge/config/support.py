@@ -60,7 +60,6 @@ _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
 _SAMPLER = _no("only negative_sampler is built so far")
 _DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
-_TRAIN_CONTROL = _no("this training control is not built yet")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
 _CUDA_ONLY = _ignored("a CUDA numerics switch; recforge exports and predicts on the CPU")
 
@@ -83,8 +82,9 @@ MESSAGES: dict[str, Entry] = {
             " MetricConfig TrainMetricConfig AUC MulticlassAUC RecallAtK MeanAbsoluteError"
             " MeanSquaredError Accuracy GroupedAUC XAUC NormalizedEntropy"
             " MLP Tower DINTower TaskTower BayesTaskTower ExtractionNetwork Cross CrossV2 CIN"
-            " MaskBlock MaskNetModule DeepFM MultiTower MultiTowerDIN MaskNet WideAndDeep DCNV1"
-            " DCNV2 xDeepFM DLRM SimpleMultiTask MMoE PLE DBMTL DSSM DSSMV2"
+            " EMAConfig GradScaler MaskBlock MaskNetModule DeepFM MultiTower MultiTowerDIN"
+            " MaskNet WideAndDeep DCNV1 DCNV2 xDeepFM DLRM SimpleMultiTask MMoE PLE DBMTL DSSM"
+            " DSSMV2"
         ).split(),
         _YES,
     ),
@@ -137,8 +137,6 @@ MESSAGES: dict[str, Entry] = {
         ).split(),
         _DYNAMIC_EMB,
     ),
-    "EMAConfig": _TRAIN_CONTROL,
-    "GradScaler": _TRAIN_CONTROL,
     "DeltaEmbeddingDumpConfig": _no("delta embedding dumps are not built yet"),
     "FeatureStoreConfig": _no("feature-store uploads are not built yet"),
     "GroupedXAUC": _no("grouped_xauc is not built yet"),
@@ -152,8 +150,6 @@ FIELDS: dict[str, Entry] = {
     "DataConfig.odps_data_quota_name": _ODPS_ONLY,
     "DataConfig.odps_data_compression": _ODPS_ONLY,
     "DataConfig.in_order": _ignored("recforge always returns batches in reading order"),
-    "DataConfig.sample_mask_prob": _TRAIN_CONTROL,
-    "DataConfig.negative_sample_mask_prob": _TRAIN_CONTROL,
     "DataConfig.force_base_data_group": _no("data groups are not built yet"),
     "DataConfig.sample_cost_field": _no("cost-based batching is not built yet"),
     "DataConfig.batch_cost_size": _no("cost-based batching is not built yet"),
@@ -198,7 +194,6 @@ FIELDS: dict[str, Entry] = {
         f"{feature}.{name}": entry
         for feature in ("IdFeature", "RawFeature")
         for name, entry in (
-            ("use_mask", _TRAIN_CONTROL),
             ("stub_type", _FG_KIND),
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
@@ -237,19 +232,11 @@ FIELDS: dict[str, Entry] = {
     "LossConfig.contrastive_loss": _GENERATIVE,
     "MetricConfig.grouped_xauc": _no("grouped_xauc is not built yet"),
     # training
-    "TrainConfig.grad_clipping": _TRAIN_CONTROL,
-    "TrainConfig.gradient_accumulation_steps": _TRAIN_CONTROL,
-    "TrainConfig.grad_scaler": _TRAIN_CONTROL,
-    "TrainConfig.is_profiling": _TRAIN_CONTROL,
-    "TrainConfig.fine_tune_ckpt_param_map": _TRAIN_CONTROL,
     "TrainConfig.save_checkpoints_timestamp_interval": _no("timed checkpoints are not built yet"),
     "TrainConfig.save_checkpoints_timestamps": _no("timed checkpoints are not built yet"),
     "TrainConfig.save_checkpoints_timestamp_quorum": _no("timed checkpoints are not built yet"),
     "TrainConfig.delta_embedding_dump_config": _no("delta embedding dumps are not built yet"),
     "TrainConfig.tensorboard_summaries": _ignored("recforge writes loss, lr and metric summaries"),
-    "DenseOptimizer.ema": _TRAIN_CONTROL,
-    "EvalConfig.use_dense_ema": _TRAIN_CONTROL,
-    "ExportConfig.use_dense_ema": _TRAIN_CONTROL,
     "ExportConfig.mixed_precision": _no("use export_config.mlp_dtype"),
     "ExportConfig.cudnn_allow_tf32": _CUDA_ONLY,
     "ExportConfig.cuda_matmul_allow_tf32": _CUDA_ONLY,
