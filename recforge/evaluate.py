@@ -11,6 +11,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from recforge.config import ConfigError
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
@@ -134,8 +135,10 @@ def evaluate(
     if eval_input_path:
         config.eval_input_path = eval_input_path
     if not config.eval_input_path:
-        raise ValueError(
-            "nothing to evaluate: set eval_input_path in the config or on the command line"
+        raise ConfigError(
+            "nothing to evaluate: set eval_input_path in the config, or --eval_input_path",
+            config_path,
+            field="eval_input_path",
         )
     checkpoint_path = checkpoint_path or ckpt_util.latest_checkpoint(config.model_dir)
     if not checkpoint_path:

@@ -38,7 +38,8 @@ def parse_init_fn(spec: str, feature_name: str = "?") -> Callable[..., Any]:
         ``functools.partial(torch.nn.init.<name>, **kwargs)``.
 
     Raises:
-        FeatureError: unknown function or malformed argument.
+        FeatureError: unknown function, malformed argument, or arguments the function does
+            not take (tried on a 2 x 2 tensor).
 
     """
     import torch
@@ -69,6 +70,13 @@ def parse_init_fn(spec: str, feature_name: str = "?") -> Callable[..., Any]:
         except (ValueError, SyntaxError):
             value = raw.strip()
         kwargs[key.strip()] = value
+    try:  # a wrong keyword or value type would otherwise surface deep inside model building
+        fn(torch.empty(2, 2), **kwargs)
+    except TypeError as e:
+        raise FeatureError(
+            f"feature '{feature_name}': init_fn '{spec}': {parts[0]} does not take these "
+            f"arguments: {e}"
+        ) from None
     return functools.partial(fn, **kwargs)
 
 
