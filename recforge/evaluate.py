@@ -13,6 +13,7 @@ from torch import nn
 
 from recforge.config import ConfigError
 from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.errors import DataError
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
@@ -71,7 +72,9 @@ def run_evaluation(
                 )
     samples = dist_util.all_reduce_sum(samples)  # a rank may get no batch of a tiny eval set
     if samples == 0:
-        raise RuntimeError("no eval data: the eval input yielded no batch")
+        raise DataError(
+            f"{config.eval_input_path}: expected rows to evaluate, found none (eval input)"
+        )
     metrics = {name: float(value) for name, value in model.compute_metric().items()}
     sharded_model.train()
     if dist_util.rank() == 0:

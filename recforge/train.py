@@ -14,6 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.errors import DataError
 from recforge.evaluate import run_evaluation, write_eval_result
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
@@ -232,8 +233,9 @@ class _Trainer:
                 if tc.save_checkpoints_epochs and self.epoch % tc.save_checkpoints_epochs == 0:
                     self.save()
             if self.global_step == 0:
-                raise RuntimeError(
-                    f"no training data: '{self.config.train_input_path}' yielded no batch"
+                raise DataError(
+                    f"{self.config.train_input_path}: expected rows to train on, found none"
+                    " (train input)"
                 )
         if self.last_saved_step != self.global_step:
             self.save()

@@ -268,10 +268,16 @@ def test_missing_column_error():
 
 def test_bad_labels():
     parser = DataParser([], labels=["label"])
-    with pytest.raises(DataError, match=r"label column 'label': found null at row 1"):
+    with pytest.raises(DataError, match=r"label column 'label': .*found null at row 1"):
         parser.parse(pa.record_batch({"label": pa.array([1.0, None])}))
-    with pytest.raises(DataError, match=r"label column 'label': found NaN at row 0"):
+    with pytest.raises(DataError, match=r"label column 'label': .*found NaN at row 0"):
         parser.parse(pa.record_batch({"label": pa.array([float("nan")])}))
+    with pytest.raises(DataError, match=r"label column 'label': .*found -inf at row 1"):
+        parser.parse(pa.record_batch({"label": pa.array([0.0, float("-inf")])}))
+    binary = DataParser([], labels=["label"], binary_labels=["label"])
+    with pytest.raises(DataError, match=r"needs labels 0 or 1, found 0.5 at row 2"):
+        binary.parse(pa.record_batch({"label": pa.array([1.0, 0.0, 0.5])}))
+    assert parser.parse(pa.record_batch({"label": pa.array([0.5])}))["label.label"].item() == 0.5
 
 
 def test_feature_error_propagates():
@@ -305,17 +311,20 @@ def test_dataloader_two_ranks_two_workers(tmp_path, kind, monkeypatch):
     pattern = write_files(tmp_path, kind, [300])
     features = create_features(feature_configs())
     cfg = data_config(kind, batch_size=20)
-    seen = []
+    seen, steps = [], []
     for rank in range(2):
         monkeypatch.setattr(dataset_module, "_rank_and_world_size", lambda r=rank: (r, 2))
         dataset = RecDataset(cfg, features, pattern, "train", reserved_columns=["row_id"])
         loader = create_dataloader(dataset, num_workers=2)
-        for batch in loader:
-            assert isinstance(batch, Batch) and batch.batch_size == 20
+        batches = list(loader)
+        steps.append(len(batches))
+        for batch in batches:
+            assert isinstance(batch, Batch) and batch.batch_size <= 20
             ids = batch.sparse_features["row_id"].values().tolist()
             assert ids == batch.reserves.column("row_id").to_pylist()
             seen.extend(ids)
-    assert sorted(seen) == list(range(300))
+    # ranks step together: each gets as many batches, so every row is trained
+    assert steps[0] == steps[1] and sorted(seen) == list(range(300))
 
 
 def test_dataset_set_epoch_reshuffles(tmp_path):

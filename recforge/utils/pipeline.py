@@ -11,6 +11,7 @@ import torch
 from recforge.config import edit_config, load_pipeline_config, validate_config, which_msg
 from recforge.datasets.dataset import RecDataset
 from recforge.features import BaseFeature, create_features
+from recforge.loss import binary_label_columns
 from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel
 from recforge.protos import pipeline_pb2
@@ -61,7 +62,11 @@ def build_features(config: pipeline_pb2.EasyRecConfig) -> list[BaseFeature]:
 def build_dataset(
     config: pipeline_pb2.EasyRecConfig, features: Sequence[BaseFeature], mode: str
 ) -> RecDataset:
-    """The ``train`` or ``eval`` data set of a config, with the columns its metrics group by."""
+    """The ``train`` or ``eval`` data set of a config.
+
+    It reads the columns its metrics group by, and checks that the labels of binary losses
+    are 0 or 1.
+    """
     input_path = config.train_input_path if mode == "train" else config.eval_input_path
     return RecDataset(
         config.data_config,
@@ -69,6 +74,9 @@ def build_dataset(
         input_path,
         mode=mode,
         extra_id_columns=grouping_keys(config.model_config),
+        binary_labels=binary_label_columns(
+            config.model_config, list(config.data_config.label_fields)
+        ),
     )
 
 
