@@ -199,8 +199,8 @@ def write_config(path: Path, seed: int = SEED) -> str:
         "  num_epochs: 3",
         "}",
         "eval_config {}",
-        'data_config { batch_size: 4096 dataset_type: ParquetDataset label_fields: "label"'
-        " num_workers: 0 }",
+        "data_config { fg_mode: FG_DAG batch_size: 4096 dataset_type: ParquetDataset"
+        ' label_fields: "label" num_workers: 0 }',
     ]
     for name, vocab in zip(sparse, vocabs):
         lines.append(

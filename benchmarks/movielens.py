@@ -45,6 +45,7 @@ train_config {{
     num_epochs: {epochs}
 }}
 data_config {{
+    fg_mode: FG_DAG
     batch_size: {batch_size}
     eval_batch_size: {batch_size}
     dataset_type: ParquetDataset

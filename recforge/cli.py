@@ -69,10 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train (and evaluate) the model a config describes")
     _common(train)
-    train.add_argument(
+    reuse = train.add_mutually_exclusive_group()
+    reuse.add_argument(
         "--continue_train",
         action="store_true",
         help="resume from the newest checkpoint in model_dir",
+    )
+    reuse.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="move an earlier run in model_dir to <model_dir>.old-<time> and train anew",
     )
     train.add_argument(
         "--fine_tune_checkpoint", default=None, help="initialise weights from this checkpoint"
@@ -175,6 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", default="torch", choices=["torch", "faiss"], help="exact search backend"
     )
 
+    mock = sub.add_parser(
+        "mock-data", help="write sample parquet data in the format a config reads (smoke tests)"
+    )
+    mock.add_argument(
+        "--config", "--pipeline_config_path", dest="config", required=True, help="pipeline config"
+    )
+    mock.add_argument("--output_dir", required=True, help="folder receiving part-*.parquet")
+    mock.add_argument("--num_rows", type=int, default=10000, help="sample rows")
+    mock.add_argument("--num_files", type=int, default=1, help="parquet files to split them into")
+    mock.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
+    mock.add_argument(
+        "--edit_config_json",
+        default=None,
+        help="config overrides applied before generating (e.g. smaller tables), as for train",
+    )
+
     demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
     demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     demo.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
@@ -228,6 +250,7 @@ def run_command(args: argparse.Namespace) -> dict:
                 plugins=args.plugin,
                 model_dir=args.model_dir,
                 fine_tune_checkpoint=args.fine_tune_checkpoint,
+                overwrite=args.overwrite,
             )
         elif args.command == "evaluate":
             from recforge.evaluate import evaluate
@@ -282,6 +305,18 @@ def run_command(args: argparse.Namespace) -> dict:
                 plugins=args.plugin,
                 model_dir=args.model_dir,
             )
+        elif args.command == "mock-data":
+            from recforge.config import edit_config, load_pipeline_config
+            from recforge.datasets.mock_data import generate_mock_data
+
+            user_edits = _edits(args.edit_config_json)
+            source = edit_config(load_pipeline_config(args.config), user_edits)
+            metrics = generate_mock_data(
+                source, args.output_dir, args.num_rows, args.num_files, args.seed
+            )
+            edits = json.dumps({**user_edits, **metrics["edit_config_json"]})
+            hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
+            print(f"train on it: {hint}", file=sys.stderr)
         else:
             from recforge.demo import run_demo
 
@@ -299,7 +334,11 @@ def report(result: dict) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the ``recforge`` command."""
+    """Entry point of the ``recforge`` command.
+
+    Exits 2 on bad input, ``128 + signal`` when SIGTERM/SIGINT stopped training after a
+    checkpoint (see ``user_facing_errors``).
+    """
     args = build_parser().parse_args(argv)
     quiet_library_warnings()
     report(run_command(args))

@@ -31,7 +31,10 @@ def run_demo(output_dir: str = "experiments/demo", num_rows: int = 60000) -> dic
         with open(config_path, "w") as f:
             f.write(demo_config_text("deepfm", data_dir))
     dist_util.barrier()
-    metrics = train_and_evaluate(config_path, model_dir=os.path.join(output_dir, "model"))
+    # a demo run again starts afresh: the earlier one moves to model.old-<time>
+    metrics = train_and_evaluate(
+        config_path, model_dir=os.path.join(output_dir, "model"), overwrite=True
+    )
     if dist_util.rank() == 0:
         print(
             f"demo DeepFM eval AUC: {metrics.get('auc', float('nan')):.4f} (0.5: no signal learned)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -35,6 +36,28 @@ class PredictError(RecforgeError):
     """A prediction request does not fit the exported model (outputs, columns, input)."""
 
 
+class Preempted(Exception):
+    """Training stopped on a signal after saving a checkpoint; ``--continue_train`` resumes it.
+
+    Attributes:
+        signum: the signal.
+        step: the global step of the saved checkpoint.
+        checkpoint: the saved checkpoint's directory.
+        exit_code: ``128 + signum``.
+
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: str) -> None:
+        self.signum = signum
+        self.step = step
+        self.checkpoint = checkpoint
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"training stopped by {signal.Signals(signum).name} at step {step}, checkpoint"
+            f" {checkpoint} saved: resume with --continue_train"
+        )
+
+
 def _message(error: Exception) -> str:
     """The error's message, without the worker traceback a DataLoader wraps around it."""
     text = str(error)
@@ -48,6 +71,9 @@ def _message(error: Exception) -> str:
 def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
     """Exits with status 2 and a one-line message for errors caused by the user's input.
 
+    Training stopped by a signal (:class:`Preempted`) exits with
+    its own status and line, with or without ``show_traceback``.
+
     Args:
         show_traceback: re-raise instead (the CLI's ``--traceback``).
 
@@ -55,6 +81,9 @@ def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
     try:
         yield
     except Exception as e:
+        if isinstance(e, Preempted):
+            print(f"recforge: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
         if show_traceback or not isinstance(e, (RecforgeError, FileNotFoundError)):
             raise
         print(f"recforge: error: {_message(e)}", file=sys.stderr)

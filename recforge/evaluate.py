@@ -154,6 +154,8 @@ def evaluate(
     train_config = config.train_config if config.HasField("train_config") else None
     sharded = shard_model(TrainWrapper(model), device, train_config)
     state = ckpt_util.load_checkpoint(checkpoint_path, sharded.model)
+    if dist_util.rank() == 0:
+        logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     metrics = run_evaluation(sharded.model, model, dataset, config, device)
     if dist_util.rank() == 0:
         write_eval_result(

@@ -379,6 +379,7 @@ def predict(
         dataset.batch_size,
         predict_output_path,
     )
+    logger.info("the export was made from checkpoint %s", predictor.model_info.get("checkpoint"))
     writer = _PartWriter(predict_output_path)
     rows, start = 0, time.perf_counter()
     last_log, last_rows = start, 0

@@ -306,6 +306,7 @@ def evaluate_retrieval(
     if not checkpoint_path:
         raise ckpt_util.CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")
     model, state = restore_model(config, checkpoint_path)
+    logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     if not isinstance(model, MatchModel):
         raise RetrievalError(
             f"evaluate-retrieval needs a match model (DSSM, DSSMV2); the config builds"

@@ -14,7 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
-from recforge.errors import DataError
+from recforge.errors import DataError, Preempted
 from recforge.evaluate import run_evaluation, write_eval_result
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
@@ -26,9 +26,12 @@ from recforge.utils.pipeline import (
     build_model,
     model_dir_path,
     prepare_config,
+    set_tf32,
     setup_process,
 )
-from recforge.utils.sharding import ShardedTraining, shard_model
+from recforge.utils.preemption import StopSignals
+from recforge.utils.run_dir import claim_model_dir
+from recforge.utils.sharding import ShardedTraining, shard_model, user_table_constraints
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class _Trainer:
             else None
         )
         self.last_saved_step = -1
+        self.last_saved_path = ""
         self.epoch_stats: list = []
 
     def save(self) -> None:
@@ -74,7 +78,7 @@ class _Trainer:
             state,
             self.train_config.keep_checkpoint_max,
         )
-        self.last_saved_step = self.global_step
+        self.last_saved_step, self.last_saved_path = self.global_step, path
         if self.is_chief:
             logger.info("saved checkpoint %s", path)
 
@@ -85,7 +89,7 @@ class _Trainer:
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
-        self.last_saved_step = self.global_step
+        self.last_saved_step, self.last_saved_path = self.global_step, checkpoint_path
         if self.is_chief:
             logger.info(
                 "resumed from %s at step %d (epoch %d, step %d of the epoch)",
@@ -151,14 +155,8 @@ class _Trainer:
         tc = self.train_config
         num_epochs = tc.num_epochs if tc.HasField("num_epochs") else (0 if tc.num_steps else 1)
         num_steps = tc.num_steps or None
-        log_every = max(tc.log_step_count_steps, 1)
-        eval_every = self.config.eval_config.eval_steps
-        total_steps = num_steps
-        dmp, optimizer = self.sharded.model, self.sharded.optimizer
-        dmp.train()
-        batch_size = self.config.data_config.batch_size
-        meter = Throughput(total_steps)
-        done = num_steps is not None and self.global_step >= num_steps
+        self.sharded.model.train()
+        meter = Throughput(num_steps)
         train_dataset.set_epoch(self.epoch)
         num_workers = self.config.data_config.num_workers
         if num_workers and (os.cpu_count() or 1) <= 2 and self.is_chief:
@@ -169,15 +167,57 @@ class _Trainer:
                 num_workers,
                 os.cpu_count(),
             )
-        loader = create_dataloader(train_dataset, num_workers, persistent=True)
+        signals = StopSignals()
+        with signals:  # before the loader forks its workers: they inherit the handler
+            stop_signal = self._train_loop(
+                train_dataset, eval_dataset, signals, num_epochs, num_steps, meter
+            )
+            if self.last_saved_step != self.global_step:
+                self.save()
+        if stop_signal:
+            if self.writer is not None:
+                self.writer.close()
+            raise Preempted(stop_signal, self.global_step, self.last_saved_path)
+        metrics = self.evaluate(eval_dataset)
+        if self.is_chief:
+            with open(model_dir_path(self.config, "train_stats.json"), "w") as f:
+                json.dump(
+                    {"global_step": self.global_step, "epochs": self.epoch_stats}, f, indent=1
+                )
+        if self.writer is not None:
+            self.writer.close()
+        return metrics
+
+    def _train_loop(
+        self,
+        train_dataset: RecDataset,
+        eval_dataset: Optional[RecDataset],
+        signals: StopSignals,
+        num_epochs: int,
+        num_steps: Optional[int],
+        meter: Throughput,
+    ) -> int:
+        """Trains until the end, or until a signal asks to stop (returns that signal, or 0)."""
+        tc = self.train_config
+        log_every = max(tc.log_step_count_steps, 1)
+        eval_every = self.config.eval_config.eval_steps
+        dmp, optimizer = self.sharded.model, self.sharded.optimizer
+        batch_size = self.config.data_config.batch_size
+        done = num_steps is not None and self.global_step >= num_steps
+        stop_signal = 0
+        loader = create_dataloader(
+            train_dataset, self.config.data_config.num_workers, persistent=True
+        )
         while not done and (num_epochs == 0 or self.epoch < num_epochs):
             iterator = iter(loader)  # reads epoch self.epoch (see RecDataset.__iter__)
             for _ in range(self.step_in_epoch):  # resuming inside an epoch: skip what was trained
                 _next_batch(iterator)
             epoch_start, epoch_samples = time.perf_counter(), 0
             while True:
-                batch = _next_batch(iterator)
-                if not dist_util.all_ranks_have(batch is not None):
+                # a stopping rank reads no further: its loader workers may have had the signal
+                batch = None if signals.signum else _next_batch(iterator)
+                has_batch, stop_signal = dist_util.step_consensus(batch is not None, signals.signum)
+                if stop_signal or not has_batch:
                     break
                 batch = batch.to(self.device, non_blocking=True)
                 for schedule in self.sharded.schedules:
@@ -207,6 +247,8 @@ class _Trainer:
                 if num_steps is not None and self.global_step >= num_steps:
                     done = True
                     break
+            if stop_signal:  # the epoch's end comes when the resumed run reaches it
+                break
             seconds = time.perf_counter() - epoch_start
             epoch_samples = dist_util.all_reduce_sum(epoch_samples)
             self.epoch_stats.append(
@@ -228,7 +270,7 @@ class _Trainer:
             if not done:
                 self.epoch += 1
                 self.step_in_epoch = 0
-                if total_steps is None and num_epochs:
+                if num_steps is None and num_epochs:
                     meter.total_steps = self.global_step * num_epochs // max(self.epoch, 1)
                 if tc.save_checkpoints_epochs and self.epoch % tc.save_checkpoints_epochs == 0:
                     self.save()
@@ -237,17 +279,7 @@ class _Trainer:
                     f"{self.config.train_input_path}: expected rows to train on, found none"
                     " (train input)"
                 )
-        if self.last_saved_step != self.global_step:
-            self.save()
-        metrics = self.evaluate(eval_dataset)
-        if self.is_chief:
-            with open(model_dir_path(self.config, "train_stats.json"), "w") as f:
-                json.dump(
-                    {"global_step": self.global_step, "epochs": self.epoch_stats}, f, indent=1
-                )
-        if self.writer is not None:
-            self.writer.close()
-        return metrics
+        return stop_signal
 
 
 def train_and_evaluate(
@@ -257,8 +289,12 @@ def train_and_evaluate(
     plugins: Sequence[str] = (),
     model_dir: Optional[str] = None,
     fine_tune_checkpoint: Optional[str] = None,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Trains the model a config describes, checkpoints it, and evaluates it.
+
+    One run per ``model_dir``: the run holds a lock on it (see :mod:`recforge.utils.run_lock`),
+    and a ``model_dir`` holding an earlier run needs ``continue_train`` or ``overwrite``.
 
     Args:
         config_path: the pipeline config file.
@@ -268,14 +304,21 @@ def train_and_evaluate(
         plugins: modules to import first (user models / features).
         model_dir: overrides the config's ``model_dir``.
         fine_tune_checkpoint: initialise weights from this checkpoint (no optimizer state).
+        overwrite: move an earlier run in ``model_dir`` to ``<model_dir>.old-<time>`` first.
 
     Returns:
         The final eval metrics (empty without ``eval_input_path``).
+
+    Raises:
+        ConfigError: ``model_dir`` is in use by another run, or holds an earlier run and
+            neither ``continue_train`` nor ``overwrite`` is set.
+        Preempted: SIGTERM or SIGINT stopped the run after it saved a checkpoint.
 
     """
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
     device = setup_process()
+    set_tf32(config.train_config)
     seed = config.data_config.seed
     torch.manual_seed(seed)
     features = build_features(config)
@@ -284,20 +327,31 @@ def train_and_evaluate(
     model = build_model(config, features, embedding_device=torch.device("meta"))
     _, frozen = model.sparse_parameters()
     wrapper = TrainWrapper(model, config.train_config.mixed_precision)
-    sharded = shard_model(wrapper, device, config.train_config, frozen)
-    if dist_util.rank() == 0:
-        with open(model_dir_path(config, "pipeline.config"), "w") as f:
-            from google.protobuf import text_format
+    constraints = user_table_constraints(features, config.train_config)
+    sharded = shard_model(wrapper, device, config.train_config, frozen, constraints)
+    # claimed only now: a config or data error must not move an earlier run aside
+    lock, fine_tune = claim_model_dir(
+        config.model_dir,
+        continue_train,
+        overwrite,
+        fine_tune_checkpoint or config.train_config.fine_tune_checkpoint or None,
+    )
+    try:
+        if dist_util.rank() == 0:
+            with open(model_dir_path(config, "pipeline.config"), "w") as f:
+                from google.protobuf import text_format
 
-            f.write(text_format.MessageToString(config))
-    trainer = _Trainer(config, sharded, model, device)
-    checkpoint = ckpt_util.latest_checkpoint(config.model_dir) if continue_train else None
-    if checkpoint:
-        trainer.restore(checkpoint)
-    else:
-        if continue_train and dist_util.rank() == 0:
-            logger.info("no checkpoint in %s: training from scratch", config.model_dir)
-        fine_tune = fine_tune_checkpoint or config.train_config.fine_tune_checkpoint
-        if fine_tune:
-            ckpt_util.load_checkpoint(fine_tune, sharded.model)
-    return trainer.fit(train_dataset, eval_dataset)
+                f.write(text_format.MessageToString(config))
+        trainer = _Trainer(config, sharded, model, device)
+        checkpoint = ckpt_util.latest_checkpoint(config.model_dir) if continue_train else None
+        if checkpoint:
+            trainer.restore(checkpoint)
+        else:
+            if continue_train and dist_util.rank() == 0:
+                logger.info("no checkpoint in %s: training from scratch", config.model_dir)
+            if fine_tune:
+                ckpt_util.load_checkpoint(fine_tune, sharded.model)
+        return trainer.fit(train_dataset, eval_dataset)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from recforge.errors import RecforgeError
+
 COMMANDS = ("train_eval", "eval", "export", "predict")
 
 HONOURED = "honoured"
@@ -120,7 +122,7 @@ DATASET_TYPES = ("OdpsDataset", "ParquetDataset", "CsvDataset")
 WORK_DIR_SUFFIX = ".work.tmp"
 
 
-class FlagError(ValueError):
+class FlagError(RecforgeError):
     """A flag recforge cannot honour (yet) or a contradictory combination of flags."""
 
     def __init__(self, flag: str, message: str) -> None:
@@ -544,12 +546,12 @@ def main(command: str, argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(command, argv)
     cli.quiet_library_warnings()
     setup_cli_logging()
-    try:
-        with user_facing_errors(args.traceback):
+    with user_facing_errors(args.traceback):
+        try:
             plan = plan_args(command, args)
-    except FlagError as e:
-        print(f"recforge: error: {e}", file=sys.stderr)
-        return 2
+        except FlagError as e:  # a flag's mistake: the usual line, returned rather than exited
+            print(f"recforge: error: {e}", file=sys.stderr)
+            return 2
     if int(os.environ.get("RANK", "0")) == 0:
         import logging
 

@@ -1,6 +1,9 @@
 """Bad input gets one clear line naming what is wrong, exit status 2, no stack trace."""
 
 import os
+import pathlib
+import re
+import shutil
 
 import pytest
 from cli_util import run_cli
@@ -85,15 +88,33 @@ def test_unknown_model_in_plugin_free_config(tmp_path):
     assert "multi_towr" in err and "multi_tower" in err
 
 
-@pytest.mark.parametrize("damage", ["truncate", "remove_state"])
-def test_corrupt_checkpoint_is_reported(tmp_path, damage):
-    (tmp_path / "train.csv").write_text(CSV)
-    (tmp_path / "ok.config").write_text(CONFIG)
-    run_cli(["train", "--config", "ok.config"], str(tmp_path))
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    """A directory holding ``ok.config``, its data and the model it trained."""
+    root = tmp_path_factory.mktemp("trained")
+    (root / "train.csv").write_text(CSV)
+    (root / "ok.config").write_text(CONFIG)
+    run_cli(["train", "--config", "ok.config"], str(root))
+    return root
+
+
+@pytest.mark.parametrize("damage", ["truncate", "remove_state", "flip_byte", "crafted_metadata"])
+def test_corrupt_checkpoint_is_reported(tmp_path, trained_dir, damage):
+    shutil.copytree(trained_dir, tmp_path, dirs_exist_ok=True)
     (checkpoint,) = [p for p in (tmp_path / "model").iterdir() if p.name.startswith("model.ckpt")]
+    shards = sorted(checkpoint.glob("*.distcp"))
     if damage == "truncate":
-        for shard in checkpoint.glob("*.distcp"):
+        for shard in shards:
             shard.write_bytes(shard.read_bytes()[:10])
+    elif damage == "flip_byte":  # in every shard: evaluate reads the model's, not all
+        for shard in shards:
+            data = bytearray(shard.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            shard.write_bytes(bytes(data))
+    elif damage == "crafted_metadata":
+        # a pickle that would run a shell command; the checksum manifest is removed with it
+        (checkpoint / ".metadata").write_bytes(b"cos\nsystem\n(S'touch payload_ran'\ntR.")
+        (checkpoint / "checksums.json").unlink()
     else:
         (checkpoint / "train_state.json").unlink()
     proc = run_cli(
@@ -103,3 +124,9 @@ def test_corrupt_checkpoint_is_reported(tmp_path, damage):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
     assert str(checkpoint) in proc.stderr
+    if damage == "flip_byte":
+        named = re.search(r"recforge: error: (\S+): checksum mismatch", proc.stderr)
+        assert named and pathlib.Path(named.group(1)) in shards, proc.stderr
+    if damage == "crafted_metadata":
+        assert "refused to load: it references 'os.system'" in proc.stderr
+        assert not (tmp_path / "payload_ran").exists()

@@ -34,7 +34,7 @@ FRAPPE_COLUMNS = [
 ]
 
 MULTI_TOWER = """
-data_config { label_fields: "clk" }
+data_config { fg_mode: FG_DAG label_fields: "clk" }
 feature_configs { id_feature { feature_name: "user" num_buckets: 10 embedding_dim: 4 } }
 feature_configs { id_feature { feature_name: "item" num_buckets: 10 embedding_dim: 4 } }
 model_config {

@@ -26,7 +26,7 @@ from recforge.datasets.batch_builder import (
     build_sparse_features,
     infer_batch_size,
 )
-from recforge.features import FeatureError, create_features
+from recforge.features import FG_DAG, FeatureError, create_features
 from recforge.protos import data_pb2, feature_pb2
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,7 +178,7 @@ def test_csv_type_change_between_files_is_a_clear_error(tmp_path):
 
 # ---------------------------------------------------------------------------- parser
 def test_parser_outputs_and_batch(tmp_path):
-    features = create_features(feature_configs())
+    features = create_features(feature_configs(), fg_mode=FG_DAG)
     parser = DataParser(
         features,
         labels=["label"],
@@ -212,10 +212,10 @@ def test_parser_outputs_and_batch(tmp_path):
 def test_parser_without_dense_or_sparse():
     configs = feature_configs()
     rb = make_table(0, 5).to_batches()[0]
-    sparse_only = DataParser(create_features(configs[:3])).parse_batch(rb)
+    sparse_only = DataParser(create_features(configs[:3], fg_mode=FG_DAG)).parse_batch(rb)
     assert sparse_only.dense_features.values().shape == (5, 0)
     assert sparse_only.batch_size == 5
-    dense_only = DataParser(create_features(configs[3:])).parse_batch(rb)
+    dense_only = DataParser(create_features(configs[3:], fg_mode=FG_DAG)).parse_batch(rb)
     assert isinstance(dense_only.sparse_features, KeyedJaggedTensor)
     assert dense_only.sparse_features.keys() == [] and dense_only.sparse_features.stride() == 5
     assert isinstance(dense_only.dense_features, KeyedTensor)
@@ -246,7 +246,7 @@ class ScriptedInputs(torch.nn.Module):
 
 
 def test_batch_builder_is_scriptable():
-    parser = DataParser(create_features(feature_configs()))
+    parser = DataParser(create_features(feature_configs(), fg_mode=FG_DAG))
     parsed = parser.parse(make_table(0, 6).to_batches()[0])
     batch = parser.to_batch(parsed)
     lengths, dense = torch.jit.script(ScriptedInputs(parser))(parsed)
@@ -255,7 +255,7 @@ def test_batch_builder_is_scriptable():
 
 
 def test_missing_column_error():
-    parser = DataParser(create_features(feature_configs()), labels=["label"])
+    parser = DataParser(create_features(feature_configs(), fg_mode=FG_DAG), labels=["label"])
     rb = make_table(0, 4).drop_columns(["tags"]).to_batches()[0]
     with pytest.raises(DataError) as err:
         parser.parse(rb)
@@ -281,7 +281,7 @@ def test_bad_labels():
 
 
 def test_feature_error_propagates():
-    parser = DataParser(create_features(feature_configs()[1:2]))
+    parser = DataParser(create_features(feature_configs()[1:2], fg_mode=FG_DAG))
     rb = pa.record_batch({"cat": pa.array([1, 99])})
     with pytest.raises(FeatureError, match=r"feature 'cat' \(column 'cat'\).*99"):
         parser.parse(rb)
@@ -290,7 +290,7 @@ def test_feature_error_propagates():
 # ---------------------------------------------------------------------------- dataset
 def test_dataset_modes(tmp_path):
     pattern = write_files(tmp_path, "parquet", [50])
-    features = create_features(feature_configs())
+    features = create_features(feature_configs(), fg_mode=FG_DAG)
     cfg = data_config(batch_size=16, eval_batch_size=32)
     assert RecDataset(cfg, features, pattern, "train").batch_size == 16
     assert RecDataset(cfg, features, pattern, "eval").batch_size == 32
@@ -309,7 +309,7 @@ def test_dataset_modes(tmp_path):
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
 def test_dataloader_two_ranks_two_workers(tmp_path, kind, monkeypatch):
     pattern = write_files(tmp_path, kind, [300])
-    features = create_features(feature_configs())
+    features = create_features(feature_configs(), fg_mode=FG_DAG)
     cfg = data_config(kind, batch_size=20)
     seen, steps = [], []
     for rank in range(2):
@@ -330,7 +330,8 @@ def test_dataloader_two_ranks_two_workers(tmp_path, kind, monkeypatch):
 def test_dataset_set_epoch_reshuffles(tmp_path):
     pattern = write_files(tmp_path, "parquet", [60, 60])
     cfg = data_config(batch_size=10, shuffle=True)
-    dataset = RecDataset(cfg, create_features(feature_configs()[:1]), pattern, "train")
+    features = create_features(feature_configs()[:1], fg_mode=FG_DAG)
+    dataset = RecDataset(cfg, features, pattern, "train")
 
     def epoch_ids(epoch):
         dataset.set_epoch(epoch)
@@ -346,7 +347,7 @@ def test_persistent_workers_read_successive_epochs(tmp_path):
     # in the order a fresh dataset gives for that epoch
     pattern = write_files(tmp_path, "parquet", [60, 60])
     cfg = data_config(batch_size=10, shuffle=True)
-    features = create_features(feature_configs()[:1])
+    features = create_features(feature_configs()[:1], fg_mode=FG_DAG)
 
     def ids(batches):
         return [i for b in batches for i in b.sparse_features["row_id"].values().tolist()]
@@ -381,7 +382,7 @@ def test_frappe_parse_speed():
     cfg = data_pb2.DataConfig(
         batch_size=4096, dataset_type=data_pb2.CsvDataset, with_header=True, label_fields=["label"]
     )
-    dataset = RecDataset(cfg, create_features(configs), FRAPPE, "train")
+    dataset = RecDataset(cfg, create_features(configs, fg_mode=FG_DAG), FRAPPE, "train")
     rates = []
     for _ in range(3):
         start = time.perf_counter()

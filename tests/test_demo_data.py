@@ -20,7 +20,7 @@ from recforge.datasets.demo_data import (
     DemoWorld,
     simulate_demo_table,
 )
-from recforge.features import create_features
+from recforge.features import create_pipeline_features
 from recforge.protos import pipeline_pb2
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +105,7 @@ def test_example_configs_match_and_cover_every_column(model):
         text = f.read()
     assert text == demo_config_text(model), f"regenerate {path} from demo_config_text()"
     config = parse_config(text)
-    features = create_features(config.feature_configs)
+    features = create_pipeline_features(config)
     names = {f.name for f in features}
     table, _ = simulate_demo_table(10)
     unused = {"label", "label_cvr"}
@@ -123,7 +123,7 @@ def test_logistic_regression_learns_the_signal(tmp_path):
     """One-hot logistic regression through the real data pipeline beats 0.75 eval AUC."""
     paths = generate_demo_data(str(tmp_path), num_rows=60000)
     config = parse_config(demo_config_text("deepfm"))
-    features = create_features(config.feature_configs)
+    features = create_pipeline_features(config)
     train = RecDataset(config.data_config, features, paths["train"], "train")
     evaluation = RecDataset(config.data_config, features, paths["eval"], "eval")
     sparse = [f for f in features if f.is_sparse]

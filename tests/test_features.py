@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from recforge.features import (
+    FG_DAG,
     FeatureError,
     IdFeature,
     RawFeature,
@@ -27,15 +28,16 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
 
 
+# the features below read raw columns (fg_mode FG_DAG); FG_NONE is tested in test_fg_mode.py
 def id_feature(**kwargs) -> IdFeature:
     kwargs.setdefault("feature_name", "f")
     kwargs.setdefault("embedding_dim", 8)
-    return IdFeature(feature_pb2.IdFeature(**kwargs))
+    return IdFeature(feature_pb2.IdFeature(**kwargs), fg_mode=FG_DAG)
 
 
 def raw_feature(**kwargs) -> RawFeature:
     kwargs.setdefault("feature_name", "f")
-    return RawFeature(feature_pb2.RawFeature(**kwargs))
+    return RawFeature(feature_pb2.RawFeature(**kwargs), fg_mode=FG_DAG)
 
 
 def ids(feature, column, name="f"):
@@ -113,8 +115,9 @@ class TestMultiValue:
     def test_default_value_fills_empty_bags(self):
         f = id_feature(num_buckets=100, separator="|", default_value="7|8")
         assert ids(f, pa.array(["1", None, "", "2|3"])) == ([1, 7, 8, 7, 8, 2, 3], [1, 2, 2, 2])
+        # fg_encoded_default_value is for FG_NONE data only (as in TorchEasyRec)
         g = id_feature(num_buckets=100, fg_encoded_default_value="5")
-        assert ids(g, pa.array([None, 1])) == ([5, 1], [1, 1])
+        assert ids(g, pa.array([None, 1])) == ([1], [0, 1])
 
 
 class TestHashBuckets:
@@ -323,9 +326,11 @@ class TestCreateFeatures:
         a.id_feature.embedding_dim = 4
         b = feature_pb2.FeatureConfig()
         b.raw_feature.feature_name = "price"
-        features = create_features([a, b])
+        features = create_features([a, b], fg_mode=FG_DAG)
         assert [type(f) for f in features] == [IdFeature, RawFeature]
         assert features[0].inputs == ["user_id"] and features[1].inputs == ["price"]
+        # FG output (TorchEasyRec's default FG_NONE) is read under the feature's name
+        assert [f.inputs for f in create_features([a, b])] == [["user"], ["price"]]
 
     def test_duplicate_names(self):
         a = feature_pb2.FeatureConfig()

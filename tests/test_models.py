@@ -13,6 +13,7 @@ from recforge.protos import pipeline_pb2
 from recforge.utils.registry import RegistryError
 
 FEATURES = """
+data_config { fg_mode: FG_DAG }
 feature_configs { id_feature { feature_name: "user" num_buckets: 50 embedding_dim: 8 } }
 feature_configs { id_feature { feature_name: "item" hash_bucket_size: 100 embedding_dim: 8 } }
 feature_configs {

@@ -14,7 +14,7 @@ from recforge.optim import (
     sparse_optimizer_spec,
 )
 from recforge.optim.embedding_optimizers import RowWiseAdagrad
-from recforge.protos import optimizer_pb2
+from recforge.protos import optimizer_pb2, train_pb2
 
 
 def dense_config(text: str) -> optimizer_pb2.DenseOptimizer:
@@ -351,3 +351,17 @@ def test_schedule_values_are_finite_floats():
     values = lrs(schedule, range(50))
     assert all(isinstance(v, float) and math.isfinite(v) for v in values)
     assert values == sorted(values, reverse=True)
+
+
+def test_tf32_switches_reach_torch():
+    from recforge.utils.pipeline import set_tf32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        set_tf32(train_pb2.TrainConfig(cudnn_allow_tf32=False, cuda_matmul_allow_tf32=True))
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (
+            False,
+            True,
+        )
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -19,7 +19,7 @@ from recforge.datasets.sampler import (
     NegativeSampler,
     load_item_table,
 )
-from recforge.features import create_features
+from recforge.features import create_pipeline_features
 from recforge.models.match_model import MatchModel
 from recforge.protos import pipeline_pb2, sampler_pb2
 from recforge.utils.pipeline import build_model
@@ -95,7 +95,7 @@ def files(tmp_path):
 def pipeline_config(workdir, model: str = "dssm", sampler: str = "", extra: str = ""):
     text = f"""
       train_input_path: "{workdir}/train.parquet"
-      data_config {{ batch_size: 10 label_fields: "label" {sampler} }}
+      data_config {{ fg_mode: FG_DAG batch_size: 10 label_fields: "label" {sampler} }}
       {FEATURES}
       model_config {{
         {GROUPS}
@@ -188,7 +188,7 @@ def test_item_ids_of_an_incompatible_type_name_the_item_table(files):
 
 def test_dataset_streams_negatives_reproducibly_with_workers(files):
     config = pipeline_config(files, sampler=sampler_text(files))
-    features = create_features(config.feature_configs)
+    features = create_pipeline_features(config)
     dataset = RecDataset(config.data_config, features, config.train_input_path)
     parser = DataParser([f for f in features if f.name in ("item_id", "cate", "price")])
     items = load_item_table(config.data_config.negative_sampler)
@@ -228,7 +228,7 @@ def test_dataset_streams_negatives_reproducibly_with_workers(files):
 def test_eval_uses_num_eval_sample_and_predict_no_sampler(files):
     config = pipeline_config(files, sampler=sampler_text(files))
     config.data_config.negative_sampler.num_eval_sample = 3
-    features = create_features(config.feature_configs)
+    features = create_pipeline_features(config)
     path = config.train_input_path
     eval_batch = next(iter(RecDataset(config.data_config, features, path, mode="eval")))
     assert eval_batch.batch_size == 13 and int(eval_batch.extras[NUM_NEGATIVES_KEY][0]) == 3
@@ -259,7 +259,7 @@ def test_bad_item_table_is_a_clear_error(files, change, message):
 
 # ---- the models -------------------------------------------------------------------------------
 def batch_with_negatives(workdir, config):
-    features = create_features(config.feature_configs)
+    features = create_pipeline_features(config)
     dataset = RecDataset(config.data_config, features, config.train_input_path)
     return features, next(iter(dataset))
 
@@ -324,7 +324,7 @@ def test_log_q_correction_subtracts_the_expected_counts(files):
 def test_dssm_v2_shares_tables_and_dssm_does_not(files):
     for model, shared in (("dssm", False), ("dssm_v2", True)):
         config = pipeline_config(files, model, "", "in_batch_negative: true")
-        net = build_model(config, create_features(config.feature_configs))
+        net = build_model(config, create_pipeline_features(config))
         tables = [
             name.split(".")[-2] for name, _ in net.named_parameters() if "embedding_bags" in name
         ]
@@ -354,7 +354,7 @@ def test_tower_modules_embed_like_the_model(files, model):
 
 
 def test_match_model_config_errors(files):
-    features = create_features(pipeline_config(files).feature_configs)
+    features = create_pipeline_features(pipeline_config(files))
     config = pipeline_config(files, extra="in_batch_negative: true")
     config.model_config.dssm.output_dim = 0
     config.model_config.dssm.item_tower.mlp.hidden_units[:] = [12]
@@ -402,7 +402,7 @@ def test_each_rank_samples_its_own_negatives_reproducibly(files, monkeypatch):
     import recforge.datasets.dataset as dataset_module
 
     config = pipeline_config(files, sampler=sampler_text(files))
-    features = create_features(config.feature_configs)
+    features = create_pipeline_features(config)
     dataset = RecDataset(config.data_config, features, config.train_input_path)
 
     def negatives(rank):

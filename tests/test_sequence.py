@@ -7,7 +7,7 @@ from google.protobuf import text_format
 
 from recforge.config import ConfigError, validate_config
 from recforge.datasets.data_parser import DataParser
-from recforge.features import FeatureError, SequenceIdFeature, create_features
+from recforge.features import FG_DAG, FeatureError, SequenceIdFeature, create_features
 from recforge.modules.din import DINEncoder
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.protos import feature_pb2, model_pb2, module_pb2, pipeline_pb2
@@ -53,7 +53,8 @@ ROWS = pa.record_batch(
 
 
 def parse_features(text: str = FEATURES):
-    return create_features(text_format.Parse(text, pipeline_pb2.EasyRecConfig()).feature_configs)
+    config = text_format.Parse(text, pipeline_pb2.EasyRecConfig())
+    return create_features(config.feature_configs, fg_mode=FG_DAG)
 
 
 def seq_group(*names: str, name: str = "seq") -> model_pb2.FeatureGroupConfig:
@@ -85,7 +86,8 @@ def test_list_columns_are_sequences_too():
     feature = SequenceIdFeature(
         feature_pb2.IdFeature(
             feature_name="s", hash_bucket_size=50, embedding_dim=4, sequence_length=2
-        )
+        ),
+        fg_mode=FG_DAG,
     )
     out = feature.parse({"s": pa.array([["a", "b", "c"], ["a"], None], pa.list_(pa.string()))})
     assert out["s.lengths"].tolist() == [2, 1, 0]
@@ -167,7 +169,10 @@ def test_din_needs_query_and_sequence_of_one_width():
 
 def config_with(model_text: str, features: str = FEATURES) -> pipeline_pb2.EasyRecConfig:
     return text_format.Parse(
-        features + "data_config { label_fields: 'label' }\nmodel_config {" + model_text + "}",
+        features
+        + "data_config { fg_mode: FG_DAG label_fields: 'label' }\nmodel_config {"
+        + model_text
+        + "}",
         pipeline_pb2.EasyRecConfig(),
     )
 

@@ -10,6 +10,7 @@ from test_models import build, make_batch, make_config
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
 
+from recforge.config import ConfigError
 from recforge.features import create_features
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.protos import train_pb2
@@ -21,7 +22,7 @@ from recforge.utils.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from recforge.utils.sharding import ShardedTraining, shard_model
+from recforge.utils.sharding import ShardedTraining, shard_model, user_table_constraints
 
 CPU = torch.device("cpu")
 SPARSE_LR = {"sgd": 0.5, "adagrad": 0.1, "adam": 0.01, "rowwise_adagrad": 0.1}
@@ -298,3 +299,54 @@ def test_bf16_sharded_training_runs_on_cpu():
 def test_invalid_mixed_precision_is_a_value_error(mixed_precision):
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainWrapper(build("MultiTower"), mixed_precision)
+
+
+# ------------------------------------------------------------ embedding_constraints -> planner
+
+
+def _plan_of(sharded: ShardedTraining) -> dict[str, tuple[str, str]]:
+    """table -> (sharding type, compute kernel) of the applied plan."""
+    return {
+        table: (ps.sharding_type, ps.compute_kernel)
+        for module_plan in sharded.model.plan.plan.values()
+        for table, ps in module_plan.items()
+    }
+
+
+def _constrained(constraints: dict[str, str], global_text: str = ""):
+    """DeepFM with dim-8 tables, ``{feature: ParameterConstraints text}``, and its features."""
+    config = make_config("DeepFM")
+    for feature_config in config.feature_configs:
+        if feature_config.HasField("id_feature"):
+            cfg = feature_config.id_feature
+            cfg.embedding_dim = 8
+            if cfg.feature_name in constraints:
+                text_format.Parse(constraints[cfg.feature_name], cfg.embedding_constraints)
+    train = train_config("adagrad", "adam")
+    if global_text:
+        text_format.Parse(global_text, train.global_embedding_constraints)
+    features = create_features(config.feature_configs)
+    model = BaseModel.create_class("DeepFM")(
+        config.model_config, features, ["label"], embedding_device=torch.device("meta")
+    )
+    return model, features, train
+
+
+def test_embedding_constraints_narrow_the_plan_and_global_fills_the_rest():
+    model, features, train = _constrained(
+        {"user": 'sharding_types: "column_wise"', "item": 'compute_kernels: "dense"'},
+        global_text='sharding_types: "table_wise"',
+    )
+    constraints = user_table_constraints(features, train)
+    sharded = shard_model(TrainWrapper(model), CPU, train, None, constraints)
+    plan = _plan_of(sharded)
+    assert plan["user_emb"] == ("column_wise", "fused")
+    assert plan["item_emb"] == ("data_parallel", "dense")
+    assert plan["tags_emb"] == ("table_wise", "fused")  # the global constraint
+
+
+def test_an_impossible_constraint_is_a_config_error_naming_the_field():
+    model, features, train = _constrained({"user": 'sharding_types: "row_wise"'})
+    constraints = user_table_constraints(features, train)
+    with pytest.raises(ConfigError, match="user.*embedding_constraints.sharding_types.*row_wise"):
+        shard_model(TrainWrapper(model), CPU, train, None, constraints)

@@ -22,6 +22,8 @@ def required_columns(config: pipeline_pb2.EasyRecConfig) -> dict[str, str]:
 
     Returns:
         column -> ``"label"``, ``"sample weight"`` or ``"feature 'name'"`` (labels first).
+        A feature reads the column named by its ``feature_name`` when ``data_config.fg_mode``
+        is FG_NONE or FG_BUCKETIZE (FG output), else its ``expression``'s raw column.
 
     """
     needed: dict[str, str] = {}
@@ -29,8 +31,12 @@ def required_columns(config: pipeline_pb2.EasyRecConfig) -> dict[str, str]:
         needed.setdefault(label, "label")
     for weight in config.data_config.sample_weight_fields:
         needed.setdefault(weight, "sample weight")
+    from recforge.features.fg_mode import FG_BUCKETIZE, FG_NONE, resolve_fg_mode
+
+    reads_fg_output = resolve_fg_mode(config.data_config, warn=False) in (FG_NONE, FG_BUCKETIZE)
     for feature in named_features(config):
-        needed.setdefault(_feature_column(feature), f"feature {feature.feature_name!r}")
+        column = feature.feature_name if reads_fg_output else _feature_column(feature)
+        needed.setdefault(column, f"feature {feature.feature_name!r}")
     return needed
 
 
@@ -71,6 +77,6 @@ def check_data_columns(
 
 
 def _feature_column(feature: Message) -> str:
-    """Return the input column of a feature: its expression (``side:column``) or its name."""
+    """Return the raw input column of a feature: its expression (``side:column``) or name."""
     expression = getattr(feature, "expression", "") or feature.feature_name
     return expression.split(":", 1)[-1]

@@ -61,9 +61,8 @@ _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
 _SAMPLER = _no("only negative_sampler is built so far")
 _DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
 _TRAIN_CONTROL = _no("this training control is not built yet")
-_PLANNER = _no("sharding constraints are not passed to the planner yet")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
-_CUDA_ONLY = _ignored("a CUDA numerics switch; it only matters on GPUs")
+_CUDA_ONLY = _ignored("a CUDA numerics switch; recforge exports and predicts on the CPU")
 
 # Every field of these messages (unless a field entry below says otherwise).
 MESSAGES: dict[str, Entry] = {
@@ -201,7 +200,6 @@ FIELDS: dict[str, Entry] = {
         for name, entry in (
             ("use_mask", _TRAIN_CONTROL),
             ("stub_type", _FG_KIND),
-            ("embedding_constraints", _PLANNER),
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
     },
@@ -244,17 +242,12 @@ FIELDS: dict[str, Entry] = {
     "TrainConfig.grad_scaler": _TRAIN_CONTROL,
     "TrainConfig.is_profiling": _TRAIN_CONTROL,
     "TrainConfig.fine_tune_ckpt_param_map": _TRAIN_CONTROL,
-    "TrainConfig.global_embedding_constraints": _PLANNER,
     "TrainConfig.save_checkpoints_timestamp_interval": _no("timed checkpoints are not built yet"),
     "TrainConfig.save_checkpoints_timestamps": _no("timed checkpoints are not built yet"),
     "TrainConfig.save_checkpoints_timestamp_quorum": _no("timed checkpoints are not built yet"),
     "TrainConfig.delta_embedding_dump_config": _no("delta embedding dumps are not built yet"),
     "TrainConfig.tensorboard_summaries": _ignored("recforge writes loss, lr and metric summaries"),
-    "TrainConfig.cudnn_allow_tf32": _CUDA_ONLY,
-    "TrainConfig.cuda_matmul_allow_tf32": _CUDA_ONLY,
     "DenseOptimizer.ema": _TRAIN_CONTROL,
-    "ParameterConstraints.sharding_types": _PLANNER,
-    "ParameterConstraints.compute_kernels": _PLANNER,
     "EvalConfig.use_dense_ema": _TRAIN_CONTROL,
     "ExportConfig.use_dense_ema": _TRAIN_CONTROL,
     "ExportConfig.mixed_precision": _no("use export_config.mlp_dtype"),

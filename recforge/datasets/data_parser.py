@@ -105,9 +105,17 @@ class DataParser:
         present = set(available)
         for column, needer in self._needed.items():
             if column not in present:
+                hint = next(
+                    (
+                        f.missing_column_hint(present)
+                        for f in self.features
+                        if column in f.inputs and f.missing_column_hint(present)
+                    ),
+                    "",
+                )
                 raise DataError(
                     f"column '{column}' needed by {needer} not found in the input data; "
-                    f"available columns: {sorted(present)}"
+                    f"available columns: {sorted(present)}{hint}"
                 )
 
     def _float_column(self, rb: pa.RecordBatch, column: str, kind: str) -> torch.Tensor:

@@ -564,6 +564,7 @@ def demo_config_text(model: str = "deepfm", data_dir: Optional[str] = None) -> s
         + "    num_epochs: 3\n}\n"
         + "eval_config {\n}\n"
         + "data_config {\n"
+        + "    fg_mode: FG_DAG\n"
         + "    batch_size: 512\n    eval_batch_size: 4096\n    dataset_type: ParquetDataset\n"
         + labels
         + "    num_workers: 1\n    shuffle: true\n}\n"

@@ -24,6 +24,41 @@ from recforge.datasets.errors import DataError, DataFileNotFoundError
 from recforge.protos import data_pb2
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+ODPS_SCHEME = "odps://"
+#: what to do instead of reading MaxCompute tables (TorchEasyRec's OdpsDataset)
+ODPS_ADVICE = (
+    "MaxCompute (ODPS) is not available in recforge; export the tables to parquet and point the "
+    "config at the files: python -m recforge.train_eval --pipeline_config_path CONFIG "
+    "--train_input_path 'data/train/*.parquet' --eval_input_path 'data/eval/*.parquet' "
+    '--edit_config_json \'{"data_config.dataset_type": "ParquetDataset"}\' (recforge train: '
+    "the same three fields in --edit_config_json; recforge mock-data writes sample files)"
+)
+
+
+def check_not_odps(data_config: Any, paths: dict[str, str]) -> None:
+    """Refuse, before anything runs, a config that reads MaxCompute tables.
+
+    Args:
+        data_config: the ``DataConfig`` message.
+        paths: field path -> input path, e.g. ``{"train_input_path": "odps://p/tables/t"}``.
+
+    Raises:
+        DataError: ``dataset_type: OdpsDataset`` or an ``odps://`` path; the message names
+            the field and says how to use parquet files instead.
+
+    """
+    if data_config.dataset_type == data_pb2.OdpsDataset:
+        raise DataError(
+            "data_config.dataset_type: expected ParquetDataset or CsvDataset, found "
+            f"OdpsDataset: {ODPS_ADVICE}"
+        )
+    for field, path in paths.items():
+        if any(p.strip().startswith(ODPS_SCHEME) for p in (path or "").split(",")):
+            raise DataError(
+                f"{field}: expected parquet or csv files, found the MaxCompute table "
+                f"'{path}': {ODPS_ADVICE}"
+            )
+
 
 #: with ``iter_batches(with_origin=True)``, each batch carries these two columns: the index of
 #: the row's file in ``BaseReader.files`` and the row's 0-based position in that file (header
@@ -52,6 +87,11 @@ def expand_input_path(input_path: str) -> list[str]:
     for part in (p.strip() for p in (input_path or "").split(",")):
         if not part:
             continue
+        if part.startswith(ODPS_SCHEME):
+            raise DataError(
+                f"input path '{part}': expected parquet or csv files, found a MaxCompute "
+                f"table: {ODPS_ADVICE}"
+            )
         if _GLOB_CHARS.search(part):
             matches = sorted(p for p in glob.glob(part) if os.path.isfile(p))
             if not matches:
@@ -640,10 +680,11 @@ def create_reader(data_config: Any, input_path: str, **kwargs: Any) -> BaseReade
         A :class:`ParquetReader` or :class:`CsvReader`.
 
     Raises:
-        DataError: unsupported dataset type.
+        DataError: unsupported dataset type (``OdpsDataset``: says how to use parquet instead).
 
     """
     name = data_pb2.DatasetType.Name(data_config.dataset_type)
+    check_not_odps(data_config, {})
     if name not in READER_CLASSES:
         raise DataError(
             f"data_config.dataset_type {name} is not supported; expected one of "

@@ -10,9 +10,26 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recforge.errors import RecforgeError
-from recforge.features.utils import as_array
+from recforge.features.fg_mode import (
+    DEFAULT_MULTIVAL_SEP,
+    FG_BUCKETIZE,
+    FG_DAG,
+    FG_NONE,
+    FG_NORMAL,
+    fg_mode_name,
+)
+from recforge.features.utils import (
+    as_array,
+    first_true,
+    flatten_cells,
+    is_list_type,
+    is_string_type,
+    row_of_value,
+    split_cells,
+)
 
 if TYPE_CHECKING:  # torchrec is heavy: imported only when a table config is asked for
     from torchrec import EmbeddingBagConfig, EmbeddingConfig
@@ -24,6 +41,10 @@ class FeatureError(RecforgeError):
 
 _POOLINGS = ("sum", "mean")
 _DATA_TYPES = ("FP32", "FP16", "BF16")
+#: the end of an FG_NONE error: what to do when the data holds raw values
+RAW_VALUES_HINT = "; if the column holds raw values, set data_config.fg_mode: FG_DAG (or FG_NORMAL)"
+#: an integer, possibly signed and padded with spaces
+INT_PATTERN = r"^\s*[+-]?\d+\s*$"
 
 
 def parse_init_fn(spec: str, feature_name: str = "?") -> Callable[..., Any]:
@@ -81,18 +102,32 @@ def parse_init_fn(spec: str, feature_name: str = "?") -> Callable[..., Any]:
 
 
 class BaseFeature(abc.ABC):
-    """One input feature: how to parse its column and, when sparse, its embedding table.
+    r"""One input feature: how to parse its column and, when sparse, its embedding table.
 
     Subclasses implement :meth:`parse` (vectorised over a whole record batch) and
     :attr:`num_embeddings` for sparse features.
 
+    What a column holds depends on ``fg_mode`` (see :mod:`recforge.features.fg_mode`):
+    ``FG_NONE`` and ``FG_BUCKETIZE`` read the column named by ``feature_name`` (FG output,
+    multi-values joined by ``fg_encoded_multival_sep``); ``FG_NORMAL`` / ``FG_DAG`` read the
+    raw column named by ``expression`` and compute the feature from it.
+
     Args:
         feature_config: the kind's message (e.g. ``IdFeature``), or a ``FeatureConfig``
             whose ``feature`` oneof holds it.
+        fg_mode: ``data_config.fg_mode`` (an ``FgMode`` value); TorchEasyRec's default
+            ``FG_NONE``.
+        fg_encoded_multival_sep: ``data_config.fg_encoded_multival_sep`` (empty ->
+            ``"\x03"``).
 
     """
 
-    def __init__(self, feature_config: Any) -> None:
+    def __init__(
+        self,
+        feature_config: Any,
+        fg_mode: int = FG_NONE,
+        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
+    ) -> None:
         if feature_config.DESCRIPTOR.name == "FeatureConfig":
             feature_config = getattr(feature_config, feature_config.WhichOneof("feature"))
         self.config = feature_config
@@ -101,6 +136,13 @@ class BaseFeature(abc.ABC):
             raise FeatureError(
                 f"{feature_config.DESCRIPTOR.name} without feature_name: {feature_config}"
             )
+        if fg_mode not in (FG_NONE, FG_NORMAL, FG_DAG, FG_BUCKETIZE):
+            raise FeatureError(
+                f"feature '{self.name}': fg_mode must be one of FG_NONE, FG_NORMAL, FG_DAG, "
+                f"FG_BUCKETIZE, found {fg_mode_name(fg_mode)}"
+            )
+        self.fg_mode: int = int(fg_mode)
+        self.multival_sep: str = fg_encoded_multival_sep or DEFAULT_MULTIVAL_SEP
         pooling = feature_config.pooling.lower()
         if pooling not in _POOLINGS:
             raise FeatureError(
@@ -124,12 +166,42 @@ class BaseFeature(abc.ABC):
         """Whether the feature is looked up in an embedding table (ids) or is dense."""
 
     @property
-    def inputs(self) -> list[str]:
-        """Source column names: ``expression`` "side:col" -> "col"; unset -> feature name."""
+    def fg_encoded(self) -> bool:
+        """Whether the column holds final values (``FG_NONE``): ids, bucket ids, normalized."""
+        return self.fg_mode == FG_NONE
+
+    @property
+    def reads_fg_output(self) -> bool:
+        """Whether the column is FG output named by ``feature_name`` (FG_NONE, FG_BUCKETIZE)."""
+        return self.fg_mode in (FG_NONE, FG_BUCKETIZE)
+
+    @property
+    def value_separator(self) -> str:
+        """The multi-value separator inside a string cell.
+
+        ``fg_encoded_multival_sep`` for FG output (FG_NONE, FG_BUCKETIZE), else the
+        feature's ``separator``.
+        """
+        return self.multival_sep if self.reads_fg_output else self.config.separator
+
+    @property
+    def expression_column(self) -> str:
+        """The raw column of ``expression`` ("side:col" -> "col"); unset -> feature name."""
         expression = self.config.expression if self.config.HasField("expression") else ""
         if not expression:
+            return self.name
+        return expression.split(":", 1)[1] if ":" in expression else expression
+
+    @property
+    def inputs(self) -> list[str]:
+        """Source column names.
+
+        ``[feature_name]`` for FG output (FG_NONE, FG_BUCKETIZE), else the raw column of
+        ``expression`` (the feature name when unset).
+        """
+        if self.reads_fg_output:
             return [self.name]
-        return [expression.split(":", 1)[1] if ":" in expression else expression]
+        return [self.expression_column]
 
     @property
     def column(self) -> str:
@@ -212,17 +284,126 @@ class BaseFeature(abc.ABC):
             )
 
     # ------------------------------------------------------------------ parsing
+    def missing_column_hint(self, available: Any) -> str:
+        """A hint for a missing column: FG output is read under ``feature_name``.
+
+        Args:
+            available: the column names the data has (any container).
+
+        Returns:
+            ``""``, or ``"; ..."`` when the mode reads ``feature_name`` but the data has the
+            ``expression``'s raw column.
+
+        """
+        source = self.expression_column
+        if not self.reads_fg_output or source == self.column or source not in available:
+            return ""
+        return (
+            f"; fg_mode {fg_mode_name(self.fg_mode)} reads FG output from the column named by "
+            f"feature_name, and the data has the expression's column '{source}'{RAW_VALUES_HINT}"
+        )
+
     def _get_column(self, columns: dict[str, pa.Array]) -> pa.Array:
         column = self.column
         if column not in columns:
             raise FeatureError(
                 f"feature '{self.name}' (column '{column}'): column not found; available "
-                f"columns: {sorted(columns)}"
+                f"columns: {sorted(columns)}{self.missing_column_hint(columns)}"
             )
         return as_array(columns[column])
 
     def _error(self, message: str) -> FeatureError:
         return FeatureError(f"feature '{self.name}' (column '{self.column}'): {message}")
+
+    def _flatten_ids(self, column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+        """Split id cells into ``(values [N], lengths int32 [B])``.
+
+        String cells are split on :attr:`value_separator`; list columns are multi-value
+        natively; nulls and empty strings give empty bags.
+        """
+        if pa.types.is_null(column.type):
+            return pa.array([], pa.int64()), np.zeros(len(column), dtype=np.int32)
+        if pa.types.is_string_view(column.type):
+            column = pc.cast(column, pa.string())
+        if is_string_type(column.type):
+            column = split_cells(column, self.value_separator)
+        elif not (is_list_type(column.type) or pa.types.is_integer(column.type)):
+            if not (pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
+                raise self._error(
+                    f"expected integer, string or list ids, found column type {column.type}"
+                )
+        return flatten_cells(column)
+
+    def _check_one_per_row(self, column: pa.Array, lengths: np.ndarray, why: str) -> None:
+        """FG output: a cell that holds several values where one is expected is an error."""
+        bad = first_true(lengths > 1)
+        if bad >= 0:
+            raise self._error(
+                f"expected one encoded id per row ({why}), found {int(lengths[bad])} in "
+                f"{column[bad].as_py()!r} at row {bad}"
+            )
+
+    def _not_encoded(self, value: Any, row: int, what: str) -> FeatureError:
+        """The error for an FG_NONE cell that is no integer id (hints at the raw modes)."""
+        hint = ""
+        separator = getattr(self.config, "separator", "")
+        if (
+            isinstance(value, str)
+            and separator
+            and separator in value
+            and self.multival_sep not in value
+        ):
+            hint = (
+                f"; multi-values are joined by data_config.fg_encoded_multival_sep "
+                f"({self.multival_sep!r}), found the feature's separator ({separator!r})"
+            )
+        return self._error(
+            f"{value!r} at row {row} is not an encoded {what} (fg_mode FG_NONE expects "
+            f"integers in [0, {self.num_embeddings})){hint}{RAW_VALUES_HINT}"
+        )
+
+    def _encoded_ids(self, values: pa.Array, lengths: np.ndarray, what: str = "id") -> np.ndarray:
+        """FG_NONE: flat encoded ids ``[N]`` -> ``int64 [N]``, each in ``[0, num_embeddings)``.
+
+        Args:
+            values: the flat ids (integers, integral floats or digit strings).
+            lengths: ``int32 [B]`` values per row (to name the row of a bad value).
+            what: what an id is, for messages (``"id"``, ``"bucket id"``).
+
+        Raises:
+            FeatureError: a value that is no integer, or out of range (naming column and row).
+
+        """
+        dtype = values.type
+        if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
+            ids = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        elif pa.types.is_floating(dtype):
+            floats = values.to_numpy(zero_copy_only=False)
+            bad = first_true(~np.isfinite(floats) | (floats != np.floor(floats)))
+            if bad >= 0:
+                raise self._not_encoded(floats[bad].item(), row_of_value(lengths, bad), what)
+            ids = floats.astype(np.int64)
+        elif is_string_type(dtype):
+            try:
+                ids = pc.cast(pc.utf8_trim_whitespace(values), pa.int64()).to_numpy(
+                    zero_copy_only=False
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                ok = pc.match_substring_regex(values, INT_PATTERN).to_numpy(zero_copy_only=False)
+                bad = max(first_true(~ok), 0)
+                raise self._not_encoded(
+                    values[bad].as_py(), row_of_value(lengths, bad), what
+                ) from None
+        else:
+            raise self._error(f"expected encoded integer {what}s, found values of type {dtype}")
+        size = self.num_embeddings
+        bad = first_true((ids < 0) | (ids >= size))
+        if bad >= 0:
+            raise self._error(
+                f"encoded {what} {ids[bad]} at row {row_of_value(lengths, bad)} out of range "
+                f"[0, {size}) (fg_mode FG_NONE reads final table rows){RAW_VALUES_HINT}"
+            )
+        return ids
 
     @abc.abstractmethod
     def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:

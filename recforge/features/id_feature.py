@@ -8,19 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.features.base_feature import BaseFeature
+from recforge.features.base_feature import INT_PATTERN, BaseFeature, FeatureError
+from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
+    fill_empty_bags,
     first_true,
-    flatten_cells,
-    is_list_type,
     is_string_type,
     row_of_value,
-    split_cells,
     stable_hash,
     to_string_array,
 )
-
-_INT_PATTERN = r"^\s*[+-]?\d+\s*$"
 
 
 class IdFeature(BaseFeature):
@@ -34,18 +31,30 @@ class IdFeature(BaseFeature):
     * ``hash_bucket_size``: ``pandas.util.hash_array`` of the value's string form (integers
       hash like their decimal string, so ``123`` and ``"123"`` agree) modulo the size;
       deterministic across processes and runs.
-    * ``vocab_list``: ``vocab_list[i] -> i + 2``; out-of-vocabulary -> 1 (or
-      ``default_bucketize_value``); the default value when it is not in the list -> 0;
-      ``num_embeddings = len(vocab_list) + 2``.
-    * ``vocab_dict``: ids as given by the dict; out-of-vocabulary -> 1 (or
-      ``default_bucketize_value``), a default value that is no key -> 0, so the dict's ids
-      should start at 2; ``num_embeddings = max(max id, default_bucketize_value) + 1``
-      (at least 2).
+    * ``vocab_list``: without ``default_bucketize_value`` (as TorchEasyRec): row 0 is the
+      ``default_value``, row 1 out-of-vocabulary, ``vocab_list[i] -> i + 2`` (a default value
+      that is in the list keeps its ``i + 2``); ``num_embeddings = len(vocab_list) + 2``.
+      With ``default_bucketize_value`` the list is the whole table: ``vocab_list[i] -> i``,
+      out-of-vocabulary (and a default value not in the list) -> ``default_bucketize_value``
+      (which must be ``< len(vocab_list)``); ``num_embeddings = len(vocab_list)``.
+    * ``vocab_dict``: ids as given by the dict. Without ``default_bucketize_value``,
+      out-of-vocabulary -> 1 and the ``default_value`` -> 0 (even when it is a key, as in
+      TorchEasyRec), so the dict's ids should start at 2; with it, out-of-vocabulary ->
+      ``default_bucketize_value``. ``num_embeddings = max(max id, default_bucketize_value) + 1``
+      (at least 2; TorchEasyRec takes ``max id + 1``, which leaves no row for a larger
+      ``default_bucketize_value``).
 
     Multi-value: string cells are split on ``separator`` (default ``"\\x1d"``); list columns
     are multi-value natively. Nulls, empty strings and empty lists give an empty bag (length
-    0), unless ``fg_encoded_default_value`` or a non-empty ``default_value`` is set, in which
-    case the default (itself split on ``separator``) fills the bag.
+    0), unless a non-empty ``default_value`` is set, in which case the default (itself split
+    on ``separator``) fills the bag.
+
+    With ``fg_mode: FG_NONE`` (see :mod:`recforge.features.fg_mode`) the column named by
+    ``feature_name`` holds the final table rows: integers in ``[0, num_embeddings)`` whatever
+    the id kind, multi-values joined by ``fg_encoded_multival_sep``; a value that is no
+    integer or out of range is an error, and so is a multi-value cell when ``value_dim`` is
+    1. Empty bags take ``fg_encoded_default_value`` (ids joined by the same separator) when
+    set; ``default_value`` is not used (it is a value before bucketization).
 
     Example:
         >>> from recforge.protos import feature_pb2
@@ -56,8 +65,13 @@ class IdFeature(BaseFeature):
 
     """
 
-    def __init__(self, feature_config: Any) -> None:
-        super().__init__(feature_config)
+    def __init__(
+        self,
+        feature_config: Any,
+        fg_mode: int = FG_NONE,
+        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
+    ) -> None:
+        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
         cfg = self.config
         self._check_embedding_dim()
         if cfg.weighted:
@@ -78,24 +92,36 @@ class IdFeature(BaseFeature):
                 f"found {kinds or 'none'}"
             )
         self._kind: str = kinds[0]
+        self._oov: Optional[int] = None
+        if cfg.HasField("default_bucketize_value"):
+            self._oov = int(cfg.default_bucketize_value)
         self._vocab_keys: Optional[pa.Array] = None
         self._vocab_ids: Optional[np.ndarray] = None
         if self._kind == "vocab_list":
             self._vocab_keys = pa.array(list(cfg.vocab_list), pa.string())
-            self._vocab_ids = np.arange(2, len(cfg.vocab_list) + 2, dtype=np.int64)
-        elif self._kind == "vocab_dict":
-            keys = sorted(cfg.vocab_dict)
-            self._vocab_keys = pa.array(keys, pa.string())
-            self._vocab_ids = np.array([cfg.vocab_dict[k] for k in keys], dtype=np.int64)
-        self._oov: Optional[int] = None
-        if cfg.HasField("default_bucketize_value"):
-            self._oov = int(cfg.default_bucketize_value)
-            if self._oov >= self.num_embeddings:
+            first = 0 if self._oov is not None else 2
+            self._vocab_ids = np.arange(first, first + len(cfg.vocab_list), dtype=np.int64)
+            if self._oov is not None and self._oov >= len(cfg.vocab_list):
                 raise self._error(
-                    f"default_bucketize_value {self._oov} out of range "
-                    f"[0, {self.num_embeddings}) (num_embeddings)"
+                    f"default_bucketize_value {self._oov} out of range [0, "
+                    f"{len(cfg.vocab_list)}): with it set, vocab_list is the whole table "
+                    "(vocab_list[i] -> i) and out-of-vocabulary values take that row"
                 )
-        self._default_ids: Optional[np.ndarray] = self._parse_default()
+        elif self._kind == "vocab_dict":
+            vocab = dict(cfg.vocab_dict)
+            if self._oov is None and cfg.default_value:
+                vocab[cfg.default_value] = 0  # row 0 is the default value's (TorchEasyRec)
+            keys = sorted(vocab)
+            self._vocab_keys = pa.array(keys, pa.string())
+            self._vocab_ids = np.array([vocab[k] for k in keys], dtype=np.int64)
+        if self._oov is not None and self._oov >= self.num_embeddings:
+            raise self._error(
+                f"default_bucketize_value {self._oov} out of range "
+                f"[0, {self.num_embeddings}) (num_embeddings)"
+            )
+        self._default_ids: Optional[np.ndarray] = (
+            self._encoded_default() if self.fg_encoded else self._parse_default()
+        )
 
     # ------------------------------------------------------------------ description
     @property
@@ -112,22 +138,33 @@ class IdFeature(BaseFeature):
         if self._kind == "hash_bucket_size":
             return int(cfg.hash_bucket_size)
         if self._kind == "vocab_list":
-            return len(cfg.vocab_list) + 2
+            return len(cfg.vocab_list) + (0 if self._oov is not None else 2)
         top = max(cfg.vocab_dict.values())
         if cfg.HasField("default_bucketize_value"):
             top = max(top, cfg.default_bucketize_value)
         return max(int(top) + 1, 2)
 
     # ------------------------------------------------------------------ parsing
-    def _default_string(self) -> Optional[str]:
+    def _encoded_default(self) -> Optional[np.ndarray]:
+        """FG_NONE: ``fg_encoded_default_value`` as table rows (``None`` when unset/empty)."""
         cfg = self.config
-        if cfg.HasField("fg_encoded_default_value"):
-            return cfg.fg_encoded_default_value
-        return cfg.default_value or None
+        if not cfg.HasField("fg_encoded_default_value") or not cfg.fg_encoded_default_value:
+            return None
+        tokens = cfg.fg_encoded_default_value.split(self.multival_sep)
+        values = pa.array(tokens, pa.string())
+        try:
+            return self._encoded_ids(values, np.array([len(tokens)], dtype=np.int32))
+        except FeatureError:
+            raise self._error(
+                f"fg_encoded_default_value {cfg.fg_encoded_default_value!r}: expected table "
+                f"rows in [0, {self.num_embeddings}) joined by fg_encoded_multival_sep "
+                f"({self.multival_sep!r})"
+            ) from None
 
     def _parse_default(self) -> Optional[np.ndarray]:
-        text = self._default_string()
-        if text is None:
+        """``default_value`` (a value before bucketization) as table rows."""
+        text = self.config.default_value
+        if not text:
             return None
         sep = self.config.separator
         tokens = [t for t in (text.split(sep) if sep else [text]) if t != ""]
@@ -136,26 +173,14 @@ class IdFeature(BaseFeature):
         values = pa.array(tokens, pa.string())
         lengths = np.array([len(tokens)], dtype=np.int32)
         if self._kind in ("vocab_list", "vocab_dict"):
+            # the FG maps a default value that is no key like any other value when
+            # default_bucketize_value is set, else to row 0 (TorchEasyRec)
             index = pc.index_in(values, value_set=self._vocab_keys)
             found = index.is_valid().to_numpy(zero_copy_only=False)
-            ids = np.zeros(len(tokens), dtype=np.int64)
+            ids = np.full(len(tokens), 0 if self._oov is None else self._oov, dtype=np.int64)
             ids[found] = self._vocab_ids[index.drop_null().to_numpy(zero_copy_only=False)]
             return ids
         return self._to_ids(values, lengths, what="default value")
-
-    def _flatten(self, column: pa.Array) -> tuple[pa.Array, np.ndarray]:
-        if pa.types.is_null(column.type):
-            return pa.array([], pa.int64()), np.zeros(len(column), dtype=np.int32)
-        if pa.types.is_string_view(column.type):
-            column = pc.cast(column, pa.string())
-        if is_string_type(column.type):
-            column = split_cells(column, self.config.separator)
-        elif not (is_list_type(column.type) or pa.types.is_integer(column.type)):
-            if not (pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
-                raise self._error(
-                    f"expected integer, string or list ids, found column type {column.type}"
-                )
-        return flatten_cells(column)
 
     def _bad_value(self, values: pa.Array, lengths: np.ndarray, index: int, message: str):
         value = values[index].as_py()
@@ -189,7 +214,7 @@ class IdFeature(BaseFeature):
                     zero_copy_only=False
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                ok = pc.match_substring_regex(values, _INT_PATTERN).to_numpy(zero_copy_only=False)
+                ok = pc.match_substring_regex(values, INT_PATTERN).to_numpy(zero_copy_only=False)
                 bad = first_true(~ok)
                 if bad < 0:  # every value is an integer: one is beyond int64
                     digits = pc.utf8_length(pc.utf8_trim_whitespace(values))
@@ -212,7 +237,9 @@ class IdFeature(BaseFeature):
         raise self._error(f"expected integer ids, found values of type {dtype}")
 
     def _to_ids(self, values: pa.Array, lengths: np.ndarray, what: str = "value") -> np.ndarray:
-        """Map flat values ``[N]`` to table rows ``int64 [N]``."""
+        """Map flat values ``[N]`` to table rows ``int64 [N]`` (FG_NONE: check them)."""
+        if self.fg_encoded:
+            return self._encoded_ids(values, lengths)
         if self._kind == "num_buckets":
             ids = self._to_int(values, lengths, what)
             size = int(self.config.num_buckets)
@@ -240,16 +267,7 @@ class IdFeature(BaseFeature):
 
     def _fill_default(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Put the default ids into every empty bag (vectorised)."""
-        empty = lengths == 0
-        if self._default_ids is None or not empty.any():
-            return ids, lengths
-        k = len(self._default_ids)
-        new_lengths = np.where(empty, k, lengths).astype(np.int32)
-        slot_is_default = np.repeat(empty, new_lengths)
-        out = np.empty(int(new_lengths.sum()), dtype=np.int64)
-        out[~slot_is_default] = ids
-        out[slot_is_default] = np.tile(self._default_ids, int(empty.sum()))
-        return out, new_lengths
+        return fill_empty_bags(ids, lengths, self._default_ids)
 
     def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
         """Parse ids of one batch.
@@ -261,10 +279,14 @@ class IdFeature(BaseFeature):
             ``{"{name}.values": int64 [N], "{name}.lengths": int32 [B]}``.
 
         Raises:
-            FeatureError: missing column, non-integer or out-of-range ids (``num_buckets``).
+            FeatureError: missing column, non-integer or out-of-range ids (``num_buckets``;
+                any kind in FG_NONE), several ids in a single-value FG_NONE cell.
 
         """
-        values, lengths = self._flatten(self._get_column(columns))
+        column = self._get_column(columns)
+        values, lengths = self._flatten_ids(column)
+        if self.fg_encoded and self.config.HasField("value_dim") and self.config.value_dim == 1:
+            self._check_one_per_row(column, lengths, "value_dim: 1")
         ids = self._to_ids(values, lengths) if len(values) else np.zeros(0, dtype=np.int64)
         ids, lengths = self._fill_default(ids, lengths)
         return {f"{self.name}.values": ids, f"{self.name}.lengths": lengths}

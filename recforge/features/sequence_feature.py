@@ -2,22 +2,35 @@
 
 A sequence feature parses like a multi-value id feature (``"{name}.values"`` /
 ``"{name}.lengths"``), but its cells are split on ``sequence_delim`` and cut to the first
-``sequence_length`` elements. In a ``SEQUENCE`` feature group its embeddings are not pooled
+``sequence_length`` elements. Each element is one value: FG output (``fg_mode`` FG_NONE or
+FG_BUCKETIZE) whose element holds several values joined by ``fg_encoded_multival_sep`` is
+refused (TorchEasyRec's multi-value sequence elements are not supported yet). In FG_NONE the
+elements are final table rows (bucket ids for a ``sequence_raw_feature``), checked to lie in
+``[0, num_embeddings)``, and an empty sequence takes ``fg_encoded_default_value`` (one id)
+when set. In a ``SEQUENCE`` feature group its embeddings are not pooled
 (torchrec ``EmbeddingCollection``, padded to ``[B, sequence_length, dim]``); in a ``DEEP`` or
 ``WIDE`` group they are sum / mean pooled like any bag of ids.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.id_feature import IdFeature
 from recforge.features.raw_feature import RawFeature
-from recforge.features.utils import flatten_cells, is_list_type, is_string_type
+from recforge.features.utils import (
+    fill_empty_bags,
+    first_true,
+    flatten_cells,
+    is_list_type,
+    is_string_type,
+    row_of_value,
+)
 
 #: separates a sequence's name from its element feature's name: ``click_seq__item_id``
 SEQUENCE_NAME_SEPARATOR = "__"
@@ -28,12 +41,35 @@ class _SequenceMixin:
 
     name: str
     config: Any
+    multival_sep: str
+    reads_fg_output: bool
+    fg_encoded: bool
+    _default_ids: Optional[np.ndarray]
 
     def _init_sequence(self) -> None:
         if self.config.sequence_length <= 0:
             raise self._error(  # type: ignore[attr-defined]
                 "a sequence feature needs sequence_length > 0 (the longest sequence kept; "
                 f"longer ones are cut), found {self.config.sequence_length}"
+            )
+        if self.fg_encoded and self._default_ids is not None and len(self._default_ids) != 1:
+            raise self._error(  # type: ignore[attr-defined]
+                f"fg_encoded_default_value {self.config.fg_encoded_default_value!r}: a "
+                "sequence's default is one element (one id)"
+            )
+
+    def _check_single_elements(self, values: pa.Array, lengths: np.ndarray) -> None:
+        """FG output: an element holding several values joined by the separator is an error."""
+        if not (self.reads_fg_output and len(values) and is_string_type(values.type)):
+            return
+        several = pc.match_substring(values, self.multival_sep).to_numpy(zero_copy_only=False)
+        bad = first_true(several)
+        if bad >= 0:
+            raise self._error(  # type: ignore[attr-defined]
+                f"sequence element {values[bad].as_py()!r} at row "
+                f"{row_of_value(lengths, bad)} holds several values joined by "
+                f"fg_encoded_multival_sep ({self.multival_sep!r}); multi-value sequence "
+                "elements are not supported yet"
             )
 
     @property
@@ -91,8 +127,13 @@ class SequenceIdFeature(_SequenceMixin, IdFeature):
 
     """
 
-    def __init__(self, feature_config: Any) -> None:
-        super().__init__(feature_config)
+    def __init__(
+        self,
+        feature_config: Any,
+        fg_mode: int = FG_NONE,
+        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
+    ) -> None:
+        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
         self._init_sequence()
 
     def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
@@ -106,11 +147,15 @@ class SequenceIdFeature(_SequenceMixin, IdFeature):
             after truncation; an empty or null cell is an empty sequence).
 
         Raises:
-            FeatureError: missing column, non-integer or out-of-range ids (``num_buckets``).
+            FeatureError: missing column, non-integer or out-of-range ids (``num_buckets``;
+                any kind in FG_NONE), a multi-value element of FG output.
 
         """
         values, lengths = self._split_sequence(self._get_column(columns))
+        self._check_single_elements(values, lengths)
         ids = self._to_ids(values, lengths) if len(values) else np.zeros(0, dtype=np.int64)
+        if self.fg_encoded:
+            ids, lengths = fill_empty_bags(ids, lengths, self._default_ids)
         return {f"{self.name}.values": ids, f"{self.name}.lengths": lengths}
 
 
@@ -121,8 +166,13 @@ class SequenceRawFeature(_SequenceMixin, RawFeature):
     Dense (unbucketized) sequences are not supported: ``boundaries`` are required.
     """
 
-    def __init__(self, feature_config: Any) -> None:
-        super().__init__(feature_config)
+    def __init__(
+        self,
+        feature_config: Any,
+        fg_mode: int = FG_NONE,
+        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
+    ) -> None:
+        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
         self._init_sequence()
         if not self.is_sparse:
             raise self._error(
@@ -142,10 +192,20 @@ class SequenceRawFeature(_SequenceMixin, RawFeature):
             ``{"{name}.values": int64 [N], "{name}.lengths": int32 [B]}``.
 
         Raises:
-            FeatureError: missing column, a non-numeric or non-finite element.
+            FeatureError: missing column, a non-numeric or non-finite element; FG_NONE: a
+                bucket id that is no integer or out of range.
 
         """
         values, lengths = self._split_sequence(self._get_column(columns))
+        self._check_single_elements(values, lengths)
+        if self.fg_encoded:  # the elements are bucket ids already
+            ids = (
+                self._encoded_ids(values, lengths, "bucket id")
+                if len(values)
+                else np.zeros(0, dtype=np.int64)
+            )
+            ids, lengths = fill_empty_bags(ids, lengths, self._default_ids)
+            return {f"{self.name}.values": ids, f"{self.name}.lengths": lengths}
         flat = RawFeature.parse(self, {self.column: values})[f"{self.name}.values"]
         return {f"{self.name}.values": flat, f"{self.name}.lengths": lengths}
 
@@ -154,7 +214,8 @@ def sequence_element_configs(sequence: Any) -> list[tuple[str, Any]]:
     """The element features of a ``sequence_feature`` as standalone sequence configs.
 
     Element ``f`` of sequence ``s`` becomes a ``sequence_id_feature`` /
-    ``sequence_raw_feature`` named ``"s__f"`` reading column ``"s__<f's column>"``, with the
+    ``sequence_raw_feature`` named ``"s__f"`` reading column ``"s__<f's column>"`` (raw
+    input, FG_DAG / FG_NORMAL) or ``"s__f"`` (FG output, FG_NONE / FG_BUCKETIZE), with the
     sequence's ``sequence_length`` and ``sequence_delim``. Its ``embedding_name`` is kept, so an
     element can share a table with a non-sequence feature (e.g. the candidate item id).
 

@@ -102,6 +102,31 @@ def flatten_cells(column: pa.Array, drop_empty: bool = True) -> tuple[pa.Array, 
     return values, np.ascontiguousarray(lengths, dtype=np.int32)
 
 
+def fill_empty_bags(
+    ids: np.ndarray, lengths: np.ndarray, default_ids: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put ``default_ids`` into every empty bag (vectorised).
+
+    Args:
+        ids: ``int64 [N]`` flat ids.
+        lengths: ``int32 [B]`` ids per row.
+        default_ids: ``int64 [K]`` the ids of an empty row; ``None`` leaves it empty.
+
+    Returns:
+        ``(ids [N + K * empty rows], lengths int32 [B])``.
+
+    """
+    empty = lengths == 0
+    if default_ids is None or not empty.any():
+        return ids, lengths
+    new_lengths = np.where(empty, len(default_ids), lengths).astype(np.int32)
+    slot_is_default = np.repeat(empty, new_lengths)
+    out = np.empty(int(new_lengths.sum()), dtype=np.int64)
+    out[~slot_is_default] = ids
+    out[slot_is_default] = np.tile(default_ids, int(empty.sum()))
+    return out, new_lengths
+
+
 def row_of_value(lengths: np.ndarray, index: int) -> int:
     """Return the row whose bag holds flat value ``index`` (for error messages)."""
     return int(np.searchsorted(np.cumsum(lengths), index, side="right"))

@@ -1,9 +1,11 @@
 """Checkpoints with torch.distributed.checkpoint: atomic, reshardable, resumable.
 
 A checkpoint is a directory ``model_dir/model.ckpt-<step>/`` holding the DCP shards of the
-model and optimizer, ``train_state.json`` (step, epoch, position in the epoch) and one RNG
-file per rank. It is written under a temporary name and renamed once every rank has
-finished, so a crash mid-write never leaves a directory that looks complete.
+model and optimizer, ``train_state.json`` (step, epoch, position in the epoch), one RNG
+file per rank and ``checksums.json`` (a checksum per file). It is written under a temporary
+name and renamed once every rank has finished, so a crash mid-write never leaves a directory
+that looks complete. It is read back as data only, each file checked against its checksum
+(:mod:`recforge.utils.checkpoint_format`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
-from recforge.errors import CheckpointError
 from recforge.utils import dist as dist_util
+from recforge.utils.checkpoint_format import (
+    CheckpointError,
+    CheckpointFiles,
+    file_digest,
+    write_manifest,
+)
 
 CHECKPOINT_PREFIX = "model.ckpt-"
 _CKPT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
@@ -84,9 +91,12 @@ def save_checkpoint(
     dcp.save(state, storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False))
     torch.save(torch.get_rng_state(), os.path.join(tmp, f"rng_rank{dist_util.rank()}.pt"))
     dist_util.barrier()
+    digests = _digest_files(tmp)
     if dist_util.rank() == 0:
         with open(os.path.join(tmp, TRAIN_STATE_FILE), "w") as f:
             json.dump(train_state, f)
+        digests[TRAIN_STATE_FILE] = file_digest(os.path.join(tmp, TRAIN_STATE_FILE))
+        write_manifest(tmp, digests)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         if keep_checkpoint_max > 0:
@@ -94,6 +104,19 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     dist_util.barrier()
     return final
+
+
+def _digest_files(directory: str) -> dict[str, str]:
+    """Checksums of every file in ``directory``, each rank hashing its share (collective)."""
+    names = sorted(os.listdir(directory))
+    mine = {
+        name: file_digest(os.path.join(directory, name))
+        for name in names[dist_util.rank() :: dist_util.world_size()]
+    }
+    digests: dict[str, str] = {}
+    for part in dist_util.all_gather_object(mine):
+        digests.update(part)
+    return digests
 
 
 def load_checkpoint(
@@ -104,10 +127,12 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restores a checkpoint into ``model`` (and ``optimizer``); returns its train state.
 
-    Works across world sizes: DCP reshards saved tables onto the current plan.
+    Works across world sizes: DCP reshards saved tables onto the current plan. Every file
+    is checked against the checkpoint's checksums before it is read, and read as data only.
 
     Raises:
-        CheckpointError: the directory is missing, incomplete or does not fit the model.
+        CheckpointError: the directory is missing, incomplete, corrupt or unsafe (naming the
+            file), or does not fit the model.
 
     """
     state_file = os.path.join(checkpoint_path, TRAIN_STATE_FILE)
@@ -116,19 +141,20 @@ def load_checkpoint(
             f"'{checkpoint_path}' is not a complete recforge checkpoint (no {TRAIN_STATE_FILE});"
             " it may be missing or from a run that crashed while saving"
         )
+    files = CheckpointFiles(checkpoint_path)
+    train_state = files.read_json(TRAIN_STATE_FILE)
+    files.metadata()  # refused before the optimizer below is touched
     try:
-        with open(state_file) as f:
-            train_state = json.load(f)
         if optimizer is not None and hasattr(optimizer, "init_state"):
             # torch optimizers create their state lazily: materialise it so DCP has a target
             # (before the model is restored: this takes one zero-gradient step)
             optimizer.init_state()
         model_state = model.state_dict()
-        dcp.load({"model": model_state}, checkpoint_id=checkpoint_path)
+        files.load({"model": model_state})
         model.load_state_dict(model_state)
         if optimizer is not None:
             optimizer_state = optimizer.state_dict()
-            dcp.load({"optimizer": optimizer_state}, checkpoint_id=checkpoint_path)
+            files.load({"optimizer": optimizer_state})
             optimizer.load_state_dict(optimizer_state)
     except CheckpointError:
         raise
@@ -136,7 +162,12 @@ def load_checkpoint(
         # DCP's message embeds each rank's traceback: its last line is the cause
         cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot restore checkpoint '{checkpoint_path}': {cause}") from e
-    rng_file = os.path.join(checkpoint_path, f"rng_rank{dist_util.rank()}.pt")
-    if restore_rng and os.path.isfile(rng_file):
-        torch.set_rng_state(torch.load(rng_file))
+    rng_file = f"rng_rank{dist_util.rank()}.pt"
+    # a run resumed on more ranks than it was saved from has no RNG file for the extra ranks
+    if restore_rng and (rng_file in (files.digests or {}) or os.path.isfile(files.path(rng_file))):
+        rng_state = files.read_tensor(rng_file)
+        try:
+            torch.set_rng_state(rng_state)
+        except (RuntimeError, TypeError) as e:
+            raise CheckpointError(f"{files.path(rng_file)}: not an RNG state ({e})") from None
     return train_state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -75,3 +76,31 @@ def all_reduce_sum(value: int) -> int:
     total = torch.tensor([value], dtype=torch.int64)
     dist.all_reduce(total)
     return int(total.item())
+
+
+def all_gather_object(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable, built by recforge itself), in rank order."""
+    if world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def step_consensus(has_batch: bool, stop_signal: int) -> tuple[bool, int]:
+    """What all ranks do next, in one collective per step.
+
+    Args:
+        has_batch: this rank has a batch for the next step.
+        stop_signal: the signal that asks this rank to stop (0: none).
+
+    Returns:
+        ``(every rank has a batch, the largest stop signal of any rank (0: none))``: a rank
+        that received SIGTERM stops every rank at the same step.
+
+    """
+    if world_size() == 1:
+        return has_batch, stop_signal
+    flags = torch.tensor([1 if has_batch else 0, -stop_signal], dtype=torch.int32)
+    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return bool(flags[0].item()), -int(flags[1].item())

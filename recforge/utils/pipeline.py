@@ -10,11 +10,12 @@ import torch
 
 from recforge.config import edit_config, load_pipeline_config, validate_config, which_msg
 from recforge.datasets.dataset import RecDataset
-from recforge.features import BaseFeature, create_features
+from recforge.datasets.readers import check_not_odps
+from recforge.features import BaseFeature, create_pipeline_features
 from recforge.loss import binary_label_columns
 from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel
-from recforge.protos import pipeline_pb2
+from recforge.protos import pipeline_pb2, train_pb2
 from recforge.utils import dist as dist_util
 from recforge.utils.registry import import_modules, load_entry_point_plugins
 
@@ -54,9 +55,18 @@ def setup_process() -> torch.device:
     return dist_util.init_process_group()
 
 
+def set_tf32(config: train_pb2.TrainConfig) -> None:
+    """Applies TorchEasyRec's TF32 switches (``cudnn_allow_tf32``, ``cuda_matmul_allow_tf32``).
+
+    They change CUDA matmul/convolution numerics only; on a CPU they have no effect.
+    """
+    torch.backends.cudnn.allow_tf32 = config.cudnn_allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = config.cuda_matmul_allow_tf32
+
+
 def build_features(config: pipeline_pb2.EasyRecConfig) -> list[BaseFeature]:
-    """The features of a config, in config order."""
-    return create_features(config.feature_configs)
+    """The features of a config, in config order, reading data as ``data_config.fg_mode`` says."""
+    return create_pipeline_features(config)
 
 
 def build_dataset(
@@ -66,8 +76,19 @@ def build_dataset(
 
     It reads the columns its metrics group by, and checks that the labels of binary losses
     are 0 or 1.
+
+    Raises:
+        DataError: the config reads MaxCompute tables (``OdpsDataset``, ``odps://`` paths).
+
     """
-    input_path = config.train_input_path if mode == "train" else config.eval_input_path
+    field = "train_input_path" if mode == "train" else "eval_input_path"
+    input_path = getattr(config, field)
+    paths = {field: input_path}
+    if config.data_config.WhichOneof("sampler") == "negative_sampler":
+        paths["data_config.negative_sampler.input_path"] = (
+            config.data_config.negative_sampler.input_path
+        )
+    check_not_odps(config.data_config, paths)
     return RecDataset(
         config.data_config,
         features,

@@ -27,6 +27,7 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from recforge.config.errors import ConfigError
 from recforge.optim import (
     LearningRateSchedule,
     create_dense_optimizer,
@@ -88,11 +89,90 @@ def _embedding_tables(model: nn.Module) -> dict[str, tuple]:
     return tables
 
 
+@dataclass(frozen=True)
+class UserConstraint:
+    """A table's ``embedding_constraints`` (or ``global_embedding_constraints``).
+
+    Attributes:
+        where: the field that set it, for messages.
+        sharding_types: the sharding types allowed (empty: any).
+        kernels: the compute kernels allowed (empty: any).
+
+    """
+
+    where: str
+    sharding_types: tuple[str, ...]
+    kernels: tuple[str, ...]
+
+    def narrow(self, table: str, kernel: str, possible: list[str]) -> list[str]:
+        """The sharding types of ``possible`` the user allows for ``table`` on ``kernel``.
+
+        Raises:
+            ConfigError: the user's choice leaves nothing recforge can run.
+
+        """
+        if self.kernels and kernel not in self.kernels:
+            raise ConfigError(
+                f"table '{table}' can only use the {kernel!r} compute kernel here;"
+                f" found compute_kernels {list(self.kernels)}",
+                field=f"{self.where}.compute_kernels",
+            )
+        if not self.sharding_types:
+            return possible
+        chosen = [t for t in possible if t in self.sharding_types]
+        if not chosen:
+            raise ConfigError(
+                f"table '{table}' ({kernel} kernel) can be sharded {possible} here;"
+                f" found sharding_types {list(self.sharding_types)}",
+                field=f"{self.where}.sharding_types",
+            )
+        return chosen
+
+
+def user_table_constraints(
+    features: list, train_config: train_pb2.TrainConfig
+) -> dict[str, UserConstraint]:
+    """Table name -> the user's sharding constraints, as TorchEasyRec reads them.
+
+    A feature's ``embedding_constraints`` apply to its table; tables of features without them
+    take ``train_config.global_embedding_constraints`` when it is set.
+
+    Args:
+        features: the ``BaseFeature`` objects of the config.
+        train_config: the training config.
+
+    """
+    has_global = train_config.HasField("global_embedding_constraints")
+    out: dict[str, UserConstraint] = {}
+    for feature in features:
+        cfg = feature.config
+        if not feature.is_sparse or not hasattr(cfg, "embedding_constraints"):
+            continue
+        if cfg.HasField("embedding_constraints"):
+            where, constraint = (
+                f"feature {feature.name!r} embedding_constraints",
+                cfg.embedding_constraints,
+            )
+        elif has_global:
+            where = "train_config.global_embedding_constraints"
+            constraint = train_config.global_embedding_constraints
+        else:
+            continue
+        out.setdefault(
+            feature.embedding_name,
+            UserConstraint(
+                where, tuple(constraint.sharding_types), tuple(constraint.compute_kernels)
+            ),
+        )
+    return out
+
+
 def shard_model(
     module: nn.Module,
     device: torch.device,
     train_config: Optional[train_pb2.TrainConfig] = None,
     frozen_params: Optional[list[nn.Parameter]] = None,
+    table_constraints: Optional[dict[str, UserConstraint]] = None,
 ) -> ShardedTraining:
     """Plans and applies embedding sharding; builds optimizers when training.
 
@@ -101,6 +181,8 @@ def shard_model(
         device: this rank's device.
         train_config: the training config (None for evaluation / prediction).
         frozen_params: embedding weights that must not train (``trainable: false``).
+        table_constraints: the user's sharding constraints per table (see
+            :func:`user_table_constraints`); they narrow what recforge would choose.
 
     Returns:
         The sharded model, its optimizer and schedules.
@@ -115,20 +197,24 @@ def shard_model(
     for name, (dim, params) in tables.items():
         frozen = any(id(p) in frozen_ids for p in params)
         use_fused = spec is not None and not frozen and spec.fused_on(device.type, dim)
+        user = (table_constraints or {}).get(name)
+        if use_fused and user is not None and user.kernels and "fused" not in user.kernels:
+            use_fused = False  # the user asked for the dense kernel
+        kernel = "fused" if use_fused else "dense"
         if use_fused:
             fused_params.extend(params)
             sharding_types = ["table_wise", "column_wise"]
             if device.type == "cuda":
                 sharding_types += ["row_wise", "table_row_wise"]
-            constraints[name] = ParameterConstraints(
-                sharding_types=sharding_types, compute_kernels=["fused"]
-            )
         else:
             if spec is not None and not frozen:
                 fallback.append(name)
-            constraints[name] = ParameterConstraints(
-                sharding_types=["data_parallel"], compute_kernels=["dense"]
-            )
+            sharding_types = ["data_parallel"]
+        if user is not None:
+            sharding_types = user.narrow(name, kernel, sharding_types)
+        constraints[name] = ParameterConstraints(
+            sharding_types=sharding_types, compute_kernels=[kernel]
+        )
     if fallback and dist_util.rank() == 0:
         reason = spec.cpu_note if device.type == "cpu" and spec.cpu_note else ""
         logger.warning(

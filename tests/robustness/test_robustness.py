@@ -27,9 +27,8 @@ DEFAULT_ARGS = "train --config pipeline.config"
 
 
 def _case_names() -> list[str]:
-    return sorted(
-        name for name in os.listdir(CASES) if os.path.isfile(os.path.join(CASES, name, "expect.txt"))
-    )
+    names = os.listdir(CASES)
+    return sorted(n for n in names if os.path.isfile(os.path.join(CASES, n, "expect.txt")))
 
 
 def _read(path: str) -> str:
