@@ -12,6 +12,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 import recforge.datasets.dataset as dataset_module
+import recforge.datasets.readers as readers_module
 from recforge.datasets import (
     Batch,
     CsvReader,
@@ -26,6 +27,7 @@ from recforge.datasets.batch_builder import (
     build_sparse_features,
     infer_batch_size,
 )
+from recforge.datasets.readers import ORIGIN_FILE, ORIGIN_ROW, slot_rows
 from recforge.features import FG_DAG, FeatureError, create_features
 from recforge.protos import data_pb2, feature_pb2
 
@@ -390,3 +392,55 @@ def test_frappe_parse_speed():
         rates.append(rows / (time.perf_counter() - start))
     assert rows == 57722
     print(f"\nfrappe_validation.csv: {rows} rows, read+parse+batch {max(rates):,.0f} rows/s")
+
+
+# ---------------------------------------------------------------------------- sharding by rows
+@pytest.mark.parametrize("total", [0, 1, 3, 64, 65, 129, 161])
+@pytest.mark.parametrize("slots", [2, 3])
+@pytest.mark.parametrize("batch_size", [1, 16, 40])
+def test_slot_rows_equal_batches_and_every_row(total, slots, batch_size):
+    rows, batches = slot_rows(total, slots, batch_size)
+    assert sum(rows) == total and max(rows) - min(rows) <= 1
+    if total < slots:
+        assert batches == (None if total else 0)
+        return
+    for n in rows:  # what a slot yields: batch_size rows per batch, at most `batches` batches
+        rb = pa.record_batch({"x": pa.array(np.arange(n))})
+        got = list(readers_module._at_most(readers_module.rebatch([rb], batch_size), batches))
+        assert len(got) == batches and sum(b.num_rows for b in got) == n
+        assert all(b.num_rows == batch_size for b in got[:-1])
+    dropped, full = slot_rows(total, slots, batch_size, drop_remainder=True)
+    assert set(dropped) == {full * batch_size} and total - sum(dropped) < slots * batch_size
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_slots_read_as_many_batches_with_the_origin_of_each_row(tmp_path, kind):
+    # 161 rows of batch 40 on 2 slots: 81 + 80 rows, two batches each (40 + 41, 40 + 40)
+    pattern = write_files(tmp_path, kind, [100, 61])
+    reader = READERS[kind](pattern, 40, ["row_id"], data_config(kind))
+    per_slot = [list(reader.iter_batches(slot, 2, with_origin=True)) for slot in range(2)]
+    assert [[b.num_rows for b in batches] for batches in per_slot] == [[40, 41], [40, 40]]
+    for batches in per_slot:
+        for rb in batches:
+            files = rb.column(ORIGIN_FILE).to_numpy()
+            rows = rb.column(ORIGIN_ROW).to_numpy()
+            starts = np.array([0, 100])[files]  # row_id counts on across the two files
+            assert (starts + rows).tolist() == rb.column("row_id").to_pylist()
+
+
+def test_dataset_error_names_file_and_row_of_a_shuffled_batch(tmp_path):
+    write_files(tmp_path, "parquet", [50, 50])
+    table = pq.read_table(tmp_path / "part_1.parquet")
+    labels = table.column("label").to_pylist()
+    labels[23] = 7.0
+    pq.write_table(table.set_column(4, "label", pa.array(labels)), tmp_path / "part_1.parquet")
+    cfg = data_config(batch_size=16, shuffle=True, shuffle_buffer_size=8)
+    features = create_features(feature_configs()[:1])
+    pattern = f"{tmp_path}/part_*.parquet"
+    dataset = RecDataset(cfg, features, pattern, "train", binary_labels=["label"])
+    with pytest.raises(DataError) as info:
+        list(dataset)
+    assert str(info.value) == (
+        f"{tmp_path}/part_1.parquet: row 23: label column 'label': a binary loss needs labels 0 "
+        "or 1, found 7 (train input)"
+    )

@@ -26,8 +26,9 @@ def check_values(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
     """Run every value check on ``config``.
 
     Checks: optimizer learning rates are finite and > 0; ``num_epochs: 0`` comes with
-    ``num_steps``; every set ``MLP`` has layers of width > 0 and dropout ratios in [0, 1);
-    metrics suit the ``num_class`` of their model or task tower; ``vocab_list`` has no
+    ``num_steps``; every set ``MLP`` has layers of width > 0, dropout ratios in [0, 1) and a
+    known activation; metrics suit the ``num_class`` of their model or task tower, and every
+    loss and metric can be built from its settings; ``vocab_list`` has no
     duplicates; ``sequence_delim`` is not empty; ``init_fn`` runs; the embedding tables fit
     in this machine's memory.
 
@@ -42,7 +43,7 @@ def check_values(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
     if config.HasField("model_config"):
         for fld, mlp in _messages_of_type(config.model_config, "model_config", _MLP):
             _check_mlp(mlp, fld, add)
-        _check_metric_classes(config.model_config, add)
+        _check_losses_and_metrics(config.model_config, add)
     _check_feature_values(config, add)
     _check_table_memory(config, add)
 
@@ -101,6 +102,9 @@ def _messages_of_type(
 
 
 def _check_mlp(mlp: Message, fld: str, add: Add) -> None:
+    from recforge.modules.mlp import create_activation
+
+    _try(lambda: create_activation(mlp.activation), f"{fld}.activation", add)
     units = list(mlp.hidden_units)
     if not units:
         add(
@@ -147,32 +151,59 @@ def _class_metric_problem(kind: str, metric: Message, num_class: int) -> Optiona
     return None
 
 
-def _check_metric_classes(mc: Message, add: Add) -> None:
-    """Metrics of the model (``num_class``) and of each task tower (the tower's)."""
+def _check_losses_and_metrics(mc: Message, add: Add) -> None:
+    """Losses and metrics of the model and of each task tower can be built.
+
+    Metrics must suit the ``num_class`` of their model or tower; each loss and metric is
+    built once here, so that a value its module refuses (``label_smoothing: 1.5``) is
+    reported at its field.
+    """
+    from recforge.loss import create_loss
+    from recforge.metrics import create_metric
+
     model = mc.WhichOneof("model")
     if model is None:
         return
     sub = getattr(mc, model)
-    if sub.DESCRIPTOR.file.name.endswith("match_model.proto"):
-        return  # match models score each user's candidates, whatever num_class says
+    is_match = sub.DESCRIPTOR.file.name.endswith("match_model.proto")
     holders: list[tuple[str, Message, int]] = [("model_config", mc, mc.num_class)]
     for fd, value in sub.ListFields():
         if (
             fd.is_repeated
             and fd.message_type is not None
-            and "num_class" in (fd.message_type.fields_by_name)
+            and "num_class" in fd.message_type.fields_by_name
         ):
             for i, tower in enumerate(value):
                 holders.append((f"model_config.{model}.{fd.name}[{i}]", tower, tower.num_class))
     for prefix, holder, num_class in holders:
+        fields = holder.DESCRIPTOR.fields_by_name
+        for i, entry in enumerate(getattr(holder, "losses", []) if "losses" in fields else []):
+            kind = entry.WhichOneof("loss")
+            if kind is not None:
+                _try(lambda entry=entry: create_loss(entry), f"{prefix}.losses[{i}].{kind}", add)
+        if is_match:
+            continue  # match models score each user's candidates, whatever num_class says
         for list_name in ("metrics", "train_metrics"):
-            if list_name not in holder.DESCRIPTOR.fields_by_name:
+            if list_name not in fields:
                 continue
             for i, entry in enumerate(getattr(holder, list_name)):
                 kind = entry.WhichOneof("metric")
-                problem = kind and _class_metric_problem(kind, getattr(entry, kind), num_class)
+                if kind is None:
+                    continue
+                fld = f"{prefix}.{list_name}[{i}].{kind}"
+                problem = _class_metric_problem(kind, getattr(entry, kind), num_class)
                 if problem:
-                    add(f"{prefix}.{list_name}[{i}].{kind}", problem)
+                    add(fld, problem)
+                elif list_name == "metrics":
+                    _try(lambda e=entry, n=num_class: create_metric(e, n), fld, add)
+
+
+def _try(build: Callable[[], object], fld: str, add: Add) -> None:
+    """Build a module from its config once; a ``ValueError`` it raises is a problem at ``fld``."""
+    try:
+        build()
+    except ValueError as e:
+        add(fld, str(e))
 
 
 # ---------------------------------------------------------------------- features

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -213,28 +214,40 @@ class RecDataset(IterableDataset):
                 return
             except DataError as err:
                 raise self._in_input(err) from None
-            origin = (rb.column(ORIGIN_FILE), rb.column(ORIGIN_ROW))
-            rb = rb.drop_columns([ORIGIN_FILE, ORIGIN_ROW])
-            try:
-                if self.sampler is None:
-                    yield self.parser.parse_batch(rb)
-                    continue
+            rb, origin = split_origin(rb)
+            extras = {}
+            if self.sampler is not None:
                 rb, extras = self.sampler.append_negatives(
                     rb, rng, self.parser.labels, self.parser.sample_weights
                 )
+            try:
                 batch = self.parser.parse_batch(rb)
             except RecforgeError as err:
-                raise self._locate(err, *origin) from None
+                raise self.locate(err, origin) from None
             batch.extras.update(extras)
             yield batch
 
-    def _locate(self, error: RecforgeError, files: Any, rows: Any) -> DataError:
-        """``error`` (about a row of a batch) placed at its file and row in that file."""
+    def locate(self, error: RecforgeError, origin: tuple[pa.Array, pa.Array]) -> DataError:
+        """``error`` about a row of a batch, placed at its file and row in that file.
+
+        Args:
+            error: raised while parsing the batch.
+            origin: the batch's :data:`ORIGIN_FILE` and :data:`ORIGIN_ROW` columns (see
+                :func:`split_origin`).
+
+        """
+        files, rows = origin
         names = [self.reader.files[i] for i in files.to_numpy()]
         csv_header = int(self.reader.data_config.with_header)
         if self.reader.data_config.dataset_type != data_pb2.CsvDataset:
             csv_header = None
         return DataError(locate_row_error(error, names, rows.to_numpy(), csv_header, self.mode))
+
+
+def split_origin(rb: pa.RecordBatch) -> tuple[pa.RecordBatch, tuple[pa.Array, pa.Array]]:
+    """Take the origin columns (``iter_batches(with_origin=True)``) off a record batch."""
+    origin = (rb.column(ORIGIN_FILE), rb.column(ORIGIN_ROW))
+    return rb.drop_columns([ORIGIN_FILE, ORIGIN_ROW]), origin
 
 
 def _worker_init(worker_id: int) -> None:
