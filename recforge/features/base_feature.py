@@ -23,6 +23,7 @@ from recforge.features.fg_mode import (
 )
 from recforge.features.utils import (
     as_array,
+    first_beyond_int64,
     first_true,
     flatten_cells,
     is_list_type,
@@ -375,14 +376,15 @@ class BaseFeature(abc.ABC):
 
         """
         dtype = values.type
+        # the range is checked on the values as read: uint64 and float ids beyond int64 would
+        # wrap around (be reported as negative) once cast
         if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
-            ids = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            ids = values.to_numpy(zero_copy_only=False)
         elif pa.types.is_floating(dtype):
-            floats = values.to_numpy(zero_copy_only=False)
-            bad = first_true(~np.isfinite(floats) | (floats != np.floor(floats)))
+            ids = values.to_numpy(zero_copy_only=False)
+            bad = first_true(~np.isfinite(ids) | (ids != np.floor(ids)))
             if bad >= 0:
-                raise self._not_encoded(floats[bad].item(), row_of_value(lengths, bad), what)
-            ids = floats.astype(np.int64)
+                raise self._not_encoded(ids[bad].item(), row_of_value(lengths, bad), what)
         elif is_string_type(dtype):
             try:
                 ids = pc.cast(pc.utf8_trim_whitespace(values), pa.int64()).to_numpy(
@@ -390,7 +392,9 @@ class BaseFeature(abc.ABC):
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 ok = pc.match_substring_regex(values, INT_PATTERN).to_numpy(zero_copy_only=False)
-                bad = max(first_true(~ok), 0)
+                bad = first_true(~ok)
+                if bad < 0:  # every value is an integer: one is beyond int64, so out of range
+                    bad = max(first_beyond_int64(values), 0)
                 raise self._not_encoded(
                     values[bad].as_py(), row_of_value(lengths, bad), what
                 ) from None
@@ -400,10 +404,10 @@ class BaseFeature(abc.ABC):
         bad = first_true((ids < 0) | (ids >= size))
         if bad >= 0:
             raise self._error(
-                f"encoded {what} {ids[bad]} at row {row_of_value(lengths, bad)} out of range "
-                f"[0, {size}) (fg_mode FG_NONE reads final table rows){RAW_VALUES_HINT}"
+                f"encoded {what} {int(ids[bad])} at row {row_of_value(lengths, bad)} out of "
+                f"range [0, {size}) (fg_mode FG_NONE reads final table rows){RAW_VALUES_HINT}"
             )
-        return ids
+        return ids.astype(np.int64, copy=False)
 
     @abc.abstractmethod
     def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:

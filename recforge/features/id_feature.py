@@ -12,6 +12,7 @@ from recforge.features.base_feature import INT_PATTERN, BaseFeature, FeatureErro
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
     fill_empty_bags,
+    first_beyond_int64,
     first_true,
     is_string_type,
     row_of_value,
@@ -217,16 +218,7 @@ class IdFeature(BaseFeature):
                 ok = pc.match_substring_regex(values, INT_PATTERN).to_numpy(zero_copy_only=False)
                 bad = first_true(~ok)
                 if bad < 0:  # every value is an integer: one is beyond int64
-                    digits = pc.utf8_length(pc.utf8_trim_whitespace(values))
-                    long = np.flatnonzero(digits.to_numpy(zero_copy_only=False) >= 19)
-                    bad = next(
-                        (
-                            int(i)
-                            for i in long
-                            if not -(2**63) <= int(values[int(i)].as_py()) < 2**63
-                        ),
-                        0,
-                    )
+                    bad = max(first_beyond_int64(values), 0)
                     raise self._bad_value(values, lengths, bad, beyond) from None
                 raise self._bad_value(
                     values,
