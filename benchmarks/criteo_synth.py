@@ -215,7 +215,7 @@ def write_config(path: Path, seed: int = SEED) -> str:
         f'  feature_groups {{ group_name: "fm" {names(sparse)} group_type: DEEP }}',
         f'  feature_groups {{ group_name: "deep" {names(sparse + dense)} group_type: DEEP }}',
         "  deepfm { deep { hidden_units: [256, 128, 64] } }",
-        "  metrics { auc {} }",
+        "  metrics { auc { thresholds: 0 } }  # exact (TorchEasyRec bins into 200 by default)",
         "  losses { binary_cross_entropy {} }",
         "}",
     ]

@@ -162,6 +162,11 @@ class BaseFeature(abc.ABC):
 
     # ------------------------------------------------------------------ description
     @property
+    def table_size_source(self) -> str:
+        """The config field that sets the table's row count (named in range errors)."""
+        return "embedding table size"
+
+    @property
     @abc.abstractmethod
     def is_sparse(self) -> bool:
         """Whether the feature is looked up in an embedding table (ids) or is dense."""
@@ -405,7 +410,8 @@ class BaseFeature(abc.ABC):
         if bad >= 0:
             raise self._error(
                 f"encoded {what} {int(ids[bad])} at row {row_of_value(lengths, bad)} out of "
-                f"range [0, {size}) (fg_mode FG_NONE reads final table rows){RAW_VALUES_HINT}"
+                f"range [0, {size}) ({self.table_size_source} sets the table's rows; fg_mode "
+                f"FG_NONE reads final table rows){RAW_VALUES_HINT}"
             )
         return ids.astype(np.int64, copy=False)
 

@@ -126,6 +126,11 @@ class IdFeature(BaseFeature):
 
     # ------------------------------------------------------------------ description
     @property
+    def table_size_source(self) -> str:
+        """``num_buckets``, ``hash_bucket_size``, ``vocab_list`` or ``vocab_dict``."""
+        return self._kind
+
+    @property
     def is_sparse(self) -> bool:
         """Always ``True``."""
         return True

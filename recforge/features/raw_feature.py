@@ -241,6 +241,11 @@ class RawFeature(BaseFeature):
 
     # ------------------------------------------------------------------ description
     @property
+    def table_size_source(self) -> str:
+        """Bucket ids index ``len(boundaries) + 1`` rows."""
+        return "boundaries"
+
+    @property
     def is_sparse(self) -> bool:
         """``True`` when ``boundaries`` are set (bucketized into an embedding)."""
         return bool(self._boundaries.size)
