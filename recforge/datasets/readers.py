@@ -354,14 +354,15 @@ class BaseReader(abc.ABC):
         self, pieces: list[tuple[str, int, Optional[int]]], with_origin: bool = False
     ) -> Iterator[pa.RecordBatch]:
         target: Optional[pa.Schema] = None
+        target_path = ""
         index = {path: i for i, path in enumerate(self.files)}
         for path, start, stop in pieces:
             row = start
             for rb in self._iter_file(path, start, stop):
                 if target is None:
-                    target = rb.schema
+                    target, target_path = rb.schema, path
                 elif rb.schema != target:
-                    rb = self._conform(rb, target, path)
+                    rb = self._conform(rb, target, target_path, path)
                 if with_origin:
                     n = rb.num_rows
                     rb = rb.append_column(
@@ -370,8 +371,9 @@ class BaseReader(abc.ABC):
                     row += n
                 yield rb
 
-    def _conform(self, rb: pa.RecordBatch, target: pa.Schema, path: str) -> pa.RecordBatch:
-        first = self.files[0]
+    @staticmethod
+    def _conform(rb: pa.RecordBatch, target: pa.Schema, first: str, path: str) -> pa.RecordBatch:
+        """Cast a batch of ``path`` to the schema ``target`` of the file ``first``."""
         missing = [n for n in target.names if n not in rb.schema.names]
         if missing:
             raise DataError(
@@ -508,6 +510,18 @@ _FIELD_TYPES = {
 CSV_BLOCK_SIZE = 4 << 20
 
 
+def _line_of(path: str, text: str) -> str:
+    """``":LINE"`` of the first line of ``path`` that reads ``text`` ("" when none does)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                if line.rstrip("\r\n") == text:
+                    return f":{number}"
+    except OSError:
+        pass
+    return ""
+
+
 class CsvReader(BaseReader):
     """Read CSV files block by block (see :class:`BaseReader`).
 
@@ -609,11 +623,32 @@ class CsvReader(BaseReader):
 
     def _csv_error(self, path: str, err: Exception) -> DataError:
         message = str(err).strip().replace("\n", " ")
-        if not message:
-            message = "the file is empty (expected a header line)"
+        if not message or message.startswith("Empty CSV file"):
+            header = "a header line" if self.data_config.with_header else "rows"
+            return DataError(f"{path}: expected {header}, found an empty file")
+        try:
+            with open(path, "rb") as f:
+                is_parquet = f.read(4) == b"PAR1"
+        except OSError:
+            is_parquet = False
+        if is_parquet:
+            return DataError(
+                f"{path}: expected a CSV file, found a parquet file (set "
+                "data_config.dataset_type: ParquetDataset)"
+            )
+        message = "".join(c if c.isprintable() else "?" for c in message)[:500]
+        columns = re.search(r"Expected (\d+) columns, got (\d+): (.*)", message)
+        if columns:
+            expected, found, text = columns.groups()
+            return DataError(
+                f"{path}{_line_of(path, text)}: expected {expected} columns, found {found}: "
+                f"{text!r}"
+            )
         match = re.search(r"CSV column #(\d+)", message)
         if match and self._column_names and int(match.group(1)) < len(self._column_names):
             message = f"column '{self._column_names[int(match.group(1))]}': {message}"
+        if "conversion error" not in message:
+            return DataError(f"{path}: {message}")
         return DataError(
             f"{path}: {message}. Column types are inferred from the first block of "
             "the first file; set data_config.input_fields (input_name, input_type) for columns "

@@ -12,6 +12,7 @@ Cases run in this process through ``recforge.cli.main``, so the whole corpus cos
 """
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -20,6 +21,7 @@ import shlex
 import shutil
 
 import pytest
+import torch.utils.data._utils
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = os.path.join(HERE, "cases")
@@ -85,8 +87,12 @@ def test_bad_input_gets_one_located_line(name, tmp_path, monkeypatch):
     argv = _prepare(name, tmp_path)
     monkeypatch.chdir(tmp_path / name)
     monkeypatch.syspath_prepend(str(tmp_path / name))  # as `python -m recforge` run there
+    # a failed run leaves its DataLoader workers, which this process (unlike the command,
+    # which exits) stops when it collects them: give each 0.1 s to exit, not 5 s
+    monkeypatch.setattr(torch.utils.data._utils, "MP_STATUS_CHECK_INTERVAL", 0.1)
     expected = _read(os.path.join(CASES, name, "expect.txt")).strip()
     code, stderr = run_in_process(argv)
+    gc.collect()
     assert "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("recforge: error: ")]
     assert code == 2 and len(errors) == 1, f"exit {code}\n{stderr}"
