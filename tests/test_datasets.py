@@ -444,3 +444,23 @@ def test_dataset_error_names_file_and_row_of_a_shuffled_batch(tmp_path):
         f"{tmp_path}/part_1.parquet: row 23: label column 'label': a binary loss needs labels 0 "
         "or 1, found 7 (train input)"
     )
+
+
+def test_rows_no_rank_trains_are_logged_with_the_option(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(dataset_module, "_rank_and_world_size", lambda: (0, 2))
+    features = create_features(feature_configs()[:1], fg_mode=FG_DAG)
+    tiny = write_files(tmp_path, "parquet", [3], prefix="tiny")
+    with caplog.at_level("WARNING", logger="recforge"):
+        RecDataset(data_config(batch_size=16), features, tiny, "train").plan(num_workers=2)
+        # 2 ranks x 2 workers, 3 rows: rank 1 has 1 row, so rank 0 trains 1 of its 2
+        assert "train input: 1 of its 3 rows are not read" in caplog.text
+        assert "data_config.num_workers" in caplog.text
+        caplog.clear()
+        rows = write_files(tmp_path, "parquet", [50], prefix="rows")
+        cfg = data_config(batch_size=16, drop_remainder=True)
+        RecDataset(cfg, features, rows, "train").plan(num_workers=1)
+        assert "train input: 18 of its 50 rows are not read" in caplog.text
+        assert "data_config.drop_remainder" in caplog.text
+        caplog.clear()
+        RecDataset(data_config(batch_size=16), features, rows, "eval").plan(num_workers=1)
+        assert caplog.text == ""  # 25 + 25 rows: 2 batches each, every row read

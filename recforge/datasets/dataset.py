@@ -158,6 +158,8 @@ class RecDataset(IterableDataset):
             total = self.reader.num_rows()
         except DataError as err:
             raise self._in_input(err) from None
+        if self.mode == "predict":  # no lock-step: every slot reads all of its rows
+            return
         rows, batches = slot_rows(total, slots, self.reader.batch_size, self.reader.drop_remainder)
         if batches is None:  # fewer rows than slots: one row per slot, ranks stop together
             per_rank = [

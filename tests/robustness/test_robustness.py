@@ -39,12 +39,17 @@ def _read(path: str) -> str:
 
 
 def run_in_process(argv: list[str]) -> tuple[int, str]:
-    """Runs ``recforge ARGV`` in this process; returns (exit status, stderr)."""
+    """Runs ``recforge ARGV`` in this process; returns (exit status, stderr).
+
+    The command sets up logging for a process it owns; the loggers are put back afterwards.
+    """
     from recforge.cli import main
     from recforge.utils import dist
-    from recforge.utils.logging_util import PACKAGE_LOGGER
+    from recforge.utils.logging_util import PACKAGE_LOGGER, QUIET_LOGGERS
 
-    package_logger = logging.getLogger(PACKAGE_LOGGER)
+    loggers = [logging.getLogger(name) for name in (PACKAGE_LOGGER, *QUIET_LOGGERS)]
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    package_logger = loggers[0]
     for handler in list(package_logger.handlers):  # log to this run's stderr, not a stale one
         package_logger.removeHandler(handler)
     stderr = io.StringIO()
@@ -57,8 +62,10 @@ def run_in_process(argv: list[str]) -> tuple[int, str]:
         if not isinstance(e.code, int) and e.code is not None:
             stderr.write(f"{e.code}\n")
     finally:
-        for handler in list(package_logger.handlers):
-            package_logger.removeHandler(handler)
+        for lg, level, propagate, handlers in saved:
+            lg.setLevel(level)
+            lg.propagate = propagate
+            lg.handlers[:] = handlers
         dist.destroy_process_group()
     return code, stderr.getvalue()
 
