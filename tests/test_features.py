@@ -386,3 +386,13 @@ def test_dense_values_beyond_float32_are_refused():
     (feature,) = create_features([config], fg_mode=FG_DAG)
     with pytest.raises(FeatureError, match=r"float32's range .*found 1e\+40 at row 1"):
         feature.parse({"price": pa.array([1.0, 1e40])})
+
+
+def test_init_fn_arguments_are_checked_when_parsed():
+    from recforge.features.base_feature import parse_init_fn
+
+    with pytest.raises(FeatureError, match=r"does not take these arguments: .*'low'"):
+        parse_init_fn("nn.init.uniform_,low=-0.1", "user")
+    with pytest.raises(FeatureError, match=r"does not take these arguments: .*must be float"):
+        parse_init_fn('nn.init.uniform_,a="x"', "user")
+    parse_init_fn("nn.init.dirac_")  # refuses the 2-d trial tensor, not its arguments

@@ -94,6 +94,8 @@ def parse_init_fn(spec: str, feature_name: str = "?") -> Callable[..., Any]:
         kwargs[key.strip()] = value
     try:  # a wrong keyword or value type would otherwise surface deep inside model building
         fn(torch.empty(2, 2), **kwargs)
+    except (ValueError, RuntimeError):
+        pass  # about the trial tensor's shape (dirac_ wants 3-5 dims), not the arguments
     except TypeError as e:
         raise FeatureError(
             f"feature '{feature_name}': init_fn '{spec}': {parts[0]} does not take these "
