@@ -452,11 +452,12 @@ def locate_config_error(error: ConfigError, path: Optional[PathLike]) -> ConfigE
         path: the config file the pipeline was built from.
 
     Returns:
-        ``error`` itself when it already names a file (or there is no ``path``), else a
-        copy that does.
+        ``error`` itself when it already names a file, names no field (a flag, a run
+        directory) or there is no ``path``; else a copy that names the file and line.
 
     """
-    if error.path is not None or path is None or len(error.errors) > 1:
+    flag = not error.field or error.field.startswith("-")  # e.g. --num_rows: not in the file
+    if error.path is not None or path is None or flag or len(error.errors) > 1:
         return error
     index = read_source_index(path, pipeline_pb2.EasyRecConfig.DESCRIPTOR)
     return index.error(error.message, path, error.field, None)
