@@ -8,9 +8,11 @@ Under torchrun: ``torchrun --nproc-per-node=2 -m recforge train --config ...``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Optional
 
 
@@ -217,6 +219,21 @@ def quiet_library_warnings() -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
+@contextlib.contextmanager
+def _config_errors_located(config_path: Optional[str]) -> Iterator[None]:
+    """Adds the config file and line to config errors raised after validation."""
+    from recforge.config import ConfigError
+    from recforge.config.validation import locate_config_error
+
+    try:
+        yield
+    except ConfigError as e:
+        located = locate_config_error(e, config_path)
+        if located is e:
+            raise
+        raise located from e
+
+
 def run_command(args: argparse.Namespace) -> dict:
     """Runs the subcommand that ``args`` (from :func:`build_parser`) names.
 
@@ -231,7 +248,7 @@ def run_command(args: argparse.Namespace) -> dict:
 
     setup_cli_logging()
 
-    with user_facing_errors(args.traceback):
+    with user_facing_errors(args.traceback), _config_errors_located(getattr(args, "config", None)):
         if args.command == "train":
             from recforge.train import train_and_evaluate
 

@@ -11,7 +11,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from recforge.config import ConfigError
 from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.errors import DataError
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
@@ -71,7 +73,9 @@ def run_evaluation(
                 )
     samples = dist_util.all_reduce_sum(samples)  # a rank may get no batch of a tiny eval set
     if samples == 0:
-        raise RuntimeError("no eval data: the eval input yielded no batch")
+        raise DataError(
+            f"{config.eval_input_path}: expected rows to evaluate, found none (eval input)"
+        )
     metrics = {name: float(value) for name, value in model.compute_metric().items()}
     sharded_model.train()
     if dist_util.rank() == 0:
@@ -135,8 +139,10 @@ def evaluate(
     if eval_input_path:
         config.eval_input_path = eval_input_path
     if not config.eval_input_path:
-        raise ValueError(
-            "nothing to evaluate: set eval_input_path in the config or on the command line"
+        raise ConfigError(
+            "nothing to evaluate: set eval_input_path in the config, or --eval_input_path",
+            config_path,
+            field="eval_input_path",
         )
     checkpoint_path = checkpoint_path or ckpt_util.latest_checkpoint(config.model_dir)
     if not checkpoint_path:

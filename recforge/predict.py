@@ -34,10 +34,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import get_worker_info
 
-from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.datasets.dataset import RecDataset, create_dataloader, split_origin
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import expand_input_path
-from recforge.errors import PredictError
+from recforge.errors import PredictError, RecforgeError
 from recforge.predictor import Predictor, output_arrow_type, output_to_arrow
 from recforge.protos import data_pb2
 from recforge.utils.disk import disk_full_message, is_disk_full
@@ -69,8 +69,13 @@ class PredictDataset(RecDataset):
         """Yield this worker's batches, parsed."""
         info = get_worker_info()
         slot, num_slots = (info.id, info.num_workers) if info is not None else (0, 1)
-        for rb in self.reader.iter_batches(slot, num_slots, 0):
-            yield slot, self.parser.parse(rb), self.parser.select_reserves(rb)
+        for rb in self.reader.iter_batches(slot, num_slots, 0, with_origin=True):
+            rb, origin = split_origin(rb)
+            try:
+                parsed = self.parser.parse(rb)
+            except RecforgeError as err:  # name the input file and row
+                raise self.locate(err, origin) from None
+            yield slot, parsed, self.parser.select_reserves(rb)
 
 
 def data_config_for(data_config: Any, input_path: str) -> Any:

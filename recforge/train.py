@@ -15,7 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
-from recforge.errors import Preempted
+from recforge.errors import DataError, Preempted
 from recforge.evaluate import run_evaluation, write_eval_result
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
@@ -320,8 +320,9 @@ class _Trainer:
                     self.evaluate(eval_dataset)
                     dmp.train()
             if self.global_step == 0:
-                raise RuntimeError(
-                    f"no training data: '{self.config.train_input_path}' yielded no batch"
+                raise DataError(
+                    f"{self.config.train_input_path}: expected rows to train on, found none"
+                    " (train input)"
                 )
         if profiler is not None:
             profiler.stop()

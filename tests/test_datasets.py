@@ -12,6 +12,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 import recforge.datasets.dataset as dataset_module
+import recforge.datasets.readers as readers_module
 from recforge.datasets import (
     Batch,
     CsvReader,
@@ -26,6 +27,7 @@ from recforge.datasets.batch_builder import (
     build_sparse_features,
     infer_batch_size,
 )
+from recforge.datasets.readers import ORIGIN_FILE, ORIGIN_ROW, slot_rows
 from recforge.features import FG_DAG, FeatureError, create_features
 from recforge.protos import data_pb2, feature_pb2
 
@@ -268,10 +270,16 @@ def test_missing_column_error():
 
 def test_bad_labels():
     parser = DataParser([], labels=["label"])
-    with pytest.raises(DataError, match=r"label column 'label': found null at row 1"):
+    with pytest.raises(DataError, match=r"label column 'label': .*found null at row 1"):
         parser.parse(pa.record_batch({"label": pa.array([1.0, None])}))
-    with pytest.raises(DataError, match=r"label column 'label': found NaN at row 0"):
+    with pytest.raises(DataError, match=r"label column 'label': .*found NaN at row 0"):
         parser.parse(pa.record_batch({"label": pa.array([float("nan")])}))
+    with pytest.raises(DataError, match=r"label column 'label': .*found -inf at row 1"):
+        parser.parse(pa.record_batch({"label": pa.array([0.0, float("-inf")])}))
+    binary = DataParser([], labels=["label"], binary_labels=["label"])
+    with pytest.raises(DataError, match=r"needs labels 0 or 1, found 0.5 at row 2"):
+        binary.parse(pa.record_batch({"label": pa.array([1.0, 0.0, 0.5])}))
+    assert parser.parse(pa.record_batch({"label": pa.array([0.5])}))["label.label"].item() == 0.5
 
 
 def test_feature_error_propagates():
@@ -305,17 +313,20 @@ def test_dataloader_two_ranks_two_workers(tmp_path, kind, monkeypatch):
     pattern = write_files(tmp_path, kind, [300])
     features = create_features(feature_configs(), fg_mode=FG_DAG)
     cfg = data_config(kind, batch_size=20)
-    seen = []
+    seen, steps = [], []
     for rank in range(2):
         monkeypatch.setattr(dataset_module, "_rank_and_world_size", lambda r=rank: (r, 2))
         dataset = RecDataset(cfg, features, pattern, "train", reserved_columns=["row_id"])
         loader = create_dataloader(dataset, num_workers=2)
-        for batch in loader:
-            assert isinstance(batch, Batch) and batch.batch_size == 20
+        batches = list(loader)
+        steps.append(len(batches))
+        for batch in batches:
+            assert isinstance(batch, Batch) and batch.batch_size <= 20
             ids = batch.sparse_features["row_id"].values().tolist()
             assert ids == batch.reserves.column("row_id").to_pylist()
             seen.extend(ids)
-    assert sorted(seen) == list(range(300))
+    # ranks step together: each gets as many batches, so every row is trained
+    assert steps[0] == steps[1] and sorted(seen) == list(range(300))
 
 
 def test_dataset_set_epoch_reshuffles(tmp_path):
@@ -381,3 +392,75 @@ def test_frappe_parse_speed():
         rates.append(rows / (time.perf_counter() - start))
     assert rows == 57722
     print(f"\nfrappe_validation.csv: {rows} rows, read+parse+batch {max(rates):,.0f} rows/s")
+
+
+# ---------------------------------------------------------------------------- sharding by rows
+@pytest.mark.parametrize("total", [0, 1, 3, 64, 65, 129, 161])
+@pytest.mark.parametrize("slots", [2, 3])
+@pytest.mark.parametrize("batch_size", [1, 16, 40])
+def test_slot_rows_equal_batches_and_every_row(total, slots, batch_size):
+    rows, batches = slot_rows(total, slots, batch_size)
+    assert sum(rows) == total and max(rows) - min(rows) <= 1
+    if total < slots:
+        assert batches == (None if total else 0)
+        return
+    for n in rows:  # what a slot yields: batch_size rows per batch, at most `batches` batches
+        rb = pa.record_batch({"x": pa.array(np.arange(n))})
+        got = list(readers_module._at_most(readers_module.rebatch([rb], batch_size), batches))
+        assert len(got) == batches and sum(b.num_rows for b in got) == n
+        assert all(b.num_rows == batch_size for b in got[:-1])
+    dropped, full = slot_rows(total, slots, batch_size, drop_remainder=True)
+    assert set(dropped) == {full * batch_size} and total - sum(dropped) < slots * batch_size
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_slots_read_as_many_batches_with_the_origin_of_each_row(tmp_path, kind):
+    # 161 rows of batch 40 on 2 slots: 81 + 80 rows, two batches each (40 + 41, 40 + 40)
+    pattern = write_files(tmp_path, kind, [100, 61])
+    reader = READERS[kind](pattern, 40, ["row_id"], data_config(kind))
+    per_slot = [list(reader.iter_batches(slot, 2, with_origin=True)) for slot in range(2)]
+    assert [[b.num_rows for b in batches] for batches in per_slot] == [[40, 41], [40, 40]]
+    for batches in per_slot:
+        for rb in batches:
+            files = rb.column(ORIGIN_FILE).to_numpy()
+            rows = rb.column(ORIGIN_ROW).to_numpy()
+            starts = np.array([0, 100])[files]  # row_id counts on across the two files
+            assert (starts + rows).tolist() == rb.column("row_id").to_pylist()
+
+
+def test_dataset_error_names_file_and_row_of_a_shuffled_batch(tmp_path):
+    write_files(tmp_path, "parquet", [50, 50])
+    table = pq.read_table(tmp_path / "part_1.parquet")
+    labels = table.column("label").to_pylist()
+    labels[23] = 7.0
+    pq.write_table(table.set_column(4, "label", pa.array(labels)), tmp_path / "part_1.parquet")
+    cfg = data_config(batch_size=16, shuffle=True, shuffle_buffer_size=8)
+    features = create_features(feature_configs()[:1])
+    pattern = f"{tmp_path}/part_*.parquet"
+    dataset = RecDataset(cfg, features, pattern, "train", binary_labels=["label"])
+    with pytest.raises(DataError) as info:
+        list(dataset)
+    assert str(info.value) == (
+        f"{tmp_path}/part_1.parquet: row 23: label column 'label': a binary loss needs labels 0 "
+        "or 1, found 7 (train input)"
+    )
+
+
+def test_rows_no_rank_trains_are_logged_with_the_option(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(dataset_module, "_rank_and_world_size", lambda: (0, 2))
+    features = create_features(feature_configs()[:1], fg_mode=FG_DAG)
+    tiny = write_files(tmp_path, "parquet", [3], prefix="tiny")
+    with caplog.at_level("WARNING", logger="recforge"):
+        RecDataset(data_config(batch_size=16), features, tiny, "train").plan(num_workers=2)
+        # 2 ranks x 2 workers, 3 rows: rank 1 has 1 row, so rank 0 trains 1 of its 2
+        assert "train input: 1 of its 3 rows are not read" in caplog.text
+        assert "data_config.num_workers" in caplog.text
+        caplog.clear()
+        rows = write_files(tmp_path, "parquet", [50], prefix="rows")
+        cfg = data_config(batch_size=16, drop_remainder=True)
+        RecDataset(cfg, features, rows, "train").plan(num_workers=1)
+        assert "train input: 18 of its 50 rows are not read" in caplog.text
+        assert "data_config.drop_remainder" in caplog.text
+        caplog.clear()
+        RecDataset(data_config(batch_size=16), features, rows, "eval").plan(num_workers=1)
+        assert caplog.text == ""  # 25 + 25 rows: 2 batches each, every row read

@@ -15,6 +15,7 @@ import torch
 
 from recforge.features import (
     FG_DAG,
+    FG_NONE,
     FeatureError,
     IdFeature,
     RawFeature,
@@ -357,3 +358,41 @@ def test_criteo_sample_columns():
     assert len(lengths) == 200 and sum(lengths) == non_empty and 0 < non_empty < 200
     i1 = raw_feature(feature_name="I1", normalizer="method=log10,threshold=1e-10,default=-10")
     assert dense(i1, table["I1"], name="I1").shape == (200, 1)
+
+
+@pytest.mark.parametrize("fg_mode", [FG_NONE, FG_DAG])
+@pytest.mark.parametrize(
+    "column, shown",
+    [
+        (pa.array([1, 2**64 - 1], pa.uint64()), "18446744073709551615"),
+        (pa.array([1.0, 1e20]), r"(1e\+20|100000000000000000000)"),
+        (pa.array(["1", "99999999999999999999"]), "'99999999999999999999'"),
+    ],
+)
+def test_ids_beyond_int64_are_refused_with_their_value(fg_mode, column, shown):
+    config = feature_pb2.FeatureConfig()
+    config.id_feature.CopyFrom(
+        feature_pb2.IdFeature(feature_name="u", num_buckets=10, embedding_dim=4)
+    )
+    (feature,) = create_features([config], fg_mode=fg_mode)
+    with pytest.raises(FeatureError, match=rf"{shown} at row 1") as info:
+        feature.parse({"u": column})
+    assert "-9223372036854775808" not in str(info.value) and "id -1 " not in str(info.value)
+
+
+def test_dense_values_beyond_float32_are_refused():
+    config = feature_pb2.FeatureConfig()
+    config.raw_feature.feature_name = "price"
+    (feature,) = create_features([config], fg_mode=FG_DAG)
+    with pytest.raises(FeatureError, match=r"float32's range .*found 1e\+40 at row 1"):
+        feature.parse({"price": pa.array([1.0, 1e40])})
+
+
+def test_init_fn_arguments_are_checked_when_parsed():
+    from recforge.features.base_feature import parse_init_fn
+
+    with pytest.raises(FeatureError, match=r"does not take these arguments: .*'low'"):
+        parse_init_fn("nn.init.uniform_,low=-0.1", "user")
+    with pytest.raises(FeatureError, match=r"does not take these arguments: .*must be float"):
+        parse_init_fn('nn.init.uniform_,a="x"', "user")
+    parse_init_fn("nn.init.dirac_")  # refuses the 2-d trial tensor, not its arguments

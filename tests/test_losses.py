@@ -187,3 +187,23 @@ def test_binary_cross_entropy_label_smoothing_moves_targets_towards_half():
     torch.testing.assert_close(smoothed, expected)
     plain = create_loss(loss_pb2.LossConfig(binary_cross_entropy={})).per_sample(logits, labels)
     assert not torch.allclose(smoothed, plain)
+
+
+def test_binary_label_columns_follow_the_losses_of_each_task():
+    from recforge.loss import binary_label_columns
+    from recforge.protos import model_pb2
+
+    def columns(text: str) -> list:
+        config = text_format.Parse(text, model_pb2.ModelConfig())
+        return binary_label_columns(config, ["click", "buy", "price"])
+
+    rank = 'feature_groups { group_name: "g" } deepfm { deep { hidden_units: [4] } }'
+    assert columns(rank) == ["click"]  # default loss: binary cross entropy
+    assert columns(rank + " losses { l2_loss {} }") == []
+    assert columns(rank + " num_class: 3") == []  # default: softmax cross entropy
+    towers = """simple_multi_task {
+      task_towers { tower_name: "a" label_name: "buy" losses { binary_focal_loss {} } }
+      task_towers { tower_name: "b" label_name: "price" losses { l2_loss {} } }
+      task_towers { tower_name: "c" label_name: "click" }
+    }"""
+    assert columns(towers) == ["buy", "click"]

@@ -12,6 +12,7 @@ from recforge.config._schema import choices, is_map, named_features
 from recforge.config._util import PathLike, did_you_mean, listing
 from recforge.config.errors import ConfigError
 from recforge.config.support import check_support
+from recforge.config.value_checks import check_values
 from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR, sequence_element_configs
 from recforge.protos import data_pb2, loss_pb2, metric_pb2, pipeline_pb2
 
@@ -44,7 +45,9 @@ def validate_config(config: pipeline_pb2.EasyRecConfig, path: Optional[PathLike]
     embedding; feature groups name defined features, have unique names and are not empty;
     every tower ``input`` (any string field named ``input`` inside the model) names a feature
     group; ``data_config`` has label fields and a positive batch size; ``train_config`` has a
-    sparse and a dense optimizer; every loss and metric is set, and losses suit ``num_class``.
+    sparse and a dense optimizer; every loss and metric is set, and losses suit ``num_class``;
+    the value checks of :func:`recforge.config.value_checks.check_values` (learning rates,
+    epochs, MLP layers, metrics per ``num_class``, vocabularies, initialisers, table memory).
 
     Args:
         config: the config to check.
@@ -59,6 +62,7 @@ def validate_config(config: pipeline_pb2.EasyRecConfig, path: Optional[PathLike]
     _check_model(config, problems)
     _check_data(config, problems)
     _check_train(config, problems)
+    check_values(config, problems.add)
     for fld, message in check_support(config):
         problems.add(fld, message)
     problems.raise_if_any()
@@ -421,3 +425,25 @@ def _check_train(config: pipeline_pb2.EasyRecConfig, problems: _Problems) -> Non
             f"clipping_type must be one of {', '.join(_CLIPPING_TYPES)} (found {found!r})"
             f"{did_you_mean(found, _CLIPPING_TYPES)}",
         )
+
+
+def locate_config_error(error: ConfigError, path: Optional[PathLike]) -> ConfigError:
+    """Place a ConfigError raised while building from a config at its line in ``path``.
+
+    Errors raised after validation (by a model or a module, which know the field path but
+    not the file) come without a file; this adds ``path`` and the field's line and column.
+
+    Args:
+        error: the error.
+        path: the config file the pipeline was built from.
+
+    Returns:
+        ``error`` itself when it already names a file, names no field (a flag, a run
+        directory) or there is no ``path``; else a copy that names the file and line.
+
+    """
+    flag = not error.field or error.field.startswith("-")  # e.g. --num_rows: not in the file
+    if error.path is not None or path is None or flag or len(error.errors) > 1:
+        return error
+    index = read_source_index(path, pipeline_pb2.EasyRecConfig.DESCRIPTOR)
+    return index.error(error.message, path, error.field, None)

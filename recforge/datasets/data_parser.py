@@ -46,6 +46,7 @@ class DataParser:
         sample_weights: sample-weight columns.
         reserved_columns: columns copied to ``Batch.reserves``.
         extra_id_columns: columns hashed into ``Batch.extras``.
+        binary_labels: label columns that must hold 0 or 1 (the labels of binary losses).
 
     Example:
         >>> from recforge.features import create_features
@@ -61,8 +62,10 @@ class DataParser:
         sample_weights: Sequence[str] = (),
         reserved_columns: Sequence[str] = (),
         extra_id_columns: Sequence[str] = (),
+        binary_labels: Sequence[str] = (),
     ) -> None:
         self.features = list(features)
+        self.binary_labels = set(binary_labels)
         self.labels = list(labels)
         self.sample_weights = list(sample_weights)
         self.reserved_columns = list(reserved_columns)
@@ -125,11 +128,21 @@ class DataParser:
                 f"{kind} column '{column}': expected numbers, found type {array.type}: {err}"
             ) from None
         numbers = values.to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(np.isnan(numbers))  # nulls become NaN in to_numpy
+        bad = np.flatnonzero(~np.isfinite(numbers))  # nulls become NaN in to_numpy
         if bad.size:
             row = int(bad[0])
-            found = "null" if array[row].as_py() is None else "NaN"
-            raise DataError(f"{kind} column '{column}': found {found} at row {row}")
+            value = float(numbers[row])
+            found = "null" if array[row].as_py() is None else "NaN" if value != value else value
+            raise DataError(
+                f"{kind} column '{column}': expected a finite number, found {found} at row {row}"
+            )
+        if kind == "label" and column in self.binary_labels:
+            bad = np.flatnonzero((numbers != 0) & (numbers != 1))
+            if bad.size:
+                raise DataError(
+                    f"label column '{column}': a binary loss needs labels 0 or 1, found "
+                    f"{numbers[bad[0]]:g} at row {int(bad[0])}"
+                )
         return _to_tensor(numbers)
 
     def parse(

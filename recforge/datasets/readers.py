@@ -2,7 +2,7 @@
 
 Readers never hold a whole file in memory (CSV is parsed block by block, parquet row group by
 row group), shard their input between ``num_slots`` consumers (distributed ranks x DataLoader
-workers) and can shuffle files and rows per epoch.
+workers) so that every row is read once per epoch, and can shuffle files and rows per epoch.
 """
 
 from __future__ import annotations
@@ -58,6 +58,13 @@ def check_not_odps(data_config: Any, paths: dict[str, str]) -> None:
                 f"{field}: expected parquet or csv files, found the MaxCompute table "
                 f"'{path}': {ODPS_ADVICE}"
             )
+
+
+#: with ``iter_batches(with_origin=True)``, each batch carries these two columns: the index of
+#: the row's file in ``BaseReader.files`` and the row's 0-based position in that file (header
+#: excluded), so that an error can name the file and row it comes from
+ORIGIN_FILE = "__recforge_origin_file"
+ORIGIN_ROW = "__recforge_origin_row"
 
 
 def expand_input_path(input_path: str) -> list[str]:
@@ -173,13 +180,85 @@ def shuffle_rows(
         yield from emit()
 
 
+def slot_rows(
+    total: int, num_slots: int, batch_size: int, drop_remainder: bool = False
+) -> tuple[list[int], Optional[int]]:
+    """Split ``total`` rows into ``num_slots`` contiguous shares of equal batch counts.
+
+    Distributed ranks step in lock-step (every rank trains the same number of batches), so a
+    rank with one batch more than the others would have it dropped. The shares differ by at
+    most one row (as TorchEasyRec's row slicing); when that would give some slots one more
+    batch of a single row, that row joins the slot's last batch instead (``batch_size + 1``
+    rows), so every slot yields the same number of batches and every row is read.
+
+    Args:
+        total: rows in the input.
+        num_slots: consumers (ranks x DataLoader workers).
+        batch_size: rows per batch.
+        drop_remainder: give each slot only full batches (the rest is left out).
+
+    Returns:
+        ``(rows of each slot, batches of each slot)``; the batch count is ``None`` when the
+        slots cannot get the same count (fewer rows than slots).
+
+    """
+    if drop_remainder:
+        per_slot = total // (num_slots * batch_size)
+        return [per_slot * batch_size] * num_slots, per_slot
+    share, extra = divmod(total, num_slots)
+    rows = [share + 1] * extra + [share] * (num_slots - extra)
+    if share == 0:
+        return rows, None if extra else 0
+    if extra and share % batch_size == 0:
+        return rows, share // batch_size  # the extra row joins the last batch
+    return rows, -(-share // batch_size)
+
+
+def _at_most(batches: Iterator[pa.RecordBatch], count: int) -> Iterator[pa.RecordBatch]:
+    """Yield ``count`` batches: the input's first ``count - 1``, then all the rest as one."""
+    rest: list[pa.RecordBatch] = []
+    for i, rb in enumerate(batches):
+        if i < count - 1:
+            yield rb
+        else:
+            rest.append(rb)
+    if rest:
+        yield rest[0] if len(rest) == 1 else pa.concat_batches(rest)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+def parquet_problem(path: str, error: Exception) -> str:
+    """Why ``path`` cannot be read as parquet: what was expected and what was found."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError as err:
+        return f"cannot read the file: {err.strerror or err}"
+    if size == 0:
+        return "expected a parquet file, found an empty file (0 bytes)"
+    if not head.startswith(b"PAR1"):
+        kind = "text" if _looks_like_text(head) else "data"
+        hint = " (a CSV file? set data_config.dataset_type: CsvDataset)" if kind == "text" else ""
+        return f"expected a parquet file, found {kind} without parquet's PAR1 header{hint}"
+    return f"expected a parquet file, found a damaged one ({error})"
+
+
 class BaseReader(abc.ABC):
     """Read files as record batches of exactly ``batch_size`` rows, sharded and shuffled.
 
-    Sharding: the consumer ``slot`` of ``num_slots`` (rank x DataLoader worker) reads file
-    ``i`` when ``i % num_slots == slot`` if there are at least ``num_slots`` files; otherwise
-    every slot reads all files and keeps batch ``b`` when ``b % num_slots == slot``. Either
-    way the slots see disjoint rows whose union is the whole input.
+    Sharding: the input (its files in this epoch's order, one after the other) is cut into
+    ``num_slots`` contiguous row ranges, one per consumer ``slot`` (rank x DataLoader worker),
+    as :func:`slot_rows` says: every slot reads the same number of batches and every row is
+    read once per epoch. With one slot nothing is counted; with more, the rows of each file
+    are counted once (parquet: from its footer; CSV: one pass over the file).
 
     Args:
         input_path: comma-separated files, directories and/or glob patterns.
@@ -217,10 +296,17 @@ class BaseReader(abc.ABC):
         self.drop_remainder = drop_remainder
         self.shuffle = shuffle
         self.seed = int(seed)
+        self._row_counts: Optional[dict[str, int]] = None
 
     @abc.abstractmethod
-    def _iter_file(self, path: str) -> Iterator[pa.RecordBatch]:
-        """Yield the selected columns of one file as record batches of any size."""
+    def _iter_file(
+        self, path: str, start: int = 0, stop: Optional[int] = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield the selected columns of rows ``[start, stop)`` of one file, in any sizes."""
+
+    @abc.abstractmethod
+    def _count_rows(self, path: str) -> int:
+        """Return the number of rows of one file."""
 
     @abc.abstractmethod
     def schema(self) -> pa.Schema:
@@ -229,6 +315,16 @@ class BaseReader(abc.ABC):
     @abc.abstractmethod
     def column_names(self) -> list[str]:
         """Return every column name of the first file (selected or not)."""
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows of each input file (counted once, then cached)."""
+        if self._row_counts is None:
+            self._row_counts = {path: self._count_rows(path) for path in self.files}
+        return self._row_counts
+
+    def num_rows(self) -> int:
+        """Rows of the whole input."""
+        return sum(self.row_counts().values())
 
     def _columns_in(self, names: list[str]) -> Optional[list[str]]:
         if self.selected_columns is None:
@@ -242,32 +338,64 @@ class BaseReader(abc.ABC):
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
         return [self.files[i] for i in order]
 
-    def _iter_files(self, files: list[str]) -> Iterator[pa.RecordBatch]:
-        target: Optional[pa.Schema] = None
+    def _pieces(self, files: list[str], start: int, stop: int) -> list[tuple[str, int, int]]:
+        """``(file, first row, end row)`` of rows ``[start, stop)`` of ``files`` end to end."""
+        counts = self.row_counts()
+        pieces, offset = [], 0
         for path in files:
-            for rb in self._iter_file(path):
+            rows = counts[path]
+            lo, hi = max(start - offset, 0), min(stop - offset, rows)
+            if lo < hi:
+                pieces.append((path, lo, hi))
+            offset += rows
+        return pieces
+
+    def _iter_files(
+        self, pieces: list[tuple[str, int, Optional[int]]], with_origin: bool = False
+    ) -> Iterator[pa.RecordBatch]:
+        target: Optional[pa.Schema] = None
+        target_path = ""
+        index = {path: i for i, path in enumerate(self.files)}
+        for path, start, stop in pieces:
+            row = start
+            for rb in self._iter_file(path, start, stop):
                 if target is None:
-                    target = rb.schema
+                    target, target_path = rb.schema, path
                 elif rb.schema != target:
-                    rb = self._conform(rb, target, path)
+                    rb = self._conform(rb, target, target_path, path)
+                if with_origin:
+                    n = rb.num_rows
+                    rb = rb.append_column(
+                        ORIGIN_FILE, pa.array(np.full(n, index[path], dtype=np.int32))
+                    ).append_column(ORIGIN_ROW, pa.array(np.arange(row, row + n)))
+                    row += n
                 yield rb
 
     @staticmethod
-    def _conform(rb: pa.RecordBatch, target: pa.Schema, path: str) -> pa.RecordBatch:
+    def _conform(rb: pa.RecordBatch, target: pa.Schema, first: str, path: str) -> pa.RecordBatch:
+        """Cast a batch of ``path`` to the schema ``target`` of the file ``first``."""
         missing = [n for n in target.names if n not in rb.schema.names]
         if missing:
-            raise DataError(f"file '{path}' lacks columns {missing} that earlier files have")
-        rb = rb.select(target.names)
-        try:
-            return rb.cast(target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
             raise DataError(
-                f"file '{path}': column types {rb.schema} do not match earlier files' "
-                f"{target}: {err}"
-            ) from None
+                f"{path}: expected the columns of {first}, found no column {missing[0]!r}"
+            )
+        rb = rb.select(target.names)
+        for field in target:
+            found = rb.schema.field(field.name).type
+            if found == field.type:
+                continue
+            try:
+                column = rb.column(field.name).cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                raise DataError(
+                    f"{path}: column {field.name!r}: expected {field.type} (its type in "
+                    f"{first}), found {found}"
+                ) from None
+            rb = rb.set_column(rb.schema.get_field_index(field.name), field.name, column)
+        return rb
 
     def iter_batches(
-        self, slot: int = 0, num_slots: int = 1, epoch: int = 0
+        self, slot: int = 0, num_slots: int = 1, epoch: int = 0, with_origin: bool = False
     ) -> Iterator[pa.RecordBatch]:
         """Stream this slot's share of the input as record batches.
 
@@ -275,10 +403,11 @@ class BaseReader(abc.ABC):
             slot: this consumer's index in ``[0, num_slots)``.
             num_slots: the number of consumers (world size x DataLoader workers).
             epoch: the epoch (changes the shuffle order).
+            with_origin: add the :data:`ORIGIN_FILE` and :data:`ORIGIN_ROW` columns.
 
         Yields:
             ``pa.RecordBatch`` of ``batch_size`` rows (the last one may be shorter unless
-            ``drop_remainder``).
+            ``drop_remainder``, or one row longer, see :func:`slot_rows`).
 
         Raises:
             DataError: unreadable file or column types that change between files / blocks.
@@ -287,12 +416,20 @@ class BaseReader(abc.ABC):
         if not 0 <= slot < num_slots:
             raise DataError(f"slot {slot} out of range [0, {num_slots})")
         files = self._file_order(epoch)
-        by_file = len(files) >= num_slots
-        stream: Iterable[pa.RecordBatch] = rebatch(
-            self._iter_files(files[slot::num_slots] if by_file else files), self.batch_size
+        batches: Optional[int] = None
+        if num_slots == 1:
+            pieces: list[tuple[str, int, Optional[int]]] = [(f, 0, None) for f in files]
+        else:
+            rows, batches = slot_rows(
+                self.num_rows(), num_slots, self.batch_size, self.drop_remainder
+            )
+            start = sum(rows[:slot])
+            pieces = list(self._pieces(files, start, start + rows[slot]))
+        stream: Iterator[pa.RecordBatch] = rebatch(
+            self._iter_files(pieces, with_origin), self.batch_size
         )
-        if not by_file and num_slots > 1:
-            stream = (rb for i, rb in enumerate(stream) if i % num_slots == slot)
+        if batches:
+            stream = _at_most(stream, batches)
         if self.drop_remainder:
             stream = (rb for rb in stream if rb.num_rows == self.batch_size)
         if self.shuffle:
@@ -307,24 +444,56 @@ class BaseReader(abc.ABC):
         )
 
 
+def _open_parquet(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"{path}: {parquet_problem(path, err)}") from None
+
+
 class ParquetReader(BaseReader):
     """Read parquet files row group by row group (see :class:`BaseReader`)."""
 
-    def _iter_file(self, path: str) -> Iterator[pa.RecordBatch]:
+    def _iter_file(
+        self, path: str, start: int = 0, stop: Optional[int] = None
+    ) -> Iterator[pa.RecordBatch]:
+        parquet = _open_parquet(path)
+        metadata = parquet.metadata
+        stop = metadata.num_rows if stop is None else stop
+        groups, offset, first = [], 0, None
+        for g in range(metadata.num_row_groups):  # only the row groups that hold [start, stop)
+            rows = metadata.row_group(g).num_rows
+            if offset < stop and offset + rows > start:
+                groups.append(g)
+                first = offset if first is None else first
+            offset += rows
+        if not groups:
+            return
+        skip, left = start - first, stop - start
         try:
-            parquet = pq.ParquetFile(path)
             columns = self._columns_in(parquet.schema_arrow.names)
-            yield from parquet.iter_batches(batch_size=self.batch_size, columns=columns)
+            for rb in parquet.iter_batches(self.batch_size, groups, columns=columns):
+                if skip >= rb.num_rows:
+                    skip -= rb.num_rows
+                    continue
+                rb = rb.slice(skip, left)
+                skip, left = 0, left - rb.num_rows
+                yield rb
+                if left <= 0:
+                    return
         except (pa.ArrowInvalid, OSError) as err:
-            raise DataError(f"cannot read parquet file '{path}': {err}") from err
+            raise DataError(f"{path}: {parquet_problem(path, err)}") from None
+
+    def _count_rows(self, path: str) -> int:
+        return _open_parquet(path).metadata.num_rows
 
     def column_names(self) -> list[str]:
         """Return every column name of the first file."""
-        return list(pq.read_schema(self.files[0]).names)
+        return list(_open_parquet(self.files[0]).schema_arrow.names)
 
     def schema(self) -> pa.Schema:
         """Return the selected columns' schema of the first file."""
-        schema = pq.read_schema(self.files[0])
+        schema = _open_parquet(self.files[0]).schema_arrow
         columns = self._columns_in(schema.names)
         return schema if columns is None else pa.schema([schema.field(c) for c in columns])
 
@@ -339,6 +508,18 @@ _FIELD_TYPES = {
 
 #: CSV block size: type inference looks at the first block of the first file.
 CSV_BLOCK_SIZE = 4 << 20
+
+
+def _line_of(path: str, text: str) -> str:
+    """``":LINE"`` of the first line of ``path`` that reads ``text`` ("" when none does)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                if line.rstrip("\r\n") == text:
+                    return f":{number}"
+    except OSError:
+        pass
+    return ""
 
 
 class CsvReader(BaseReader):
@@ -398,6 +579,7 @@ class CsvReader(BaseReader):
             schema = reader.schema
         finally:
             reader.close()
+        self._check_unique_names(path, list(schema.names))
         for field in schema:
             if pa.types.is_null(field.type):
                 types[field.name] = pa.string()
@@ -405,6 +587,24 @@ class CsvReader(BaseReader):
                 types[field.name] = field.type
         self._column_names, self._column_types = list(schema.names), types
         return self._column_names, types
+
+    def _check_unique_names(self, path: str, names: list[str]) -> None:
+        """Refuse a header (or ``input_fields``) naming one column twice."""
+        seen: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if name not in seen:
+                seen[name] = i
+                continue
+            if self.data_config.with_header:
+                where = f"{path}:1: column {name!r}"
+                fix = "every column of the header needs its own name"
+            else:
+                where = f"data_config.input_fields[{i}]: column {name!r}"
+                fix = "every input_fields entry needs its own input_name"
+            raise DataError(
+                f"{where}: expected unique column names, found {name!r} twice (columns "
+                f"{seen[name] + 1} and {i + 1}); {fix}"
+            )
 
     def _open(
         self, path: str, types: dict[str, pa.DataType], include: Optional[list[str]]
@@ -419,22 +619,44 @@ class CsvReader(BaseReader):
         except pa.ArrowInvalid as err:
             raise self._csv_error(path, err) from err
         except OSError as err:
-            raise DataError(f"cannot read csv file '{path}': {err}") from err
+            raise DataError(f"{path}: cannot read the file: {err}") from err
 
     def _csv_error(self, path: str, err: Exception) -> DataError:
-        message = str(err)
+        message = str(err).strip().replace("\n", " ")
+        if not message or message.startswith("Empty CSV file"):
+            header = "a header line" if self.data_config.with_header else "rows"
+            return DataError(f"{path}: expected {header}, found an empty file")
+        try:
+            with open(path, "rb") as f:
+                is_parquet = f.read(4) == b"PAR1"
+        except OSError:
+            is_parquet = False
+        if is_parquet:
+            return DataError(
+                f"{path}: expected a CSV file, found a parquet file (set "
+                "data_config.dataset_type: ParquetDataset)"
+            )
+        message = "".join(c if c.isprintable() else "?" for c in message)[:500]
+        columns = re.search(r"Expected (\d+) columns, got (\d+): (.*)", message)
+        if columns:
+            expected, found, text = columns.groups()
+            return DataError(
+                f"{path}{_line_of(path, text)}: expected {expected} columns, found {found}: "
+                f"{text!r}"
+            )
         match = re.search(r"CSV column #(\d+)", message)
         if match and self._column_names and int(match.group(1)) < len(self._column_names):
-            message += f" (column '{self._column_names[int(match.group(1))]}')"
+            message = f"column '{self._column_names[int(match.group(1))]}': {message}"
+        if "conversion error" not in message:
+            return DataError(f"{path}: {message}")
         return DataError(
-            f"csv file '{path}': {message}. Column types are inferred from the first block of "
+            f"{path}: {message}. Column types are inferred from the first block of "
             "the first file; set data_config.input_fields (input_name, input_type) for columns "
             "whose type changes later."
         )
 
-    def _iter_file(self, path: str) -> Iterator[pa.RecordBatch]:
-        names, types = self._resolve()
-        reader = self._open(path, types, self._columns_in(names))
+    def _stream(self, path: str, columns: Optional[list[str]]) -> Iterator[pa.RecordBatch]:
+        reader = self._open(path, self._resolve()[1], columns)
         try:
             while True:
                 try:
@@ -446,6 +668,22 @@ class CsvReader(BaseReader):
                 yield rb
         finally:
             reader.close()
+
+    def _iter_file(
+        self, path: str, start: int = 0, stop: Optional[int] = None
+    ) -> Iterator[pa.RecordBatch]:
+        offset = 0
+        for rb in self._stream(path, self._columns_in(self._resolve()[0])):
+            lo, hi = max(start - offset, 0), rb.num_rows if stop is None else stop - offset
+            offset += rb.num_rows
+            if lo < min(hi, rb.num_rows):
+                yield rb.slice(lo, hi - lo)
+            if stop is not None and offset >= stop:
+                return
+
+    def _count_rows(self, path: str) -> int:
+        first = self._resolve()[0][:1]  # one column is enough to count rows
+        return sum(rb.num_rows for rb in self._stream(path, first))
 
     def column_names(self) -> list[str]:
         """Return every column name (from the header or ``input_fields``)."""

@@ -23,6 +23,7 @@ from recforge.features.fg_mode import (
 )
 from recforge.features.utils import (
     as_array,
+    first_beyond_int64,
     first_true,
     flatten_cells,
     is_list_type,
@@ -59,7 +60,8 @@ def parse_init_fn(spec: str, feature_name: str = "?") -> Callable[..., Any]:
         ``functools.partial(torch.nn.init.<name>, **kwargs)``.
 
     Raises:
-        FeatureError: unknown function or malformed argument.
+        FeatureError: unknown function, malformed argument, or arguments the function does
+            not take (tried on a 2 x 2 tensor).
 
     """
     import torch
@@ -90,6 +92,15 @@ def parse_init_fn(spec: str, feature_name: str = "?") -> Callable[..., Any]:
         except (ValueError, SyntaxError):
             value = raw.strip()
         kwargs[key.strip()] = value
+    try:  # a wrong keyword or value type would otherwise surface deep inside model building
+        fn(torch.empty(2, 2), **kwargs)
+    except (ValueError, RuntimeError):
+        pass  # about the trial tensor's shape (dirac_ wants 3-5 dims), not the arguments
+    except TypeError as e:
+        raise FeatureError(
+            f"feature '{feature_name}': init_fn '{spec}': {parts[0]} does not take these "
+            f"arguments: {e}"
+        ) from None
     return functools.partial(fn, **kwargs)
 
 
@@ -372,14 +383,15 @@ class BaseFeature(abc.ABC):
 
         """
         dtype = values.type
+        # the range is checked on the values as read: uint64 and float ids beyond int64 would
+        # wrap around (be reported as negative) once cast
         if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
-            ids = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            ids = values.to_numpy(zero_copy_only=False)
         elif pa.types.is_floating(dtype):
-            floats = values.to_numpy(zero_copy_only=False)
-            bad = first_true(~np.isfinite(floats) | (floats != np.floor(floats)))
+            ids = values.to_numpy(zero_copy_only=False)
+            bad = first_true(~np.isfinite(ids) | (ids != np.floor(ids)))
             if bad >= 0:
-                raise self._not_encoded(floats[bad].item(), row_of_value(lengths, bad), what)
-            ids = floats.astype(np.int64)
+                raise self._not_encoded(ids[bad].item(), row_of_value(lengths, bad), what)
         elif is_string_type(dtype):
             try:
                 ids = pc.cast(pc.utf8_trim_whitespace(values), pa.int64()).to_numpy(
@@ -387,7 +399,9 @@ class BaseFeature(abc.ABC):
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 ok = pc.match_substring_regex(values, INT_PATTERN).to_numpy(zero_copy_only=False)
-                bad = max(first_true(~ok), 0)
+                bad = first_true(~ok)
+                if bad < 0:  # every value is an integer: one is beyond int64, so out of range
+                    bad = max(first_beyond_int64(values), 0)
                 raise self._not_encoded(
                     values[bad].as_py(), row_of_value(lengths, bad), what
                 ) from None
@@ -397,11 +411,11 @@ class BaseFeature(abc.ABC):
         bad = first_true((ids < 0) | (ids >= size))
         if bad >= 0:
             raise self._error(
-                f"encoded {what} {ids[bad]} at row {row_of_value(lengths, bad)} out of range "
-                f"[0, {size}) ({self.table_size_source} sets the table's rows; fg_mode FG_NONE"
-                f" reads final table rows){RAW_VALUES_HINT}"
+                f"encoded {what} {int(ids[bad])} at row {row_of_value(lengths, bad)} out of "
+                f"range [0, {size}) ({self.table_size_source} sets the table's rows; fg_mode "
+                f"FG_NONE reads final table rows){RAW_VALUES_HINT}"
             )
-        return ids
+        return ids.astype(np.int64, copy=False)
 
     @abc.abstractmethod
     def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from recforge.features.base_feature import INT_PATTERN, BaseFeature, FeatureErro
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
     fill_empty_bags,
+    first_beyond_int64,
     first_true,
     is_string_type,
     row_of_value,
@@ -194,8 +195,14 @@ class IdFeature(BaseFeature):
 
     def _to_int(self, values: pa.Array, lengths: np.ndarray, what: str) -> np.ndarray:
         dtype = values.type
+        beyond = f"expected integer ids within int64, found {what} {{value}}"
         if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
-            return values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            ints = values.to_numpy(zero_copy_only=False)
+            if pa.types.is_uint64(dtype):
+                bad = first_true(ints > np.iinfo(np.int64).max)
+                if bad >= 0:
+                    raise self._bad_value(values, lengths, bad, beyond)
+            return ints.astype(np.int64, copy=False)
         if pa.types.is_floating(dtype):
             floats = values.to_numpy(zero_copy_only=False)
             bad = first_true(~np.isfinite(floats) | (floats != np.floor(floats)))
@@ -203,6 +210,9 @@ class IdFeature(BaseFeature):
                 raise self._bad_value(
                     values, lengths, bad, f"expected integer ids, found {what} {{value}}"
                 )
+            bad = first_true(np.abs(floats) >= 2.0**63)
+            if bad >= 0:
+                raise self._bad_value(values, lengths, bad, beyond)
             return floats.astype(np.int64)
         if is_string_type(dtype):
             try:
@@ -212,8 +222,9 @@ class IdFeature(BaseFeature):
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 ok = pc.match_substring_regex(values, INT_PATTERN).to_numpy(zero_copy_only=False)
                 bad = first_true(~ok)
-                if bad < 0:  # matched the pattern but overflowed int64
-                    bad = 0
+                if bad < 0:  # every value is an integer: one is beyond int64
+                    bad = max(first_beyond_int64(values), 0)
+                    raise self._bad_value(values, lengths, bad, beyond) from None
                 raise self._bad_value(
                     values,
                     lengths,

@@ -432,6 +432,13 @@ class RawFeature(BaseFeature):
                     f"row {bad // self.value_dim} into {values.reshape(-1)[bad]}; expected it to "
                     "give finite numbers"
                 )
+        if not self.is_sparse:  # dense values become float32: larger ones would become inf
+            bad = first_true(np.abs(values.reshape(-1)) > np.finfo(np.float32).max)
+            if bad >= 0:
+                raise self._error(
+                    f"expected numbers within float32's range (3.4e38), found "
+                    f"{values.reshape(-1)[bad]:g} at row {bad // self.value_dim}"
+                )
         if self.is_sparse:
             ids = np.searchsorted(self._boundaries, values.reshape(-1), side="right")
             lengths = np.full(len(values), self.value_dim, dtype=np.int32)

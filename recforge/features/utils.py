@@ -141,7 +141,9 @@ def to_string_array(values: pa.Array) -> pa.Array:
         return pc.cast(values, pa.string())
     if pa.types.is_floating(dtype):
         arr = values.to_numpy(zero_copy_only=False)
-        if np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)):
+        # integral floats print as integers, unless beyond int64 (the cast would wrap)
+        integral = np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr))
+        if integral and np.all(np.abs(arr) < 2.0**63):
             return pc.cast(pa.array(arr.astype(np.int64)), pa.string())
     return pc.cast(values, pa.string())
 
@@ -181,3 +183,15 @@ def first_true(mask: np.ndarray) -> int:
 def ensure_writable(array: np.ndarray) -> np.ndarray:
     """Return ``array`` when writable, else a copy (``torch.from_numpy`` wants writable)."""
     return array if array.flags.writeable else array.copy()
+
+
+def first_beyond_int64(values: pa.Array) -> int:
+    """Index of the first integer string beyond int64 in ``values`` (-1 when none)."""
+    digits = pc.utf8_length(pc.utf8_trim_whitespace(values)).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(digits >= 19):  # shorter ones always fit
+        try:
+            if not -(2**63) <= int(values[int(i)].as_py()) < 2**63:
+                return int(i)
+        except ValueError:
+            continue
+    return -1

@@ -330,3 +330,51 @@ def _loss_class(config: loss_pb2.LossConfig) -> type[RecLoss]:
 def session_keys(configs: list) -> list:
     """Columns that session losses (``jrc_loss``) in ``configs`` need in ``Batch.extras``."""
     return [c.jrc_loss.session_name for c in configs if c.WhichOneof("loss") == "jrc_loss"]
+
+
+#: losses whose label must be 0 or 1
+BINARY_LOSSES = ("binary_cross_entropy", "binary_focal_loss", "jrc_loss")
+
+
+def _binary(losses: list, num_class: int) -> bool:
+    if not losses:  # the default loss: binary cross entropy for one output
+        return num_class == 1
+    return any(c.WhichOneof("loss") in BINARY_LOSSES for c in losses)
+
+
+def binary_label_columns(model_config: Any, label_fields: list) -> list:
+    """Label columns that a binary loss of ``model_config`` reads (they must hold 0 or 1).
+
+    A rank model's losses read the first label field; a task tower's losses (or, when it
+    has none, the model's) read its ``label_name`` (DBMTL towers without one: the label field
+    of their position). Match models are left out: their losses score candidates.
+
+    Args:
+        model_config: the ``ModelConfig``.
+        label_fields: ``data_config.label_fields``.
+
+    """
+    model = model_config.WhichOneof("model")
+    if model is None or not label_fields:
+        return []
+    sub = getattr(model_config, model)
+    if sub.DESCRIPTOR.file.name.endswith("match_model.proto"):
+        return []
+    towers = [
+        (fd.name, value)
+        for fd, value in sub.ListFields()
+        if fd.is_repeated
+        and fd.message_type is not None
+        and {"label_name", "losses"} <= set(fd.message_type.fields_by_name)
+    ]
+    if not towers:
+        losses = list(model_config.losses)
+        return [label_fields[0]] if _binary(losses, model_config.num_class) else []
+    columns = []
+    for _, entries in towers:
+        for i, tower in enumerate(entries):
+            label = tower.label_name or (label_fields[i] if i < len(label_fields) else "")
+            losses = list(tower.losses) or list(model_config.losses)
+            if label and _binary(losses, tower.num_class):
+                columns.append(label)
+    return list(dict.fromkeys(columns))

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Optional
 
 import torch
 
-from recforge.config import edit_config, load_pipeline_config, validate_config, which_msg
+from recforge.config import (
+    ConfigError,
+    edit_config,
+    load_pipeline_config,
+    validate_config,
+    which_msg,
+)
 from recforge.datasets.dataset import RecDataset
 from recforge.datasets.readers import check_not_odps
-from recforge.features import BaseFeature, create_pipeline_features
+from recforge.errors import RecforgeError
+from recforge.features import BaseFeature, FeatureError, create_pipeline_features
+from recforge.loss import binary_label_columns
 from recforge.metrics import grouping_keys
 from recforge.models.model import BaseModel
 from recforge.protos import pipeline_pb2, train_pb2
@@ -64,14 +73,46 @@ def set_tf32(config: train_pb2.TrainConfig) -> None:
 
 
 def build_features(config: pipeline_pb2.EasyRecConfig) -> list[BaseFeature]:
-    """The features of a config, in config order, reading data as ``data_config.fg_mode`` says."""
-    return create_pipeline_features(config)
+    """The features of a config, in config order, reading data as ``data_config.fg_mode`` says.
+
+    Raises:
+        ConfigError: a feature config its kind refuses, at the feature's field path.
+
+    """
+    try:
+        return create_pipeline_features(config)
+    except FeatureError as e:
+        raise _at_feature_config(config, e) from None
+
+
+_FEATURE_MESSAGE = re.compile(r"feature '([^']*)'(?: \(column '[^']*'\))?: (\w+)(.*)", re.S)
+
+
+def _at_feature_config(config: pipeline_pb2.EasyRecConfig, error: FeatureError) -> RecforgeError:
+    """A FeatureError ("feature 'x': ...") as a ConfigError at the feature's config."""
+    match = _FEATURE_MESSAGE.match(str(error))
+    if not match:
+        return error
+    name, first_word, _ = match.groups()
+    for i, fc in enumerate(config.feature_configs):
+        kind = fc.WhichOneof("feature")
+        feature = getattr(fc, kind) if kind else None
+        names = {getattr(feature, n, "") for n in ("feature_name", "sequence_name")}
+        if feature is not None and name in names:
+            fld = f"feature_configs[{i}].{kind}"
+            if first_word in feature.DESCRIPTOR.fields_by_name:  # "pooling must be ..."
+                fld += f".{first_word}"
+            return ConfigError(str(error), field=fld)
+    return error
 
 
 def build_dataset(
     config: pipeline_pb2.EasyRecConfig, features: Sequence[BaseFeature], mode: str
 ) -> RecDataset:
-    """The ``train`` or ``eval`` data set of a config, with the columns its metrics group by.
+    """The ``train`` or ``eval`` data set of a config.
+
+    It reads the columns its metrics group by, and checks that the labels of binary losses
+    are 0 or 1.
 
     Raises:
         DataError: the config reads MaxCompute tables (``OdpsDataset``, ``odps://`` paths).
@@ -91,6 +132,9 @@ def build_dataset(
         input_path,
         mode=mode,
         extra_id_columns=grouping_keys(config.model_config),
+        binary_labels=binary_label_columns(
+            config.model_config, list(config.data_config.label_fields)
+        ),
     )
 
 

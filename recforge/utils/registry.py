@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import difflib
 import importlib
+import os
 import warnings
 from collections.abc import Callable, Iterable
 from importlib import metadata
@@ -100,7 +101,8 @@ def import_modules(names: Iterable[str]) -> None:
     """Imports each named module (user plugins defining models, features, ...).
 
     Raises:
-        PluginError: naming the plugin module that failed.
+        PluginError: naming the plugin module that failed (and, when its own code raised,
+            the file and line that raised).
 
     """
     for name in names:
@@ -108,6 +110,23 @@ def import_modules(names: Iterable[str]) -> None:
             importlib.import_module(name)
         except ImportError as e:
             raise PluginError(f"cannot import plugin module '{name}': {e}") from e
+        except Exception as e:  # the plugin's own code failed: say where
+            raise PluginError(
+                f"{_raising_line(e)}: plugin module '{name}' failed on import: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+
+def _raising_line(error: BaseException) -> str:
+    """``FILE:LINE`` of the innermost frame of ``error``'s traceback."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    path = tb.tb_frame.f_code.co_filename
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    return f"{path if relative.startswith('..') else relative}:{tb.tb_lineno}"
 
 
 def load_entry_point_plugins(group: str = PLUGIN_ENTRY_POINT_GROUP) -> None:
