@@ -51,6 +51,15 @@ def prepare_config(
     load_entry_point_plugins()
     import_modules(list(config.plugins) + list(plugins))
     validate_config(config, config_path)
+    if (
+        config.model_dir
+        and os.path.exists(config.model_dir)
+        and not os.path.isdir(config.model_dir)
+    ):
+        raise ConfigError(
+            f"expected a directory (or a path to create one), found a file: {config.model_dir}",
+            field="model_dir",
+        )
     return config
 
 
