@@ -293,3 +293,22 @@ def test_only_checkpoint_format_unpickles():
             ):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {call}")
     assert not offenders
+
+
+def test_a_full_disk_while_saving_is_one_error_and_keeps_earlier_checkpoints(
+    tmp_path, trained, monkeypatch
+):
+    import errno
+
+    from recforge.utils import checkpoint as checkpoint_module
+
+    model_dir = str(tmp_path / "model")
+    earlier = save_checkpoint(model_dir, 2, trained.model, trained.optimizer, {"global_step": 2})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.dcp, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"model\.ckpt-4\.tmp: no space left on device"):
+        save_checkpoint(model_dir, 4, trained.model, trained.optimizer, {"global_step": 4})
+    assert sorted(os.listdir(model_dir)) == [os.path.basename(earlier)]  # no .tmp left

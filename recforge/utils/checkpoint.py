@@ -28,6 +28,7 @@ from recforge.utils.checkpoint_format import (
     file_digest,
     write_manifest,
 )
+from recforge.utils.disk import disk_full_message, is_disk_full
 
 CHECKPOINT_PREFIX = "model.ckpt-"
 _CKPT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
@@ -88,15 +89,26 @@ def save_checkpoint(
     # alive until the file is closed, and tables that are views of fbgemm's flat buffers are
     # copied before writing, so saving a criteo-shaped model raised peak RSS from ~910 MB to
     # ~1,170 MB (one file per tensor: ~940 MB)
-    dcp.save(state, storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False))
-    torch.save(torch.get_rng_state(), os.path.join(tmp, f"rng_rank{dist_util.rank()}.pt"))
-    dist_util.barrier()
-    digests = _digest_files(tmp)
+    try:
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False))
+        torch.save(torch.get_rng_state(), os.path.join(tmp, f"rng_rank{dist_util.rank()}.pt"))
+        dist_util.barrier()
+        digests = _digest_files(tmp)
+        if dist_util.rank() == 0:
+            with open(os.path.join(tmp, TRAIN_STATE_FILE), "w") as f:
+                json.dump(train_state, f)
+            digests[TRAIN_STATE_FILE] = file_digest(os.path.join(tmp, TRAIN_STATE_FILE))
+            write_manifest(tmp, digests)
+    except (OSError, CheckpointException) as e:
+        full = _disk_full_cause(e)
+        if full is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"{disk_full_message(tmp, full)} while saving the checkpoint of step {step};"
+            " the earlier checkpoints are intact"
+        ) from None
     if dist_util.rank() == 0:
-        with open(os.path.join(tmp, TRAIN_STATE_FILE), "w") as f:
-            json.dump(train_state, f)
-        digests[TRAIN_STATE_FILE] = file_digest(os.path.join(tmp, TRAIN_STATE_FILE))
-        write_manifest(tmp, digests)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         if keep_checkpoint_max > 0:
@@ -104,6 +116,19 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     dist_util.barrier()
     return final
+
+
+def _disk_full_cause(error: BaseException) -> Optional[OSError]:
+    """The disk-full ``OSError`` behind ``error`` (DCP wraps each rank's failure), if any."""
+    causes = [error]
+    if isinstance(error, CheckpointException):
+        causes += [failure for failure, _ in error.failures.values()]
+    for cause in causes:
+        while cause is not None:
+            if is_disk_full(cause):
+                return cause
+            cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _digest_files(directory: str) -> dict[str, str]:
