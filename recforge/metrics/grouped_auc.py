@@ -30,7 +30,7 @@ class GroupedAUC(Metric):
 
     def compute(self) -> torch.Tensor:
         """Mean per-group AUC, computed vectorised over all groups at once."""
-        if not self.preds:
+        if len(self.preds) == 0:  # a list, or one tensor once synced across ranks
             return torch.tensor(0.5)
         preds = dim_zero_cat(self.preds)
         target = dim_zero_cat(self.target)

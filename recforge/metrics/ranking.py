@@ -132,7 +132,7 @@ class XAUC(Metric):
             return (
                 self.batch_sum / self.batches if self.batches > 0 else torch.tensor(0.5)
             ).float()
-        if not self.preds:
+        if len(self.preds) == 0:  # a list, or one tensor once synced across ranks
             return torch.tensor(0.5)
         preds, target = dim_zero_cat(self.preds).cpu(), dim_zero_cat(self.target).cpu()
         n = preds.numel()
