@@ -35,8 +35,14 @@ def init_process_group() -> torch.device:
 
 
 def destroy_process_group() -> None:
-    """Tears the default process group down if there is one."""
+    """Tears the default process group down if there is one.
+
+    Ranks meet at a barrier first: a rank that leaves while another still talks to it makes
+    gloo abort the other process at exit.
+    """
     if dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
