@@ -255,6 +255,8 @@ def plain_logging():
     package.handlers = []
     package.setLevel(logging.NOTSET)
     package.propagate = True
+    # an earlier in-process CLI run (which owns its process and quiets root) may have run
+    logging.getLogger().setLevel(logging.WARNING)
     yield
     for lg, level, handlers, propagate in saved:
         lg.setLevel(level)
