@@ -27,13 +27,18 @@ def _unregister(*names: str) -> None:
 
 
 def _counting_model(explicit_calls: bool) -> type:
-    """A MultiTower that counts how often its setup hooks build losses and metrics."""
+    """A MultiTower that counts how often its setup hooks run (build, losses, metrics)."""
     from recforge.models.multi_tower import MultiTower
 
     class CountingTower(MultiTower):
         def __init__(self, *args, **kwargs):
-            self.calls = {"init_loss": 0, "init_metric": 0}
+            self.calls = {"build": 0, "init_loss": 0, "init_metric": 0}
             super().__init__(*args, **kwargs)
+
+        def build(self):
+            self.calls["build"] += 1
+            assert self.calls == {"build": 1, "init_loss": 0, "init_metric": 0}
+            super().build()
             if explicit_calls:  # the style of models written before the framework ran them
                 self.init_loss()
                 self.init_metric()
@@ -56,7 +61,7 @@ def test_losses_and_metrics_are_built_once_after_init(explicit_calls):
     config = make_config("MultiTower")
     features = create_features(config.feature_configs)
     model = model_class(config.model_config, features, ["label"])
-    assert model.calls == {"init_loss": 1, "init_metric": 1}
+    assert model.calls == {"build": 1, "init_loss": 1, "init_metric": 1}
     assert list(model._loss_modules) == ["binary_cross_entropy"]
     assert list(model._metric_modules) == ["auc", "binary_cross_entropy"]
     model.update_metric(*_predict_and_losses(model))
@@ -272,3 +277,17 @@ def test_pipelines_read_no_private_model_attribute():
             ):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "read the model's public properties instead:\n" + "\n".join(found)
+
+
+def test_concrete_models_build_layers_without_restating_the_constructor():
+    """Only the family base classes define ``__init__``; a model file defines ``build``."""
+    families = {"BaseModel", "RankModel", "MultiTaskRank", "MatchModel"}
+    restating = []
+    for name in BaseModel.registered_models():
+        model_class = BaseModel.create_class(name)
+        for cls in model_class.__mro__:
+            if cls.__name__ in families or not cls.__module__.startswith("recforge."):
+                break
+            if "__init__" in cls.__dict__:
+                restating.append(f"{cls.__module__}.{cls.__name__}")
+    assert not restating, f"define build() instead of __init__: {sorted(set(restating))}"

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
-
 import torch
 from torch import nn
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
-from recforge.features import BaseFeature
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.modules.mlp import MLP
 from recforge.modules.mmoe import MMoE
-from recforge.protos import data_pb2, model_pb2
 
 
 class DBMTL(MultiTaskRank):
@@ -25,24 +20,8 @@ class DBMTL(MultiTaskRank):
     modelling ``p(task | related tasks)``; a linear layer gives the task's logits.
     """
 
-    def __init__(
-        self,
-        model_config: model_pb2.ModelConfig,
-        features: Sequence[BaseFeature],
-        labels: Sequence[str],
-        sample_weights: Sequence[str] = (),
-        *,
-        embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
-    ) -> None:
-        super().__init__(
-            model_config,
-            features,
-            labels,
-            sample_weights,
-            embedding_device=embedding_device,
-            negative_sampler=negative_sampler,
-        )
+    def build(self) -> None:
+        """Builds the layers (see :meth:`BaseModel.build`)."""
         cfg = self._model_config
         width = self.init_input()
         self.bottom = (

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
-
 import torch
 
 from recforge.datasets.batch import Batch
-from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.embedding import EmbeddingGroupError
 from recforge.modules.fm import FactorizationMachine
 from recforge.modules.mlp import MLP
-from recforge.protos import data_pb2, model_pb2
 
 
 class DeepFM(RankModel):
@@ -24,24 +19,8 @@ class DeepFM(RankModel):
     ``sum(wide) + sum(fm) + linear(deep)``; with one, ``[wide, fm, deep]`` feed the final MLP.
     """
 
-    def __init__(
-        self,
-        model_config: model_pb2.ModelConfig,
-        features: Sequence[BaseFeature],
-        labels: Sequence[str],
-        sample_weights: Sequence[str] = (),
-        *,
-        embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
-    ) -> None:
-        super().__init__(
-            model_config,
-            features,
-            labels,
-            sample_weights,
-            embedding_device=embedding_device,
-            negative_sampler=negative_sampler,
-        )
+    def build(self) -> None:
+        """Builds the layers (see :meth:`BaseModel.build`)."""
         group = self.init_embedding_group(
             self._model_config.wide_embedding_dim, self._model_config.wide_init_fn
         )

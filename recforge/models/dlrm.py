@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
-
 import torch
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
-from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.interaction import DotInteraction
 from recforge.modules.mlp import MLP
-from recforge.protos import data_pb2, model_pb2
 
 
 class DLRM(RankModel):
@@ -25,24 +20,8 @@ class DLRM(RankModel):
     ``arch_with_sparse``, the sparse embeddings feed the ``final`` MLP and the head.
     """
 
-    def __init__(
-        self,
-        model_config: model_pb2.ModelConfig,
-        features: Sequence[BaseFeature],
-        labels: Sequence[str],
-        sample_weights: Sequence[str] = (),
-        *,
-        embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
-    ) -> None:
-        super().__init__(
-            model_config,
-            features,
-            labels,
-            sample_weights,
-            embedding_device=embedding_device,
-            negative_sampler=negative_sampler,
-        )
+    def build(self) -> None:
+        """Builds the layers (see :meth:`BaseModel.build`)."""
         config = self._model_config
         group = self.init_embedding_group()
         names = group.group_names()

@@ -66,15 +66,17 @@ def errors_at(field: str, prefix: str = "") -> Iterator[None]:
 
 
 class _ModelMeta(_RegisterMeta):
-    """Registers each model class; builds a model's losses and metrics after its ``__init__``.
+    """Registers each model class; builds a model's layers, losses and metrics after ``__init__``.
 
-    ``Model(config, features, labels)`` runs the class's ``__init__`` (its layers), then
-    ``init_loss()`` and ``init_metric()``: a model cannot forget them, and they see every
-    attribute ``__init__`` set.
+    ``Model(config, features, labels)`` runs ``__init__`` (the base classes' state), then
+    ``build()`` (the model's layers), ``init_loss()`` and ``init_metric()``: a model file
+    defines ``build`` without restating the constructor, cannot forget the hooks, and the
+    hooks see every attribute ``build`` set.
     """
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         model = super().__call__(*args, **kwargs)
+        model.build()
         for hook in _SETUP_HOOKS:
             getattr(model, hook)()
         return model
@@ -103,10 +105,11 @@ def _run_once(hook: Callable[[Any], None]) -> Callable[[Any], None]:
 class BaseModel(nn.Module, metaclass=_ModelMeta):
     """Base of every model: subclassing it registers the class under its name.
 
-    A subclass builds its layers in ``__init__`` and implements ``predict``, ``init_loss``,
-    ``loss`` and ``init_metric``; the framework calls ``init_loss`` and ``init_metric`` once,
-    right after ``__init__``. Pipelines read the model through its public properties
-    (:attr:`features`, :attr:`feature_groups`, :attr:`output_names`, ...).
+    A subclass builds its layers in :meth:`build` and implements ``predict``, ``init_loss``,
+    ``loss`` and ``init_metric``; the framework calls ``build``, ``init_loss`` and
+    ``init_metric`` once, in that order, right after ``__init__``. Pipelines read the model
+    through its public properties (:attr:`features`, :attr:`feature_groups`,
+    :attr:`output_names`, ...).
 
     Args:
         model_config: the ``model_config`` message.
@@ -142,6 +145,14 @@ class BaseModel(nn.Module, metaclass=_ModelMeta):
         self._loss_modules = nn.ModuleDict()
         self._metric_modules = nn.ModuleDict()
         self._train_metric_modules = nn.ModuleDict()
+
+    def build(self) -> None:
+        """Builds the model's layers from :attr:`model_config` and :attr:`features`.
+
+        Called once by the framework after ``__init__``; a model class overrides it instead of
+        restating the constructor. The default builds nothing (a model that builds its layers
+        in its own ``__init__`` still works).
+        """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
-
 import torch
 from torch import nn
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
-from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.din import DINEncoder
 from recforge.modules.embedding import EmbeddingGroupError
 from recforge.modules.mlp import MLP
-from recforge.protos import data_pb2, model_pb2
 
 
 class MultiTowerDIN(RankModel):
@@ -27,24 +22,8 @@ class MultiTowerDIN(RankModel):
     DEEP groups without a tower enter the final MLP as their raw embeddings.
     """
 
-    def __init__(
-        self,
-        model_config: model_pb2.ModelConfig,
-        features: Sequence[BaseFeature],
-        labels: Sequence[str],
-        sample_weights: Sequence[str] = (),
-        *,
-        embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
-    ) -> None:
-        super().__init__(
-            model_config,
-            features,
-            labels,
-            sample_weights,
-            embedding_device=embedding_device,
-            negative_sampler=negative_sampler,
-        )
+    def build(self) -> None:
+        """Builds the layers (see :meth:`BaseModel.build`)."""
         group = self.init_embedding_group()
         config = self._model_config
         self.towers = nn.ModuleDict()

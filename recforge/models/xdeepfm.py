@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
-
 import torch
 
 from recforge.datasets.batch import Batch
-from recforge.features import BaseFeature
 from recforge.models.rank_model import RankModel
 from recforge.modules.interaction import CIN
 from recforge.modules.mlp import MLP
-from recforge.protos import data_pb2, model_pb2
 
 
 class xDeepFM(RankModel):  # noqa: N801 (the config message's name)
@@ -25,24 +20,8 @@ class xDeepFM(RankModel):  # noqa: N801 (the config message's name)
     init: starting it at zero cost 0.001 Frappe test AUC (3 seeds).
     """
 
-    def __init__(
-        self,
-        model_config: model_pb2.ModelConfig,
-        features: Sequence[BaseFeature],
-        labels: Sequence[str],
-        sample_weights: Sequence[str] = (),
-        *,
-        embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
-    ) -> None:
-        super().__init__(
-            model_config,
-            features,
-            labels,
-            sample_weights,
-            embedding_device=embedding_device,
-            negative_sampler=negative_sampler,
-        )
+    def build(self) -> None:
+        """Builds the layers (see :meth:`BaseModel.build`)."""
         self.require_fields("cin", "deep")
         config = self._model_config
         group = self.init_embedding_group(config.wide_embedding_dim, config.wide_init_fn)
