@@ -149,6 +149,15 @@ def test_demo_config_for_a_data_dir_reads_that_dir(tmp_path):
     assert load_example_config("deepfm_demo").train_input_path == "data/demo/train_*.parquet"
 
 
+def test_the_documented_data_commands_reach_the_generators():
+    # the commands the README and the demo configs' header comments give
+    import recforge.datasets
+    from recforge.demo import retrieval, simulate
+
+    assert recforge.datasets.generate_demo_data is simulate.generate_demo_data
+    assert recforge.datasets.generate_retrieval_demo_data is retrieval.generate_retrieval_demo_data
+
+
 def test_unknown_example_is_a_config_error():
     with pytest.raises(ConfigError, match="no example config 'deepfn_demo'.*deepfm_demo"):
         load_example_config("deepfn_demo")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from recforge.config import save_pipeline_config
+from google.protobuf import text_format
+
 from recforge.demo.configs import load_example_config
 from recforge.demo.simulate import generate_demo_data
 from recforge.train import train_and_evaluate
@@ -32,8 +33,10 @@ def prepare_demo(output_dir: str, num_rows: int = 60000) -> str:
     config = load_example_config(
         DEMO_EXAMPLE, data_dir=data_dir, model_dir=os.path.join(output_dir, "model")
     )
-    tmp_path = f"{config_path}.tmp-{os.getpid()}.config"
-    save_pipeline_config(config, tmp_path)
+    header = f"# examples/{DEMO_EXAMPLE}.config reading {data_dir}, written by recforge demo\n"
+    tmp_path = f"{config_path}.tmp-{os.getpid()}"
+    with open(tmp_path, "w", encoding="utf-8") as f:
+        f.write(header + text_format.MessageToString(config, as_utf8=True))
     os.replace(tmp_path, config_path)
     return config_path
 
