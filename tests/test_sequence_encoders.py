@@ -13,6 +13,7 @@ from recforge.config import ConfigError, validate_config
 from recforge.datasets.data_parser import DataParser
 from recforge.features import FG_DAG, create_features
 from recforge.models.model import BaseModel
+from recforge.models.script_wrapper import script_model
 from recforge.modules.activation import Dice, create_activation
 from recforge.modules.din import DINEncoder
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
@@ -22,7 +23,7 @@ from recforge.modules.sequence_encoders import (
     SelfAttentionEncoder,
     SimpleAttention,
 )
-from recforge.protos import module_pb2, pipeline_pb2
+from recforge.protos import model_pb2, module_pb2, pipeline_pb2
 
 MLP4 = module_pb2.MLP(hidden_units=[4])
 
@@ -118,7 +119,7 @@ def test_activations_with_arguments_and_dice():
     dice.eval()  # running stats 0 / 1: p = sigmoid(x); alpha = 0: out = sigmoid(x) * x
     x = torch.tensor([[-1.0, 0.0, 2.0]])
     torch.testing.assert_close(dice(x), torch.sigmoid(x) * x, atol=1e-4, rtol=1e-4)
-    assert dice(torch.randn(2, 5, 3)).shape == (2, 5, 3)
+    assert Dice(3, dim=3)(torch.randn(2, 5, 3)).shape == (2, 5, 3)
     for bad, message in [
         ("nn.PReLU(num_parameters=n)", "must be a literal"),
         ("nn.PReLU(3)", "keyword arguments"),
@@ -283,3 +284,76 @@ def test_a_sequence_encoder_finds_the_planted_effect():
     # the label is the candidate's presence in the sequence: without it, chance
     assert without < 0.6
     assert with_sequence > 0.9, (with_sequence, without)
+
+
+DENSE_FEATURES = (
+    FEATURES.replace(
+        "    features {\n      id_feature {",
+        '    features { raw_feature { feature_name: "gap" } }\n    features {\n      id_feature {',
+    )
+    + 'feature_configs { raw_feature { feature_name: "price" } }\n'
+)
+
+DENSE_GROUP = """
+  feature_groups {
+    group_name: "all" feature_names: ["user"]
+    sequence_groups { feature_names: ["item", "price", "click__item", "click__gap"] }
+    sequence_encoders { pooling_encoder { pooling_type: "sum" } }
+    sequence_encoders { din_encoder { attn_mlp { hidden_units: [8] activation: "Dice" } } }
+  }
+"""
+
+
+def dense_rows() -> pa.RecordBatch:
+    return pa.record_batch(
+        {
+            "user": pa.array([1, 2, 3]),
+            "item": pa.array([4, 5, 6]),
+            "price": pa.array([0.5, 1.5, 2.5]),
+            "click__item": pa.array(["1;2;3;4;5", "", "7"]),
+            "click__gap": pa.array(["0.5;1;2;4;8", "", "3"]),
+        }
+    )
+
+
+def dense_model() -> tuple[BaseModel, list]:
+    config = text_format.Parse(
+        f"{DENSE_FEATURES} model_config {{ {DENSE_GROUP} {TOWER} }}",
+        pipeline_pb2.EasyRecConfig(),
+    )
+    validate_config(config)
+    features = create_features(config.feature_configs, fg_mode=FG_DAG)
+    model = BaseModel.create_class("MultiTower")(config.model_config, features, ["label"])
+    return model, features
+
+
+def test_dense_sequences_parse_padded_with_their_length_first():
+    features = {f.name: f for f in dense_model()[1]}
+    gap = features["click__gap"]
+    assert not gap.is_sparse and gap.dense_width == 5
+    parsed = DataParser([gap]).parse(dense_rows())["click__gap.values"]
+    # cut to sequence_length 4; the length comes first
+    assert parsed.tolist() == [[4, 0.5, 1, 2, 4], [0, 0, 0, 0, 0], [1, 3, 0, 0, 0]]
+
+
+def test_dense_sequence_elements_join_the_sequence_and_export():
+    model, features = dense_model()
+    group = model.embedding_group
+    # user (4), then the sum pooling and DIN outputs: item (8) + gap (1) each
+    assert group.group_dims("all") == [4, 9, 9]
+    batch = DataParser(features).parse_batch(dense_rows())
+    out = group(batch.sparse_features, batch.dense_features)["all"]
+    # the summed gap is the last column of the pooling output; the price (query) is not in it
+    torch.testing.assert_close(out[:, 12], torch.tensor([7.5, 0.0, 3.0]))
+    model.eval()
+    eager = model.predict(batch)["probs"]
+    scripted = script_model(model)(DataParser(features).parse(dense_rows()))
+    torch.testing.assert_close(scripted["probs"], eager)
+
+
+def test_a_dense_sequence_cannot_be_pooled():
+    config = text_format.Parse(DENSE_FEATURES, pipeline_pb2.EasyRecConfig())
+    features = create_features(config.feature_configs, fg_mode=FG_DAG)
+    deep = model_pb2.FeatureGroupConfig(group_name="deep", feature_names=["user", "click__gap"])
+    with pytest.raises(EmbeddingGroupError, match="'click__gap' is a dense sequence"):
+        EmbeddingGroup(features, [deep])

@@ -122,12 +122,6 @@ def _check_named_feature(
         _FEATURE_CHECKS[kind](feature, prefix, problems)
     if kind.startswith("sequence_") and check_sequence_length:
         _check_sequence_length(feature.sequence_length, f"{prefix}.sequence_length", problems)
-    if kind == "sequence_raw_feature" and not feature.boundaries:
-        problems.add(
-            f"{prefix}.boundaries",
-            f"sequence_raw_feature {name!r} needs boundaries (its numbers are bucketized into an"
-            " embedding sequence; dense number sequences are not supported)",
-        )
 
 
 def _check_sequence_feature(sequence: Message, prefix: str, problems: _Problems) -> None:

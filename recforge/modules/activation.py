@@ -28,20 +28,24 @@ class Dice(nn.Module):
 
     Args:
         hidden_size: number of channels ``D``.
+        dim: rank of the input, 2 or 3 (fixed when built, so that the module traces).
 
     Shapes:
-        ``[B, D] -> [B, D]``, or ``[B, T, D] -> [B, T, D]`` (channels last).
+        ``[B, D] -> [B, D]`` (dim 2), or ``[B, T, D] -> [B, T, D]`` (dim 3, channels last).
 
     """
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, hidden_size: int, dim: int = 2) -> None:
         super().__init__()
+        if dim not in (2, 3):
+            raise ValueError(f"Dice works on inputs of rank 2 or 3, found dim={dim}")
+        self._sequence = dim == 3
         self.bn = nn.BatchNorm1d(hidden_size, affine=False)
         self.alpha = nn.Parameter(torch.zeros(hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies Dice over the last dimension."""
-        if x.dim() == 3:
+        if self._sequence:
             p = torch.sigmoid(self.bn(x.transpose(1, 2))).transpose(1, 2)
         else:
             p = torch.sigmoid(self.bn(x))

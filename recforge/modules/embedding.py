@@ -8,6 +8,7 @@ from typing import Optional, Union
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchrec import (
     EmbeddingBagCollection,
     EmbeddingBagConfig,
@@ -117,6 +118,12 @@ class EmbeddingGroup(nn.Module):
                         f"feature group '{group.group_name}' names undefined feature '{name}'"
                     )
                 if not feature.is_sparse:
+                    if feature.is_sequence:
+                        raise EmbeddingGroupError(
+                            f"feature '{name}' is a dense sequence and cannot be pooled in group"
+                            f" '{group.group_name}'; list it in a sequence group (with a"
+                            " sequence encoder) or give it boundaries"
+                        )
                     if is_wide:
                         raise EmbeddingGroupError(
                             f"feature '{name}' is a dense raw feature and cannot be in WIDE group"
@@ -160,6 +167,11 @@ class EmbeddingGroup(nn.Module):
         self._group_names = [g.group_name for g in feature_groups]
         self._key_lists: list[list[str]] = [group_keys[g] for g in self._pooled_group_names]
         self._has_sparse = bool(tables)
+        layouts = list(self._sequence_groups.values())
+        layouts += [layout for group in self._nested_groups.values() for layout in group]
+        self._sequence_dense_keys = list(
+            dict.fromkeys(key for layout in layouts for key in layout.dense_keys)
+        )
         # decided here, not from the batch, so that forward traces (torch.fx) and scripts
         self._has_dense = any(
             not by_name[name].is_sparse for group in feature_groups for name in group.feature_names
@@ -302,6 +314,12 @@ class EmbeddingGroup(nn.Module):
 
         """
         out: dict[str, torch.Tensor] = {}
+        dense: dict[str, torch.Tensor] = {}
+        if self._sequence_dense_keys:
+            # one [B, width] tensor per dense feature that a sequence group reads
+            slices = regroup_by_slices([dense_features], [[k] for k in self._sequence_dense_keys])
+            for i, key in enumerate(self._sequence_dense_keys):
+                dense[key] = slices[i]
         if self._key_lists:
             keyed: list[KeyedTensor] = []
             if self.ebc is not None:
@@ -316,9 +334,9 @@ class EmbeddingGroup(nn.Module):
             for ec in self.sequence_ecs.values():
                 jagged.update(ec(sparse_features))
             for name, group in self._sequence_groups.items():
-                out.update(group.embed(name, jagged))
+                out.update(group.embed(name, jagged, dense))
             for name, layouts in self._nested_groups.items():
-                embedded = [layout.embed("", jagged) for layout in layouts]
+                embedded = [layout.embed("", jagged, dense) for layout in layouts]
                 parts = [out[name]] if name in out else []
                 encoders = self.sequence_encoders[name]
                 for encoder, source in zip(encoders, self._encoder_inputs[name]):
@@ -331,7 +349,11 @@ class EmbeddingGroup(nn.Module):
 
 
 class _SequenceGroup:
-    """The layout of one SEQUENCE group: query and sequence features, dims and length."""
+    """The layout of one sequence group: query and sequence features, dims and length.
+
+    ``dense_lengths`` holds the dense features (query: 0; dense sequence: its own
+    ``sequence_length``, the layout of :class:`~recforge.features.SequenceRawFeature`).
+    """
 
     def __init__(
         self,
@@ -340,22 +362,47 @@ class _SequenceGroup:
         sequence_keys: list[str],
         sequence_dims: list[int],
         max_length: int,
+        dense_lengths: dict[str, int],
     ) -> None:
+        self.dense_lengths = dense_lengths
+        self.dense_keys = list(dense_lengths)
         self.query_keys = query_keys
         self.query_dims = query_dims
         self.sequence_keys = sequence_keys
         self.sequence_dims = sequence_dims
         self.max_length = max_length
 
-    def embed(self, name: str, jagged: dict[str, JaggedTensor]) -> dict[str, torch.Tensor]:
-        """``{"name.query": [B, Dq], "name.sequence": [B, T, Ds], "name.sequence_length": [B]}``."""
-        first = jagged[self.sequence_keys[0]]
-        lengths = first.lengths()
-        sequence = torch.cat(
-            [jagged[k].to_padded_dense(self.max_length) for k in self.sequence_keys], dim=2
-        )
+    def embed(
+        self, name: str, jagged: dict[str, JaggedTensor], dense: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """``{"name.query": [B, Dq], "name.sequence": [B, T, Ds], "name.sequence_length": [B]}``.
+
+        Args:
+            name: prefix of the output keys.
+            jagged: unpooled embeddings of the sparse features.
+            dense: ``[B, width]`` of the dense features.
+
+        """
+        first = self.sequence_keys[0]
+        if first in self.dense_lengths:
+            lengths = dense[first][:, 0].to(torch.int32)
+        else:
+            lengths = jagged[first].lengths()
+        parts = []
+        for key in self.sequence_keys:
+            if key in self.dense_lengths:
+                parts.append(_dense_sequence(dense[key], self.dense_lengths[key], self.max_length))
+            else:
+                parts.append(jagged[key].to_padded_dense(self.max_length))
+        sequence = torch.cat(parts, dim=2)
         if self.query_keys:
-            query = torch.cat([_sum_pool(jagged[k]) for k in self.query_keys], dim=1)
+            query = torch.cat(
+                [
+                    dense[k] if k in self.dense_lengths else _sum_pool(jagged[k])
+                    for k in self.query_keys
+                ],
+                dim=1,
+            )
         else:
             query = sequence.new_zeros((lengths.numel(), 0))
         return {
@@ -363,6 +410,16 @@ class _SequenceGroup:
             f"{name}.sequence": sequence,
             f"{name}.sequence_length": torch.clamp(lengths, max=self.max_length),
         }
+
+
+def _dense_sequence(packed: torch.Tensor, length: int, max_length: int) -> torch.Tensor:
+    """``[B, 1 + length]`` (length, numbers) -> the numbers ``[B, max_length, 1]``."""
+    numbers = packed[:, 1:]
+    if length < max_length:
+        numbers = F.pad(numbers, (0, max_length - length))
+    elif length > max_length:
+        numbers = numbers[:, :max_length]
+    return numbers.unsqueeze(2)
 
 
 def _sum_pool(embeddings: JaggedTensor) -> torch.Tensor:
@@ -408,26 +465,27 @@ def _build_sequence_group(
 
     """
     query_keys, query_dims, sequence_keys, sequence_dims, lengths = [], [], [], [], []
+    dense_lengths: dict[str, int] = {}
     for name in feature_names:
         feature = by_name.get(name)
         if feature is None:
             raise EmbeddingGroupError(f"{where} names undefined feature '{name}'")
-        if not feature.is_sparse:
-            raise EmbeddingGroupError(
-                f"{where}: feature '{name}' is a dense raw feature; sequence groups embed ids"
-                " (give it boundaries to bucketize it, or list it with the plain features)"
-            )
-        _share_table(tables, feature.emb_config, name)
+        if feature.is_sparse:
+            _share_table(tables, feature.emb_config, name)
+        else:
+            dense_lengths[name] = feature.sequence_length if feature.is_sequence else 0
         if feature.is_sequence:
             sequence_keys.append(name)
-            sequence_dims.append(feature.embedding_dim)
+            sequence_dims.append(feature.output_dim)
             lengths.append(feature.sequence_length)
         else:
             query_keys.append(name)
-            query_dims.append(feature.embedding_dim)
+            query_dims.append(feature.output_dim)
     if not sequence_keys:
         raise EmbeddingGroupError(
             f"{where} has no sequence feature (sequence_id_feature, sequence_raw_feature or "
             "a sequence_feature element)"
         )
-    return _SequenceGroup(query_keys, query_dims, sequence_keys, sequence_dims, max(lengths))
+    return _SequenceGroup(
+        query_keys, query_dims, sequence_keys, sequence_dims, max(lengths), dense_lengths
+    )
