@@ -55,7 +55,6 @@ def _ignored(reason: str) -> Entry:
 
 
 _FG_KIND = _no("this feature-generation kind is not built yet (id, raw and sequence features are)")
-_SEQ_ENCODER = _no("sequence encoders in feature groups are not built yet")
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
 _SAMPLER = _no("only negative_sampler is built so far")
@@ -97,12 +96,13 @@ MESSAGES: dict[str, Entry] = {
         ).split(),
         _FG_KIND,
     ),
+    # sequence groups and encoders inside DEEP feature groups
     **dict.fromkeys(
         (
             "SeqGroupConfig SeqEncoderConfig DINEncoder SimpleAttention PoolingEncoder"
             " MultiWindowDINEncoder SelfAttentionEncoder"
         ).split(),
-        _SEQ_ENCODER,
+        _YES,
     ),
     **dict.fromkeys(
         (
@@ -150,7 +150,9 @@ FIELDS: dict[str, Entry] = {
     "DataConfig.odps_data_quota_name": _ODPS_ONLY,
     "DataConfig.odps_data_compression": _ODPS_ONLY,
     "DataConfig.in_order": _ignored("recforge always returns batches in reading order"),
-    "DataConfig.force_base_data_group": _no("data groups are not built yet"),
+    # recforge always keeps one data group: sampled negatives are rows appended to the batch
+    # with empty user features, which is what force_base_data_group: true asks TorchEasyRec for
+    "DataConfig.force_base_data_group": _YES,
     "DataConfig.sample_cost_field": _no("cost-based batching is not built yet"),
     "DataConfig.batch_cost_size": _no("cost-based batching is not built yet"),
     "DataConfig.input_fields_str": _no("use input_fields"),
@@ -207,9 +209,8 @@ FIELDS: dict[str, Entry] = {
     "RawFeature.autodis": _FG_KIND,
     "RawFeature.mlp": _FG_KIND,
     "SequenceFeature.sequence_pk": _ignored("the serving side's sequence key"),
-    "FeatureGroupConfig.sequence_groups": _SEQ_ENCODER,
-    "FeatureGroupConfig.sequence_encoders": _SEQ_ENCODER,
     "FeatureGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
+    "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
     **{
         f"ModelConfig.{name}": _MODEL
