@@ -115,7 +115,8 @@ class ExprFeature(DerivedFeature):
             column = split_cells(column, self.config.separator)
         if not is_list_type(column.type):
             missing = column.is_null().to_numpy(zero_copy_only=False)
-            values = column.fill_null(0) if column.null_count else column
+            fill = "0" if is_string_type(column.type) else 0
+            values = column.fill_null(fill) if column.null_count else column
             rows = np.arange(num_rows)
             return self._numbers(values, rows, name), missing
         lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
