@@ -66,13 +66,9 @@ _DERIVED_FIELDS: dict[str, Entry] = {
     "autodis": _no("AutoDis dense embeddings are not built yet"),
     "mlp": _no("MLP dense embeddings are not built yet"),
     "fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
-    "sequence_fields": _ignored("a serving-side hint for feature generation"),
-    "sequence_length": _ignored("read only by the sequence_ variants (not built yet)"),
-    "sequence_delim": _ignored("read only by the sequence_ variants (not built yet)"),
 }
-_SEQ_FIELDS = "sequence_fields sequence_length sequence_delim"
 _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_value_type"
-#: FG kinds built from raw columns by recforge (their sequence_ variants are not yet)
+#: FG kinds built from raw columns by recforge, their sequence_ variants too
 _DERIVED_KINDS = ("combo_feature", "lookup_feature", "match_feature", "expr_feature")
 _SEQ_ENCODER = _no("sequence encoders in feature groups are not built yet")
 _MODEL = _no("this model is not in recforge's zoo yet")
@@ -219,16 +215,17 @@ FIELDS: dict[str, Entry] = {
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
     },
-    # combo / lookup / match / expr: the non-sequence kinds are built; their sequence_
-    # variants (above) are not yet
+    # combo / lookup / match / expr and their sequence variants are built
     **{f"FeatureConfig.{kind}": _YES for kind in _DERIVED_KINDS},
+    **{f"FeatureConfig.sequence_{kind}": _YES for kind in _DERIVED_KINDS},
+    **{f"SeqFeatureConfig.{kind}": _YES for kind in _DERIVED_KINDS},
     **{
         f"{feature}.{name}": entry
         for feature, names in (
-            ("ComboFeature", _SEQ_FIELDS + " zch dynamicemb vocab_file asset_dir stub_type"),
-            ("LookupFeature", _SEQ_FIELDS + _MAP_FIELDS),
-            ("MatchFeature", _SEQ_FIELDS + _MAP_FIELDS),
-            ("ExprFeature", _SEQ_FIELDS + " stub_type autodis mlp"),
+            ("ComboFeature", "zch dynamicemb vocab_file asset_dir stub_type"),
+            ("LookupFeature", _MAP_FIELDS),
+            ("MatchFeature", _MAP_FIELDS),
+            ("ExprFeature", "stub_type autodis mlp"),
         )
         for name, entry in _DERIVED_FIELDS.items()
         if name in names.split()

@@ -38,6 +38,12 @@ from recforge.features.id_feature import IdFeature
 from recforge.features.lookup_feature import LookupFeature
 from recforge.features.match_feature import MatchFeature
 from recforge.features.raw_feature import RawFeature
+from recforge.features.sequence_derived import (
+    SequenceComboFeature,
+    SequenceExprFeature,
+    SequenceLookupFeature,
+    SequenceMatchFeature,
+)
 from recforge.features.sequence_feature import (
     SequenceIdFeature,
     SequenceRawFeature,
@@ -55,6 +61,10 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "lookup_feature": LookupFeature,
     "match_feature": MatchFeature,
     "expr_feature": ExprFeature,
+    "sequence_combo_feature": SequenceComboFeature,
+    "sequence_lookup_feature": SequenceLookupFeature,
+    "sequence_match_feature": SequenceMatchFeature,
+    "sequence_expr_feature": SequenceExprFeature,
 }
 
 
