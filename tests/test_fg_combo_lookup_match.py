@@ -355,3 +355,38 @@ class TestMatch:
     def test_value_dim_above_one_is_refused(self):
         with pytest.raises(FeatureError, match="value_dim"):
             match(value_dim=2)
+
+
+# ------------------------------------------------------------------------------ mock data
+@pytest.mark.parametrize(
+    "text",
+    [
+        'lookup_feature { feature_name: "l" map: "user:kv" key: "item:cate" num_buckets: 7 '
+        "embedding_dim: 4 }",
+        'lookup_feature { feature_name: "l" map: "user:kv" key: "item:cate" '
+        'vocab_list: ["a", "b"] embedding_dim: 4 }',
+        'match_feature { feature_name: "m" nested_map: "user:kkv" pkey: "item:cate" '
+        'skey: "item:brand" num_buckets: 5 embedding_dim: 4 }',
+        'match_feature { feature_name: "m" nested_map: "user:kkv" pkey: "ALL" '
+        'skey: "item:brand" boundaries: [0.5] embedding_dim: 4 }',
+        'combo_feature { feature_name: "c" expression: ["user:a", "item:b"] '
+        "hash_bucket_size: 50 embedding_dim: 4 }",
+    ],
+)
+def test_mock_data_raw_columns_parse(text):
+    from google.protobuf import text_format
+
+    from recforge.datasets.mock_columns import MockFormat, plan_feature
+
+    config = text_format.Parse(text, feature_pb2.FeatureConfig())
+    rng = np.random.default_rng(0)
+    columns: dict = {}
+    for plan in plan_feature(config, rng, MockFormat(FG_DAG)):
+        columns.update(plan.make(rng, 50))
+    feature = create_feature(config, FG_DAG)
+    assert set(feature.inputs) <= set(columns)
+    out = feature.parse(columns)
+    values = out[f"{feature.name}.values"]
+    assert len(out[f"{feature.name}.lengths"]) == 50
+    assert ((values >= 0) & (values < feature.num_embeddings)).all()
+    assert len(set(values.tolist())) > 1  # the maps and keys meet: not only defaults

@@ -212,7 +212,10 @@ class DerivedFeature(BaseFeature):
         """
         if self.reads_fg_output:
             return self._out.parse(columns)
-        computed = self.compute(columns)
+        return self._emit(self.compute(columns))
+
+    def _emit(self, computed: pa.Array) -> dict[str, np.ndarray]:
+        """The output feature's parse of the computed column (its errors name the inputs)."""
         try:
             return self._out.parse({self.name: computed})
         except FeatureError as e:

@@ -202,14 +202,6 @@ class MapHitsFeature(DerivedFeature):
             return pa.array([None] * num_rows, pa.list_(pa.string()))
         return pc.split_pattern(taken, self.config.value_separator)
 
-    def _emit(self, computed: pa.Array) -> dict[str, np.ndarray]:
-        from recforge.features.base_feature import FeatureError
-
-        try:
-            return self._out.parse({self.name: computed})
-        except FeatureError as e:
-            raise FeatureError(f"{e} (computed from columns {self.inputs})") from None
-
     def compute(self, columns: dict[str, pa.Array]) -> pa.Array:
         """Not used: lookup and match features override :meth:`parse`."""
         raise NotImplementedError
