@@ -178,7 +178,7 @@ class DerivedFeature(BaseFeature):
         """
         side, name = split_expression(expression)
         if side == CONST_SIDE:
-            return pa.array([name] * int(num_rows or 0), pa.string())
+            return pa.repeat(pa.scalar(name, pa.string()), int(num_rows or 0))
         if name not in columns:
             raise self._column_error(
                 name, f"column not found; available columns: {sorted(columns)}"

@@ -58,10 +58,13 @@ def hash_bytes(strings: pa.Array) -> np.ndarray:
     lengths = (offsets[1:] - offsets[:-1]).astype(np.int64)
     words = int((lengths.max() + 7) // 8) if lengths.size else 0
     # each string's bytes zero-padded to a whole number of 8-byte little-endian words
-    width = np.arange(words * 8, dtype=np.int64)
-    inside = width[None, :] < lengths[:, None]
     padded = np.zeros((len(strings), words * 8), dtype=np.uint8)
-    padded[inside] = data[(offsets[:-1, None].astype(np.int64) + width[None, :])[inside]]
+    starts = np.repeat(offsets[:-1].astype(np.int64), lengths)
+    rows = np.repeat(np.arange(len(strings)), lengths)
+    columns = np.arange(len(rows), dtype=np.int64) - np.repeat(
+        np.cumsum(lengths) - lengths, lengths
+    )
+    padded[rows, columns] = data[starts + columns]
     blocks = padded.view("<u8").astype(np.uint64, copy=False).reshape(len(strings), words)
     length64 = lengths.astype(np.uint64)
     h = _SEED ^ (length64 * _MUL)
