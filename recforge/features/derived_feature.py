@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from recforge.features.base_feature import BaseFeature, FeatureError
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_DAG, FG_NONE
+from recforge.features.fg_mode import FG_DAG
 from recforge.features.id_feature import IdFeature
 from recforge.features.raw_feature import RawFeature
 from recforge.features.utils import as_array
@@ -79,14 +79,6 @@ class DerivedFeature(BaseFeature):
     """
 
     _out: BaseFeature
-
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
 
     # ------------------------------------------------------------------ output feature
     def _output_mode(self) -> int:

@@ -165,7 +165,8 @@ class _SequenceDerived:
         """The most elements kept per row."""
         return int(self.config.sequence_length)
 
-    def _split(self, column: pa.Array, expression: str) -> tuple[pa.Array, np.ndarray]:
+    def _split(self, column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+        """``(elements [N], lengths int32 [B])`` of a sequence column, cut to the length."""
         if pa.types.is_string_view(column.type) or pa.types.is_large_string(column.type):
             column = pc.cast(column, pa.string())
         if is_string_type(column.type):
@@ -207,7 +208,7 @@ class _SequenceDerived:
             name = split_expression(expression)[1]
             if name not in columns:
                 continue  # the kind's parse names the missing column
-            values, counts = self._split(as_array(columns[name]), expression)
+            values, counts = self._split(as_array(columns[name]))
             if lengths is None:
                 lengths, first_name = counts, name
             elif not np.array_equal(lengths, counts):
