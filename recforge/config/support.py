@@ -55,6 +55,21 @@ def _ignored(reason: str) -> Entry:
 
 
 _FG_KIND = _no("this feature-generation kind is not built yet (id, raw and sequence features are)")
+_VOCAB_FILE = _no("vocabulary files are not read yet; use vocab_list or vocab_dict")
+#: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
+_DERIVED_FIELDS: dict[str, Entry] = {
+    "zch": _no("dynamic / zero-collision embedding tables are not built yet"),
+    "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
+    "vocab_file": _VOCAB_FILE,
+    "asset_dir": _VOCAB_FILE,
+    "stub_type": _no("FG-only intermediate features are not built yet"),
+    "autodis": _no("AutoDis dense embeddings are not built yet"),
+    "mlp": _no("MLP dense embeddings are not built yet"),
+    "fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
+}
+_MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_value_type"
+#: FG kinds built from raw columns by recforge, their sequence_ variants too
+_DERIVED_KINDS = ("combo_feature", "lookup_feature", "match_feature", "expr_feature")
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
 _SAMPLER = _no("only negative_sampler is built so far")
@@ -90,12 +105,14 @@ MESSAGES: dict[str, Entry] = {
     # feature generation kinds
     **dict.fromkeys(
         (
-            "ComboFeature LookupFeature MatchFeature ExprFeature OverlapFeature TokenizeFeature"
+            "OverlapFeature TokenizeFeature"
             " TextNormalizer CustomFeature KvDotProduct BoolMaskFeature CombineFeature"
             " AutoDisEmbedding MLPEmbedding"
         ).split(),
         _FG_KIND,
     ),
+    # feature generation kinds recforge computes (recforge/features/{combo,lookup,match,expr}_*)
+    **dict.fromkeys("ComboFeature LookupFeature MatchFeature ExprFeature".split(), _YES),
     # sequence groups and encoders inside DEEP feature groups
     **dict.fromkeys(
         (
@@ -199,6 +216,21 @@ FIELDS: dict[str, Entry] = {
             ("stub_type", _FG_KIND),
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
+    },
+    # combo / lookup / match / expr and their sequence variants are built
+    **{f"FeatureConfig.{kind}": _YES for kind in _DERIVED_KINDS},
+    **{f"FeatureConfig.sequence_{kind}": _YES for kind in _DERIVED_KINDS},
+    **{f"SeqFeatureConfig.{kind}": _YES for kind in _DERIVED_KINDS},
+    **{
+        f"{feature}.{name}": entry
+        for feature, names in (
+            ("ComboFeature", "zch dynamicemb vocab_file asset_dir stub_type"),
+            ("LookupFeature", _MAP_FIELDS),
+            ("MatchFeature", _MAP_FIELDS),
+            ("ExprFeature", "stub_type autodis mlp"),
+        )
+        for name, entry in _DERIVED_FIELDS.items()
+        if name in names.split()
     },
     "IdFeature.weighted": _no("weighted id features are not built yet"),
     "IdFeature.zch": _DYNAMIC_EMB,

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from recforge.features.base_feature import BaseFeature, FeatureError
+from recforge.features.combo_feature import ComboFeature
+from recforge.features.expr_feature import ExprFeature
 from recforge.features.fg_mode import (
     DEFAULT_MULTIVAL_SEP,
     FG_BUCKETIZE,
@@ -33,7 +35,15 @@ from recforge.features.fg_mode import (
     resolve_fg_mode,
 )
 from recforge.features.id_feature import IdFeature
+from recforge.features.lookup_feature import LookupFeature
+from recforge.features.match_feature import MatchFeature
 from recforge.features.raw_feature import RawFeature
+from recforge.features.sequence_derived import (
+    SequenceComboFeature,
+    SequenceExprFeature,
+    SequenceLookupFeature,
+    SequenceMatchFeature,
+)
 from recforge.features.sequence_feature import (
     SequenceIdFeature,
     SequenceRawFeature,
@@ -47,6 +57,14 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "raw_feature": RawFeature,
     "sequence_id_feature": SequenceIdFeature,
     "sequence_raw_feature": SequenceRawFeature,
+    "combo_feature": ComboFeature,
+    "lookup_feature": LookupFeature,
+    "match_feature": MatchFeature,
+    "expr_feature": ExprFeature,
+    "sequence_combo_feature": SequenceComboFeature,
+    "sequence_lookup_feature": SequenceLookupFeature,
+    "sequence_match_feature": SequenceMatchFeature,
+    "sequence_expr_feature": SequenceExprFeature,
 }
 
 
@@ -175,8 +193,12 @@ __all__ = [
     "FG_NONE",
     "FG_NORMAL",
     "BaseFeature",
+    "ComboFeature",
+    "ExprFeature",
     "FeatureError",
     "IdFeature",
+    "LookupFeature",
+    "MatchFeature",
     "RawFeature",
     "SequenceIdFeature",
     "SequenceRawFeature",

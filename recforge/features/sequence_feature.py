@@ -253,6 +253,11 @@ def sequence_element_configs(sequence: Any) -> list[tuple[str, Any]]:
         kind = element.WhichOneof("feature")
         if kind is None:
             continue
+        if kind in ("combo_feature", "lookup_feature", "match_feature", "expr_feature"):
+            from recforge.features.sequence_derived import element_config  # avoids a cycle
+
+            out.append(element_config(sequence, kind, getattr(element, kind)))
+            continue
         message = type(getattr(element, kind))()
         message.CopyFrom(getattr(element, kind))
         expression = message.expression or message.feature_name
