@@ -254,3 +254,24 @@ def test_rocket_launching_needs_both_nets():
     with pytest.raises(ConfigError) as info:
         build("RocketLaunching", body)
     assert info.value.field == "model_config.rocket_launching.light_mlp"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "wukong_demo",
+        "wukong_frappe",
+        "rocket_launching_demo",
+        "rocket_launching_frappe",
+        "pepnet_demo",
+    ],
+)
+def test_example_configs_validate(name):
+    from cli_util import example
+
+    from recforge.config import load_pipeline_config, validate_config
+
+    path = example(f"{name}.config")
+    config = load_pipeline_config(path)
+    validate_config(config, path)
+    assert config.model_config.WhichOneof("model") == name.rsplit("_", 1)[0]
