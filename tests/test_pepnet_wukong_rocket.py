@@ -122,6 +122,17 @@ def test_pepnet_ppnet_settings_are_config_errors():
     assert info.value.field == "model_config.pepnet.ppnet_hidden_units"
 
 
+def test_mock_data_writes_domain_indices_for_the_domain_label():
+    from test_multi_task import make_config
+
+    from recforge.datasets.mock_data import label_specs
+
+    config = make_config("PEPNet", domain_body(3))
+    config.data_config.label_fields.extend(["label", "label_cvr", "domain"])
+    specs = label_specs(config)
+    assert specs["domain"].num_class == 3 and specs["label"].num_class == 1
+
+
 # ------------------------------------------------------------------ WuKong
 def test_linear_compress_block_mixes_the_vectors():
     lcb = LinearCompressBlock(3, 2)
