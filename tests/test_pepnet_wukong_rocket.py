@@ -101,6 +101,30 @@ def test_pepnet_domain_towers_score_each_sample_with_its_own_domain():
     assert all(model.towers[i].output.weight.grad is not None for i in range(6))
 
 
+def test_pepnet_domain_towers_script_for_export():
+    from export_util import make_table
+    from test_multi_task import make_config
+
+    from recforge.datasets.data_parser import DataParser
+    from recforge.features import create_pipeline_features
+    from recforge.models.script_wrapper import script_model
+
+    config = make_config("PEPNet", domain_body(2))
+    features = create_pipeline_features(config)  # FG_DAG: reads the raw table columns
+    model = BaseModel.create_class("PEPNet")(
+        config.model_config, features, ["label", "label_cvr", "domain"]
+    ).eval()
+    parser = DataParser(features)
+    parsed = parser.parse(make_table(7, labels=()).to_batches()[0])
+    scripted = script_model(model)
+    with torch.no_grad():
+        eager = model.predict(parser.to_batch(parsed))
+        outputs = scripted(parsed)
+    assert sorted(outputs) == sorted(model.output_names) and "probs_cvr_1" in outputs
+    for name, value in eager.items():
+        torch.testing.assert_close(outputs[name], value)
+
+
 def test_pepnet_domain_out_of_range_is_a_data_error():
     model = build_pepnet(domain_body(2))
     batch = domain_batch([0, 1, 2, 0])
