@@ -58,12 +58,12 @@ def main(args: argparse.Namespace) -> int:
     """Prints parse rates, step time and the profile."""
     import torch
 
+    from recforge.models.factory import build_model
     from recforge.models.model import TrainWrapper
     from recforge.utils.logging_util import setup_logging
     from recforge.utils.pipeline import (
         build_dataset,
         build_features,
-        build_model,
         prepare_config,
         setup_process,
     )

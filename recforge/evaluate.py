@@ -14,6 +14,7 @@ from torch import nn
 from recforge.config import ConfigError
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.errors import DataError
+from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
@@ -23,7 +24,6 @@ from recforge.utils.logging_util import setup_logging
 from recforge.utils.pipeline import (
     build_dataset,
     build_features,
-    build_model,
     model_dir_path,
     prepare_config,
     setup_process,

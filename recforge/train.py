@@ -17,6 +17,7 @@ from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.errors import DataError, Preempted
 from recforge.evaluate import run_evaluation, write_eval_result
+from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
@@ -32,7 +33,6 @@ from recforge.utils.logging_util import Throughput, setup_logging
 from recforge.utils.pipeline import (
     build_dataset,
     build_features,
-    build_model,
     model_dir_path,
     prepare_config,
     set_tf32,

@@ -10,11 +10,12 @@ from typing import Any, Optional
 import torch
 
 from recforge.errors import CheckpointError, ExportError
+from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import layout
 from recforge.utils.dense_ema import ema_for_inference, use_dense_ema
-from recforge.utils.pipeline import build_features, build_model
+from recforge.utils.pipeline import build_features
 
 logger = logging.getLogger(__name__)
 
