@@ -106,8 +106,8 @@ def test_pepnet_domain_towers_script_for_export():
     from test_multi_task import make_config
 
     from recforge.datasets.data_parser import DataParser
+    from recforge.export.scripting import script_model
     from recforge.features import create_pipeline_features
-    from recforge.models.script_wrapper import script_model
 
     config = make_config("PEPNet", domain_body(2))
     features = create_pipeline_features(config)  # FG_DAG: reads the raw table columns

@@ -162,7 +162,7 @@ def test_config_trains_evaluates_and_exports_on_its_mock_data(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(UPSTREAM_MISTAKES))
 def test_upstream_config_mistake_is_a_config_error_at_its_field(name):
     from recforge.features import create_features
-    from recforge.utils.pipeline import build_model
+    from recforge.models.factory import build_model
 
     config = load_pipeline_config(_path(name))
     features = create_features(config.feature_configs)
