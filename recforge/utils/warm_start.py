@@ -205,7 +205,7 @@ def warm_start(
     checkpoint = resolve_checkpoint(checkpoint_path)
     param_map = read_param_map(param_map_path) if param_map_path else {}
     files = CheckpointFiles(checkpoint)
-    check_id_hash(files.read_json(ckpt_util.TRAIN_STATE_FILE), model, checkpoint)
+    check_id_hash(files.read_json(layout.TRAIN_STATE_FILE), model, checkpoint)
     saved = _checkpoint_tensors(files)
     result = WarmStartResult(checkpoint)
     if optimizer is not None and hasattr(optimizer, "init_state"):
