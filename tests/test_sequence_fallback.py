@@ -112,7 +112,7 @@ def test_sequence_tables_train_with_every_sparse_optimizer(sparse, dim):
     # the pooled-only table keeps its kernel; the fused path is untouched
     assert plan["ebc.user_emb"][1] == ("fused" if sparse in CPU_FUSED else "dense")
     if fused:
-        assert plan["dim_8.tag_seq_emb"] == ("table_wise", "fused")
+        assert plan["dim_8.tag_seq_emb"][1] == "fused"
         assert sharded.fallback_tables == []
     else:
         # fbgemm's CPU dense lookup cannot leave rows unpooled: the collection stays unsharded
@@ -134,7 +134,7 @@ def test_a_frozen_sequence_table_keeps_its_weights_and_fused_pooled_tables_stay_
     # tag_seq_emb cannot take the fused kernel, so the dim-8 collection stays unsharded with
     # all its tables; the pooled twin of item_emb stays on the fused kernel
     assert not any(key.startswith("dim_8.") for key in plan)
-    assert plan["ebc.item_emb"] == ("table_wise", "fused")
+    assert plan["ebc.item_emb"][1] == "fused"
     assert sharded.fallback_tables == ["item_emb"]
 
     before = weights(sharded)

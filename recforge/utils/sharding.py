@@ -262,6 +262,7 @@ def shard_model(
     unsharded_ids = {id(p) for ec in unsharded.values() for p in ec.parameters()}
     unsharded_tables = {c.name for ec in unsharded.values() for c in ec.embedding_configs()}
     fused_params = []
+    riders: list[str] = []  # fused-capable tables in an unsharded collection
     for name, (_, params) in tables.items():
         use_fused = name in fused_tables
         user = (table_constraints or {}).get(name)
@@ -269,7 +270,8 @@ def shard_model(
         if use_fused:
             fused_params.extend(p for p in params if id(p) not in unsharded_ids)
             if spec is not None and name in unsharded_tables:
-                fallback.append(name)  # shares an unsharded collection with a dense table
+                fallback.append(name)
+                riders.append(name)
             sharding_types = ["table_wise", "column_wise"]
             if device.type == "cuda":
                 sharding_types += ["row_wise", "table_row_wise"]
@@ -282,16 +284,26 @@ def shard_model(
         constraints[name] = ParameterConstraints(
             sharding_types=sharding_types, compute_kernels=[kernel]
         )
-    if fallback and dist_util.rank() == 0:
+    cannot = [t for t in fallback if t not in riders]
+    if cannot and dist_util.rank() == 0:
         reason = spec.cpu_note if device.type == "cpu" and spec.cpu_note else ""
         logger.warning(
             "fbgemm's fused %s kernel cannot train tables %s (%s, dims %s%s): they use a"
             " data-parallel dense lookup with %s.%s instead",
             device.type,
-            fallback,
+            cannot,
             spec.name,
-            sorted({tables[t][0] for t in fallback}),
+            sorted({tables[t][0] for t in cannot}),
             f"; {reason}" if reason else "",
+            spec.fallback_class.__module__,
+            spec.fallback_class.__name__,
+        )
+    if riders and dist_util.rank() == 0:
+        logger.warning(
+            "the unpooled tables %s train with %s.%s, not fbgemm's fused kernel: their"
+            " EmbeddingCollection also holds a frozen or dense-kernel table, so it stays"
+            " unsharded",
+            riders,
             spec.fallback_class.__module__,
             spec.fallback_class.__name__,
         )
