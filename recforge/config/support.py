@@ -55,6 +55,7 @@ def _ignored(reason: str) -> Entry:
 
 
 _FG_KIND = _no("this feature-generation kind is not built yet (id, raw and sequence features are)")
+_FG_SEQ_KIND = _no("sequence_ variants of this feature kind are not built yet")
 _SEQ_ENCODER = _no("sequence encoders in feature groups are not built yet")
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
@@ -91,11 +92,17 @@ MESSAGES: dict[str, Entry] = {
     # feature generation kinds
     **dict.fromkeys(
         (
-            "ComboFeature LookupFeature MatchFeature ExprFeature OverlapFeature TokenizeFeature"
-            " TextNormalizer CustomFeature KvDotProduct BoolMaskFeature CombineFeature"
-            " AutoDisEmbedding MLPEmbedding"
+            "ComboFeature LookupFeature MatchFeature ExprFeature AutoDisEmbedding MLPEmbedding"
         ).split(),
         _FG_KIND,
+    ),
+    # feature generation kinds built from raw inputs (recforge/features/*_feature.py)
+    **dict.fromkeys(
+        (
+            "OverlapFeature TokenizeFeature TextNormalizer CustomFeature KvDotProduct"
+            " BoolMaskFeature CombineFeature"
+        ).split(),
+        _YES,
     ),
     **dict.fromkeys(
         (
@@ -178,18 +185,66 @@ FIELDS: dict[str, Entry] = {
     **{
         f"FeatureConfig.{prefix}{kind}": _FG_KIND
         for prefix in ("", "sequence_")
+        for kind in "combo_feature lookup_feature match_feature expr_feature".split()
+    },
+    **{
+        f"FeatureConfig.sequence_{kind}": _FG_SEQ_KIND
         for kind in (
-            "combo_feature lookup_feature match_feature expr_feature overlap_feature"
-            " tokenize_feature custom_feature kv_dot_product bool_mask_feature combine_feature"
+            "overlap_feature tokenize_feature custom_feature kv_dot_product bool_mask_feature"
+            " combine_feature"
         ).split()
     },
     **{
         f"SeqFeatureConfig.{kind}": _FG_KIND
+        for kind in "combo_feature lookup_feature match_feature expr_feature".split()
+    },
+    **{
+        f"SeqFeatureConfig.{kind}": _FG_SEQ_KIND
         for kind in (
-            "combo_feature lookup_feature match_feature expr_feature overlap_feature"
-            " tokenize_feature custom_feature kv_dot_product bool_mask_feature combine_feature"
+            "overlap_feature tokenize_feature custom_feature kv_dot_product bool_mask_feature"
+            " combine_feature"
         ).split()
     },
+    **{
+        f"{feature}.{name}": entry
+        for feature in (
+            "OverlapFeature TokenizeFeature CustomFeature KvDotProduct BoolMaskFeature"
+            " CombineFeature"
+        ).split()
+        for name, entry in (
+            (
+                "stub_type",
+                _no("intermediate feature-generation outputs (stub_type) are not built yet"),
+            ),
+            ("sequence_fields", _ignored("a serving-side hint for feature generation")),
+            ("sequence_length", _FG_SEQ_KIND),
+            ("sequence_delim", _FG_SEQ_KIND),
+        )
+    },
+    **{
+        f"{feature}.{name}": _FG_KIND
+        for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()
+        for name in ("autodis", "mlp")
+    },
+    **{
+        f"{feature}.{name}": _DYNAMIC_EMB
+        for feature in ("CustomFeature", "BoolMaskFeature")
+        for name in ("zch", "dynamicemb")
+    },
+    "BoolMaskFeature.vocab_file": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
+    "BoolMaskFeature.asset_dir": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
+    "BoolMaskFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
+    "CustomFeature.vocab_file": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
+    "CustomFeature.asset_dir": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
+    "CustomFeature.is_op_thread_safe": _ignored(
+        "recforge's operators run in one thread per worker"
+    ),
+    "KvDotProduct.kv_delimiter": _no(
+        "a float in the schema, so no delimiter can be given; recforge always uses ':'"
+    ),
+    "TokenizeFeature.tokens_as_sequence": _no(
+        "token ids as an unpooled sequence are not built yet"
+    ),
     **{
         f"{feature}.{name}": entry
         for feature in ("IdFeature", "RawFeature")

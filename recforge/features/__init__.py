@@ -23,6 +23,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from recforge.features.base_feature import BaseFeature, FeatureError
+from recforge.features.bool_mask_feature import BoolMaskFeature
+from recforge.features.combine_feature import CombineFeature
+from recforge.features.custom_feature import CustomFeature
 from recforge.features.fg_mode import (
     DEFAULT_MULTIVAL_SEP,
     FG_BUCKETIZE,
@@ -33,12 +36,15 @@ from recforge.features.fg_mode import (
     resolve_fg_mode,
 )
 from recforge.features.id_feature import IdFeature
+from recforge.features.kv_dot_product import KvDotProduct
+from recforge.features.overlap_feature import OverlapFeature
 from recforge.features.raw_feature import RawFeature
 from recforge.features.sequence_feature import (
     SequenceIdFeature,
     SequenceRawFeature,
     sequence_element_configs,
 )
+from recforge.features.tokenize_feature import TokenizeFeature
 
 #: ``FeatureConfig.feature`` oneof name -> feature class (``sequence_feature`` expands into
 #: several ``sequence_*_feature``).
@@ -47,6 +53,12 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "raw_feature": RawFeature,
     "sequence_id_feature": SequenceIdFeature,
     "sequence_raw_feature": SequenceRawFeature,
+    "overlap_feature": OverlapFeature,
+    "tokenize_feature": TokenizeFeature,
+    "kv_dot_product": KvDotProduct,
+    "bool_mask_feature": BoolMaskFeature,
+    "combine_feature": CombineFeature,
+    "custom_feature": CustomFeature,
 }
 
 
@@ -175,11 +187,17 @@ __all__ = [
     "FG_NONE",
     "FG_NORMAL",
     "BaseFeature",
+    "BoolMaskFeature",
+    "CombineFeature",
+    "CustomFeature",
     "FeatureError",
     "IdFeature",
+    "KvDotProduct",
+    "OverlapFeature",
     "RawFeature",
     "SequenceIdFeature",
     "SequenceRawFeature",
+    "TokenizeFeature",
     "create_feature",
     "create_feature_group",
     "create_features",

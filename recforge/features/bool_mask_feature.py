@@ -1,0 +1,137 @@
+"""``BoolMaskFeature``: the values of one input kept where a second input's mask is true."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recforge.features.base_feature import BaseFeature, FeatureError
+from recforge.features.derived_feature import (
+    DerivedFeature,
+    copy_fields,
+    input_column,
+)
+from recforge.features.utils import first_true, is_string_type
+
+#: the id fields a bool_mask_feature shares with an id_feature
+_ID_FIELDS = (
+    "hash_bucket_size",
+    "num_buckets",
+    "vocab_list",
+    "vocab_dict",
+    "value_dim",
+    "default_value",
+    "separator",
+    "default_bucketize_value",
+)
+_TRUE = ("true", "1")
+_FALSE = ("false", "0")
+
+
+class BoolMaskFeature(DerivedFeature):
+    r"""Values of ``expression[0]`` where ``expression[1]`` is true, as ids (``tf.boolean_mask``).
+
+    Both inputs are multi-value: strings joined by ``separator`` (default ``"\x1d"``) or
+    lists. Mask items are booleans, integers 0 / 1, or the strings ``"true"`` / ``"false"`` /
+    ``"1"`` / ``"0"`` (any case); a null item is false; anything else is an error. A value
+    and its mask item are paired by position, so each row needs as many mask items as
+    values; a null or empty value cell is an empty row whatever its mask, and a null value
+    item is dropped. The kept values are bucketized as an
+    :class:`~recforge.features.id_feature.IdFeature` with the same fields (``num_buckets``,
+    ``hash_bucket_size``, ``vocab_list``, ``vocab_dict``, ``default_value``, ...).
+    """
+
+    @property
+    def expressions(self) -> list[str]:
+        """``expression``: values, then mask (exactly two)."""
+        return list(self.config.expression)
+
+    def build_inner(self) -> BaseFeature:
+        """An ``IdFeature`` with this feature's id fields."""
+        if not self.reads_fg_output and len(self.config.expression) != 2:
+            raise FeatureError(
+                f"feature '{self.name}': expression must name 2 inputs (values, mask), found "
+                f"{list(self.config.expression)}"
+            )
+        message = self.inner_message("IdFeature")
+        copy_fields(self.config, message, _ID_FIELDS)
+        return self.make_inner(message)
+
+    def _mask(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+        """``(keep bool [M], rows int64 [M], items [M])`` of the mask input (null: false)."""
+        items, rows, _ = _items(column, self.config.separator)
+        if pa.types.is_boolean(items.type):
+            return items.fill_null(False).to_numpy(zero_copy_only=False), rows, items
+        if pa.types.is_integer(items.type) or pa.types.is_floating(items.type):
+            numbers = items.fill_null(0).to_numpy(zero_copy_only=False)
+            bad = first_true((numbers != 0) & (numbers != 1))
+            if bad >= 0:
+                raise self.data_error(
+                    input_column(self.expressions[1]),
+                    int(rows[bad]),
+                    f"expected mask items true/false or 1/0, found {items[bad].as_py()!r}",
+                )
+            return numbers == 1, rows, items
+        if not is_string_type(items.type):
+            raise FeatureError(
+                f"feature '{self.name}' (column '{input_column(self.expressions[1])}'): "
+                f"expected a boolean, integer or string mask, found type {column.type}"
+            )
+        lowered = pc.utf8_lower(pc.utf8_trim_whitespace(items)).fill_null("false")
+        is_true = pc.is_in(lowered, value_set=pa.array(_TRUE)).to_numpy(zero_copy_only=False)
+        is_false = pc.is_in(lowered, value_set=pa.array(_FALSE)).to_numpy(zero_copy_only=False)
+        bad = first_true(~(is_true | is_false))
+        if bad >= 0:
+            raise self.data_error(
+                input_column(self.expressions[1]),
+                int(rows[bad]),
+                f"expected mask items true/false or 1/0, found {items[bad].as_py()!r}",
+            )
+        return is_true, rows, items
+
+    def derive(self, inputs: list[pa.Array]) -> pa.Array:
+        """``list [B]`` of the kept values of each row."""
+        values_column, mask_column = inputs
+        num_rows = len(values_column)
+        # positions matter here: null items are kept until the mask is applied
+        values, value_rows, value_lengths = _items(values_column, self.config.separator)
+        keep, mask_rows, _ = self._mask(mask_column)
+        # a null or empty value cell is an empty row whatever its mask says
+        used = value_lengths[mask_rows] > 0
+        keep, mask_rows = keep[used], mask_rows[used]
+        mask_lengths = np.bincount(mask_rows, minlength=num_rows)
+        bad = first_true((value_lengths != mask_lengths) & (value_lengths > 0))
+        if bad >= 0:
+            raise self.data_error(
+                input_column(self.expressions[1]),
+                bad,
+                f"expected one mask item per value of '{input_column(self.expressions[0])}' "
+                f"({int(value_lengths[bad])}), found {int(mask_lengths[bad])}",
+            )
+        keep = keep & values.is_valid().to_numpy(zero_copy_only=False)
+        kept = values.filter(pa.array(keep))
+        offsets = np.zeros(num_rows + 1, dtype=np.int32)
+        np.cumsum(np.bincount(value_rows[keep], minlength=num_rows), out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), kept)
+
+
+def _items(column: pa.Array, separator: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Every item of each cell, null and empty ones included (string cells split)."""
+    num_rows = len(column)
+    if pa.types.is_string_view(column.type):
+        column = pc.cast(column, pa.string())
+    if pa.types.is_null(column.type):
+        return pa.array([], pa.string()), np.zeros(0, np.int64), np.zeros(num_rows, np.int64)
+    if is_string_type(column.type):
+        empty = pc.equal(column, "").fill_null(True)
+        column = pc.if_else(empty, pa.scalar(None, column.type), column)
+        column = pc.split_pattern(column, separator) if separator else column
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        items = pc.list_flatten(column)
+        rows = pc.list_parent_indices(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        valid = column.is_valid()
+        items = column.filter(valid)
+        rows = np.flatnonzero(valid.to_numpy(zero_copy_only=False)).astype(np.int64)
+    return items, rows, np.bincount(rows, minlength=num_rows)
