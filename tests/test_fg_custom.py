@@ -1,0 +1,126 @@
+"""custom_feature: the built-in operators and plugin operators registered by name."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from google.protobuf import struct_pb2
+
+from recforge.features import FG_DAG, FG_NONE, FeatureError, create_feature, custom_ops
+from recforge.protos import feature_pb2
+from recforge.utils.registry import RegistryError
+
+
+def params(**values) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(values)
+    return out
+
+
+def custom(fg_mode: int = FG_DAG, **kwargs):
+    kwargs.setdefault("feature_name", "c")
+    return create_feature(
+        feature_pb2.FeatureConfig(custom_feature=feature_pb2.CustomFeature(**kwargs)), fg_mode
+    )
+
+
+def test_edit_distance_by_characters_and_bytes(caplog):
+    rows = {
+        "q": pa.array(["裙子", None, "kitten", "é"]),
+        "t": pa.array(["连衣裙", "ab", "sitting", "e"]),
+    }
+    with caplog.at_level(logging.INFO):
+        chars = custom(
+            operator_name="EditDistance",
+            operator_lib_file="pyfg/lib/libedit_distance.so",
+            expression=["user:q", "item:t"],
+            operator_params=params(encoding="utf-8"),
+        )
+    assert "libedit_distance.so" in caplog.text  # only noted
+    assert chars.inputs == ["q", "t"]
+    # substitute 裙 -> 连, 子 -> 衣, insert 裙; a null text is empty
+    assert chars.parse(rows)["c.values"].ravel().tolist() == [3, 2, 3, 1]
+    latin = custom(operator_name="EditDistance", expression=["user:q", "item:t"])
+    # the default encoding compares bytes: é is 2 bytes (c3 a9), e one
+    assert latin.parse(rows)["c.values"].ravel().tolist()[2:] == [3, 2]
+
+
+def test_edit_distance_boundaries():
+    feature = custom(
+        operator_name="EditDistance",
+        expression=["user:q", "item:t"],
+        operator_params=params(encoding="utf-8"),
+        boundaries=[0, 5, 10],
+        embedding_dim=4,
+    )
+    out = feature.parse({"q": pa.array(["裙子"]), "t": pa.array(["连衣裙"])})
+    assert out["c.values"].tolist() == [1] and feature.num_embeddings == 4
+
+
+def test_regex_replace_then_vocabulary():
+    feature = custom(
+        operator_name="RegexReplace",
+        expression=["item:t"],
+        operator_params=params(regex_patten="[0-9]+", replacement="#"),
+        vocab_list=["a#", "b#"],
+        embedding_dim=4,
+    )
+    out = feature.parse({"t": pa.array(["a1", "b22", "c3", None])})
+    # the list is the whole table; unknown values take default_bucketize_value (0)
+    assert out["c.values"].tolist() == [0, 1, 0] and out["c.lengths"].tolist() == [1, 1, 1, 0]
+    assert feature.num_embeddings == 2
+
+
+def test_plugin_operator_registered_by_name():
+    @custom_ops.register_operator("TestTitleLength")
+    def title_length(inputs, options):
+        return pc.multiply(pc.utf8_length(inputs[0].fill_null("")), options.get("scale", 1))
+
+    try:
+        feature = custom(
+            operator_name="TestTitleLength",
+            expression=["item:t"],
+            operator_params=params(scale=2),
+        )
+        out = feature.parse({"t": pa.array(["abc", None])})
+        assert out["c.values"].ravel().tolist() == [6.0, 0.0]
+        with pytest.raises(RegistryError, match="already registered"):
+            custom_ops.register_operator("TestTitleLength")(lambda inputs, options: inputs[0])
+    finally:
+        custom_ops._OPERATORS.pop("TestTitleLength", None)
+
+
+def test_operator_errors():
+    with pytest.raises(
+        FeatureError, match="feature 'c': operator_name: unknown custom operator 'Nope'"
+    ):
+        custom(operator_name="Nope", expression=["user:q"])
+    with pytest.raises(FeatureError, match="feature 'c': operator 'RegexReplace': regex_patten"):
+        custom(
+            operator_name="RegexReplace",
+            expression=["user:q"],
+            operator_params=params(regex_patten="("),
+        )
+    with pytest.raises(FeatureError, match="EditDistance takes 2 inputs"):
+        custom(operator_name="EditDistance", expression=["user:q"])
+
+    @custom_ops.register_operator("TestShort")
+    def short(inputs, options):
+        return [1.0]
+
+    try:
+        with pytest.raises(FeatureError, match="returned 1 rows for 2 input rows"):
+            custom(operator_name="TestShort", expression=["user:q"]).parse(
+                {"q": pa.array(["a", "b"])}
+            )
+    finally:
+        custom_ops._OPERATORS.pop("TestShort", None)
+
+
+def test_fg_none_needs_no_operator():
+    feature = custom(FG_NONE, operator_name="NotLoaded", hash_bucket_size=10, embedding_dim=4)
+    out = feature.parse({"c": pa.array([3, None])})
+    assert out["c.values"].tolist() == [3] and out["c.lengths"].tolist() == [1, 0]
