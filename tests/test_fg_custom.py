@@ -124,3 +124,53 @@ def test_fg_none_needs_no_operator():
     feature = custom(FG_NONE, operator_name="NotLoaded", hash_bucket_size=10, embedding_dim=4)
     out = feature.parse({"c": pa.array([3, None])})
     assert out["c.values"].tolist() == [3] and out["c.lengths"].tolist() == [1, 0]
+
+
+# ------------------------------------------------------------------------------ mock data
+def _configs(tokenizer: str) -> list[feature_pb2.FeatureConfig]:
+    kinds = {
+        "overlap_feature": dict(
+            query="user:q", title="item:t", method="query_common_ratio", boundaries=[0.3, 0.6]
+        ),
+        "kv_dot_product": dict(query="user:kq", document="item:kd"),
+        "bool_mask_feature": dict(expression=["user:ids", "user:mask"], num_buckets=50),
+        "combine_feature": dict(expression="user:nums", num_buckets=12),
+        "tokenize_feature": dict(expression="item:title", vocab_file=tokenizer),
+        "custom_feature": dict(
+            operator_name="EditDistance", expression=["user:q", "item:t"], boundaries=[1, 5]
+        ),
+    }
+    return [
+        feature_pb2.FeatureConfig(**{kind: dict(feature_name=kind, embedding_dim=4, **fields)})
+        for kind, fields in kinds.items()
+    ]
+
+
+@pytest.mark.parametrize("fg_mode", ["FG_DAG", "FG_NONE", "FG_BUCKETIZE"])
+def test_mock_data_of_each_kind_parses(tmp_path, fg_mode):
+    import json
+
+    import numpy as np
+
+    from recforge.datasets.mock_columns import MockFormat, plan_feature
+    from recforge.protos import data_pb2
+
+    pytest.importorskip("tokenizers")
+    vocab = {f"w{i}": i for i in range(30)} | {"[UNK]": 30}
+    spec = {
+        "version": "1.0",
+        "pre_tokenizer": {"type": "Whitespace"},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"},
+    }
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text(json.dumps(spec))
+    rng = np.random.default_rng(0)
+    mode = data_pb2.FgMode.Value(fg_mode)
+    for config in _configs(str(tokenizer)):
+        columns = {}
+        for plan in plan_feature(config, rng, MockFormat(fg_mode=fg_mode)):
+            columns.update(plan.make(rng, 50))
+        out = create_feature(config, mode).parse(columns)
+        name = config.WhichOneof("feature")
+        rows = out[f"{name}.lengths"] if f"{name}.lengths" in out else out[f"{name}.values"]
+        assert len(rows) == 50, name

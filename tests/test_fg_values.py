@@ -91,6 +91,7 @@ def bool_mask(**kwargs):
         ([[1, 2, 3, 4]], [[1, 0, 1, 0]], [1, 3], [2]),
         ([[1, 2, 3, 4]], ["true,false,true,false"], [1, 3], [2]),
         (["123,456,90,80"], [[True, False, True, None]], [123, 90], [2]),  # null mask: false
+        (["1,2", "3"], [None, "1"], [3], [0, 1]),  # a null mask cell: an empty row
     ],
 )
 def test_bool_mask_selects_values(values, mask, expected, lengths):

@@ -36,8 +36,8 @@ class BoolMaskFeature(DerivedFeature):
     lists. Mask items are booleans, integers 0 / 1, or the strings ``"true"`` / ``"false"`` /
     ``"1"`` / ``"0"`` (any case); a null item is false; anything else is an error. A value
     and its mask item are paired by position, so each row needs as many mask items as
-    values; a null or empty value cell is an empty row whatever its mask, and a null value
-    item is dropped. The kept values are bucketized as an
+    values; a null or empty cell on either side is an empty row, and a null value item is
+    dropped. The kept values are bucketized as an
     :class:`~recforge.features.id_feature.IdFeature` with the same fields (``num_buckets``,
     ``hash_bucket_size``, ``vocab_list``, ``vocab_dict``, ``default_value``, ...).
     """
@@ -97,11 +97,10 @@ class BoolMaskFeature(DerivedFeature):
         # positions matter here: null items are kept until the mask is applied
         values, value_rows, value_lengths = _items(values_column, self.config.separator)
         keep, mask_rows, _ = self._mask(mask_column)
-        # a null or empty value cell is an empty row whatever its mask says
-        used = value_lengths[mask_rows] > 0
-        keep, mask_rows = keep[used], mask_rows[used]
         mask_lengths = np.bincount(mask_rows, minlength=num_rows)
-        bad = first_true((value_lengths != mask_lengths) & (value_lengths > 0))
+        # a null or empty cell on either side is an empty row
+        paired = (value_lengths > 0) & (mask_lengths > 0)
+        bad = first_true(paired & (value_lengths != mask_lengths))
         if bad >= 0:
             raise self.data_error(
                 input_column(self.expressions[1]),
@@ -109,6 +108,9 @@ class BoolMaskFeature(DerivedFeature):
                 f"expected one mask item per value of '{input_column(self.expressions[0])}' "
                 f"({int(value_lengths[bad])}), found {int(mask_lengths[bad])}",
             )
+        keep = keep[paired[mask_rows]]
+        used = paired[value_rows]
+        values, value_rows = values.filter(pa.array(used)), value_rows[used]
         keep = keep & values.is_valid().to_numpy(zero_copy_only=False)
         kept = values.filter(pa.array(keep))
         offsets = np.zeros(num_rows + 1, dtype=np.int32)
