@@ -170,3 +170,28 @@ def test_combine_errors():
         combine(combiner="gap_min")
     with pytest.raises(FeatureError, match="combiner must be one of"):
         combine(combiner="median")
+
+
+def test_config_checks_accept_the_kinds_without_hash_bucket_size():
+    from recforge.config.support import check_support
+    from recforge.config.value_checks import check_values
+    from recforge.protos import pipeline_pb2
+
+    config = pipeline_pb2.EasyRecConfig()
+    config.feature_configs.add().combine_feature.CopyFrom(
+        feature_pb2.CombineFeature(
+            feature_name="cb", expression="user:c", num_buckets=10, embedding_dim=4
+        )
+    )
+    config.feature_configs.add().kv_dot_product.CopyFrom(
+        feature_pb2.KvDotProduct(
+            feature_name="kv", query="user:q", document="item:d", kv_delimiter=1
+        )
+    )
+    problems: list = []
+    check_values(config, lambda field, message: problems.append((field, message)))
+    assert problems == []
+    # kv_delimiter is a float in the schema: setting it is refused, the rest is supported
+    assert [path for path, _ in check_support(config)] == [
+        "feature_configs[1].kv_dot_product.kv_delimiter"
+    ]
