@@ -146,37 +146,47 @@ class OverlapFeature(DerivedFeature):
         return pa.array(np.asarray(out, dtype=np.float64))
 
     # ------------------------------------------------------------------ methods
+    # each method takes (query codes, query rows, query lengths, title codes, title rows,
+    # title lengths): flat term codes [N], the row of each term [N] and terms per row [B]
     @staticmethod
-    def _common(codes: np.ndarray, rows: np.ndarray, other: np.ndarray, other_rows: np.ndarray):
+    def _ratio(
+        codes: np.ndarray,
+        rows: np.ndarray,
+        lengths: np.ndarray,
+        other: np.ndarray,
+        other_rows: np.ndarray,
+    ) -> np.ndarray:
+        """Share of a row's terms that its other side holds too."""
         width = int(max(codes.max(initial=0), other.max(initial=0))) + 1
         found = np.isin(rows * width + codes, other_rows * width + other)
-        return found
-
-    def _ratio(self, codes, rows, lengths, other, other_rows) -> np.ndarray:
-        found = self._common(codes, rows, other, other_rows)
         common = np.bincount(rows, weights=found, minlength=len(lengths))
         return np.divide(common, lengths, out=np.zeros(len(lengths)), where=lengths > 0)
 
-    def _query_ratio(self, q_codes, q_rows, q_len, t_codes, t_rows, t_len) -> np.ndarray:
+    def _query_ratio(self, *terms: np.ndarray) -> np.ndarray:
+        q_codes, q_rows, q_len, t_codes, t_rows, _ = terms
         return self._ratio(q_codes, q_rows, q_len, t_codes, t_rows)
 
-    def _title_ratio(self, q_codes, q_rows, q_len, t_codes, t_rows, t_len) -> np.ndarray:
+    def _title_ratio(self, *terms: np.ndarray) -> np.ndarray:
+        q_codes, q_rows, _, t_codes, t_rows, t_len = terms
         return self._ratio(t_codes, t_rows, t_len, q_codes, q_rows)
 
-    def _is_equal(self, q_codes, q_rows, q_len, t_codes, t_rows, t_len) -> np.ndarray:
+    def _is_equal(self, *terms: np.ndarray) -> np.ndarray:
+        q_codes, q_rows, q_len, t_codes, t_rows, t_len = terms
         same_len = (q_len == t_len) & (q_len > 0)
         q_keep, t_keep = same_len[q_rows], same_len[t_rows]
         differs = q_codes[q_keep] != t_codes[t_keep]  # aligned: same rows, same lengths
         mismatches = np.bincount(q_rows[q_keep], weights=differs, minlength=len(q_len))
         return (same_len & (mismatches == 0)).astype(np.float64)
 
-    def _index_of(self, q_codes, q_rows, q_len, t_codes, t_rows, t_len) -> np.ndarray:
+    def _index_of(self, *terms: np.ndarray) -> np.ndarray:
+        q_codes, _, q_len, t_codes, _, t_len = terms
         queries, titles = _per_row(q_codes, q_len), _per_row(t_codes, t_len)
         return np.array([_index_of(q, t) for q, t in zip(queries, titles)], dtype=np.float64)
 
-    def _is_contain(self, *args: np.ndarray) -> np.ndarray:
-        return (self._index_of(*args) >= 0).astype(np.float64)
+    def _is_contain(self, *terms: np.ndarray) -> np.ndarray:
+        return (self._index_of(*terms) >= 0).astype(np.float64)
 
-    def _min_cover(self, q_codes, q_rows, q_len, t_codes, t_rows, t_len) -> np.ndarray:
+    def _min_cover(self, *terms: np.ndarray) -> np.ndarray:
+        q_codes, _, q_len, t_codes, _, t_len = terms
         queries, titles = _per_row(q_codes, q_len), _per_row(t_codes, t_len)
         return np.array([_min_cover(q, t) for q, t in zip(queries, titles)], dtype=np.float64)

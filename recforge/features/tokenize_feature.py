@@ -85,12 +85,9 @@ class TokenizeFeature(DerivedFeature):
         fg_mode: int = FG_NONE,
         fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
     ) -> None:
-        cfg = feature_config
-        if cfg.DESCRIPTOR.name == "FeatureConfig":
-            cfg = getattr(cfg, cfg.WhichOneof("feature"))
-        self._tokenizer: Optional[_Tokenizer] = None
-        self._config_for_load = cfg
+        self._tokenizer: Optional[_Tokenizer] = None  # loaded by build_inner (vocab size)
         super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+        cfg = self.config
         if cfg.tokens_as_sequence:
             raise FeatureError(
                 f"feature '{self.name}': tokens_as_sequence is not supported yet (the ids are "
@@ -103,7 +100,7 @@ class TokenizeFeature(DerivedFeature):
     @property
     def vocab_path(self) -> str:
         """``vocab_file``, joined to ``asset_dir`` when that is set."""
-        cfg = self._config_for_load
+        cfg = self.config
         if cfg.asset_dir and not os.path.isabs(cfg.vocab_file):
             return os.path.join(cfg.asset_dir, cfg.vocab_file)
         return cfg.vocab_file
@@ -112,7 +109,7 @@ class TokenizeFeature(DerivedFeature):
     def tokenizer(self) -> _Tokenizer:
         """The loaded tokenizer (loaded again after unpickling, e.g. in a data worker)."""
         if self._tokenizer is None:
-            cfg = self._config_for_load
+            cfg = self.config
             if cfg.tokenizer_type not in _TOKENIZER_TYPES:
                 raise FeatureError(
                     f"feature '{cfg.feature_name}': tokenizer_type must be one of "
@@ -145,6 +142,7 @@ class TokenizeFeature(DerivedFeature):
     def _encode(self, text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         if self._normalize is not None:
             text = self._normalize(text)
+        # the tokenizers take and return Python lists: flattening them is one pass over the ids
         ids = self.tokenizer.encode(text.to_pylist())
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
         flat = np.fromiter((t for i in ids for t in i), dtype=np.int64, count=int(lengths.sum()))
