@@ -135,6 +135,9 @@ def _configs(tokenizer: str) -> list[feature_pb2.FeatureConfig]:
         "kv_dot_product": dict(query="user:kq", document="item:kd"),
         "bool_mask_feature": dict(expression=["user:ids", "user:mask"], num_buckets=50),
         "combine_feature": dict(expression="user:nums", num_buckets=12),
+        "sequence_combine_feature": dict(
+            expression="user:seq_nums", boundaries=[0.5, 1.5], sequence_length=5
+        ),
         "tokenize_feature": dict(expression="item:title", vocab_file=tokenizer),
         "custom_feature": dict(
             operator_name="EditDistance", expression=["user:q", "item:t"], boundaries=[1, 5]

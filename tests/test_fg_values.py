@@ -195,3 +195,53 @@ def test_config_checks_accept_the_kinds_without_hash_bucket_size():
     assert [path for path, _ in check_support(config)] == [
         "feature_configs[1].kv_dot_product.kv_delimiter"
     ]
+
+
+# ------------------------------------------------------------------------------ sequence combine
+@pytest.mark.parametrize("combiner,expected", [("sum", [3, 3, 4, 0]), ("mean", [1, 3, 4, 0])])
+@pytest.mark.parametrize("default_value", ["0", ""])
+def test_sequence_combine_feature(combiner, expected, default_value):
+    sequence = feature(
+        "sequence_combine_feature",
+        expression="user:s",
+        num_buckets=10,
+        embedding_dim=4,
+        combiner=combiner,
+        default_value=default_value,
+        sequence_length=50,
+    )
+    assert sequence.is_sequence and sequence.sequence_length == 50
+    out = sequence.parse({"s": pa.array(["1\x1d2;3", "4", ""])})
+    # elements are combined one by one; an empty sequence is one default element
+    assert out["f.values"].tolist() == expected
+    assert out["f.lengths"].tolist() == [2, 1, 1]
+
+
+def test_combine_element_of_a_sequence_feature_and_truncation():
+    from recforge.features import create_features
+
+    group = feature_pb2.SequenceFeature(sequence_name="seq", sequence_length=2)
+    group.features.add().combine_feature.CopyFrom(
+        feature_pb2.CombineFeature(
+            feature_name="tags",
+            expression="item:tags",
+            num_buckets=10,
+            embedding_dim=4,
+            value_map={"t1": 1.0, "t2": 2.0},
+        )
+    )
+    config = feature_pb2.FeatureConfig(sequence_feature=group)
+    (element,) = create_features([config], FG_DAG)
+    assert element.name == "seq__tags" and element.inputs == ["seq__tags"]
+    out = element.parse({"seq__tags": pa.array(["t1\x1dt2;t1;t2", None])})
+    assert out["seq__tags.values"].tolist() == [3, 1, 0]  # the third element is cut
+    assert out["seq__tags.lengths"].tolist() == [2, 1]
+    (encoded,) = create_features([config], FG_NONE)
+    out = encoded.parse({"seq__tags": pa.array(["3;1", None])})
+    assert out["seq__tags.values"].tolist() == [3, 1]
+    assert out["seq__tags.lengths"].tolist() == [2, 0]
+
+
+def test_sequence_combine_needs_ids():
+    with pytest.raises(FeatureError, match="needs boundaries"):
+        feature("sequence_combine_feature", expression="user:s", sequence_length=5)

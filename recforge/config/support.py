@@ -191,7 +191,6 @@ FIELDS: dict[str, Entry] = {
         f"FeatureConfig.sequence_{kind}": _FG_SEQ_KIND
         for kind in (
             "overlap_feature tokenize_feature custom_feature kv_dot_product bool_mask_feature"
-            " combine_feature"
         ).split()
     },
     **{
@@ -202,7 +201,6 @@ FIELDS: dict[str, Entry] = {
         f"SeqFeatureConfig.{kind}": _FG_SEQ_KIND
         for kind in (
             "overlap_feature tokenize_feature custom_feature kv_dot_product bool_mask_feature"
-            " combine_feature"
         ).split()
     },
     **{
@@ -217,9 +215,14 @@ FIELDS: dict[str, Entry] = {
                 _no("intermediate feature-generation outputs (stub_type) are not built yet"),
             ),
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
-            ("sequence_length", _FG_SEQ_KIND),
-            ("sequence_delim", _FG_SEQ_KIND),
         )
+    },
+    **{
+        f"{feature}.{name}": _FG_SEQ_KIND
+        for feature in (
+            "OverlapFeature TokenizeFeature CustomFeature KvDotProduct BoolMaskFeature".split()
+        )
+        for name in ("sequence_length", "sequence_delim")
     },
     **{
         f"{feature}.{name}": _FG_KIND

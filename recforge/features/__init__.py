@@ -24,7 +24,7 @@ from typing import Any
 
 from recforge.features.base_feature import BaseFeature, FeatureError
 from recforge.features.bool_mask_feature import BoolMaskFeature
-from recforge.features.combine_feature import CombineFeature
+from recforge.features.combine_feature import CombineFeature, SequenceCombineFeature
 from recforge.features.custom_feature import CustomFeature
 from recforge.features.fg_mode import (
     DEFAULT_MULTIVAL_SEP,
@@ -59,6 +59,7 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "bool_mask_feature": BoolMaskFeature,
     "combine_feature": CombineFeature,
     "custom_feature": CustomFeature,
+    "sequence_combine_feature": SequenceCombineFeature,
 }
 
 
@@ -195,6 +196,7 @@ __all__ = [
     "KvDotProduct",
     "OverlapFeature",
     "RawFeature",
+    "SequenceCombineFeature",
     "SequenceIdFeature",
     "SequenceRawFeature",
     "TokenizeFeature",

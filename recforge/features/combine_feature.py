@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 from recforge.features.base_feature import BaseFeature, FeatureError
 from recforge.features.derived_feature import DerivedFeature, input_column, split_terms
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
-from recforge.features.utils import first_true, is_number_type, is_string_type
+from recforge.features.sequence_feature import SequenceIdFeature, SequenceRawFeature
+from recforge.features.utils import first_true, is_list_type, is_number_type, is_string_type
 
 _FLOAT_PATTERN = r"(?i)^\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)\s*$"
 #: combiner -> numpy reduction per row (``count`` is handled apart)
@@ -75,8 +76,8 @@ class CombineFeature(DerivedFeature):
         """``[expression]``."""
         return [self.config.expression] if self.config.expression else []
 
-    def build_inner(self) -> BaseFeature:
-        """An ``IdFeature`` (``num_buckets``) or a ``RawFeature`` (``boundaries`` / dense)."""
+    def inner_config(self) -> Any:
+        """An ``IdFeature`` (``num_buckets``) or ``RawFeature`` (``boundaries`` / dense) message."""
         cfg = self.config
         if cfg.HasField("num_buckets"):
             if cfg.boundaries:
@@ -86,13 +87,17 @@ class CombineFeature(DerivedFeature):
             message = self.inner_message("IdFeature")
             message.num_buckets = cfg.num_buckets
             message.value_dim = 1
-            return self.make_inner(message)
+            return message
         message = self.inner_message("RawFeature")
         message.boundaries.extend(cfg.boundaries)
         if cfg.normalizer:
             message.normalizer = cfg.normalizer
         message.default_value = cfg.default_value or "0"
-        return self.make_inner(message)
+        return message
+
+    def build_inner(self) -> BaseFeature:
+        """The id / raw feature of :meth:`inner_config`."""
+        return self.make_inner(self.inner_config())
 
     def _numbers(self, values: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(numbers float64 [M], rows [M])`` of the flat values."""
@@ -151,3 +156,65 @@ class CombineFeature(DerivedFeature):
                 )
             return pa.array(ids.astype(np.int64))
         return pa.array(out)
+
+
+class SequenceCombineFeature(CombineFeature):
+    r"""``sequence_combine_feature``, or a ``combine_feature`` element of a ``sequence_feature``.
+
+    A cell holds a sequence: elements joined by ``sequence_delim`` (default ``";"``), or a list
+    of elements; each element is combined as a ``combine_feature`` cell
+    (``"tag1\x1dtag2;tag1"`` is two elements). As in TorchEasyRec, a null or empty cell is a
+    sequence of one element, the ``default_value``. Each row keeps its first
+    ``sequence_length`` elements. The ids need ``num_buckets`` or ``boundaries``: dense number
+    sequences are not supported (as for ``sequence_raw_feature``).
+    """
+
+    def build_inner(self) -> BaseFeature:
+        """A :class:`SequenceIdFeature` / :class:`SequenceRawFeature` of the element ids."""
+        message = self.inner_config()
+        message.sequence_length = self.config.sequence_length
+        message.sequence_delim = self.config.sequence_delim
+        if message.DESCRIPTOR.name == "IdFeature":
+            return SequenceIdFeature(message, self.fg_mode, self.multival_sep)
+        return SequenceRawFeature(message, self.fg_mode, self.multival_sep)
+
+    @property
+    def is_sequence(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    @property
+    def sequence_length(self) -> int:
+        """The most elements kept per row."""
+        return int(self.config.sequence_length)
+
+    def derive(self, inputs: list[pa.Array]) -> pa.Array:
+        """``list [B]`` of one combined value per element."""
+        column = inputs[0]
+        if pa.types.is_string_view(column.type) or pa.types.is_null(column.type):
+            column = pc.cast(column, pa.string())
+        delim = self.config.sequence_delim
+        if is_string_type(column.type):
+            column = pc.split_pattern(column.fill_null(""), delim) if delim else column
+        if not is_list_type(column.type):
+            raise FeatureError(
+                f"feature '{self.name}' (column '{input_column(self.config.expression)}'): "
+                f"expected sequences joined by sequence_delim or lists, found type {column.type}"
+            )
+        lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+        elements = pc.list_flatten(column)
+        empty = lengths == 0  # a null or empty sequence: one element taking default_value
+        if empty.any():
+            lengths = np.where(empty, 1, lengths)
+            parents = np.concatenate(
+                [
+                    pc.list_parent_indices(column).to_numpy(zero_copy_only=False),
+                    np.flatnonzero(empty),
+                ]
+            )
+            padded = pa.concat_arrays([elements, pa.nulls(int(empty.sum()), elements.type)])
+            elements = padded.take(pa.array(np.argsort(parents, kind="stable")))
+        values = CombineFeature.derive(self, [elements])
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), values)
