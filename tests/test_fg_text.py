@@ -239,3 +239,14 @@ def test_full_width_is_vectorised_per_row_only_where_needed():
     texts = ["plain"] * 3 + ["ｗｉｄｅ"]
     assert normalize([feature_pb2.TEXT_SBC2DBC], texts) == ["plain"] * 3 + ["wide"]
     assert np.array_equal(normalize([feature_pb2.TEXT_SBC2DBC], []), [])
+
+
+def test_tokens_as_sequence_cut_to_sequence_length(tokenizer_json):
+    feature = tokenize(tokenizer_json, tokens_as_sequence=True, sequence_length=2)
+    assert feature.is_sequence and feature.sequence_length == 2
+    out = feature.parse({"title": pa.array(["hello world hello", "world", None])})
+    # a null row tokenizes the default "0": out of vocabulary
+    assert out["tok.values"].tolist() == [1, 2, 2, 0]
+    assert out["tok.lengths"].tolist() == [2, 1, 1]
+    with pytest.raises(FeatureError, match="tokens_as_sequence needs sequence_length > 0"):
+        tokenize(tokenizer_json, tokens_as_sequence=True)

@@ -219,11 +219,10 @@ FIELDS: dict[str, Entry] = {
     },
     **{
         f"{feature}.{name}": _FG_SEQ_KIND
-        for feature in (
-            "OverlapFeature TokenizeFeature CustomFeature KvDotProduct BoolMaskFeature".split()
-        )
+        for feature in "OverlapFeature CustomFeature KvDotProduct BoolMaskFeature".split()
         for name in ("sequence_length", "sequence_delim")
     },
+    "TokenizeFeature.sequence_delim": _FG_SEQ_KIND,
     **{
         f"{feature}.{name}": _FG_KIND
         for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()
@@ -244,9 +243,6 @@ FIELDS: dict[str, Entry] = {
     ),
     "KvDotProduct.kv_delimiter": _no(
         "a float in the schema, so no delimiter can be given; recforge always uses ':'"
-    ),
-    "TokenizeFeature.tokens_as_sequence": _no(
-        "token ids as an unpooled sequence are not built yet"
     ),
     **{
         f"{feature}.{name}": entry

@@ -76,7 +76,10 @@ class TokenizeFeature(DerivedFeature):
     default) gives an empty bag. With ``fg_mode: FG_NONE`` the column named by
     ``feature_name`` holds the token ids, checked to lie in ``[0, vocab size)``.
 
-    ``tokens_as_sequence`` (ids as an unpooled sequence) is not built yet.
+    ``tokens_as_sequence: true`` makes the ids a sequence (one token per element, unpooled
+    in a ``SEQUENCE`` group), cut to the first ``sequence_length`` tokens; as in
+    TorchEasyRec an empty ``default_value`` then means ``"0"`` (the text tokenized for null
+    and empty cells). FG output still joins the ids by ``fg_encoded_multival_sep``.
     """
 
     def __init__(
@@ -88,11 +91,14 @@ class TokenizeFeature(DerivedFeature):
         self._tokenizer: Optional[_Tokenizer] = None  # loaded by build_inner (vocab size)
         super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
         cfg = self.config
+        self._default_text = cfg.default_value
         if cfg.tokens_as_sequence:
-            raise FeatureError(
-                f"feature '{self.name}': tokens_as_sequence is not supported yet (the ids are "
-                "one pooled bag per row); unset it"
-            )
+            if cfg.sequence_length <= 0:
+                raise FeatureError(
+                    f"feature '{self.name}': tokens_as_sequence needs sequence_length > 0 (the "
+                    f"most tokens kept), found {cfg.sequence_length}"
+                )
+            self._default_text = cfg.default_value or "0"
         self._normalize: Optional[TextNormalizer] = None
         if cfg.HasField("text_normalizer"):
             self._normalize = TextNormalizer(cfg.text_normalizer, self.name, cfg.asset_dir)
@@ -159,7 +165,7 @@ class TokenizeFeature(DerivedFeature):
                 f"found values of type {text.type}"
             )
         text = pc.cast(text, pa.string())
-        default = self.config.default_value
+        default = self._default_text
         empty = pc.or_kleene(pc.is_null(text), pc.equal(text, "")).fill_null(True)
         if default:
             text = pc.if_else(empty, pa.scalar(default, pa.string()), text)
@@ -169,3 +175,29 @@ class TokenizeFeature(DerivedFeature):
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int64()))
+
+    @property
+    def is_sequence(self) -> bool:
+        """``tokens_as_sequence``."""
+        return bool(self.config.tokens_as_sequence)
+
+    @property
+    def sequence_length(self) -> int:
+        """The most tokens kept per row (with ``tokens_as_sequence``)."""
+        return int(self.config.sequence_length)
+
+    def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
+        """Token ids of one batch: ``{"{name}.values": int64 [N], "{name}.lengths": int32 [B]}``.
+
+        With ``tokens_as_sequence`` each row keeps its first ``sequence_length`` ids.
+        """
+        out = super().parse(columns)
+        if not self.is_sequence:
+            return out
+        values, lengths = out[f"{self.name}.values"], out[f"{self.name}.lengths"]
+        limit = self.sequence_length
+        if lengths.size and lengths.max() > limit:
+            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            values = values[(np.arange(len(values)) - starts) < limit]
+            lengths = np.minimum(lengths, limit).astype(np.int32)
+        return {f"{self.name}.values": values, f"{self.name}.lengths": lengths}
