@@ -177,3 +177,17 @@ def test_mock_data_of_each_kind_parses(tmp_path, fg_mode):
         name = config.WhichOneof("feature")
         rows = out[f"{name}.lengths"] if f"{name}.lengths" in out else out[f"{name}.values"]
         assert len(rows) == 50, name
+
+
+def test_a_computed_value_out_of_range_names_the_source_columns_and_row():
+    feature = custom(
+        operator_name="EditDistance",
+        expression=["user:q", "item:t"],
+        num_buckets=3,
+        embedding_dim=4,
+    )
+    with pytest.raises(
+        FeatureError,
+        match=r"feature 'c' \(computed from columns 'q', 't'\): id 5 out of range .* at row 1",
+    ):
+        feature.parse({"q": pa.array(["ab", "abcde"]), "t": pa.array(["ab", ""])})

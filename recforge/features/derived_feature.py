@@ -243,4 +243,10 @@ class DerivedFeature(BaseFeature):
         if self.reads_fg_output:
             return self.inner.parse(columns)
         derived: Optional[pa.Array] = self.derive(self._inputs(columns))
-        return self.inner.parse({self.name: derived})
+        try:
+            return self.inner.parse({self.name: derived})
+        except FeatureError as e:  # the inner feature names its own, computed column
+            inner_column = f"(column '{self.name}')"
+            sources = ", ".join(f"'{c}'" for c in self.inputs)
+            message = str(e).replace(inner_column, f"(computed from columns {sources})", 1)
+            raise FeatureError(message) from None
