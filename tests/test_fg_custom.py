@@ -138,6 +138,18 @@ def _configs(tokenizer: str) -> list[feature_pb2.FeatureConfig]:
         "sequence_combine_feature": dict(
             expression="user:seq_nums", boundaries=[0.5, 1.5], sequence_length=5
         ),
+        "sequence_overlap_feature": dict(
+            query="user:sq", title="item:st", method="is_equal", boundaries=[0.5], sequence_length=4
+        ),
+        "sequence_kv_dot_product": dict(
+            query="user:skq", document="item:skd", boundaries=[0.5], sequence_length=4
+        ),
+        "sequence_custom_feature": dict(
+            operator_name="EditDistance",
+            expression=["user:sa", "item:sb"],
+            boundaries=[2.0],
+            sequence_length=4,
+        ),
         "tokenize_feature": dict(expression="item:title", vocab_file=tokenizer),
         "custom_feature": dict(
             operator_name="EditDistance", expression=["user:q", "item:t"], boundaries=[1, 5]
@@ -191,3 +203,25 @@ def test_a_computed_value_out_of_range_names_the_source_columns_and_row():
         match=r"feature 'c' \(computed from columns 'q', 't'\): id 5 out of range .* at row 1",
     ):
         feature.parse({"q": pa.array(["ab", "abcde"]), "t": pa.array(["ab", ""])})
+
+
+def test_sequence_custom_feature_per_element():
+    cfg = feature_pb2.FeatureConfig(
+        sequence_custom_feature=feature_pb2.CustomFeature(
+            feature_name="sc",
+            operator_name="EditDistance",
+            expression=["user:q", "item:t"],
+            boundaries=[1, 3],
+            embedding_dim=4,
+            sequence_length=5,
+        )
+    )
+    out = create_feature(cfg, FG_DAG).parse(
+        {"q": pa.array(["abc", "x"]), "t": pa.array(["abc;abd;xyz", None])}
+    )
+    # distances 0, 1, 3 -> buckets 0, 1, 2; a null title is one empty element: 1 -> 1
+    assert out["sc.values"].tolist() == [0, 1, 2, 1] and out["sc.lengths"].tolist() == [3, 1]
+    encoded = create_feature(cfg, FG_NONE)
+    assert encoded.inputs == ["sc"]
+    out = encoded.parse({"sc": pa.array(["1;2", "0"])})
+    assert out["sc.values"].tolist() == [1, 2, 0] and out["sc.lengths"].tolist() == [2, 1]

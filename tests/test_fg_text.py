@@ -250,3 +250,29 @@ def test_tokens_as_sequence_cut_to_sequence_length(tokenizer_json):
     assert out["tok.lengths"].tolist() == [2, 1, 1]
     with pytest.raises(FeatureError, match="tokens_as_sequence needs sequence_length > 0"):
         tokenize(tokenizer_json, tokens_as_sequence=True)
+
+
+def test_sequence_overlap_feature_per_element():
+    cfg = feature_pb2.FeatureConfig(
+        sequence_overlap_feature=feature_pb2.OverlapFeature(
+            feature_name="so",
+            query="user:q",
+            title="item:t",
+            method="query_common_ratio",
+            boundaries=[0.25, 0.75],
+            embedding_dim=4,
+            sequence_length=3,
+        )
+    )
+    feature = create_feature(cfg, FG_DAG)
+    assert feature.is_sequence and feature.sequence_length == 3
+    out = feature.parse(
+        {"q": pa.array(["a\x1db", "c", None]), "t": pa.array(["a;a\x1db;x;y", "", None])}
+    )
+    # row 0: the user query against each item title: 1/2 -> 1, 2/2 -> 2, 0 -> 0 (y is cut);
+    # an empty or null sequence is one element of ratio 0
+    assert out["so.values"].tolist() == [1, 2, 0, 0, 0]
+    assert out["so.lengths"].tolist() == [3, 1, 1]
+    with pytest.raises(FeatureError, match="needs boundaries"):
+        cfg.sequence_overlap_feature.ClearField("boundaries")
+        create_feature(cfg, FG_DAG)

@@ -245,3 +245,41 @@ def test_combine_element_of_a_sequence_feature_and_truncation():
 def test_sequence_combine_needs_ids():
     with pytest.raises(FeatureError, match="needs boundaries"):
         feature("sequence_combine_feature", expression="user:s", sequence_length=5)
+
+
+def test_sequence_kv_dot_product_sequence_fields_and_mismatched_lengths():
+    sequence = feature(
+        "sequence_kv_dot_product",
+        query="user:q",
+        document="user:d",
+        separator="|",
+        boundaries=[0.5, 1.5],
+        embedding_dim=4,
+        sequence_length=3,
+        sequence_fields=["d"],
+    )
+    out = sequence.parse({"q": pa.array(["a:1|b:2", "c"]), "d": pa.array(["a:1;b:1|a:1;z", "c:1"])})
+    # a.a = 1 -> 1; b + a = 3 -> 2; no shared key 0 -> 0; c.c = 1 -> 1
+    assert out["f.values"].tolist() == [1, 2, 0, 1] and out["f.lengths"].tolist() == [3, 1]
+    both = feature(
+        "sequence_kv_dot_product",
+        query="item:q",
+        document="item:d",
+        boundaries=[0.5],
+        embedding_dim=4,
+        sequence_length=3,
+    )
+    with pytest.raises(
+        FeatureError, match=r"\(column 'd'\): expected 2 sequence elements .* at row 0"
+    ):
+        both.parse({"q": pa.array(["a;b"]), "d": pa.array(["a"])})
+    user_only = feature(
+        "sequence_kv_dot_product",
+        query="user:q",
+        document="user:d",
+        boundaries=[0.5],
+        embedding_dim=4,
+        sequence_length=3,
+    )
+    with pytest.raises(FeatureError, match="none of its inputs .* is a sequence"):
+        user_only.parse({"q": pa.array(["a"]), "d": pa.array(["a"])})

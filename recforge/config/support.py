@@ -55,7 +55,10 @@ def _ignored(reason: str) -> Entry:
 
 
 _FG_KIND = _no("this feature-generation kind is not built yet (id, raw and sequence features are)")
-_FG_SEQ_KIND = _no("sequence_ variants of this feature kind are not built yet")
+_FG_SEQ_KIND = _no(
+    "this kind is not built yet as a sequence_ feature (its elements would be several values)"
+    " nor as an element of a sequence_feature"
+)
 _SEQ_ENCODER = _no("sequence encoders in feature groups are not built yet")
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
@@ -189,9 +192,7 @@ FIELDS: dict[str, Entry] = {
     },
     **{
         f"FeatureConfig.sequence_{kind}": _FG_SEQ_KIND
-        for kind in (
-            "overlap_feature tokenize_feature custom_feature kv_dot_product bool_mask_feature"
-        ).split()
+        for kind in ("tokenize_feature", "bool_mask_feature")
     },
     **{
         f"SeqFeatureConfig.{kind}": _FG_KIND
@@ -214,14 +215,14 @@ FIELDS: dict[str, Entry] = {
                 "stub_type",
                 _no("intermediate feature-generation outputs (stub_type) are not built yet"),
             ),
-            ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
     },
     **{
-        f"{feature}.{name}": _FG_SEQ_KIND
-        for feature in "OverlapFeature CustomFeature KvDotProduct BoolMaskFeature".split()
-        for name in ("sequence_length", "sequence_delim")
+        f"{feature}.sequence_fields": _ignored("a serving-side hint for feature generation")
+        for feature in ("TokenizeFeature", "BoolMaskFeature", "CombineFeature")
     },
+    "BoolMaskFeature.sequence_length": _FG_SEQ_KIND,
+    "BoolMaskFeature.sequence_delim": _FG_SEQ_KIND,
     "TokenizeFeature.sequence_delim": _FG_SEQ_KIND,
     **{
         f"{feature}.{name}": _FG_KIND

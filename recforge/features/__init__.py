@@ -39,6 +39,11 @@ from recforge.features.id_feature import IdFeature
 from recforge.features.kv_dot_product import KvDotProduct
 from recforge.features.overlap_feature import OverlapFeature
 from recforge.features.raw_feature import RawFeature
+from recforge.features.sequence_derived import (
+    SequenceCustomFeature,
+    SequenceKvDotProduct,
+    SequenceOverlapFeature,
+)
 from recforge.features.sequence_feature import (
     SequenceIdFeature,
     SequenceRawFeature,
@@ -60,6 +65,9 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "combine_feature": CombineFeature,
     "custom_feature": CustomFeature,
     "sequence_combine_feature": SequenceCombineFeature,
+    "sequence_overlap_feature": SequenceOverlapFeature,
+    "sequence_kv_dot_product": SequenceKvDotProduct,
+    "sequence_custom_feature": SequenceCustomFeature,
 }
 
 
@@ -197,7 +205,10 @@ __all__ = [
     "OverlapFeature",
     "RawFeature",
     "SequenceCombineFeature",
+    "SequenceCustomFeature",
     "SequenceIdFeature",
+    "SequenceKvDotProduct",
+    "SequenceOverlapFeature",
     "SequenceRawFeature",
     "TokenizeFeature",
     "create_feature",
