@@ -225,3 +225,73 @@ def test_sequence_custom_feature_per_element():
     assert encoded.inputs == ["sc"]
     out = encoded.parse({"sc": pa.array(["1;2", "0"])})
     assert out["sc.values"].tolist() == [1, 2, 0] and out["sc.lengths"].tolist() == [2, 1]
+
+
+@pytest.mark.parametrize(
+    "expression,sequence_fields",
+    [
+        (["item:ilng", "item:ilat", "user:ulng", "user:ulat"], []),
+        (["user:ilng", "user:ilat", "user:ulng", "user:ulat"], ["ilng", "ilat"]),
+    ],
+)
+def test_seq_expr_spherical_distance_per_element(expression, sequence_fields):
+    cfg = feature_pb2.FeatureConfig(
+        sequence_custom_feature=feature_pb2.CustomFeature(
+            feature_name="d",
+            operator_name="SeqExpr",
+            operator_lib_file="pyfg/lib/libseq_expr.so",
+            expression=expression,
+            operator_params=params(formula="spherical_distance"),
+            boundaries=[0, 150, 1500],
+            embedding_dim=4,
+            sequence_length=50,
+            sequence_delim="|",
+            sequence_fields=sequence_fields,
+        )
+    )
+    out = create_feature(cfg, FG_DAG).parse(
+        {
+            "ilng": pa.array(["113.728|116.4074", "121.4737", None]),
+            "ilat": pa.array(["23.002|39.9042", "31.2304", None]),
+            "ulng": pa.array(["113.1057", "116.4074", None]),
+            "ulat": pa.array(["22.5614", "39.9042", None]),
+        }
+    )
+    # about 78 km, 1950 km (Shenzhen-Beijing), 1070 km (Shanghai-Beijing); nulls -> 0
+    assert out["d.values"].tolist() == [1, 3, 2, 1]
+    assert out["d.lengths"].tolist() == [2, 1, 1]
+
+
+def test_seq_expr_formula_of_input_names():
+    cfg = feature_pb2.FeatureConfig(
+        sequence_custom_feature=feature_pb2.CustomFeature(
+            feature_name="gap",
+            operator_name="SeqExpr",
+            expression=["user:cur_time", "item:clk_time_seq"],
+            operator_params=params(formula="cur_time-clk_time_seq"),
+            boundaries=[5, 7.5],
+            embedding_dim=4,
+            sequence_length=50,
+            sequence_delim="|",
+        )
+    )
+    out = create_feature(cfg, FG_DAG).parse(
+        {"cur_time": pa.array(["10", None, None]), "clk_time_seq": pa.array(["2|3", "4", None])}
+    )
+    # 8 -> 2, 7 -> 1; a null input gives the default 0 -> 0
+    assert out["gap.values"].tolist() == [2, 1, 0, 0]
+    dense = custom(
+        operator_name="SeqExpr",
+        expression=["user:a", "item:b"],
+        operator_params=params(formula="a*2+b"),
+    )
+    out = dense.parse({"a": pa.array([1, 2]), "b": pa.array(["0.5", "1"])})
+    assert out["c.values"].ravel().tolist() == [2.5, 5.0]
+    with pytest.raises(FeatureError, match="input 'b': expected numbers, found 'x1' at row 1"):
+        dense.parse({"a": pa.array([1, 2]), "b": pa.array(["0.5", "x1"])})
+    with pytest.raises(FeatureError, match="unknown variable 'cur_time'"):
+        custom(
+            operator_name="SeqExpr",
+            expression=["user:a"],
+            operator_params=params(formula="cur_time-1"),
+        )

@@ -10,15 +10,15 @@ import pyarrow as pa
 from google.protobuf import json_format
 
 from recforge.features.base_feature import BaseFeature, FeatureError
-from recforge.features.custom_ops import get_operator
-from recforge.features.derived_feature import DerivedFeature, copy_fields
+from recforge.features.custom_ops import INPUT_NAMES, get_operator
+from recforge.features.derived_feature import DerivedFeature, copy_fields, input_column
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.utils.registry import RegistryError
 
 logger = logging.getLogger(__name__)
 
 #: operators shipped with recforge, tried on one empty text when the feature is built
-_BUILT_IN = ("EditDistance", "RegexReplace")
+_BUILT_IN = ("EditDistance", "RegexReplace", "SeqExpr")
 _ID_KINDS = ("hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict")
 
 
@@ -26,8 +26,8 @@ class CustomFeature(DerivedFeature):
     """The output of operator ``operator_name`` on the ``expression`` inputs.
 
     The operator is looked up in :mod:`recforge.features.custom_ops` (built in:
-    ``EditDistance``, ``RegexReplace``; user operators are registered there by plugins);
-    ``operator_lib_file`` (TorchEasyRec's C++ library) is only logged, and
+    ``EditDistance``, ``RegexReplace``, ``SeqExpr``; user operators are registered there by
+    plugins); ``operator_lib_file`` (TorchEasyRec's C++ library) is only logged, and
     ``is_op_thread_safe`` does not matter here. ``operator_params`` is passed to the operator
     as a dict.
 
@@ -105,7 +105,8 @@ class CustomFeature(DerivedFeature):
     def _run(self, inputs: list[pa.Array]) -> pa.Array:
         assert self._operator is not None
         try:
-            out = self._operator(inputs, dict(self.params))
+            params = {**self.params, INPUT_NAMES: [input_column(e) for e in self.expressions]}
+            out = self._operator(inputs, params)
         except ValueError as e:
             raise FeatureError(
                 f"feature '{self.name}': operator '{self.config.operator_name}': {e}"

@@ -13,7 +13,8 @@ functions registered by name in a plugin module (``plugins: "my_pkg.ops"`` in th
         return pc.utf8_length(inputs[0].fill_null(""))
 
 An operator takes ``(inputs, params)``: one ``pa.Array`` of ``B`` rows per ``expression``
-entry and the ``operator_params`` as a dict, and returns ``B`` rows (a ``pa.Array``, numpy
+entry and the ``operator_params`` as a dict (plus the inputs' column names under
+:data:`INPUT_NAMES`), and returns ``B`` rows (a ``pa.Array``, numpy
 array or list): numbers for a dense or ``boundaries`` feature, values to bucketize for a
 ``hash_bucket_size`` / ``num_buckets`` / vocabulary one, lists for several values per row.
 A ``ValueError`` it raises is reported as a data error of the feature.
@@ -28,7 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recforge.features.expression import ExpressionError, compile_expression
 from recforge.utils.registry import RegistryError
+
+#: the key of ``params`` holding the column names of the inputs, in ``expression`` order
+INPUT_NAMES = "_input_names"
 
 Operator = Callable[[list[pa.Array], dict[str, Any]], Union[pa.Array, np.ndarray, list]]
 
@@ -135,3 +140,54 @@ def regex_replace(inputs: list[pa.Array], params: dict[str, Any]) -> pa.Array:
         )
     except pa.ArrowInvalid as e:
         raise ValueError(f"regex_patten '{pattern}' is no valid RE2 pattern: {e}") from None
+
+
+#: SeqExpr formulas that name a function of the inputs instead of spelling it out
+_NAMED_FORMULAS = {"spherical_distance": "sphere_dist"}
+
+
+def _numbers(column: pa.Array, name: str) -> np.ndarray:
+    """float64 ``[B]`` of a number or numeric-string column; nulls are NaN."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = pc.utf8_trim_whitespace(column)
+        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+    try:
+        numbers = pc.cast(column, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+            raise ValueError(f"input '{name}': expected numbers, found {column.type}") from None
+        number = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
+        ok = pc.match_substring_regex(column, number).fill_null(True)
+        row = int(np.flatnonzero(~ok.to_numpy(zero_copy_only=False))[0])
+        raise ValueError(
+            f"input '{name}': expected numbers, found {column[row].as_py()!r} at row {row}"
+        ) from None
+    return numbers.to_numpy(zero_copy_only=False)
+
+
+@register_operator("SeqExpr")
+def seq_expr(inputs: list[pa.Array], params: dict[str, Any]) -> pa.Array:
+    """A formula of the inputs, per row (per element in a ``sequence_custom_feature``).
+
+    ``formula`` is an expression of :mod:`recforge.features.expression` whose variables are
+    the inputs' column names (``"cur_time-clk_time_seq"``), or ``spherical_distance``: the
+    distance in km of ``(lng1, lat1, lng2, lat2)``, the four inputs in order. A row with a
+    null input, or whose result is not finite, is null (the feature's ``default_value``).
+    """
+    formula = str(params.get("formula", "")).strip()
+    names = list(params.get(INPUT_NAMES, [f"x{i}" for i in range(len(inputs))]))
+    if not formula:
+        raise ValueError("SeqExpr needs operator_params formula")
+    if formula in _NAMED_FORMULAS:
+        if len(inputs) != 4:
+            raise ValueError(f"formula {formula} takes 4 inputs, found {len(inputs)}")
+        names = ["lng1", "lat1", "lng2", "lat2"]
+        formula = f"{_NAMED_FORMULAS[formula]}(lng1, lat1, lng2, lat2)"
+    try:
+        expression = compile_expression(formula, names)
+    except ExpressionError as e:
+        raise ValueError(str(e)) from None
+    values = {n: _numbers(c, n) for n, c in zip(names, inputs)}
+    with np.errstate(all="ignore"):
+        out = np.broadcast_to(expression.evaluate(values), (len(inputs[0]),)).astype(np.float64)
+    return pa.array(out, mask=~np.isfinite(out))
