@@ -1,4 +1,4 @@
-"""``python -m benchmarks {frappe,criteo-synth,profile,movielens} ...`` from the repo root."""
+"""``python -m benchmarks {frappe,criteo-synth,profile,movielens,fg} ...`` from the repo root."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
-from benchmarks import criteo_synth, frappe, movielens, profile_train
+from benchmarks import criteo_synth, fg_bench, frappe, movielens, profile_train
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -29,12 +29,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     movielens.add_arguments(
         sub.add_parser("movielens", help="DSSM retrieval on MovieLens 100K vs most-popular")
     )
+    fg_bench.add_arguments(
+        sub.add_parser("fg", help="FG rows/s per thread (FG_DAG vs FG_NONE) vs training")
+    )
     args = parser.parse_args(argv)
     run = {
         "frappe": frappe.main,
         "criteo-synth": criteo_synth.main,
         "profile": profile_train.main,
         "movielens": movielens.main,
+        "fg": fg_bench.main,
     }
     return run[args.benchmark](args)
 

@@ -54,38 +54,20 @@ def parse_rate(config, features, reps: int = 2) -> tuple[float, float]:
     return best_read, best_parse
 
 
-def main(args: argparse.Namespace) -> int:
-    """Prints parse rates, step time and the profile."""
+def _train_steps(config, features, steps: int):
+    """The model built as ``recforge train`` builds it; returns ``(step, timed batches)``."""
     import torch
 
     from recforge.models.model import TrainWrapper
-    from recforge.utils.logging_util import setup_logging
-    from recforge.utils.pipeline import (
-        build_dataset,
-        build_features,
-        build_model,
-        prepare_config,
-        setup_process,
-    )
+    from recforge.utils.pipeline import build_dataset, build_model
     from recforge.utils.sharding import shard_model
 
-    setup_logging()
-    edits = json.loads(args.edit_config_json) if args.edit_config_json else None
-    edits = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in (edits or {}).items()}
-    config = prepare_config(args.config, edits, model_dir="/tmp/recforge-profile")
-    device = setup_process()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a DataLoader worker runs
-    features = build_features(config)
-    read_rate, parse_rate_ = parse_rate(config, features)
-    print(f"reader only: {read_rate:,.0f} rows/s; reader + parser: {parse_rate_:,.0f} rows/s")
-    torch.set_num_threads(args.threads or threads)
     torch.manual_seed(config.data_config.seed)
     model = build_model(config, features, embedding_device=torch.device("meta"))
     _, frozen = model.sparse_parameters()
-    sharded = shard_model(TrainWrapper(model), device, config.train_config, frozen)
+    sharded = shard_model(TrainWrapper(model), torch.device("cpu"), config.train_config, frozen)
     dataset = build_dataset(config, features, "train")
-    batches = [b for b, _ in zip(dataset, range(max(args.steps, 1) + 3))]
+    batches = [b for b, _ in zip(dataset, range(max(steps, 1) + 3))]
     dmp, optimizer = sharded.model, sharded.optimizer
     dmp.train()
 
@@ -97,26 +79,56 @@ def main(args: argparse.Namespace) -> int:
 
     for batch in batches[:3]:  # warm-up
         step(batch)
-    timed = (batches[3:] * ((args.steps // max(len(batches) - 3, 1)) + 1))[: args.steps]
+    timed = (batches[3:] * ((steps // max(len(batches) - 3, 1)) + 1))[:steps]
+    return step, timed
+
+
+def train_step_rate(config, features, steps: int, rounds: int) -> tuple[float, float]:
+    """Train samples/s on preloaded batches (best round) and CPU ms per step (best round).
+
+    On a shared machine the best round is the least disturbed one; CPU seconds per step
+    (process time, all threads) move less with others' load than wall time does.
+    """
+    step, timed = _train_steps(config, features, steps)
     rows = sum(b.batch_size for b in timed)
     walls, cpus = [], []
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         start, cpu = time.perf_counter(), time.process_time()
         for batch in timed:
             step(batch)
         walls.append(time.perf_counter() - start)
         cpus.append(time.process_time() - cpu)
-    # on a shared machine the best round is the least disturbed one; CPU seconds per step
-    # (process time, all threads) moves less with others' load than wall time does
+    return rows / min(walls), 1000 * min(cpus) / len(timed)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Prints parse rates, step time and the profile."""
+    import torch
+
+    from recforge.utils.logging_util import setup_logging
+    from recforge.utils.pipeline import build_features, prepare_config, setup_process
+
+    setup_logging()
+    edits = json.loads(args.edit_config_json) if args.edit_config_json else None
+    edits = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in (edits or {}).items()}
+    config = prepare_config(args.config, edits, model_dir="/tmp/recforge-profile")
+    setup_process()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a DataLoader worker runs
+    features = build_features(config)
+    read_rate, parse_rate_ = parse_rate(config, features)
+    print(f"reader only: {read_rate:,.0f} rows/s; reader + parser: {parse_rate_:,.0f} rows/s")
+    torch.set_num_threads(args.threads or threads)
+    sps, cpu_ms = train_step_rate(config, features, args.steps, args.rounds)
     print(
-        f"train step on preloaded batches: {rows / min(walls):,.0f} samples/s (best of "
-        f"{args.rounds} rounds, {1000 * min(walls) / len(timed):.1f} ms/step wall, "
-        f"{1000 * min(cpus) / len(timed):.1f} ms/step CPU, {torch.get_num_threads()} threads)"
+        f"train step on preloaded batches: {sps:,.0f} samples/s (best of {args.rounds} rounds, "
+        f"{cpu_ms:.1f} ms/step CPU, {torch.get_num_threads()} threads)"
     )
     if args.no_profiler:
         return 0
     from torch.profiler import ProfilerActivity, profile
 
+    step, timed = _train_steps(config, features, args.steps)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for batch in timed:
             step(batch)

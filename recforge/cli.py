@@ -328,7 +328,7 @@ def run_command(args: argparse.Namespace) -> dict:
             hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
             print(f"train on it: {hint}", file=sys.stderr)
         else:
-            from recforge.demo import run_demo
+            from recforge.demo.run import run_demo
 
             metrics = run_demo(args.output_dir, args.num_rows)
     return metrics

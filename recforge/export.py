@@ -203,7 +203,7 @@ def describe_model(
                 {
                     "name": f"{feature.name}.values",
                     "dtype": "float32",
-                    "shape": ["B", feature.value_dim],
+                    "shape": ["B", feature.dense_width],
                 }
             ]
         entry = {

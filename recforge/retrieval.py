@@ -31,6 +31,7 @@ from recforge.datasets.readers import create_reader
 from recforge.datasets.sampler import ItemTable, load_item_table
 from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
+from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR
 from recforge.models.match_model import TOWER_SIDES, MatchModel
 from recforge.models.script_wrapper import TowerScriptWrapper
 
@@ -92,11 +93,25 @@ def tower_config(config: Any, model: MatchModel, side: str) -> Any:
     """The pipeline config of a tower export: only the tower's features, no sampler."""
     tower = copy.deepcopy(config)
     names = {f.name for f in model.tower_features(side)}
-    kept = [
-        f
-        for f in config.feature_configs
-        if getattr(f, f.WhichOneof("feature")).feature_name in names
-    ]
+    kept = []
+    for f in config.feature_configs:
+        kind = f.WhichOneof("feature")
+        if kind != "sequence_feature":
+            if getattr(f, kind).feature_name in names:
+                kept.append(f)
+            continue
+        # a sequence_feature keeps the elements the tower reads ("<sequence>__<element>")
+        sequence = copy.deepcopy(f)
+        prefix = sequence.sequence_feature.sequence_name + SEQUENCE_NAME_SEPARATOR
+        elements = [
+            e
+            for e in sequence.sequence_feature.features
+            if prefix + getattr(e, e.WhichOneof("feature")).feature_name in names
+        ]
+        if elements:
+            del sequence.sequence_feature.features[:]
+            sequence.sequence_feature.features.extend(elements)
+            kept.append(sequence)
     del tower.feature_configs[:]
     tower.feature_configs.extend(kept)
     tower.data_config.ClearField("negative_sampler")

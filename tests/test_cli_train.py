@@ -10,7 +10,7 @@ import time
 import pytest
 from cli_util import REPO_ROOT, example, read_json, run_cli, train
 
-from recforge.datasets.demo_data import generate_demo_data
+from recforge.demo.simulate import generate_demo_data
 
 
 @pytest.fixture(scope="module")

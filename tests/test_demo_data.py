@@ -1,4 +1,4 @@
-"""Tests for the synthetic demo data (planted signal) and the example configs over it."""
+"""Tests for the synthetic demo data (planted signal) and the example configs (examples/)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,19 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from google.protobuf import text_format
 
-from recforge.datasets import RecDataset, demo_config_text, generate_demo_data
-from recforge.datasets.demo_data import (
-    DEMO_MODELS,
-    SEQUENCE_COLUMNS,
-    SEQUENCE_DEMO_EFFECT,
-    DemoWorld,
-    simulate_demo_table,
-)
+from recforge.config import ConfigError, load_pipeline_config, validate_config
+from recforge.datasets import RecDataset, generate_demo_data
+from recforge.demo.configs import EXAMPLES_DIR, example_names, load_example_config
+from recforge.demo.run import prepare_demo
+from recforge.demo.sequences import MAX_SEQUENCE_LENGTH, SEQUENCE_COLUMNS, SEQUENCE_DEMO_EFFECT
+from recforge.demo.simulate import simulate_demo_table
+from recforge.demo.world import AGE_BOUNDARIES, CITY_VOCAB, DEVICES, DemoWorld
 from recforge.features import create_pipeline_features
-from recforge.protos import pipeline_pb2
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the demo configs that read every column of the planted-signal demo data
+FULL_COLUMN_MODELS = ("deepfm", "multi_tower", "multi_tower_din")
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -32,10 +31,6 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     positive = labels == 1
     n_pos, n_neg = positive.sum(), (~positive).sum()
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def parse_config(text: str) -> pipeline_pb2.EasyRecConfig:
-    return text_format.Parse(text, pipeline_pb2.EasyRecConfig())
 
 
 def test_planted_signal():
@@ -98,13 +93,23 @@ def test_generate_files(tmp_path):
     assert pq.read_metadata(paths["eval"]).num_rows == 250
 
 
-@pytest.mark.parametrize("model", DEMO_MODELS)
-def test_example_configs_match_and_cover_every_column(model):
-    path = os.path.join(REPO_ROOT, "examples", f"{model}_demo.config")
-    with open(path) as f:
-        text = f.read()
-    assert text == demo_config_text(model), f"regenerate {path} from demo_config_text()"
-    config = parse_config(text)
+def test_the_packaged_examples_are_the_repository_examples():
+    # one folder: recforge/examples (shipped in the wheel) links to examples/
+    assert os.path.samefile(EXAMPLES_DIR, os.path.join(REPO_ROOT, "examples"))
+    assert "deepfm_demo" in example_names("_demo") and "deepfm_frappe" not in example_names("_demo")
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_every_example_config_loads_and_validates(name):
+    path = os.path.join(REPO_ROOT, "examples", f"{name}.config")
+    config = load_pipeline_config(path)
+    validate_config(config, path)
+    assert config.model_dir == f"experiments/{name}"
+
+
+@pytest.mark.parametrize("model", FULL_COLUMN_MODELS)
+def test_demo_configs_cover_every_column(model):
+    config = load_example_config(f"{model}_demo")
     features = create_pipeline_features(config)
     names = {f.name for f in features}
     table, _ = simulate_demo_table(10)
@@ -117,12 +122,69 @@ def test_example_configs_match_and_cover_every_column(model):
         assert set(group.feature_names) <= names
     assert config.model_config.WhichOneof("model") == model
     assert config.data_config.label_fields == ["label"]
+    # the vocabularies and buckets are the data's
+    by_name = {}
+    for fc in config.feature_configs:
+        feature = getattr(fc, fc.WhichOneof("feature"))
+        by_name[getattr(feature, "feature_name", None) or feature.sequence_name] = feature
+    assert list(by_name["city"].vocab_list) == CITY_VOCAB
+    assert list(by_name["device"].vocab_list) == DEVICES
+    assert list(by_name["age"].boundaries) == AGE_BOUNDARIES
+    if model == "multi_tower_din":
+        assert by_name["click_seq"].sequence_length == MAX_SEQUENCE_LENGTH
+
+
+def test_demo_config_for_a_data_dir_reads_that_dir(tmp_path):
+    data_dir = str(tmp_path / "elsewhere")
+    paths = generate_demo_data(data_dir, num_rows=100)
+    config = load_example_config("deepfm_demo", data_dir=data_dir, model_dir="m")
+    assert (config.train_input_path, config.eval_input_path) == (paths["train"], paths["eval"])
+    assert config.model_dir == "m"
+    assert len(glob.glob(config.train_input_path)) == 2
+    # every data path moves: the retrieval example's negative sampler table too
+    dssm = load_example_config("dssm_demo", data_dir=data_dir)
+    assert dssm.data_config.negative_sampler.input_path == os.path.join(data_dir, "items.parquet")
+    assert dssm.model_dir == "experiments/dssm_demo"
+    # without a data dir: the example as written
+    assert load_example_config("deepfm_demo").train_input_path == "data/demo/train_*.parquet"
+
+
+def test_the_documented_data_commands_reach_the_generators():
+    # the commands the README and the demo configs' header comments give
+    import recforge.datasets
+    from recforge.demo import retrieval, simulate
+
+    assert recforge.datasets.generate_demo_data is simulate.generate_demo_data
+    assert recforge.datasets.generate_retrieval_demo_data is retrieval.generate_retrieval_demo_data
+
+
+def test_unknown_example_is_a_config_error():
+    with pytest.raises(ConfigError, match="no example config 'deepfn_demo'.*deepfm_demo"):
+        load_example_config("deepfn_demo")
+
+
+def test_prepare_demo_writes_data_and_a_config_that_reads_it(tmp_path):
+    out = str(tmp_path / "demo")
+    config_path = prepare_demo(out, num_rows=200)
+    assert sorted(os.listdir(out)) == ["data", "deepfm_demo.config"]
+    config = load_pipeline_config(config_path)
+    validate_config(config, config_path)
+    assert config.model_dir == os.path.join(out, "model")
+    assert sorted(glob.glob(config.train_input_path)) == [
+        os.path.join(out, "data", f"train_{i}.parquet") for i in range(2)
+    ]
+    assert pq.read_metadata(config.eval_input_path).num_rows == 50
+    expected = load_example_config("deepfm_demo")
+    for fld in ("train_input_path", "eval_input_path", "model_dir"):
+        expected.ClearField(fld)
+        config.ClearField(fld)
+    assert config == expected
 
 
 def test_logistic_regression_learns_the_signal(tmp_path):
     """One-hot logistic regression through the real data pipeline beats 0.75 eval AUC."""
     paths = generate_demo_data(str(tmp_path), num_rows=60000)
-    config = parse_config(demo_config_text("deepfm"))
+    config = load_example_config("deepfm_demo")
     features = create_pipeline_features(config)
     train = RecDataset(config.data_config, features, paths["train"], "train")
     evaluation = RecDataset(config.data_config, features, paths["eval"], "eval")

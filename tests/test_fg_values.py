@@ -65,7 +65,9 @@ def test_kv_dot_product_repeated_key_keeps_its_last_value_and_boundaries():
 
 
 def test_kv_dot_product_bad_value_names_column_and_row():
-    with pytest.raises(FeatureError, match=r"feature 'f' \(column 'd'\): .*'b:\.\.\.' at row 1"):
+    with pytest.raises(
+        FeatureError, match=r"feature 'f' \(column 'd'\): .*no number in 'b:x' at row 1"
+    ):
         kv().parse({"q": pa.array(["a", "b"]), "d": pa.array(["a:1", "b:x"])})
 
 
@@ -270,16 +272,15 @@ def test_sequence_kv_dot_product_sequence_fields_and_mismatched_lengths():
         sequence_length=3,
     )
     with pytest.raises(
-        FeatureError, match=r"\(column 'd'\): expected 2 sequence elements .* at row 0"
+        FeatureError, match=r"sequence inputs 'd' and 'q' have 1 and 2 elements at row 0"
     ):
         both.parse({"q": pa.array(["a;b"]), "d": pa.array(["a"])})
-    user_only = feature(
-        "sequence_kv_dot_product",
-        query="user:q",
-        document="user:d",
-        boundaries=[0.5],
-        embedding_dim=4,
-        sequence_length=3,
-    )
-    with pytest.raises(FeatureError, match="none of its inputs .* is a sequence"):
-        user_only.parse({"q": pa.array(["a"]), "d": pa.array(["a"])})
+    with pytest.raises(FeatureError, match="no input is a sequence"):
+        feature(
+            "sequence_kv_dot_product",
+            query="user:q",
+            document="user:d",
+            boundaries=[0.5],
+            embedding_dim=4,
+            sequence_length=3,
+        )

@@ -15,7 +15,7 @@ from recforge.features import create_features
 from recforge.models import model as model_module
 from recforge.models.model import BaseModel
 from recforge.models.rank_model import RankModel
-from recforge.protos import loss_pb2
+from recforge.protos import loss_pb2, metric_pb2
 from recforge.utils.registry import RegistryError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -234,6 +234,52 @@ def test_validation_and_model_building_agree_on_num_class(loss, num_class):
     assert (validation is None) == (building is None)
     if building is not None:
         assert building.field == "model_config.losses[0]"
+        assert building.message == validation.message
+
+
+METRICS = {
+    "auc": "auc {}",
+    "multiclass_auc": "multiclass_auc {}",
+    "accuracy": "accuracy { top_k: 2 }",
+    "recall_at_k": "recall_at_k { top_k: 3 }",
+    "xauc": "xauc {}",
+    "mean_squared_error": "mean_squared_error {}",
+}
+
+
+@pytest.mark.parametrize("metric", sorted(METRICS))
+@pytest.mark.parametrize("num_class", [1, 2, 3])
+def test_validation_and_model_building_agree_on_metrics(metric, num_class):
+    """One rule source: a metric refused at validation is refused with the same words at build."""
+    metric_config = text_format.Parse(METRICS[metric], metric_pb2.MetricConfig())
+    loss = "softmax_cross_entropy {}" if num_class > 1 else "binary_cross_entropy {}"
+    loss_config = text_format.Parse(loss, loss_pb2.LossConfig())
+    config = load_pipeline_config(str(REPO / "tests" / "configs" / "frappe_deepfm.config"))
+    config.model_config.num_class = num_class
+    config.model_config.losses[0].CopyFrom(loss_config)
+    del config.model_config.metrics[:]
+    config.model_config.metrics.add().CopyFrom(metric_config)
+    try:
+        validate_config(config)
+        validation = None
+    except ConfigError as e:
+        validation = next((x for x in e.errors if x.field.startswith("model_config.metrics")), None)
+
+    model = make_config("MultiTower")
+    model.model_config.num_class = num_class
+    model.model_config.losses[0].CopyFrom(loss_config)
+    del model.model_config.metrics[:]
+    model.model_config.metrics.add().CopyFrom(metric_config)
+    try:
+        BaseModel.create_class("MultiTower")(
+            model.model_config, create_features(model.feature_configs), ["label"]
+        )
+        building = None
+    except ConfigError as e:
+        building = e
+
+    assert (validation is None) == (building is None), (validation, building)
+    if building is not None:
         assert building.message == validation.message
 
 

@@ -9,11 +9,8 @@ import pytest
 from cli_util import REPO_ROOT, edits, example, train
 from conftest import shared_data
 
-from recforge.datasets.demo_data import (
-    SEQUENCE_DEMO_DIR,
-    SEQUENCE_DEMO_EFFECT,
-    generate_demo_data,
-)
+from recforge.demo.sequences import SEQUENCE_DEMO_DIR, SEQUENCE_DEMO_EFFECT
+from recforge.demo.simulate import generate_demo_data
 
 ZOO_MODELS = ["wide_and_deep", "dcn_v1", "dcn_v2", "xdeepfm", "dlrm", "mask_net"]
 

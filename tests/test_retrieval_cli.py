@@ -12,7 +12,7 @@ from test_export import run_scripted_in_fresh_process
 
 from recforge.config import load_pipeline_config
 from recforge.datasets.data_parser import DataParser
-from recforge.datasets.retrieval_demo_data import generate_retrieval_demo_data
+from recforge.demo.retrieval import generate_retrieval_demo_data
 from recforge.export import restore_model
 from recforge.utils.checkpoint import latest_checkpoint
 

@@ -162,9 +162,9 @@ def test_din_ignores_padding_and_pools_empty_sequences_to_zero():
     torch.testing.assert_close(torch.jit.script(din)(query, sequence, lengths), out)
 
 
-def test_din_needs_query_and_sequence_of_one_width():
-    with pytest.raises(ValueError, match=r"'seq'.*query dim 8, sequence dim 12"):
-        DINEncoder(8, 12, 3, module_pb2.MLP(hidden_units=[4]), name="seq")
+def test_din_needs_a_query_no_wider_than_the_sequence():
+    with pytest.raises(ValueError, match=r"'seq'.*query dim 12, sequence dim 8"):
+        DINEncoder(12, 8, 3, module_pb2.MLP(hidden_units=[4]), name="seq")
 
 
 def config_with(model_text: str, features: str = FEATURES) -> pipeline_pb2.EasyRecConfig:

@@ -243,6 +243,15 @@ def test_fp16_grad_scaler_unscales_dense_and_table_gradients():
         assert (with_scaler - without).norm() <= 0.02 * without.norm(), what.__name__
 
 
+@pytest.mark.parametrize(
+    "setting", ["init_scale: 0", "growth_factor: 1", "backoff_factor: 1", "growth_interval: 0"]
+)
+def test_grad_scaler_settings_are_checked(setting):
+    name = setting.split(":")[0]
+    with pytest.raises(ConfigError, match=rf"train_config\.grad_scaler\.{name}: {name} must be"):
+        build(config_text(sgd(0.5, 0.5, f"grad_scaler {{ {setting} }}")))
+
+
 def test_fp16_grad_scaler_skips_a_step_whose_gradients_overflow():
     scaler = "grad_scaler { init_scale: 1e30 }"
     run = build(config_text(sgd(0.5, 0.5, f'mixed_precision: "fp16" {scaler}')))

@@ -59,7 +59,19 @@ _FG_SEQ_KIND = _no(
     "this kind is not built yet as a sequence_ feature (its elements would be several values)"
     " nor as an element of a sequence_feature"
 )
-_SEQ_ENCODER = _no("sequence encoders in feature groups are not built yet")
+_VOCAB_FILE = _no("vocabulary files are not read yet; use vocab_list or vocab_dict")
+#: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
+_DERIVED_FIELDS: dict[str, Entry] = {
+    "zch": _no("dynamic / zero-collision embedding tables are not built yet"),
+    "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
+    "vocab_file": _VOCAB_FILE,
+    "asset_dir": _VOCAB_FILE,
+    "stub_type": _no("FG-only intermediate features are not built yet"),
+    "autodis": _no("AutoDis dense embeddings are not built yet"),
+    "mlp": _no("MLP dense embeddings are not built yet"),
+    "fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
+}
+_MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_value_type"
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
 _SAMPLER = _no("only negative_sampler is built so far")
@@ -94,25 +106,24 @@ MESSAGES: dict[str, Entry] = {
     ),
     # feature generation kinds
     **dict.fromkeys(
-        (
-            "ComboFeature LookupFeature MatchFeature ExprFeature AutoDisEmbedding MLPEmbedding"
-        ).split(),
+        ("AutoDisEmbedding MLPEmbedding").split(),
         _FG_KIND,
     ),
-    # feature generation kinds built from raw inputs (recforge/features/*_feature.py)
+    # feature generation kinds recforge computes (recforge/features/*_feature.py)
     **dict.fromkeys(
         (
-            "OverlapFeature TokenizeFeature TextNormalizer CustomFeature KvDotProduct"
-            " BoolMaskFeature CombineFeature"
+            "ComboFeature LookupFeature MatchFeature ExprFeature OverlapFeature TokenizeFeature"
+            " TextNormalizer CustomFeature KvDotProduct BoolMaskFeature CombineFeature"
         ).split(),
         _YES,
     ),
+    # sequence groups and encoders inside DEEP feature groups
     **dict.fromkeys(
         (
             "SeqGroupConfig SeqEncoderConfig DINEncoder SimpleAttention PoolingEncoder"
             " MultiWindowDINEncoder SelfAttentionEncoder"
         ).split(),
-        _SEQ_ENCODER,
+        _YES,
     ),
     **dict.fromkeys(
         (
@@ -160,7 +171,9 @@ FIELDS: dict[str, Entry] = {
     "DataConfig.odps_data_quota_name": _ODPS_ONLY,
     "DataConfig.odps_data_compression": _ODPS_ONLY,
     "DataConfig.in_order": _ignored("recforge always returns batches in reading order"),
-    "DataConfig.force_base_data_group": _no("data groups are not built yet"),
+    # recforge always keeps one data group: sampled negatives are rows appended to the batch
+    # with empty user features, which is what force_base_data_group: true asks TorchEasyRec for
+    "DataConfig.force_base_data_group": _YES,
     "DataConfig.sample_cost_field": _no("cost-based batching is not built yet"),
     "DataConfig.batch_cost_size": _no("cost-based batching is not built yet"),
     "DataConfig.input_fields_str": _no("use input_fields"),
@@ -184,19 +197,11 @@ FIELDS: dict[str, Entry] = {
         "jagged sequence groups are not built yet"
     ),
     "NegativeSampler.item_id_delim": _no("multi-id items in the sampler table are not built yet"),
-    # features
-    **{
-        f"FeatureConfig.{prefix}{kind}": _FG_KIND
-        for prefix in ("", "sequence_")
-        for kind in "combo_feature lookup_feature match_feature expr_feature".split()
-    },
+    # features: every FG kind is built, with its sequence_ variant and as an element of a
+    # sequence_feature, except these
     **{
         f"FeatureConfig.sequence_{kind}": _FG_SEQ_KIND
         for kind in ("tokenize_feature", "bool_mask_feature")
-    },
-    **{
-        f"SeqFeatureConfig.{kind}": _FG_KIND
-        for kind in "combo_feature lookup_feature match_feature expr_feature".split()
     },
     **{
         f"SeqFeatureConfig.{kind}": _FG_SEQ_KIND
@@ -253,6 +258,17 @@ FIELDS: dict[str, Entry] = {
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
     },
+    **{
+        f"{feature}.{name}": entry
+        for feature, names in (
+            ("ComboFeature", "zch dynamicemb vocab_file asset_dir stub_type"),
+            ("LookupFeature", _MAP_FIELDS),
+            ("MatchFeature", _MAP_FIELDS),
+            ("ExprFeature", "stub_type autodis mlp"),
+        )
+        for name, entry in _DERIVED_FIELDS.items()
+        if name in names.split()
+    },
     "IdFeature.weighted": _no("weighted id features are not built yet"),
     "IdFeature.zch": _DYNAMIC_EMB,
     "IdFeature.dynamicemb": _DYNAMIC_EMB,
@@ -262,9 +278,8 @@ FIELDS: dict[str, Entry] = {
     "RawFeature.autodis": _FG_KIND,
     "RawFeature.mlp": _FG_KIND,
     "SequenceFeature.sequence_pk": _ignored("the serving side's sequence key"),
-    "FeatureGroupConfig.sequence_groups": _SEQ_ENCODER,
-    "FeatureGroupConfig.sequence_encoders": _SEQ_ENCODER,
     "FeatureGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
+    "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
     **{
         f"ModelConfig.{name}": _MODEL

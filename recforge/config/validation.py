@@ -122,12 +122,6 @@ def _check_named_feature(
         _FEATURE_CHECKS[kind](feature, prefix, problems)
     if kind.startswith("sequence_") and check_sequence_length:
         _check_sequence_length(feature.sequence_length, f"{prefix}.sequence_length", problems)
-    if kind == "sequence_raw_feature" and not feature.boundaries:
-        problems.add(
-            f"{prefix}.boundaries",
-            f"sequence_raw_feature {name!r} needs boundaries (its numbers are bucketized into an"
-            " embedding sequence; dense number sequences are not supported)",
-        )
 
 
 def _check_sequence_feature(sequence: Message, prefix: str, problems: _Problems) -> None:
@@ -270,10 +264,23 @@ def _check_feature_groups(mc: Message, features: list[str], problems: _Problems)
                 f"{prefix}.group_name", f"feature group {group.group_name!r} is defined twice"
             )
         names.append(group.group_name)
-        if not group.feature_names:
+        if not group.feature_names and not group.sequence_groups:
             problems.add(prefix, f"feature group {group.group_name!r} has no feature_names")
         _check_group_features(group, prefix, features, problems)
+        _check_nested_sequences(group, prefix, features, problems)
     return [n for n in names if n]
+
+
+def _check_nested_sequences(
+    group: Message, prefix: str, features: list[str], problems: _Problems
+) -> None:
+    """A group's ``sequence_groups`` name defined features and fit its ``sequence_encoders``."""
+    from recforge.modules.sequence_encoders import resolve_nested_sequences
+
+    for k, sequence_group in enumerate(group.sequence_groups):
+        _check_group_features(sequence_group, f"{prefix}.sequence_groups[{k}]", features, problems)
+    for fld, message in resolve_nested_sequences(group)[1]:
+        problems.add(f"{prefix}.{fld}", message)
 
 
 def _check_group_features(

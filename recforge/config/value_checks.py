@@ -130,27 +130,6 @@ def _check_mlp(mlp: Message, fld: str, add: Add) -> None:
             )
 
 
-def _class_metric_problem(kind: str, metric: Message, num_class: int) -> Optional[str]:
-    """Why ``metric`` cannot score a model with ``num_class`` outputs (None when it can)."""
-    if kind in ("auc", "normalized_entropy") and num_class > 2:
-        return f"{kind} is a binary metric: it needs num_class 1 or 2, found {num_class}"
-    if kind == "multiclass_auc" and num_class < 2:
-        return (
-            f"multiclass_auc needs class outputs (num_class > 1), found num_class: {num_class}; "
-            "use auc for one logit per sample"
-        )
-    if kind == "xauc" and num_class != 1:
-        return f"xauc ranks regression outputs: it needs num_class 1, found {num_class}"
-    if kind == "recall_at_k" and not (num_class > 1 and 1 <= metric.top_k <= num_class):
-        return (
-            "recall_at_k needs class outputs (num_class > 1) and 1 <= top_k <= num_class, "
-            f"found num_class {num_class}, top_k {metric.top_k}"
-        )
-    if kind == "accuracy" and num_class > 1 and not 1 <= metric.top_k <= num_class:
-        return f"accuracy top_k must be in [1, num_class={num_class}], found {metric.top_k}"
-    return None
-
-
 def _check_losses_and_metrics(mc: Message, add: Add) -> None:
     """Losses and metrics of the model and of each task tower can be built.
 
@@ -159,7 +138,7 @@ def _check_losses_and_metrics(mc: Message, add: Add) -> None:
     reported at its field.
     """
     from recforge.loss import create_loss
-    from recforge.metrics import create_metric
+    from recforge.metrics import create_metric, num_class_problem
 
     model = mc.WhichOneof("model")
     if model is None:
@@ -191,7 +170,7 @@ def _check_losses_and_metrics(mc: Message, add: Add) -> None:
                 if kind is None:
                     continue
                 fld = f"{prefix}.{list_name}[{i}].{kind}"
-                problem = _class_metric_problem(kind, getattr(entry, kind), num_class)
+                problem = num_class_problem(entry, num_class)
                 if problem:
                     add(fld, problem)
                 elif list_name == "metrics":

@@ -21,8 +21,9 @@ _LAZY = {
     "ParquetReader": "recforge.datasets.readers",
     "create_reader": "recforge.datasets.readers",
     "expand_input_path": "recforge.datasets.readers",
-    "generate_demo_data": "recforge.datasets.demo_data",
-    "demo_config_text": "recforge.datasets.demo_data",
+    # the demo data generators live in recforge.demo; these names are the documented commands
+    "generate_demo_data": "recforge.demo.simulate",
+    "generate_retrieval_demo_data": "recforge.demo.retrieval",
 }
 
 

@@ -72,7 +72,7 @@ class DataParser:
         self.extra_id_columns = list(extra_id_columns)
         self.sparse_keys: list[str] = [f.name for f in self.features if f.is_sparse]
         self.dense_keys: list[str] = [f.name for f in self.features if not f.is_sparse]
-        self.dense_dims: list[int] = [f.value_dim for f in self.features if not f.is_sparse]
+        self.dense_dims: list[int] = [f.dense_width for f in self.features if not f.is_sparse]
         self._needed: dict[str, str] = {}
         for feature in self.features:
             for column in feature.inputs:

@@ -17,12 +17,14 @@ The format follows ``data_config.fg_mode`` as in TorchEasyRec:
 * ``FG_BUCKETIZE``: one column per feature, named by ``feature_name``, holding the values
   before bucketizing (as in ``FG_DAG``).
 
-The inputs of the other feature kinds are read from their message fields by name: terms
-joined by ``separator`` (overlap), texts (tokenize), ``"key:value"`` lists (kv_dot_product), ids
-with a 0 / 1 mask of the same length (bool_mask), numbers or ``value_map`` keys (combine),
-lookup maps ``"k1:v1\x1dk2:v2"``, match maps ``"pk^sk:v|..."``, ...; kinds recforge does not
-implement (and the ``sequence_`` variants) get plausible inputs so training can reach its
-"not supported" message. A tokenize_feature's encoded ids lie in its tokenizer's vocabulary.
+The inputs of the other FG kinds (and their ``sequence_`` variants) are read from their
+message fields by name, so they get plausible inputs: crossed ids, lookup maps
+``"k1:v1\x1dk2:v2"`` and match maps ``"pk^sk:v|..."`` whose values fit the id field
+(``num_buckets``, vocabularies) or are numbers, expression variables as numbers, terms joined
+by ``separator`` (overlap), texts (tokenize), ``"key:value"`` lists (kv_dot_product), ids with
+a 0 / 1 mask of the same length (bool_mask), numbers or ``value_map`` keys (combine), ...;
+kinds recforge does not build yet reach their "not supported" message. A tokenize_feature's
+encoded ids lie in its tokenizer's vocabulary.
 """
 
 from __future__ import annotations
@@ -687,6 +689,26 @@ def _is_sequence_input(kind: str, msg: Any, expression: str, num_inputs: int) ->
     return side == "item"
 
 
+def _map_value_strings(msg: Any) -> Callable[[np.random.Generator, int], pa.Array]:
+    """Draws the values of lookup / match maps: ids fitting the config's id field, else numbers.
+
+    ``num_buckets``: integers in ``[0, num_buckets)``; ``vocab_list`` / ``vocab_dict``: their
+    keys; ``hash_bucket_size`` (or ``need_discrete``): integers; otherwise numbers in [0, 1).
+    """
+    vocab = list(_get(msg, "vocab_list", []) or []) or sorted(_get(msg, "vocab_dict", {}) or {})
+    buckets = int(_get(msg, "num_buckets", 0) or 0)
+    discrete = bool(_get(msg, "need_discrete", False)) or int(_get(msg, "hash_bucket_size", 0) or 0)
+
+    def draw(r: np.random.Generator, total: int) -> pa.Array:
+        if vocab:
+            return pa.array(vocab, pa.string()).take(pa.array(r.integers(0, len(vocab), total)))
+        if buckets or discrete:
+            return pc.cast(pa.array(r.integers(0, buckets or 100, total)), pa.string())
+        return pc.cast(_numbers(r.random(total)), pa.string())
+
+    return draw
+
+
 def _raw_inputs(
     kind: str,
     msg: Any,
@@ -701,25 +723,19 @@ def _raw_inputs(
     keys = IdDomain(pa.array(_int_subset(rng, 1000, 20)))
     pkeys = IdDomain(pa.array(_int_subset(rng, 1000, 10)))
     skeys = IdDomain(pa.array(_int_subset(rng, 1000, 10)))
-    discrete = bool(_get(msg, "need_discrete", False))
+    map_values = _map_value_strings(msg)
 
     def map_entries(r: np.random.Generator, n: int) -> pa.Array:
         counts = _counts(r, n, *MULTI_VALUES)
         total = int(counts.sum())
-        values = (
-            pc.cast(r.integers(0, 100, total), pa.string())
-            if discrete
-            else pc.cast(_numbers(r.random(total)), pa.string())
-        )
+        values = map_values(r, total)
         pairs = pc.binary_join_element_wise(pc.cast(keys.draw(r, total), pa.string()), values, ":")
         return join_cells(pairs, counts, MAP_SEPARATOR, np.zeros(n, dtype=bool))
 
     def nested_map(r: np.random.Generator, n: int) -> pa.Array:
         total = n * 2
         inner = pc.binary_join_element_wise(
-            pc.cast(skeys.draw(r, total), pa.string()),
-            pc.cast(_numbers(r.random(total)), pa.string()),
-            ":",
+            pc.cast(skeys.draw(r, total), pa.string()), map_values(r, total), ":"
         )
         groups = pc.binary_join_element_wise(pc.cast(pkeys.draw(r, total), pa.string()), inner, "^")
         return join_cells(groups, np.full(n, 2), "|", np.zeros(n, dtype=bool))

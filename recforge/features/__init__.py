@@ -24,8 +24,10 @@ from typing import Any
 
 from recforge.features.base_feature import BaseFeature, FeatureError
 from recforge.features.bool_mask_feature import BoolMaskFeature
-from recforge.features.combine_feature import CombineFeature, SequenceCombineFeature
+from recforge.features.combine_feature import CombineFeature
+from recforge.features.combo_feature import ComboFeature
 from recforge.features.custom_feature import CustomFeature
+from recforge.features.expr_feature import ExprFeature
 from recforge.features.fg_mode import (
     DEFAULT_MULTIVAL_SEP,
     FG_BUCKETIZE,
@@ -37,11 +39,18 @@ from recforge.features.fg_mode import (
 )
 from recforge.features.id_feature import IdFeature
 from recforge.features.kv_dot_product import KvDotProduct
+from recforge.features.lookup_feature import LookupFeature
+from recforge.features.match_feature import MatchFeature
 from recforge.features.overlap_feature import OverlapFeature
 from recforge.features.raw_feature import RawFeature
 from recforge.features.sequence_derived import (
+    SequenceCombineFeature,
+    SequenceComboFeature,
     SequenceCustomFeature,
+    SequenceExprFeature,
     SequenceKvDotProduct,
+    SequenceLookupFeature,
+    SequenceMatchFeature,
     SequenceOverlapFeature,
 )
 from recforge.features.sequence_feature import (
@@ -58,12 +67,20 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "raw_feature": RawFeature,
     "sequence_id_feature": SequenceIdFeature,
     "sequence_raw_feature": SequenceRawFeature,
+    "combo_feature": ComboFeature,
+    "lookup_feature": LookupFeature,
+    "match_feature": MatchFeature,
+    "expr_feature": ExprFeature,
     "overlap_feature": OverlapFeature,
     "tokenize_feature": TokenizeFeature,
     "kv_dot_product": KvDotProduct,
     "bool_mask_feature": BoolMaskFeature,
     "combine_feature": CombineFeature,
     "custom_feature": CustomFeature,
+    "sequence_combo_feature": SequenceComboFeature,
+    "sequence_lookup_feature": SequenceLookupFeature,
+    "sequence_match_feature": SequenceMatchFeature,
+    "sequence_expr_feature": SequenceExprFeature,
     "sequence_combine_feature": SequenceCombineFeature,
     "sequence_overlap_feature": SequenceOverlapFeature,
     "sequence_kv_dot_product": SequenceKvDotProduct,
@@ -197,17 +214,25 @@ __all__ = [
     "FG_NORMAL",
     "BaseFeature",
     "BoolMaskFeature",
+    "ComboFeature",
     "CombineFeature",
     "CustomFeature",
+    "ExprFeature",
     "FeatureError",
     "IdFeature",
     "KvDotProduct",
+    "LookupFeature",
+    "MatchFeature",
     "OverlapFeature",
     "RawFeature",
+    "SequenceComboFeature",
     "SequenceCombineFeature",
     "SequenceCustomFeature",
+    "SequenceExprFeature",
     "SequenceIdFeature",
     "SequenceKvDotProduct",
+    "SequenceLookupFeature",
+    "SequenceMatchFeature",
     "SequenceOverlapFeature",
     "SequenceRawFeature",
     "TokenizeFeature",

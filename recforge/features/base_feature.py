@@ -227,6 +227,15 @@ class BaseFeature(abc.ABC):
         return 1
 
     @property
+    def dense_width(self) -> int:
+        """Width of a dense feature's parsed ``"{name}.values"`` ``[B, dense_width]``.
+
+        ``value_dim``, except for dense sequences (see
+        :class:`~recforge.features.sequence_feature.SequenceRawFeature`).
+        """
+        return self.value_dim
+
+    @property
     def embedding_dim(self) -> int:
         """Embedding dimension of a sparse feature (0 for dense features)."""
         return int(self.config.embedding_dim) if self.is_sparse else 0

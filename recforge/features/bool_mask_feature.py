@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.features.base_feature import BaseFeature, FeatureError
-from recforge.features.derived_feature import (
-    DerivedFeature,
-    copy_fields,
-    input_column,
-)
+from recforge.features.derived_feature import DerivedFeature
+from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import first_true, is_string_type
 
-#: the id fields a bool_mask_feature shares with an id_feature
-_ID_FIELDS = (
-    "hash_bucket_size",
-    "num_buckets",
-    "vocab_list",
-    "vocab_dict",
-    "value_dim",
-    "default_value",
-    "separator",
-    "default_bucketize_value",
-)
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 
@@ -42,21 +29,30 @@ class BoolMaskFeature(DerivedFeature):
     ``hash_bucket_size``, ``vocab_list``, ``vocab_dict``, ``default_value``, ...).
     """
 
+    def __init__(
+        self,
+        feature_config: Any,
+        fg_mode: int = FG_NONE,
+        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
+    ) -> None:
+        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+        cfg = self.config
+        self._require_inputs("expression")
+        if not self.reads_fg_output and len(cfg.expression) != 2:
+            raise self._error(
+                f"expression must name 2 inputs (values, mask), found {list(cfg.expression)}"
+            )
+        fields: dict[str, Any] = {}
+        if cfg.HasField("separator"):  # it splits a multi-value default_value
+            fields["separator"] = cfg.separator
+        if cfg.HasField("value_dim"):
+            fields["value_dim"] = cfg.value_dim
+        self._out = self._id_output(**fields)
+
     @property
-    def expressions(self) -> list[str]:
+    def raw_inputs(self) -> list[str]:
         """``expression``: values, then mask (exactly two)."""
         return list(self.config.expression)
-
-    def build_inner(self) -> BaseFeature:
-        """An ``IdFeature`` with this feature's id fields."""
-        if not self.reads_fg_output and len(self.config.expression) != 2:
-            raise FeatureError(
-                f"feature '{self.name}': expression must name 2 inputs (values, mask), found "
-                f"{list(self.config.expression)}"
-            )
-        message = self.inner_message("IdFeature")
-        copy_fields(self.config, message, _ID_FIELDS)
-        return self.make_inner(message)
 
     def _mask(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
         """``(keep bool [M], rows int64 [M], items [M])`` of the mask input (null: false)."""
@@ -67,32 +63,32 @@ class BoolMaskFeature(DerivedFeature):
             numbers = items.fill_null(0).to_numpy(zero_copy_only=False)
             bad = first_true((numbers != 0) & (numbers != 1))
             if bad >= 0:
-                raise self.data_error(
-                    input_column(self.expressions[1]),
-                    int(rows[bad]),
-                    f"expected mask items true/false or 1/0, found {items[bad].as_py()!r}",
+                raise self._column_error(
+                    self.inputs[-1],
+                    f"expected mask items true/false or 1/0, found {items[bad].as_py()!r} at row "
+                    f"{int(rows[bad])}",
                 )
             return numbers == 1, rows, items
         if not is_string_type(items.type):
-            raise FeatureError(
-                f"feature '{self.name}' (column '{input_column(self.expressions[1])}'): "
-                f"expected a boolean, integer or string mask, found type {column.type}"
+            raise self._column_error(
+                self.inputs[-1],
+                f"expected a boolean, integer or string mask, found type {column.type}",
             )
         lowered = pc.utf8_lower(pc.utf8_trim_whitespace(items)).fill_null("false")
         is_true = pc.is_in(lowered, value_set=pa.array(_TRUE)).to_numpy(zero_copy_only=False)
         is_false = pc.is_in(lowered, value_set=pa.array(_FALSE)).to_numpy(zero_copy_only=False)
         bad = first_true(~(is_true | is_false))
         if bad >= 0:
-            raise self.data_error(
-                input_column(self.expressions[1]),
-                int(rows[bad]),
-                f"expected mask items true/false or 1/0, found {items[bad].as_py()!r}",
+            raise self._column_error(
+                self.inputs[-1],
+                f"expected mask items true/false or 1/0, found {items[bad].as_py()!r} at row "
+                f"{int(rows[bad])}",
             )
         return is_true, rows, items
 
-    def derive(self, inputs: list[pa.Array]) -> pa.Array:
+    def compute(self, columns: dict[str, pa.Array]) -> pa.Array:
         """``list [B]`` of the kept values of each row."""
-        values_column, mask_column = inputs
+        values_column, mask_column = self.input_columns(columns)
         num_rows = len(values_column)
         # positions matter here: null items are kept until the mask is applied
         values, value_rows, value_lengths = _items(values_column, self.config.separator)
@@ -102,11 +98,10 @@ class BoolMaskFeature(DerivedFeature):
         paired = (value_lengths > 0) & (mask_lengths > 0)
         bad = first_true(paired & (value_lengths != mask_lengths))
         if bad >= 0:
-            raise self.data_error(
-                input_column(self.expressions[1]),
-                bad,
-                f"expected one mask item per value of '{input_column(self.expressions[0])}' "
-                f"({int(value_lengths[bad])}), found {int(mask_lengths[bad])}",
+            raise self._column_error(
+                self.inputs[-1],
+                f"expected one mask item per value of '{self.inputs[0]}' "
+                f"({int(value_lengths[bad])}), found {int(mask_lengths[bad])} at row {bad}",
             )
         keep = keep[paired[mask_rows]]
         used = paired[value_rows]

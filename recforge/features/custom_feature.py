@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf import json_format
 
-from recforge.features.base_feature import BaseFeature, FeatureError
+from recforge.features.base_feature import FeatureError
 from recforge.features.custom_ops import INPUT_NAMES, get_operator
-from recforge.features.derived_feature import DerivedFeature, copy_fields, input_column
+from recforge.features.derived_feature import DerivedFeature, split_expression
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.utils.registry import RegistryError
 
@@ -49,6 +49,8 @@ class CustomFeature(DerivedFeature):
         fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
     ) -> None:
         super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+        self._require_inputs("expression")
+        self._build_output()
         cfg = self.config
         self.params: dict[str, Any] = (
             json_format.MessageToDict(cfg.operator_params)
@@ -71,15 +73,15 @@ class CustomFeature(DerivedFeature):
                 cfg.operator_name,
             )
         if cfg.operator_name in _BUILT_IN:  # bad operator_params fail here, not mid-training
-            self._run([pa.array([""]) for _ in self.expressions])
+            self._run([pa.array([""]) for _ in self.raw_inputs])
 
     @property
-    def expressions(self) -> list[str]:
+    def raw_inputs(self) -> list[str]:
         """``expression``: the operator's inputs, in order."""
         return list(self.config.expression)
 
-    def build_inner(self) -> BaseFeature:
-        """An ``IdFeature`` (an id kind is set) or a ``RawFeature``."""
+    def _build_output(self) -> None:
+        """An id output (an id kind is set) or a number output."""
         cfg = self.config
         if cfg.vocab_file:
             raise FeatureError(
@@ -89,23 +91,23 @@ class CustomFeature(DerivedFeature):
         is_id = any(
             len(getattr(cfg, k)) if k.startswith("vocab") else cfg.HasField(k) for k in _ID_KINDS
         )
+        fields: dict[str, Any] = {}
+        if cfg.HasField("separator"):  # it splits a multi-value default_value
+            fields["separator"] = cfg.separator
         if is_id:
-            message = self.inner_message("IdFeature")
-            copy_fields(cfg, message, (*_ID_KINDS, "value_dim", "separator", "default_value"))
+            if cfg.HasField("value_dim"):
+                fields["value_dim"] = cfg.value_dim
             if (cfg.vocab_list or cfg.vocab_dict) and not cfg.HasField("default_bucketize_value"):
-                message.default_bucketize_value = 0
-            elif cfg.HasField("default_bucketize_value"):
-                message.default_bucketize_value = cfg.default_bucketize_value
-            return self.make_inner(message)
-        message = self.inner_message("RawFeature")
-        copy_fields(cfg, message, ("boundaries", "normalizer", "separator", "default_value"))
-        message.value_dim = max(int(cfg.value_dim), 1)
-        return self.make_inner(message)
+                fields["default_bucketize_value"] = 0  # the vocabulary is the whole table
+            self._out = self._id_output(**fields)
+        else:
+            self._out = self._raw_output(value_dim=max(int(cfg.value_dim), 1), **fields)
 
     def _run(self, inputs: list[pa.Array]) -> pa.Array:
         assert self._operator is not None
         try:
-            params = {**self.params, INPUT_NAMES: [input_column(e) for e in self.expressions]}
+            names = [split_expression(e)[1] for e in self.raw_inputs]
+            params = {**self.params, INPUT_NAMES: names}
             out = self._operator(inputs, params)
         except ValueError as e:
             raise FeatureError(
@@ -123,6 +125,6 @@ class CustomFeature(DerivedFeature):
             )
         return out
 
-    def derive(self, inputs: list[pa.Array]) -> pa.Array:
+    def compute(self, columns: dict[str, pa.Array]) -> pa.Array:
         """The operator's output (``B`` rows)."""
-        return self._run(inputs)
+        return self._run(self.input_columns(columns))

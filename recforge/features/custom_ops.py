@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.expression import ExpressionError, compile_expression
+from recforge.features.utils import FLOAT_PATTERN
 from recforge.utils.registry import RegistryError
 
 #: the key of ``params`` holding the column names of the inputs, in ``expression`` order
@@ -156,8 +157,7 @@ def _numbers(column: pa.Array, name: str) -> np.ndarray:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
             raise ValueError(f"input '{name}': expected numbers, found {column.type}") from None
-        number = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
-        ok = pc.match_substring_regex(column, number).fill_null(True)
+        ok = pc.match_substring_regex(column, FLOAT_PATTERN).fill_null(True)
         row = int(np.flatnonzero(~ok.to_numpy(zero_copy_only=False))[0])
         raise ValueError(
             f"input '{name}': expected numbers, found {column[row].as_py()!r} at row {row}"

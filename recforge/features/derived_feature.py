@@ -1,15 +1,15 @@
-"""``DerivedFeature``: a feature computed from raw inputs, then encoded like an id or raw one.
+"""``DerivedFeature``: a feature computed from several raw columns, then bucketized.
 
-TorchEasyRec's overlap, kv_dot_product, bool_mask, combine, tokenize and custom features each
-compute one value (or a bag of values) per row from their inputs and then bucketize it like an
-``IdFeature`` (``num_buckets`` / ``hash_bucket_size`` / vocabularies) or a ``RawFeature``
-(``normalizer``, ``boundaries``). :class:`DerivedFeature` holds that second half as an inner
-:class:`~recforge.features.id_feature.IdFeature` or
-:class:`~recforge.features.raw_feature.RawFeature` built from the kind's own fields, so every
-kind only writes its computation (:meth:`DerivedFeature.derive`).
-
-With FG output (``fg_mode`` FG_NONE or FG_BUCKETIZE) nothing is computed: the inner feature
-reads the column named by ``feature_name`` as it would for an id or raw feature.
+The FG kinds combo, lookup, match, expr, overlap, kv_dot_product, bool_mask, combine,
+tokenize and custom compute an intermediate value per row (strings for ids, numbers
+otherwise) from their raw input columns, and then turn it into model input
+exactly as an ``id_feature`` or a ``raw_feature`` would (``hash_bucket_size`` /
+``vocab_list`` / ``vocab_dict`` / ``num_buckets``, or ``normalizer`` / ``boundaries`` /
+``default_value``). A derived feature therefore holds an *output* feature, an
+:class:`IdFeature` or :class:`RawFeature` built from the same-named fields of its config,
+and hands it the intermediate column. For FG output (``FG_NONE`` / ``FG_BUCKETIZE``: the
+column named by ``feature_name`` holds what the FG wrote) the output feature reads the data
+directly, so those modes behave as they do for id and raw features.
 """
 
 from __future__ import annotations
@@ -19,234 +19,229 @@ from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from recforge.features.base_feature import BaseFeature, FeatureError
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
+from recforge.features.fg_mode import FG_DAG
 from recforge.features.id_feature import IdFeature
 from recforge.features.raw_feature import RawFeature
-from recforge.features.utils import as_array, is_list_type, is_string_type
+from recforge.features.utils import as_array
 from recforge.protos import feature_pb2
 
-#: fields every kind shares with the inner id / raw feature message (copied when set)
-_COMMON_FIELDS = (
-    "embedding_name",
-    "embedding_dim",
-    "pooling",
-    "init_fn",
-    "trainable",
-    "data_type",
-    "fg_encoded_default_value",
-)
+#: input side of a constant (``"const:5"``: the value 5 in every row)
+CONST_SIDE = "const"
+#: fields never copied to the output feature (the derived kind reads them itself)
+_OWN_FIELDS = {"expression", "value_dim", "separator"}
 
 
-def input_column(expression: str) -> str:
-    """``"user:query"`` -> ``"query"`` (the raw column an FG input names)."""
-    return expression.split(":", 1)[1] if ":" in expression else expression
-
-
-def copy_fields(source: Any, target: Any, names: tuple[str, ...]) -> None:
-    """Copy the set fields ``names`` of ``source`` into ``target`` (both protobuf messages)."""
-    target_fields = target.DESCRIPTOR.fields_by_name
-    for name in names:
-        if name not in source.DESCRIPTOR.fields_by_name or name not in target_fields:
-            continue
-        fd = source.DESCRIPTOR.fields_by_name[name]
-        value = getattr(source, name)
-        if fd.is_repeated:
-            if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-                getattr(target, name).update(dict(value))
-            else:
-                getattr(target, name).extend(value)
-        elif source.HasField(name):
-            setattr(target, name, value)
-
-
-def split_terms(column: pa.Array, separator: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Split string (or list) cells into flat terms.
+def copy_fields(source: Any, target: Any, skip: set[str] = _OWN_FIELDS) -> Any:
+    """Copy the fields ``source`` sets into the same-named fields of ``target``.
 
     Args:
-        column: ``string [B]`` cells joined by ``separator``, or ``list<...> [B]``.
-        separator: the multi-value separator of string cells.
+        source: a feature message (e.g. ``LookupFeature``).
+        target: a fresh message (``IdFeature`` or ``RawFeature``), changed in place.
+        skip: field names left alone.
 
     Returns:
-        ``(terms [N], rows int64 [N], lengths int64 [B])``: the non-empty, non-null terms in
-        row order, the row of each term and the terms per row.
+        ``target``.
 
     """
-    num_rows = len(column)
-    if pa.types.is_null(column.type):
-        return pa.array([], pa.string()), np.zeros(0, np.int64), np.zeros(num_rows, np.int64)
-    if pa.types.is_string_view(column.type):
-        column = pc.cast(column, pa.string())
-    if is_string_type(column.type) and separator:
-        column = pc.split_pattern(column, separator)
-    if is_list_type(column.type):
-        values = pc.list_flatten(column)
-        rows = pc.list_parent_indices(column).to_numpy(zero_copy_only=False).astype(np.int64)
-    else:
-        values = column
-        rows = np.arange(num_rows, dtype=np.int64)
-    keep = values.is_valid()
-    if is_string_type(values.type):
-        keep = pc.and_kleene(keep, pc.not_equal(values, ""))
-    if keep.false_count:
-        mask = keep.to_numpy(zero_copy_only=False)
-        values, rows = values.filter(keep), rows[mask]
-    lengths = np.bincount(rows, minlength=num_rows).astype(np.int64)
-    return values, rows, lengths
+    names = {f.name for f in source.DESCRIPTOR.fields}
+    for field in target.DESCRIPTOR.fields:
+        name = field.name
+        if name in skip or name not in names:
+            continue
+        value = getattr(source, name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            getattr(target, name).update(dict(value))
+        elif field.is_repeated:
+            getattr(target, name).extend(list(value))
+        elif source.HasField(name):
+            if field.message_type is not None:
+                getattr(target, name).CopyFrom(value)
+            else:
+                setattr(target, name, value)
+    return target
+
+
+def split_expression(expression: str) -> tuple[str, str]:
+    """``"side:name"`` -> ``(side, name)``; without a side, ``("", expression)``."""
+    if ":" in expression:
+        side, name = expression.split(":", 1)
+        return side, name
+    return "", expression
 
 
 class DerivedFeature(BaseFeature):
-    """Base of the features whose value is computed from several raw inputs.
+    """Base of the FG kinds computed from raw columns (see the module docstring).
 
-    Subclasses implement :meth:`build_inner` (the id / raw feature that encodes the computed
-    value), :attr:`expressions` (the FG inputs, ``side:name``) and :meth:`derive`.
-
-    Args:
-        feature_config: the kind's message, or a ``FeatureConfig`` holding it.
-        fg_mode: ``data_config.fg_mode``.
-        fg_encoded_multival_sep: ``data_config.fg_encoded_multival_sep``.
-
+    Subclasses build ``self._out`` (an :class:`IdFeature` or :class:`RawFeature`) with
+    :meth:`_id_output` / :meth:`_raw_output`, list their raw inputs in :meth:`raw_inputs`
+    and compute the output feature's column in :meth:`compute`.
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
-        if not self.reads_fg_output and not self.expressions:
-            raise FeatureError(
-                f"feature '{self.name}': expected its input fields "
-                f"({', '.join(self.input_fields)}) to be set, found none"
-            )
-        self.inner: BaseFeature = self.build_inner()
+    _out: BaseFeature
 
-    # ------------------------------------------------------------------ to implement
-    @property
-    @abc.abstractmethod
-    def expressions(self) -> list[str]:
-        """The FG inputs (``side:name``), in the kind's order."""
+    # ------------------------------------------------------------------ output feature
+    def _output_mode(self) -> int:
+        # raw modes: the output feature reads the computed column under feature_name
+        return self.fg_mode if self.reads_fg_output else FG_DAG
 
-    @property
-    def input_fields(self) -> tuple[str, ...]:
-        """The config fields naming the inputs (for messages)."""
-        return ("expression",)
-
-    @abc.abstractmethod
-    def build_inner(self) -> BaseFeature:
-        """The id / raw feature encoding the computed values (same name and ``fg_mode``)."""
-
-    @abc.abstractmethod
-    def derive(self, inputs: list[pa.Array]) -> pa.Array:
-        """Compute the feature's values (before bucketization) of one batch.
+    def _id_output(self, skip: tuple[str, ...] = (), **fields: Any) -> IdFeature:
+        """An id output feature from this config's id fields (``fields`` override).
 
         Args:
-            inputs: one array of ``B`` rows per entry of :attr:`expressions`.
-
-        Returns:
-            ``B`` rows the inner feature parses (numbers, strings or lists of them; nulls
-            take the inner feature's default).
+            skip: more fields not to copy (a same-named field the kind reads itself).
+            **fields: output fields to set.
 
         """
+        message = copy_fields(self.config, feature_pb2.IdFeature(), _OWN_FIELDS | set(skip))
+        for name, value in fields.items():
+            setattr(message, name, value)
+        message.expression = self.name
+        return IdFeature(message, self._output_mode(), self.multival_sep)
 
-    # ------------------------------------------------------------------ helpers
-    def inner_message(self, kind: str) -> Any:
-        """A new ``IdFeature`` / ``RawFeature`` message with this feature's shared fields.
+    def _raw_output(
+        self, value_dim: int = 1, skip: tuple[str, ...] = (), **fields: Any
+    ) -> RawFeature:
+        """A number output feature from this config's raw fields (``fields`` override).
 
         Args:
-            kind: ``"IdFeature"`` or ``"RawFeature"``.
+            value_dim: numbers per row.
+            skip: more fields not to copy (a same-named field the kind reads itself).
+            **fields: output fields to set.
 
         """
-        message = getattr(feature_pb2, kind)(feature_name=self.name, expression=self.name)
-        copy_fields(self.config, message, _COMMON_FIELDS)
-        return message
-
-    def make_inner(self, message: Any) -> BaseFeature:
-        """Build the inner feature of ``message`` (an ``IdFeature`` or ``RawFeature``)."""
-        cls = IdFeature if message.DESCRIPTOR.name == "IdFeature" else RawFeature
-        return cls(message, self.fg_mode, self.multival_sep)
-
-    def data_error(self, column: str, row: int, message: str) -> FeatureError:
-        """An error about a value of one input column, naming the feature, column and row."""
-        return FeatureError(f"feature '{self.name}' (column '{column}'): {message} at row {row}")
+        message = copy_fields(self.config, feature_pb2.RawFeature(), _OWN_FIELDS | set(skip))
+        message.value_dim = value_dim
+        for name, value in fields.items():
+            setattr(message, name, value)
+        message.expression = self.name
+        if self.reads_fg_output and value_dim > 1 and not message.HasField("separator"):
+            message.separator = self.multival_sep
+        return RawFeature(message, self._output_mode(), self.multival_sep)
 
     # ------------------------------------------------------------------ description
     @property
-    def expression_column(self) -> str:
-        """The raw column of the first input."""
-        return input_column(self.expressions[0]) if self.expressions else self.name
-
-    @property
-    def inputs(self) -> list[str]:
-        """``[feature_name]`` for FG output, else the raw column of every input."""
-        if self.reads_fg_output:
-            return [self.name]
-        return list(dict.fromkeys(input_column(e) for e in self.expressions))
-
-    @property
     def table_size_source(self) -> str:
-        """As the inner feature's."""
-        return self.inner.table_size_source
+        """The output feature's table-size field."""
+        return self._out.table_size_source
 
     @property
     def is_sparse(self) -> bool:
-        """As the inner feature's."""
-        return self.inner.is_sparse
+        """Whether the output feature is looked up in an embedding table."""
+        return self._out.is_sparse
 
     @property
     def num_embeddings(self) -> int:
-        """As the inner feature's."""
-        return self.inner.num_embeddings
+        """The output feature's table rows."""
+        return self._out.num_embeddings
 
     @property
     def value_dim(self) -> int:
-        """As the inner feature's."""
-        return self.inner.value_dim
+        """Numbers per sample of a dense output."""
+        return self._out.value_dim
+
+    @property
+    @abc.abstractmethod
+    def raw_inputs(self) -> list[str]:
+        """The ``side:name`` expressions the feature computes from (raw modes)."""
+
+    @property
+    def inputs(self) -> list[str]:
+        """Source columns: ``[feature_name]`` for FG output, else the raw input columns."""
+        if self.reads_fg_output:
+            return [self.name]
+        columns = [
+            split_expression(e)[1] for e in self.raw_inputs if split_expression(e)[0] != CONST_SIDE
+        ]
+        return list(dict.fromkeys(columns))
 
     def missing_column_hint(self, available: Any) -> str:
-        """As :meth:`BaseFeature.missing_column_hint`, for the first input."""
-        if not self.reads_fg_output or not self.expressions:
+        """A hint for a missing FG-output column when the data has the raw inputs."""
+        if not self.reads_fg_output:
             return ""
-        return super().missing_column_hint(available)
+        raw = [split_expression(e)[1] for e in self.raw_inputs]
+        if raw and all(c in available for c in raw):
+            return (
+                f"; the data has the raw input columns {raw}; set data_config.fg_mode: FG_DAG "
+                "to compute the feature from them"
+            )
+        return ""
+
+    def _require_inputs(self, *fields: str) -> None:
+        """Refuse a config computing from raw columns whose input ``fields`` are all unset."""
+        if not self.reads_fg_output and not self.raw_inputs:
+            raise FeatureError(
+                f"feature '{self.name}': expected its input fields ({', '.join(fields)}) to be "
+                "set, found none"
+            )
 
     # ------------------------------------------------------------------ parsing
-    def _inputs(self, columns: dict[str, pa.Array]) -> list[pa.Array]:
-        out = []
-        for expression in self.expressions:
-            column = input_column(expression)
-            if column not in columns:
-                raise FeatureError(
-                    f"feature '{self.name}' (column '{column}'): column not found; available "
-                    f"columns: {sorted(columns)}"
-                )
-            out.append(as_array(columns[column]))
-        return out
+    def _error(self, message: str) -> FeatureError:
+        return FeatureError(f"feature '{self.name}' (columns {self.inputs}): {message}")
 
-    def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
-        """Parse one batch.
+    def _column_error(self, column: str, message: str) -> FeatureError:
+        return FeatureError(f"feature '{self.name}' (column '{column}'): {message}")
 
-        Args:
-            columns: column name -> array of ``B`` rows.
-
-        Returns:
-            What the inner feature returns: ``{"{name}.values", "{name}.lengths"}`` (sparse)
-            or ``{"{name}.values": float32 [B, value_dim]}`` (dense).
+    def input_column(
+        self, columns: dict[str, pa.Array], expression: str, num_rows: Optional[int]
+    ) -> pa.Array:
+        """The raw column of ``expression``; ``"const:v"`` gives ``v`` in every row.
 
         Raises:
-            FeatureError: a missing column, or a value the kind or the inner feature refuses
-                (naming the column and the row).
+            FeatureError: the column is missing.
+
+        """
+        side, name = split_expression(expression)
+        if side == CONST_SIDE:
+            return pa.repeat(pa.scalar(name, pa.string()), int(num_rows or 0))
+        if name not in columns:
+            raise self._column_error(
+                name, f"column not found; available columns: {sorted(columns)}"
+            )
+        return as_array(columns[name])
+
+    def input_columns(self, columns: dict[str, pa.Array]) -> list[pa.Array]:
+        """The column of each :attr:`raw_inputs` expression, in order (see :meth:`input_column`)."""
+        num_rows = self.num_rows(columns, self.raw_inputs)
+        return [self.input_column(columns, e, num_rows) for e in self.raw_inputs]
+
+    @staticmethod
+    def num_rows(columns: dict[str, pa.Array], expressions: list[str]) -> int:
+        """Rows of the batch (from the first non-constant input)."""
+        for expression in expressions:
+            side, name = split_expression(expression)
+            if side != CONST_SIDE and name in columns:
+                return len(columns[name])
+        return len(next(iter(columns.values()))) if columns else 0
+
+    @abc.abstractmethod
+    def compute(self, columns: dict[str, pa.Array]) -> pa.Array:
+        """The output feature's input column ``[B]`` computed from the raw columns."""
+
+    def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
+        """Parse one batch: FG output directly, raw inputs through :meth:`compute`.
+
+        Returns:
+            Sparse: ``{"{name}.values": int64 [N], "{name}.lengths": int32 [B]}``.
+            Dense: ``{"{name}.values": float32 [B, value_dim]}``.
+
+        Raises:
+            FeatureError: a missing column, a malformed value (naming column and row), or
+                a computed value the output cannot take (naming the inputs and row).
 
         """
         if self.reads_fg_output:
-            return self.inner.parse(columns)
-        derived: Optional[pa.Array] = self.derive(self._inputs(columns))
+            return self._out.parse(columns)
+        return self._emit(self.compute(columns))
+
+    def _emit(self, computed: pa.Array) -> dict[str, np.ndarray]:
+        """The output feature's parse of the computed column (its errors name the inputs)."""
         try:
-            return self.inner.parse({self.name: derived})
-        except FeatureError as e:  # the inner feature names its own, computed column
-            inner_column = f"(column '{self.name}')"
+            return self._out.parse({self.name: computed})
+        except FeatureError as e:  # the output feature names its internal column: name the sources
             sources = ", ".join(f"'{c}'" for c in self.inputs)
-            message = str(e).replace(inner_column, f"(computed from columns {sources})", 1)
+            message = str(e).replace(
+                f"(column '{self.name}')", f"(computed from columns {sources})", 1
+            )
             raise FeatureError(message) from None

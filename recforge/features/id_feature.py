@@ -10,13 +10,13 @@ import pyarrow.compute as pc
 
 from recforge.features.base_feature import INT_PATTERN, BaseFeature, FeatureError
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
+from recforge.features.hashing import std_hash
 from recforge.features.utils import (
     fill_empty_bags,
     first_beyond_int64,
     first_true,
     is_string_type,
     row_of_value,
-    stable_hash,
     to_string_array,
 )
 
@@ -29,9 +29,10 @@ class IdFeature(BaseFeature):
     * ``num_buckets``: values are already integer ids in ``[0, num_buckets)`` (digit strings
       are cast); anything else is an error, unless ``default_bucketize_value`` is set, which
       then replaces out-of-range ids.
-    * ``hash_bucket_size``: ``pandas.util.hash_array`` of the value's string form (integers
-      hash like their decimal string, so ``123`` and ``"123"`` agree) modulo the size;
-      deterministic across processes and runs.
+    * ``hash_bucket_size``: TorchEasyRec's FG hash of the value's string form modulo the size
+      (:func:`~recforge.features.hashing.std_hash`; integers hash like their decimal string,
+      so ``123`` and ``"123"`` agree), so ids match TorchEasyRec's; deterministic across
+      processes and runs.
     * ``vocab_list``: without ``default_bucketize_value`` (as TorchEasyRec): row 0 is the
       ``default_value``, row 1 out-of-vocabulary, ``vocab_list[i] -> i + 2`` (a default value
       that is in the list keeps its ``i + 2``); ``num_embeddings = len(vocab_list) + 2``.
@@ -253,7 +254,7 @@ class IdFeature(BaseFeature):
                     )
             return ids
         if self._kind == "hash_bucket_size":
-            hashed = stable_hash(values)
+            hashed = std_hash(values)
             return (hashed % np.uint64(self.config.hash_bucket_size)).astype(np.int64)
         strings = to_string_array(values)
         index = pc.index_in(strings, value_set=self._vocab_keys)

@@ -9,8 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.features.base_feature import BaseFeature, FeatureError
-from recforge.features.derived_feature import DerivedFeature, split_terms
+from recforge.features.base_feature import FeatureError
+from recforge.features.combo_feature import split_values
+from recforge.features.derived_feature import DerivedFeature
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 
 #: methods whose exact definition TorchEasyRec does not document (pairwise term distances)
@@ -18,10 +19,15 @@ _UNDOCUMENTED = ("proximity_min_dist", "proximity_max_dist", "proximity_avg_dist
 
 
 def _encode(query: pa.Array, title: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes of the query and title terms over one shared dictionary."""
-    terms = pa.concat_arrays([pc.cast(query, pa.string()), pc.cast(title, pa.string())])
+    """Integer codes of the query and title terms (strings) over one shared dictionary."""
+    terms = pa.concat_arrays([query, title])
     codes = pc.dictionary_encode(terms).indices.to_numpy(zero_copy_only=False).astype(np.int64)
     return codes[: len(query)], codes[len(query) :]
+
+
+def _rows(lengths: np.ndarray) -> np.ndarray:
+    """``int64 [N]``: the row of each flat term."""
+    return np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
 
 
 def _per_row(codes: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
@@ -94,6 +100,8 @@ class OverlapFeature(DerivedFeature):
         fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
     ) -> None:
         super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+        self._require_inputs("query", "title")
+        self._out = self._raw_output()
         method = self.config.method
         methods: dict[str, Callable[..., np.ndarray]] = {
             "query_common_ratio": self._query_ratio,
@@ -115,31 +123,19 @@ class OverlapFeature(DerivedFeature):
         self._method = methods.get(method)
 
     @property
-    def expressions(self) -> list[str]:
+    def raw_inputs(self) -> list[str]:
         """``[query, title]`` (both must be set)."""
         cfg = self.config
         if cfg.query and cfg.title:
             return [cfg.query, cfg.title]
         return []
 
-    @property
-    def input_fields(self) -> tuple[str, ...]:
-        """``query`` and ``title``."""
-        return ("query", "title")
-
-    def build_inner(self) -> BaseFeature:
-        """A ``RawFeature`` with this feature's ``boundaries`` and ``normalizer``."""
-        message = self.inner_message("RawFeature")
-        message.boundaries.extend(self.config.boundaries)
-        if self.config.normalizer:
-            message.normalizer = self.config.normalizer
-        return self.make_inner(message)
-
-    def derive(self, inputs: list[pa.Array]) -> pa.Array:
+    def compute(self, columns: dict[str, pa.Array]) -> pa.Array:
         """One float per row (see the class docstring)."""
-        separator = self.config.separator
-        q_terms, q_rows, q_len = split_terms(inputs[0], separator)
-        t_terms, t_rows, t_len = split_terms(inputs[1], separator)
+        query, title = self.input_columns(columns)
+        q_terms, q_len = split_values(query, self.config.separator)
+        t_terms, t_len = split_values(title, self.config.separator)
+        q_rows, t_rows = _rows(q_len), _rows(t_len)
         q_codes, t_codes = _encode(q_terms, t_terms)
         assert self._method is not None
         out = self._method(q_codes, q_rows, q_len, t_codes, t_rows, t_len)

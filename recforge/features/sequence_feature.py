@@ -30,6 +30,7 @@ from recforge.features.utils import (
     is_list_type,
     is_string_type,
     row_of_value,
+    truncate_rows,
 )
 
 #: separates a sequence's name from its element feature's name: ``click_seq__item_id``
@@ -102,13 +103,7 @@ class _SequenceMixin:
                     f"type {column.type}"
                 )
         values, lengths = flatten_cells(column)
-        limit = self.sequence_length
-        if lengths.size and lengths.max() > limit:
-            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            keep = (np.arange(len(values)) - starts) < limit
-            values = values.filter(pa.array(keep))
-            lengths = np.minimum(lengths, limit).astype(np.int32)
-        return values, lengths
+        return truncate_rows(values, lengths, self.sequence_length)
 
 
 class SequenceIdFeature(_SequenceMixin, IdFeature):
@@ -160,10 +155,13 @@ class SequenceIdFeature(_SequenceMixin, IdFeature):
 
 
 class SequenceRawFeature(_SequenceMixin, RawFeature):
-    """A sequence of numbers bucketized by ``boundaries`` into an id sequence.
+    """A sequence of numbers: bucketized by ``boundaries`` into an id sequence, or dense.
 
-    Null and empty elements are dropped; the ``normalizer`` applies before bucketizing.
-    Dense (unbucketized) sequences are not supported: ``boundaries`` are required.
+    Null and empty elements are dropped; the ``normalizer`` applies before bucketizing. A
+    dense sequence (no ``boundaries``; one number per element) parses into one padded row per
+    sample, ``"{name}.values"`` ``float32 [B, 1 + sequence_length]``: the sequence's length,
+    then its numbers, zero-padded. It can only be read by a sequence group (as an element of
+    width 1), not pooled in a DEEP group.
     """
 
     def __init__(
@@ -174,11 +172,6 @@ class SequenceRawFeature(_SequenceMixin, RawFeature):
     ) -> None:
         super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
         self._init_sequence()
-        if not self.is_sparse:
-            raise self._error(
-                "a sequence_raw_feature needs boundaries (its numbers are bucketized into an "
-                "embedding sequence); dense number sequences are not supported"
-            )
         if self.value_dim != 1:
             raise self._error(f"a sequence_raw_feature needs value_dim 1, found {self.value_dim}")
 
@@ -189,7 +182,8 @@ class SequenceRawFeature(_SequenceMixin, RawFeature):
             columns: column name -> array of ``B`` rows; the feature reads ``self.column``.
 
         Returns:
-            ``{"{name}.values": int64 [N], "{name}.lengths": int32 [B]}``.
+            ``{"{name}.values": int64 [N], "{name}.lengths": int32 [B]}``; dense:
+            ``{"{name}.values": float32 [B, 1 + sequence_length]}`` (see the class).
 
         Raises:
             FeatureError: missing column, a non-numeric or non-finite element; FG_NONE: a
@@ -198,6 +192,8 @@ class SequenceRawFeature(_SequenceMixin, RawFeature):
         """
         values, lengths = self._split_sequence(self._get_column(columns))
         self._check_single_elements(values, lengths)
+        if not self.is_sparse:
+            return {f"{self.name}.values": self._padded_dense(values, lengths)}
         if self.fg_encoded:  # the elements are bucket ids already
             ids = (
                 self._encoded_ids(values, lengths, "bucket id")
@@ -208,6 +204,25 @@ class SequenceRawFeature(_SequenceMixin, RawFeature):
             return {f"{self.name}.values": ids, f"{self.name}.lengths": lengths}
         flat = RawFeature.parse(self, {self.column: values})[f"{self.name}.values"]
         return {f"{self.name}.values": flat, f"{self.name}.lengths": lengths}
+
+    @property
+    def dense_width(self) -> int:
+        """``1 + sequence_length``: the length, then the padded numbers (dense sequences)."""
+        return 1 + self.sequence_length
+
+    def _padded_dense(self, values: pa.Array, lengths: np.ndarray) -> np.ndarray:
+        """``float32 [B, 1 + T]``: each row's length, then its numbers padded with zeros."""
+        numbers = (
+            RawFeature.parse(self, {self.column: values})[f"{self.name}.values"].reshape(-1)
+            if len(values)
+            else np.zeros(0, dtype=np.float32)
+        )
+        out = np.zeros((len(lengths), 1 + self.sequence_length), dtype=np.float32)
+        out[:, 0] = lengths
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        positions = np.arange(len(numbers)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[rows, 1 + positions] = numbers
+        return out
 
 
 def sequence_element_configs(sequence: Any) -> list[tuple[str, Any]]:
@@ -232,6 +247,11 @@ def sequence_element_configs(sequence: Any) -> list[tuple[str, Any]]:
     for element in sequence.features:
         kind = element.WhichOneof("feature")
         if kind is None:
+            continue
+        from recforge.features.sequence_derived import INPUT_FIELDS, element_config  # a cycle
+
+        if kind in INPUT_FIELDS:  # a derived kind (combo, lookup, ..., combine)
+            out.append(element_config(sequence, kind, getattr(element, kind)))
             continue
         message = type(getattr(element, kind))()
         message.CopyFrom(getattr(element, kind))

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.features.base_feature import BaseFeature, FeatureError
+from recforge.features.base_feature import FeatureError
 from recforge.features.derived_feature import DerivedFeature
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.text_normalizer import TextNormalizer
-from recforge.features.utils import is_string_type
+from recforge.features.utils import is_string_type, truncate_rows
 
 _TOKENIZER_TYPES = ("bpe", "sentencepiece")
 #: the pinned versions in requirements.txt (named in the message when one is missing)
@@ -88,8 +88,14 @@ class TokenizeFeature(DerivedFeature):
         fg_mode: int = FG_NONE,
         fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
     ) -> None:
-        self._tokenizer: Optional[_Tokenizer] = None  # loaded by build_inner (vocab size)
+        self._tokenizer: Optional[_Tokenizer] = None
         super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+        self._require_inputs("expression")
+        # the table has a row per token; vocab_file and default_value are the kind's own
+        self._out = self._id_output(
+            skip=("vocab_file", "asset_dir", "default_value"),
+            num_buckets=self.tokenizer.vocab_size,
+        )
         cfg = self.config
         self._default_text = cfg.default_value
         if cfg.tokens_as_sequence:
@@ -135,15 +141,9 @@ class TokenizeFeature(DerivedFeature):
         return state
 
     @property
-    def expressions(self) -> list[str]:
+    def raw_inputs(self) -> list[str]:
         """``[expression]``."""
         return [self.config.expression] if self.config.expression else []
-
-    def build_inner(self) -> BaseFeature:
-        """An ``IdFeature`` with ``num_buckets`` = the vocabulary size."""
-        message = self.inner_message("IdFeature")
-        message.num_buckets = self.tokenizer.vocab_size
-        return self.make_inner(message)
 
     def _encode(self, text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         if self._normalize is not None:
@@ -154,14 +154,14 @@ class TokenizeFeature(DerivedFeature):
         flat = np.fromiter((t for i in ids for t in i), dtype=np.int64, count=int(lengths.sum()))
         return flat, lengths
 
-    def derive(self, inputs: list[pa.Array]) -> pa.Array:
+    def compute(self, columns: dict[str, pa.Array]) -> pa.Array:
         """``list<int64> [B]`` token ids per row."""
-        text = inputs[0]
+        (text,) = self.input_columns(columns)
         if pa.types.is_null(text.type):
             text = pa.nulls(len(text), pa.string())
         elif not is_string_type(text.type):
             raise FeatureError(
-                f"feature '{self.name}' (column '{self.expression_column}'): expected text, "
+                f"feature '{self.name}' (column '{self.inputs[0]}'): expected text, "
                 f"found values of type {text.type}"
             )
         text = pc.cast(text, pa.string())
@@ -195,9 +195,5 @@ class TokenizeFeature(DerivedFeature):
         if not self.is_sequence:
             return out
         values, lengths = out[f"{self.name}.values"], out[f"{self.name}.lengths"]
-        limit = self.sequence_length
-        if lengths.size and lengths.max() > limit:
-            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            values = values[(np.arange(len(values)) - starts) < limit]
-            lengths = np.minimum(lengths, limit).astype(np.int32)
+        values, lengths = truncate_rows(values, lengths, self.sequence_length)
         return {f"{self.name}.values": values, f"{self.name}.lengths": lengths}

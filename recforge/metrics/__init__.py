@@ -88,12 +88,15 @@ def _auc(cfg: metric_pb2.AUC, num_class: int) -> RecMetric:
     return RecMetric(metric, class_index=_binary_class(num_class))
 
 
+def _top_k_problem(cfg: Any, num_class: int) -> Optional[str]:
+    """A class metric's ``top_k`` must lie in ``[1, num_class]`` (checked with class outputs)."""
+    if num_class > 1 and not 1 <= cfg.top_k <= num_class:
+        name = cfg.DESCRIPTOR.name.lower().replace("recallatk", "recall_at_k")
+        return f"{name} top_k must be in [1, num_class={num_class}], found {cfg.top_k}"
+    return None
+
+
 def _recall_at_k(cfg: metric_pb2.RecallAtK, num_class: int) -> RecMetric:
-    if cfg.top_k < 1 or cfg.top_k > num_class:
-        raise ValueError(
-            f"recall_at_k needs 1 <= top_k <= num_class; found num_class {num_class},"
-            f" top_k {cfg.top_k}"
-        )
     # micro recall over top-k predictions: the share of samples whose class is in the top k
     metric = classification.MulticlassRecall(
         num_classes=num_class, top_k=cfg.top_k, average="micro"
@@ -137,6 +140,8 @@ class _MetricKind:
 
     build: Callable[[Any, int], RecMetric]
     num_class_rule: NumClassRule = ANY_NUM_CLASS
+    #: settings that depend on ``num_class`` (``top_k``): ``(config, num_class) -> problem``
+    settings_problem: Callable[[Any, int], Optional[str]] = lambda cfg, n: None
 
 
 # MetricConfig oneof member -> its builder and num_class rule
@@ -146,16 +151,18 @@ _METRICS: dict[str, _MetricKind] = {
         _multiclass_auc,
         NumClassRule(
             lambda n: n > 1,
-            "multiclass_auc needs class outputs (num_class > 1), found num_class {n}",
+            "multiclass_auc needs class outputs (num_class > 1), found num_class: {n}; use auc "
+            "for one logit per sample",
         ),
     ),
-    "accuracy": _MetricKind(_accuracy),
+    "accuracy": _MetricKind(_accuracy, settings_problem=_top_k_problem),
     "grouped_auc": _MetricKind(_grouped_auc, _binary_rule("grouped_auc")),
     "recall_at_k": _MetricKind(
         _recall_at_k,
         NumClassRule(
             lambda n: n > 1, "recall_at_k needs class outputs (num_class > 1), found num_class {n}"
         ),
+        _top_k_problem,
     ),
     "normalized_entropy": _MetricKind(_normalized_entropy, _binary_rule("normalized_entropy")),
     "xauc": _MetricKind(
@@ -188,11 +195,17 @@ def num_class_problem(config: metric_pb2.MetricConfig, num_class: int) -> Option
 
     Returns:
         The message, or None when the metric works with ``num_class`` (and when no metric is
-        set or the metric is not implemented: :func:`create_metric` reports those).
+        set or the metric is not implemented: :func:`create_metric` reports those). Settings
+        bounded by ``num_class`` (``top_k``) are checked too. Config validation and model
+        building both ask here.
 
     """
-    kind = _METRICS.get(config.WhichOneof("metric") or "")
-    return kind.num_class_rule.problem(num_class) if kind else None
+    name = config.WhichOneof("metric") or ""
+    kind = _METRICS.get(name)
+    if kind is None:
+        return None
+    problem = kind.num_class_rule.problem(num_class)
+    return problem or kind.settings_problem(getattr(config, name), num_class)
 
 
 def create_metric(config: metric_pb2.MetricConfig, num_class: int = 1) -> RecMetric:

@@ -282,6 +282,8 @@ class MatchModel(BaseModel):
             if g.group_name == self._group_names[side]
         )
         names = set(group.feature_names)
+        for sequence_group in group.sequence_groups:
+            names.update(sequence_group.feature_names)
         return [f for f in self._features if f.name in names]
 
     def embedding_dim(self) -> int:
@@ -313,11 +315,7 @@ class MatchModel(BaseModel):
             if g.group_name == self._group_names[side]
         )
         tables = EmbeddingGroup(self.tower_features(side), [group], device=torch.device("cpu"))
-        if tables.ebc is not None:
-            trained = dict(source.ebc.embedding_bags.items())
-            with torch.no_grad():
-                for name, bag in tables.ebc.embedding_bags.items():
-                    bag.weight.copy_(trained[name].weight.detach().cpu())
+        tables.copy_weights_from(source)
         tower = copy.deepcopy(getattr(self, f"{side}_tower")).cpu()
         return TowerModule(tables, group.group_name, tower, self._cosine).eval()
 

@@ -91,7 +91,7 @@ def example_inputs(model: BaseModel, batch_size: int = 4) -> dict[str, torch.Ten
             data[f"{feature.name}.values"] = torch.zeros(batch_size, dtype=torch.int64)
             data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
         else:
-            data[f"{feature.name}.values"] = torch.full((batch_size, feature.value_dim), 0.5)
+            data[f"{feature.name}.values"] = torch.full((batch_size, feature.dense_width), 0.5)
     return data
 
 

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from recforge.modules.mlp import MLP
 from recforge.protos import module_pb2
+
+
+def effective_length(max_length: int, max_seq_length: int) -> int:
+    """Positions an encoder reads: the group's ``T``, cut to ``max_seq_length`` when > 0."""
+    return min(max_length, max_seq_length) if max_seq_length > 0 else max_length
+
+
+def sequence_mask(lengths: torch.Tensor, length: int) -> torch.Tensor:
+    """``[B, T]`` bool: True at the first ``lengths[b]`` positions of each row."""
+    positions = torch.arange(length, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class DINEncoder(nn.Module):
@@ -15,20 +27,22 @@ class DINEncoder(nn.Module):
     Each sequence element ``s_t`` gets a score from ``attn_mlp([q, s_t, q - s_t, q * s_t])``
     followed by a linear layer; scores of padded positions are masked out, normalised by a
     softmax over the sequence, and the output is the score-weighted sum of the elements. An
-    empty sequence pools to zeros.
+    empty sequence pools to zeros. A query narrower than the sequence elements is padded with
+    zeros on the right (as TorchEasyRec does); a wider one is an error.
 
     Args:
         query_dim: width ``Dq`` of the query (the candidate's embeddings).
-        sequence_dim: width ``Ds`` of each sequence element; must equal ``query_dim``.
+        sequence_dim: width ``Ds`` of each sequence element (``Dq <= Ds``).
         max_length: ``T``, the padded sequence length.
         attn_mlp: the attention MLP config.
         name: the feature group, for error messages.
+        max_seq_length: read only the first ``max_seq_length`` elements (0: all ``T``).
 
     Shapes:
-        ``forward(query [B, D], sequence [B, T, D], lengths [B]) -> [B, D]``.
+        ``forward(query [B, Dq], sequence [B, T, Ds], lengths [B]) -> [B, Ds]``.
 
     Raises:
-        ValueError: the query and sequence widths differ (or the query is empty).
+        ValueError: the query is wider than the sequence elements.
 
     """
 
@@ -39,17 +53,19 @@ class DINEncoder(nn.Module):
         max_length: int,
         attn_mlp: module_pb2.MLP,
         name: str = "?",
+        max_seq_length: int = 0,
     ) -> None:
         super().__init__()
-        if query_dim != sequence_dim:
+        if query_dim > sequence_dim:
             raise ValueError(
-                f"DIN over SEQUENCE feature group '{name}' needs query features (the candidate"
-                f" side, e.g. item_id) as wide as its sequence features: query dim {query_dim},"
+                f"DIN over sequence group '{name}' needs query features (the candidate side,"
+                f" e.g. item_id) no wider than its sequence features: query dim {query_dim},"
                 f" sequence dim {sequence_dim}; list a non-sequence feature for every sequence"
                 " element, in the same order and with the same embedding_dim"
             )
+        self._query_pad = sequence_dim - query_dim
         self._dim = sequence_dim
-        self._max_length = max_length
+        self._length = effective_length(max_length, max_seq_length)
         self.attn_mlp = MLP.from_config(4 * sequence_dim, attn_mlp)
         self.score = nn.Linear(self.attn_mlp.output_dim(), 1)
 
@@ -60,15 +76,18 @@ class DINEncoder(nn.Module):
     def forward(
         self, query: torch.Tensor, sequence: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        """Pools ``sequence`` ``[B, T, D]`` by attention to ``query`` ``[B, D]`` -> ``[B, D]``."""
+        """Pools ``sequence`` ``[B, T, Ds]`` by attention to ``query`` ``[B, Dq]``: ``[B, Ds]``."""
+        sequence = sequence[:, : self._length]
+        lengths = torch.clamp(lengths, max=self._length)
+        if self._query_pad > 0:
+            query = F.pad(query, (0, self._query_pad))
         expanded = query.unsqueeze(1).expand_as(sequence)
         features = torch.cat(
             [expanded, sequence, expanded - sequence, expanded * sequence], dim=2
         )  # [B, T, 4D]
         hidden = self.attn_mlp(features.reshape(-1, 4 * self._dim))
-        scores = self.score(hidden).reshape(-1, self._max_length)  # [B, T]
-        positions = torch.arange(self._max_length, device=lengths.device)
-        mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
+        scores = self.score(hidden).reshape(-1, self._length)  # [B, T]
+        mask = sequence_mask(lengths, self._length)
         # -1e4: exp() underflows to 0 against any real score, and fp16 can hold it
         scores = scores.masked_fill(~mask, -1e4)
         # an all-padding row gets uniform weights from the softmax: the mask zeroes them

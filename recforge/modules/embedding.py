@@ -8,6 +8,7 @@ from typing import Optional, Union
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchrec import (
     EmbeddingBagCollection,
     EmbeddingBagConfig,
@@ -19,6 +20,11 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, Keyed
 from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
 from recforge.modules.regroup import regroup_by_slices
+from recforge.modules.sequence_encoders import (
+    NestedSequences,
+    create_sequence_encoder,
+    resolve_nested_sequences,
+)
 from recforge.protos import model_pb2
 
 # torch.fx keeps wrapped functions as leaf calls only where they are looked up: in this module
@@ -47,6 +53,11 @@ class EmbeddingGroup(nn.Module):
     naming the same table share it); query features are sum-pooled per row and sequences are
     padded with zeros to their ``sequence_length``.
 
+    A DEEP group may also hold ``sequence_groups`` (laid out like SEQUENCE groups, sharing
+    their tables) and ``sequence_encoders`` (:mod:`recforge.modules.sequence_encoders`): its
+    output is its plain features followed by each encoder's output, so any model reading the
+    group gets the encoded sequences with it (as in TorchEasyRec).
+
     Args:
         features: all features of the model.
         feature_groups: the ``feature_groups`` of the model config.
@@ -56,7 +67,8 @@ class EmbeddingGroup(nn.Module):
 
     Shapes:
         ``forward(sparse_features, dense_features)`` returns ``{group_name: [B, group_dim]}``
-        for DEEP / WIDE groups and, for a SEQUENCE group ``g``: ``"g.query"`` ``[B, Dq]``
+        for DEEP / WIDE groups (``group_dim``: the features' widths, then the encoders')
+        and, for a SEQUENCE group ``g``: ``"g.query"`` ``[B, Dq]``
         (concatenated query features; ``[B, 0]`` without any), ``"g.sequence"``
         ``[B, T, Ds]`` (concatenated sequence features, ``T`` the longest
         ``sequence_length``) and ``"g.sequence_length"`` ``[B]`` (int, elements per row).
@@ -78,12 +90,25 @@ class EmbeddingGroup(nn.Module):
         group_dims: dict[str, list[int]] = {}
         self._sequence_groups: dict[str, _SequenceGroup] = {}
         sequence_tables: dict[str, EmbeddingConfig] = {}
+        # DEEP group -> its sequence groups, and the sequence group each encoder reads
+        self._nested_groups: dict[str, list[_SequenceGroup]] = {}
+        self._encoder_inputs: dict[str, list[int]] = {}
+        self.sequence_encoders = nn.ModuleDict()
         for group in feature_groups:
+            nested, problems = resolve_nested_sequences(group)
+            if problems:
+                where, message = problems[0]
+                raise EmbeddingGroupError(f"feature group '{group.group_name}' {where}: {message}")
             if group.group_type == model_pb2.SEQUENCE:
                 self._sequence_groups[group.group_name] = _build_sequence_group(
-                    group, by_name, sequence_tables
+                    f"SEQUENCE feature group '{group.group_name}'",
+                    group.feature_names,
+                    by_name,
+                    sequence_tables,
                 )
                 continue
+            if nested.groups:
+                self._add_nested(group.group_name, nested, by_name, sequence_tables)
             is_wide = group.group_type == model_pb2.WIDE
             keys, dims = [], []
             for name in group.feature_names:
@@ -93,6 +118,12 @@ class EmbeddingGroup(nn.Module):
                         f"feature group '{group.group_name}' names undefined feature '{name}'"
                     )
                 if not feature.is_sparse:
+                    if feature.is_sequence:
+                        raise EmbeddingGroupError(
+                            f"feature '{name}' is a dense sequence and cannot be pooled in group"
+                            f" '{group.group_name}'; list it in a sequence group (with a"
+                            " sequence encoder) or give it boundaries"
+                        )
                     if is_wide:
                         raise EmbeddingGroupError(
                             f"feature '{name}' is a dense raw feature and cannot be in WIDE group"
@@ -110,9 +141,12 @@ class EmbeddingGroup(nn.Module):
                 _share_table(tables, table, name)
                 keys.append((name, table.name))
                 dims.append(table.embedding_dim)
-            if not keys:
+            if not keys and not nested.groups:
                 raise EmbeddingGroupError(f"feature group '{group.group_name}' has no features")
-            group_keys[group.group_name] = keys
+            if keys:
+                group_keys[group.group_name] = keys
+            if group.group_name in self.sequence_encoders:
+                dims += [e.output_dim() for e in self.sequence_encoders[group.group_name]]
             group_dims[group.group_name] = dims
         # torchrec names a pooled output "<feature>@<table>" when the feature feeds several tables
         tables_of_feature: dict[str, int] = {}
@@ -133,6 +167,11 @@ class EmbeddingGroup(nn.Module):
         self._group_names = [g.group_name for g in feature_groups]
         self._key_lists: list[list[str]] = [group_keys[g] for g in self._pooled_group_names]
         self._has_sparse = bool(tables)
+        layouts = list(self._sequence_groups.values())
+        layouts += [layout for group in self._nested_groups.values() for layout in group]
+        self._sequence_dense_keys = list(
+            dict.fromkeys(key for layout in layouts for key in layout.dense_keys)
+        )
         # decided here, not from the batch, so that forward traces (torch.fx) and scripts
         self._has_dense = any(
             not by_name[name].is_sparse for group in feature_groups for name in group.feature_names
@@ -150,6 +189,64 @@ class EmbeddingGroup(nn.Module):
                 for dim, dim_tables in sorted(by_dim.items())
             }
         )
+
+    def _add_nested(
+        self,
+        group_name: str,
+        nested: NestedSequences,
+        by_name: dict[str, BaseFeature],
+        tables: dict[str, EmbeddingConfig],
+    ) -> None:
+        """Builds the sequence groups and encoders of a DEEP group (see the class docstring)."""
+        layouts = [
+            _build_sequence_group(
+                f"sequence group '{name}' of feature group '{group_name}'",
+                feature_names,
+                by_name,
+                tables,
+            )
+            for name, feature_names in nested.groups
+        ]
+        index = {name: i for i, (name, _) in enumerate(nested.groups)}
+        encoders, inputs = nn.ModuleList(), []
+        for k, config in enumerate(nested.encoders):
+            kind = config.WhichOneof("seq_module")
+            source = getattr(config, kind).input
+            layout = layouts[index[source]]
+            try:
+                encoder = create_sequence_encoder(
+                    config,
+                    sum(layout.query_dims),
+                    sum(layout.sequence_dims),
+                    layout.max_length,
+                )
+            except ValueError as err:
+                raise EmbeddingGroupError(
+                    f"feature group '{group_name}' sequence_encoders[{k}].{kind}: {err}"
+                ) from None
+            encoders.append(encoder)
+            inputs.append(index[source])
+        self._nested_groups[group_name] = layouts
+        self._encoder_inputs[group_name] = inputs
+        self.sequence_encoders[group_name] = encoders
+
+    def copy_weights_from(self, source: EmbeddingGroup) -> None:
+        """Copies tables (by name) and sequence encoders (by group) from a larger group.
+
+        ``self`` holds a subset of ``source``'s groups (e.g. one tower of a match model); its
+        weights become copies of ``source``'s, on ``self``'s device.
+        """
+        with torch.no_grad():
+            if self.ebc is not None:
+                trained = dict(source.ebc.embedding_bags.items())
+                for name, bag in self.ebc.embedding_bags.items():
+                    bag.weight.copy_(trained[name].weight.detach())
+            for key, ec in self.sequence_ecs.items():
+                trained = source.sequence_ecs[key].embeddings
+                for name, table in ec.embeddings.items():
+                    table.weight.copy_(trained[name].weight.detach())
+        for name, encoders in self.sequence_encoders.items():
+            encoders.load_state_dict(source.sequence_encoders[name].state_dict())
 
     def group_names(self) -> list[str]:
         """Names of the groups, in config order."""
@@ -217,6 +314,12 @@ class EmbeddingGroup(nn.Module):
 
         """
         out: dict[str, torch.Tensor] = {}
+        dense: dict[str, torch.Tensor] = {}
+        if self._sequence_dense_keys:
+            # one [B, width] tensor per dense feature that a sequence group reads
+            slices = regroup_by_slices([dense_features], [[k] for k in self._sequence_dense_keys])
+            for i, key in enumerate(self._sequence_dense_keys):
+                dense[key] = slices[i]
         if self._key_lists:
             keyed: list[KeyedTensor] = []
             if self.ebc is not None:
@@ -226,17 +329,31 @@ class EmbeddingGroup(nn.Module):
             grouped = regroup_by_slices(keyed, self._key_lists)
             for i, name in enumerate(self._pooled_group_names):
                 out[name] = grouped[i]
-        if self._sequence_groups:
+        if self._sequence_groups or self._nested_groups:
             jagged: dict[str, JaggedTensor] = {}
             for ec in self.sequence_ecs.values():
                 jagged.update(ec(sparse_features))
             for name, group in self._sequence_groups.items():
-                out.update(group.embed(name, jagged))
+                out.update(group.embed(name, jagged, dense))
+            for name, layouts in self._nested_groups.items():
+                embedded = [layout.embed("", jagged, dense) for layout in layouts]
+                parts = [out[name]] if name in out else []
+                encoders = self.sequence_encoders[name]
+                for encoder, source in zip(encoders, self._encoder_inputs[name]):
+                    inputs = embedded[source]
+                    parts.append(
+                        encoder(inputs[".query"], inputs[".sequence"], inputs[".sequence_length"])
+                    )
+                out[name] = torch.cat(parts, dim=1)
         return out
 
 
 class _SequenceGroup:
-    """The layout of one SEQUENCE group: query and sequence features, dims and length."""
+    """The layout of one sequence group: query and sequence features, dims and length.
+
+    ``dense_lengths`` holds the dense features (query: 0; dense sequence: its own
+    ``sequence_length``, the layout of :class:`~recforge.features.SequenceRawFeature`).
+    """
 
     def __init__(
         self,
@@ -245,22 +362,47 @@ class _SequenceGroup:
         sequence_keys: list[str],
         sequence_dims: list[int],
         max_length: int,
+        dense_lengths: dict[str, int],
     ) -> None:
+        self.dense_lengths = dense_lengths
+        self.dense_keys = list(dense_lengths)
         self.query_keys = query_keys
         self.query_dims = query_dims
         self.sequence_keys = sequence_keys
         self.sequence_dims = sequence_dims
         self.max_length = max_length
 
-    def embed(self, name: str, jagged: dict[str, JaggedTensor]) -> dict[str, torch.Tensor]:
-        """``{"name.query": [B, Dq], "name.sequence": [B, T, Ds], "name.sequence_length": [B]}``."""
-        first = jagged[self.sequence_keys[0]]
-        lengths = first.lengths()
-        sequence = torch.cat(
-            [jagged[k].to_padded_dense(self.max_length) for k in self.sequence_keys], dim=2
-        )
+    def embed(
+        self, name: str, jagged: dict[str, JaggedTensor], dense: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """``{"name.query": [B, Dq], "name.sequence": [B, T, Ds], "name.sequence_length": [B]}``.
+
+        Args:
+            name: prefix of the output keys.
+            jagged: unpooled embeddings of the sparse features.
+            dense: ``[B, width]`` of the dense features.
+
+        """
+        first = self.sequence_keys[0]
+        if first in self.dense_lengths:
+            lengths = dense[first][:, 0].to(torch.int32)
+        else:
+            lengths = jagged[first].lengths()
+        parts = []
+        for key in self.sequence_keys:
+            if key in self.dense_lengths:
+                parts.append(_dense_sequence(dense[key], self.dense_lengths[key], self.max_length))
+            else:
+                parts.append(jagged[key].to_padded_dense(self.max_length))
+        sequence = torch.cat(parts, dim=2)
         if self.query_keys:
-            query = torch.cat([_sum_pool(jagged[k]) for k in self.query_keys], dim=1)
+            query = torch.cat(
+                [
+                    dense[k] if k in self.dense_lengths else _sum_pool(jagged[k])
+                    for k in self.query_keys
+                ],
+                dim=1,
+            )
         else:
             query = sequence.new_zeros((lengths.numel(), 0))
         return {
@@ -268,6 +410,16 @@ class _SequenceGroup:
             f"{name}.sequence": sequence,
             f"{name}.sequence_length": torch.clamp(lengths, max=self.max_length),
         }
+
+
+def _dense_sequence(packed: torch.Tensor, length: int, max_length: int) -> torch.Tensor:
+    """``[B, 1 + length]`` (length, numbers) -> the numbers ``[B, max_length, 1]``."""
+    numbers = packed[:, 1:]
+    if length < max_length:
+        numbers = F.pad(numbers, (0, max_length - length))
+    elif length > max_length:
+        numbers = numbers[:, :max_length]
+    return numbers.unsqueeze(2)
 
 
 def _sum_pool(embeddings: JaggedTensor) -> torch.Tensor:
@@ -298,33 +450,42 @@ def _share_table(tables: dict[str, TableConfig], table: TableConfig, feature_nam
 
 
 def _build_sequence_group(
-    group: model_pb2.FeatureGroupConfig,
+    where: str,
+    feature_names: Sequence[str],
     by_name: dict[str, BaseFeature],
     tables: dict[str, EmbeddingConfig],
 ) -> _SequenceGroup:
-    """Checks a SEQUENCE group and adds its tables to ``tables`` (shared by name)."""
-    where = f"SEQUENCE feature group '{group.group_name}'"
+    """Checks a sequence group and adds its tables to ``tables`` (shared by name).
+
+    Args:
+        where: the group, as error messages name it.
+        feature_names: its query and sequence features.
+        by_name: every feature by name.
+        tables: the sequence tables so far, by name.
+
+    """
     query_keys, query_dims, sequence_keys, sequence_dims, lengths = [], [], [], [], []
-    for name in group.feature_names:
+    dense_lengths: dict[str, int] = {}
+    for name in feature_names:
         feature = by_name.get(name)
         if feature is None:
             raise EmbeddingGroupError(f"{where} names undefined feature '{name}'")
-        if not feature.is_sparse:
-            raise EmbeddingGroupError(
-                f"{where}: feature '{name}' is a dense raw feature; SEQUENCE groups embed ids"
-                " (give it boundaries to bucketize it, or move it to a DEEP group)"
-            )
-        _share_table(tables, feature.emb_config, name)
+        if feature.is_sparse:
+            _share_table(tables, feature.emb_config, name)
+        else:
+            dense_lengths[name] = feature.sequence_length if feature.is_sequence else 0
         if feature.is_sequence:
             sequence_keys.append(name)
-            sequence_dims.append(feature.embedding_dim)
+            sequence_dims.append(feature.output_dim)
             lengths.append(feature.sequence_length)
         else:
             query_keys.append(name)
-            query_dims.append(feature.embedding_dim)
+            query_dims.append(feature.output_dim)
     if not sequence_keys:
         raise EmbeddingGroupError(
             f"{where} has no sequence feature (sequence_id_feature, sequence_raw_feature or "
-            "a sequence_feature element); make it a DEEP group"
+            "a sequence_feature element)"
         )
-    return _SequenceGroup(query_keys, query_dims, sequence_keys, sequence_dims, max(lengths))
+    return _SequenceGroup(
+        query_keys, query_dims, sequence_keys, sequence_dims, max(lengths), dense_lengths
+    )

@@ -8,36 +8,9 @@ from typing import Optional
 import torch
 from torch import nn
 
+from recforge.modules.activation import create_activation
 from recforge.modules.dropout import Dropout
 from recforge.protos import module_pb2
-
-_ACTIVATIONS = {
-    "nn.ReLU": nn.ReLU,
-    "nn.PReLU": nn.PReLU,
-    "nn.LeakyReLU": nn.LeakyReLU,
-    "nn.SiLU": nn.SiLU,
-    "nn.GELU": nn.GELU,
-    "nn.ELU": nn.ELU,
-    "nn.Sigmoid": nn.Sigmoid,
-    "nn.Tanh": nn.Tanh,
-}
-
-
-def create_activation(name: str) -> nn.Module:
-    """Builds an activation module from its config name (``nn.ReLU``, ``relu``, ...).
-
-    Raises:
-        ValueError: unknown name, listing the known ones.
-
-    """
-    if not name:
-        return nn.Identity()
-    lookup = {k.lower(): v for k, v in _ACTIVATIONS.items()}
-    lookup.update({k.lower().removeprefix("nn."): v for k, v in _ACTIVATIONS.items()})
-    cls = lookup.get(name.lower())
-    if cls is None:
-        raise ValueError(f"unknown activation '{name}' (known: {', '.join(_ACTIVATIONS)})")
-    return cls()
 
 
 class MLP(nn.Module):
@@ -47,7 +20,8 @@ class MLP(nn.Module):
         in_features: input width ``D_in``.
         hidden_units: width of each layer.
         dropout_ratio: one ratio for every layer, or one per layer (empty: no dropout).
-        activation: activation name, e.g. ``nn.ReLU``.
+        activation: activation name, e.g. ``nn.ReLU``, ``nn.PReLU(num_parameters=8)`` or
+            ``Dice`` (see :func:`~recforge.modules.activation.create_activation`).
         use_bn: batch normalisation after each linear layer.
         bias: linear layers have a bias.
         use_ln: layer normalisation after each linear layer.
@@ -86,7 +60,7 @@ class MLP(nn.Module):
                 layers.append(nn.BatchNorm1d(units))
             if use_ln:
                 layers.append(nn.LayerNorm(units))
-            layers.append(create_activation(activation))
+            layers.append(create_activation(activation, hidden_size=units))
             if dropout and dropout[i] > 0:
                 layers.append(Dropout(dropout[i]))
             width = units

@@ -29,6 +29,7 @@ from recforge.utils.checkpoint_format import (
     write_manifest,
 )
 from recforge.utils.disk import disk_full_message, is_disk_full
+from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY, check_id_hash
 
 CHECKPOINT_PREFIX = "model.ckpt-"
 _CKPT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
@@ -96,7 +97,7 @@ def save_checkpoint(
         digests = _digest_files(tmp)
         if dist_util.rank() == 0:
             with open(os.path.join(tmp, TRAIN_STATE_FILE), "w") as f:
-                json.dump(train_state, f)
+                json.dump({**train_state, ID_HASH_KEY: ID_HASH}, f)
             digests[TRAIN_STATE_FILE] = file_digest(os.path.join(tmp, TRAIN_STATE_FILE))
             write_manifest(tmp, digests)
     except (OSError, CheckpointException) as e:
@@ -168,6 +169,8 @@ def load_checkpoint(
         )
     files = CheckpointFiles(checkpoint_path)
     train_state = files.read_json(TRAIN_STATE_FILE)
+    check_id_hash(train_state, model, checkpoint_path)
+    train_state.pop(ID_HASH_KEY, None)  # a property of the checkpoint, not of the run's progress
     files.metadata()  # refused before the optimizer below is touched
     try:
         if optimizer is not None and hasattr(optimizer, "init_state"):

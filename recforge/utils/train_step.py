@@ -89,7 +89,9 @@ def _create_scaler(train_config: Any, device: torch.device) -> Optional[torch.am
     cfg = train_config.grad_scaler
     field = "train_config.grad_scaler"
     if not cfg.init_scale > 0:
-        raise ConfigError(f"init_scale must be > 0; found {cfg.init_scale}", field=field)
+        raise ConfigError(
+            f"init_scale must be > 0; found {cfg.init_scale}", field=f"{field}.init_scale"
+        )
     if not cfg.growth_factor > 1:
         raise ConfigError(
             f"growth_factor must be > 1; found {cfg.growth_factor}", field=f"{field}.growth_factor"

@@ -34,6 +34,7 @@ from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils.checkpoint_format import CheckpointFiles
 from recforge.utils.dense_ema import EMA_ATTRIBUTE, DenseEMA, ema_key, param_name
+from recforge.utils.id_hash import check_id_hash
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ def warm_start(
     checkpoint = resolve_checkpoint(checkpoint_path)
     param_map = read_param_map(param_map_path) if param_map_path else {}
     files = CheckpointFiles(checkpoint)
+    check_id_hash(files.read_json(ckpt_util.TRAIN_STATE_FILE), model, checkpoint)
     saved = _checkpoint_tensors(files)
     result = WarmStartResult(checkpoint)
     if optimizer is not None and hasattr(optimizer, "init_state"):
