@@ -179,7 +179,10 @@ def run_recforge(
     cmd = [*module, "recforge", "train", "--config", config, "--model_dir", model_dir]
     train = run_command([*cmd, "--edit_config_json", json.dumps(edits)], work / "train.log")
     stats = json.loads((model_dir / "train_stats.json").read_text())
-    auc = float(json.loads((model_dir / "eval_result.json").read_text())["auc"])
+    result = json.loads((model_dir / "eval_result.json").read_text())
+    # a model that evaluates one named output (RocketLaunching: auc_light) has one auc_* metric
+    aucs = [k for k in result if k.startswith("auc_")]
+    auc = float(result["auc"] if "auc" in result or len(aucs) != 1 else result[aucs[0]])
     logged = EVAL_LOG_RE.findall(train.log)
     run = Run(
         name=name,

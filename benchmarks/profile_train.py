@@ -58,8 +58,9 @@ def _train_steps(config, features, steps: int):
     """The model built as ``recforge train`` builds it; returns ``(step, timed batches)``."""
     import torch
 
+    from recforge.models.factory import build_model
     from recforge.models.model import TrainWrapper
-    from recforge.utils.pipeline import build_dataset, build_model
+    from recforge.utils.pipeline import build_dataset
     from recforge.utils.sharding import shard_model
 
     torch.manual_seed(config.data_config.seed)

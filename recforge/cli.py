@@ -3,6 +3,10 @@
 Also ``python -m recforge``.
 
 Under torchrun: ``torchrun --nproc-per-node=2 -m recforge train --config ...``.
+
+Each subcommand is one entry of :data:`SUBCOMMANDS`: its help line, the parent parsers whose
+flags it shares with others (:func:`_config_flags`, :func:`_checkpoint_flag`, ...), a function
+adding its own flags and a handler that runs it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import contextlib
 import json
 import sys
 import warnings
-from collections.abc import Iterator
-from typing import Optional
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 
 def _edits(text: Optional[str]) -> dict[str, str]:
@@ -37,7 +42,10 @@ def _top_k(text: str) -> list[int]:
         raise SystemExit(f"--top_k must be comma-separated integers, found '{text}'") from None
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+# ---- flags shared by several subcommands (argparse parent parsers) ----------------------------
+def _config_flags() -> argparse.ArgumentParser:
+    """``--config``, ``--model_dir``, ``--edit_config_json``, ``--plugin``."""
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(
         "--config",
         "--pipeline_config_path",
@@ -57,19 +65,41 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="python module to import first (user models/features); repeatable",
     )
+    return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="recforge", description=__doc__.splitlines()[0])
+def _checkpoint_flag(default: str = "newest in model_dir") -> argparse.ArgumentParser:
+    """``--checkpoint`` (TorchEasyRec's ``--checkpoint_path``); ``default`` says which one."""
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(
-        "--traceback", action="store_true", help="show the full stack trace of input errors"
+        "--checkpoint",
+        "--checkpoint_path",
+        dest="checkpoint",
+        default=None,
+        help=f"checkpoint directory (default: {default})",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    return parser
 
-    train = sub.add_parser("train", help="train (and evaluate) the model a config describes")
-    _common(train)
-    reuse = train.add_mutually_exclusive_group()
+
+def _eval_input_flag() -> argparse.ArgumentParser:
+    """``--eval_input_path``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
+    return parser
+
+
+def _config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`_config_flags` every pipeline function takes."""
+    return {
+        "edits": _edits(args.edit_config_json),
+        "plugins": args.plugin,
+        "model_dir": args.model_dir,
+    }
+
+
+# ---- the subcommands: flags and handlers ------------------------------------------------------
+def _train_flags(parser: argparse.ArgumentParser) -> None:
+    reuse = parser.add_mutually_exclusive_group()
     reuse.add_argument(
         "--continue_train",
         action="store_true",
@@ -80,135 +110,261 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move an earlier run in model_dir to <model_dir>.old-<time> and train anew",
     )
-    train.add_argument(
+    parser.add_argument(
         "--fine_tune_checkpoint",
         default=None,
         help="warm start from this checkpoint (or the newest in this directory): restores the"
         " tensors that fit, warns about the rest",
     )
-    train.add_argument(
+    parser.add_argument(
         "--ignore_restore_optimizer",
         action="store_true",
         help="restore weights only (with --continue_train or a warm start): optimizer state"
         " starts fresh",
     )
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on the eval data")
-    _common(evaluate)
-    evaluate.add_argument(
-        "--checkpoint",
-        "--checkpoint_path",
-        dest="checkpoint",
-        default=None,
-        help="checkpoint directory (default: newest in model_dir)",
+
+def _train(args: argparse.Namespace) -> dict:
+    from recforge.train import train_and_evaluate
+
+    return train_and_evaluate(
+        args.config,
+        continue_train=args.continue_train,
+        fine_tune_checkpoint=args.fine_tune_checkpoint,
+        ignore_restore_optimizer=args.ignore_restore_optimizer,
+        overwrite=args.overwrite,
+        **_config_kwargs(args),
     )
-    evaluate.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
-    evaluate.add_argument(
+
+
+def _evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--eval_result_filename",
         default=None,
         help="file in model_dir that receives the metrics (default: eval_result.json)",
     )
 
-    export = sub.add_parser(
-        "export", help="export a checkpoint as a TorchScript model directory for serving"
-    )
-    _common(export)
-    export.add_argument(
-        "--checkpoint",
-        "--checkpoint_path",
-        dest="checkpoint",
-        default=None,
-        help="checkpoint directory (default: export_config.exporter_type, latest or best)",
-    )
-    export.add_argument("--export_dir", required=True, help="directory to write the export to")
 
-    predict = sub.add_parser("predict", help="score parquet/csv input with an exported model")
-    predict.add_argument(
+def _evaluate(args: argparse.Namespace) -> dict:
+    from recforge.evaluate import evaluate
+
+    return evaluate(
+        args.config,
+        checkpoint_path=args.checkpoint,
+        eval_input_path=args.eval_input_path,
+        eval_result_filename=args.eval_result_filename,
+        **_config_kwargs(args),
+    )
+
+
+def _export_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--export_dir", required=True, help="directory to write the export to")
+
+
+def _export(args: argparse.Namespace) -> dict:
+    from recforge.export import export_model
+
+    return export_model(
+        args.config, args.export_dir, checkpoint_path=args.checkpoint, **_config_kwargs(args)
+    )
+
+
+def _predict_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--scripted_model_path",
         required=True,
         help="the export directory (or its scripted_model.pt)",
     )
-    predict.add_argument(
+    parser.add_argument(
         "--predict_input_path", required=True, help="parquet/csv files, globs, comma-separated"
     )
-    predict.add_argument(
+    parser.add_argument(
         "--predict_output_path",
         required=True,
         help="a .parquet file, or a directory that receives part-*.parquet files",
     )
-    predict.add_argument(
+    parser.add_argument(
         "--reserved_columns", default="", help="input columns copied to the output, e.g. id,label"
     )
-    predict.add_argument(
+    parser.add_argument(
         "--output_columns", default="", help="model outputs to write, e.g. probs (default: all)"
     )
-    predict.add_argument(
+    parser.add_argument(
         "--num_workers", type=int, default=None, help="input-parsing workers (default: config)"
     )
-    predict.add_argument(
+    parser.add_argument(
         "--batch_size", type=int, default=None, help="rows per batch (default: config)"
     )
 
-    retrieval = sub.add_parser(
-        "evaluate-retrieval",
-        help="full-corpus recall@K / hit-rate@K of a match model (DSSM) over the item table",
+
+def _predict(args: argparse.Namespace) -> dict:
+    from recforge.predict import predict
+
+    return predict(
+        args.scripted_model_path,
+        args.predict_input_path,
+        args.predict_output_path,
+        reserved_columns=args.reserved_columns,
+        output_columns=args.output_columns,
+        num_workers=args.num_workers,
+        batch_size=args.batch_size,
     )
-    _common(retrieval)
-    retrieval.add_argument(
-        "--checkpoint",
-        "--checkpoint_path",
-        dest="checkpoint",
-        default=None,
-        help="checkpoint directory (default: newest in model_dir)",
-    )
-    retrieval.add_argument("--eval_input_path", default=None, help="overrides eval_input_path")
-    retrieval.add_argument(
+
+
+def _retrieval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--train_input_path",
         default=None,
         help="training interactions (popularity baseline, --exclude_train); default: config",
     )
-    retrieval.add_argument(
+    parser.add_argument(
         "--item_table_path",
         default=None,
         help="item table (default: data_config.negative_sampler.input_path)",
     )
-    retrieval.add_argument(
+    parser.add_argument(
         "--item_id_field", default=None, help="item id column (default: the sampler's)"
     )
-    retrieval.add_argument(
+    parser.add_argument(
         "--user_id_field",
         default=None,
         help="user id column (default: first input column of the user tower)",
     )
-    retrieval.add_argument("--top_k", default="10,50,100", help="cut-offs K, comma-separated")
-    retrieval.add_argument(
+    parser.add_argument("--top_k", default="10,50,100", help="cut-offs K, comma-separated")
+    parser.add_argument(
         "--exclude_train",
         action="store_true",
         help="never retrieve items the user interacted with in the training data",
     )
-    retrieval.add_argument(
+    parser.add_argument(
         "--backend", default="torch", choices=["torch", "faiss"], help="exact search backend"
     )
 
-    mock = sub.add_parser(
-        "mock-data", help="write sample parquet data in the format a config reads (smoke tests)"
+
+def _retrieval(args: argparse.Namespace) -> dict:
+    from recforge.retrieval import evaluate_retrieval
+
+    return evaluate_retrieval(
+        args.config,
+        checkpoint_path=args.checkpoint,
+        eval_input_path=args.eval_input_path,
+        item_table_path=args.item_table_path,
+        user_id_field=args.user_id_field,
+        item_id_field=args.item_id_field,
+        top_k=_top_k(args.top_k),
+        exclude_train=args.exclude_train,
+        train_input_path=args.train_input_path,
+        backend=args.backend,
+        **_config_kwargs(args),
     )
-    mock.add_argument(
+
+
+def _mock_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--config", "--pipeline_config_path", dest="config", required=True, help="pipeline config"
     )
-    mock.add_argument("--output_dir", required=True, help="folder receiving part-*.parquet")
-    mock.add_argument("--num_rows", type=int, default=10000, help="sample rows")
-    mock.add_argument("--num_files", type=int, default=1, help="parquet files to split them into")
-    mock.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
-    mock.add_argument(
+    parser.add_argument("--output_dir", required=True, help="folder receiving part-*.parquet")
+    parser.add_argument("--num_rows", type=int, default=10000, help="sample rows")
+    parser.add_argument("--num_files", type=int, default=1, help="parquet files to split them into")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
+    parser.add_argument(
         "--edit_config_json",
         default=None,
         help="config overrides applied before generating (e.g. smaller tables), as for train",
     )
 
-    demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
-    demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
-    demo.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
+
+def _mock_data(args: argparse.Namespace) -> dict:
+    from recforge.config import edit_config, load_pipeline_config
+    from recforge.datasets.mock_data import generate_mock_data
+
+    user_edits = _edits(args.edit_config_json)
+    source = edit_config(load_pipeline_config(args.config), user_edits)
+    result = generate_mock_data(source, args.output_dir, args.num_rows, args.num_files, args.seed)
+    edits = json.dumps({**user_edits, **result["edit_config_json"]})
+    hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
+    print(f"train on it: {hint}", file=sys.stderr)
+    return result
+
+
+def _demo_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
+    parser.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
+
+
+def _demo(args: argparse.Namespace) -> dict:
+    from recforge.demo.run import run_demo
+
+    return run_demo(args.output_dir, args.num_rows)
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``recforge`` subcommand.
+
+    Attributes:
+        help: its line in ``recforge --help``.
+        add_flags: adds its own flags to its parser.
+        run: runs it on the parsed flags; returns its summary.
+        parents: builders of the shared flags it takes (listed first in its help).
+
+    """
+
+    help: str
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], dict]
+    parents: tuple[Callable[[], argparse.ArgumentParser], ...] = field(default=())
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "train": Subcommand(
+        "train (and evaluate) the model a config describes",
+        _train_flags,
+        _train,
+        (_config_flags,),
+    ),
+    "evaluate": Subcommand(
+        "evaluate a checkpoint on the eval data",
+        _evaluate_flags,
+        _evaluate,
+        (_config_flags, _checkpoint_flag, _eval_input_flag),
+    ),
+    "export": Subcommand(
+        "export a checkpoint as a TorchScript model directory for serving",
+        _export_flags,
+        _export,
+        (_config_flags, lambda: _checkpoint_flag("export_config.exporter_type, latest or best")),
+    ),
+    "predict": Subcommand(
+        "score parquet/csv input with an exported model", _predict_flags, _predict
+    ),
+    "evaluate-retrieval": Subcommand(
+        "full-corpus recall@K / hit-rate@K of a match model (DSSM) over the item table",
+        _retrieval_flags,
+        _retrieval,
+        (_config_flags, _checkpoint_flag, _eval_input_flag),
+    ),
+    "mock-data": Subcommand(
+        "write sample parquet data in the format a config reads (smoke tests)",
+        _mock_data_flags,
+        _mock_data,
+    ),
+    "demo": Subcommand(
+        "generate planted-signal demo data, train DeepFM, evaluate", _demo_flags, _demo
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="recforge", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full stack trace of input errors"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, command in SUBCOMMANDS.items():
+        parents = [build() for build in command.parents]
+        command.add_flags(sub.add_parser(name, help=command.help, parents=parents))
     return parser
 
 
@@ -249,89 +405,7 @@ def run_command(args: argparse.Namespace) -> dict:
     setup_cli_logging()
 
     with user_facing_errors(args.traceback), _config_errors_located(getattr(args, "config", None)):
-        if args.command == "train":
-            from recforge.train import train_and_evaluate
-
-            metrics = train_and_evaluate(
-                args.config,
-                continue_train=args.continue_train,
-                edits=_edits(args.edit_config_json),
-                plugins=args.plugin,
-                model_dir=args.model_dir,
-                fine_tune_checkpoint=args.fine_tune_checkpoint,
-                ignore_restore_optimizer=args.ignore_restore_optimizer,
-                overwrite=args.overwrite,
-            )
-        elif args.command == "evaluate":
-            from recforge.evaluate import evaluate
-
-            metrics = evaluate(
-                args.config,
-                checkpoint_path=args.checkpoint,
-                eval_input_path=args.eval_input_path,
-                edits=_edits(args.edit_config_json),
-                plugins=args.plugin,
-                model_dir=args.model_dir,
-                eval_result_filename=args.eval_result_filename,
-            )
-        elif args.command == "export":
-            from recforge.export import export_model
-
-            metrics = export_model(
-                args.config,
-                args.export_dir,
-                checkpoint_path=args.checkpoint,
-                edits=_edits(args.edit_config_json),
-                plugins=args.plugin,
-                model_dir=args.model_dir,
-            )
-        elif args.command == "predict":
-            from recforge.predict import predict
-
-            metrics = predict(
-                args.scripted_model_path,
-                args.predict_input_path,
-                args.predict_output_path,
-                reserved_columns=args.reserved_columns,
-                output_columns=args.output_columns,
-                num_workers=args.num_workers,
-                batch_size=args.batch_size,
-            )
-        elif args.command == "evaluate-retrieval":
-            from recforge.retrieval import evaluate_retrieval
-
-            metrics = evaluate_retrieval(
-                args.config,
-                checkpoint_path=args.checkpoint,
-                eval_input_path=args.eval_input_path,
-                item_table_path=args.item_table_path,
-                user_id_field=args.user_id_field,
-                item_id_field=args.item_id_field,
-                top_k=_top_k(args.top_k),
-                exclude_train=args.exclude_train,
-                train_input_path=args.train_input_path,
-                backend=args.backend,
-                edits=_edits(args.edit_config_json),
-                plugins=args.plugin,
-                model_dir=args.model_dir,
-            )
-        elif args.command == "mock-data":
-            from recforge.config import edit_config, load_pipeline_config
-            from recforge.datasets.mock_data import generate_mock_data
-
-            user_edits = _edits(args.edit_config_json)
-            source = edit_config(load_pipeline_config(args.config), user_edits)
-            metrics = generate_mock_data(
-                source, args.output_dir, args.num_rows, args.num_files, args.seed
-            )
-            edits = json.dumps({**user_edits, **metrics["edit_config_json"]})
-            hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
-            print(f"train on it: {hint}", file=sys.stderr)
-        else:
-            from recforge.demo.run import run_demo
-
-            metrics = run_demo(args.output_dir, args.num_rows)
-    return metrics
+        return SUBCOMMANDS[args.command].run(args)
 
 
 def report(result: dict) -> None:

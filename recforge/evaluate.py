@@ -14,15 +14,16 @@ from torch import nn
 from recforge.config import ConfigError
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.errors import DataError
+from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils.dense_ema import ema_for_inference, use_dense_ema
+from recforge.utils.layout import EVAL_HISTORY_FILE, EVAL_RESULT_FILE, checkpoint_or_latest
 from recforge.utils.logging_util import setup_logging
 from recforge.utils.pipeline import (
     build_dataset,
     build_features,
-    build_model,
     model_dir_path,
     prepare_config,
     setup_process,
@@ -30,8 +31,6 @@ from recforge.utils.pipeline import (
 from recforge.utils.sharding import shard_model
 
 logger = logging.getLogger(__name__)
-
-EVAL_RESULT_FILE = "eval_result.json"
 
 
 def run_evaluation(
@@ -103,7 +102,7 @@ def write_eval_result(
     path = model_dir_path(config, filename)
     with open(path, "w") as f:
         json.dump(record, f, indent=1)
-    with open(model_dir_path(config, "eval_history.jsonl"), "a") as f:
+    with open(model_dir_path(config, EVAL_HISTORY_FILE), "a") as f:
         f.write(json.dumps(record) + "\n")
     return path
 
@@ -144,9 +143,7 @@ def evaluate(
             config_path,
             field="eval_input_path",
         )
-    checkpoint_path = checkpoint_path or ckpt_util.latest_checkpoint(config.model_dir)
-    if not checkpoint_path:
-        raise ckpt_util.CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")
+    checkpoint_path = checkpoint_or_latest(config.model_dir, checkpoint_path)
     device = setup_process()
     features = build_features(config)
     dataset = build_dataset(config, features, "eval")

@@ -23,10 +23,19 @@ import pyarrow as pa
 import torch
 
 from recforge.errors import ExportError, PredictError
+from recforge.utils.layout import EXPORT_CONFIG_FILE as CONFIG_FILE
+from recforge.utils.layout import EXPORT_FILES, MODEL_FILE, MODEL_INFO_FILE
 
-MODEL_FILE = "scripted_model.pt"
-MODEL_INFO_FILE = "model_info.json"
-CONFIG_FILE = "pipeline.config"
+__all__ = [
+    "CONFIG_FILE",
+    "MODEL_FILE",
+    "MODEL_INFO_FILE",
+    "Predictor",
+    "load_predictor",
+    "read_model_info",
+    "resolve_export_dir",
+]
+
 DEFAULT_BATCH_SIZE = 8192
 
 
@@ -44,7 +53,7 @@ def resolve_export_dir(path: str) -> str:
             f"export directory '{path}' not found (create one with recforge export --config"
             " ... --export_dir ...)"
         )
-    for name in (MODEL_FILE, CONFIG_FILE, MODEL_INFO_FILE):
+    for name in EXPORT_FILES:
         if not os.path.isfile(os.path.join(path, name)):
             raise ExportError(
                 f"export directory '{path}' has no {name}: it is not a complete recforge export"

@@ -1,9 +1,8 @@
-"""Retrieval with match models: tower export and full-corpus evaluation.
+"""Retrieval with match models: full-corpus evaluation.
 
-* :func:`export_towers` writes the user and the item tower of a trained match model as two
-  separate TorchScript export directories (``<export_dir>/user``, ``<export_dir>/item``), each
-  usable by ``recforge predict`` and :func:`recforge.load_predictor`: ``user_emb`` /
-  ``item_emb`` ``[B, D]`` from the tower's features only.
+* Tower export (``<export_dir>/user``, ``<export_dir>/item``) lives in
+  :mod:`recforge.export.towers`; :func:`export_towers` and :func:`script_tower` are
+  re-exported here.
 * :func:`evaluate_retrieval` (``recforge evaluate-retrieval``) embeds every item of the item
   table and every user of the eval data, retrieves each user's top K items by exact search
   (batched matrix product + top-k in torch, or faiss when installed and asked for) and reports
@@ -12,7 +11,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -30,135 +28,19 @@ from recforge.datasets.errors import DataError
 from recforge.datasets.readers import create_reader
 from recforge.datasets.sampler import ItemTable, load_item_table
 from recforge.errors import RecforgeError
+from recforge.export.scripting import TowerScriptWrapper, script_tower
+from recforge.export.towers import export_towers
 from recforge.features import BaseFeature
-from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR
-from recforge.models.match_model import TOWER_SIDES, MatchModel
-from recforge.models.script_wrapper import TowerScriptWrapper
+from recforge.models.match_model import MatchModel
+from recforge.utils.layout import RETRIEVAL_RESULT_FILE as RESULT_FILE
 
 logger = logging.getLogger(__name__)
 
-RESULT_FILE = "retrieval_result.json"
 DEFAULT_TOP_K = (10, 50, 100)
 
 
 class RetrievalError(RecforgeError):
     """A retrieval evaluation or tower export request does not fit the model or the data."""
-
-
-# ---- tower export -----------------------------------------------------------------------------
-def _example_inputs(features: Sequence[BaseFeature], batch_size: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    data: dict[str, torch.Tensor] = {}
-    for feature in features:
-        if feature.is_sparse:
-            n = max(int(feature.num_embeddings), 1)
-            data[f"{feature.name}.values"] = torch.randint(0, n, (batch_size,), generator=generator)
-            data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
-        else:
-            data[f"{feature.name}.values"] = torch.rand(
-                batch_size, feature.value_dim, generator=generator
-            )
-    return data
-
-
-def script_tower(model: MatchModel, side: str) -> tuple[torch.jit.ScriptModule, nn.Module]:
-    """Compiles one tower (``user`` or ``item``) of a CPU model to TorchScript.
-
-    Returns:
-        ``(scripted, eager wrapper)``; both take the flat tensor dict of the tower's features.
-
-    Raises:
-        RuntimeError: tracing / scripting fails, or the scripted tower differs from the eager
-            one by more than 1e-5 on example inputs.
-
-    """
-    from torchrec.fx import symbolic_trace
-
-    features = model.tower_features(side)
-    wrapper = TowerScriptWrapper(model.tower_module(side), features, f"{side}_emb").eval()
-    try:
-        scripted = torch.jit.script(symbolic_trace(wrapper)).eval()
-    except Exception as e:
-        raise RuntimeError(f"cannot export the {side} tower of {type(model).__name__}: {e}") from e
-    data = _example_inputs(features, 5)
-    with torch.no_grad():
-        eager, script = wrapper(data), scripted(data)
-    diff = (eager[f"{side}_emb"] - script[f"{side}_emb"]).abs().max().item()
-    if not diff <= 1e-5:
-        raise RuntimeError(f"the scripted {side} tower differs from eager by {diff}")
-    return scripted, wrapper
-
-
-def tower_config(config: Any, model: MatchModel, side: str) -> Any:
-    """The pipeline config of a tower export: only the tower's features, no sampler."""
-    tower = copy.deepcopy(config)
-    names = {f.name for f in model.tower_features(side)}
-    kept = []
-    for f in config.feature_configs:
-        kind = f.WhichOneof("feature")
-        if kind != "sequence_feature":
-            if getattr(f, kind).feature_name in names:
-                kept.append(f)
-            continue
-        # a sequence_feature keeps the elements the tower reads ("<sequence>__<element>")
-        sequence = copy.deepcopy(f)
-        prefix = sequence.sequence_feature.sequence_name + SEQUENCE_NAME_SEPARATOR
-        elements = [
-            e
-            for e in sequence.sequence_feature.features
-            if prefix + getattr(e, e.WhichOneof("feature")).feature_name in names
-        ]
-        if elements:
-            del sequence.sequence_feature.features[:]
-            sequence.sequence_feature.features.extend(elements)
-            kept.append(sequence)
-    del tower.feature_configs[:]
-    tower.feature_configs.extend(kept)
-    tower.data_config.ClearField("negative_sampler")
-    return tower
-
-
-def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -> dict[str, str]:
-    """Writes ``export_dir/user`` and ``export_dir/item``, each a TorchScript export directory.
-
-    Args:
-        config: the pipeline config.
-        model: the restored CPU model.
-        export_dir: the (temporary) export directory to write into.
-        info: ``model_info.json`` fields shared with the full export (checkpoint, versions).
-
-    Returns:
-        ``{side: directory}``.
-
-    """
-    from google.protobuf import text_format
-
-    from recforge.export import describe_model
-    from recforge.predictor import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
-    from recforge.utils.disk import save_scripted
-
-    written = {}
-    for side in TOWER_SIDES:
-        scripted, wrapper = script_tower(model, side)
-        directory = os.path.join(export_dir, side)
-        os.makedirs(directory)
-        save_scripted(scripted, os.path.join(directory, MODEL_FILE))
-        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-            f.write(text_format.MessageToString(tower_config(config, model, side)))
-        features = model.tower_features(side)
-        with torch.no_grad():
-            outputs = wrapper(_example_inputs(features, 3))
-        tower_info = {
-            **info,
-            "model_class": f"{type(model).__name__}.{side}_tower",
-            "similarity": "cosine" if model.cosine else "inner_product",
-            "embedding_dim": model.embedding_dim(),
-            **describe_model(features, outputs, 3),
-        }
-        with open(os.path.join(directory, MODEL_INFO_FILE), "w") as f:
-            json.dump(tower_info, f, indent=1)
-        written[side] = directory
-    return written
 
 
 # ---- full-corpus evaluation -------------------------------------------------------------------
@@ -302,7 +184,7 @@ def evaluate_retrieval(
     """
     from recforge.export import restore_model
     from recforge.protos import sampler_pb2
-    from recforge.utils import checkpoint as ckpt_util
+    from recforge.utils.layout import checkpoint_or_latest
     from recforge.utils.logging_util import setup_logging
     from recforge.utils.pipeline import model_dir_path, prepare_config
 
@@ -316,9 +198,7 @@ def evaluate_retrieval(
     eval_input_path = eval_input_path or config.eval_input_path
     if not eval_input_path:
         raise RetrievalError("nothing to evaluate: set eval_input_path or --eval_input_path")
-    checkpoint_path = checkpoint_path or ckpt_util.latest_checkpoint(config.model_dir)
-    if not checkpoint_path:
-        raise ckpt_util.CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")
+    checkpoint_path = checkpoint_or_latest(config.model_dir, checkpoint_path)
     model, state = restore_model(config, checkpoint_path, config.eval_config)
     logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     if not isinstance(model, MatchModel):

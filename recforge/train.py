@@ -17,9 +17,11 @@ from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.errors import DataError, Preempted
 from recforge.evaluate import run_evaluation, write_eval_result
+from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
+from recforge.utils import layout
 from recforge.utils.dense_ema import (
     DenseEMA,
     checkpoint_has_ema,
@@ -31,7 +33,6 @@ from recforge.utils.logging_util import Throughput, setup_logging
 from recforge.utils.pipeline import (
     build_dataset,
     build_features,
-    build_model,
     model_dir_path,
     prepare_config,
     set_tf32,
@@ -77,7 +78,7 @@ class _Trainer:
         self.step_in_epoch = 0
         self.is_chief = dist_util.rank() == 0
         self.writer = (
-            SummaryWriter(model_dir_path(config, "train"))
+            SummaryWriter(model_dir_path(config, layout.TRAIN_SUMMARY_DIR))
             if self.is_chief and self.train_config.use_tensorboard
             else None
         )
@@ -181,7 +182,7 @@ class _Trainer:
         if self.is_chief:
             write_eval_result(self.config, metrics, self.global_step)
             if self.writer is not None:
-                eval_writer = SummaryWriter(model_dir_path(self.config, "eval"))
+                eval_writer = SummaryWriter(model_dir_path(self.config, layout.EVAL_SUMMARY_DIR))
                 for name, value in metrics.items():
                     eval_writer.add_scalar(name, value, self.global_step)
                 eval_writer.close()
@@ -218,7 +219,7 @@ class _Trainer:
             raise Preempted(stop_signal, self.global_step, self.last_saved_path)
         metrics = self.evaluate(eval_dataset)
         if self.is_chief:
-            with open(model_dir_path(self.config, "train_stats.json"), "w") as f:
+            with open(model_dir_path(self.config, layout.TRAIN_STATS_FILE), "w") as f:
                 json.dump(
                     {"global_step": self.global_step, "epochs": self.epoch_stats}, f, indent=1
                 )
@@ -392,12 +393,12 @@ def train_and_evaluate(
     )
     try:
         if dist_util.rank() == 0:
-            with open(model_dir_path(config, "pipeline.config"), "w") as f:
+            with open(model_dir_path(config, layout.CONFIG_FILE), "w") as f:
                 from google.protobuf import text_format
 
                 f.write(text_format.MessageToString(config))
         trainer = _Trainer(config, sharded, model, device, train_step)
-        checkpoint = ckpt_util.latest_checkpoint(config.model_dir) if continue_train else None
+        checkpoint = layout.latest_checkpoint(config.model_dir) if continue_train else None
         if checkpoint:
             trainer.restore(checkpoint, ignore_restore_optimizer)
         else:

@@ -294,14 +294,14 @@ def _plan_eval(args: argparse.Namespace) -> Plan:
 
 
 def _asset_files(text: Optional[str]) -> list[str]:
-    from recforge.predictor import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
+    from recforge.utils.layout import EXPORT_FILES
 
     files = [f.strip() for f in (text or "").split(",") if f.strip()]
     names = [os.path.basename(f) for f in files]
     for path, name in zip(files, names):
         if not os.path.isfile(path):
             raise FlagError("--asset_files", f"file '{path}' not found")
-        if name in (MODEL_FILE, CONFIG_FILE, MODEL_INFO_FILE):
+        if name in EXPORT_FILES:
             raise FlagError("--asset_files", f"'{path}' would replace the export's own {name}")
         if names.count(name) > 1:
             raise FlagError("--asset_files", f"two files are named '{name}'")
@@ -332,11 +332,12 @@ def _input_dataset_type(args: argparse.Namespace, edits: dict[str, Any]) -> str:
     """The ``DatasetType`` name recforge's predict will read ``--predict_input_path`` as."""
     from recforge.config import edit_config, load_pipeline_config
     from recforge.predict import data_config_for
-    from recforge.predictor import CONFIG_FILE, resolve_export_dir
+    from recforge.predictor import resolve_export_dir
     from recforge.protos import data_pb2
+    from recforge.utils.layout import EXPORT_CONFIG_FILE
 
     if args.scripted_model_path:
-        path = os.path.join(resolve_export_dir(args.scripted_model_path), CONFIG_FILE)
+        path = os.path.join(resolve_export_dir(args.scripted_model_path), EXPORT_CONFIG_FILE)
         config = load_pipeline_config(path)
     else:
         config = edit_config(load_pipeline_config(args.pipeline_config_path), edits)
@@ -469,13 +470,9 @@ def copy_assets(files: Sequence[str], export_dir: str) -> list[str]:
 
     Each copy is written as ``*.tmp`` and renamed. Returns the copies' paths.
     """
-    from recforge.predictor import MODEL_INFO_FILE
+    from recforge.utils.layout import tower_export_dirs
 
-    targets = [export_dir] + [
-        os.path.join(export_dir, name)
-        for name in sorted(os.listdir(export_dir))
-        if os.path.isfile(os.path.join(export_dir, name, MODEL_INFO_FILE))
-    ]
+    targets = [export_dir, *tower_export_dirs(export_dir)]
     copies = []
     for target in targets:
         for path in files:

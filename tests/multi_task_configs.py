@@ -59,4 +59,13 @@ MULTI_TASK_MODEL_CONFIGS: dict = {
         }}
       }}
     """,
+    "PEPNet": f"""
+      {_GROUP}
+      feature_groups {{ group_name: "domain" feature_names: ["tags"] }}
+      feature_groups {{ group_name: "uia" feature_names: ["user", "item"] }}
+      pepnet {{
+        epnet_hidden_unit: 8 ppnet_hidden_units: [16, 8] ppnet_dropout_ratio: [0.1]
+        {_CTR} {_CVR}
+      }}
+    """,
 }

@@ -76,7 +76,8 @@ def _copy_into_hand(model, hand: HandDeepFM, fields: list[str]) -> None:
 def test_hand_written_deepfm_is_recforge_deepfm(sparse):
     """Same weights -> same logits: the hand-written reference trains recforge's model."""
     from recforge.datasets.data_parser import DataParser
-    from recforge.utils.pipeline import build_features, build_model, prepare_config
+    from recforge.models.factory import build_model
+    from recforge.utils.pipeline import build_features, prepare_config
 
     config = prepare_config(
         os.path.join(REPO_ROOT, "benchmarks", "configs", "deepfm_frappe_bench.config")

@@ -1,4 +1,7 @@
-"""One error tree: every recforge exception is a RecforgeError, and its module is a leaf."""
+"""One error tree: every recforge exception is a RecforgeError, and its module is a leaf.
+
+Also the package's import graph: which top-level parts may depend on which.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import ast
 import importlib
 import inspect
 import pkgutil
+from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +65,89 @@ def test_user_facing_errors_prints_one_line_and_exits_2(capsys):
 def test_other_exceptions_keep_their_traceback():
     with pytest.raises(KeyError), user_facing_errors():
         raise KeyError("a bug")
+
+
+# ---- the import graph -------------------------------------------------------------------------
+def _imports(path: Path) -> set[str]:
+    """Every recforge module ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "recforge":  # from recforge import cli
+                found.update(f"recforge.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+    return {name for name in found if name.startswith("recforge.")}
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """``{module: the recforge modules it imports}`` (entry-point ``__main__`` files left out:
+    the interpreter runs them, nothing imports them)."""
+    root = Path(recforge.__file__).parent
+    graph = {}
+    for path in root.rglob("*.py"):
+        if path.name == "__main__.py" or path.name.endswith("_pb2.py"):
+            continue
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = _imports(path)
+    return graph
+
+
+def _top(module: str) -> str:
+    """The top-level part a module belongs to: ``recforge.utils.layout`` -> ``utils``."""
+    return module.split(".")[1]
+
+
+def _top_level_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, imported in _module_imports().items():
+        if module == "recforge":
+            continue
+        graph[_top(module)].update(_top(i) for i in imported if _top(i) != _top(module))
+    return graph
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_import_graph_is_read():
+    graph = _top_level_graph()
+    assert {"export", "models", "utils"} <= graph["cli"] | _reachable(graph, "cli")
+    assert "recforge.utils.layout" in _module_imports()["recforge.export.files"]
+
+
+@pytest.mark.parametrize(
+    ("part", "must_not_reach"),
+    [
+        ("errors", "anything"),  # every module can raise the project's errors
+        ("export", "cli"),  # the command sits on top of export, not beside it
+        ("utils", "models"),  # shared plumbing below the models it builds
+    ],
+)
+def test_layering_between_top_level_parts(part, must_not_reach):
+    reached = _reachable(_top_level_graph(), part)
+    if must_not_reach == "anything":
+        assert reached == set()
+    else:
+        assert must_not_reach not in reached, f"{part} imports {must_not_reach} (maybe indirectly)"
+
+
+@pytest.mark.parametrize("part", ["errors", "export", "models"])
+def test_part_takes_no_part_in_an_import_cycle(part):
+    graph = _top_level_graph()
+    back = {other for other in _reachable(graph, part) if part in _reachable(graph, other)}
+    assert back == set(), f"{part} and {sorted(back)} import each other (maybe indirectly)"
+
+
+def test_the_layout_module_imports_only_the_errors():
+    assert _module_imports()["recforge.utils.layout"] == {"recforge.errors"}

@@ -217,8 +217,8 @@ ONE_KIND_MODELS = {
 def test_models_with_one_kind_of_feature_script(case):
     from google.protobuf import text_format
 
+    from recforge.export.scripting import ScriptWrapper, script_model
     from recforge.features import create_pipeline_features
-    from recforge.models.script_wrapper import ScriptWrapper, script_model
     from recforge.protos import pipeline_pb2
 
     config = text_format.Parse(ONE_KIND_MODELS[case], pipeline_pb2.EasyRecConfig())

@@ -97,6 +97,37 @@ MODEL_CONFIGS = {
         }
       }
     """,
+    "WuKong": """
+      feature_groups { group_name: "sparse" feature_names: ["user", "item", "tags"] }
+      feature_groups { group_name: "dense" feature_names: ["price"] }
+      wukong {
+        dense_mlp { hidden_units: [8] }
+        wukong_layers {
+          lcb_feature_num: 2 fmb_feature_num: 2 compressed_feature_num: 2
+          feature_num_mlp { hidden_units: [8] }
+        }
+        wukong_layers {
+          lcb_feature_num: 3 fmb_feature_num: 2 feature_num_mlp { hidden_units: [8] }
+        }
+        final { hidden_units: [8] }
+      }
+    """,
+    "RocketLaunching": """
+      feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
+      rocket_launching {
+        share_mlp { hidden_units: [16] }
+        booster_mlp { hidden_units: [16, 8] }
+        light_mlp { hidden_units: [8] }
+        feature_based_distillation: true
+      }
+    """,
+}
+
+# models whose eval outputs carry a suffix: RocketLaunching serves its light net's outputs
+OUTPUT_SUFFIX = {"RocketLaunching": "_light"}
+# losses a model adds in training besides each label loss (which carries the output suffix)
+EXTRA_TRAIN_LOSSES = {
+    "RocketLaunching": {"binary_cross_entropy_booster", "hint_l2_loss", "similarity_0_1"}
 }
 
 # other shapes of the same models: (class name, model_config body)
@@ -140,6 +171,30 @@ MODEL_VARIANTS = {
           mask_block { aggregation_dim: 5 hidden_dim: 6 }
           use_parallel: false
         }
+      }
+    """,
+    ),
+    "rocket_launching_euclid_without_share_mlp": (
+        "RocketLaunching",
+        """
+      feature_groups { group_name: "all" feature_names: ["user", "item", "tags", "price"] }
+      rocket_launching {
+        booster_mlp { hidden_units: [16, 8] dropout_ratio: 0.1 }
+        light_mlp { hidden_units: [8, 4] }
+        feature_based_distillation: true
+        feature_distillation_function: EUCLID
+      }
+    """,
+    ),
+    "wukong_single_group_projected_residual": (
+        "WuKong",
+        """
+      feature_groups { group_name: "ids" feature_names: ["user", "item", "tags"] }
+      wukong {
+        wukong_layers {
+          lcb_feature_num: 1 fmb_feature_num: 1 feature_num_mlp { hidden_units: [4] }
+        }
+        final { hidden_units: [8] }
       }
     """,
     ),
@@ -198,10 +253,14 @@ def test_model_variant_predict_loss_backward(variant):
 
 def check_predict_loss_backward(model: BaseModel) -> None:
     batch = make_batch()
+    name = type(model).__name__
+    suffix = OUTPUT_SUFFIX.get(name, "")
     total, (losses, predictions, _) = TrainWrapper(model)(batch)
-    assert predictions["probs"].shape == (6,)
-    assert ((predictions["probs"] > 0) & (predictions["probs"] < 1)).all()
-    assert set(losses) == {"binary_cross_entropy"}
+    probs = predictions[f"probs{suffix}"]
+    assert probs.shape == (6,)
+    assert ((probs > 0) & (probs < 1)).all()
+    label_loss = f"binary_cross_entropy{suffix}"
+    assert set(losses) == {label_loss} | EXTRA_TRAIN_LOSSES.get(name, set())
     total.backward()
     trainable, frozen = model.sparse_parameters()
     assert all(p.grad is not None for p in trainable)
@@ -210,17 +269,16 @@ def check_predict_loss_backward(model: BaseModel) -> None:
     assert all(g is not None and torch.isfinite(g).all() for g in dense_grads)
     model.update_metric(predictions, batch, losses)
     metrics = model.compute_metric()
-    assert set(metrics) == {"auc", "binary_cross_entropy"}
-    assert (
-        abs(float(metrics["binary_cross_entropy"]) - float(losses["binary_cross_entropy"])) < 1e-5
-    )
+    assert set(metrics) == {f"auc{suffix}", label_loss}
+    assert abs(float(metrics[label_loss]) - float(losses[label_loss])) < 1e-5
 
 
 @pytest.mark.parametrize("model_name", sorted(MODEL_CONFIGS))
 def test_predict_wrapper_keeps_requested_outputs(model_name):
     model = build(model_name).eval()
-    _, (predictions, _) = PredictWrapper(model, output_cols=["probs"])(make_batch())
-    assert list(predictions) == ["probs"] and predictions["probs"].device.type == "cpu"
+    probs = f"probs{OUTPUT_SUFFIX.get(model_name, '')}"
+    _, (predictions, _) = PredictWrapper(model, output_cols=[probs])(make_batch())
+    assert list(predictions) == [probs] and predictions[probs].device.type == "cpu"
 
 
 def test_create_class_returns_registered_class():
@@ -273,6 +331,7 @@ SCRIPTABLE_LAYERS = (
     "DotInteraction",
     "MaskNetModule",
     "DINEncoder",
+    "WuKongLayer",
 )
 
 
@@ -285,7 +344,7 @@ def test_interaction_layers_script_and_match_eager(case):
         for name, module in model.named_modules()
         if type(module).__name__ in SCRIPTABLE_LAYERS
     }
-    if model_name not in ("DeepFM", "MultiTower", "WideAndDeep"):
+    if model_name not in ("DeepFM", "MultiTower", "WideAndDeep", "RocketLaunching"):
         assert layers, f"{model_name} has no interaction layer"
     inputs = {}
 

@@ -450,7 +450,7 @@ def test_export_keeps_the_users_old_and_tmp_dirs_and_survives_a_full_disk(
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("recforge.export.save_scripted", full_disk)
+    monkeypatch.setattr("recforge.export.files.save_scripted", full_disk)
     status, stderr = in_process_cli(
         capsys, "export", "--config", config, "--export_dir", str(target)
     )

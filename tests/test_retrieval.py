@@ -20,9 +20,9 @@ from recforge.datasets.sampler import (
     load_item_table,
 )
 from recforge.features import create_pipeline_features
+from recforge.models.factory import build_model
 from recforge.models.match_model import MatchModel
 from recforge.protos import pipeline_pb2, sampler_pb2
-from recforge.utils.pipeline import build_model
 
 NUM_ITEMS = 60
 

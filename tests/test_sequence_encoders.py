@@ -11,9 +11,9 @@ from torchmetrics.functional.classification import binary_auroc
 
 from recforge.config import ConfigError, validate_config
 from recforge.datasets.data_parser import DataParser
+from recforge.export.scripting import script_model
 from recforge.features import FG_DAG, create_features
 from recforge.models.model import BaseModel
-from recforge.models.script_wrapper import script_model
 from recforge.modules.activation import Dice, create_activation
 from recforge.modules.din import DINEncoder
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError

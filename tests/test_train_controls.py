@@ -27,13 +27,13 @@ from recforge.datasets.sample_mask import SampleMask
 from recforge.evaluate import evaluate
 from recforge.export import restore_model
 from recforge.features import create_features
+from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.protos import pipeline_pb2
 from recforge.train import train_and_evaluate
 from recforge.utils import dist as dist_util
 from recforge.utils.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
 from recforge.utils.dense_ema import DenseEMA, create_dense_ema, dense_named_parameters
-from recforge.utils.pipeline import build_model
 from recforge.utils.sharding import ShardedTraining, shard_model
 from recforge.utils.train_step import TrainStep
 from recforge.utils.warm_start import read_param_map, warm_start

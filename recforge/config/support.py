@@ -100,7 +100,7 @@ MESSAGES: dict[str, Entry] = {
             " MLP Tower DINTower TaskTower BayesTaskTower ExtractionNetwork Cross CrossV2 CIN"
             " EMAConfig GradScaler MaskBlock MaskNetModule DeepFM MultiTower MultiTowerDIN"
             " MaskNet WideAndDeep DCNV1 DCNV2 xDeepFM DLRM SimpleMultiTask MMoE PLE DBMTL DSSM"
-            " DSSMV2"
+            " DSSMV2 PEPNet WuKong WuKongLayer RocketLaunching"
         ).split(),
         _YES,
     ),
@@ -127,9 +127,9 @@ MESSAGES: dict[str, Entry] = {
     ),
     **dict.fromkeys(
         (
-            "WuKong WuKongLayer PEPNet DC2VR FusionMTLTower FusionSubTaskConfig"
+            "DC2VR FusionMTLTower FusionSubTaskConfig"
             " InterventionTaskTower DAT DATTower MIND MINDUserTower B2ICapsule TDM"
-            " MultiWindowDINTower RocketLaunching VariationalDropout ContrastiveConfig"
+            " MultiWindowDINTower VariationalDropout ContrastiveConfig"
         ).split(),
         _MODEL,
     ),
@@ -282,10 +282,7 @@ FIELDS: dict[str, Entry] = {
     "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
     **{
-        f"ModelConfig.{name}": _MODEL
-        for name in (
-            "wukong pepnet dc2vr dat mind tdm rocket_launching variational_dropout".split()
-        )
+        f"ModelConfig.{name}": _MODEL for name in ("dc2vr dat mind tdm variational_dropout".split())
     },
     **{
         f"ModelConfig.{name}": _GENERATIVE
@@ -297,6 +294,10 @@ FIELDS: dict[str, Entry] = {
     "BayesTaskTower.train_metrics": _no("per-task train metrics are not built yet"),
     "DSSM.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "DSSMV2.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
+    # TorchEasyRec computes EUCLID for it (its docs list it as a third measure)
+    "RocketLaunching.feature_distillation_function=INNER_PRODUCT": _no(
+        "feature distillation measures COSINE or EUCLID"
+    ),
     "LossConfig.recon_loss": _GENERATIVE,
     "LossConfig.commitment_loss": _GENERATIVE,
     "LossConfig.contrastive_loss": _GENERATIVE,

@@ -4,9 +4,10 @@
 label-related fields of ``model_config`` (so TorchEasyRec configs with ``OdpsDataset`` and
 ``odps://`` paths work too) and writes ``output_dir/part-00000.parquet, ...``: every feature's
 input columns (see :mod:`recforge.datasets.mock_columns` for the formats per ``fg_mode``),
-the labels (binary; classes ``0..num_class-1`` where a task has ``num_class > 1``; floats for
-an ``l2_loss`` task), the sample weights, and the columns jrc losses and grouped metrics group
-by. Labels carry a planted signal: they depend on a few id columns, so a model can learn.
+the labels (binary; classes ``0..num_class-1`` where a task has ``num_class > 1``, and domain
+indices for PEPNet's ``domain_input_name``; floats for an ``l2_loss`` task), the sample
+weights, and the columns jrc losses and grouped metrics group by. Labels carry a planted
+signal: they depend on a few id columns, so a model can learn.
 
 A ``negative_sampler``'s item table goes to ``output_dir/negative_sampler/items.parquet``:
 one row per item (``item_id_field``, the ``attr_fields``, a popularity ``weight``); the
@@ -135,6 +136,13 @@ def label_specs(config: pipeline_pb2.EasyRecConfig) -> dict[str, LabelSpec]:
             _apply_task(specs.setdefault(name, LabelSpec(name)), tower)
     for name in _string_fields(model, ("task_space_indicator_label",)):
         specs.setdefault(name, LabelSpec(name))
+    # PEPNet's domain_input_name: a label of domain indices 0..task_domain_num-1
+    for _, message in _messages(model):
+        fields = message.DESCRIPTOR.fields_by_name
+        if "domain_input_name" in fields and message.domain_input_name:
+            spec = specs.setdefault(message.domain_input_name, LabelSpec(message.domain_input_name))
+            if message.task_domain_num > 1:
+                spec.num_class = int(message.task_domain_num)
     return specs
 
 

@@ -139,16 +139,11 @@ class MapHitsFeature(DerivedFeature):
         assert isinstance(out, RawFeature)
         order = np.argsort(rows, kind="stable")
         floats, rows = floats[order], rows[order]
-        if out._normalize is not None:
-            floats = out._normalize(floats)
-        ids = np.searchsorted(out._boundaries, floats, side="right").astype(np.int64)
+        ids = out.bucket_ids(floats)
         lengths = np.bincount(rows, minlength=num_rows).astype(np.int32)
         if not self._no_default:
-            default = out._default[:1]
-            if out._normalize is not None:
-                default = out._normalize(default)
-            default_ids = np.searchsorted(out._boundaries, default, side="right")
-            ids, lengths = fill_empty_bags(ids, lengths, default_ids.astype(np.int64))
+            default_ids = out.bucket_ids(out.raw_default[:1])
+            ids, lengths = fill_empty_bags(ids, lengths, default_ids)
         return {f"{self.name}.values": ids, f"{self.name}.lengths": lengths}
 
     def _emit_hits(

@@ -259,6 +259,21 @@ class RawFeature(BaseFeature):
         """``len(boundaries) + 1`` when bucketized, else 0."""
         return int(self._boundaries.size + 1) if self.is_sparse else 0
 
+    @property
+    def raw_default(self) -> np.ndarray:
+        """What a null raw cell takes, before normalization: ``float64 [value_dim]``."""
+        return self._parse_default()
+
+    def bucket_ids(self, values: np.ndarray) -> np.ndarray:
+        """Raw numbers ``[N]`` -> normalized (when a normalizer is set) -> bucket ids ``[N]``.
+
+        Bucket ``i`` holds values in ``[boundaries[i-1], boundaries[i])``; ids are
+        ``int64`` in ``[0, len(boundaries)]``.
+        """
+        if self._normalize is not None:
+            values = self._normalize(values)
+        return np.searchsorted(self._boundaries, values, side="right").astype(np.int64)
+
     # ------------------------------------------------------------------ parsing
     def _numbers(self, text: str, sep: str, field: str) -> np.ndarray:
         """``text`` as 1 or ``value_dim`` floats joined by ``sep``, broadcast to ``value_dim``."""

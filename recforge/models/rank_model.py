@@ -271,18 +271,22 @@ class RankModel(BaseModel):
 
     def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         """Each task's losses against its label, times the task weight (sample-weighted)."""
-        losses = {}
-        for name, module in self._loss_modules.items():
-            task = self._loss_tasks[name]
-            group = batch.extras.get(module.group_key) if module.group_key else None
-            value = module(
-                predictions[task.key(module.prediction_key)],
-                batch.labels[task.label],
-                self._task_sample_weight(task, batch),
-                group,
-            )
-            losses[name] = value * task.weight if task.weight != 1.0 else value
-        return losses
+        return {name: self.task_loss(name, predictions, batch) for name in self._loss_modules}
+
+    def task_loss(
+        self, name: str, predictions: dict[str, torch.Tensor], batch: Batch
+    ) -> torch.Tensor:
+        """The loss ``name`` of a task against its label, times the task weight: a scalar."""
+        module = self._loss_modules[name]
+        task = self._loss_tasks[name]
+        group = batch.extras.get(module.group_key) if module.group_key else None
+        value = module(
+            predictions[task.key(module.prediction_key)],
+            batch.labels[task.label],
+            self._task_sample_weight(task, batch),
+            group,
+        )
+        return value * task.weight if task.weight != 1.0 else value
 
     # ------------------------------------------------------------------ metrics
     def init_metric(self) -> None:

@@ -53,6 +53,8 @@ class MLP(nn.Module):
                 " give one value or one per layer"
             )
         layers: list[nn.Module] = []
+        # index in self.mlp of each hidden layer's last module (hidden_layers reads them)
+        self._layer_ends: list[int] = []
         width = in_features
         for i, units in enumerate(hidden_units):
             layers.append(nn.Linear(width, units, bias=bias and not use_bn))
@@ -63,6 +65,7 @@ class MLP(nn.Module):
             layers.append(create_activation(activation, hidden_size=units))
             if dropout and dropout[i] > 0:
                 layers.append(Dropout(dropout[i]))
+            self._layer_ends.append(len(layers) - 1)
             width = units
         self.mlp = nn.Sequential(*layers)
         self._output_dim = width
@@ -101,3 +104,19 @@ class MLP(nn.Module):
         if dtype is None:
             return self.mlp(x)
         return self.mlp(x.to(dtype)).to(x.dtype)
+
+    def hidden_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Applies the layers and returns every layer's output (after its activation/dropout).
+
+        Shapes:
+            ``[B, D_in]`` -> one ``[B, hidden_units[i]]`` tensor per layer; the last one is
+            :meth:`forward`'s output.
+        """
+        dtype = self._compute_dtype
+        hidden = x if dtype is None else x.to(dtype)
+        outputs: list[torch.Tensor] = []
+        for i, layer in enumerate(self.mlp):
+            hidden = layer(hidden)
+            if i in self._layer_ends:
+                outputs.append(hidden if dtype is None else hidden.to(x.dtype))
+        return outputs

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from typing import Any, Optional
 
@@ -30,29 +29,27 @@ from recforge.utils.checkpoint_format import (
 )
 from recforge.utils.disk import disk_full_message, is_disk_full
 from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY, check_id_hash
+from recforge.utils.layout import (
+    CHECKPOINT_PREFIX,
+    CHECKPOINT_TMP_SUFFIX,
+    TRAIN_STATE_FILE,
+    checkpoint_name,
+    checkpoint_or_latest,
+    latest_checkpoint,
+    list_checkpoints,
+    rng_file,
+)
 
-CHECKPOINT_PREFIX = "model.ckpt-"
-_CKPT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
-TRAIN_STATE_FILE = "train_state.json"
-
-
-def list_checkpoints(model_dir: str) -> list[str]:
-    """Complete checkpoints under ``model_dir``, oldest first."""
-    if not os.path.isdir(model_dir):
-        return []
-    found = []
-    for name in os.listdir(model_dir):
-        match = _CKPT_RE.match(name)
-        path = os.path.join(model_dir, name)
-        if match and os.path.isfile(os.path.join(path, TRAIN_STATE_FILE)):
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
-
-
-def latest_checkpoint(model_dir: str) -> Optional[str]:
-    """The newest complete checkpoint under ``model_dir``, or None."""
-    checkpoints = list_checkpoints(model_dir)
-    return checkpoints[-1] if checkpoints else None
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "TRAIN_STATE_FILE",
+    "CheckpointError",
+    "checkpoint_or_latest",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 
 def save_checkpoint(
@@ -77,8 +74,8 @@ def save_checkpoint(
         The final checkpoint path.
 
     """
-    final = os.path.join(model_dir, f"{CHECKPOINT_PREFIX}{step}")
-    tmp = final + ".tmp"
+    final = os.path.join(model_dir, checkpoint_name(step))
+    tmp = final + CHECKPOINT_TMP_SUFFIX
     if dist_util.rank() == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp, exist_ok=True)
@@ -92,7 +89,7 @@ def save_checkpoint(
     # ~1,170 MB (one file per tensor: ~940 MB)
     try:
         dcp.save(state, storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False))
-        torch.save(torch.get_rng_state(), os.path.join(tmp, f"rng_rank{dist_util.rank()}.pt"))
+        torch.save(torch.get_rng_state(), os.path.join(tmp, rng_file(dist_util.rank())))
         dist_util.barrier()
         digests = _digest_files(tmp)
         if dist_util.rank() == 0:
@@ -190,12 +187,12 @@ def load_checkpoint(
         # DCP's message embeds each rank's traceback: its last line is the cause
         cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot restore checkpoint '{checkpoint_path}': {cause}") from e
-    rng_file = f"rng_rank{dist_util.rank()}.pt"
+    rng_name = rng_file(dist_util.rank())
     # a run resumed on more ranks than it was saved from has no RNG file for the extra ranks
-    if restore_rng and (rng_file in (files.digests or {}) or os.path.isfile(files.path(rng_file))):
-        rng_state = files.read_tensor(rng_file)
+    if restore_rng and (rng_name in (files.digests or {}) or os.path.isfile(files.path(rng_name))):
+        rng_state = files.read_tensor(rng_name)
         try:
             torch.set_rng_state(rng_state)
         except (RuntimeError, TypeError) as e:
-            raise CheckpointError(f"{files.path(rng_file)}: not an RNG state ({e})") from None
+            raise CheckpointError(f"{files.path(rng_name)}: not an RNG state ({e})") from None
     return train_state

@@ -38,10 +38,10 @@ from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 
 from recforge.errors import CheckpointError
+from recforge.utils.layout import MANIFEST_FILE
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "checksums.json"
 METADATA_FILE = ".metadata"
 # SHA-256 rather than BLAKE2b: OpenSSL's SHA-256 uses the SHA instructions of current x86 and
 # ARM CPUs and beats hashlib's BLAKE2b there, and `sha256sum` can check a file by hand

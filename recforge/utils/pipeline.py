@@ -14,7 +14,6 @@ from recforge.config import (
     edit_config,
     load_pipeline_config,
     validate_config,
-    which_msg,
 )
 from recforge.datasets.dataset import RecDataset
 from recforge.datasets.readers import check_not_odps
@@ -22,7 +21,6 @@ from recforge.errors import RecforgeError
 from recforge.features import BaseFeature, FeatureError, create_pipeline_features
 from recforge.loss import binary_label_columns
 from recforge.metrics import grouping_keys
-from recforge.models.model import BaseModel
 from recforge.protos import pipeline_pb2, train_pb2
 from recforge.utils import dist as dist_util
 from recforge.utils.registry import import_modules, load_entry_point_plugins
@@ -144,31 +142,6 @@ def build_dataset(
         binary_labels=binary_label_columns(
             config.model_config, list(config.data_config.label_fields)
         ),
-    )
-
-
-def build_model(
-    config: pipeline_pb2.EasyRecConfig,
-    features: Sequence[BaseFeature],
-    embedding_device: Optional[torch.device] = None,
-) -> BaseModel:
-    """Builds the model named by ``model_config``'s ``model`` oneof (e.g. deepfm -> DeepFM).
-
-    ``custom_model { class_name: "X" }`` builds the plugin-registered class ``X``.
-    """
-    class_name = which_msg(config.model_config, "model")
-    if class_name == "CustomModel":
-        class_name = config.model_config.custom_model.class_name
-    model_class = BaseModel.create_class(class_name)
-    data_config = config.data_config
-    has_sampler = data_config.WhichOneof("sampler") == "negative_sampler"
-    return model_class(
-        config.model_config,
-        features,
-        list(data_config.label_fields),
-        list(data_config.sample_weight_fields),
-        embedding_device=embedding_device,
-        negative_sampler=data_config.negative_sampler if has_sampler else None,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-TRACE_DIR = "train_eval_trace"
+from recforge.utils.layout import TRACE_DIR
 
 
 def train_profiler(model_dir: str, enabled: bool) -> Optional[torch.profiler.profile]:

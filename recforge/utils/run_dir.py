@@ -20,13 +20,10 @@ import torch.distributed as dist
 
 from recforge.config import ConfigError
 from recforge.utils import dist as dist_util
-from recforge.utils.checkpoint import CHECKPOINT_PREFIX
-from recforge.utils.run_lock import LOCK_FILE, RunLock
+from recforge.utils.layout import CHECKPOINT_PREFIX, LOCK_FILE, OLD_RUN_INFIX, RUN_RECORDS
+from recforge.utils.run_lock import RunLock
 
 logger = logging.getLogger(__name__)
-
-# what a training run leaves in model_dir that a later run must not mix with
-RUN_RECORDS = ("eval_history.jsonl", "eval_result.json", "train_stats.json")
 
 
 def earlier_run(model_dir: str) -> list[str]:
@@ -48,7 +45,7 @@ def move_aside(model_dir: str) -> str:
         The directory that now holds the old contents.
 
     """
-    base = f"{os.path.normpath(model_dir)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = f"{os.path.normpath(model_dir)}{OLD_RUN_INFIX}{time.strftime('%Y%m%d-%H%M%S')}"
     target, n = base, 0
     while True:
         try:

@@ -27,10 +27,9 @@ import uuid
 from typing import Any, Optional
 
 from recforge.config import ConfigError
+from recforge.utils.layout import LOCK_FILE
 
 logger = logging.getLogger(__name__)
-
-LOCK_FILE = "train.lock"
 
 
 def _process_start_time(pid: int) -> Optional[str]:

@@ -4,6 +4,11 @@ Per embedding table the kernel is chosen by what fbgemm supports on the device: 
 kernel (optimizer applied inside backward, table-wise or column-wise sharding) where it can,
 else a data-parallel dense kernel whose table is trained by a torch optimizer built from the
 same ``sparse_optimizer`` settings. The fallback is logged once per run.
+
+On CPU, unpooled tables (the ``EmbeddingCollection`` of SEQUENCE groups) cannot take the
+dense kernel: fbgemm's CPU dense lookup ignores ``PoolingMode.NONE`` and returns pooled rows
+``[B, sum(dims)]``, whatever the sharding type, which torchrec then fails to split into jagged
+tensors. Such a collection stays unsharded instead (see :func:`_keep_unsharded`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.modules.embedding_modules import (
     EmbeddingBagCollectionInterface,
+    EmbeddingCollection,
     EmbeddingCollectionInterface,
 )
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -87,6 +93,53 @@ def _embedding_tables(model: nn.Module) -> dict[str, tuple]:
             _, params = tables.setdefault(config.name, (config.embedding_dim, []))
             params.append(param)
     return tables
+
+
+def _keep_unsharded(
+    module: nn.Module, device: torch.device, fused_tables: set[str]
+) -> dict[str, EmbeddingCollection]:
+    """The unpooled collections that must stay plain torchrec modules, by module path.
+
+    torchrec's only non-fused kernel (``dense``, any sharding type) looks unpooled tables up
+    with fbgemm's dense table-batched op, whose CPU version pools whatever pooling mode it is
+    given; the sharded collection then cannot split its output. An unsharded
+    ``EmbeddingCollection`` looks each table up with ``nn.Embedding``: DistributedModelParallel
+    leaves it among the dense parameters (replicated, gradients all-reduced: data parallel),
+    and the fallback optimizer trains its tables like the pooled fallback tables. A collection
+    with any table off the fused kernel stays unsharded as a whole (torchrec shards a module's
+    tables together); its other tables then train with the fallback optimizer too.
+
+    Args:
+        module: the model, before sharding.
+        device: this rank's device.
+        fused_tables: names of the tables that may use the fused kernel.
+
+    """
+    if device.type != "cpu":
+        return {}
+    return {
+        path: ec
+        for path, ec in module.named_modules()
+        if type(ec) is EmbeddingCollection
+        and any(c.name not in fused_tables for c in ec.embedding_configs())
+    }
+
+
+@torch.no_grad()
+def _materialize(ec: EmbeddingCollection, device: torch.device, frozen_tables: set[str]) -> None:
+    """Allocates a collection created on the meta device and initialises its tables.
+
+    Sharding would do this for a sharded collection; each table gets its config's ``init_fn``
+    (torchrec's default: uniform in ``±sqrt(1 / num_embeddings)``). Frozen tables stop
+    requiring gradients, as no optimizer steps them.
+    """
+    if any(p.is_meta for p in ec.parameters()):
+        ec.to_empty(device=device)
+        for config in ec.embedding_configs():
+            config.init_fn(ec.embeddings[config.name].weight)
+    for config in ec.embedding_configs():
+        if config.name in frozen_tables:
+            ec.embeddings[config.name].weight.requires_grad_(False)
 
 
 @dataclass(frozen=True)
@@ -193,21 +246,37 @@ def shard_model(
     constraints: dict[str, ParameterConstraints] = {}
     fallback: list[str] = []
     spec = sparse_optimizer_spec(train_config.sparse_optimizer) if train_config else None
-    fused_params = []
-    for name, (dim, params) in tables.items():
-        frozen = any(id(p) in frozen_ids for p in params)
+    frozen_tables = {
+        name for name, (_, params) in tables.items() if any(id(p) in frozen_ids for p in params)
+    }
+    fused_tables: set[str] = set()
+    for name, (dim, _) in tables.items():
+        frozen = name in frozen_tables
         use_fused = spec is not None and not frozen and spec.fused_on(device.type, dim)
         user = (table_constraints or {}).get(name)
         if use_fused and user is not None and user.kernels and "fused" not in user.kernels:
             use_fused = False  # the user asked for the dense kernel
+        if use_fused:
+            fused_tables.add(name)
+    unsharded = _keep_unsharded(module, device, fused_tables)
+    unsharded_ids = {id(p) for ec in unsharded.values() for p in ec.parameters()}
+    unsharded_tables = {c.name for ec in unsharded.values() for c in ec.embedding_configs()}
+    fused_params = []
+    riders: list[str] = []  # fused-capable tables in an unsharded collection
+    for name, (_, params) in tables.items():
+        use_fused = name in fused_tables
+        user = (table_constraints or {}).get(name)
         kernel = "fused" if use_fused else "dense"
         if use_fused:
-            fused_params.extend(params)
+            fused_params.extend(p for p in params if id(p) not in unsharded_ids)
+            if spec is not None and name in unsharded_tables:
+                fallback.append(name)
+                riders.append(name)
             sharding_types = ["table_wise", "column_wise"]
             if device.type == "cuda":
                 sharding_types += ["row_wise", "table_row_wise"]
         else:
-            if spec is not None and not frozen:
+            if spec is not None and name not in frozen_tables:
                 fallback.append(name)
             sharding_types = ["data_parallel"]
         if user is not None:
@@ -215,31 +284,42 @@ def shard_model(
         constraints[name] = ParameterConstraints(
             sharding_types=sharding_types, compute_kernels=[kernel]
         )
-    if fallback and dist_util.rank() == 0:
+    cannot = [t for t in fallback if t not in riders]
+    if cannot and dist_util.rank() == 0:
         reason = spec.cpu_note if device.type == "cpu" and spec.cpu_note else ""
         logger.warning(
             "fbgemm's fused %s kernel cannot train tables %s (%s, dims %s%s): they use a"
-            " data-parallel dense kernel with %s.%s instead",
+            " data-parallel dense lookup with %s.%s instead",
             device.type,
-            fallback,
+            cannot,
             spec.name,
-            sorted({tables[t][0] for t in fallback}),
+            sorted({tables[t][0] for t in cannot}),
             f"; {reason}" if reason else "",
+            spec.fallback_class.__module__,
+            spec.fallback_class.__name__,
+        )
+    if riders and dist_util.rank() == 0:
+        logger.warning(
+            "the unpooled tables %s train with %s.%s, not fbgemm's fused kernel: their"
+            " EmbeddingCollection also holds a frozen or dense-kernel table, so it stays"
+            " unsharded",
+            riders,
             spec.fallback_class.__module__,
             spec.fallback_class.__name__,
         )
     if fused_params:
         # torchrec consumes the kwargs dict it is given: pass a copy
         apply_optimizer_in_backward(spec.fused_class, fused_params, dict(spec.fused_kwargs))
-    frozen_tables = {
-        name for name, (_, params) in tables.items() if any(id(p) in frozen_ids for p in params)
-    }
+    for ec in unsharded.values():
+        _materialize(ec, device, frozen_tables)
 
     world = dist_util.world_size()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     topology = Topology(world_size=world, compute_device=device.type, local_world_size=local_world)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     plan = planner.collective_plan(module, None, dist.GroupMember.WORLD)
+    for path in unsharded:
+        plan.plan.pop(path, None)
     model = DistributedModelParallel(module, device=device, plan=plan)
     if train_config is None:
         return ShardedTraining(model, None)

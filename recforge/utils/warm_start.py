@@ -30,8 +30,8 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from recforge.config import ConfigError
 from recforge.errors import CheckpointError
-from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
+from recforge.utils import layout
 from recforge.utils.checkpoint_format import CheckpointFiles
 from recforge.utils.dense_ema import EMA_ATTRIBUTE, DenseEMA, ema_key, param_name
 from recforge.utils.id_hash import check_id_hash
@@ -108,9 +108,9 @@ def resolve_checkpoint(path: str) -> str:
         CheckpointError: neither.
 
     """
-    if os.path.isfile(os.path.join(path, ckpt_util.TRAIN_STATE_FILE)):
+    if layout.is_checkpoint(path):
         return path
-    latest = ckpt_util.latest_checkpoint(path)
+    latest = layout.latest_checkpoint(path)
     if latest is None:
         raise CheckpointError(
             f"fine_tune_checkpoint '{path}' is neither a complete recforge checkpoint nor a"
@@ -205,7 +205,7 @@ def warm_start(
     checkpoint = resolve_checkpoint(checkpoint_path)
     param_map = read_param_map(param_map_path) if param_map_path else {}
     files = CheckpointFiles(checkpoint)
-    check_id_hash(files.read_json(ckpt_util.TRAIN_STATE_FILE), model, checkpoint)
+    check_id_hash(files.read_json(layout.TRAIN_STATE_FILE), model, checkpoint)
     saved = _checkpoint_tensors(files)
     result = WarmStartResult(checkpoint)
     if optimizer is not None and hasattr(optimizer, "init_state"):

@@ -1,0 +1,85 @@
+"""Tower export of match models: ``<export_dir>/user`` and ``<export_dir>/item``.
+
+Each tower is its own export directory (the same three files as the full export), usable by
+``recforge predict`` and :func:`recforge.load_predictor`: ``user_emb`` / ``item_emb``
+``[B, D]`` from the tower's features only.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import torch
+
+from recforge.export.files import write_export_files
+from recforge.export.model_info import describe_model
+from recforge.export.scripting import random_inputs, script_tower
+from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR
+from recforge.models.match_model import TOWER_SIDES, MatchModel
+
+
+def tower_config(config: Any, model: MatchModel, side: str) -> Any:
+    """The pipeline config of a tower export: only the tower's features, no sampler."""
+    tower = copy.deepcopy(config)
+    names = {f.name for f in model.tower_features(side)}
+    kept = []
+    for f in config.feature_configs:
+        kind = f.WhichOneof("feature")
+        if kind != "sequence_feature":
+            if getattr(f, kind).feature_name in names:
+                kept.append(f)
+            continue
+        # a sequence_feature keeps the elements the tower reads ("<sequence>__<element>")
+        sequence = copy.deepcopy(f)
+        prefix = sequence.sequence_feature.sequence_name + SEQUENCE_NAME_SEPARATOR
+        elements = [
+            e
+            for e in sequence.sequence_feature.features
+            if prefix + getattr(e, e.WhichOneof("feature")).feature_name in names
+        ]
+        if elements:
+            del sequence.sequence_feature.features[:]
+            sequence.sequence_feature.features.extend(elements)
+            kept.append(sequence)
+    del tower.feature_configs[:]
+    tower.feature_configs.extend(kept)
+    tower.data_config.ClearField("negative_sampler")
+    return tower
+
+
+def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -> dict[str, str]:
+    """Writes ``export_dir/user`` and ``export_dir/item``, each a TorchScript export directory.
+
+    Args:
+        config: the pipeline config.
+        model: the restored CPU model.
+        export_dir: the (temporary) export directory to write into.
+        info: ``model_info.json`` fields shared with the full export (checkpoint, versions).
+
+    Returns:
+        ``{side: directory}``.
+
+    """
+    from google.protobuf import text_format
+
+    written = {}
+    for side in TOWER_SIDES:
+        scripted, wrapper = script_tower(model, side)
+        directory = os.path.join(export_dir, side)
+        os.makedirs(directory)
+        features = model.tower_features(side)
+        with torch.no_grad():
+            outputs = wrapper(random_inputs(features, 3))
+        tower_info = {
+            **info,
+            "model_class": f"{type(model).__name__}.{side}_tower",
+            "similarity": "cosine" if model.cosine else "inner_product",
+            "embedding_dim": model.embedding_dim(),
+            **describe_model(features, outputs, 3),
+        }
+        config_text = text_format.MessageToString(tower_config(config, model, side))
+        write_export_files(directory, scripted, config_text, tower_info)
+        written[side] = directory
+    return written
