@@ -199,6 +199,15 @@ class Predictor:
         self.export_dir = resolve_export_dir(export_dir)
         self.model_info: dict[str, Any] = read_model_info(self.export_dir)
         self.config = load_pipeline_config(os.path.join(self.export_dir, CONFIG_FILE))
+        if any(
+            (fc.WhichOneof("feature") or "").endswith("custom_feature")
+            for fc in self.config.feature_configs
+        ):
+            # custom_feature operators may come from the config's plugin modules
+            from recforge.utils.registry import import_modules, load_entry_point_plugins
+
+            load_entry_point_plugins()
+            import_modules(self.config.plugins)
         self.features = build_features(self.config)
         self.parser = DataParser(self.features)
         if num_threads:

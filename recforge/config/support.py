@@ -55,6 +55,10 @@ def _ignored(reason: str) -> Entry:
 
 
 _FG_KIND = _no("this feature-generation kind is not built yet (id, raw and sequence features are)")
+_FG_SEQ_KIND = _no(
+    "this kind is not built yet as a sequence_ feature (its elements would be several values)"
+    " nor as an element of a sequence_feature"
+)
 _VOCAB_FILE = _no("vocabulary files are not read yet; use vocab_list or vocab_dict")
 #: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
 _DERIVED_FIELDS: dict[str, Entry] = {
@@ -68,8 +72,6 @@ _DERIVED_FIELDS: dict[str, Entry] = {
     "fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
 }
 _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_value_type"
-#: FG kinds built from raw columns by recforge, their sequence_ variants too
-_DERIVED_KINDS = ("combo_feature", "lookup_feature", "match_feature", "expr_feature")
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
 _SAMPLER = _no("only negative_sampler is built so far")
@@ -104,15 +106,17 @@ MESSAGES: dict[str, Entry] = {
     ),
     # feature generation kinds
     **dict.fromkeys(
-        (
-            "OverlapFeature TokenizeFeature"
-            " TextNormalizer CustomFeature KvDotProduct BoolMaskFeature CombineFeature"
-            " AutoDisEmbedding MLPEmbedding"
-        ).split(),
+        ("AutoDisEmbedding MLPEmbedding").split(),
         _FG_KIND,
     ),
-    # feature generation kinds recforge computes (recforge/features/{combo,lookup,match,expr}_*)
-    **dict.fromkeys("ComboFeature LookupFeature MatchFeature ExprFeature".split(), _YES),
+    # feature generation kinds recforge computes (recforge/features/*_feature.py)
+    **dict.fromkeys(
+        (
+            "ComboFeature LookupFeature MatchFeature ExprFeature OverlapFeature TokenizeFeature"
+            " TextNormalizer CustomFeature KvDotProduct BoolMaskFeature CombineFeature"
+        ).split(),
+        _YES,
+    ),
     # sequence groups and encoders inside DEEP feature groups
     **dict.fromkeys(
         (
@@ -193,22 +197,59 @@ FIELDS: dict[str, Entry] = {
         "jagged sequence groups are not built yet"
     ),
     "NegativeSampler.item_id_delim": _no("multi-id items in the sampler table are not built yet"),
-    # features
+    # features: every FG kind is built, with its sequence_ variant and as an element of a
+    # sequence_feature, except these
     **{
-        f"FeatureConfig.{prefix}{kind}": _FG_KIND
-        for prefix in ("", "sequence_")
+        f"FeatureConfig.sequence_{kind}": _FG_SEQ_KIND
+        for kind in ("tokenize_feature", "bool_mask_feature")
+    },
+    **{
+        f"SeqFeatureConfig.{kind}": _FG_SEQ_KIND
         for kind in (
-            "combo_feature lookup_feature match_feature expr_feature overlap_feature"
-            " tokenize_feature custom_feature kv_dot_product bool_mask_feature combine_feature"
+            "overlap_feature tokenize_feature custom_feature kv_dot_product bool_mask_feature"
         ).split()
     },
     **{
-        f"SeqFeatureConfig.{kind}": _FG_KIND
-        for kind in (
-            "combo_feature lookup_feature match_feature expr_feature overlap_feature"
-            " tokenize_feature custom_feature kv_dot_product bool_mask_feature combine_feature"
+        f"{feature}.{name}": entry
+        for feature in (
+            "OverlapFeature TokenizeFeature CustomFeature KvDotProduct BoolMaskFeature"
+            " CombineFeature"
         ).split()
+        for name, entry in (
+            (
+                "stub_type",
+                _no("intermediate feature-generation outputs (stub_type) are not built yet"),
+            ),
+        )
     },
+    **{
+        f"{feature}.sequence_fields": _ignored("a serving-side hint for feature generation")
+        for feature in ("TokenizeFeature", "BoolMaskFeature", "CombineFeature")
+    },
+    "BoolMaskFeature.sequence_length": _FG_SEQ_KIND,
+    "BoolMaskFeature.sequence_delim": _FG_SEQ_KIND,
+    "TokenizeFeature.sequence_delim": _FG_SEQ_KIND,
+    **{
+        f"{feature}.{name}": _FG_KIND
+        for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()
+        for name in ("autodis", "mlp")
+    },
+    **{
+        f"{feature}.{name}": _DYNAMIC_EMB
+        for feature in ("CustomFeature", "BoolMaskFeature")
+        for name in ("zch", "dynamicemb")
+    },
+    "BoolMaskFeature.vocab_file": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
+    "BoolMaskFeature.asset_dir": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
+    "BoolMaskFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
+    "CustomFeature.vocab_file": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
+    "CustomFeature.asset_dir": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
+    "CustomFeature.is_op_thread_safe": _ignored(
+        "recforge's operators run in one thread per worker"
+    ),
+    "KvDotProduct.kv_delimiter": _no(
+        "a float in the schema, so no delimiter can be given; recforge always uses ':'"
+    ),
     **{
         f"{feature}.{name}": entry
         for feature in ("IdFeature", "RawFeature")
@@ -217,10 +258,6 @@ FIELDS: dict[str, Entry] = {
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
     },
-    # combo / lookup / match / expr and their sequence variants are built
-    **{f"FeatureConfig.{kind}": _YES for kind in _DERIVED_KINDS},
-    **{f"FeatureConfig.sequence_{kind}": _YES for kind in _DERIVED_KINDS},
-    **{f"SeqFeatureConfig.{kind}": _YES for kind in _DERIVED_KINDS},
     **{
         f"{feature}.{name}": entry
         for feature, names in (

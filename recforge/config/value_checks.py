@@ -292,7 +292,10 @@ def _check_table_memory(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
             continue
         width = _BYTES.get(getattr(feature, "data_type", "FP32").upper(), 4)
         name = getattr(feature, "embedding_name", "") or f"{feature.feature_name}_emb"
-        size_field = "hash_bucket_size" if feature.HasField("hash_bucket_size") else "num_buckets"
+        hashed = "hash_bucket_size" in feature.DESCRIPTOR.fields_by_name and feature.HasField(
+            "hash_bucket_size"
+        )
+        size_field = "hash_bucket_size" if hashed else "num_buckets"
         what = f"{rows} rows x {dim} dims x {width} bytes"
         tables.setdefault(name, (rows * dim * width, f"{fld}.{size_field}", what))
     if not tables:

@@ -17,12 +17,14 @@ The format follows ``data_config.fg_mode`` as in TorchEasyRec:
 * ``FG_BUCKETIZE``: one column per feature, named by ``feature_name``, holding the values
   before bucketizing (as in ``FG_DAG``).
 
-The other FG kinds (combo, lookup, match, expr, overlap, tokenize, kv_dot_product, bool_mask,
-combine, custom and their ``sequence_`` variants) are read from their message fields by name,
-so they get plausible inputs: crossed ids, lookup maps ``"k1:v1\x1dk2:v2"`` and match maps
-``"pk^sk:v|..."`` whose values fit the id field (``num_buckets``, vocabularies) or are
-numbers, expression variables as numbers, texts, ...; kinds recforge does not build yet reach
-their "not supported" message.
+The inputs of the other FG kinds (and their ``sequence_`` variants) are read from their
+message fields by name, so they get plausible inputs: crossed ids, lookup maps
+``"k1:v1\x1dk2:v2"`` and match maps ``"pk^sk:v|..."`` whose values fit the id field
+(``num_buckets``, vocabularies) or are numbers, expression variables as numbers, terms joined
+by ``separator`` (overlap), texts (tokenize), ``"key:value"`` lists (kv_dot_product), ids with
+a 0 / 1 mask of the same length (bool_mask), numbers or ``value_map`` keys (combine), ...;
+kinds recforge does not build yet reach their "not supported" message. A tokenize_feature's
+encoded ids lie in its tokenizer's vocabulary.
 """
 
 from __future__ import annotations
@@ -493,13 +495,32 @@ def _sequence_plan(
 _ID_KINDS = ("id_feature", "combo_feature", "bool_mask_feature", "tokenize_feature")
 
 
+def _tokenizer_size(msg: Any, name: str) -> int:
+    """The vocabulary size of a tokenize_feature's tokenizer file."""
+    from recforge.features.base_feature import FeatureError
+    from recforge.features.tokenize_feature import TokenizeFeature
+
+    try:
+        return TokenizeFeature(msg).num_embeddings
+    except FeatureError as err:
+        raise ConfigError(f"mock-data: {err}") from None
+
+
 def _output_spec(
     kind: str, msg: Any, name: str, rng: np.random.Generator, fmt: MockFormat, in_sequence: bool
 ) -> ValueSpec:
     """The column of a feature named by ``feature_name`` (``FG_NONE`` / ``FG_BUCKETIZE``)."""
+    base = _kind_base(kind)
+    if base == "tokenize_feature":  # token ids whatever the mode: there is no bucketizer
+        domain = encoded_id_domain(_tokenizer_size(msg, name), rng, fmt)
+        return ValueSpec(domain.draw, None if in_sequence else MULTI_VALUES, fmt.multival_sep)
+    size = None
+    if base == "custom_feature" and (_is_set(msg, "vocab_list") or _is_set(msg, "vocab_dict")):
+        # a custom feature's vocabulary is the whole table (default_bucketize_value is set)
+        size = len(msg.vocab_list) or int(max(msg.vocab_dict.values())) + 1
     has_ids = bucket_size(msg) is not None and not _is_set(msg, "boundaries")
-    if _kind_base(kind) in _ID_KINDS or has_ids:
-        return id_value_spec(msg, name, rng, fmt, in_sequence=in_sequence)
+    if base in _ID_KINDS or has_ids:
+        return id_value_spec(msg, name, rng, fmt, size=size, in_sequence=in_sequence)
     return number_value_spec(msg, fmt, int(_get(msg, "value_dim", 1) or 1))
 
 
@@ -759,11 +780,22 @@ def _raw_inputs(
     if kind == "combine_feature" and _is_set(msg, "value_map"):
         values = IdDomain(pa.array(sorted(msg.value_map), pa.string()))
         specs["combine"] = ValueSpec(values.draw, MULTI_VALUES, sep)
+    elif kind == "combine_feature" and _get(msg, "num_buckets", 0):
+        # integers whose sum over a cell stays an id below num_buckets
+        top = max(int(msg.num_buckets) // MULTI_VALUES[1], 1)
+        specs["combine"] = ValueSpec(
+            lambda r, n: pa.array(r.integers(0, top, n)), MULTI_VALUES, sep
+        )
     else:
         specs["combine"] = ValueSpec(numbers, MULTI_VALUES, sep)
+    if kind == "bool_mask_feature":  # values and a mask item per value, 3 of each per row
+        values = raw_id_domain(msg, name, rng, fmt)
+        specs["mask"] = ValueSpec(mask, (3, 3), sep)
     out = []
     for expression, role in inputs:
-        if role == "id":
+        if kind == "bool_mask_feature" and role == "id":
+            spec = ValueSpec(values.draw, (3, 3), sep)
+        elif role == "id":
             domain = IdDomain(pa.array(_int_subset(rng, 10 * fmt.cardinality, 50)))
             spec = ValueSpec(domain.draw, domain=domain)
         else:

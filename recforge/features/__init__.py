@@ -23,7 +23,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from recforge.features.base_feature import BaseFeature, FeatureError
+from recforge.features.bool_mask_feature import BoolMaskFeature
+from recforge.features.combine_feature import CombineFeature
 from recforge.features.combo_feature import ComboFeature
+from recforge.features.custom_feature import CustomFeature
 from recforge.features.expr_feature import ExprFeature
 from recforge.features.fg_mode import (
     DEFAULT_MULTIVAL_SEP,
@@ -35,20 +38,27 @@ from recforge.features.fg_mode import (
     resolve_fg_mode,
 )
 from recforge.features.id_feature import IdFeature
+from recforge.features.kv_dot_product import KvDotProduct
 from recforge.features.lookup_feature import LookupFeature
 from recforge.features.match_feature import MatchFeature
+from recforge.features.overlap_feature import OverlapFeature
 from recforge.features.raw_feature import RawFeature
 from recforge.features.sequence_derived import (
+    SequenceCombineFeature,
     SequenceComboFeature,
+    SequenceCustomFeature,
     SequenceExprFeature,
+    SequenceKvDotProduct,
     SequenceLookupFeature,
     SequenceMatchFeature,
+    SequenceOverlapFeature,
 )
 from recforge.features.sequence_feature import (
     SequenceIdFeature,
     SequenceRawFeature,
     sequence_element_configs,
 )
+from recforge.features.tokenize_feature import TokenizeFeature
 
 #: ``FeatureConfig.feature`` oneof name -> feature class (``sequence_feature`` expands into
 #: several ``sequence_*_feature``).
@@ -61,10 +71,20 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "lookup_feature": LookupFeature,
     "match_feature": MatchFeature,
     "expr_feature": ExprFeature,
+    "overlap_feature": OverlapFeature,
+    "tokenize_feature": TokenizeFeature,
+    "kv_dot_product": KvDotProduct,
+    "bool_mask_feature": BoolMaskFeature,
+    "combine_feature": CombineFeature,
+    "custom_feature": CustomFeature,
     "sequence_combo_feature": SequenceComboFeature,
     "sequence_lookup_feature": SequenceLookupFeature,
     "sequence_match_feature": SequenceMatchFeature,
     "sequence_expr_feature": SequenceExprFeature,
+    "sequence_combine_feature": SequenceCombineFeature,
+    "sequence_overlap_feature": SequenceOverlapFeature,
+    "sequence_kv_dot_product": SequenceKvDotProduct,
+    "sequence_custom_feature": SequenceCustomFeature,
 }
 
 
@@ -193,15 +213,29 @@ __all__ = [
     "FG_NONE",
     "FG_NORMAL",
     "BaseFeature",
+    "BoolMaskFeature",
     "ComboFeature",
+    "CombineFeature",
+    "CustomFeature",
     "ExprFeature",
     "FeatureError",
     "IdFeature",
+    "KvDotProduct",
     "LookupFeature",
     "MatchFeature",
+    "OverlapFeature",
     "RawFeature",
+    "SequenceComboFeature",
+    "SequenceCombineFeature",
+    "SequenceCustomFeature",
+    "SequenceExprFeature",
     "SequenceIdFeature",
+    "SequenceKvDotProduct",
+    "SequenceLookupFeature",
+    "SequenceMatchFeature",
+    "SequenceOverlapFeature",
     "SequenceRawFeature",
+    "TokenizeFeature",
     "create_feature",
     "create_feature_group",
     "create_features",

@@ -46,11 +46,14 @@ from recforge.features.utils import (
 COMBO_JOIN = "_"
 
 
-def split_values(column: pa.Array, separator: str) -> tuple[pa.Array, np.ndarray]:
+def split_values(
+    column: pa.Array, separator: str, as_strings: bool = True
+) -> tuple[pa.Array, np.ndarray]:
     """Flatten a column of (multi-)values into ``(strings [N], lengths int32 [B])``.
 
     String cells are split on ``separator``; list columns are multi-value natively; nulls,
-    null items and empty strings are dropped.
+    null items and empty strings are dropped. With ``as_strings`` false the values keep
+    their type (numbers stay numbers).
     """
     if pa.types.is_null(column.type):
         return pa.array([], pa.string()), np.zeros(len(column), dtype=np.int32)
@@ -59,7 +62,7 @@ def split_values(column: pa.Array, separator: str) -> tuple[pa.Array, np.ndarray
     if is_string_type(column.type):
         column = split_cells(column, separator)
     values, lengths = flatten_cells(column)
-    return to_string_array(values), lengths
+    return (to_string_array(values) if as_strings else values), lengths
 
 
 def cross_indices(

@@ -1,7 +1,8 @@
 """``DerivedFeature``: a feature computed from several raw columns, then bucketized.
 
-The FG kinds combo, lookup, match and expr compute an intermediate value per row (strings
-for ids, numbers otherwise) from their raw input columns, and then turn it into model input
+The FG kinds combo, lookup, match, expr, overlap, kv_dot_product, bool_mask, combine,
+tokenize and custom compute an intermediate value per row (strings for ids, numbers
+otherwise) from their raw input columns, and then turn it into model input
 exactly as an ``id_feature`` or a ``raw_feature`` would (``hash_bucket_size`` /
 ``vocab_list`` / ``vocab_dict`` / ``num_buckets``, or ``normalizer`` / ``boundaries`` /
 ``default_value``). A derived feature therefore holds an *output* feature, an
@@ -85,17 +86,32 @@ class DerivedFeature(BaseFeature):
         # raw modes: the output feature reads the computed column under feature_name
         return self.fg_mode if self.reads_fg_output else FG_DAG
 
-    def _id_output(self, **fields: Any) -> IdFeature:
-        """An id output feature from this config's id fields (``fields`` override)."""
-        message = copy_fields(self.config, feature_pb2.IdFeature())
+    def _id_output(self, skip: tuple[str, ...] = (), **fields: Any) -> IdFeature:
+        """An id output feature from this config's id fields (``fields`` override).
+
+        Args:
+            skip: more fields not to copy (a same-named field the kind reads itself).
+            **fields: output fields to set.
+
+        """
+        message = copy_fields(self.config, feature_pb2.IdFeature(), _OWN_FIELDS | set(skip))
         for name, value in fields.items():
             setattr(message, name, value)
         message.expression = self.name
         return IdFeature(message, self._output_mode(), self.multival_sep)
 
-    def _raw_output(self, value_dim: int = 1, **fields: Any) -> RawFeature:
-        """A number output feature from this config's raw fields (``fields`` override)."""
-        message = copy_fields(self.config, feature_pb2.RawFeature())
+    def _raw_output(
+        self, value_dim: int = 1, skip: tuple[str, ...] = (), **fields: Any
+    ) -> RawFeature:
+        """A number output feature from this config's raw fields (``fields`` override).
+
+        Args:
+            value_dim: numbers per row.
+            skip: more fields not to copy (a same-named field the kind reads itself).
+            **fields: output fields to set.
+
+        """
+        message = copy_fields(self.config, feature_pb2.RawFeature(), _OWN_FIELDS | set(skip))
         message.value_dim = value_dim
         for name, value in fields.items():
             setattr(message, name, value)
@@ -152,6 +168,14 @@ class DerivedFeature(BaseFeature):
             )
         return ""
 
+    def _require_inputs(self, *fields: str) -> None:
+        """Refuse a config computing from raw columns whose input ``fields`` are all unset."""
+        if not self.reads_fg_output and not self.raw_inputs:
+            raise FeatureError(
+                f"feature '{self.name}': expected its input fields ({', '.join(fields)}) to be "
+                "set, found none"
+            )
+
     # ------------------------------------------------------------------ parsing
     def _error(self, message: str) -> FeatureError:
         return FeatureError(f"feature '{self.name}' (columns {self.inputs}): {message}")
@@ -176,6 +200,11 @@ class DerivedFeature(BaseFeature):
                 name, f"column not found; available columns: {sorted(columns)}"
             )
         return as_array(columns[name])
+
+    def input_columns(self, columns: dict[str, pa.Array]) -> list[pa.Array]:
+        """The column of each :attr:`raw_inputs` expression, in order (see :meth:`input_column`)."""
+        num_rows = self.num_rows(columns, self.raw_inputs)
+        return [self.input_column(columns, e, num_rows) for e in self.raw_inputs]
 
     @staticmethod
     def num_rows(columns: dict[str, pa.Array], expressions: list[str]) -> int:
@@ -210,5 +239,9 @@ class DerivedFeature(BaseFeature):
         """The output feature's parse of the computed column (its errors name the inputs)."""
         try:
             return self._out.parse({self.name: computed})
-        except FeatureError as e:
-            raise FeatureError(f"{e} (computed from columns {self.inputs})") from None
+        except FeatureError as e:  # the output feature names its internal column: name the sources
+            sources = ", ".join(f"'{c}'" for c in self.inputs)
+            message = str(e).replace(
+                f"(column '{self.name}')", f"(computed from columns {sources})", 1
+            )
+            raise FeatureError(message) from None

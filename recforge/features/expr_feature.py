@@ -48,9 +48,8 @@ from recforge.features.utils import (
     is_number_type,
     is_string_type,
     split_cells,
+    to_floats,
 )
-
-_FLOAT_PATTERN = r"(?i)^\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)\s*$"
 
 
 class ExprFeature(DerivedFeature):
@@ -87,21 +86,14 @@ class ExprFeature(DerivedFeature):
         return list(self.config.variables)
 
     def _numbers(self, values: pa.Array, rows: np.ndarray, column: str) -> np.ndarray:
-        if is_number_type(values.type):
-            return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-        if not is_string_type(values.type):
+        if not (is_number_type(values.type) or is_string_type(values.type)):
             raise self._column_error(column, f"expected numbers, found type {values.type}")
-        try:
-            return pc.cast(pc.utf8_trim_whitespace(values), pa.float64()).to_numpy(
-                zero_copy_only=False
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            ok = pc.match_substring_regex(values, _FLOAT_PATTERN).to_numpy(zero_copy_only=False)
-            bad = first_true(~ok)
+        numbers, bad = to_floats(values)
+        if bad >= 0:
             raise self._column_error(
-                column,
-                f"expected numbers, found {values[bad].as_py()!r} at row {int(rows[bad])}",
-            ) from None
+                column, f"expected numbers, found {values[bad].as_py()!r} at row {int(rows[bad])}"
+            )
+        return numbers
 
     def _variable(self, column: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(values float64 [B] or [B, D], missing bool [B])`` of one variable's column."""

@@ -16,6 +16,7 @@ malformed entry raises :class:`KvFormatError` with its row; features turn it int
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -86,9 +87,12 @@ def _map_entries(column: pa.MapArray) -> tuple[np.ndarray, pa.StructArray]:
 
 
 def _split_pairs(
-    rows: np.ndarray, items: pa.Array, sep: str, expected: str
+    rows: np.ndarray, items: pa.Array, sep: str, expected: str, bare_value: Optional[str] = None
 ) -> tuple[np.ndarray, pa.Array, pa.Array]:
-    """Split ``"k<sep>v"`` items on the first ``sep``; empty and null items are dropped."""
+    """Split ``"k<sep>v"`` items on the first ``sep``; empty and null items are dropped.
+
+    A bare key (no ``sep``) takes ``bare_value``; with ``None`` it is a :class:`KvFormatError`.
+    """
     keep = pc.and_kleene(pc.is_valid(items), pc.not_equal(items.fill_null(""), ""))
     if keep.false_count:
         mask = keep.to_numpy(zero_copy_only=False)
@@ -96,6 +100,9 @@ def _split_pairs(
     if len(items) == 0:
         empty = pa.array([], pa.string())
         return rows, empty, empty
+    if bare_value is not None:
+        bare = pc.invert(pc.match_substring(items, sep))
+        items = pc.if_else(bare, pc.binary_join_element_wise(items, bare_value, sep), items)
     parts = pc.split_pattern(items, sep, max_splits=1)
     bad = np.flatnonzero(pc.list_value_length(parts).to_numpy(zero_copy_only=False) != 2)
     if bad.size:
@@ -109,12 +116,18 @@ def _strings(column: pa.Array) -> pa.Array:
     return column
 
 
-def parse_kv_map(column: pa.Array | pa.ChunkedArray) -> KvEntries:
+def parse_kv_map(
+    column: pa.Array | pa.ChunkedArray,
+    entry_sep: str = MAP_ENTRY_SEP,
+    bare_value: Optional[str] = None,
+) -> KvEntries:
     r"""Flatten a kv map column into its entries.
 
     Args:
         column: ``MAP<K, V>``, ``list<string>`` of ``"k:v"`` or strings ``"k1:v1\x1dk2:v2"``
             (``[B]``); null and empty cells have no entries.
+        entry_sep: the entry separator of string cells (empty: one entry per cell).
+        bare_value: the value of an entry without ``:`` (a bare key); ``None``: an error.
 
     Returns:
         The entries in row order, keys in their string form.
@@ -133,11 +146,19 @@ def parse_kv_map(column: pa.Array | pa.ChunkedArray) -> KvEntries:
         empty = pa.array([], pa.string())
         return KvEntries(np.zeros(0, np.int64), empty, empty)
     if is_string_type(column.type):
-        column = pc.split_pattern(_strings(column), MAP_ENTRY_SEP)
+        column = _strings(column)
+        if entry_sep:
+            column = pc.split_pattern(column, entry_sep)
+        else:
+            column = pa.ListArray.from_arrays(
+                pa.array(np.arange(len(column) + 1, dtype=np.int32)), column
+            )
     elif not (is_list_type(column.type) and is_string_type(column.type.value_type)):
         raise TypeError(f"expected a MAP, list<string> or string column, found {column.type}")
     rows, items = _flatten(column)
-    rows, keys, values = _split_pairs(rows, _strings(items), KV_SEP, "key:value entries")
+    rows, keys, values = _split_pairs(
+        rows, _strings(items), KV_SEP, "key:value entries", bare_value
+    )
     return KvEntries(rows, keys, values)
 
 

@@ -51,8 +51,7 @@ from recforge.features.kv_parsing import KvFormatError, first_match, parse_kv_ma
 from recforge.features.raw_feature import RawFeature
 from recforge.features.utils import (
     fill_empty_bags,
-    first_true,
-    is_number_type,
+    to_floats,
     to_string_array,
 )
 
@@ -124,22 +123,15 @@ class MapHitsFeature(DerivedFeature):
 
     def _float_values(self, values: pa.Array, rows: np.ndarray, column: str) -> np.ndarray:
         """The values found as float64; a non-numeric one names its map column and row."""
-        if is_number_type(values.type):
-            return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-        strings = pc.utf8_trim_whitespace(to_string_array(values))
-        try:
-            return pc.cast(strings, pa.float64()).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            ok = pc.match_substring_regex(
-                strings, r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
-            ).to_numpy(zero_copy_only=False)
-            bad = first_true(~ok)
+        floats, bad = to_floats(values)
+        if bad >= 0:
             raise self._column_error(
                 column,
                 f"expected numeric map values (set hash_bucket_size, num_buckets, vocab_list "
                 f"or vocab_dict for discrete ones), found {values[bad].as_py()!r} at row "
                 f"{int(rows[bad])}",
-            ) from None
+            )
+        return floats
 
     def _numeric_bag(self, floats: np.ndarray, rows: np.ndarray, num_rows: int) -> dict:
         """``combiner: ""`` with boundaries: every value's bucket, a bag per row."""

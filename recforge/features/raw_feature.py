@@ -13,6 +13,7 @@ from recforge.features.base_feature import BaseFeature, FeatureError
 from recforge.features.expression import ExpressionError, compile_expression
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
+    FLOAT_PATTERN,
     fill_empty_bags,
     first_true,
     is_list_type,
@@ -20,8 +21,6 @@ from recforge.features.utils import (
     is_string_type,
     split_cells,
 )
-
-_FLOAT_PATTERN = r"(?i)^\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)\s*$"
 
 
 def _split_normalizer(spec: str, feature_name: str) -> tuple[dict[str, str], Optional[str]]:
@@ -333,7 +332,7 @@ class RawFeature(BaseFeature):
                     zero_copy_only=False
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                ok = pc.match_substring_regex(values, _FLOAT_PATTERN)
+                ok = pc.match_substring_regex(values, FLOAT_PATTERN)
                 bad = max(first_true(~ok.to_numpy(zero_copy_only=False)), 0)
                 raise self._error(
                     f"expected numbers, found non-numeric value {values[bad].as_py()!r} at row "

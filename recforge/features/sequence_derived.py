@@ -1,23 +1,26 @@
-"""Sequence variants of the combo, lookup, match and expr features.
+"""Sequence variants of the derived features (combo, lookup, match, expr, overlap, ...).
 
-A ``sequence_combo_feature`` (``sequence_lookup_feature``, ...), or a combo / lookup / match /
-expr element of a ``sequence_feature``, computes its kind once per sequence element. Which
-inputs are sequences follows TorchEasyRec: the columns listed in ``sequence_fields`` when it
-is set; otherwise, with one input, that input (unless its side is ``feature``), and with
-several, the ``item:`` inputs. Sequence cells are split on ``sequence_delim`` (list columns
-are sequences natively) and cut to their first ``sequence_length`` elements; every sequence
-input of a row must have as many elements; the other inputs (e.g. the user's kv map) are
-the same for every element of the row. Inside a ``sequence_feature`` named ``s`` the
-sequence inputs read the columns ``s__<column>`` and the feature is named
-``s__<feature_name>``; the other inputs keep their columns.
+A ``sequence_combo_feature`` (``sequence_lookup_feature``, ``sequence_overlap_feature``,
+...), or such an element of a ``sequence_feature``, computes its kind once per sequence
+element. Which inputs are sequences follows TorchEasyRec: the columns listed in
+``sequence_fields`` when it is set; otherwise, with one input, that input (unless its side is
+``feature``), and with several, the ``item:`` inputs. Sequence cells are split on
+``sequence_delim`` (list columns are sequences natively) and cut to their first
+``sequence_length`` elements; a null or empty cell is one empty element (TorchEasyRec's
+sequences give one default element); every sequence input of a row must have as many
+elements; the other inputs (e.g. the user's kv map) are the same for every element of the
+row. Inside a ``sequence_feature`` named ``s`` the sequence inputs read the columns
+``s__<column>`` and the feature is named ``s__<feature_name>``; the other inputs keep their
+columns.
 
 Each element gives one id (a sequence feature is a sequence of single ids in recforge): the
 first id the kind gives for it (TorchEasyRec's ``value_dim: 1``); an element that gives none
 (e.g. a key missing from the map, without ``default_value``) is left out of the sequence.
-Only id outputs are supported: the kind must have ``hash_bucket_size``, ``num_buckets``,
-``vocab_list``, ``vocab_dict`` or ``boundaries`` (dense number sequences are not built yet).
-With FG output (``FG_NONE`` / ``FG_BUCKETIZE``) the column named by ``feature_name`` holds
-the sequence as a ``sequence_id_feature`` / ``sequence_raw_feature`` would read it.
+Only id outputs are supported: the kind must have ``boundaries`` or an id field
+(``hash_bucket_size``, ``num_buckets``, ``vocab_list``, ``vocab_dict``) as it has them (dense
+number sequences are not built yet). With FG output (``FG_NONE`` / ``FG_BUCKETIZE``) the
+column named by ``feature_name`` holds the sequence as a ``sequence_id_feature`` /
+``sequence_raw_feature`` would read it.
 """
 
 from __future__ import annotations
@@ -29,18 +32,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.base_feature import BaseFeature
+from recforge.features.combine_feature import CombineFeature
 from recforge.features.combo_feature import ComboFeature
+from recforge.features.custom_feature import CustomFeature
 from recforge.features.derived_feature import DerivedFeature, copy_fields, split_expression
 from recforge.features.expr_feature import ExprFeature
 from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
+from recforge.features.kv_dot_product import KvDotProduct
 from recforge.features.lookup_feature import LookupFeature
 from recforge.features.match_feature import ALL, MatchFeature
+from recforge.features.overlap_feature import OverlapFeature
 from recforge.features.sequence_feature import (
     SEQUENCE_NAME_SEPARATOR,
     SequenceIdFeature,
     SequenceRawFeature,
 )
-from recforge.features.utils import as_array, flatten_cells, is_list_type, is_string_type
+from recforge.features.utils import (
+    as_array,
+    flatten_cells,
+    is_list_type,
+    is_string_type,
+    truncate_rows,
+)
 from recforge.protos import feature_pb2
 
 #: message fields holding the inputs of each kind (one expression, or a repeated field)
@@ -49,7 +62,13 @@ INPUT_FIELDS: dict[str, tuple[str, ...]] = {
     "lookup_feature": ("map", "key"),
     "match_feature": ("nested_map", "pkey", "skey"),
     "expr_feature": ("variables",),
+    "overlap_feature": ("query", "title"),
+    "kv_dot_product": ("query", "document"),
+    "combine_feature": ("expression",),
+    "custom_feature": ("expression",),
 }
+#: the fields that make a kind's output ids, in the order error messages name them
+_ID_FIELDS = ("boundaries", "hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict")
 
 
 def sequence_inputs(config: Any, expressions: list[str]) -> set[str]:
@@ -129,9 +148,10 @@ class _SequenceDerived:
                 f"found {cfg.sequence_length}"
             )
         if not self._out.is_sparse:  # type: ignore[attr-defined]
+            fields = [f for f in _ID_FIELDS if f in cfg.DESCRIPTOR.fields_by_name]
             raise self._error(  # type: ignore[attr-defined]
-                f"a sequence_{kind} needs ids (hash_bucket_size, num_buckets, vocab_list, "
-                "vocab_dict or boundaries); dense number sequences are not built yet"
+                f"a sequence_{kind} needs {' or '.join(fields)} (one id per element); dense "
+                "number sequences are not built yet"
             )
         self._kind = kind
         self._sequence_exprs = sequence_inputs(cfg, self.raw_inputs)
@@ -166,7 +186,10 @@ class _SequenceDerived:
         return int(self.config.sequence_length)
 
     def _split(self, column: pa.Array) -> tuple[pa.Array, np.ndarray]:
-        """``(elements [N], lengths int32 [B])`` of a sequence column, cut to the length."""
+        """``(elements [N], lengths int32 [B])`` of a sequence column, cut to the length.
+
+        A null or empty cell is one null element.
+        """
         if pa.types.is_string_view(column.type) or pa.types.is_large_string(column.type):
             column = pc.cast(column, pa.string())
         if is_string_type(column.type):
@@ -178,13 +201,16 @@ class _SequenceDerived:
                 pa.array(np.arange(len(column) + 1, dtype=np.int32)), column
             )
         values, lengths = flatten_cells(column, drop_empty=False)
-        limit = self.sequence_length
-        if lengths.size and lengths.max() > limit:
-            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            keep = (np.arange(len(values)) - starts) < limit
-            values = values.filter(pa.array(keep))
-            lengths = np.minimum(lengths, limit).astype(np.int32)
-        return values, lengths
+        empty = lengths == 0
+        if empty.any():
+            # the null element goes after the (no) elements of its row: a stable sort by row
+            rows = np.concatenate(
+                [np.repeat(np.arange(len(lengths)), lengths), np.flatnonzero(empty)]
+            )
+            padded = pa.concat_arrays([values, pa.nulls(int(empty.sum()), values.type)])
+            values = padded.take(pa.array(np.argsort(rows, kind="stable")))
+            lengths = np.where(empty, 1, lengths).astype(np.int32)
+        return truncate_rows(values, lengths, self.sequence_length)
 
     def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
         """Parse one batch of sequences.
@@ -256,3 +282,7 @@ SequenceComboFeature = _make(ComboFeature, "combo_feature")
 SequenceLookupFeature = _make(LookupFeature, "lookup_feature")
 SequenceMatchFeature = _make(MatchFeature, "match_feature")
 SequenceExprFeature = _make(ExprFeature, "expr_feature")
+SequenceOverlapFeature = _make(OverlapFeature, "overlap_feature")
+SequenceKvDotProduct = _make(KvDotProduct, "kv_dot_product")
+SequenceCombineFeature = _make(CombineFeature, "combine_feature")
+SequenceCustomFeature = _make(CustomFeature, "custom_feature")

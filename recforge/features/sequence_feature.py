@@ -30,6 +30,7 @@ from recforge.features.utils import (
     is_list_type,
     is_string_type,
     row_of_value,
+    truncate_rows,
 )
 
 #: separates a sequence's name from its element feature's name: ``click_seq__item_id``
@@ -102,13 +103,7 @@ class _SequenceMixin:
                     f"type {column.type}"
                 )
         values, lengths = flatten_cells(column)
-        limit = self.sequence_length
-        if lengths.size and lengths.max() > limit:
-            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            keep = (np.arange(len(values)) - starts) < limit
-            values = values.filter(pa.array(keep))
-            lengths = np.minimum(lengths, limit).astype(np.int32)
-        return values, lengths
+        return truncate_rows(values, lengths, self.sequence_length)
 
 
 class SequenceIdFeature(_SequenceMixin, IdFeature):
@@ -253,9 +248,9 @@ def sequence_element_configs(sequence: Any) -> list[tuple[str, Any]]:
         kind = element.WhichOneof("feature")
         if kind is None:
             continue
-        if kind in ("combo_feature", "lookup_feature", "match_feature", "expr_feature"):
-            from recforge.features.sequence_derived import element_config  # avoids a cycle
+        from recforge.features.sequence_derived import INPUT_FIELDS, element_config  # a cycle
 
+        if kind in INPUT_FIELDS:  # a derived kind (combo, lookup, ..., combine)
             out.append(element_config(sequence, kind, getattr(element, kind)))
             continue
         message = type(getattr(element, kind))()

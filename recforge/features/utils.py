@@ -102,6 +102,28 @@ def flatten_cells(column: pa.Array, drop_empty: bool = True) -> tuple[pa.Array, 
     return values, np.ascontiguousarray(lengths, dtype=np.int32)
 
 
+def truncate_rows(
+    values: pa.Array | np.ndarray, lengths: np.ndarray, limit: int
+) -> tuple[pa.Array | np.ndarray, np.ndarray]:
+    """Keep the first ``limit`` values of each row.
+
+    Args:
+        values: ``[N]`` flat values, row after row (an Arrow or numpy array).
+        lengths: ``int [B]`` values per row.
+        limit: the most values a row keeps.
+
+    Returns:
+        ``(values [M], lengths [B])``: the inputs themselves when no row is longer.
+
+    """
+    if not lengths.size or lengths.max() <= limit:
+        return values, lengths
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    keep = (np.arange(len(values)) - starts) < limit
+    kept = values.filter(pa.array(keep)) if isinstance(values, pa.Array) else values[keep]
+    return kept, np.minimum(lengths, limit).astype(np.int32)
+
+
 def fill_empty_bags(
     ids: np.ndarray, lengths: np.ndarray, default_ids: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +194,36 @@ def stable_hash(values: pa.Array) -> np.ndarray:
     uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
     hashed = pd.util.hash_array(uniques, categorize=False)
     return hashed[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+#: a number written as text (case-insensitive; surrounding whitespace allowed)
+FLOAT_PATTERN = r"(?i)^\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)\s*$"
+
+
+def to_floats(values: pa.Array) -> tuple[np.ndarray, int]:
+    """Numbers, or numbers written as text, as ``float64``.
+
+    Args:
+        values: ``[N]`` numbers or strings.
+
+    Returns:
+        ``(float64 [N], bad)``: nulls are NaN; ``bad`` is the index of the first value that
+        is no number (then the numbers are not computed), -1 when all are.
+
+    """
+    if is_number_type(values.type):
+        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), -1
+    strings = pc.utf8_trim_whitespace(to_string_array(values))
+    try:
+        return pc.cast(strings, pa.float64()).to_numpy(zero_copy_only=False), -1
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        ok = pc.match_substring_regex(strings, FLOAT_PATTERN).fill_null(True)
+        bad = first_true(~ok.to_numpy(zero_copy_only=False))
+        if bad >= 0:
+            return np.zeros(len(values)), bad
+        # spellings Arrow's cast refuses but Python's float takes ("infinity", ...)
+        texts = strings.to_pylist()
+        return np.array([np.nan if t is None else float(t) for t in texts], np.float64), -1
 
 
 def first_true(mask: np.ndarray) -> int:
