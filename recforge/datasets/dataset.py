@@ -102,8 +102,8 @@ class RecDataset(IterableDataset):
         # match models: negatives from an item table appended to each train / eval batch
         self.sampler: Optional[NegativeSampler] = sampler_for(data_config, mode)
         columns = self.parser.input_columns
-        if self.sampler is not None and self.sampler.id_field not in columns:
-            columns = [*columns, self.sampler.id_field]
+        if self.sampler is not None:
+            columns = [*columns, *(c for c in self.sampler.input_columns if c not in columns)]
         try:
             self.reader: BaseReader = create_reader(
                 data_config,

@@ -130,10 +130,12 @@ def build_dataset(
     field = "train_input_path" if mode == "train" else "eval_input_path"
     input_path = getattr(config, field)
     paths = {field: input_path}
-    if config.data_config.WhichOneof("sampler") == "negative_sampler":
-        paths["data_config.negative_sampler.input_path"] = (
-            config.data_config.negative_sampler.input_path
-        )
+    kind = config.data_config.WhichOneof("sampler")
+    if kind is not None:  # the sampler's side tables
+        sampler = getattr(config.data_config, kind)
+        for descriptor, value in sampler.ListFields():
+            if descriptor.name.endswith("input_path"):
+                paths[f"data_config.{kind}.{descriptor.name}"] = value
     check_not_odps(config.data_config, paths)
     return RecDataset(
         config.data_config,
@@ -161,14 +163,15 @@ def build_model(
         class_name = config.model_config.custom_model.class_name
     model_class = BaseModel.create_class(class_name)
     data_config = config.data_config
-    has_sampler = data_config.WhichOneof("sampler") == "negative_sampler"
+    # every sampler message names the item id and attribute columns the same way
+    kind = data_config.WhichOneof("sampler")
     return model_class(
         config.model_config,
         features,
         list(data_config.label_fields),
         list(data_config.sample_weight_fields),
         embedding_device=embedding_device,
-        negative_sampler=data_config.negative_sampler if has_sampler else None,
+        negative_sampler=getattr(data_config, kind) if kind else None,
     )
 
 
