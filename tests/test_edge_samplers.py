@@ -1,5 +1,6 @@
 """negative_sampler_v2, hard_negative_sampler(_v2): edge tables, per-user negatives, DSSM."""
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,13 +13,16 @@ from google.protobuf import text_format
 from test_retrieval import NUM_ITEMS, item_table, pipeline_config, train_table
 
 import recforge.datasets.dataset as dataset_module
+from recforge.config import load_pipeline_config
+from recforge.config.editing import edit_config
 from recforge.datasets import DataError
 from recforge.datasets.dataset import RecDataset
 from recforge.datasets.edge_sampler import edge_sampler
+from recforge.datasets.mock_data import generate_mock_data
 from recforge.datasets.sampler import HARD_NEG_INDICES_KEY, ITEM_INDEX_KEY, NUM_NEGATIVES_KEY
 from recforge.features import create_pipeline_features
 from recforge.protos import sampler_pb2
-from recforge.utils.pipeline import build_model
+from recforge.utils.pipeline import build_dataset, build_model
 
 NUM_USERS = 20
 
@@ -275,3 +279,40 @@ def test_dssm_trains_with_each_sampler(tables, kind, model):
             optimizer.step()
             losses.append(float(loss))
     assert all(np.isfinite(losses)) and np.mean(losses[-4:]) < np.mean(losses[:4])
+
+
+# ---- mock data --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", list(MESSAGES))
+def test_mock_data_writes_the_side_tables(tmp_path, kind):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = load_pipeline_config(os.path.join(root, "examples", "dssm_demo.config"))
+    message = MESSAGES[kind](
+        num_sample=16, item_id_field="item_id", user_id_field="user_id", num_eval_sample=4
+    )
+    message.attr_fields.extend(["item_id", "cate"])
+    if kind.startswith("hard"):
+        message.num_hard_sample = 2
+    getattr(config.data_config, kind).CopyFrom(message)
+    config.data_config.batch_size = 50
+    result = generate_mock_data(config, str(tmp_path), num_rows=200)
+    edits = result["edit_config_json"]
+    folder = tmp_path / kind
+    expected = {"item_input_path": "items", "user_input_path": "user"}
+    if kind != "hard_negative_sampler":
+        expected["pos_edge_input_path"] = "pos_edge"
+    if kind.startswith("hard"):
+        expected["hard_neg_edge_input_path"] = "hard_neg_edge"
+    for field, name in expected.items():
+        assert edits[f"data_config.{kind}.{field}"] == str(folder / f"{name}.parquet")
+    config = edit_config(config, edits)
+    rows = pq.read_table(result["files"][0])
+    if "pos_edge_input_path" in expected:
+        edges = pq.read_table(folder / "pos_edge.parquet")
+        pairs = set(zip(edges["userid"].to_pylist(), edges["itemid"].to_pylist()))
+        rows_pairs = zip(rows["user_id"].to_pylist(), rows["item_id"].to_pylist())
+        assert {p for p in rows_pairs if p[0] is not None} == pairs
+    batch = next(iter(build_dataset(config, create_pipeline_features(config), "train")))
+    num_hard = batch.extras[HARD_NEG_INDICES_KEY].shape[0] if kind.startswith("hard") else 0
+    assert batch.batch_size == 50 + 16 + num_hard
+    if kind.startswith("hard"):  # 2 of the 3 hard edges of each user with an id
+        assert 0 < num_hard <= 2 * 50 and num_hard % 2 == 0
