@@ -193,6 +193,7 @@ def test_each_worker_reads_its_rows_and_draws_its_own_negatives(tables, monkeypa
         ("pos.txt", "user\titem\n3\ti1\n", "no column 'userid' or 'user_id'"),
         ("users.txt", "name\n3\n", "no column 'id' or 'user_id'"),
         ("hard.csv", "userid,itemid\n3,i1\n4,i999\n", r"hard.csv: row 1 \(line 3\): item 'i999'"),
+        ("hard.csv", "userid,itemid\n3,i1\n4,[1]\n", r"hard.csv: row 1 \(line 3\): item '\[1\]'"),
     ],
 )
 def test_bad_side_tables_name_file_and_row(tables, table, content, message):
@@ -202,6 +203,17 @@ def test_bad_side_tables_name_file_and_row(tables, table, content, message):
         config.hard_neg_edge_input_path = str(tables / table)
     with pytest.raises(DataError, match=message):
         edge_sampler("hard_negative_sampler_v2", config, 8, ",")
+
+
+def test_edge_item_ids_that_do_not_parse_name_their_row(tables):
+    ids = pa.array(np.arange(NUM_ITEMS), pa.int64())
+    pq.write_table(item_table().set_column(0, "item_id", ids), tables / "items.parquet")
+    rows = "".join(f"{u},{u + 1}\n" for u in range(12))
+    (tables / "hard.csv").write_text(f"userid,itemid\n{rows}5,x\n6,7\n")
+    config = sampler_message("hard_negative_sampler", tables)
+    config.hard_neg_edge_input_path = str(tables / "hard.csv")
+    with pytest.raises(DataError, match=r"hard.csv: row 12 \(line 14\): 'itemid': item ids"):
+        edge_sampler("hard_negative_sampler", config, 8, ",")
 
 
 def test_user_ids_of_another_type_are_a_data_error(tables):
@@ -247,6 +259,25 @@ def test_each_user_is_scored_against_its_own_hard_negatives(tables, in_batch):
     target = torch.arange(10) if in_batch else torch.zeros(10, dtype=torch.long)
     torch.testing.assert_close(loss, F.cross_entropy(logits, target))
     assert float(loss) > float(F.cross_entropy(logits[:, :shared], target)) + 1e-4
+
+
+def test_label_smoothing_spreads_over_the_real_candidates(tables):
+    config = pipeline_config(tables, "dssm", sampler_text("hard_negative_sampler", tables))
+    config.model_config.losses.add().softmax_cross_entropy.label_smoothing = 0.1
+    features = create_pipeline_features(config)
+    batch = next(iter(RecDataset(config.data_config, features, config.train_input_path)))
+    net = build_model(config, features)
+    predictions = net.predict(batch)
+    logits = predictions["similarity"]
+    assert (logits < -1e38).any()  # users with fewer hard negatives than others
+    loss = net.loss(predictions, batch)["softmax_cross_entropy"]
+    expected = torch.stack(
+        [
+            F.cross_entropy(row[row > -1e38][None], torch.tensor([0]), label_smoothing=0.1)
+            for row in logits
+        ]
+    ).mean()
+    torch.testing.assert_close(loss, expected)
 
 
 def test_a_hard_negative_equal_to_the_positive_is_masked(tables):

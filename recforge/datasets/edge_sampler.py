@@ -67,6 +67,19 @@ def _first_null(column: pa.ChunkedArray) -> int:
     return int(np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))[0])
 
 
+def _first_bad_cast(column: pa.ChunkedArray, to_type: pa.DataType) -> int:
+    """The first row of ``column`` that cannot be cast to ``to_type`` (bisecting; 0 if none)."""
+    lo, hi = 0, len(column)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(column.slice(lo, mid - lo), to_type)
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            hi = mid
+    return lo
+
+
 @dataclass
 class UserTable:
     """The users of a sampler's user table (TorchEasyRec's ``user_input_path``).
@@ -174,7 +187,11 @@ def load_edge_table(
         if column.null_count:
             i = _first_null(column)
             raise DataError(f"{where_row(files, file_index, rows, i)}: '{name}' is empty")
-    item_rows = items.index_of(item_ids)
+    try:
+        item_rows = items.index_of(item_ids)
+    except DataError as err:
+        i = _first_bad_cast(item_ids, items.table.column(items.id_field).type)
+        raise DataError(f"{where_row(files, file_index, rows, i)}: '{item_name}': {err}") from None
     unknown = np.flatnonzero(item_rows < 0)
     if unknown.size and strict_items:
         i = int(unknown[0])

@@ -445,11 +445,18 @@ class MatchModel(BaseModel):
 
     def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         """``softmax_cross_entropy`` of each user's positive among its candidates."""
-        logits = predictions["similarity"]
-        loss = F.cross_entropy(
-            logits.float(), self._target(logits), label_smoothing=self._label_smoothing
-        )
-        return {"softmax_cross_entropy": loss}
+        logits = predictions["similarity"].float()
+        target = self._target(logits)
+        if not self._label_smoothing:
+            return {"softmax_cross_entropy": F.cross_entropy(logits, target)}
+        # smoothing spreads over the real candidates only: a masked column (an in-batch
+        # duplicate, a missing hard negative) would otherwise add -log(0) to the loss
+        log_probs = F.log_softmax(logits, dim=1)
+        valid = logits > torch.finfo(logits.dtype).min / 2
+        nll = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+        smooth = -(log_probs * valid).sum(dim=1) / valid.sum(dim=1)
+        loss = (1 - self._label_smoothing) * nll + self._label_smoothing * smooth
+        return {"softmax_cross_entropy": loss.mean()}
 
     def init_metric(self) -> None:
         """Recall@k over the candidates per ``recall_at_k``, and the mean loss."""
