@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from test_retrieval import NUM_ITEMS, item_table, pipeline_config, train_table
 
 import recforge.datasets.dataset as dataset_module
-from recforge.config import load_pipeline_config
+from recforge.config import ConfigError, load_pipeline_config
 from recforge.config.editing import edit_config
 from recforge.datasets import DataError
 from recforge.datasets.dataset import RecDataset
@@ -278,6 +278,13 @@ def test_label_smoothing_spreads_over_the_real_candidates(tables):
         ]
     ).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_item_features_the_sampler_does_not_provide_name_its_field(tables):
+    config = pipeline_config(tables, "dssm", sampler_text("hard_negative_sampler_v2", tables))
+    config.data_config.hard_negative_sampler_v2.attr_fields.remove("cate")
+    with pytest.raises(ConfigError, match="data_config.hard_negative_sampler_v2.attr_fields"):
+        build_model(config, create_pipeline_features(config))
 
 
 def test_a_hard_negative_equal_to_the_positive_is_masked(tables):

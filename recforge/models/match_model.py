@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -266,14 +267,16 @@ class MatchModel(BaseModel):
                 )
             return
         provided = {config.item_id_field, *config.attr_fields}
+        # the data_config field of the sampler: NegativeSamplerV2 -> negative_sampler_v2
+        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", config.DESCRIPTOR.name).lower()
         for feature in self.tower_features("item"):
             for column in feature.inputs:
                 if column not in provided:
                     raise ConfigError(
                         f"item feature '{feature.name}' reads column '{column}', which"
-                        " data_config.negative_sampler.attr_fields does not list (sampled"
+                        f" data_config.{kind}.attr_fields does not list (sampled"
                         " negatives would have no value for it)",
-                        field="data_config.negative_sampler.attr_fields",
+                        field=f"data_config.{kind}.attr_fields",
                     )
 
     # ---- towers -----------------------------------------------------------------------
