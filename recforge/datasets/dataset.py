@@ -45,7 +45,9 @@ class RecDataset(IterableDataset):
 
     With ``data_config.negative_sampler`` (match models), train and eval batches get
     ``num_sample`` (eval: ``num_eval_sample`` if set) negative item rows appended from the item
-    table (:mod:`recforge.datasets.sampler`); each iterator draws with its own generator seeded
+    table (:mod:`recforge.datasets.sampler`; ``negative_sampler_v2`` and the hard-negative
+    samplers also read user-item edge tables, :mod:`recforge.datasets.edge_sampler`); each
+    iterator draws with its own generator seeded
     by ``(data_config.seed, rank, worker, epoch)``. Training batches mask the ``use_mask``
     features in a random ``sample_mask_prob`` of the rows (:mod:`recforge.datasets.sample_mask`).
 

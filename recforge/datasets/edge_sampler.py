@@ -260,6 +260,8 @@ class EdgeSampler(NegativeSampler):
             raise DataError(f"{field}.user_id_field is empty; name the user id column")
         self.user_id_field = config.user_id_field
         delimiter = config.field_delimiter or delimiter
+        # TorchEasyRec requires the user table (its graph's user nodes); sampling here needs
+        # only the edges, so it is read to check it and to keep configs interchangeable
         self.users = load_user_table(config, delimiter, field)
         self.positive_edges: Optional[EdgeTable] = None
         if exclude_positives:
@@ -310,9 +312,9 @@ class EdgeSampler(NegativeSampler):
     ) -> np.ndarray:
         """``num_sample`` item rows; negative ``j`` avoids the positives of row ``owner(j)``.
 
-        TorchEasyRec's graph sampler retries a bounded number of times; here a negative that
-        still hits after :data:`_REDRAW_ROUNDS` rounds is drawn among its user's other items
-        exactly, so it is a positive only when the user has no other item.
+        TorchEasyRec leaves this to graphlearn's conditional negative sampler; here a negative
+        that still hits after :data:`_REDRAW_ROUNDS` rejection rounds is drawn exactly among
+        its user's other items, so it is a positive only when the user has no other item.
 
         Args:
             rng: the generator.
