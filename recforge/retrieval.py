@@ -208,8 +208,13 @@ def evaluate_retrieval(
         )
     data_config = config.data_config
     sampler = sampler_pb2.NegativeSampler()
-    if data_config.WhichOneof("sampler") == "negative_sampler":
+    kind = data_config.WhichOneof("sampler")
+    if kind == "negative_sampler":
         sampler.CopyFrom(data_config.negative_sampler)
+    elif kind is not None and kind != "tdm_sampler":  # the edge samplers' item table
+        edge = getattr(data_config, kind)
+        sampler.input_path, sampler.item_id_field = edge.item_input_path, edge.item_id_field
+        sampler.attr_delimiter, sampler.field_delimiter = edge.attr_delimiter, edge.field_delimiter
     item_features = model.tower_features("item")
     user_features = model.tower_features("user")
     if item_table_path:

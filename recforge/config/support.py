@@ -74,7 +74,7 @@ _DERIVED_FIELDS: dict[str, Entry] = {
 _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_value_type"
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
-_SAMPLER = _no("only negative_sampler is built so far")
+_SAMPLER = _no("tdm_sampler (TDM's tree sampler) is not built yet")
 _DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
 _CUDA_ONLY = _ignored("a CUDA numerics switch; recforge exports and predicts on the CPU")
@@ -87,6 +87,7 @@ MESSAGES: dict[str, Entry] = {
             "EasyRecConfig DataConfig Field FeatureConfig IdFeature RawFeature SequenceFeature"
             " SeqFeatureConfig FeatureGroupConfig ModelConfig CustomModel TrainConfig EvalConfig"
             " ExportConfig GradClipping NegativeSampler ParameterConstraints"
+            " NegativeSamplerV2 HardNegativeSampler HardNegativeSamplerV2"
             " SparseOptimizer DenseOptimizer FusedSGDOptimizer FusedAdagradOptimizer"
             " FusedAdamOptimizer FusedRowWiseAdagradOptimizer SGDOptimizer AdagradOptimizer"
             " AdamOptimizer AdamWOptimizer ConstantLR ExponentialDecayLR ManualStepLR"
@@ -147,9 +148,7 @@ MESSAGES: dict[str, Entry] = {
         ).split(),
         _GENERATIVE,
     ),
-    **dict.fromkeys(
-        "NegativeSamplerV2 HardNegativeSampler HardNegativeSamplerV2 TDMSampler".split(), _SAMPLER
-    ),
+    "TDMSampler": _SAMPLER,
     **dict.fromkeys(
         (
             "ZeroCollisionHash DynamicEmbedding DynamicEmbInitializerArgs"
@@ -177,9 +176,6 @@ FIELDS: dict[str, Entry] = {
     "DataConfig.sample_cost_field": _no("cost-based batching is not built yet"),
     "DataConfig.batch_cost_size": _no("cost-based batching is not built yet"),
     "DataConfig.input_fields_str": _no("use input_fields"),
-    "DataConfig.negative_sampler_v2": _SAMPLER,
-    "DataConfig.hard_negative_sampler": _SAMPLER,
-    "DataConfig.hard_negative_sampler_v2": _SAMPLER,
     "DataConfig.tdm_sampler": _SAMPLER,
     "DataConfig.dataset_type=OdpsDatasetV1": _no("MaxCompute is not available in recforge"),
     "DataConfig.dataset_type=KafkaDataset": _no("Kafka input is not built yet"),

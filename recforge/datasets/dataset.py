@@ -45,7 +45,9 @@ class RecDataset(IterableDataset):
 
     With ``data_config.negative_sampler`` (match models), train and eval batches get
     ``num_sample`` (eval: ``num_eval_sample`` if set) negative item rows appended from the item
-    table (:mod:`recforge.datasets.sampler`); each iterator draws with its own generator seeded
+    table (:mod:`recforge.datasets.sampler`; ``negative_sampler_v2`` and the hard-negative
+    samplers also read user-item edge tables, :mod:`recforge.datasets.edge_sampler`); each
+    iterator draws with its own generator seeded
     by ``(data_config.seed, rank, worker, epoch)``. Training batches mask the ``use_mask``
     features in a random ``sample_mask_prob`` of the rows (:mod:`recforge.datasets.sample_mask`).
 
@@ -102,8 +104,8 @@ class RecDataset(IterableDataset):
         # match models: negatives from an item table appended to each train / eval batch
         self.sampler: Optional[NegativeSampler] = sampler_for(data_config, mode)
         columns = self.parser.input_columns
-        if self.sampler is not None and self.sampler.id_field not in columns:
-            columns = [*columns, self.sampler.id_field]
+        if self.sampler is not None:
+            columns = [*columns, *(c for c in self.sampler.input_columns if c not in columns)]
         try:
             self.reader: BaseReader = create_reader(
                 data_config,

@@ -12,6 +12,10 @@ signal: they depend on a few id columns, so a model can learn.
 A ``negative_sampler``'s item table goes to ``output_dir/negative_sampler/items.parquet``:
 one row per item (``item_id_field``, the ``attr_fields``, a popularity ``weight``); the
 sample rows take their item columns from it, so item attributes agree between the two.
+``negative_sampler_v2`` and ``hard_negative_sampler(_v2)`` get theirs in
+``output_dir/<sampler>/``: ``items.parquet``, ``user.parquet`` (``id | weight``) and
+``pos_edge.parquet`` / ``hard_neg_edge.parquet`` (``userid | itemid | weight``: the rows'
+user-item pairs, and a few random items per user).
 
 The same seed gives the same files. Files are written as ``*.tmp`` and renamed at the end; a
 rerun into the same folder replaces the earlier ``part-*.parquet`` files.
@@ -29,6 +33,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recforge.config import ConfigError, load_pipeline_config
@@ -50,6 +55,15 @@ logger = logging.getLogger(__name__)
 PART_NAME = "part-{:05d}.parquet"
 PART_PATTERN = re.compile(r"^part-\d{5}\.parquet$")
 ITEM_TABLE_PATH = os.path.join("negative_sampler", "items.parquet")
+#: the samplers whose side tables mock-data writes, and their item table path field
+ITEM_PATH_FIELDS = {
+    "negative_sampler": "input_path",
+    "negative_sampler_v2": "item_input_path",
+    "hard_negative_sampler": "item_input_path",
+    "hard_negative_sampler_v2": "item_input_path",
+}
+#: hard-negative edges per user in a mock hard-negative edge table
+HARD_EDGES_PER_USER = 3
 #: positive rate of binary labels (before the planted signal spreads it)
 POSITIVE_RATE = 0.3
 #: most id columns the labels depend on
@@ -266,9 +280,10 @@ def _item_table(
 
 def _sampler_sizes(data_config: Any) -> int:
     """The most negatives a batch draws (the item table needs at least that many items)."""
-    if data_config.WhichOneof("sampler") != "negative_sampler":
+    kind = data_config.WhichOneof("sampler")
+    if kind not in ITEM_PATH_FIELDS:
         return 0
-    sampler = data_config.negative_sampler
+    sampler = getattr(data_config, kind)
     return int(max(sampler.num_sample, sampler.num_eval_sample))
 
 
@@ -304,6 +319,7 @@ def _feature_columns(
 
 def _add_item_table(
     sampler: Any,
+    kind: str,
     plans: dict[str, ColumnsPlan],
     columns: dict[str, pa.Array],
     seed: int,
@@ -316,15 +332,66 @@ def _add_item_table(
         raise ConfigError(
             "item_id_field is empty; name the item id column",
             config_path,
-            field="data_config.negative_sampler.item_id_field",
+            field=f"data_config.{kind}.item_id_field",
         )
     items = _item_table(sampler, plans, seed, num_items)
     rows = IdDomain(pa.array(np.arange(items.num_rows))).draw(_rng(seed, "item rows"), num_rows)
     for name in items.column_names:
         columns[name] = items.column(name).combine_chunks().take(rows)
     counts = np.bincount(rows.to_numpy(), minlength=items.num_rows)
-    weight = sampler.weight_field or "weight"
+    # TorchEasyRec's item tables call it "weight"; negative_sampler may name another column
+    weight = getattr(sampler, "weight_field", "") or "weight"
     return items.append_column(weight, pa.array(counts.astype(np.float64) + 1.0))
+
+
+def _edge_tables(
+    sampler: Any,
+    kind: str,
+    items: pa.Table,
+    columns: dict[str, pa.Array],
+    seed: int,
+    num_rows: int,
+    config_path: Optional[str],
+) -> dict[str, pa.Table]:
+    """The user table and edge tables of an edge sampler, by their path field.
+
+    The positive edges are the rows' (user, item) pairs; each user gets
+    :data:`HARD_EDGES_PER_USER` random hard-negative items. A user id column no feature reads
+    is added to the rows.
+    """
+    user_field = sampler.user_id_field
+    if not user_field:
+        raise ConfigError(
+            "user_id_field is empty; name the user id column",
+            config_path,
+            field=f"data_config.{kind}.user_id_field",
+        )
+    if user_field not in columns:
+        domain = IdDomain(pa.array(np.arange(max(num_rows // 8, 2), dtype=np.int64)))
+        columns[user_field] = domain.draw(_rng(seed, user_field, "users"), num_rows)
+    pairs = pa.table({"userid": columns[user_field], "itemid": columns[sampler.item_id_field]})
+    pairs = pairs.filter(pc.is_valid(pairs.column("userid"))).group_by(["userid", "itemid"])
+    pairs = pairs.aggregate([])
+    users = pairs.column("userid").unique()
+    tables = {
+        "user_input_path": pa.table({"id": users, "weight": np.ones(len(users))}),
+    }
+    if kind != "hard_negative_sampler":
+        tables["pos_edge_input_path"] = pairs.append_column("weight", pa.array(np.ones(len(pairs))))
+    if kind.startswith("hard_"):
+        rng = _rng(seed, "hard negative edges")
+        per_user = min(HARD_EDGES_PER_USER, items.num_rows)
+        picks = np.concatenate(
+            [rng.choice(items.num_rows, per_user, replace=False) for _ in range(len(users))]
+        )
+        tables["hard_neg_edge_input_path"] = pa.table(
+            {
+                "userid": users.take(pa.array(np.repeat(np.arange(len(users)), per_user))),
+                "itemid": items.column(sampler.item_id_field).take(pa.array(picks)),
+                "weight": np.ones(len(picks)),
+            }
+        )
+    return tables
 
 
 def _add_targets(
@@ -408,13 +475,24 @@ def generate_mock_data(
     result: dict[str, Any] = {}
     files: dict[str, pa.Table] = {}
     sampler = data_config.WhichOneof("sampler")
-    if sampler == "negative_sampler":
+    side_paths: dict[str, str] = {}
+    if sampler in ITEM_PATH_FIELDS:
+        sampler_config = getattr(data_config, sampler)
         items = _add_item_table(
-            data_config.negative_sampler, plans, columns, seed, num_rows, cardinality, config_path
+            sampler_config, sampler, plans, columns, seed, num_rows, cardinality, config_path
         )
-        item_path = os.path.join(output_dir, ITEM_TABLE_PATH)
+        item_path = os.path.join(output_dir, sampler, "items.parquet")
         files[item_path] = items
+        side_paths[ITEM_PATH_FIELDS[sampler]] = item_path
         result.update(item_table=item_path, num_items=items.num_rows)
+        if sampler != "negative_sampler":
+            tables = _edge_tables(
+                sampler_config, sampler, items, columns, seed, num_rows, config_path
+            )
+            for field, side_table in tables.items():
+                path = os.path.join(output_dir, sampler, field.replace("_input_path", ".parquet"))
+                files[path] = side_table
+                side_paths[field] = path
     elif sampler:
         result["note"] = f"data_config.{sampler}: its side tables are not generated"
     signal = [columns[p.columns[0]] for p in ordered if p.domain is not None][:SIGNAL_COLUMNS]
@@ -435,8 +513,8 @@ def generate_mock_data(
         "eval_input_path": pattern,
         "data_config.dataset_type": "ParquetDataset",
     }
-    if "item_table" in result:
-        edits["data_config.negative_sampler.input_path"] = result["item_table"]
+    for field, path in side_paths.items():
+        edits[f"data_config.{sampler}.{field}"] = path
     logger.info("wrote %d rows (%s) to %s", num_rows, fg_mode, output_dir)
     return {
         "output_dir": output_dir,

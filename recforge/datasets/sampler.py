@@ -8,6 +8,12 @@ appended rows in ``Batch.extras[NUM_NEGATIVES_KEY]``, the log of each item row's
 among the candidates in ``Batch.extras[LOG_Q_KEY]`` (for log-Q correction) and each item row's
 position in the item table in ``Batch.extras[ITEM_INDEX_KEY]`` (-1: not in the table).
 
+The samplers that read user-item edge tables (``negative_sampler_v2``,
+``hard_negative_sampler``, ``hard_negative_sampler_v2``) live in
+:mod:`recforge.datasets.edge_sampler`; hard negatives are appended after the shared negatives
+and belong to one user each: ``Batch.extras[HARD_NEG_INDICES_KEY]`` ``[H, 2]`` holds the batch
+row of each one's user and its slot among that user's hard negatives.
+
 Each DataLoader worker of each rank draws from its own generator seeded by
 ``(data_config.seed, rank, worker, epoch)``, so runs repeat exactly.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -34,24 +41,100 @@ logger = logging.getLogger(__name__)
 NUM_NEGATIVES_KEY = "__num_negatives__"
 LOG_Q_KEY = "__log_q__"
 ITEM_INDEX_KEY = "__item_index__"
+HARD_NEG_INDICES_KEY = "__hard_neg_indices__"
 
 _FIELD = "data_config.negative_sampler"
 _ATTRS_COLUMN = "attrs"
 _ID_FALLBACK = "id"
 
 
-def _read_files(files: list[str], delimiter: str) -> pa.Table:
+#: TorchEasyRec's local side tables declare each column's type in the header: ``id:int64``
+_TYPED_HEADER = re.compile(r"^(?P<name>[^:]+):(?P<type>int32|int64|float|double|string)$")
+_HEADER_TYPES = {
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "string": pa.string(),
+}
+
+
+def _csv_delimiter(path: str, delimiter: str) -> str:
+    """``delimiter``, or a tab for .tsv files and for headers split by tabs, not by it."""
+    if path.endswith(".tsv"):
+        return "\t"
+    if delimiter != "\t":
+        with open(path, encoding="utf-8", errors="replace") as f:
+            header = f.readline()
+        if "\t" in header and delimiter not in header:
+            return "\t"  # TorchEasyRec's local side tables are tab-separated
+    return delimiter
+
+
+def _read_csv(path: str, delimiter: str) -> pa.Table:
+    options = pa_csv.ParseOptions(delimiter=_csv_delimiter(path, delimiter))
+    try:
+        table = pa_csv.read_csv(path, parse_options=options)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"{path}: cannot be read as csv: {err}") from None
+    names, columns = [], []
+    for name, column in zip(table.column_names, table.columns):
+        typed = _TYPED_HEADER.match(name)
+        if typed:
+            name = typed.group("name")
+            column = cast_or_error(
+                column,
+                _HEADER_TYPES[typed.group("type")],
+                f"{path}: column '{name}' does not hold the type its header declares",
+            )
+        names.append(name)
+        columns.append(column)
+    return pa.table(columns, names=names)
+
+
+def read_table_files(
+    files: list[str], delimiter: str, what: str
+) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Reads side-table files (parquet or csv) into one table.
+
+    Args:
+        files: the files (``expand_input_path``).
+        delimiter: csv field delimiter (tab-separated headers are recognised).
+        what: what the table is, for messages (e.g. ``"item table 'items/'"``).
+
+    Returns:
+        ``(table, file index of each row, 0-based row of each row in its file)``.
+
+    Raises:
+        DataError: a file cannot be read, or the files' columns do not agree.
+
+    """
     tables = []
     for path in files:
         if path.endswith((".csv", ".txt", ".tsv")):
-            options = pa_csv.ParseOptions(delimiter="\t" if path.endswith(".tsv") else delimiter)
-            tables.append(pa_csv.read_csv(path, parse_options=options))
+            tables.append(_read_csv(path, delimiter))
         else:
-            tables.append(pq.read_table(path))
+            try:
+                tables.append(pq.read_table(path))
+            except (pa.ArrowInvalid, OSError) as err:
+                raise DataError(f"{path}: cannot be read as parquet: {err}") from None
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowInvalid as err:
-        raise DataError(f"{_FIELD}.input_path: the item table files do not agree: {err}") from None
+        raise DataError(f"{what}: its files do not agree: {err}") from None
+    sizes = [t.num_rows for t in tables]
+    file_index = np.repeat(np.arange(len(files)), sizes)
+    rows = np.concatenate([np.arange(n) for n in sizes]) if sizes else np.zeros(0, np.int64)
+    return table, file_index, rows
+
+
+def where_row(files: list[str], file_index: np.ndarray, rows: np.ndarray, i: int) -> str:
+    """``FILE: row R`` of row ``i`` of a table from :func:`read_table_files` (csv: its line)."""
+    path = files[int(file_index[i])]
+    where = f"{path}: row {int(rows[i])}"
+    if path.endswith((".csv", ".txt", ".tsv")):
+        where += f" (line {int(rows[i]) + 2})"
+    return where
 
 
 @dataclass
@@ -107,12 +190,16 @@ def cast_or_error(values: Any, to_type: pa.DataType, problem: str) -> Any:
         raise DataError(f"{problem}: {err}") from None
 
 
-def load_item_table(config: Any, delimiter: str = ",") -> ItemTable:
+def load_item_table(
+    config: Any, delimiter: str = ",", field: str = _FIELD, path_field: str = "input_path"
+) -> ItemTable:
     """Reads and checks the item table of a ``NegativeSampler`` message.
 
     Args:
         config: the ``NegativeSampler`` message.
         delimiter: csv delimiter (``data_config.delimiter``).
+        field: the sampler's config path, for messages.
+        path_field: the name of the item table path's field in the sampler's own message.
 
     Returns:
         The table with the id column (named ``item_id_field``) and every ``attr_fields``
@@ -123,19 +210,20 @@ def load_item_table(config: Any, delimiter: str = ",") -> ItemTable:
             names the column and the file), duplicate ids, or negative weights.
 
     """
-    if not config.input_path:
-        raise DataError(f"{_FIELD}.input_path is empty; name the item table")
+    path = config.input_path
+    if not path:
+        raise DataError(f"{field}.{path_field} is empty; name the item table")
     if not config.item_id_field:
-        raise DataError(f"{_FIELD}.item_id_field is empty; name the item id column")
-    files = expand_input_path(config.input_path)
-    table = _read_files(files, config.field_delimiter or delimiter)
+        raise DataError(f"{field}.item_id_field is empty; name the item id column")
+    where = f"item table '{path}'"
+    files = expand_input_path(path)
+    table, _, _ = read_table_files(files, config.field_delimiter or delimiter, where)
     columns = table.column_names
-    where = f"item table '{config.input_path}'"
     id_field = config.item_id_field
     if id_field not in columns:
         if _ID_FALLBACK not in columns:
             raise DataError(
-                f"{where} has no item id column '{id_field}' ({_FIELD}.item_id_field)"
+                f"{where} has no item id column '{id_field}' ({field}.item_id_field)"
                 f" nor '{_ID_FALLBACK}'; its columns: {columns}"
             )
         table = table.rename_columns([id_field if c == _ID_FALLBACK else c for c in columns])
@@ -143,12 +231,12 @@ def load_item_table(config: Any, delimiter: str = ",") -> ItemTable:
     attrs = [f for f in dict.fromkeys(config.attr_fields) if f != id_field]
     missing = [f for f in attrs if f not in columns]
     if missing and _ATTRS_COLUMN in columns:
-        table = _split_attrs(table, list(config.attr_fields), config.attr_delimiter, where)
+        table = _split_attrs(table, list(config.attr_fields), config.attr_delimiter, where, field)
         columns = table.column_names
         missing = [f for f in attrs if f not in columns]
     if missing:
         raise DataError(
-            f"{where} has no column '{missing[0]}' named in {_FIELD}.attr_fields; its"
+            f"{where} has no column '{missing[0]}' named in {field}.attr_fields; its"
             f" columns: {columns}"
         )
     if table.column(id_field).null_count:
@@ -167,7 +255,7 @@ def load_item_table(config: Any, delimiter: str = ",") -> ItemTable:
     else:
         weights = np.ones(table.num_rows)
     return ItemTable(
-        path=config.input_path,
+        path=path,
         id_field=id_field,
         table=table.select([id_field, *attrs]).combine_chunks(),
         weights=weights,
@@ -175,7 +263,9 @@ def load_item_table(config: Any, delimiter: str = ",") -> ItemTable:
     )
 
 
-def _split_attrs(table: pa.Table, fields: list[str], delimiter: str, where: str) -> pa.Table:
+def _split_attrs(
+    table: pa.Table, fields: list[str], delimiter: str, where: str, field: str
+) -> pa.Table:
     """TorchEasyRec's layout: one string column ``attrs`` with the values of ``fields``."""
     parts = pc.split_pattern(pc.cast(table.column(_ATTRS_COLUMN), pa.string()), delimiter)
     lengths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
@@ -183,7 +273,7 @@ def _split_attrs(table: pa.Table, fields: list[str], delimiter: str, where: str)
         row = int(np.flatnonzero(lengths != len(fields))[0])
         raise DataError(
             f"{where}: row {row} of column '{_ATTRS_COLUMN}' has {lengths[row]} values"
-            f" separated by '{delimiter}', expected {len(fields)} ({_FIELD}.attr_fields)"
+            f" separated by '{delimiter}', expected {len(fields)} ({field}.attr_fields)"
         )
     for i, name in enumerate(fields):
         if name in table.column_names:
@@ -199,33 +289,48 @@ class NegativeSampler:
         config: the ``NegativeSampler`` message.
         num_sample: negatives per batch.
         delimiter: csv delimiter of the item table.
+        field: the sampler's config path, for messages.
+        path_field: the name of the item table path's field in the sampler's own message.
 
     Raises:
         DataError: see :func:`load_item_table`; ``num_sample`` of 0 or larger than the table.
 
     """
 
-    def __init__(self, config: Any, num_sample: int, delimiter: str = ",") -> None:
+    def __init__(
+        self,
+        config: Any,
+        num_sample: int,
+        delimiter: str = ",",
+        field: str = _FIELD,
+        path_field: str = "input_path",
+    ) -> None:
         self.config = config
-        self.items = load_item_table(config, delimiter)
+        self.field = field
+        self.items = load_item_table(config, delimiter, field, path_field)
         self.num_sample = int(num_sample)
         if self.num_sample <= 0:
-            raise DataError(f"{_FIELD}.num_sample must be > 0 (found {self.num_sample})")
+            raise DataError(f"{field}.num_sample must be > 0 (found {self.num_sample})")
         if self.num_sample > self.items.num_items:
             raise DataError(
-                f"{_FIELD}.num_sample ({self.num_sample}) is larger than the item table"
-                f" '{config.input_path}' ({self.items.num_items} items)"
+                f"{field}.num_sample ({self.num_sample}) is larger than the item table"
+                f" '{self.items.path}' ({self.items.num_items} items)"
             )
         exponent = float(config.popularity_exponent)
         weights = self.items.weights
         probs = weights**exponent if self.items.has_weights and exponent != 0 else None
         if probs is not None and probs.sum() <= 0:
-            raise DataError(f"{_FIELD}: every item has weight 0")
+            raise DataError(f"{field}: every item has weight 0")
         self._probs = None if probs is None else probs / probs.sum()
         self._cdf = None if self._probs is None else np.cumsum(self._probs)
         # popularity of an item as a positive (for the log-Q of in-batch negatives)
         self._popularity = weights / weights.sum()
         self.id_field = self.items.id_field
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Columns of the input data the sampler reads (the item id)."""
+        return [self.id_field]
 
     @property
     def columns(self) -> list[str]:
@@ -277,8 +382,8 @@ class NegativeSampler:
             weights: sample-weight columns (1 on negative rows).
 
         Returns:
-            ``(record batch of B + num_sample rows, extras)`` with the extras described in the
-            module docstring.
+            ``(record batch of B + num_sample + H rows, extras)`` (``H`` hard negatives, see
+            :meth:`sample_hard_negatives`) with the extras described in the module docstring.
 
         Raises:
             DataError: an item table column cannot be cast to the input data's type.
@@ -290,11 +395,60 @@ class NegativeSampler:
             if self.id_field in rb.schema.names
             else np.full(batch_size, -1, dtype=np.int64)
         )
-        index = self.sample(rng, positives[positives >= 0])
-        negatives = self.items.table.take(pa.array(index))
+        index = self.sample_negatives(rb, rng, positives)
+        hard, hard_pairs = self.sample_hard_negatives(rb, rng)
+        combined = self.with_item_rows(rb, np.concatenate([index, hard]), labels, weights)
+        # log of the expected count of each item among a batch's candidates
+        in_batch = np.maximum(self._popularity[np.maximum(positives, 0)], 1e-12) * batch_size
+        in_batch = np.where(positives >= 0, in_batch, 1.0 / self.items.num_items * batch_size)
+        sampled = self.sampling_prob(index) * index.size
+        # a user's hard negatives are its own: each is a candidate once (log 1)
+        log_q = np.log(np.concatenate([in_batch, sampled, np.ones(hard.size)]))
+        rows = np.concatenate([positives, index, hard]).astype(np.int64)
+        extras = {
+            NUM_NEGATIVES_KEY: torch.tensor([index.size + hard.size], dtype=torch.int64),
+            LOG_Q_KEY: torch.from_numpy(log_q.astype(np.float32)),
+            ITEM_INDEX_KEY: torch.from_numpy(rows),
+        }
+        if hard_pairs is not None:
+            extras[HARD_NEG_INDICES_KEY] = torch.from_numpy(hard_pairs.astype(np.int64))
+        return combined, extras
+
+    def sample_negatives(
+        self, rb: pa.RecordBatch, rng: np.random.Generator, positives: np.ndarray
+    ) -> np.ndarray:
+        """Table rows of the negatives shared by the batch's users ``[num_sample]``.
+
+        Args:
+            rb: the batch of positive rows.
+            rng: the generator.
+            positives: table row of each row's item ``[B]`` (-1: not in the table).
+
+        """
+        return self.sample(rng, positives[positives >= 0])
+
+    def sample_hard_negatives(
+        self, rb: pa.RecordBatch, rng: np.random.Generator
+    ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Per-user hard negatives: ``(table rows [H], (batch row, slot) pairs [H, 2])``.
+
+        None for the pairs: the sampler draws no hard negatives.
+        """
+        return np.zeros(0, dtype=np.int64), None
+
+    def with_item_rows(
+        self, rb: pa.RecordBatch, index: np.ndarray, labels: list[str], weights: list[str]
+    ) -> pa.RecordBatch:
+        """``rb`` with the item table rows ``index`` appended (labels 0, weights 1).
+
+        Raises:
+            DataError: an item table column cannot be cast to the input data's type.
+
+        """
+        negatives = self.items.table.take(pa.array(index, pa.int64()))
+        n = len(index)
         arrays = []
         for field in rb.schema:
-            n = self.num_sample
             if field.name in negatives.column_names:
                 column = negatives.column(field.name).combine_chunks()
                 extra = cast_or_error(
@@ -310,33 +464,29 @@ class NegativeSampler:
             else:
                 extra = pa.nulls(n, field.type)
             arrays.append(pa.concat_arrays([rb.column(field.name), extra]))
-        combined = pa.RecordBatch.from_arrays(arrays, schema=rb.schema)
-        # log of the expected count of each item among a batch's candidates
-        in_batch = np.maximum(self._popularity[np.maximum(positives, 0)], 1e-12) * batch_size
-        in_batch = np.where(positives >= 0, in_batch, 1.0 / self.items.num_items * batch_size)
-        sampled = self.sampling_prob(index) * self.num_sample
-        log_q = np.log(np.concatenate([in_batch, sampled])).astype(np.float32)
-        extras = {
-            NUM_NEGATIVES_KEY: torch.tensor([self.num_sample], dtype=torch.int64),
-            LOG_Q_KEY: torch.from_numpy(log_q),
-            ITEM_INDEX_KEY: torch.from_numpy(np.concatenate([positives, index]).astype(np.int64)),
-        }
-        return combined, extras
+        return pa.RecordBatch.from_arrays(arrays, schema=rb.schema)
 
 
 def sampler_for(data_config: Any, mode: str) -> Optional[NegativeSampler]:
     """The negative sampler of ``data_config`` for ``mode`` (None: none configured, predict)."""
-    if mode == "predict" or data_config.WhichOneof("sampler") != "negative_sampler":
+    kind = data_config.WhichOneof("sampler")
+    if mode == "predict" or kind is None:
         return None
-    config = data_config.negative_sampler
+    config = getattr(data_config, kind)
     num = config.num_sample
     if mode == "eval" and config.num_eval_sample:
         num = config.num_eval_sample
-    sampler = NegativeSampler(config, num, data_config.delimiter)
+    if kind == "negative_sampler":
+        sampler = NegativeSampler(config, num, data_config.delimiter)
+    else:
+        from recforge.datasets.edge_sampler import edge_sampler  # it builds on this module
+
+        sampler = edge_sampler(kind, config, num, data_config.delimiter)
     logger.debug(
-        "negative sampler: %d items from %s, %d per batch",
+        "%s: %d items from %s, %d per batch",
+        kind,
         sampler.items.num_items,
-        os.path.basename(config.input_path),
+        os.path.basename(sampler.items.path),
         num,
     )
     return sampler

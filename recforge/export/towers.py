@@ -45,7 +45,7 @@ def tower_config(config: Any, model: MatchModel, side: str) -> Any:
             kept.append(sequence)
     del tower.feature_configs[:]
     tower.feature_configs.extend(kept)
-    tower.data_config.ClearField("negative_sampler")
+    tower.data_config.ClearField("sampler")  # the oneof: whichever sampler is set
     return tower
 
 

@@ -41,12 +41,13 @@ def build_model(
         class_name = config.model_config.custom_model.class_name
     model_class = BaseModel.create_class(class_name)
     data_config = config.data_config
-    has_sampler = data_config.WhichOneof("sampler") == "negative_sampler"
+    # every sampler message names the item id and attribute columns the same way
+    kind = data_config.WhichOneof("sampler")
     return model_class(
         config.model_config,
         features,
         list(data_config.label_fields),
         list(data_config.sample_weight_fields),
         embedding_device=embedding_device,
-        negative_sampler=data_config.negative_sampler if has_sampler else None,
+        negative_sampler=getattr(data_config, kind) if kind else None,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -14,7 +15,12 @@ from torchmetrics import MeanMetric, Metric
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
-from recforge.datasets.sampler import ITEM_INDEX_KEY, LOG_Q_KEY, NUM_NEGATIVES_KEY
+from recforge.datasets.sampler import (
+    HARD_NEG_INDICES_KEY,
+    ITEM_INDEX_KEY,
+    LOG_Q_KEY,
+    NUM_NEGATIVES_KEY,
+)
 from recforge.features import BaseFeature
 from recforge.metrics import RecMetric
 from recforge.metrics.train_metric import decay_train_metrics
@@ -129,12 +135,14 @@ class MatchModel(BaseModel):
     rest. The candidates of each of
     the ``B`` users of a batch are its positive item (the item on its row), the ``N`` negatives
     that ``data_config.negative_sampler`` appended (``Batch.extras``) and, with
-    ``in_batch_negative``, the other users' positives. The loss is softmax cross entropy over
-    the candidates; the metric ``recall_at_k { top_k }`` is recall@k over them.
+    ``in_batch_negative``, the other users' positives; with a hard-negative sampler, also the
+    user's own hard negatives (up to ``S`` each, appended as the last ``S`` columns, masked
+    where the user has fewer). The loss is softmax cross entropy over the candidates; the
+    metric ``recall_at_k { top_k }`` is recall@k over them.
 
-    Outputs of ``predict``: ``similarity`` (logits ``[B, C]``: ``C = B + N`` with in-batch
-    negatives, the positive first among ``1 + N`` otherwise), ``user_emb`` ``[B, D]`` and
-    ``item_emb`` ``[B + N, D]``.
+    Outputs of ``predict``: ``similarity`` (logits ``[B, C]``: ``C = B + N (+ S)`` with
+    in-batch negatives, the positive first among ``1 + N (+ S)`` otherwise), ``user_emb``
+    ``[B, D]`` and ``item_emb`` ``[B + N + H, D]`` (``H`` hard negatives in all).
     """
 
     def __init__(
@@ -259,14 +267,16 @@ class MatchModel(BaseModel):
                 )
             return
         provided = {config.item_id_field, *config.attr_fields}
+        # the data_config field of the sampler: NegativeSamplerV2 -> negative_sampler_v2
+        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", config.DESCRIPTOR.name).lower()
         for feature in self.tower_features("item"):
             for column in feature.inputs:
                 if column not in provided:
                     raise ConfigError(
                         f"item feature '{feature.name}' reads column '{column}', which"
-                        " data_config.negative_sampler.attr_fields does not list (sampled"
+                        f" data_config.{kind}.attr_fields does not list (sampled"
                         " negatives would have no value for it)",
-                        field="data_config.negative_sampler.attr_fields",
+                        field=f"data_config.{kind}.attr_fields",
                     )
 
     # ---- towers -----------------------------------------------------------------------
@@ -346,22 +356,72 @@ class MatchModel(BaseModel):
         user, item = user_emb, item_emb
         if self._cosine:
             user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
+        hard = batch.extras.get(HARD_NEG_INDICES_KEY)
+        num_hard = int(hard.shape[0]) if hard is not None else 0
+        shared = item[: item.shape[0] - num_hard]
+        num_shared = num_neg - num_hard
         if self._in_batch_negative:
-            logits = torch.matmul(user, item.t())
-        elif num_neg:
-            num_pos = item.shape[0] - num_neg
-            positive = (user * item[:num_pos]).sum(dim=1, keepdim=True)
-            logits = torch.cat([positive, torch.matmul(user, item[num_pos:].t())], dim=1)
+            logits = torch.matmul(user, shared.t())
+        elif num_shared:
+            num_pos = shared.shape[0] - num_shared
+            positive = (user * shared[:num_pos]).sum(dim=1, keepdim=True)
+            logits = torch.cat([positive, torch.matmul(user, shared[num_pos:].t())], dim=1)
         else:
-            logits = (user * item).sum(dim=1, keepdim=True)
+            logits = (user * shared).sum(dim=1, keepdim=True)
         logits = logits / self._temperature
-        logits = self._correct(logits, batch, num_neg)
+        logits = self._correct(logits, batch, shared.shape[0])
+        if hard is not None:
+            hard_logits = self._hard_negative_logits(user, item[shared.shape[0] :], hard, batch)
+            logits = torch.cat([logits, hard_logits], dim=1)
         return {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}
 
-    def _correct(self, logits: torch.Tensor, batch: Batch, num_neg: int) -> torch.Tensor:
-        """Log-Q correction and masking of in-batch duplicates of a user's positive."""
+    def _hard_negative_logits(
+        self, user: torch.Tensor, hard_item: torch.Tensor, hard: torch.Tensor, batch: Batch
+    ) -> torch.Tensor:
+        """Each user's scores of its own hard negatives ``[B, S]`` (masked where it has none).
+
+        TorchEasyRec scores hard negatives per user only without ``in_batch_negative`` (with
+        it they join the shared columns); here they are per user in both modes, so that one
+        user's hard negatives never count as another's.
+
+        Args:
+            user: user embeddings ``[B, D]``.
+            hard_item: hard-negative item embeddings ``[H, D]``.
+            hard: ``(batch row, slot)`` of each hard negative ``[H, 2]``.
+            batch: the batch (its item rows mask a hard negative equal to the positive).
+
+        """
+        num_users = user.shape[0]
+        width = int(hard[:, 1].max()) + 1 if hard.shape[0] else 0
+        rows, slots = hard[:, 0], hard[:, 1]
+        scores = (user.index_select(0, rows) * hard_item).sum(dim=1) / self._temperature
+        index = batch.extras.get(ITEM_INDEX_KEY)
+        if index is not None:
+            # an item the user interacted with is no negative of that user
+            hard_rows = index[index.shape[0] - hard.shape[0] :]
+            same = (hard_rows == index[rows]) & (hard_rows >= 0)
+            scores = scores.masked_fill(same, torch.finfo(scores.dtype).min)
+        logits = torch.full(
+            (num_users, width),
+            torch.finfo(scores.dtype).min,
+            dtype=scores.dtype,
+            device=user.device,
+        )
+        return logits.index_put((rows, slots), scores)
+
+    def _correct(self, logits: torch.Tensor, batch: Batch, num_items: int) -> torch.Tensor:
+        """Log-Q correction and masking of in-batch duplicates of a user's positive.
+
+        Args:
+            logits: scores over the shared candidates ``[B, C]``.
+            batch: the batch.
+            num_items: item rows the shared candidates come from (positives and shared
+                negatives; hard negatives follow them).
+
+        """
         log_q = batch.extras.get(LOG_Q_KEY)
         if self._log_q and log_q is not None:
+            log_q = log_q[:num_items]
             if self._in_batch_negative:
                 logits = logits - log_q.unsqueeze(0)
             else:
@@ -370,6 +430,7 @@ class MatchModel(BaseModel):
                 logits = logits - correction.unsqueeze(0)
         index = batch.extras.get(ITEM_INDEX_KEY)
         if self._in_batch_negative and index is not None:
+            index = index[:num_items]
             num_pos = logits.shape[0]
             positives = index[:num_pos]
             same = (positives.unsqueeze(1) == index.unsqueeze(0)) & (positives.unsqueeze(1) >= 0)
@@ -387,11 +448,18 @@ class MatchModel(BaseModel):
 
     def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         """``softmax_cross_entropy`` of each user's positive among its candidates."""
-        logits = predictions["similarity"]
-        loss = F.cross_entropy(
-            logits.float(), self._target(logits), label_smoothing=self._label_smoothing
-        )
-        return {"softmax_cross_entropy": loss}
+        logits = predictions["similarity"].float()
+        target = self._target(logits)
+        if not self._label_smoothing:
+            return {"softmax_cross_entropy": F.cross_entropy(logits, target)}
+        # smoothing spreads over the real candidates only: a masked column (an in-batch
+        # duplicate, a missing hard negative) would otherwise add -log(0) to the loss
+        log_probs = F.log_softmax(logits, dim=1)
+        valid = logits > torch.finfo(logits.dtype).min / 2
+        nll = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+        smooth = -(log_probs * valid).sum(dim=1) / valid.sum(dim=1)
+        loss = (1 - self._label_smoothing) * nll + self._label_smoothing * smooth
+        return {"softmax_cross_entropy": loss.mean()}
 
     def init_metric(self) -> None:
         """Recall@k over the candidates per ``recall_at_k``, and the mean loss."""

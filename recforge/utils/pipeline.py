@@ -128,10 +128,12 @@ def build_dataset(
     field = "train_input_path" if mode == "train" else "eval_input_path"
     input_path = getattr(config, field)
     paths = {field: input_path}
-    if config.data_config.WhichOneof("sampler") == "negative_sampler":
-        paths["data_config.negative_sampler.input_path"] = (
-            config.data_config.negative_sampler.input_path
-        )
+    kind = config.data_config.WhichOneof("sampler")
+    if kind is not None:  # the sampler's side tables
+        sampler = getattr(config.data_config, kind)
+        for descriptor, value in sampler.ListFields():
+            if descriptor.name.endswith("input_path"):
+                paths[f"data_config.{kind}.{descriptor.name}"] = value
     check_not_odps(config.data_config, paths)
     return RecDataset(
         config.data_config,
