@@ -21,8 +21,9 @@ from recforge.datasets.edge_sampler import edge_sampler
 from recforge.datasets.mock_data import generate_mock_data
 from recforge.datasets.sampler import HARD_NEG_INDICES_KEY, ITEM_INDEX_KEY, NUM_NEGATIVES_KEY
 from recforge.features import create_pipeline_features
+from recforge.models.factory import build_model
 from recforge.protos import sampler_pb2
-from recforge.utils.pipeline import build_dataset, build_model
+from recforge.utils.pipeline import build_dataset
 
 NUM_USERS = 20
 
