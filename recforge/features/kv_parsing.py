@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recforge.errors import RecforgeError
 from recforge.features.utils import as_array, is_list_type, is_string_type, to_string_array
 
 #: entry separator of a string kv map (fixed by TorchEasyRec's FG)
@@ -36,7 +37,7 @@ NESTED_INNER_SEP = ","
 _JOIN = "\x1f"
 
 
-class KvFormatError(ValueError):
+class KvFormatError(RecforgeError):
     """A map cell that is no ``key:value`` list.
 
     Attributes:
