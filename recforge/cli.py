@@ -206,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="config overrides applied before generating (e.g. smaller tables), as for train",
     )
 
+    from recforge.tools import feature_selection
+
+    feature_selection.add_arguments(
+        sub.add_parser("feature-selection", help="rank features by learned variational dropout")
+    )
+
     demo = sub.add_parser("demo", help="generate planted-signal demo data, train DeepFM, evaluate")
     demo.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     demo.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
@@ -327,6 +333,10 @@ def run_command(args: argparse.Namespace) -> dict:
             edits = json.dumps({**user_edits, **metrics["edit_config_json"]})
             hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
             print(f"train on it: {hint}", file=sys.stderr)
+        elif args.command == "feature-selection":
+            from recforge.tools import feature_selection
+
+            metrics = feature_selection.main(args)
         else:
             from recforge.demo.run import run_demo
 

@@ -52,6 +52,12 @@ class DC2VR(MultiTaskRank):
             has_rank = tower.HasField("low_rank_dim")
             self._check_sources(task.name, task.field, sources, has_rank, hidden)
             if sources:
+                if not 0.0 <= tower.dropout_ratio < 1.0:
+                    raise ConfigError(
+                        f"task '{task.name}': dropout_ratio must be in [0, 1), found"
+                        f" {tower.dropout_ratio:g}",
+                        field=f"{task.field}.dropout_ratio",
+                    )
                 with errors_at(f"{task.field}.low_rank_dim", task.error_prefix()):
                     self.interventions[task.name] = Intervention(
                         dim,
