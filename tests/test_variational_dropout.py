@@ -219,3 +219,19 @@ def test_exported_model_scales_by_the_learned_rates():
         torch.testing.assert_close(scripted(parsed)["probs"], eager)
         model.embedding_group.variational_dropouts["all"].feature_p.fill_(-5.0)
         assert not torch.allclose(model.predict(parser.to_batch(parsed))["probs"], eager)
+
+
+def test_pareto_weighting_adds_the_terms_unweighted():
+    from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
+    from test_multi_task import two_label_batch
+
+    model = build("MMoE", MULTI_TASK_MODEL_CONFIGS["MMoE"], labels=("label", "label_cvr"))
+    model.model_config.use_pareto_loss_weight = True
+    total, (losses, _, _) = TrainWrapper(model)(two_label_batch())
+    weighted = sum(
+        float(losses[f"pareto_weight_{t}"]) * float(losses[k])
+        for t in ("ctr", "cvr")
+        for k in losses
+        if k.endswith(f"_{t}") and not k.startswith("pareto_weight")
+    )
+    assert float(total) == pytest.approx(weighted + float(losses["all_feature_p_loss"]), rel=1e-5)

@@ -249,3 +249,12 @@ def _save_atomically(config: pipeline_pb2.EasyRecConfig, path: str) -> None:
     tmp = os.path.join(folder, f".tmp-{name}")  # same extension: same format
     save_pipeline_config(config, tmp)
     os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    # TorchEasyRec's spelling: python -m recforge.tools.feature_selection --pipeline_config_path ...
+    import sys
+
+    from recforge import cli
+
+    sys.exit(cli.main(["feature-selection", *sys.argv[1:]]))
