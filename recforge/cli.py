@@ -298,6 +298,18 @@ def _demo(args: argparse.Namespace) -> dict:
     return run_demo(args.output_dir, args.num_rows)
 
 
+def _feature_selection_flags(parser: argparse.ArgumentParser) -> None:
+    from recforge.tools import feature_selection
+
+    feature_selection.add_arguments(parser)
+
+
+def _feature_selection(args: argparse.Namespace) -> dict:
+    from recforge.tools import feature_selection
+
+    return feature_selection.main(args)
+
+
 @dataclass(frozen=True)
 class Subcommand:
     """One ``recforge`` subcommand.
@@ -348,6 +360,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "write sample parquet data in the format a config reads (smoke tests)",
         _mock_data_flags,
         _mock_data,
+    ),
+    "feature-selection": Subcommand(
+        "rank features by learned variational dropout; write a pruned config",
+        _feature_selection_flags,
+        _feature_selection,
     ),
     "demo": Subcommand(
         "generate planted-signal demo data, train DeepFM, evaluate", _demo_flags, _demo

@@ -68,4 +68,21 @@ MULTI_TASK_MODEL_CONFIGS: dict = {
         {_CTR} {_CVR}
       }}
     """,
+    "DC2VR": f"""
+      {_GROUP}
+      dc2vr {{
+        bottom_mlp {{ hidden_units: [16] }}
+        expert_mlp {{ hidden_units: [8] }} num_expert: 2
+        task_towers {{
+          tower_name: "ctr" label_name: "label" mlp {{ hidden_units: [8] }}
+          metrics {{ auc {{}} }} losses {{ binary_cross_entropy {{}} }}
+        }}
+        task_towers {{
+          tower_name: "cvr" label_name: "label_cvr" mlp {{ hidden_units: [8] }}
+          intervention_tower_names: "ctr" low_rank_dim: 2 dropout_ratio: 0.1
+          metrics {{ auc {{}} }} metrics {{ normalized_entropy {{}} }}
+          losses {{ binary_focal_loss {{}} }}
+        }}
+      }}
+    """,
 }

@@ -101,7 +101,8 @@ MESSAGES: dict[str, Entry] = {
             " MLP Tower DINTower TaskTower BayesTaskTower ExtractionNetwork Cross CrossV2 CIN"
             " EMAConfig GradScaler MaskBlock MaskNetModule DeepFM MultiTower MultiTowerDIN"
             " MaskNet WideAndDeep DCNV1 DCNV2 xDeepFM DLRM SimpleMultiTask MMoE PLE DBMTL DSSM"
-            " DSSMV2 PEPNet WuKong WuKongLayer RocketLaunching"
+            " DSSMV2 PEPNet WuKong WuKongLayer RocketLaunching DC2VR InterventionTaskTower"
+            " VariationalDropout"
         ).split(),
         _YES,
     ),
@@ -128,9 +129,9 @@ MESSAGES: dict[str, Entry] = {
     ),
     **dict.fromkeys(
         (
-            "DC2VR FusionMTLTower FusionSubTaskConfig"
-            " InterventionTaskTower DAT DATTower MIND MINDUserTower B2ICapsule TDM"
-            " MultiWindowDINTower VariationalDropout ContrastiveConfig"
+            "FusionMTLTower FusionSubTaskConfig"
+            " DAT DATTower MIND MINDUserTower B2ICapsule TDM"
+            " MultiWindowDINTower ContrastiveConfig"
         ).split(),
         _MODEL,
     ),
@@ -277,17 +278,19 @@ FIELDS: dict[str, Entry] = {
     "FeatureGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
-    **{
-        f"ModelConfig.{name}": _MODEL for name in ("dc2vr dat mind tdm variational_dropout".split())
-    },
+    **{f"ModelConfig.{name}": _MODEL for name in ("dat mind tdm".split())},
     **{
         f"ModelConfig.{name}": _GENERATIVE
         for name in "dlrm_hstu ultra_hstu hstu_match sid_rqvae sid_rqkmeans".split()
     },
     "ModelConfig.kernel": _ignored("it picks the attention kernels of HSTU models"),
-    "DBMTL.mask_net": _no("DBMTL's mask_net bottom is not built yet"),
     "TaskTower.train_metrics": _no("per-task train metrics are not built yet"),
     "BayesTaskTower.train_metrics": _no("per-task train metrics are not built yet"),
+    "InterventionTaskTower.train_metrics": _no("per-task train metrics are not built yet"),
+    # TorchEasyRec 1.3.16 documents it but its VariationalDropout layer never reads it
+    "VariationalDropout.embedding_wise_variational_dropout": _ignored(
+        "TorchEasyRec's variational dropout is feature-wise whatever it says"
+    ),
     "DSSM.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "DSSMV2.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     # TorchEasyRec computes EUCLID for it (its docs list it as a third measure)

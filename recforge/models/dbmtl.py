@@ -8,12 +8,16 @@ from torch import nn
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
 from recforge.models.multi_task_rank import MultiTaskRank
+from recforge.modules.masknet import MaskNetModule
 from recforge.modules.mlp import MLP
 from recforge.modules.mmoe import MMoE
 
 
 class DBMTL(MultiTaskRank):
-    """A shared bottom (``bottom_mlp``, optional MMoE), then Bayesian task towers.
+    """A shared bottom (``mask_net``, ``bottom_mlp``, MMoE: each optional), then Bayesian towers.
+
+    The bottom runs in that order: a MaskNet module over the embeddings, an MLP, then MMoE
+    experts giving each task its own input.
 
     Each tower applies its ``mlp``; a tower with ``relation_mlp`` then reads its own hidden
     output together with those of its ``relation_tower_names`` (towers defined before it),
@@ -24,6 +28,10 @@ class DBMTL(MultiTaskRank):
         """Builds the layers (see :meth:`BaseModel.build`)."""
         cfg = self._model_config
         width = self.init_input()
+        self.mask_net = None
+        if cfg.HasField("mask_net"):
+            self.mask_net = self.layer_from_config(MaskNetModule, width, "mask_net")
+            width = self.mask_net.output_dim()
         self.bottom = (
             MLP.from_config(width, cfg.bottom_mlp) if cfg.bottom_mlp.hidden_units else None
         )
@@ -68,6 +76,8 @@ class DBMTL(MultiTaskRank):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits_<task>``/``probs_<task>`` per task."""
         x = self.shared_input(batch)
+        if self.mask_net is not None:
+            x = self.mask_net(x)
         if self.bottom is not None:
             x = self.bottom(x)
         task_inputs = self.mmoe(x) if self.mmoe is not None else [x] * len(self._tasks)

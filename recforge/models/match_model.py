@@ -223,14 +223,19 @@ class MatchModel(BaseModel):
         self._shared_tables = share_tables
         user_group, item_group = (groups[self._group_names[s]] for s in TOWER_SIDES)
         device = self._embedding_device
+        vd = self.variational_dropout_config()
         if share_tables:
             self.embedding_group = EmbeddingGroup(
-                self._features, [user_group, item_group], device=device
+                self._features, [user_group, item_group], device=device, variational_dropout=vd
             )
             user_eg = item_eg = self.embedding_group
         else:
-            self.user_embedding_group = EmbeddingGroup(self._features, [user_group], device=device)
-            self.item_embedding_group = EmbeddingGroup(self._features, [item_group], device=device)
+            self.user_embedding_group = EmbeddingGroup(
+                self._features, [user_group], device=device, variational_dropout=vd
+            )
+            self.item_embedding_group = EmbeddingGroup(
+                self._features, [item_group], device=device, variational_dropout=vd
+            )
             user_eg, item_eg = self.user_embedding_group, self.item_embedding_group
         with self.config_errors("user_tower.mlp"):
             self.user_tower = MatchTower(
@@ -324,7 +329,12 @@ class MatchModel(BaseModel):
             for g in self._base_model_config.feature_groups
             if g.group_name == self._group_names[side]
         )
-        tables = EmbeddingGroup(self.tower_features(side), [group], device=torch.device("cpu"))
+        tables = EmbeddingGroup(
+            self.tower_features(side),
+            [group],
+            device=torch.device("cpu"),
+            variational_dropout=self.variational_dropout_config(),
+        )
         tables.copy_weights_from(source)
         tower = copy.deepcopy(getattr(self, f"{side}_tower")).cpu()
         return TowerModule(tables, group.group_name, tower, self._cosine).eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import pkgutil
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from recforge.datasets.batch import Batch
 from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
 from recforge.loss.pareto import check_min_weights, pareto_weights
-from recforge.protos import data_pb2, model_pb2
+from recforge.protos import data_pb2, model_pb2, module_pb2
 from recforge.utils.registry import create_class, get_register_class_meta, import_modules
 
 _MODEL_CLASS_MAP: dict[str, type] = {}
@@ -291,6 +292,34 @@ class BaseModel(nn.Module, metaclass=_ModelMeta):
         for metric in self._train_metric_modules.values():
             metric.reset()
 
+    def variational_dropout_config(self) -> Optional[module_pb2.VariationalDropout]:
+        """``model_config.variational_dropout`` when it is set (the embedding groups apply it)."""
+        config = self._base_model_config
+        if not config.HasField("variational_dropout"):
+            return None
+        weight = config.variational_dropout.regularization_lambda
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(
+                f"regularization_lambda must be a finite number >= 0, found {weight:g}",
+                field="model_config.variational_dropout.regularization_lambda",
+            )
+        return config.variational_dropout
+
+    def regularization_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss terms of shared layers, added beside :meth:`loss` by :class:`TrainWrapper`.
+
+        Today: each feature group's variational-dropout term, ``<group>_feature_p_loss``
+        (:meth:`recforge.modules.embedding.EmbeddingGroup.variational_dropout_losses`), so
+        every model with feature groups gets it without code of its own.
+        """
+        from recforge.modules.embedding import EmbeddingGroup
+
+        losses: dict[str, torch.Tensor] = {}
+        for module in self.modules():
+            if isinstance(module, EmbeddingGroup):
+                losses.update(module.variational_dropout_losses(batch.batch_size))
+        return losses
+
     def task_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The objectives that Pareto loss weighting balances (default: each loss)."""
         return losses
@@ -394,6 +423,8 @@ class TrainWrapper(nn.Module):
     ``w`` of :mod:`recforge.loss.pareto` (the min-norm convex combination of the tasks'
     gradients of the shared dense parameters); the weights come back among the losses as
     ``pareto_weight_<task>``. Without it (and in eval mode) the total is the sum of the losses.
+    The model's :meth:`~BaseModel.regularization_losses` are added to the total unweighted
+    and come back among the losses.
 
     Args:
         module: the model.
@@ -426,6 +457,7 @@ class TrainWrapper(nn.Module):
         with _autocast(batch, self._autocast_dtype):
             predictions = self.model.predict(batch)
             losses = self.model.loss(predictions, batch)
+            regularization = self.model.regularization_losses(batch)
         extras: dict[str, torch.Tensor] = {}
         if self._pareto and self.model.training and torch.is_grad_enabled():
             objectives = self.model.task_losses(losses)
@@ -442,6 +474,9 @@ class TrainWrapper(nn.Module):
             }
         else:
             total_loss = torch.stack(list(losses.values())).sum()
+        if regularization:
+            total_loss = total_loss + torch.stack(list(regularization.values())).sum()
+            losses = {**losses, **regularization}
         losses = {k: v.detach() for k, v in losses.items()}
         losses.update(extras)
         predictions = {k: v.detach() for k, v in predictions.items()}

@@ -104,8 +104,9 @@ class MultiTaskRank(RankModel):
                 field=f"{fld}.tower_name",
             )
         label = cfg.label_name
-        if not label and isinstance(cfg, tower_pb2.BayesTaskTower) and index < len(self._labels):
-            label = self._labels[index]  # DBMTL: label_fields by tower order
+        by_order = (tower_pb2.BayesTaskTower, tower_pb2.InterventionTaskTower)
+        if not label and isinstance(cfg, by_order) and index < len(self._labels):
+            label = self._labels[index]  # DBMTL, DC2VR: label_fields by tower order
         if label not in self._labels:
             raise ConfigError(
                 f"task '{name}' reads label {label!r}, which is not in"
@@ -119,7 +120,9 @@ class MultiTaskRank(RankModel):
                 f" data_config.label_fields ({', '.join(self._labels)})",
                 field=f"{fld}.task_space_indicator_label",
             )
-        sample_weight = cfg.sample_weight_name or None
+        # InterventionTaskTower has no sample_weight_name
+        has_weight = "sample_weight_name" in cfg.DESCRIPTOR.fields_by_name
+        sample_weight = (cfg.sample_weight_name if has_weight else "") or None
         if sample_weight is not None and sample_weight not in self._sample_weights:
             raise ConfigError(
                 f"task '{name}': sample_weight_name {sample_weight!r} is not in"

@@ -152,6 +152,7 @@ class RankModel(BaseModel):
             wide_embedding_dim=wide_embedding_dim,
             wide_init_fn=parse_init_fn(wide_init_fn, "wide") if wide_init_fn else None,
             device=self._embedding_device,
+            variational_dropout=self.variational_dropout_config(),
         )
         return self.embedding_group
 

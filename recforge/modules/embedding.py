@@ -25,7 +25,8 @@ from recforge.modules.sequence_encoders import (
     create_sequence_encoder,
     resolve_nested_sequences,
 )
-from recforge.protos import model_pb2
+from recforge.modules.variational_dropout import FeatureDropout
+from recforge.protos import model_pb2, module_pb2
 
 # torch.fx keeps wrapped functions as leaf calls only where they are looked up: in this module
 torch.fx.wrap("regroup_by_slices")
@@ -58,12 +59,20 @@ class EmbeddingGroup(nn.Module):
     output is its plain features followed by each encoder's output, so any model reading the
     group gets the encoded sequences with it (as in TorchEasyRec).
 
+    With ``variational_dropout`` (``model_config.variational_dropout``), every DEEP / WIDE
+    group of two or more features drops its features with learned rates
+    (:class:`~recforge.modules.variational_dropout.FeatureDropout`, in
+    ``variational_dropouts[group_name]``) before its sequence encoders' outputs are appended;
+    :meth:`variational_dropout_losses` gives their regularisation terms. As in TorchEasyRec,
+    SEQUENCE groups and groups of one feature have none.
+
     Args:
         features: all features of the model.
         feature_groups: the ``feature_groups`` of the model config.
         wide_embedding_dim: embedding width of WIDE groups.
         wide_init_fn: optional init function for WIDE tables.
         device: where the tables are created (``meta`` defers allocation to sharding).
+        variational_dropout: the model's ``variational_dropout`` settings (None: none).
 
     Shapes:
         ``forward(sparse_features, dense_features)`` returns ``{group_name: [B, group_dim]}``
@@ -82,8 +91,10 @@ class EmbeddingGroup(nn.Module):
         wide_embedding_dim: int = 4,
         wide_init_fn: Optional[object] = None,
         device: Optional[torch.device] = None,
+        variational_dropout: Optional[module_pb2.VariationalDropout] = None,
     ) -> None:
         super().__init__()
+        self.variational_dropouts = nn.ModuleDict()
         by_name = {f.name: f for f in features}
         tables: dict[str, EmbeddingBagConfig] = {}
         group_keys: dict[str, list[str]] = {}
@@ -145,6 +156,12 @@ class EmbeddingGroup(nn.Module):
                 raise EmbeddingGroupError(f"feature group '{group.group_name}' has no features")
             if keys:
                 group_keys[group.group_name] = keys
+            if variational_dropout is not None and len(keys) > 1:
+                self.variational_dropouts[group.group_name] = FeatureDropout(
+                    list(group.feature_names),
+                    dims,
+                    variational_dropout.regularization_lambda,
+                )
             if group.group_name in self.sequence_encoders:
                 dims += [e.output_dim() for e in self.sequence_encoders[group.group_name]]
             group_dims[group.group_name] = dims
@@ -247,6 +264,20 @@ class EmbeddingGroup(nn.Module):
                     table.weight.copy_(trained[name].weight.detach())
         for name, encoders in self.sequence_encoders.items():
             encoders.load_state_dict(source.sequence_encoders[name].state_dict())
+        for name, dropout in self.variational_dropouts.items():
+            dropout.load_state_dict(source.variational_dropouts[name].state_dict())
+
+    def variational_dropout_losses(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """Each group's variational-dropout regularisation term, ``<group>_feature_p_loss``.
+
+        The name is TorchEasyRec's; the value is
+        :meth:`~recforge.modules.variational_dropout.FeatureDropout.penalty` for a batch of
+        ``batch_size`` samples.
+        """
+        return {
+            f"{name}_feature_p_loss": dropout.penalty(batch_size)
+            for name, dropout in self.variational_dropouts.items()
+        }
 
     def group_names(self) -> list[str]:
         """Names of the groups, in config order."""
@@ -329,6 +360,8 @@ class EmbeddingGroup(nn.Module):
             grouped = regroup_by_slices(keyed, self._key_lists)
             for i, name in enumerate(self._pooled_group_names):
                 out[name] = grouped[i]
+                if name in self.variational_dropouts:
+                    out[name] = self.variational_dropouts[name](out[name])
         if self._sequence_groups or self._nested_groups:
             jagged: dict[str, JaggedTensor] = {}
             for ec in self.sequence_ecs.values():

@@ -1,0 +1,1 @@
+"""Subcommands beside the four pipelines (``recforge feature-selection``, ...)."""
