@@ -202,8 +202,8 @@ def test_exported_model_scales_by_the_learned_rates():
     from export_util import make_table
 
     from recforge.datasets.data_parser import DataParser
+    from recforge.export.scripting import script_model
     from recforge.features import create_pipeline_features
-    from recforge.models.script_wrapper import script_model
 
     body = MODEL_CONFIGS["MaskNet"] + " metrics { auc {} } losses { binary_cross_entropy {} }"
     config = text_format.Parse(

@@ -153,10 +153,10 @@ def read_dropout_rates(
     import torch
 
     from recforge.features import create_features
+    from recforge.models.factory import build_model
     from recforge.models.model import TrainWrapper
     from recforge.modules.variational_dropout import FeatureDropout
     from recforge.utils.checkpoint_format import CheckpointFiles
-    from recforge.utils.pipeline import build_model
 
     if not config.model_config.HasField("variational_dropout"):
         raise ConfigError(
