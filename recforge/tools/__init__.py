@@ -1,0 +1,1 @@
+"""TorchEasyRec's ``tzrec.tools`` scripts with their flag names: ``python -m recforge.tools.X``."""
