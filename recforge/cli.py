@@ -1,4 +1,4 @@
-"""The ``recforge`` command: ``recforge {train,evaluate,export,predict,evaluate-retrieval,demo}``.
+"""The ``recforge`` command: ``recforge {train,evaluate,export,predict,...}`` (:data:`SUBCOMMANDS`).
 
 Also ``python -m recforge``.
 
@@ -287,6 +287,30 @@ def _mock_data(args: argparse.Namespace) -> dict:
     return result
 
 
+def _create_fg_json_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "--pipeline_config_path", dest="config", required=True, help="pipeline config"
+    )
+    parser.add_argument(
+        "--fg_output_path", default="fg.json", help="file to write (assets go to assets/ beside it)"
+    )
+    parser.add_argument("--reserves", default=None, help="columns the FG passes through, e.g. id")
+    parser.add_argument("--remove_bucketizer", action="store_true", help="leave out bucketizers")
+    parser.add_argument("--edit_config_json", default=None, help="config overrides, as for train")
+
+
+def _create_fg_json(args: argparse.Namespace) -> dict:
+    from recforge.tools.create_fg_json import create_fg_json_file, parse_reserves
+
+    return create_fg_json_file(
+        args.config,
+        args.fg_output_path,
+        reserves=parse_reserves(args.reserves),
+        remove_bucketizer=args.remove_bucketizer,
+        edits=_edits(args.edit_config_json),
+    )
+
+
 def _demo_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     parser.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
@@ -368,6 +392,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "demo": Subcommand(
         "generate planted-signal demo data, train DeepFM, evaluate", _demo_flags, _demo
+    ),
+    "create-fg-json": Subcommand(
+        "write TorchEasyRec's fg.json of a config's features",
+        _create_fg_json_flags,
+        _create_fg_json,
     ),
 }
 

@@ -7,7 +7,9 @@ Example:
     array([0.12, 0.57, ...], dtype=float32)
 
 Input columns are parsed exactly as in training and in ``recforge predict`` (same features,
-same ``DataParser``), then scored by the exported TorchScript model.
+same ``DataParser``, same ``fg_mode``: raw columns when training read raw columns), then
+scored by the exported TorchScript model. Files the features read (vocabularies, ...) come
+from the export directory's ``assets/``, wherever the directory was moved.
 
 """
 
@@ -31,6 +33,7 @@ __all__ = [
     "MODEL_FILE",
     "MODEL_INFO_FILE",
     "Predictor",
+    "check_export_id_hash",
     "load_predictor",
     "read_model_info",
     "resolve_export_dir",
@@ -109,6 +112,35 @@ def read_model_info(export_dir: str) -> dict[str, Any]:
     return info
 
 
+def check_export_id_hash(info: dict[str, Any], features: Sequence[Any], export_dir: str) -> None:
+    """Refuses an export whose hashed ids were bucketed by another hash than this version's.
+
+    Args:
+        info: the export's ``model_info.json``.
+        features: the features predict parses input with.
+        export_dir: the export directory, for the message.
+
+    Raises:
+        ExportError: a feature hashes raw ids and the export records another hash or none
+            (written before recforge recorded it, when ids were bucketed by
+            ``pandas_hash_array``).
+
+    """
+    from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY, LEGACY_ID_HASH, hashing_features
+
+    recorded = info.get(ID_HASH_KEY, LEGACY_ID_HASH)
+    if recorded == ID_HASH:
+        return
+    names = hashing_features(features)
+    if names:
+        raise ExportError(
+            f"{os.path.join(export_dir, MODEL_INFO_FILE)}: expected {ID_HASH_KEY} {ID_HASH} (the"
+            f" id hash of this recforge), found {recorded if ID_HASH_KEY in info else 'none'}:"
+            f" its model bucketed the ids of {', '.join(names)} with {recorded}, so predictions"
+            " would read other ids' embeddings; train and export the model again"
+        )
+
+
 def table_from(data: Any) -> pa.Table:
     """A pyarrow Table from a Table, RecordBatch, pandas DataFrame or dict of columns.
 
@@ -179,8 +211,10 @@ class Predictor:
         num_threads: torch intra-op threads (None: leave torch's setting).
 
     Raises:
-        ExportError: the directory is missing or incomplete, or its ``model_info.json`` is
-            not what recforge export writes.
+        ExportError: the directory is missing or incomplete (also: a file its features
+            read is not in ``assets/``), its ``model_info.json`` is not what recforge export
+            writes, or the model hashes ids with another hash than this version's (see
+            :func:`check_export_id_hash`).
 
     """
 
@@ -194,6 +228,7 @@ class Predictor:
 
         from recforge.config import load_pipeline_config
         from recforge.datasets.data_parser import DataParser
+        from recforge.export.assets import resolve_assets
         from recforge.utils.pipeline import build_features
 
         self.export_dir = resolve_export_dir(export_dir)
@@ -208,7 +243,9 @@ class Predictor:
 
             load_entry_point_plugins()
             import_modules(self.config.plugins)
+        resolve_assets(self.config, self.export_dir)
         self.features = build_features(self.config)
+        check_export_id_hash(self.model_info, self.features, self.export_dir)
         self.parser = DataParser(self.features)
         if num_threads:
             torch.set_num_threads(num_threads)

@@ -65,7 +65,7 @@ def test_exported_model_reproduces_eager_predictions(model_name, tmp_path):
     export_dir = train_and_export(str(tmp_path), model_config(model_name))
     towers = ["item", "user"] if model_name in MATCH_MODEL_CONFIGS else []  # tower exports
     assert sorted(os.listdir(export_dir)) == sorted(
-        [*towers, "model_info.json", "pipeline.config", "scripted_model.pt"]
+        [*towers, "fg.json", "model_info.json", "pipeline.config", "scripted_model.pt"]
     )
     info = read_json(os.path.join(export_dir, "model_info.json"))
     assert info["model_class"] == model_name

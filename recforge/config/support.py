@@ -274,7 +274,9 @@ FIELDS: dict[str, Entry] = {
     "IdFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
     "RawFeature.autodis": _FG_KIND,
     "RawFeature.mlp": _FG_KIND,
-    "SequenceFeature.sequence_pk": _ignored("the serving side's sequence key"),
+    "SequenceFeature.sequence_pk": _ignored(
+        "the serving side's sequence key (only written to fg.json)"
+    ),
     "FeatureGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model

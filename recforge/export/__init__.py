@@ -12,15 +12,19 @@ the export directory (file names in :mod:`recforge.utils.layout`):
   ``import torchrec; torch.jit.load(path)`` (torchrec registers the fbgemm operators).
 * ``pipeline.config``: the config (features, data options) that predict parses input with.
 * ``model_info.json``: inputs (per feature: kind, tensors, dtypes, source columns), outputs
-  (names, dtypes, shapes), the checkpoint and versions.
+  (names, dtypes, shapes), the checkpoint, the id hash and versions.
+* ``fg.json``: the features' FG plan in TorchEasyRec's format
+  (:mod:`recforge.features.fg_json`).
+* ``assets/``: copies of the files the features read, named by the exported config relative
+  to the directory (:mod:`recforge.export.assets`), so the directory can be moved.
 * match models (DSSM, ...) also get ``user/`` and ``item/``: each tower as its own export
-  directory of the same three files (see :func:`recforge.export.towers.export_towers`).
+  directory of the same files (see :func:`recforge.export.towers.export_towers`).
 
 Modules: :mod:`~recforge.export.exporter` (the command), :mod:`~recforge.export.restore`
 (which checkpoint, restoring it), :mod:`~recforge.export.scripting` (TorchScript and the
 eager-equality check), :mod:`~recforge.export.towers` (match-model towers),
 :mod:`~recforge.export.model_info` (``model_info.json``), :mod:`~recforge.export.files`
-(writing the directory atomically).
+(writing the directory atomically), :mod:`~recforge.export.assets` (the features' files).
 """
 
 from __future__ import annotations

@@ -21,7 +21,12 @@ import torch
 
 from recforge.config import ConfigError
 from recforge.errors import ExportError
-from recforge.export.files import replace_dir, temp_dir_beside, write_export_files
+from recforge.export.files import (
+    replace_dir,
+    temp_dir_beside,
+    write_export_files,
+    write_feature_files,
+)
 from recforge.export.model_info import FORMAT_VERSION, describe_model, versions
 from recforge.export.restore import restore_model, select_checkpoint
 from recforge.export.scripting import check_scripted, script_model
@@ -30,6 +35,7 @@ from recforge.models.match_model import MatchModel
 from recforge.models.model import BaseModel
 from recforge.modules.mlp import MLP
 from recforge.utils.disk import disk_full_message, is_disk_full
+from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY
 from recforge.utils.layout import MODEL_FILE
 from recforge.utils.logging_util import setup_logging
 from recforge.utils.pipeline import prepare_config
@@ -73,13 +79,17 @@ def _write_export(
     config: Any,
     model: BaseModel,
     info: dict[str, Any],
-    config_text: str,
 ) -> None:
     """Writes the export files (and a match model's tower directories) into ``directory``."""
-    write_export_files(directory, scripted, config_text, info)
+    from google.protobuf import text_format
+
+    exported = write_feature_files(directory, config)
+    write_export_files(directory, scripted, text_format.MessageToString(exported), info)
     if isinstance(model, MatchModel):  # user and item towers as separate scripted modules
-        shared = {k: info[k] for k in ("format_version", "checkpoint", "global_step", "versions")}
-        export_towers(config, model, directory, {**shared, "model_file": MODEL_FILE})
+        shared = ("format_version", "checkpoint", "global_step", ID_HASH_KEY, "versions")
+        export_towers(
+            config, model, directory, {**{k: info[k] for k in shared}, "model_file": MODEL_FILE}
+        )
 
 
 def export_model(
@@ -109,8 +119,6 @@ def export_model(
             ExportError also when the disk fills up while writing.
 
     """
-    from google.protobuf import text_format
-
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
     checkpoint_path = select_checkpoint(config, checkpoint_path)
@@ -131,6 +139,9 @@ def export_model(
         "checkpoint": os.path.abspath(checkpoint_path),
         "global_step": int(state.get("global_step", 0)),
         "mlp_dtype": mlp_dtype,
+        # restore_model refused a checkpoint bucketed by another hash: the export hashes ids
+        # as this version does, which load_predictor checks
+        ID_HASH_KEY: ID_HASH,
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "versions": versions(),
         "usage": (
@@ -143,7 +154,7 @@ def export_model(
     try:
         os.makedirs(os.path.dirname(os.path.abspath(export_dir)), exist_ok=True)
         tmp = temp_dir_beside(export_dir, "tmp")
-        _write_export(tmp, scripted, config, model, info, text_format.MessageToString(config))
+        _write_export(tmp, scripted, config, model, info)
         replace_dir(tmp, export_dir)
     except BaseException as e:
         if tmp is not None:

@@ -1,4 +1,4 @@
-"""Writing an export directory: its three files, and the atomic swap into place.
+"""Writing an export directory: its files, and the atomic swap into place.
 
 The directory is written under a hidden, uniquely named temporary directory beside
 ``export_dir`` and renamed when complete; an earlier export is moved aside (also under a
@@ -9,6 +9,7 @@ unique name) and deleted only once the new one is in place, so paths a user owns
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,8 +18,35 @@ from typing import Any
 import torch
 
 from recforge.errors import ExportError
+from recforge.export.assets import copy_assets
+from recforge.features import FeatureError
+from recforge.features.fg_json import create_fg_json
 from recforge.utils.disk import save_scripted
-from recforge.utils.layout import EXPORT_CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE
+from recforge.utils.layout import EXPORT_CONFIG_FILE, FG_JSON_FILE, MODEL_FILE, MODEL_INFO_FILE
+
+logger = logging.getLogger(__name__)
+
+
+def write_feature_files(directory: str, config: Any) -> Any:
+    """Copies the features' files into ``directory/assets`` and writes ``fg.json`` there.
+
+    A feature kind without an fg.json writer leaves the export without ``fg.json`` (a
+    warning names it): recforge's own predict does not need the file.
+
+    Returns:
+        The config to save in the directory: its asset fields name the copies relative to
+        ``directory`` (see :func:`recforge.export.assets.copy_assets`).
+
+    """
+    exported, _ = copy_assets(config, directory)
+    try:
+        fg_json = create_fg_json(exported)
+    except FeatureError as e:
+        logger.warning("the export gets no %s: %s", FG_JSON_FILE, e)
+        return exported
+    with open(os.path.join(directory, FG_JSON_FILE), "w") as f:
+        json.dump(fg_json, f, indent=4)
+    return exported
 
 
 def write_export_files(

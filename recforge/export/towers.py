@@ -1,6 +1,6 @@
 """Tower export of match models: ``<export_dir>/user`` and ``<export_dir>/item``.
 
-Each tower is its own export directory (the same three files as the full export), usable by
+Each tower is its own export directory (the same files as the full export), usable by
 ``recforge predict`` and :func:`recforge.load_predictor`: ``user_emb`` / ``item_emb``
 ``[B, D]`` from the tower's features only.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from recforge.export.files import write_export_files
+from recforge.export.files import write_export_files, write_feature_files
 from recforge.export.model_info import describe_model
 from recforge.export.scripting import random_inputs, script_tower
 from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR
@@ -79,7 +79,8 @@ def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -
             "embedding_dim": model.embedding_dim(),
             **describe_model(features, outputs, 3),
         }
-        config_text = text_format.MessageToString(tower_config(config, model, side))
+        exported = write_feature_files(directory, tower_config(config, model, side))
+        config_text = text_format.MessageToString(exported)
         write_export_files(directory, scripted, config_text, tower_info)
         written[side] = directory
     return written

@@ -163,6 +163,18 @@ class BaseFeature(abc.ABC):
             self._init_fn = parse_init_fn(feature_config.init_fn, self.name)
 
     # ------------------------------------------------------------------ description
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """Fields of the kind's config message that name files the feature reads.
+
+        Dotted paths into the message (e.g. ``vocab_file``,
+        ``text_normalizer.stop_char_file``); a relative path in one is read relative to the
+        message's ``asset_dir`` when set, as in TorchEasyRec. ``recforge export`` copies each
+        such file into the export directory and points the exported config at the copy, so
+        the export can be moved (see :mod:`recforge.export.assets`). None by default.
+        """
+        return ()
+
     @property
     def table_size_source(self) -> str:
         """The config field that sets the table's row count (named in range errors)."""

@@ -1,1 +1,2 @@
-"""Subcommands beside the four pipelines (``recforge feature-selection``, ...)."""
+"""TorchEasyRec's ``tzrec.tools`` counterparts (feature selection, fg.json), as ``recforge``
+subcommands and as ``python -m recforge.tools.X`` with TorchEasyRec's flag names."""

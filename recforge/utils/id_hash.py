@@ -8,6 +8,7 @@ ids were bucketed otherwise is an error instead of embeddings read under the wro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Optional
 
 from torch import nn
@@ -22,8 +23,8 @@ ID_HASH = "tzrec_std_hash"
 LEGACY_ID_HASH = "pandas_hash_array"
 
 
-def hashed_features(model: nn.Module) -> list[str]:
-    """Names of the features of ``model`` (or of a model inside it) that hash raw values.
+def hashing_features(features: Iterable[Any]) -> list[str]:
+    """Names of the features that hash raw values.
 
     A feature hashes when it has ``hash_bucket_size`` and reads raw values (any ``fg_mode``
     but ``FG_NONE``, whose columns hold final bucket ids).
@@ -31,15 +32,22 @@ def hashed_features(model: nn.Module) -> list[str]:
     from recforge.features.fg_mode import FG_NONE
 
     names: list[str] = []
-    for module in model.modules():
-        if not isinstance(getattr(type(module), "features", None), property):
-            continue
-        for feature in module.features:
-            config: Any = getattr(feature, "config", None)
-            if feature.fg_mode != FG_NONE and getattr(config, "hash_bucket_size", 0) > 0:
-                names.append(feature.name)
-        break
+    for feature in features:
+        config: Any = getattr(feature, "config", None)
+        if feature.fg_mode != FG_NONE and getattr(config, "hash_bucket_size", 0) > 0:
+            names.append(feature.name)
     return names
+
+
+def hashed_features(model: nn.Module) -> list[str]:
+    """Names of the features of ``model`` (or of a model inside it) that hash raw values.
+
+    See :func:`hashing_features`.
+    """
+    for module in model.modules():
+        if isinstance(getattr(type(module), "features", None), property):
+            return hashing_features(module.features)
+    return []
 
 
 def check_id_hash(train_state: dict[str, Any], model: nn.Module, where: str) -> None:

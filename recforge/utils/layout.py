@@ -27,11 +27,16 @@ Export directory (written by ``recforge export``)::
 
     scripted_model.pt             the TorchScript model
     pipeline.config               the config predict parses input with
-    model_info.json               inputs, outputs, checkpoint, versions
+    model_info.json               inputs, outputs, checkpoint, id hash, versions
+    fg.json                       the features' FG plan in TorchEasyRec's format
+    assets/<stem>_<md5><ext>      files the features read (vocabularies, tokenizers);
+                                  pipeline.config and fg.json name them relative to the dir
     user/, item/                  a match model's towers, each an export directory itself
 
 TorchEasyRec's export also writes ``model_acc.json`` and copies ``--asset_files``; recforge
-writes no ``model_acc.json`` (see :mod:`recforge.tzrec_commands`).
+writes no ``model_acc.json`` (see :mod:`recforge.tzrec_commands`). TorchEasyRec keeps the
+feature assets beside ``fg.json``; recforge keeps them in ``assets/`` (see
+:mod:`recforge.export.assets`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ MODEL_FILE = "scripted_model.pt"
 MODEL_INFO_FILE = "model_info.json"
 EXPORT_CONFIG_FILE = CONFIG_FILE
 EXPORT_FILES = (MODEL_FILE, EXPORT_CONFIG_FILE, MODEL_INFO_FILE)
+FG_JSON_FILE = "fg.json"  # TorchEasyRec's name (its export and create_fg_json tool)
+ASSETS_DIR = "assets"
 
 _CHECKPOINT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 
