@@ -305,7 +305,7 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
         "--num_threads",
         type=int,
         default=None,
-        help="torch threads per worker (default: usable CPUs / workers)",
+        help="torch threads per worker (default: usable CPUs / workers, less 1)",
     )
 
 

@@ -27,12 +27,16 @@ def require_serve_extra() -> None:
 
 
 def default_num_threads(workers: int) -> int:
-    """Torch threads per worker: the CPUs this process may use, shared among the workers."""
+    """Torch threads per worker: its share of the usable CPUs, less one for the event loop.
+
+    The event loop thread (HTTP, JSON, building tables) runs beside every model call; leaving
+    it a core keeps torch's OpenMP threads, which spin while they wait, from taking it.
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, workers))
+    return max(1, cpus // max(1, workers) - 1)
 
 
 def _check(flag: str, value: float, minimum: float) -> None:
@@ -60,7 +64,7 @@ def serve(
         workers: uvicorn worker processes, each with its own copy of the model; with more
             than one, SIGHUP to the main process replaces the workers one by one (uvicorn's
             restart), and ``POST /reload`` reloads only the worker that answers it.
-        num_threads: torch threads per worker (default: the usable CPUs / workers).
+        num_threads: torch threads per worker (default: :func:`default_num_threads`).
 
     Returns:
         A summary when the server stops without a signal. On SIGINT/SIGTERM uvicorn shuts
