@@ -105,6 +105,11 @@ def create_app(model: ServedModel, max_batch_size: int, max_wait_ms: float) -> F
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
         return _error(error.status_code, str(error.detail))
 
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception) -> JSONResponse:
+        logger.error("serve: %s %s failed", request.method, request.url.path, exc_info=error)
+        return _error(500, f"internal error: {type(error).__name__}: {error}")
+
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         predictor = model.predictor
@@ -117,6 +122,9 @@ def create_app(model: ServedModel, max_batch_size: int, max_wait_ms: float) -> F
                 model.needers,
             )
             outputs = await batcher.predict(parsed)
+            return JSONResponse(
+                {"predictions": _predictions(outputs, parsed.outputs, parsed.num_rows)}
+            )
         except RequestError as error:
             return _error(error.status, str(error))
         except RecforgeError as error:  # the features cannot parse a value
@@ -124,7 +132,6 @@ def create_app(model: ServedModel, max_batch_size: int, max_wait_ms: float) -> F
         except Exception as error:
             logger.exception("serve: /predict failed")
             return _error(500, f"internal error: {type(error).__name__}: {error}")
-        return JSONResponse({"predictions": _predictions(outputs, parsed.outputs, parsed.num_rows)})
 
     @app.get("/health")
     async def health() -> JSONResponse:

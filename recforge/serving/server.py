@@ -128,5 +128,7 @@ def serve(
         port=port,
         workers=workers,
         access_log=False,
+        # on SIGHUP a new worker must load torch and the model before it replaces an old one
+        timeout_worker_healthcheck=300,
     )
     return {"export_dir": export_dir, "workers": workers}
