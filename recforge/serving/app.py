@@ -81,8 +81,15 @@ def create_app(model: ServedModel, max_batch_size: int, max_wait_ms: float) -> F
         await batcher.start()
         loop = asyncio.get_running_loop()
         on_hup = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP")
+        reloads: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+        def on_sighup() -> None:
+            task = asyncio.ensure_future(reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
         if on_hup:
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
         try:
             yield
         finally:
