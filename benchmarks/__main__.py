@@ -1,4 +1,4 @@
-"""``python -m benchmarks {frappe,criteo-synth,profile,movielens,fg} ...`` from the repo root."""
+"""``python -m benchmarks {frappe,criteo-synth,profile,movielens,fg,serve} ...`` (repo root)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
-from benchmarks import criteo_synth, fg_bench, frappe, movielens, profile_train
+from benchmarks import criteo_synth, fg_bench, frappe, movielens, profile_train, serve_bench
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -32,6 +32,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     fg_bench.add_arguments(
         sub.add_parser("fg", help="FG rows/s per thread (FG_DAG vs FG_NONE) vs training")
     )
+    serve_bench.add_arguments(
+        sub.add_parser("serve", help="recforge serve p50/p99 and requests/s vs load_predictor")
+    )
     args = parser.parse_args(argv)
     run = {
         "frappe": frappe.main,
@@ -39,6 +42,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "profile": profile_train.main,
         "movielens": movielens.main,
         "fg": fg_bench.main,
+        "serve": serve_bench.main,
     }
     return run[args.benchmark](args)
 

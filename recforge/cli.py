@@ -311,6 +311,42 @@ def _create_fg_json(args: argparse.Namespace) -> dict:
     )
 
 
+def _serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--export_dir", required=True, help="the directory recforge export wrote")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument(
+        "--max_batch_size", type=int, default=1024, help="most rows per model call and request"
+    )
+    parser.add_argument(
+        "--max_wait_ms",
+        type=float,
+        default=5.0,
+        help="how long a request may wait for others to share its model call",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument(
+        "--num_threads",
+        type=int,
+        default=None,
+        help="torch threads per worker (default: usable CPUs / workers, less 1)",
+    )
+
+
+def _serve(args: argparse.Namespace) -> dict:
+    from recforge.serving.server import serve
+
+    return serve(
+        args.export_dir,
+        host=args.host,
+        port=args.port,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        workers=args.workers,
+        num_threads=args.num_threads,
+    )
+
+
 def _demo_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     parser.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
@@ -379,6 +415,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _retrieval_flags,
         _retrieval,
         (_config_flags, _checkpoint_flag, _eval_input_flag),
+    ),
+    "serve": Subcommand(
+        "serve an export over HTTP JSON (POST /predict, dynamic batching; needs recforge[serve])",
+        _serve_flags,
+        _serve,
     ),
     "mock-data": Subcommand(
         "write sample parquet data in the format a config reads (smoke tests)",

@@ -1,2 +1,4 @@
-"""TorchEasyRec's ``tzrec.tools`` counterparts (feature selection, fg.json), as ``recforge``
-subcommands and as ``python -m recforge.tools.X`` with TorchEasyRec's flag names."""
+"""TorchEasyRec's tools: ``recforge feature-selection``, ``recforge create-fg-json``, ...
+
+Each also runs as ``python -m recforge.tools.X`` with TorchEasyRec's flag names.
+"""
