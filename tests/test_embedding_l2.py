@@ -5,12 +5,14 @@ import torch
 from google.protobuf import text_format
 from match_configs import MATCH_MODEL_CONFIGS
 from test_models import FEATURES, MODEL_CONFIGS, make_batch
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recforge.config import ConfigError
 from recforge.config.value_checks import check_values
 from recforge.features import create_features
 from recforge.models.model import BaseModel, TrainWrapper
-from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
+from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError, used_rows_l2
 from recforge.protos import pipeline_pb2
 
 LOSSES = " metrics { auc {} } losses { binary_cross_entropy {} }"
@@ -29,10 +31,45 @@ def deepfm(l2: float) -> BaseModel:
 
 
 def expected_penalty(model: BaseModel, batch, l2: float) -> torch.Tensor:
-    """``l2 * sum_f mean_b ||e_{b,f}||^2``, from the tables themselves."""
+    """``l2 * sum ||w||^2`` over the used rows, from the tables (bags: the documented weight)."""
     ebc = model.embedding_group.ebc
-    pooled = ebc(batch.sparse_features).values()  # every (feature, table) lookup once
-    return l2 * pooled.pow(2).sum() / batch.batch_size
+    total = torch.zeros(())
+    for config in ebc.embedding_bag_configs():
+        weight = ebc.embedding_bags[config.name].weight
+        for feature in config.feature_names:
+            jagged = batch.sparse_features[feature]
+            ids = jagged.values()
+            counts = {int(v): int((ids == v).sum()) for v in ids.unique()}
+            start = 0
+            for length in jagged.lengths().tolist():
+                row_ids = ids[start : start + length].tolist()
+                start += length
+                if not row_ids:
+                    continue
+                share = sum(1 / counts[v] for v in row_ids) / len(row_ids)
+                pooled = weight[row_ids].sum(dim=0)
+                total = total + share * pooled.pow(2).sum()
+    return l2 * total
+
+
+def test_a_row_counts_once_however_many_samples_use_it():
+    ebc = EmbeddingBagCollection(
+        tables=[
+            EmbeddingBagConfig(name="t", embedding_dim=3, num_embeddings=10, feature_names=["f"])
+        ]
+    )
+    weight = ebc.embedding_bags["t"].weight
+    one_each = KeyedJaggedTensor(
+        keys=["f"], values=torch.tensor([4, 4, 4, 7]), lengths=torch.tensor([1, 1, 1, 1])
+    )
+    expected = weight[4].pow(2).sum() + weight[7].pow(2).sum()
+    torch.testing.assert_close(used_rows_l2(ebc(one_each), one_each), expected)
+    # a bag of ids: its pooled vector, weighted by the mean of its ids' shares
+    bags = KeyedJaggedTensor(
+        keys=["f"], values=torch.tensor([4, 7, 4]), lengths=torch.tensor([2, 0, 1])
+    )
+    first = (0.5 + 1.0) / 2 * (weight[4] + weight[7]).pow(2).sum()
+    torch.testing.assert_close(used_rows_l2(ebc(bags), bags), first + 0.5 * weight[4].pow(2).sum())
 
 
 def test_the_penalty_is_added_to_the_loss():

@@ -68,11 +68,11 @@ class EmbeddingGroup(nn.Module):
     SEQUENCE groups and groups of one feature have none.
 
     With ``embedding_l2 > 0`` (``model_config.embedding_l2_regularization``, a recforge
-    extension), each training forward records ``embedding_l2 * sum_f mean_b ||e_{b,f}||^2``
-    over the pooled embeddings it looked up (every (feature, table) lookup once, however many
-    groups read it); :meth:`embedding_regularization_loss` hands it over. Being a term on the
-    looked-up embeddings, it reaches only the rows a batch uses, and works with sharded tables
-    and fused optimizers alike.
+    extension), each training forward records ``embedding_l2`` times :func:`used_rows_l2` of
+    its lookups (the squared norm of every embedding row the batch uses, each once, however
+    many samples and groups use it); :meth:`embedding_regularization_loss` hands it over.
+    Being a term on the looked-up embeddings, it works with sharded tables and fused
+    optimizers alike.
 
     Args:
         features: all features of the model.
@@ -378,9 +378,9 @@ class EmbeddingGroup(nn.Module):
             if self.ebc is not None:
                 pooled = self.ebc(sparse_features)
                 if self.training and self._embedding_l2 > 0:
-                    values = pooled.values()  # [B, sum of the lookups' dims]
-                    batch_size = max(values.shape[0], 1)
-                    self._embedding_penalty = self._embedding_l2 * values.pow(2).sum() / batch_size
+                    self._embedding_penalty = self._embedding_l2 * used_rows_l2(
+                        pooled, sparse_features
+                    )
                 keyed.append(pooled)
             if self._has_dense:
                 keyed.append(dense_features)
@@ -406,6 +406,38 @@ class EmbeddingGroup(nn.Module):
                     )
                 out[name] = torch.cat(parts, dim=1)
         return out
+
+
+def used_rows_l2(pooled: KeyedTensor, ids: KeyedJaggedTensor) -> torch.Tensor:
+    """``sum_f sum_{v used by f in the batch} ||w_{f,v}||^2`` from pooled lookups: a scalar.
+
+    Each sample's pooled embedding ``e_{b,f}`` is weighted by the mean over its ids of
+    ``1 / (occurrences of the id in f's values of the batch)``, so a row used by one id per
+    sample counts once however many samples use it: FuxiCTR's ``embedding_regularizer``
+    restricted to the rows a batch touches. A sample with several ids (a pooled bag) counts
+    its pooled vector with the mean of its ids' weights.
+
+    Args:
+        pooled: the EBC's output, ``[B, sum(dims)]``, keys ``feature`` or ``feature@table``.
+        ids: the sparse features it was looked up from.
+
+    """
+    values = pooled.values()
+    total = values.new_zeros(())
+    start = 0
+    for key, dim in zip(pooled.keys(), pooled.length_per_key()):
+        jagged = ids[key.split("@", 1)[0]]
+        rows = jagged.values()
+        lengths = jagged.lengths()
+        emb = values[:, start : start + dim]
+        start += dim
+        if rows.numel() == 0:
+            continue
+        _, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
+        share = 1.0 / counts[inverse].to(values.dtype)
+        weight = torch.segment_reduce(share, "mean", lengths=lengths, unsafe=True, initial=0.0)
+        total = total + (weight * emb.pow(2).sum(dim=1)).sum()
+    return total
 
 
 class _SequenceGroup:
