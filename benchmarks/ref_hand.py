@@ -67,7 +67,7 @@ def main() -> None:
         model = HandDeepFM(
             [FRAPPE_BUCKETS] * train_ids.shape[1],
             emb_dim=10,
-            wide_dim=4,
+            wide_dim=1,
             num_dense=0,
             hidden=[400, 400, 400],
             dropout=0.2 if args.dropout is None else args.dropout,

@@ -123,7 +123,7 @@ def main() -> None:
         tr_dense = torch.zeros(len(tr_ids), 0)
         te_dense = torch.zeros(len(te_ids), 0)
         names, rows = list(FRAPPE_FIELDS), [FRAPPE_BUCKETS] * len(FRAPPE_FIELDS)
-        emb_dim, hidden = 10, [400, 400, 400]
+        emb_dim, wide_dim, hidden = 10, 1, [400, 400, 400]
         dropout = 0.2 if args.dropout is None else args.dropout
         fused, sparse_lr = False, 1e-3
     else:
@@ -134,10 +134,10 @@ def main() -> None:
         te = [torch.from_numpy(a) for a in load_criteo(args.data, "test")]
         (tr_ids, tr_dense, tr_y), (te_ids, te_dense, te_y) = tr, te
         names = [f"C{i + 1}" for i in range(tr_ids.shape[1])]
-        rows, emb_dim, hidden = meta["vocab_sizes"], 16, [256, 128, 64]
+        rows, emb_dim, wide_dim, hidden = meta["vocab_sizes"], 16, 4, [256, 128, 64]
         dropout, fused, sparse_lr = args.dropout or 0.0, True, meta["adagrad_lr"]
     model = Train(
-        TorchrecDeepFM(names, rows, emb_dim, 4, tr_dense.shape[1], hidden, dropout, "meta")
+        TorchrecDeepFM(names, rows, emb_dim, wide_dim, tr_dense.shape[1], hidden, dropout, "meta")
     )
     constraints = {}
     for table in model.model.ebc.embedding_bag_configs():

@@ -85,7 +85,7 @@ def test_hand_written_deepfm_is_recforge_deepfm(sparse):
     features = build_features(config)
     model = build_model(config, features, embedding_device=torch.device("cpu")).eval()
     fields = [f.name for f in features]
-    hand = HandDeepFM([5382] * len(fields), 10, 4, 0, [400, 400, 400], 0.2, sparse).eval()
+    hand = HandDeepFM([5382] * len(fields), 10, 1, 0, [400, 400, 400], 0.2, sparse).eval()
     _copy_into_hand(model, hand, fields)
     ids = torch.randint(0, 5382, (64, len(fields)))
     parser = DataParser(features, labels=["label"])
