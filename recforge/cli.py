@@ -195,6 +195,12 @@ def _predict_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch_size", type=int, default=None, help="rows per batch (default: config)"
     )
+    parser.add_argument(
+        "--raw_input",
+        action="store_true",
+        help="the input holds raw columns although the model was trained on FG output"
+        " (fg_mode FG_NONE / FG_BUCKETIZE): compute the features from them (FG_DAG)",
+    )
 
 
 def _predict(args: argparse.Namespace) -> dict:
@@ -208,6 +214,7 @@ def _predict(args: argparse.Namespace) -> dict:
         output_columns=args.output_columns,
         num_workers=args.num_workers,
         batch_size=args.batch_size,
+        raw_input=args.raw_input,
     )
 
 
