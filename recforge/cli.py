@@ -364,10 +364,18 @@ def _build_index_flags(parser: argparse.ArgumentParser) -> None:
         "--metric", default="ip", choices=["ip", "l2"], help="inner product or squared L2"
     )
     parser.add_argument(
-        "--nlist", "--ivf_nlist", type=int, default=None, help="ivf: cells (default ~items/39)"
+        "--nlist",
+        "--ivf_nlist",
+        type=int,
+        default=None,
+        help="ivf: cells (default 1000, at most items/39)",
     )
     parser.add_argument(
-        "--nprobe", type=int, default=None, help="ivf: cells searched (default nlist/4)"
+        "--nprobe",
+        "--ivf_nprobe",
+        type=int,
+        default=None,
+        help="ivf: cells searched (default nlist/4)",
     )
     parser.add_argument("--m", "--hnsw_M", type=int, default=32, help="hnsw: links per node")
     parser.add_argument(
