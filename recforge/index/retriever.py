@@ -23,6 +23,7 @@ import numpy as np
 
 from recforge.errors import PredictError
 from recforge.index.build import TOWERS, embedding_output, tower_dir
+from recforge.index.errors import RetrievalIndexError
 from recforge.index.faiss_backend import require_faiss, set_search_params
 from recforge.index.files import index_dir, read_index, read_index_info
 from recforge.predictor import DEFAULT_BATCH_SIZE, Predictor, resolve_export_dir
@@ -89,7 +90,7 @@ class Retriever:
             o["shape"][-1] for o in self.user.model_info["outputs"] if o["name"] == TOWERS["user"]
         )
         if dim != self.info["dim"]:
-            raise PredictError(
+            raise RetrievalIndexError(
                 f"{index_dir(self.export_dir)}: expected dimension {dim} (the user tower's),"
                 f" found {self.info['dim']}; rebuild it with recforge build-index"
             )
