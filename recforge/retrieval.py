@@ -86,7 +86,7 @@ def _top_k(
             import faiss
         except ImportError:
             raise RetrievalError(
-                "--backend faiss needs the faiss-cpu package (the faiss extra: pip install recforge[faiss])"
+                "--backend faiss needs the faiss extra: pip install recforge[faiss]"
             ) from None
         index = faiss.IndexFlatIP(item_emb.shape[1])
         index.add(item_emb.numpy().astype(np.float32))
