@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
-from cli_util import REPO_ROOT, example, read_json, run_cli, train
 
 from recforge.demo.simulate import generate_demo_data
+from tests.helpers.cli_util import REPO_ROOT, example, read_json, run_cli, train
 
 
 @pytest.fixture(scope="module")

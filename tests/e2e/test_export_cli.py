@@ -9,31 +9,21 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 import torch
-from cli_util import edits, read_json, run_cli
-from export_util import make_table, model_config, train_and_export, write_training_run
-from match_configs import MATCH_MODEL_CONFIGS
 
 from recforge.config import load_pipeline_config
 from recforge.datasets.data_parser import DataParser
 from recforge.export import restore_model
 from recforge.models.model import BaseModel
 from recforge.utils.checkpoint import latest_checkpoint
+from tests.helpers.cli_util import edits, read_json, run_cli
+from tests.helpers.export_util import make_table, model_config, train_and_export, write_training_run
+from tests.helpers.match_configs import MATCH_MODEL_CONFIGS
+from tests.helpers.scripted import (
+    run_scripted_in_fresh_process,
+)
 
 # registered models that cannot be exported yet: {class name: reason} (marked xfail)
 NOT_EXPORTABLE: dict = {}
-
-LOAD_AND_RUN = r"""
-import sys
-
-import torch
-import torchrec  # noqa: F401  registers the fbgemm operators the model calls
-
-model = torch.jit.load(sys.argv[1])
-outputs = model(torch.load(sys.argv[2]))
-loaded = sorted(m for m in sys.modules if m.split(".")[0] == "recforge")
-assert not loaded, f"recforge was imported: {loaded}"
-torch.save({k: v.detach() for k, v in outputs.items()}, sys.argv[3])
-"""
 
 
 def _cases():
@@ -43,21 +33,6 @@ def _cases():
         else name
         for name in BaseModel.registered_models()
     ]
-
-
-def run_scripted_in_fresh_process(model_path: str, inputs: dict, workdir: str) -> dict:
-    inputs_path = os.path.join(workdir, "inputs.pt")
-    outputs_path = os.path.join(workdir, "outputs.pt")
-    torch.save(inputs, inputs_path)
-    proc = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_RUN, model_path, inputs_path, outputs_path],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return torch.load(outputs_path)
 
 
 @pytest.mark.parametrize("model_name", _cases())

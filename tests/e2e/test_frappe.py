@@ -2,8 +2,8 @@
 
 import os
 
-from cli_util import REPO_ROOT, example, train
-from conftest import shared_data
+from tests.helpers.cli_util import REPO_ROOT, example, train
+from tests.helpers.paths import shared_data
 
 
 def test_deepfm_frappe_reaches_peer_auc(tmp_path):

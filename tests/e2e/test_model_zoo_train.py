@@ -6,11 +6,11 @@ DCNV2 and xDeepFM reach DeepFM's quality on Frappe (skipped without the data).
 """
 
 import pytest
-from cli_util import REPO_ROOT, edits, example, train
-from conftest import shared_data
 
 from recforge.demo.sequences import SEQUENCE_DEMO_DIR, SEQUENCE_DEMO_EFFECT
 from recforge.demo.simulate import generate_demo_data
+from tests.helpers.cli_util import REPO_ROOT, edits, example, train
+from tests.helpers.paths import shared_data
 
 ZOO_MODELS = [
     "wide_and_deep",

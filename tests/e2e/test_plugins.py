@@ -2,7 +2,7 @@
 
 import textwrap
 
-from cli_util import read_json, run_cli
+from tests.helpers.cli_util import read_json, run_cli
 
 PLUGIN = '''
 import torch

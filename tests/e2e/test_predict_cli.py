@@ -13,8 +13,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import torch
-from cli_util import run_cli
-from export_util import make_table, model_config, train_and_export
 
 import recforge
 from recforge.datasets import DataError
@@ -23,6 +21,8 @@ from recforge.export import export_model
 from recforge.predict import check_output_apart
 from recforge.predict import predict as run_predict
 from recforge.utils.disk import save_scripted
+from tests.helpers.cli_util import run_cli
+from tests.helpers.export_util import make_table, model_config, train_and_export
 
 INPUT_ROWS = (150, 97, 53)
 

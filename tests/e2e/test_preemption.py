@@ -9,10 +9,10 @@ import threading
 
 import pytest
 import torch
-from cli_util import example, read_json, run_cli
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from recforge.demo.simulate import generate_demo_data
+from tests.helpers.cli_util import example, read_json, run_cli
 
 # 2,000 rows in batches of 32: 63 steps per epoch
 EDITS = json.dumps(

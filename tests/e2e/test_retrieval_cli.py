@@ -7,14 +7,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_util import edits, example, read_json, run_cli
-from test_export import run_scripted_in_fresh_process
 
 from recforge.config import load_pipeline_config
 from recforge.datasets.data_parser import DataParser
 from recforge.demo.retrieval import generate_retrieval_demo_data
 from recforge.export import restore_model
 from recforge.utils.checkpoint import latest_checkpoint
+from tests.helpers.cli_util import edits, example, read_json, run_cli
+from tests.helpers.scripted import run_scripted_in_fresh_process
 
 MODEL_DIR = "experiments/dssm_demo"
 

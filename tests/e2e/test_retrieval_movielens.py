@@ -5,17 +5,12 @@ epochs and larger batches, so that it runs in about a minute; the full benchmark
 in benchmarks/README.md.
 """
 
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from cli_util import REPO_ROOT
-from conftest import shared_data
-
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 from benchmarks import movielens  # noqa: E402
+from tests.helpers.paths import shared_data
 
 
 def test_leave_last_out_split(tmp_path):

@@ -14,7 +14,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from export_util import make_table, model_config, train_and_export
+
+from tests.helpers.export_util import make_table, model_config, train_and_export
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")

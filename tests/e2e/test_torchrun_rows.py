@@ -9,8 +9,9 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+from tests.helpers.paths import REPO_ROOT, ROBUSTNESS_DIR
+
+HERE = ROBUSTNESS_DIR  # the robustness corpus' data and base.config
 
 
 def test_two_processes_train_every_row(tmp_path):

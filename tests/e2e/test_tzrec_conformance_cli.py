@@ -19,10 +19,9 @@ import torch
 from recforge.config import ConfigError
 from recforge.config.loader import load_pipeline_config
 from recforge.config.validation import validate_config
+from tests.helpers.paths import SHARED_DIR
 
-EXAMPLES = os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "tzrec-configs", "examples"
-)
+EXAMPLES = os.path.join(SHARED_DIR, "tzrec-configs", "examples")
 CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES, "*.config")))
 
 # what each config still needs from recforge (empty: it validates today)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from typing import Optional
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.paths import REPO_ROOT
 
 
 def run_cli(

@@ -6,10 +6,10 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from cli_util import run_cli
 from google.protobuf import text_format
 
 from recforge.protos import data_pb2, pipeline_pb2
+from tests.helpers.cli_util import run_cli
 
 NUM_USERS, NUM_ITEMS, NUM_TAGS = 50, 100, 20
 
@@ -75,9 +75,9 @@ def label_names(model_config) -> list:
 
 def model_config(model_name: str) -> pipeline_pb2.EasyRecConfig:
     """The test config of a registered model (test_models / multi_task_configs / match_configs)."""
-    from match_configs import MATCH_MODEL_CONFIGS
-    from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
-    from test_models import FEATURES, MODEL_CONFIGS, make_config
+    from tests.helpers.match_configs import MATCH_MODEL_CONFIGS
+    from tests.helpers.models import FEATURES, MODEL_CONFIGS, make_config
+    from tests.helpers.multi_task_configs import MULTI_TASK_MODEL_CONFIGS
 
     if model_name in MODEL_CONFIGS:
         return make_config(model_name)

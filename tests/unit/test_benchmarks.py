@@ -4,20 +4,17 @@ Fast (seconds) and timing-free: no assertion here depends on how fast anything r
 """
 
 import os
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import REPO_ROOT
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))  # the reference scripts' imports
 
 from benchmarks import criteo_synth  # noqa: E402
 from benchmarks.ref_common import auc  # noqa: E402
 from benchmarks.ref_models import HandDeepFM  # noqa: E402
+from tests.helpers.paths import REPO_ROOT
 
 
 def test_auc_matches_pairwise_definition():

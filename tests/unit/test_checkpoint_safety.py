@@ -12,8 +12,6 @@ import pickle
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from test_models import make_batch, make_config
-from test_sharding import make_sharded, train_config, train_steps
 from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
 
@@ -26,9 +24,12 @@ from recforge.utils.checkpoint_format import (
     file_digest,
     write_manifest,
 )
+from tests.helpers.models import make_batch, make_config
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.sharding import make_sharded, train_config, train_steps
 
 MODEL = "MultiTower"
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(REPO_ROOT)
 
 
 class Payload:

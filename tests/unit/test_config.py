@@ -16,8 +16,10 @@ from recforge.config import (
     which_oneof_field,
 )
 from recforge.protos import data_pb2, pipeline_pb2
+from tests.helpers.paths import TESTS_DIR
 
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = Path(TESTS_DIR) / "configs"
+
 FRAPPE = CONFIGS / "frappe_deepfm.config"
 FRAPPE_EXTS = ["config", "json", "yaml"]
 FRAPPE_COLUMNS = [

@@ -30,8 +30,8 @@ from recforge.datasets.batch_builder import (
 from recforge.datasets.readers import ORIGIN_FILE, ORIGIN_ROW, slot_rows
 from recforge.features import FG_DAG, FeatureError, create_features
 from recforge.protos import data_pb2, feature_pb2
+from tests.helpers.paths import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAPPE = os.path.join(REPO_ROOT, "..", "shared", "data", "frappe", "frappe_validation.csv")
 
 

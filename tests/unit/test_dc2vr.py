@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
-from test_multi_task import build, two_label_batch
 
 from recforge.config import ConfigError
 from recforge.models.model import TrainWrapper
 from recforge.modules.intervention import Intervention, OrthonormalProjection
+from tests.helpers.multi_task import build, two_label_batch
+from tests.helpers.multi_task_configs import MULTI_TASK_MODEL_CONFIGS
 
 
 def test_orthonormal_projection_stays_orthonormal_after_updates():

@@ -19,8 +19,8 @@ from recforge.demo.sequences import MAX_SEQUENCE_LENGTH, SEQUENCE_COLUMNS, SEQUE
 from recforge.demo.simulate import simulate_demo_table
 from recforge.demo.world import AGE_BOUNDARIES, CITY_VOCAB, DEVICES, DemoWorld
 from recforge.features import create_pipeline_features
+from tests.helpers.paths import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the demo configs that read every column of the planted-signal demo data
 FULL_COLUMN_MODELS = ("deepfm", "multi_tower", "multi_tower_din")
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from google.protobuf import text_format
-from test_retrieval import NUM_ITEMS, item_table, pipeline_config, train_table
 
 import recforge.datasets.dataset as dataset_module
 from recforge.config import ConfigError, load_pipeline_config
@@ -24,6 +23,8 @@ from recforge.features import create_pipeline_features
 from recforge.models.factory import build_model
 from recforge.protos import sampler_pb2
 from recforge.utils.pipeline import build_dataset
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.retrieval import NUM_ITEMS, item_table, pipeline_config, train_table
 
 NUM_USERS = 20
 
@@ -323,7 +324,7 @@ def test_dssm_trains_with_each_sampler(tables, kind, model):
 # ---- mock data --------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", list(MESSAGES))
 def test_mock_data_writes_the_side_tables(tmp_path, kind):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO_ROOT
     config = load_pipeline_config(os.path.join(root, "examples", "dssm_demo.config"))
     message = MESSAGES[kind](
         num_sample=16, item_id_field="item_id", user_id_field="user_id", num_eval_sample=4

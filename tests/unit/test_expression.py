@@ -18,6 +18,7 @@ from recforge.features.expression import (
     compile_expression,
 )
 from recforge.protos import feature_pb2
+from tests.helpers.paths import SHARED_DIR
 
 NAN, INF = float("nan"), float("inf")
 
@@ -494,7 +495,7 @@ def test_bad_expression_normalizer(spec, message):
         raw_feature(normalizer=spec)
 
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
+SHARED = SHARED_DIR
 
 
 def test_tzrec_criteo_config_normalizes_the_criteo_sample():

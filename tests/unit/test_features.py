@@ -23,8 +23,8 @@ from recforge.features import (
 )
 from recforge.features.utils import stable_hash
 from recforge.protos import feature_pb2
+from tests.helpers.paths import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
 
 

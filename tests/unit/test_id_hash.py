@@ -3,12 +3,12 @@
 import json
 
 import pytest
-from test_models import make_config
 
 from recforge.errors import CheckpointError
 from recforge.features import FG_DAG, FG_NONE, create_features
 from recforge.models.model import BaseModel
 from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY, check_id_hash, hashed_features
+from tests.helpers.models import make_config
 
 
 def build(fg_mode: int) -> BaseModel:
@@ -42,10 +42,9 @@ def test_a_checkpoint_of_another_hash_is_refused_for_a_hashing_model(raw_model):
 
 
 def test_saved_checkpoints_record_the_hash(tmp_path):
-    from test_sharding import make_sharded, train_config
-
     from recforge.utils import dist as dist_util
     from recforge.utils.checkpoint import TRAIN_STATE_FILE, save_checkpoint
+    from tests.helpers.sharding import make_sharded, train_config
 
     dist_util.init_process_group()
     sharded, _ = make_sharded("MultiTower", 8, train_config("sgd", "adam"))

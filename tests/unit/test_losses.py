@@ -156,11 +156,10 @@ def test_sample_weights_weight_the_mean():
 
 
 def test_rank_model_passes_the_session_column_to_jrc_loss():
-    from test_models import FEATURES, MODEL_CONFIGS, make_batch
-
     from recforge.features import create_features
     from recforge.models.model import BaseModel, TrainWrapper
     from recforge.protos import pipeline_pb2
+    from tests.helpers.models import FEATURES, MODEL_CONFIGS, make_batch
 
     text = "model_config {" + MODEL_CONFIGS["MultiTower"] + " num_class: 2"
     text += ' metrics { auc {} } losses { jrc_loss { session_name: "session" } } }'

@@ -20,8 +20,7 @@ from recforge.datasets.readers import create_reader, expand_input_path
 from recforge.features import create_pipeline_features
 from recforge.protos import data_pb2, feature_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_dataset
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.paths import REPO_ROOT
 
 SEQUENCE_CONFIG = r"""
 train_input_path: "odps://project/tables/train"

@@ -5,9 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from export_util import model_config
 from google.protobuf import text_format
-from test_models import MODEL_CONFIGS, build, make_batch, make_config
 
 from recforge.config import ConfigError, load_pipeline_config, validate_config
 from recforge.errors import user_facing_errors
@@ -17,8 +15,11 @@ from recforge.models.model import BaseModel
 from recforge.models.rank_model import RankModel
 from recforge.protos import loss_pb2, metric_pb2
 from recforge.utils.registry import RegistryError
+from tests.helpers.export_util import model_config
+from tests.helpers.models import MODEL_CONFIGS, build, make_batch, make_config
+from tests.helpers.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(REPO_ROOT)
 
 
 def _unregister(*names: str) -> None:

@@ -6,40 +6,22 @@ import time
 
 import pytest
 import torch
-from cli_util import example, read_json, run_cli
-from google.protobuf import text_format
-from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
-from test_models import FEATURES, make_batch
 
 from recforge.config import ConfigError
 from recforge.demo.configs import load_example_config
 from recforge.demo.simulate import generate_demo_data, simulate_demo_table
-from recforge.features import create_features
 from recforge.loss.pareto import min_norm_weights
-from recforge.models.model import BaseModel, PredictWrapper, TrainWrapper
-from recforge.protos import pipeline_pb2
+from recforge.models.model import PredictWrapper, TrainWrapper
+from tests.helpers.cli_util import example, read_json, run_cli
+from tests.helpers.models import make_batch
+from tests.helpers.multi_task import (
+    LABELS,
+    build,
+    two_label_batch,
+)
+from tests.helpers.multi_task_configs import MULTI_TASK_MODEL_CONFIGS
 
 MODELS = sorted(MULTI_TASK_MODEL_CONFIGS)
-LABELS = ["label", "label_cvr"]
-
-
-def make_config(model_name: str, body: str = "") -> pipeline_pb2.EasyRecConfig:
-    text = FEATURES + "model_config {" + (body or MULTI_TASK_MODEL_CONFIGS[model_name]) + "}"
-    return text_format.Parse(text, pipeline_pb2.EasyRecConfig())
-
-
-def build(model_name: str, body: str = "", labels=LABELS, sample_weights=(), pareto=False):
-    config = make_config(model_name, body)
-    config.model_config.use_pareto_loss_weight = pareto
-    features = create_features(config.feature_configs)
-    model_class = BaseModel.create_class(model_name)
-    return model_class(config.model_config, features, list(labels), list(sample_weights))
-
-
-def two_label_batch(batch_size: int = 8):
-    batch = make_batch(batch_size)
-    batch.labels["label_cvr"] = (torch.arange(batch_size) % 4 == 0).float()
-    return batch
 
 
 @pytest.mark.parametrize("model_name", MODELS)

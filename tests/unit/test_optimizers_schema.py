@@ -705,7 +705,7 @@ def test_zero_base_rate_stays_zero():
 
 
 def sharded_training(train_text: str, dims: int = 8):
-    from test_sharding import make_sharded
+    from tests.helpers.sharding import make_sharded
 
     config = text_format.Parse(train_text, train_pb2.TrainConfig())
     return make_sharded("MultiTower", dims, config)
@@ -720,8 +720,8 @@ def dense_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_part_optimizers_train_their_parameters_in_shard_model(process_group):
-    from test_models import make_batch
-    from test_sharding import train_steps
+    from tests.helpers.models import make_batch
+    from tests.helpers.sharding import train_steps
 
     torch.manual_seed(0)
     sharded, _ = sharded_training(
@@ -745,8 +745,8 @@ def test_part_optimizers_train_their_parameters_in_shard_model(process_group):
 
 @pytest.mark.parametrize("name", ["lamb_optimizer", "rmsprop_optimizer"])
 def test_sparse_optimizers_without_a_cpu_kernel_train_on_the_fallback(process_group, name):
-    from test_models import make_batch
-    from test_sharding import table_weights, train_steps
+    from tests.helpers.models import make_batch
+    from tests.helpers.sharding import table_weights, train_steps
 
     torch.manual_seed(0)
     sharded, (dims, frozen) = sharded_training(
@@ -780,10 +780,9 @@ def test_shard_model_fills_the_fused_adagrad_accumulator(process_group):
 def test_resume_with_row_wise_fallback_and_part_optimizers_continues_identically(
     process_group, tmp_path
 ):
-    from test_models import make_batch
-    from test_sharding import train_steps
-
     from recforge.utils.checkpoint import load_checkpoint, save_checkpoint
+    from tests.helpers.models import make_batch
+    from tests.helpers.sharding import train_steps
 
     text = (
         "sparse_optimizer { partial_rowwise_lamb_optimizer { lr: 0.05 weight_decay: 0.01 }"

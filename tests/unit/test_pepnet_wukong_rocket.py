@@ -4,8 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from google.protobuf import text_format
-from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
-from test_models import MODEL_CONFIGS, build, make_batch
 
 from recforge.config import ConfigError
 from recforge.config.support import check_support
@@ -15,11 +13,13 @@ from recforge.models.model import BaseModel, TrainWrapper
 from recforge.modules.personalized_net import EPNet, GateNU, PPNet
 from recforge.modules.wukong import FactorizationMachineBlock, LinearCompressBlock, WuKongLayer
 from recforge.protos import module_pb2, pipeline_pb2
+from tests.helpers.models import MODEL_CONFIGS, build, make_batch
+from tests.helpers.multi_task_configs import MULTI_TASK_MODEL_CONFIGS
 
 
 # ------------------------------------------------------------------ PEPNet
 def build_pepnet(body: str, labels=("label", "label_cvr", "domain")):
-    from test_multi_task import make_config
+    from tests.helpers.multi_task import make_config
 
     config = make_config("PEPNet", body)
     features = create_features(config.feature_configs)
@@ -102,12 +102,11 @@ def test_pepnet_domain_towers_score_each_sample_with_its_own_domain():
 
 
 def test_pepnet_domain_towers_script_for_export():
-    from export_util import make_table
-    from test_multi_task import make_config
-
     from recforge.datasets.data_parser import DataParser
     from recforge.export.scripting import script_model
     from recforge.features import create_pipeline_features
+    from tests.helpers.export_util import make_table
+    from tests.helpers.multi_task import make_config
 
     config = make_config("PEPNet", domain_body(2))
     features = create_pipeline_features(config)  # FG_DAG: reads the raw table columns
@@ -147,9 +146,8 @@ def test_pepnet_ppnet_settings_are_config_errors():
 
 
 def test_mock_data_writes_domain_indices_for_the_domain_label():
-    from test_multi_task import make_config
-
     from recforge.datasets.mock_data import label_specs
+    from tests.helpers.multi_task import make_config
 
     config = make_config("PEPNet", domain_body(3))
     config.data_config.label_fields.extend(["label", "label_cvr", "domain"])
@@ -254,7 +252,7 @@ def test_rocket_launching_light_losses_do_not_train_the_shared_part_or_the_boost
 
 
 def test_rocket_launching_sample_weights_weight_the_distillation():
-    from test_models import make_config
+    from tests.helpers.models import make_config
 
     config = make_config("RocketLaunching")
     features = create_features(config.feature_configs)
@@ -302,9 +300,8 @@ def test_rocket_launching_needs_both_nets():
     ],
 )
 def test_example_configs_validate(name):
-    from cli_util import example
-
     from recforge.config import load_pipeline_config, validate_config
+    from tests.helpers.cli_util import example
 
     path = example(f"{name}.config")
     config = load_pipeline_config(path)

@@ -23,7 +23,9 @@ import shutil
 import pytest
 import torch.utils.data._utils
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from tests.helpers.paths import ROBUSTNESS_DIR
+
+HERE = ROBUSTNESS_DIR  # the corpus: cases/, data/, base.config
 CASES = os.path.join(HERE, "cases")
 DEFAULT_ARGS = "train --config pipeline.config"
 

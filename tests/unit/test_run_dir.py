@@ -151,9 +151,8 @@ def test_overwrite_moves_the_earlier_run_aside(tmp_path):
 
 
 def test_second_training_run_is_refused_by_the_cli(tmp_path, monkeypatch, capsys):
-    from test_cli_errors import CONFIG, CSV
-
     from recforge.cli import main
+    from tests.helpers.tiny_run import CONFIG, CSV
 
     (tmp_path / "train.csv").write_text(CSV)
     (tmp_path / "ok.config").write_text(CONFIG)

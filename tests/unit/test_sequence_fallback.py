@@ -3,8 +3,6 @@
 import pytest
 import torch
 from google.protobuf import text_format
-from test_models import FEATURES, make_batch
-from test_sharding import train_steps
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from recforge.features import create_features
@@ -13,6 +11,8 @@ from recforge.protos import optimizer_pb2, pipeline_pb2, train_pb2
 from recforge.utils import dist as dist_util
 from recforge.utils.checkpoint import load_checkpoint, save_checkpoint
 from recforge.utils.sharding import ShardedTraining, shard_model
+from tests.helpers.models import FEATURES, make_batch
+from tests.helpers.sharding import train_steps
 
 CPU = torch.device("cpu")
 SPARSE_OPTIMIZERS = [

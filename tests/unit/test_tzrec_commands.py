@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from cli_util import read_json
-from export_util import make_table, model_config, write_training_run
 
 from recforge import cli, tzrec_commands
 from recforge.datasets.csv_output import parquet_to_csv
 from recforge.errors import PredictError
 from recforge.tzrec_commands import FLAGS, RECFORGE_FLAGS, FlagError, plan_command
+from tests.helpers.cli_util import read_json
+from tests.helpers.export_util import make_table, model_config, write_training_run
 
 
 def recforge_args(step):

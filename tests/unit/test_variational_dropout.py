@@ -7,8 +7,6 @@ import os
 import pytest
 import torch
 from google.protobuf import text_format
-from match_configs import MATCH_MODEL_CONFIGS
-from test_models import FEATURES, MODEL_CONFIGS, make_batch
 
 from recforge.config import ConfigError, load_pipeline_config
 from recforge.errors import CheckpointError
@@ -18,6 +16,8 @@ from recforge.modules.variational_dropout import FeatureDropout
 from recforge.protos import pipeline_pb2
 from recforge.tools import feature_selection
 from recforge.utils import checkpoint as ckpt_util
+from tests.helpers.match_configs import MATCH_MODEL_CONFIGS
+from tests.helpers.models import FEATURES, MODEL_CONFIGS, make_batch
 
 VD = " variational_dropout { regularization_lambda: 0.5 } "
 
@@ -199,11 +199,10 @@ def test_feature_selection_bad_inputs(tmp_path):
 
 
 def test_exported_model_scales_by_the_learned_rates():
-    from export_util import make_table
-
     from recforge.datasets.data_parser import DataParser
     from recforge.export.scripting import script_model
     from recforge.features import create_pipeline_features
+    from tests.helpers.export_util import make_table
 
     body = MODEL_CONFIGS["MaskNet"] + " metrics { auc {} } losses { binary_cross_entropy {} }"
     config = text_format.Parse(
@@ -222,8 +221,8 @@ def test_exported_model_scales_by_the_learned_rates():
 
 
 def test_pareto_weighting_adds_the_terms_unweighted():
-    from multi_task_configs import MULTI_TASK_MODEL_CONFIGS
-    from test_multi_task import two_label_batch
+    from tests.helpers.multi_task import two_label_batch
+    from tests.helpers.multi_task_configs import MULTI_TASK_MODEL_CONFIGS
 
     model = build("MMoE", MULTI_TASK_MODEL_CONFIGS["MMoE"], labels=("label", "label_cvr"))
     model.model_config.use_pareto_loss_weight = True
