@@ -18,9 +18,7 @@ import recforge
 from recforge.datasets import DataError
 from recforge.errors import ExportError, PredictError
 from recforge.export import export_model
-from recforge.predict import check_output_apart
 from recforge.predict import predict as run_predict
-from recforge.utils.disk import save_scripted
 from tests.helpers.cli_util import run_cli
 from tests.helpers.export_util import make_table, model_config, train_and_export
 
@@ -293,14 +291,6 @@ def test_an_output_overlapping_the_input_is_refused(workdir, tmp_path, inputs, o
     assert files_of(tmp_path / "data") == before  # nothing written, nothing removed
 
 
-def test_outputs_beside_the_input_are_allowed(tmp_path):
-    os.makedirs(tmp_path / "data")
-    (tmp_path / "data" / "x.parquet").write_bytes(b"")
-    check_output_apart(str(tmp_path / "data/*.parquet"), str(tmp_path / "data" / "out"))
-    check_output_apart(str(tmp_path / "data"), str(tmp_path / "scores.parquet"))
-    check_output_apart(str(tmp_path / "data" / "x.parquet"), str(tmp_path / "data.parquet"))
-
-
 @pytest.mark.parametrize("num_workers", [1, 2])
 def test_a_killed_runs_tmp_parts_are_removed(workdir, tmp_path, num_workers):
     out = tmp_path / "out"
@@ -420,15 +410,6 @@ def test_a_full_disk_stops_predict_with_one_line_and_keeps_the_earlier_output(
     line = one_error_line(stderr)
     assert f"{out}{os.sep}part-0000" in line and "no space left on device" in line
     assert files_of(out) == before  # no part replaced, no .tmp left
-
-
-def test_a_full_disk_while_saving_a_scripted_model_raises(tmp_path):
-    if not os.path.exists("/dev/full"):
-        pytest.skip("no /dev/full on this system")
-    scripted = torch.jit.script(torch.nn.Linear(256, 256))
-    with pytest.raises(OSError) as error:  # torch's own save would abort the process here
-        save_scripted(scripted, "/dev/full")
-    assert error.value.errno == errno.ENOSPC
 
 
 def test_export_keeps_the_users_old_and_tmp_dirs_and_survives_a_full_disk(

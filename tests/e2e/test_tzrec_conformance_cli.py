@@ -1,12 +1,7 @@
-"""TorchEasyRec 1.3.16's example configs (../shared/tzrec-configs/examples) load unchanged.
-
-Those whose models and features recforge has validate; each of the others fails validation
-with lines that name what is missing (a model, a feature kind, a sequence encoder, ...).
-"""
+"""TorchEasyRec 1.3.16's example configs that validate train, evaluate and export on mock data."""
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -14,77 +9,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from recforge.config import ConfigError
 from recforge.config.loader import load_pipeline_config
-from recforge.config.validation import validate_config
-from tests.helpers.paths import SHARED_DIR
-
-EXAMPLES = os.path.join(SHARED_DIR, "tzrec-configs", "examples")
-CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES, "*.config")))
-
-# what each config still needs from recforge (empty: it validates today)
-MISSING = {
-    "dbmtl_taobao.config": [],
-    "dbmtl_taobao_jrc.config": [],
-    "dbmtl_taobao_seq.config": [],
-    "deepfm_criteo.config": [],
-    "dlrm_criteo.config": [],
-    "dssm_taobao.config": [],
-    "dssm_v2_taobao.config": [],
-    "masknet_criteo.config": [],
-    "mind_taobao.config": ["model_config.mind"],
-    "mmoe_taobao.config": [],
-    "multi_tower_din_taobao.config": [],
-    "multi_tower_taobao.config": [],
-    "pepnet_taobao.config": [],
-    "ple_taobao.config": [],
-    "rocket_launching_criteo.config": [],
-    "tdm_taobao.config": ["data_config.tdm_sampler", "model_config.tdm"],
-    "wukong_criteo.config": [],
-}
-
-
-# TorchEasyRec's example configs that its own model refuses too: {config: (the field the
-# one-line error names, the --edit_config_json edits that fix it for the training test)}.
-# wukong_criteo's dense_mlp ends in 128 but its sparse embeddings are 16 wide; TorchEasyRec's
-# WuKong raises "dense mlp last hidden_unit must be the same sparse feature dim" for it.
-UPSTREAM_MISTAKES = {
-    "wukong_criteo.config": (
-        "model_config.wukong.dense_mlp.hidden_units",
-        {"model_config.wukong.dense_mlp.hidden_units[2]": 16},
-    ),
-}
-
-
-def _path(name: str) -> str:
-    path = os.path.join(EXAMPLES, name)
-    if not os.path.exists(path):
-        pytest.skip(f"{EXAMPLES} is absent (TorchEasyRec's example configs live in ../shared)")
-    return path
-
-
-def test_the_seventeen_configs_are_all_here():
-    if not CONFIGS:
-        pytest.skip(f"{EXAMPLES} is absent (TorchEasyRec's example configs live in ../shared)")
-    assert CONFIGS == sorted(MISSING)
-
-
-@pytest.mark.parametrize("name", sorted(MISSING))
-def test_config_loads_unchanged_and_validates_or_names_what_is_missing(name):
-    path = _path(name)
-    config = load_pipeline_config(path)
-    if not MISSING[name]:
-        validate_config(config, path)
-        return
-    with pytest.raises(ConfigError) as error:
-        validate_config(config, path)
-    lines = [str(e) for e in error.value.errors]
-    assert len(lines) == len(MISSING[name])
-    for line, missing in zip(lines, MISSING[name]):
-        assert name in line and missing in line and "not supported yet" in line
-
+from tests.helpers.tzrec_examples import (
+    MISSING,
+    UPSTREAM_MISTAKES,
+    example_path,
+)
 
 # Table rows are capped (by --edit_config_json, on the command line) so that the criteo
 # configs' 200M-row tables fit this machine; everything else runs as the config says.
@@ -136,7 +67,7 @@ def _table_caps(config) -> dict[str, int]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", [name for name, missing in sorted(MISSING.items()) if not missing])
 def test_config_trains_evaluates_and_exports_on_its_mock_data(name, tmp_path):
-    path = _path(name)
+    path = example_path(name)
     edits = {
         "data_config.dataset_type": "ParquetDataset",
         "data_config.batch_size": 64,
@@ -156,15 +87,3 @@ def test_config_trains_evaluates_and_exports_on_its_mock_data(name, tmp_path):
     result = json.load(open(tmp_path / "model" / "eval_result.json"))
     assert result and all(math.isfinite(v) for v in result.values())
     assert os.path.exists(tmp_path / "export" / "scripted_model.pt")
-
-
-@pytest.mark.parametrize("name", sorted(UPSTREAM_MISTAKES))
-def test_upstream_config_mistake_is_a_config_error_at_its_field(name):
-    from recforge.features import create_features
-    from recforge.models.factory import build_model
-
-    config = load_pipeline_config(_path(name))
-    features = create_features(config.feature_configs)
-    with pytest.raises(ConfigError) as error:  # meta: the uncapped tables take no memory
-        build_model(config, features, embedding_device=torch.device("meta"))
-    assert error.value.field == UPSTREAM_MISTAKES[name][0]

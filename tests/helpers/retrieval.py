@@ -2,6 +2,7 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from google.protobuf import text_format
 
 from recforge.protos import pipeline_pb2, sampler_pb2
@@ -91,3 +92,10 @@ def sampler_text(workdir, num_sample: int = 8) -> str:
     return f"""negative_sampler {{
         input_path: "{workdir}/items.parquet" num_sample: {num_sample} item_id_field: "item_id"
         attr_fields: ["item_id", "cate", "price"] }}"""
+
+
+def write_tables(directory):
+    """Writes items.parquet (item_table) and train.parquet (train_table) into ``directory``."""
+    pq.write_table(item_table(), directory / "items.parquet")
+    pq.write_table(train_table(), directory / "train.parquet")
+    return directory

@@ -5,7 +5,6 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -20,7 +19,6 @@ from recforge.datasets import (
     DataParser,
     ParquetReader,
     RecDataset,
-    create_dataloader,
 )
 from recforge.datasets.batch_builder import (
     build_dense_features,
@@ -30,59 +28,15 @@ from recforge.datasets.batch_builder import (
 from recforge.datasets.readers import ORIGIN_FILE, ORIGIN_ROW, slot_rows
 from recforge.features import FG_DAG, FeatureError, create_features
 from recforge.protos import data_pb2, feature_pb2
+from tests.helpers.datasets import (
+    data_config,
+    feature_configs,
+    make_table,
+    write_files,
+)
 from tests.helpers.paths import REPO_ROOT
 
 FRAPPE = os.path.join(REPO_ROOT, "..", "shared", "data", "frappe", "frappe_validation.csv")
-
-
-def make_table(start: int, num_rows: int) -> pa.Table:
-    row_id = np.arange(start, start + num_rows)
-    return pa.table(
-        {
-            "row_id": pa.array(row_id, pa.int64()),
-            "cat": pa.array(row_id % 7, pa.int64()),
-            "tags": pa.array([f"t{i % 3}|t{i % 5}" if i % 4 else None for i in row_id]),
-            "price": pa.array(row_id * 0.5, pa.float64()),
-            "label": pa.array((row_id % 2).astype(np.float64)),
-        }
-    )
-
-
-def write_files(tmp_path, kind: str, sizes: list[int], prefix: str = "part") -> str:
-    start = 0
-    for i, size in enumerate(sizes):
-        table = make_table(start, size)
-        path = tmp_path / f"{prefix}_{i}.{kind}"
-        if kind == "parquet":
-            pq.write_table(table, path, row_group_size=37)
-        else:
-            pacsv.write_csv(table, path)
-        start += size
-    return str(tmp_path / f"{prefix}_*.{kind}")
-
-
-def data_config(kind: str = "parquet", **kwargs) -> data_pb2.DataConfig:
-    cfg = data_pb2.DataConfig(label_fields=["label"], **kwargs)
-    if kind == "csv":
-        cfg.dataset_type = data_pb2.CsvDataset
-        cfg.with_header = True
-    return cfg
-
-
-def feature_configs() -> list[feature_pb2.FeatureConfig]:
-    configs = []
-    for name, spec in [
-        ("row_id", {"num_buckets": 100000}),
-        ("cat", {"num_buckets": 7}),
-        ("tags", {"hash_bucket_size": 16, "separator": "|"}),
-    ]:
-        cfg = feature_pb2.FeatureConfig()
-        cfg.id_feature.CopyFrom(feature_pb2.IdFeature(feature_name=name, embedding_dim=4, **spec))
-        configs.append(cfg)
-    cfg = feature_pb2.FeatureConfig()
-    cfg.raw_feature.feature_name = "price"
-    configs.append(cfg)
-    return configs
 
 
 def row_ids(batches) -> list[int]:
@@ -308,27 +262,6 @@ def test_dataset_modes(tmp_path):
         RecDataset(cfg, features, pattern, "serve")
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_dataloader_two_ranks_two_workers(tmp_path, kind, monkeypatch):
-    pattern = write_files(tmp_path, kind, [300])
-    features = create_features(feature_configs(), fg_mode=FG_DAG)
-    cfg = data_config(kind, batch_size=20)
-    seen, steps = [], []
-    for rank in range(2):
-        monkeypatch.setattr(dataset_module, "_rank_and_world_size", lambda r=rank: (r, 2))
-        dataset = RecDataset(cfg, features, pattern, "train", reserved_columns=["row_id"])
-        loader = create_dataloader(dataset, num_workers=2)
-        batches = list(loader)
-        steps.append(len(batches))
-        for batch in batches:
-            assert isinstance(batch, Batch) and batch.batch_size <= 20
-            ids = batch.sparse_features["row_id"].values().tolist()
-            assert ids == batch.reserves.column("row_id").to_pylist()
-            seen.extend(ids)
-    # ranks step together: each gets as many batches, so every row is trained
-    assert steps[0] == steps[1] and sorted(seen) == list(range(300))
-
-
 def test_dataset_set_epoch_reshuffles(tmp_path):
     pattern = write_files(tmp_path, "parquet", [60, 60])
     cfg = data_config(batch_size=10, shuffle=True)
@@ -342,30 +275,6 @@ def test_dataset_set_epoch_reshuffles(tmp_path):
     assert epoch_ids(0) == epoch_ids(0)
     assert epoch_ids(0) != epoch_ids(1)
     assert sorted(epoch_ids(1)) == list(range(120))
-
-
-def test_persistent_workers_read_successive_epochs(tmp_path):
-    # the trainer keeps one worker for the whole run: each iter() must read the next epoch,
-    # in the order a fresh dataset gives for that epoch
-    pattern = write_files(tmp_path, "parquet", [60, 60])
-    cfg = data_config(batch_size=10, shuffle=True)
-    features = create_features(feature_configs()[:1], fg_mode=FG_DAG)
-
-    def ids(batches):
-        return [i for b in batches for i in b.sparse_features["row_id"].values().tolist()]
-
-    expected = []
-    for epoch in (2, 3, 4):
-        fresh = RecDataset(cfg, features, pattern, "train")
-        fresh.set_epoch(epoch)
-        expected.append(ids(fresh))
-    dataset = RecDataset(cfg, features, pattern, "train")
-    dataset.set_epoch(2)
-    loader = create_dataloader(dataset, num_workers=1, persistent=True)
-    first = iter(loader)
-    next(first)  # an epoch left unfinished (a step limit) does not shift the next ones
-    assert [ids(loader), ids(loader)] == expected[1:]
-    assert len(set(map(tuple, expected))) == 3
 
 
 @pytest.mark.skipif(

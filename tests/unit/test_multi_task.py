@@ -1,18 +1,15 @@
 """Multi-task ranking: SimpleMultiTask, MMoE, PLE, DBMTL, Pareto loss weighting, demo runs."""
 
 import itertools
-import os
-import time
 
 import pytest
 import torch
 
 from recforge.config import ConfigError
 from recforge.demo.configs import load_example_config
-from recforge.demo.simulate import generate_demo_data, simulate_demo_table
+from recforge.demo.simulate import simulate_demo_table
 from recforge.loss.pareto import min_norm_weights
 from recforge.models.model import PredictWrapper, TrainWrapper
-from tests.helpers.cli_util import example, read_json, run_cli
 from tests.helpers.models import make_batch
 from tests.helpers.multi_task import (
     LABELS,
@@ -186,18 +183,6 @@ def test_dbmtl_labels_default_to_label_fields_order():
     assert model.relation_mlps["cvr"].mlp[0].in_features == 8 + 8
 
 
-def test_bad_task_config_through_the_cli_is_one_line(tmp_path):
-    with open(example("mmoe_demo.config")) as f:
-        text = f.read().replace('label_name: "label_cvr"', 'label_name: "buy"')
-    path = tmp_path / "bad.config"
-    path.write_text(text)
-    generate_demo_data(str(tmp_path / "data" / "demo"), num_rows=1000)
-    proc = run_cli(["train", "--config", str(path)], str(tmp_path), check=False)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "recforge: error:" in proc.stderr and "'buy'" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 def test_config_error_names_the_field():
     with pytest.raises(ConfigError) as info:
         build(
@@ -326,39 +311,3 @@ def test_multi_task_example_configs_read_both_labels(model):
     assert config.model_config.WhichOneof("model") == model
     deepfm = load_example_config("deepfm_demo")
     assert list(config.feature_configs) == list(deepfm.feature_configs)
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multi_task_demo")
-    generate_demo_data(str(root / "data" / "demo"), num_rows=60000)
-    return str(root)
-
-
-# PLE trains with Pareto loss weighting: the same path through the sharded model
-CLI_RUNS = {
-    "mmoe": {"train_config.num_epochs": 2},
-    "ple": {"train_config.num_epochs": 2, "model_config.use_pareto_loss_weight": True},
-    "dbmtl": {"train_config.num_epochs": 2},
-}
-
-
-@pytest.mark.parametrize("model", sorted(CLI_RUNS))
-def test_multi_task_model_trains_through_the_cli(demo_dir, model):
-    import json
-
-    args = ["train", "--config", example(f"{model}_demo.config"), "--model_dir", model]
-    args += ["--edit_config_json", json.dumps(CLI_RUNS[model])]
-    start = time.perf_counter()
-    proc = run_cli(args, demo_dir)
-    seconds = time.perf_counter() - start
-    metrics = read_json(os.path.join(demo_dir, model, "eval_result.json"))
-    print(
-        f"\n{model}: auc_ctr {metrics['auc_ctr']:.4f} auc_cvr {metrics['auc_cvr']:.4f}"
-        f" ({seconds:.1f}s)"
-    )
-    for task in ("ctr", "cvr"):
-        assert metrics[f"auc_{task}"] >= 0.6, metrics
-        assert f"binary_cross_entropy_{task}" in metrics
-    if CLI_RUNS[model].get("model_config.use_pareto_loss_weight"):
-        assert "pareto_weight_ctr" in proc.stderr and "pareto_weight_cvr" in proc.stderr

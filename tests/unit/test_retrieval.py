@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from recforge.config import ConfigError
 from recforge.datasets import DataError
 from recforge.datasets.data_parser import DataParser
-from recforge.datasets.dataset import RecDataset, create_dataloader
+from recforge.datasets.dataset import RecDataset
 from recforge.datasets.sampler import (
     ITEM_INDEX_KEY,
     LOG_Q_KEY,
@@ -28,14 +28,13 @@ from tests.helpers.retrieval import (
     sampler_config,
     sampler_text,
     train_table,
+    write_tables,
 )
 
 
 @pytest.fixture()
 def files(tmp_path):
-    pq.write_table(item_table(), tmp_path / "items.parquet")
-    pq.write_table(train_table(), tmp_path / "train.parquet")
-    return tmp_path
+    return write_tables(tmp_path)
 
 
 # ---- the sampler ------------------------------------------------------------------------------
@@ -106,45 +105,6 @@ def test_item_ids_of_an_incompatible_type_name_the_item_table(files):
     assert items.index_of(pa.array([3])).tolist() == [-1]  # ints cast to the string ids
     with pytest.raises(DataError, match=r"item ids of type list<item: int64> cannot be compared"):
         items.index_of(pa.array([[1, 2]]))
-
-
-def test_dataset_streams_negatives_reproducibly_with_workers(files):
-    config = pipeline_config(files, sampler=sampler_text(files))
-    features = create_pipeline_features(config)
-    dataset = RecDataset(config.data_config, features, config.train_input_path)
-    parser = DataParser([f for f in features if f.name in ("item_id", "cate", "price")])
-    items = load_item_table(config.data_config.negative_sampler)
-
-    def run(epoch, workers):
-        dataset.set_epoch(epoch)
-        return list(create_dataloader(dataset, num_workers=workers))
-
-    batches = run(0, 2)
-    assert len(batches) == 4 and all(b.batch_size == 18 for b in batches)  # 10 + 8 negatives
-    negatives = []
-    for batch in batches:
-        index = batch.extras[ITEM_INDEX_KEY][10:]
-        negatives.append(index.tolist())
-        # the parsed item features of the negative rows are those of their table rows
-        expected = parser.parse_batch(items.table.take(pa.array(index.numpy())).to_batches()[0])
-        sparse = batch.sparse_features.to_dict()
-        for name in ("item_id", "cate"):
-            got = sparse[name]
-            lengths = got.lengths()
-            assert lengths[10:].tolist() == [1] * 8 and lengths[:10].tolist() == [1] * 10
-            assert torch.equal(got.values()[-8:], expected.sparse_features[name].values())
-        assert sparse["user_id"].lengths()[10:].sum() == 0  # user features of negatives: empty
-        dense = batch.dense_features.to_dict()
-        assert torch.equal(dense["price"][10:], expected.dense_features.to_dict()["price"])
-        assert batch.extras[LOG_Q_KEY].shape == (18,)
-    # workers draw differently from each other; the same epoch repeats, the next one differs
-    assert len({tuple(n) for n in negatives}) == 4
-    assert [b.extras[ITEM_INDEX_KEY].tolist() for b in run(0, 2)] == [
-        b.extras[ITEM_INDEX_KEY].tolist() for b in batches
-    ]
-    assert [b.extras[ITEM_INDEX_KEY].tolist() for b in run(1, 2)] != [
-        b.extras[ITEM_INDEX_KEY].tolist() for b in batches
-    ]
 
 
 def test_eval_uses_num_eval_sample_and_predict_no_sampler(files):
