@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-python -m pytest -q -x --durations=15 tests/unit "$@"
-python -m pytest -q -x --durations=15 tests/e2e "$@"
+for folder in tests/unit tests/e2e; do
+    # status 5: no test selected in this folder (e.g. by -k), not a failure
+    python -m pytest -q -x --durations=15 "$folder" "$@" || [ $? -eq 5 ]
+done
