@@ -23,7 +23,7 @@ train_config {
 
 
 def make_table(num_rows: int, seed: int = 0, labels=("label",), tags_as_lists: bool = True):
-    """Rows for test_models.FEATURES: user (int), item (string, hashed), tags, price, labels.
+    """Rows for models.FEATURES: user (int), item (string, hashed), tags, price, labels.
 
     ``tags`` is a list<int64> column (multi-value natively) or ``"3|7"`` strings; ``price``
     has nulls; ``id`` numbers the rows. Clicks follow per-user and per-item effects.
@@ -74,7 +74,7 @@ def label_names(model_config) -> list:
 
 
 def model_config(model_name: str) -> pipeline_pb2.EasyRecConfig:
-    """The test config of a registered model (test_models / multi_task_configs / match_configs)."""
+    """The test config of a registered model (models / multi_task_configs / match_configs)."""
     from tests.helpers.match_configs import MATCH_MODEL_CONFIGS
     from tests.helpers.models import FEATURES, MODEL_CONFIGS, make_config
     from tests.helpers.multi_task_configs import MULTI_TASK_MODEL_CONFIGS

@@ -1,6 +1,6 @@
 """Test configs of match (retrieval) models: ``{class name: model_config body}``.
 
-The features are test_models.FEATURES (user, item, tags, price): the user tower reads
+The features are models.FEATURES (user, item, tags, price): the user tower reads
 ``user`` and ``price``, the item tower ``item`` and ``tags``; in-batch negatives, so that the
 models train on test data without an item table.
 """

@@ -1,6 +1,6 @@
-"""Test configs of multi-task models: ``{class name: model_config body}`` (see test_models.py).
+"""Test configs of multi-task models: ``{class name: model_config body}`` (see models.py).
 
-The features are test_models.FEATURES (user, item, tags, price); the tasks read the labels
+The features are models.FEATURES (user, item, tags, price); the tasks read the labels
 ``label`` (ctr) and ``label_cvr`` (cvr).
 """
 
