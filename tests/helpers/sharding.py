@@ -93,3 +93,9 @@ def train_steps(sharded: ShardedTraining, batch, start: int, steps: int) -> list
         sharded.optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
     return losses
+
+
+def sharded_training(train_text: str, dims: int = 8):
+    """MultiTower with tables of width ``dims`` sharded for training by ``train_text``."""
+    config = text_format.Parse(train_text, train_pb2.TrainConfig())
+    return make_sharded("MultiTower", dims, config)

@@ -25,8 +25,9 @@ from recforge.optim import (
     split_part_optimizers,
 )
 from recforge.optim import embedding_optimizers as emb
-from recforge.protos import optimizer_pb2, train_pb2
+from recforge.protos import optimizer_pb2
 from recforge.utils import dist as dist_util
+from tests.helpers.sharding import sharded_training
 
 
 def dense_config(text: str) -> optimizer_pb2.DenseOptimizer:
@@ -704,13 +705,6 @@ def test_zero_base_rate_stays_zero():
 # -------------------------------------------------------------- through shard_model (training)
 
 
-def sharded_training(train_text: str, dims: int = 8):
-    from tests.helpers.sharding import make_sharded
-
-    config = text_format.Parse(train_text, train_pb2.TrainConfig())
-    return make_sharded("MultiTower", dims, config)
-
-
 def dense_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {
         name: p.detach().clone()
@@ -775,29 +769,3 @@ def test_shard_model_fills_the_fused_adagrad_accumulator(process_group):
     for tensor in states:
         for shard in tensor.local_shards():
             assert torch.all(shard.tensor == 0.75)
-
-
-def test_resume_with_row_wise_fallback_and_part_optimizers_continues_identically(
-    process_group, tmp_path
-):
-    from recforge.utils.checkpoint import load_checkpoint, save_checkpoint
-    from tests.helpers.models import make_batch
-    from tests.helpers.sharding import train_steps
-
-    text = (
-        "sparse_optimizer { partial_rowwise_lamb_optimizer { lr: 0.05 weight_decay: 0.01 }"
-        "  cosine_annealing_warm_restarts_learning_rate { T_0: 2 T_mult: 2 } }"
-        " dense_optimizer { adam_optimizer { lr: 0.01 }"
-        '  part_optimizers { rmsprop_optimizer { lr: 0.01 } regex_pattern: "(.*)final(.*)" } }'
-    )
-    batch = make_batch(16)
-    torch.manual_seed(0)
-    first, _ = sharded_training(text)
-    train_steps(first, batch, 0, 2)
-    path = save_checkpoint(str(tmp_path), 2, first.model, first.optimizer, {"global_step": 2})
-    expected = train_steps(first, batch, 2, 3)
-
-    torch.manual_seed(1)
-    second, _ = sharded_training(text)
-    load_checkpoint(path, second.model, second.optimizer)
-    assert train_steps(second, batch, 2, 3) == expected

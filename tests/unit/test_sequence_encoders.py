@@ -2,12 +2,10 @@
 
 import math
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 from google.protobuf import text_format
-from torchmetrics.functional.classification import binary_auroc
 
 from recforge.config import ConfigError, validate_config
 from recforge.datasets.data_parser import DataParser
@@ -24,6 +22,13 @@ from recforge.modules.sequence_encoders import (
     SimpleAttention,
 )
 from recforge.protos import model_pb2, module_pb2, pipeline_pb2
+from tests.helpers.sequence_encoders import (
+    FEATURES,
+    SEQ_GROUP,
+    TOWER,
+    config_of,
+    rows,
+)
 
 MLP4 = module_pb2.MLP(hidden_units=[4])
 
@@ -131,62 +136,6 @@ def test_activations_with_arguments_and_dice():
             create_activation(bad)
 
 
-FEATURES = """
-data_config { fg_mode: FG_DAG label_fields: "label" }
-feature_configs {
-  id_feature { feature_name: "item" num_buckets: 10 embedding_dim: 8 embedding_name: "item_emb" }
-}
-feature_configs { id_feature { feature_name: "user" num_buckets: 10 embedding_dim: 4 } }
-feature_configs {
-  sequence_feature {
-    sequence_name: "click" sequence_length: 4 sequence_delim: ";"
-    features {
-      id_feature {
-        feature_name: "item" num_buckets: 10 embedding_dim: 8 embedding_name: "item_emb"
-      }
-    }
-  }
-}
-"""
-
-SEQ_GROUP = """
-  feature_groups {
-    group_name: "all" feature_names: ["user", "item"]
-    sequence_groups { group_name: "click" feature_names: ["item", "click__item"] }
-    sequence_encoders { din_encoder { attn_mlp { hidden_units: [16] } } }
-    %s
-  }
-"""
-TOWER = "multi_tower { towers { input: 'all' mlp { hidden_units: [32, 16] } } }"
-
-
-def config_of(groups: str) -> pipeline_pb2.EasyRecConfig:
-    return text_format.Parse(
-        f"{FEATURES} model_config {{ {groups} {TOWER} }}", pipeline_pb2.EasyRecConfig()
-    )
-
-
-def rows(n: int, seed: int) -> pa.RecordBatch:
-    """label = whether the candidate item is in the click sequence."""
-    rng = np.random.default_rng(seed)
-    items = rng.integers(0, 10, n)
-    clicks, labels = [], []
-    for item in items:
-        sequence = list(rng.choice(10, size=rng.integers(1, 5), replace=False))
-        if rng.random() < 0.5 and item not in sequence:
-            sequence[-1] = item
-        clicks.append(";".join(map(str, sequence)))
-        labels.append(float(item in sequence))
-    return pa.record_batch(
-        {
-            "item": pa.array(items),
-            "user": pa.array(rng.integers(0, 10, n)),
-            "click__item": pa.array(clicks),
-            "label": pa.array(labels),
-        }
-    )
-
-
 def test_deep_group_appends_encoder_outputs_and_pads_never_matter():
     config = config_of(
         SEQ_GROUP % "sequence_encoders { pooling_encoder { input: 'click' pooling_type: 'sum' } }"
@@ -254,36 +203,6 @@ def test_undefined_sequence_group_feature_is_a_config_error():
     config = config_of(SEQ_GROUP.replace("click__item", "click__itm") % "")
     with pytest.raises(ConfigError, match=r"sequence_groups\[0\].feature_names\[1\].*click__itm"):
         validate_config(config)
-
-
-def train_auc(groups: str) -> float:
-    """Trains MultiTower on 'all' for 30 full-batch steps on 512 rows; AUC on fresh rows."""
-    torch.manual_seed(0)
-    config = config_of(groups)
-    features = create_features(config.feature_configs, fg_mode=FG_DAG)
-    model = BaseModel.create_class("MultiTower")(config.model_config, features, ["label"])
-    parser = DataParser(features, labels=["label"])
-    batch = parser.parse_batch(rows(512, 0))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    model.train()
-    for _ in range(30):
-        loss = sum(model.loss(model.predict(batch), batch).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    test = parser.parse_batch(rows(1000, 100))
-    with torch.no_grad():
-        probs = model.predict(test)["probs"]
-    return float(binary_auroc(probs, test.labels["label"].long()))
-
-
-def test_a_sequence_encoder_finds_the_planted_effect():
-    with_sequence = train_auc(SEQ_GROUP % "")
-    without = train_auc("feature_groups { group_name: 'all' feature_names: ['user', 'item'] }")
-    # the label is the candidate's presence in the sequence: without it, chance
-    assert without < 0.6
-    assert with_sequence > 0.9, (with_sequence, without)
 
 
 DENSE_FEATURES = (

@@ -2,75 +2,28 @@
 
 import pytest
 import torch
-from google.protobuf import text_format
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
-from recforge.features import create_features
-from recforge.models.model import BaseModel, TrainWrapper
-from recforge.protos import optimizer_pb2, pipeline_pb2, train_pb2
+from recforge.protos import optimizer_pb2
 from recforge.utils import dist as dist_util
-from recforge.utils.checkpoint import load_checkpoint, save_checkpoint
-from recforge.utils.sharding import ShardedTraining, shard_model
-from tests.helpers.models import FEATURES, make_batch
+from recforge.utils.sharding import ShardedTraining
+from tests.helpers.models import make_batch
+from tests.helpers.sequence_fallback import (
+    din_model,
+    shard,
+)
 from tests.helpers.sharding import train_steps
 
-CPU = torch.device("cpu")
 SPARSE_OPTIMIZERS = [
     f.name for f in optimizer_pb2.SparseOptimizer.DESCRIPTOR.oneofs_by_name["optimizer"].fields
 ]
 # fbgemm's CPU kernel exists for these, on widths divisible by 4
 CPU_FUSED = {"sgd_optimizer", "adagrad_optimizer", "rowwise_adagrad_optimizer"}
-SPARSE_LR = {"sgd_optimizer": 0.5, "adadelta_optimizer": 1.0}
-
-# "item" feeds a pooled group and the SEQUENCE group: table item_emb is in both the
-# EmbeddingBagCollection and the EmbeddingCollection (separate weights of the same name)
-DIN_BODY = """
-  feature_groups { group_name: "user" feature_names: ["user", "item", "price"] }
-  feature_groups { group_name: "seq" feature_names: ["item", "tag_seq"] group_type: SEQUENCE }
-  multi_tower_din {
-    towers { input: "user" mlp { hidden_units: [16] } }
-    din_towers { input: "seq" attn_mlp { hidden_units: [8] } }
-    final { hidden_units: [8] }
-  }
-"""
 
 
 @pytest.fixture(scope="module", autouse=True)
 def process_group():
     dist_util.init_process_group()
-
-
-def din_model(seq_dim: int, frozen_seq: bool = False, device: str = "meta") -> BaseModel:
-    """MultiTowerDIN: a dim-8 pooled-only table, ``seq_dim`` tables in the sequence group.
-
-    ``frozen_seq``: the sequence's table tag_seq_emb is ``trainable: false``.
-    """
-    text = FEATURES + "model_config {" + DIN_BODY
-    text += " metrics { auc {} } losses { binary_cross_entropy {} } }"
-    config = text_format.Parse(text, pipeline_pb2.EasyRecConfig())
-    for feature_config in config.feature_configs:
-        kind = feature_config.WhichOneof("feature")
-        cfg = getattr(feature_config, kind)
-        if cfg.feature_name in ("item", "tag_seq"):
-            cfg.embedding_dim = seq_dim
-        if cfg.feature_name == "tag_seq":
-            cfg.trainable = not frozen_seq
-    features = create_features(config.feature_configs)
-    return BaseModel.create_class("MultiTowerDIN")(
-        config.model_config, features, ["label"], embedding_device=torch.device(device)
-    )
-
-
-def train_config(sparse: str) -> train_pb2.TrainConfig:
-    config = train_pb2.TrainConfig()
-    getattr(config.sparse_optimizer, sparse).lr = SPARSE_LR.get(sparse, 0.05)
-    config.dense_optimizer.adam_optimizer.lr = 0.01
-    return config
-
-
-def shard(model: BaseModel, sparse: str) -> ShardedTraining:
-    _, frozen = model.sparse_parameters()
-    return shard_model(TrainWrapper(model), CPU, train_config(sparse), frozen)
 
 
 def weights(sharded: ShardedTraining) -> dict[str, torch.Tensor]:
@@ -152,42 +105,3 @@ def test_unsharded_sequence_tables_are_initialised_from_their_config():
     # torchrec's default init: uniform in +-sqrt(1 / num_embeddings) (20 rows)
     bound = (1 / 20) ** 0.5
     assert table.abs().max() <= bound and table.std() > bound / 4
-
-
-@pytest.mark.parametrize(
-    "sparse, dim, frozen_seq",
-    [
-        ("adam_optimizer", 5, False),
-        ("rmsprop_optimizer", 8, False),
-        ("adagrad_optimizer", 8, True),
-    ],
-    ids=["adam-dim5", "rmsprop", "adagrad-frozen"],
-)
-def test_checkpoint_resumes_identically_and_restores_the_eager_model(
-    tmp_path, sparse, dim, frozen_seq
-):
-    batch = make_batch(16)
-    torch.manual_seed(0)
-    first = shard(din_model(dim, frozen_seq), sparse)
-    train_steps(first, batch, 0, 3)
-    path = save_checkpoint(
-        str(tmp_path), 3, first.model, first.optimizer, {"global_step": 3, "epoch": 0}
-    )
-    with torch.no_grad():
-        sharded_loss = first.model(batch)[0].item()
-    expected = train_steps(first, batch, 3, 3)
-
-    # the plain model (as export and predict build it) computes what training computed
-    eager = din_model(dim, frozen_seq, device="cpu")
-    load_checkpoint(path, TrainWrapper(eager))
-    with torch.no_grad():
-        assert TrainWrapper(eager)(batch)[0].item() == pytest.approx(sharded_loss, rel=1e-6)
-
-    torch.manual_seed(1234)
-    second = shard(din_model(dim, frozen_seq), sparse)
-    assert second.fallback_tables == first.fallback_tables
-    assert load_checkpoint(path, second.model, second.optimizer) == {
-        "global_step": 3,
-        "epoch": 0,
-    }
-    assert train_steps(second, batch, 3, 3) == expected

@@ -6,16 +6,11 @@ tiny DeepFM. One module-scoped training run (in-process, a few steps) covers wha
 whole loop.
 """
 
-import glob
-import json
 import logging
-import os
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from google.protobuf import text_format
@@ -24,65 +19,25 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from recforge.config import ConfigError
 from recforge.datasets import DataParser, RecDataset
 from recforge.datasets.sample_mask import SampleMask
-from recforge.evaluate import evaluate
 from recforge.export import restore_model
 from recforge.features import create_features
 from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.protos import pipeline_pb2
-from recforge.train import train_and_evaluate
 from recforge.utils import dist as dist_util
 from recforge.utils.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
 from recforge.utils.dense_ema import DenseEMA, create_dense_ema, dense_named_parameters
 from recforge.utils.sharding import ShardedTraining, shard_model
 from recforge.utils.train_step import TrainStep
 from recforge.utils.warm_start import read_param_map, warm_start
+from tests.helpers.train_controls import (
+    config_text,
+    rows,
+    sgd,
+    write_parquet,
+)
 
 CPU = torch.device("cpu")
-
-ID_FEATURES = {
-    "user": 'feature_configs { id_feature { feature_name: "user" num_buckets: 50 embedding_dim: 8'
-    " %s } }",
-    "item": 'feature_configs { id_feature { feature_name: "item" num_buckets: 100 embedding_dim: 8'
-    " %s } }",
-    "city": 'feature_configs { id_feature { feature_name: "city" num_buckets: 10 embedding_dim: 8'
-    " %s } }",
-}
-PRICE = 'feature_configs { raw_feature { feature_name: "price" } }'
-
-
-def config_text(
-    train: str,
-    ids: tuple[str, ...] = ("user", "item"),
-    extra: str = "",
-    feature_options: Optional[dict[str, str]] = None,
-) -> str:
-    """A DeepFM over ``ids`` + price (no dropout: runs are deterministic), with ``train``."""
-    options = feature_options or {}
-    features = "\n".join(ID_FEATURES[name] % options.get(name, "") for name in ids)
-    quoted = ", ".join(f'"{name}"' for name in ids)
-    return f"""
-{features}
-{PRICE}
-model_config {{
-  feature_groups {{ group_name: "wide" feature_names: [{quoted}] group_type: WIDE }}
-  feature_groups {{ group_name: "deep" feature_names: [{quoted}, "price"] }}
-  feature_groups {{ group_name: "fm" feature_names: [{quoted}] }}
-  deepfm {{ deep {{ hidden_units: [16, 8] }} final {{ hidden_units: [4] }} }}
-  metrics {{ auc {{}} }}
-  losses {{ binary_cross_entropy {{}} }}
-}}
-data_config {{ batch_size: 8 label_fields: "label" num_workers: 0 }}
-train_config {{ {train} }}
-{extra}
-"""
-
-
-def sgd(sparse_lr: float, dense_lr: float, extra: str = "") -> str:
-    return (
-        f"sparse_optimizer {{ sgd_optimizer {{ lr: {sparse_lr} }} }}"
-        f" dense_optimizer {{ sgd_optimizer {{ lr: {dense_lr} }} }} {extra}"
-    )
 
 
 @dataclass
@@ -111,19 +66,6 @@ def build(text: str, seed: int = 0) -> Run:
     sharded = shard_model(wrapper, CPU, tc, frozen)
     step = TrainStep(tc, sharded.optimizer, model, CPU, getattr(wrapper, "dense_ema", None))
     return Run(config, model, sharded, step, DataParser(features, labels=["label"]))
-
-
-def rows(num_rows: int, seed: int, with_city: bool = False) -> pa.RecordBatch:
-    rng = np.random.default_rng(seed)
-    columns = {
-        "user": rng.integers(0, 50, num_rows),
-        "item": rng.integers(0, 100, num_rows),
-        "price": rng.random(num_rows),
-        "label": (rng.random(num_rows) < 0.4).astype(np.int64),
-    }
-    if with_city:
-        columns["city"] = rng.integers(0, 10, num_rows)
-    return pa.RecordBatch.from_pydict(columns)
 
 
 def train(run: Run, record_batches: list[pa.RecordBatch]) -> list[bool]:
@@ -334,11 +276,6 @@ def test_use_dense_ema_true_without_averages_in_the_checkpoint_is_an_error(tmp_p
 # ------------------------------------------------------------------------------ use_mask
 
 
-def write_parquet(path: str, num_rows: int, seed: int) -> str:
-    pq.write_table(pa.Table.from_batches([rows(num_rows, seed)]), path)
-    return path
-
-
 def test_use_mask_masks_the_configured_fraction_of_training_rows(tmp_path):
     text = config_text(
         sgd(0.1, 0.1),
@@ -482,51 +419,6 @@ def test_bad_param_map_line_names_file_and_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the train loop
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """6 steps of batch 16 with a checkpoint every 2 steps, profiling and the dense EMA."""
-    root = tmp_path_factory.mktemp("loop")
-    write_parquet(str(root / "train.parquet"), 96, seed=50)
-    write_parquet(str(root / "eval.parquet"), 64, seed=51)
-    train_config = sgd(0.1, 0.5).replace(
-        "dense_optimizer { sgd_optimizer { lr: 0.5 } }",
-        "dense_optimizer { sgd_optimizer { lr: 0.5 } ema { decay: 0.5 } }",
-    )
-    train_config += " num_steps: 6 save_checkpoints_steps: 2 is_profiling: true"
-    train_config += " use_tensorboard: false log_step_count_steps: 100"
-    text = config_text(train_config).replace("batch_size: 8", "batch_size: 16")
-    paths = f'train_input_path: "{root}/train.parquet" eval_input_path: "{root}/eval.parquet"'
-    config_path = root / "pipeline.config"
-    config_path.write_text(f'{paths}\nmodel_dir: "{root}/model"\n{text}')
-    metrics = train_and_evaluate(str(config_path))
-    with open(root / "model" / "eval_history.jsonl") as f:
-        history = [json.loads(line) for line in f]
-    return str(root / "model"), str(config_path), metrics, history
-
-
-def test_every_checkpoint_is_evaluated(trained):
-    model_dir, _, metrics, history = trained
-    steps = [int(p.rsplit("-", 1)[1]) for p in list_checkpoints(model_dir)]
-    assert steps == [2, 4, 6]
-    assert [r["global_step"] for r in history] == [2, 4, 6]
-    assert history[-1]["auc"] == metrics["auc"]
-
-
-def test_is_profiling_writes_a_trace_into_model_dir(trained):
-    model_dir, _, _, _ = trained
-    traces = glob.glob(os.path.join(model_dir, "train_eval_trace", "*.pt.trace.json*"))
-    assert len(traces) == 1
-    assert os.path.getsize(traces[0]) > 0
-
-
-def test_evaluation_reads_the_ema_weights_by_default(trained):
-    _, config_path, metrics, _ = trained
-    with_ema = evaluate(config_path)
-    raw = evaluate(config_path, edits={"eval_config.use_dense_ema": "false"})
-    assert with_ema["binary_cross_entropy"] == pytest.approx(metrics["binary_cross_entropy"])
-    assert raw["binary_cross_entropy"] != pytest.approx(metrics["binary_cross_entropy"])
 
 
 def test_resume_with_ignore_restore_optimizer_and_a_checkpoint_without_ema(old_run, tmp_path):
