@@ -11,7 +11,7 @@ in exactly one class:
 
 Keys: ``"Message"`` classifies every field of a message; ``"Message.field"`` one field (it wins
 over the message's entry); ``"Message.field=VALUE"`` one value of an enum field (values not
-listed follow the field). ``tests/test_support.py`` walks the whole descriptor pool and
+listed follow the field). ``tests/unit/test_support.py`` walks the whole descriptor pool and
 fails on any field that is in no class.
 """
 
