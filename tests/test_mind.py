@@ -286,3 +286,19 @@ def test_missing_user_tower_parts_are_errors_at_their_field():
     with pytest.raises(ConfigError) as error:
         MIND(config.model_config, features, ["label"])
     assert error.value.field == "model_config.mind.user_tower.concat_mlp"
+
+
+def test_tower_export_describes_the_interests(tmp_path):
+    import json
+
+    from recforge.export.towers import export_towers
+
+    model = mind().eval()
+    written = export_towers(model_config("MIND"), model, str(tmp_path), {})
+    with open(f"{written['user']}/model_info.json") as f:
+        user = json.load(f)
+    with open(f"{written['item']}/model_info.json") as f:
+        item = json.load(f)
+    assert user["num_interests"] == 3 and "num_interests" not in item
+    assert user["outputs"][0]["name"] == "user_emb" and user["outputs"][0]["shape"][1:] == [3, 8]
+    assert user["input_columns"] == ["user", "price", "tag_seq"]  # the history is a user input
