@@ -186,6 +186,11 @@ def test_retrieval_scores_an_item_by_the_best_real_interest(backend):
         scores = (real @ items.t()).amax(dim=0)
         scores[torch.from_numpy(excluded[u])] = -torch.inf
         assert top[u].tolist() == scores.topk(6).indices.tolist()
+    single = users[:, 0]  # one embedding per user (DSSM): plain inner products
+    top = _top_k(single, items, 6, excluded, backend)
+    scores = single @ items.t()
+    scores[4, torch.tensor([0, 5])] = -torch.inf
+    assert top.tolist() == scores.topk(6, dim=1).indices.tolist()
 
 
 def test_evaluate_retrieval_runs_on_a_trained_mind(tmp_path):
