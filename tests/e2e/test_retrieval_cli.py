@@ -50,6 +50,7 @@ def test_exported_towers_reproduce_eager_embeddings(demo_run, tmp_path):
     export_dir = workdir / "export"
     for side in ("user", "item"):
         assert sorted(os.listdir(export_dir / side)) == [
+            "fg.json",
             "model_info.json",
             "pipeline.config",
             "scripted_model.pt",

@@ -48,6 +48,7 @@ def test_train_eval_eval_export_predict_with_torcheasyrec_flags(tmp_path, capsys
     flags = ["--pipeline_config_path", "m/pipeline.config", "--export_dir", "exp"]
     run_module("export", flags + ["--asset_files", "data/vocab.txt"], root)
     assert sorted(os.listdir(tmp_path / "exp")) == [
+        "fg.json",
         "model_info.json",
         "pipeline.config",
         "scripted_model.pt",
