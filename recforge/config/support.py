@@ -286,6 +286,7 @@ FIELDS: dict[str, Entry] = {
         f"ModelConfig.{name}": _GENERATIVE
         for name in "dlrm_hstu ultra_hstu hstu_match sid_rqvae sid_rqkmeans".split()
     },
+    "ModelConfig.embedding_l2_regularization": _YES,  # recforge extension
     "ModelConfig.kernel": _ignored("it picks the attention kernels of HSTU models"),
     "TaskTower.train_metrics": _no("per-task train metrics are not built yet"),
     "BayesTaskTower.train_metrics": _no("per-task train metrics are not built yet"),

@@ -30,7 +30,7 @@ def check_values(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
     known activation; metrics suit the ``num_class`` of their model or task tower, and every
     loss and metric can be built from its settings; ``vocab_list`` has no
     duplicates; ``sequence_delim`` is not empty; ``init_fn`` runs; the embedding tables fit
-    in this machine's memory.
+    in this machine's memory; ``embedding_l2_regularization`` is finite and >= 0.
 
     Args:
         config: the loaded config.
@@ -44,6 +44,7 @@ def check_values(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
         for fld, mlp in _messages_of_type(config.model_config, "model_config", _MLP):
             _check_mlp(mlp, fld, add)
         _check_losses_and_metrics(config.model_config, add)
+        _check_embedding_l2(config.model_config, add)
     _check_feature_values(config, add)
     _check_table_memory(config, add)
 
@@ -175,6 +176,15 @@ def _check_losses_and_metrics(mc: Message, add: Add) -> None:
                     add(fld, problem)
                 elif list_name == "metrics":
                     _try(lambda e=entry, n=num_class: create_metric(e, n), fld, add)
+
+
+def _check_embedding_l2(mc: Message, add: Add) -> None:
+    weight = mc.embedding_l2_regularization
+    if not math.isfinite(weight) or weight < 0:
+        add(
+            "model_config.embedding_l2_regularization",
+            f"embedding_l2_regularization must be a finite number >= 0, found {weight:g}",
+        )
 
 
 def _try(build: Callable[[], object], fld: str, add: Add) -> None:

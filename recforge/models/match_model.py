@@ -228,17 +228,22 @@ class MatchModel(BaseModel):
         user_group, item_group = (groups[self._group_names[s]] for s in TOWER_SIDES)
         device = self._embedding_device
         vd = self.variational_dropout_config()
+        l2 = self.embedding_l2_regularization()
         if share_tables:
             self.embedding_group = EmbeddingGroup(
-                self._features, [user_group, item_group], device=device, variational_dropout=vd
+                self._features,
+                [user_group, item_group],
+                device=device,
+                variational_dropout=vd,
+                embedding_l2=l2,
             )
             user_eg = item_eg = self.embedding_group
         else:
             self.user_embedding_group = EmbeddingGroup(
-                self._features, [user_group], device=device, variational_dropout=vd
+                self._features, [user_group], device=device, variational_dropout=vd, embedding_l2=l2
             )
             self.item_embedding_group = EmbeddingGroup(
-                self._features, [item_group], device=device, variational_dropout=vd
+                self._features, [item_group], device=device, variational_dropout=vd, embedding_l2=l2
             )
             user_eg, item_eg = self.user_embedding_group, self.item_embedding_group
         with self.config_errors("user_tower.mlp"):

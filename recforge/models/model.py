@@ -305,12 +305,24 @@ class BaseModel(nn.Module, metaclass=_ModelMeta):
             )
         return config.variational_dropout
 
+    def embedding_l2_regularization(self) -> float:
+        """``model_config.embedding_l2_regularization`` (a recforge extension), checked."""
+        weight = self._base_model_config.embedding_l2_regularization
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(
+                f"embedding_l2_regularization must be a finite number >= 0, found {weight:g}",
+                field="model_config.embedding_l2_regularization",
+            )
+        return weight
+
     def regularization_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss terms of shared layers, added beside :meth:`loss` by :class:`TrainWrapper`.
 
         Today: each feature group's variational-dropout term, ``<group>_feature_p_loss``
-        (:meth:`recforge.modules.embedding.EmbeddingGroup.variational_dropout_losses`), so
-        every model with feature groups gets it without code of its own.
+        (:meth:`recforge.modules.embedding.EmbeddingGroup.variational_dropout_losses`), and
+        the L2 penalty on the batch's embeddings, ``embedding_l2_loss``
+        (``model_config.embedding_l2_regularization``; summed over the model's embedding
+        groups), so every model with feature groups gets them without code of its own.
         """
         from recforge.modules.embedding import EmbeddingGroup
 
@@ -318,6 +330,12 @@ class BaseModel(nn.Module, metaclass=_ModelMeta):
         for module in self.modules():
             if isinstance(module, EmbeddingGroup):
                 losses.update(module.variational_dropout_losses(batch.batch_size))
+                penalty = module.embedding_regularization_loss()
+                if penalty is not None:
+                    previous = losses.get("embedding_l2_loss")
+                    losses["embedding_l2_loss"] = (
+                        penalty if previous is None else previous + penalty
+                    )
         return losses
 
     def task_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

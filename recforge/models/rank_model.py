@@ -153,6 +153,7 @@ class RankModel(BaseModel):
             wide_init_fn=parse_init_fn(wide_init_fn, "wide") if wide_init_fn else None,
             device=self._embedding_device,
             variational_dropout=self.variational_dropout_config(),
+            embedding_l2=self.embedding_l2_regularization(),
         )
         return self.embedding_group
 

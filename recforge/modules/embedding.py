@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -66,6 +67,13 @@ class EmbeddingGroup(nn.Module):
     :meth:`variational_dropout_losses` gives their regularisation terms. As in TorchEasyRec,
     SEQUENCE groups and groups of one feature have none.
 
+    With ``embedding_l2 > 0`` (``model_config.embedding_l2_regularization``, a recforge
+    extension), each training forward records ``embedding_l2`` times :func:`used_rows_l2` of
+    its lookups (the squared norm of every embedding row the batch uses, each once, however
+    many samples and groups use it); :meth:`embedding_regularization_loss` hands it over.
+    Being a term on the looked-up embeddings, it works with sharded tables and fused
+    optimizers alike.
+
     Args:
         features: all features of the model.
         feature_groups: the ``feature_groups`` of the model config.
@@ -73,6 +81,7 @@ class EmbeddingGroup(nn.Module):
         wide_init_fn: optional init function for WIDE tables.
         device: where the tables are created (``meta`` defers allocation to sharding).
         variational_dropout: the model's ``variational_dropout`` settings (None: none).
+        embedding_l2: weight of the L2 penalty on the looked-up pooled embeddings (0: none).
 
     Shapes:
         ``forward(sparse_features, dense_features)`` returns ``{group_name: [B, group_dim]}``
@@ -92,8 +101,16 @@ class EmbeddingGroup(nn.Module):
         wide_init_fn: Optional[object] = None,
         device: Optional[torch.device] = None,
         variational_dropout: Optional[module_pb2.VariationalDropout] = None,
+        embedding_l2: float = 0.0,
     ) -> None:
         super().__init__()
+        if not math.isfinite(embedding_l2) or embedding_l2 < 0:
+            raise EmbeddingGroupError(
+                f"embedding_l2_regularization must be a finite number >= 0, found {embedding_l2:g}"
+            )
+        self._embedding_l2 = float(embedding_l2)
+        # the penalty of the last training forward, until embedding_regularization_loss takes it
+        self._embedding_penalty: Optional[torch.Tensor] = None
         self.variational_dropouts = nn.ModuleDict()
         by_name = {f.name: f for f in features}
         tables: dict[str, EmbeddingBagConfig] = {}
@@ -279,6 +296,11 @@ class EmbeddingGroup(nn.Module):
             for name, dropout in self.variational_dropouts.items()
         }
 
+    def embedding_regularization_loss(self) -> Optional[torch.Tensor]:
+        """The L2 penalty of the last training forward (a scalar), once; None without one."""
+        penalty, self._embedding_penalty = self._embedding_penalty, None
+        return penalty
+
     def group_names(self) -> list[str]:
         """Names of the groups, in config order."""
         return list(self._group_names)
@@ -354,7 +376,12 @@ class EmbeddingGroup(nn.Module):
         if self._key_lists:
             keyed: list[KeyedTensor] = []
             if self.ebc is not None:
-                keyed.append(self.ebc(sparse_features))
+                pooled = self.ebc(sparse_features)
+                if self.training and self._embedding_l2 > 0:
+                    self._embedding_penalty = self._embedding_l2 * used_rows_l2(
+                        pooled, sparse_features
+                    )
+                keyed.append(pooled)
             if self._has_dense:
                 keyed.append(dense_features)
             grouped = regroup_by_slices(keyed, self._key_lists)
@@ -379,6 +406,38 @@ class EmbeddingGroup(nn.Module):
                     )
                 out[name] = torch.cat(parts, dim=1)
         return out
+
+
+def used_rows_l2(pooled: KeyedTensor, ids: KeyedJaggedTensor) -> torch.Tensor:
+    """``sum_f sum_{v used by f in the batch} ||w_{f,v}||^2`` from pooled lookups: a scalar.
+
+    Each sample's pooled embedding ``e_{b,f}`` is weighted by the mean over its ids of
+    ``1 / (occurrences of the id in f's values of the batch)``, so a row used by one id per
+    sample counts once however many samples use it: FuxiCTR's ``embedding_regularizer``
+    restricted to the rows a batch touches. A sample with several ids (a pooled bag) counts
+    its pooled vector with the mean of its ids' weights.
+
+    Args:
+        pooled: the EBC's output, ``[B, sum(dims)]``, keys ``feature`` or ``feature@table``.
+        ids: the sparse features it was looked up from.
+
+    """
+    values = pooled.values()
+    total = values.new_zeros(())
+    start = 0
+    for key, dim in zip(pooled.keys(), pooled.length_per_key()):
+        jagged = ids[key.split("@", 1)[0]]
+        rows = jagged.values()
+        lengths = jagged.lengths()
+        emb = values[:, start : start + dim]
+        start += dim
+        if rows.numel() == 0:
+            continue
+        _, inverse, counts = torch.unique(rows, return_inverse=True, return_counts=True)
+        share = 1.0 / counts[inverse].to(values.dtype)
+        weight = torch.segment_reduce(share, "mean", lengths=lengths, unsafe=True, initial=0.0)
+        total = total + (weight * emb.pow(2).sum(dim=1)).sum()
+    return total
 
 
 class _SequenceGroup:
