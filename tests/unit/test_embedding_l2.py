@@ -3,8 +3,6 @@
 import pytest
 import torch
 from google.protobuf import text_format
-from match_configs import MATCH_MODEL_CONFIGS
-from test_models import FEATURES, MODEL_CONFIGS, make_batch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -14,6 +12,8 @@ from recforge.features import create_features
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError, used_rows_l2
 from recforge.protos import pipeline_pb2
+from tests.helpers.match_configs import MATCH_MODEL_CONFIGS
+from tests.helpers.models import FEATURES, MODEL_CONFIGS, make_batch
 
 LOSSES = " metrics { auc {} } losses { binary_cross_entropy {} }"
 
