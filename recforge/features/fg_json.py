@@ -89,7 +89,7 @@ def _asset_file(msg: Any, name: str, holder: Any = None) -> str:
     return value
 
 
-class Unwritable(Exception):
+class _Unwritable(Exception):
     """A writer cannot write this feature message; the text says why (named by the caller)."""
 
 
@@ -419,13 +419,13 @@ def tokenize_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False)
     ``"0"`` then, as for sequences.
     """
     if msg.tokenizer_type not in TOKENIZER_TYPES:
-        raise Unwritable(
+        raise _Unwritable(
             f"tokenizer_type: expected one of {list(TOKENIZER_TYPES)}, found '{msg.tokenizer_type}'"
         )
     if not msg.vocab_file:
-        raise Unwritable("vocab_file: expected the tokenizer file, found none")
+        raise _Unwritable("vocab_file: expected the tokenizer file, found none")
     if msg.tokens_as_sequence and sequence and not grouped:
-        raise Unwritable(
+        raise _Unwritable(
             "tokens_as_sequence: only a tokenize_feature (not a sequence_tokenize_feature)"
             " can make its tokens a sequence"
         )
@@ -597,7 +597,7 @@ def _write(kind: str, msg: Any, where: str, sequence: bool, grouped: bool) -> li
         )
     try:
         entries = writer(msg, sequence=sequence, grouped=grouped)
-    except Unwritable as e:
+    except _Unwritable as e:
         raise FeatureError(
             f"{where}: recforge writes no fg.json entry for this {kind}: {e}"
         ) from None
