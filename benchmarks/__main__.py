@@ -27,7 +27,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         sub.add_parser("profile", help="profile one config's parsing and train step")
     )
     movielens.add_arguments(
-        sub.add_parser("movielens", help="DSSM retrieval on MovieLens 100K vs most-popular")
+        sub.add_parser("movielens", help="DSSM / MIND retrieval on MovieLens 100K vs most-popular")
     )
     fg_bench.add_arguments(
         sub.add_parser("fg", help="FG rows/s per thread (FG_DAG vs FG_NONE) vs training")

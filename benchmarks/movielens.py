@@ -1,4 +1,4 @@
-"""``python -m benchmarks movielens``: DSSM retrieval on MovieLens 100K against most-popular.
+"""``python -m benchmarks movielens``: DSSM / MIND retrieval on MovieLens 100K vs most-popular.
 
 Interactions with rating >= 4 are positives. Each user's last positive (by timestamp; ties by
 item id) is held out for evaluation when the user has at least two (leave-last-out), the rest
@@ -67,10 +67,7 @@ feature_configs {{ id_feature {{ feature_name: "gender" hash_bucket_size: 4 embe
 feature_configs {{
     id_feature {{ feature_name: "occupation" hash_bucket_size: 64 embedding_dim: 4 }}
 }}
-feature_configs {{
-    id_feature {{ feature_name: "hist_item_ids" num_buckets: 1683 embedding_dim: 32
-                  embedding_name: "item_id_emb" pooling: "mean" }}
-}}
+{history_feature}
 feature_configs {{
     id_feature {{ feature_name: "item_id" num_buckets: 1683 embedding_dim: 32
                   embedding_name: "item_id_emb" }}
@@ -83,7 +80,17 @@ feature_configs {{
     id_feature {{ feature_name: "release_year" hash_bucket_size: 128 embedding_dim: 4 }}
 }}
 model_config {{
-    feature_groups {{
+{model_body}
+    metrics {{ recall_at_k {{ top_k: 10 }} }}
+}}
+"""
+
+# DSSM / DSSMV2: the history is one mean-pooled feature of the user tower
+TWO_TOWER_HISTORY = """feature_configs {{
+    id_feature {{ feature_name: "hist_item_ids" num_buckets: 1683 embedding_dim: 32
+                  embedding_name: "item_id_emb" pooling: "mean" }}
+}}"""
+TWO_TOWER_MODEL = """    feature_groups {{
         group_name: "user"
         feature_names: ["user_id", "age", "gender", "occupation", "hist_item_ids"]
     }}
@@ -95,10 +102,37 @@ model_config {{
         similarity: COSINE
         temperature: 0.1
         in_batch_negative: true
+    }}"""
+# MIND: the history is a sequence routed to up to 4 interests
+MIND_HISTORY = """feature_configs {{
+    sequence_id_feature {{ feature_name: "hist_item_ids" num_buckets: 1683 embedding_dim: 32
+                           sequence_length: {history} embedding_name: "item_id_emb" }}
+}}"""
+MIND_MODEL = """    feature_groups {{
+        group_name: "user" feature_names: ["user_id", "age", "gender", "occupation"]
     }}
-    metrics {{ recall_at_k {{ top_k: 10 }} }}
-}}
-"""
+    feature_groups {{ group_name: "item" feature_names: ["item_id", "genres", "release_year"] }}
+    feature_groups {{
+        group_name: "hist" feature_names: ["hist_item_ids"] group_type: SEQUENCE
+    }}
+    mind {{
+        user_tower {{
+            input: "user"
+            history_input: "hist"
+            user_mlp {{ hidden_units: [64, 32] }}
+            capsule_config {{
+                max_k: 4 max_seq_len: {history} high_dim: 64 num_iters: 3 squash_pow: 0.2
+            }}
+            concat_mlp {{ hidden_units: [128] }}
+        }}
+        item_tower {{ input: "item" mlp {{ hidden_units: [128] }} }}
+        output_dim: 64
+        similarity: COSINE
+        simi_pow: 20
+        temperature: 0.1
+        in_batch_negative: true
+    }}"""
+MODELS = ("dssm", "dssm_v2", "mind")
 
 
 def _read_atomic(path: Path) -> pa.Table:
@@ -200,14 +234,22 @@ def write_config(
     seed: int = 2026,
     batch_size: int = 256,
 ) -> Path:
-    """Writes the benchmark's pipeline config (``model``: ``dssm`` or ``dssm_v2``)."""
+    """Writes the benchmark's pipeline config (``model``: ``dssm``, ``dssm_v2`` or ``mind``)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model '{model}' (known: {', '.join(MODELS)})")
     path = out_dir / f"{model}_ml100k.config"
+    if model == "mind":
+        history = MIND_HISTORY.format(history=HISTORY)
+        body = MIND_MODEL.format(history=HISTORY)
+    else:
+        history, body = TWO_TOWER_HISTORY.format(), TWO_TOWER_MODEL.format(model=model)
     text = CONFIG.format(
+        history_feature=history,
+        model_body=body,
         data=out_dir,
         model_dir=model_dir,
         epochs=epochs,
         seed=seed,
-        model=model,
         batch_size=batch_size,
     )
     path.write_text(text)
@@ -270,7 +312,9 @@ def table(results: list[dict]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``movielens`` subcommand's options."""
-    parser.add_argument("--models", default="dssm,dssm_v2", help="comma-separated: dssm,dssm_v2")
+    parser.add_argument(
+        "--models", default="dssm,dssm_v2", help="comma-separated: dssm,dssm_v2,mind"
+    )
     parser.add_argument("--epochs", type=int, default=8, help="training epochs")
     parser.add_argument("--batch_size", type=int, default=256, help="positives per batch")
     parser.add_argument("--seeds", default="2026", help="comma-separated data_config.seed values")

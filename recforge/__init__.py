@@ -4,6 +4,8 @@
 
 * ``recforge.load_predictor(export_dir)``: score tables with an exported model
   (:class:`recforge.predictor.Predictor`).
+* ``recforge.load_retriever(export_dir)``: top K items of users from a match model's export
+  and its item index (:class:`recforge.index.retriever.Retriever`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 _LAZY = {
     "load_predictor": "recforge.predictor",
     "Predictor": "recforge.predictor",
+    "load_retriever": "recforge.index.retriever",
+    "Retriever": "recforge.index.retriever",
 }
 
 

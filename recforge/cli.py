@@ -195,6 +195,12 @@ def _predict_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch_size", type=int, default=None, help="rows per batch (default: config)"
     )
+    parser.add_argument(
+        "--raw_input",
+        action="store_true",
+        help="the input holds raw columns although the model was trained on FG output"
+        " (fg_mode FG_NONE / FG_BUCKETIZE): compute the features from them (FG_DAG)",
+    )
 
 
 def _predict(args: argparse.Namespace) -> dict:
@@ -208,6 +214,7 @@ def _predict(args: argparse.Namespace) -> dict:
         output_columns=args.output_columns,
         num_workers=args.num_workers,
         batch_size=args.batch_size,
+        raw_input=args.raw_input,
     )
 
 
@@ -347,6 +354,70 @@ def _serve(args: argparse.Namespace) -> dict:
     )
 
 
+def _build_index_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--export_dir", required=True, help="the export of a match model (recforge export)"
+    )
+    parser.add_argument(
+        "--item_input_path", required=True, help="item table: parquet/csv files, globs"
+    )
+    parser.add_argument(
+        "--item_id_field", default=None, help="item id column (default: the sampler's)"
+    )
+    parser.add_argument(
+        "--index_type", default="flat", choices=["flat", "ivf", "hnsw"], help="flat is exact"
+    )
+    parser.add_argument(
+        "--metric", default="ip", choices=["ip", "l2"], help="inner product or squared L2"
+    )
+    parser.add_argument(
+        "--nlist",
+        "--ivf_nlist",
+        type=int,
+        default=None,
+        help="ivf: cells (default 1000, at most items/39)",
+    )
+    parser.add_argument(
+        "--nprobe",
+        "--ivf_nprobe",
+        type=int,
+        default=None,
+        help="ivf: cells searched (default nlist/4)",
+    )
+    parser.add_argument("--m", "--hnsw_M", type=int, default=32, help="hnsw: links per node")
+    parser.add_argument(
+        "--ef_construction",
+        "--hnsw_efConstruction",
+        type=int,
+        default=200,
+        help="hnsw: build candidates",
+    )
+    parser.add_argument("--ef_search", type=int, default=64, help="hnsw: search candidates")
+    parser.add_argument("--batch_size", type=int, default=4096, help="item rows per batch")
+
+
+def _build_index(args: argparse.Namespace) -> dict:
+    from recforge.index.build import build_index
+    from recforge.index.faiss_backend import IndexParams
+
+    params = IndexParams(
+        index_type=args.index_type,
+        metric=args.metric,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        m=args.m,
+        ef_construction=args.ef_construction,
+        ef_search=args.ef_search,
+    )
+    return build_index(
+        args.export_dir,
+        args.item_input_path,
+        item_id_field=args.item_id_field,
+        params=params,
+        batch_size=args.batch_size,
+    )
+
+
 def _demo_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", default="experiments/demo", help="where data and model go")
     parser.add_argument("--num_rows", type=int, default=60000, help="training rows to generate")
@@ -420,6 +491,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "serve an export over HTTP JSON (POST /predict, dynamic batching; needs recforge[serve])",
         _serve_flags,
         _serve,
+    ),
+    "build-index": Subcommand(
+        "write a faiss index of a match-model export's items (needs recforge[faiss])",
+        _build_index_flags,
+        _build_index,
     ),
     "mock-data": Subcommand(
         "write sample parquet data in the format a config reads (smoke tests)",

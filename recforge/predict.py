@@ -315,6 +315,7 @@ def predict(
     output_columns: Optional[Sequence[str] | str] = None,
     num_workers: Optional[int] = None,
     batch_size: Optional[int] = None,
+    raw_input: bool = False,
 ) -> dict[str, Any]:
     """Scores every row of the input with an exported model and writes parquet.
 
@@ -327,6 +328,8 @@ def predict(
         output_columns: model outputs to write (default: all).
         num_workers: DataLoader workers parsing the input (default: ``data_config``'s).
         batch_size: rows per batch (default: ``eval_batch_size`` or ``batch_size``).
+        raw_input: read raw columns although the model was trained on FG output (see
+            :class:`~recforge.predictor.Predictor`).
 
     Returns:
         ``{"rows", "seconds", "rows_per_second", "files"}``.
@@ -354,7 +357,7 @@ def predict(
         )
     check_output_apart(predict_input_path, predict_output_path)
     torch.set_flush_denormal(True)  # as in training and evaluation (see utils/pipeline.py)
-    predictor = Predictor(scripted_model_path)
+    predictor = Predictor(scripted_model_path, raw_input=raw_input)
     names = predictor.check_outputs(_split(output_columns))
     reserved = _split(reserved_columns)
     clash = sorted(set(reserved) & set(names))

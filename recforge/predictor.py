@@ -11,6 +11,12 @@ same ``DataParser``, same ``fg_mode``: raw columns when training read raw column
 scored by the exported TorchScript model. Files the features read (vocabularies, ...) come
 from the export directory's ``assets/``, wherever the directory was moved.
 
+A model trained on FG output (``fg_mode: FG_NONE`` or ``FG_BUCKETIZE``) can also be served
+from raw columns with ``raw_input=True``: the features are built in ``FG_DAG`` mode from the
+exported config and compute themselves from the columns their expressions name, as
+TorchEasyRec's serving runs the FG of ``fg.json`` before such a model. The ids are the
+offline FG's when it was TorchEasyRec's FG or :func:`recforge.features.fg_offline.run_fg`.
+
 """
 
 from __future__ import annotations
@@ -209,6 +215,9 @@ class Predictor:
         export_dir: the directory ``recforge export`` wrote (or its ``scripted_model.pt``).
         batch_size: rows scored at once.
         num_threads: torch intra-op threads (None: leave torch's setting).
+        raw_input: read raw columns when the model was trained on FG output (``fg_mode``
+            FG_NONE / FG_BUCKETIZE): the features are built in ``FG_DAG`` mode (see the
+            module docstring); nothing changes for a model that read raw columns.
 
     Raises:
         ExportError: the directory is missing or incomplete (also: a file its features
@@ -223,12 +232,15 @@ class Predictor:
         export_dir: str,
         batch_size: int = DEFAULT_BATCH_SIZE,
         num_threads: Optional[int] = None,
+        raw_input: bool = False,
     ) -> None:
         import torchrec  # noqa: F401  (registers the fbgemm operators the model may call)
 
         from recforge.config import load_pipeline_config
         from recforge.datasets.data_parser import DataParser
         from recforge.export.assets import resolve_assets
+        from recforge.features.fg_mode import FG_DAG
+        from recforge.features.fg_offline import reads_raw_columns, with_fg_mode
         from recforge.utils.pipeline import build_features
 
         self.export_dir = resolve_export_dir(export_dir)
@@ -245,7 +257,13 @@ class Predictor:
             import_modules(self.config.plugins)
         resolve_assets(self.config, self.export_dir)
         self.features = build_features(self.config)
+        # the hash the model's ids were bucketed with: the export's own features say
         check_export_id_hash(self.model_info, self.features, self.export_dir)
+        #: whether the features read raw columns although the model was trained on FG output
+        self.raw_input = bool(raw_input) and not reads_raw_columns(self.config)
+        if self.raw_input:
+            self.config = with_fg_mode(self.config, FG_DAG)
+            self.features = build_features(self.config)
         self.parser = DataParser(self.features)
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -353,10 +371,12 @@ class Predictor:
     def __repr__(self) -> str:
         return (
             f"Predictor({self.export_dir!r}, model={self.model_info.get('model_class')},"
-            f" outputs={self.outputs})"
+            f" outputs={self.outputs}{', raw_input=True' if self.raw_input else ''})"
         )
 
 
-def load_predictor(export_dir: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+def load_predictor(
+    export_dir: str, batch_size: int = DEFAULT_BATCH_SIZE, raw_input: bool = False
+) -> Predictor:
     """Loads an export directory for scoring tables in Python (see :class:`Predictor`)."""
-    return Predictor(export_dir, batch_size=batch_size)
+    return Predictor(export_dir, batch_size=batch_size, raw_input=raw_input)

@@ -64,13 +64,63 @@ def _read_columns(data_config: Any, input_path: str, columns: Sequence[str]) -> 
 def embed_table(
     tower: nn.Module, features: Sequence[BaseFeature], table: pa.Table, batch_size: int = 4096
 ) -> torch.Tensor:
-    """Embeds every row of ``table`` with a tower: ``[rows, D]``."""
+    """Embeds every row of ``table`` with a tower: ``[rows, D]`` (MIND users: ``[rows, K, D]``)."""
     parser = DataParser(list(features))
     parts = []
     with torch.no_grad():
         for rb in table.to_batches(max_chunksize=batch_size):
             parts.append(tower(parser.parse_batch(rb)).float())
     return torch.cat(parts)
+
+
+def _interest_mask(user_emb: torch.Tensor) -> torch.Tensor:
+    """``[U, K]``: the real interests of multi-interest users (masked ones are zero vectors)."""
+    return user_emb.abs().amax(dim=2) > 0
+
+
+def _user_scores(user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+    """Scores ``[U, N]``; a multi-interest user (``[U, K, D]``) scores by its best interest.
+
+    TorchEasyRec's hit-rate tool retrieves the top K per interest and unites them by default,
+    and takes this maximum over the interests with ``--topk_across_interests``; one ranked
+    list per user makes recall@K comparable with single-embedding models, so it is used here.
+    """
+    if user_emb.dim() == 2:
+        return user_emb @ item_emb.t()
+    scores = torch.matmul(user_emb, item_emb.t())  # [U, K, N]
+    scores = scores.masked_fill(~_interest_mask(user_emb).unsqueeze(2), -torch.inf)
+    return scores.amax(dim=1)
+
+
+def _faiss_top_k(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, excluded: list[np.ndarray]
+) -> torch.Tensor:
+    try:
+        import faiss
+    except ImportError:
+        raise RetrievalError(
+            "--backend faiss needs the faiss extra: pip install recforge[faiss]"
+        ) from None
+    index = faiss.IndexFlatIP(item_emb.shape[1])
+    index.add(item_emb.numpy().astype(np.float32))
+    extra = max((e.size for e in excluded), default=0)
+    if user_emb.dim() == 2:
+        user_emb = user_emb.unsqueeze(1)
+    num_users, num_interests = user_emb.shape[:2]
+    flat = user_emb.reshape(num_users * num_interests, -1).numpy().astype(np.float32)
+    # each interest's top k + extra contains the user's top k by its best interest
+    distances, found = index.search(flat, k + extra)
+    distances = distances.reshape(num_users, -1)
+    found = found.reshape(num_users, -1)
+    real = _interest_mask(user_emb).repeat_interleave(k + extra, dim=1).numpy()
+    rows = []
+    for u in range(num_users):
+        keep = real[u] & (found[u] >= 0) & ~np.isin(found[u], excluded[u])
+        candidates, scores = found[u][keep], distances[u][keep]
+        order = np.argsort(-scores, kind="stable")
+        _, first = np.unique(candidates[order], return_index=True)
+        rows.append(candidates[order][np.sort(first)][:k])
+    return torch.from_numpy(np.stack(rows).astype(np.int64))
 
 
 def _top_k(
@@ -80,28 +130,19 @@ def _top_k(
     excluded: list[np.ndarray],
     backend: str,
 ) -> torch.Tensor:
-    """Indices ``[U, k]`` of each user's highest-scoring items, skipping its excluded ones."""
+    """Indices ``[U, k]`` of each user's highest-scoring items, skipping its excluded ones.
+
+    ``user_emb`` is ``[U, D]``, or ``[U, K, D]`` for multi-interest users (MIND), who score
+    an item by their best interest.
+    """
     if backend == "faiss":
-        try:
-            import faiss
-        except ImportError:
-            raise RetrievalError(
-                "--backend faiss needs the faiss-cpu package (pip install faiss-cpu)"
-            ) from None
-        index = faiss.IndexFlatIP(item_emb.shape[1])
-        index.add(item_emb.numpy().astype(np.float32))
-        extra = max((e.size for e in excluded), default=0)
-        _, found = index.search(user_emb.numpy().astype(np.float32), k + extra)
-        rows = []
-        for u, candidates in enumerate(found):
-            keep = candidates[(candidates >= 0) & ~np.isin(candidates, excluded[u])]
-            rows.append(keep[:k])
-        return torch.from_numpy(np.stack(rows).astype(np.int64))
+        return _faiss_top_k(user_emb, item_emb, k, excluded)
     num_items = item_emb.shape[0]
-    chunk = int(max(1, min(1024, 50_000_000 // max(num_items, 1))))
+    per_user = num_items * (user_emb.shape[1] if user_emb.dim() == 3 else 1)
+    chunk = int(max(1, min(1024, 50_000_000 // max(per_user, 1))))
     out = []
     for start in range(0, user_emb.shape[0], chunk):
-        scores = user_emb[start : start + chunk] @ item_emb.t()
+        scores = _user_scores(user_emb[start : start + chunk], item_emb)
         for offset in range(scores.shape[0]):
             seen = excluded[start + offset]
             if seen.size:
@@ -203,7 +244,7 @@ def evaluate_retrieval(
     logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     if not isinstance(model, MatchModel):
         raise RetrievalError(
-            f"evaluate-retrieval needs a match model (DSSM, DSSMV2); the config builds"
+            f"evaluate-retrieval needs a match model (DSSM, DSSMV2, MIND); the config builds"
             f" {type(model).__name__}"
         )
     data_config = config.data_config

@@ -11,7 +11,7 @@ in exactly one class:
 
 Keys: ``"Message"`` classifies every field of a message; ``"Message.field"`` one field (it wins
 over the message's entry); ``"Message.field=VALUE"`` one value of an enum field (values not
-listed follow the field). ``tests/test_support.py`` walks the whole descriptor pool and
+listed follow the field). ``tests/unit/test_support.py`` walks the whole descriptor pool and
 fails on any field that is in no class.
 """
 
@@ -103,6 +103,7 @@ MESSAGES: dict[str, Entry] = {
             " MaskNet WideAndDeep DCNV1 DCNV2 xDeepFM DLRM SimpleMultiTask MMoE PLE DBMTL DSSM"
             " DSSMV2 PEPNet WuKong WuKongLayer RocketLaunching DC2VR InterventionTaskTower"
             " VariationalDropout"
+            " MIND MINDUserTower B2ICapsule"
         ).split(),
         _YES,
     ),
@@ -130,7 +131,7 @@ MESSAGES: dict[str, Entry] = {
     **dict.fromkeys(
         (
             "FusionMTLTower FusionSubTaskConfig"
-            " DAT DATTower MIND MINDUserTower B2ICapsule TDM"
+            " DAT DATTower TDM"
             " MultiWindowDINTower ContrastiveConfig"
         ).split(),
         _MODEL,
@@ -280,7 +281,7 @@ FIELDS: dict[str, Entry] = {
     "FeatureGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
-    **{f"ModelConfig.{name}": _MODEL for name in ("dat mind tdm".split())},
+    **{f"ModelConfig.{name}": _MODEL for name in ("dat tdm".split())},
     **{
         f"ModelConfig.{name}": _GENERATIVE
         for name in "dlrm_hstu ultra_hstu hstu_match sid_rqvae sid_rqkmeans".split()
@@ -296,6 +297,9 @@ FIELDS: dict[str, Entry] = {
     ),
     "DSSM.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "DSSMV2.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
+    "MIND.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
+    # TorchEasyRec 1.3.16's MIND never reads it (user features join each interest by concat)
+    "MINDUserTower.user_seq_combine": _ignored("TorchEasyRec's MIND does not read it either"),
     # TorchEasyRec computes EUCLID for it (its docs list it as a third measure)
     "RocketLaunching.feature_distillation_function=INNER_PRODUCT": _no(
         "feature distillation measures COSINE or EUCLID"

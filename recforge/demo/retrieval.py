@@ -10,8 +10,10 @@ held out for evaluation (leave-last-out), the rest is training data.
 Files written to ``output_dir``:
 
 * ``train.parquet`` / ``eval.parquet``: ``user_id, user_segment, item_id, cate,
-  prev_item_id, prev_cate, timestamp, label`` (``prev_*``: the user's previous interaction,
-  null for its first; ``label`` is 1: every row is a positive interaction);
+  prev_item_id, prev_cate, hist_item_ids, timestamp, label`` (``prev_*``: the user's
+  previous interaction, null for its first; ``hist_item_ids``: its up to ``HISTORY``
+  previous items, oldest first, e.g. for MIND's interests; ``label`` is 1: every row is a
+  positive interaction);
 * ``items.parquet``: ``item_id, cate, weight`` (``weight``: training interactions + 1), the
   item table of ``data_config.negative_sampler`` and of ``recforge evaluate-retrieval``.
 
@@ -26,6 +28,9 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+#: the most previous items in ``hist_item_ids``
+HISTORY = 20
 
 
 def generate_retrieval_demo_data(
@@ -84,6 +89,8 @@ def generate_retrieval_demo_data(
     prev_item[first] = -1  # a user's first interaction has no previous item (null)
     is_eval = np.zeros(n, dtype=bool)
     is_eval[last] = True
+    start_of = np.repeat(first, last - first + 1)  # each row's user's first row
+    history = [items[max(start_of[i], i - HISTORY) : i] for i in range(n)]
     order = rng.permutation(np.flatnonzero(~is_eval))  # training rows shuffled
 
     def table(rows: np.ndarray) -> pa.Table:
@@ -97,6 +104,9 @@ def generate_retrieval_demo_data(
                 "prev_cate": pa.array(
                     cluster[np.maximum(prev_item[rows], 0)].astype(np.int64),
                     mask=prev_item[rows] < 0,
+                ),
+                "hist_item_ids": pa.array(
+                    [item_ids[history[i]] for i in rows], pa.list_(pa.int64())
                 ),
                 "timestamp": timestamp[rows],
                 "label": np.ones(rows.size, dtype=np.int64),

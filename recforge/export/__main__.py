@@ -2,7 +2,7 @@
 
 ``--pipeline_config_path --export_dir --checkpoint_path --asset_files``; see
 :mod:`recforge.tzrec_commands`. An entry point only: the export package itself never imports
-the command line (``tests/test_errors.py`` checks the import graph).
+the command line (``tests/unit/test_errors.py`` checks the import graph).
 """
 
 from __future__ import annotations

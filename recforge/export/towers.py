@@ -2,7 +2,8 @@
 
 Each tower is its own export directory (the same files as the full export), usable by
 ``recforge predict`` and :func:`recforge.load_predictor`: ``user_emb`` / ``item_emb``
-``[B, D]`` from the tower's features only.
+``[B, D]`` from the tower's features only (MIND's user tower: its interests ``[B, K, D]``,
+with ``num_interests`` K in ``model_info.json``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -
             "embedding_dim": model.embedding_dim(),
             **describe_model(features, outputs, 3),
         }
+        if side == "user" and hasattr(model, "num_interests"):  # MIND
+            tower_info["num_interests"] = model.num_interests()
         exported = write_feature_files(directory, tower_config(config, model, side))
         config_text = text_format.MessageToString(exported)
         write_export_files(directory, scripted, config_text, tower_info)

@@ -8,7 +8,10 @@ as one object holding its elements. :func:`create_fg_json` writes the same objec
 TorchEasyRec's features write for the same config.
 
 Writers are per ``FeatureConfig`` kind (:data:`FG_JSON_WRITERS`, each a function of the kind's
-message); a kind without one is an error naming it.
+message); a kind without one, or a message its writer cannot write (e.g. a tokenize_feature
+without ``vocab_file``), is an error naming its field path. Files (a tokenizer's
+``vocab_file``, ...) are written as the config names them: an exported config names its
+copies in ``assets/`` relative to the export directory (:mod:`recforge.export.assets`).
 
 Example:
     >>> from recforge.protos import feature_pb2
@@ -21,10 +24,14 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
+from google.protobuf import json_format
+
 from recforge.features.base_feature import FeatureError
+from recforge.protos import feature_pb2
 
 #: TorchEasyRec's multi-value separator default; a feature's ``separator`` is written only
 #: when it differs
@@ -70,6 +77,22 @@ def _has(msg: Any, name: str) -> bool:
     return name in msg.DESCRIPTOR.fields_by_name and msg.HasField(name)
 
 
+def _asset_file(msg: Any, name: str, holder: Any = None) -> str:
+    """A file field's path, joined to the message's ``asset_dir`` when set (as TorchEasyRec).
+
+    An exported config names its copies relative to the export directory and has no
+    ``asset_dir`` (see :mod:`recforge.export.assets`), so fg.json names them so too.
+    """
+    value = getattr(msg if holder is None else holder, name)
+    if value and _has(msg, "asset_dir") and msg.asset_dir:
+        return os.path.join(msg.asset_dir, value)
+    return value
+
+
+class _Unwritable(Exception):
+    """A writer cannot write this feature message; the text says why (named by the caller)."""
+
+
 def _bucketizer(msg: Any, cfg: FgJson, order: tuple[str, ...], discrete: bool) -> bool:
     """Adds the first configured bucketizer of ``order`` to ``cfg``; returns whether one was.
 
@@ -89,7 +112,7 @@ def _bucketizer(msg: Any, cfg: FgJson, order: tuple[str, ...], discrete: bool) -
             cfg["vocab_dict"] = _vocab_dict(msg, default_value)
             cfg["default_bucketize_value"] = _default_bucketize_value(msg)
         elif kind == "vocab_file" and msg.HasField("vocab_file"):
-            cfg["vocab_file"] = msg.vocab_file
+            cfg["vocab_file"] = _asset_file(msg, "vocab_file")
             cfg["default_bucketize_value"] = _default_bucketize_value(msg)
         elif kind == "boundaries" and len(msg.boundaries) > 0:
             cfg["boundaries"] = list(msg.boundaries)
@@ -308,6 +331,237 @@ def expr_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> 
     return [cfg]
 
 
+def overlap_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
+    """``overlap_feature``: how much of ``query``'s terms ``title`` holds (``method``).
+
+    TorchEasyRec writes no ``default_value`` and always writes ``separator``.
+    """
+    cfg: FgJson = {
+        "feature_type": "overlap_feature",
+        "feature_name": msg.feature_name,
+        "query": msg.query,
+        "title": msg.title,
+        "method": msg.method,
+        "value_type": "float",
+        "separator": msg.separator,
+    }
+    if msg.normalizer:
+        cfg["normalizer"] = msg.normalizer
+    if len(msg.boundaries) > 0:
+        cfg["boundaries"] = list(msg.boundaries)
+    _common_tail(msg, cfg, grouped)
+    return [cfg]
+
+
+def kv_dot_product_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
+    """``kv_dot_product``: the dot product of two ``key:value`` lists (or their overlap)."""
+    cfg: FgJson = {
+        "feature_type": "kv_dot_product",
+        "feature_name": msg.feature_name,
+        "default_value": _default_value(msg, sequence),
+        "query": msg.query,
+        "document": msg.document,
+    }
+    if msg.separator != DEFAULT_SEPARATOR:
+        cfg["separator"] = msg.separator
+    if msg.HasField("kv_delimiter"):
+        cfg["kv_delimiter"] = msg.kv_delimiter
+    if len(msg.boundaries) > 0:
+        cfg["boundaries"] = list(msg.boundaries)
+    _common_tail(msg, cfg, grouped)
+    return [cfg]
+
+
+#: TorchEasyRec's FG ``parameter`` bit of each text_normalizer option (TEXT_REMOVE_SPACE is
+#: written as ``remove_space`` instead)
+TEXT_NORM_BITS = {
+    feature_pb2.TEXT_LOWER2UPPER: 2,
+    feature_pb2.TEXT_UPPER2LOWER: 4,
+    feature_pb2.TEXT_SBC2DBC: 8,
+    feature_pb2.TEXT_CHT2CHS: 16,
+    feature_pb2.TEXT_FILTER: 32,
+    feature_pb2.TEXT_SPLITCHRS: 512,
+}
+#: the tokenizers TorchEasyRec's FG runs
+TOKENIZER_TYPES = ("bpe", "sentencepiece")
+
+
+def _text_normalizer_fg(msg: Any, name: str, grouped: bool) -> FgJson:
+    """The FG-only ``text_normalizer`` entry a tokenize_feature reads as ``feature:<name>``."""
+    norm = msg.text_normalizer
+    cfg: FgJson = {
+        "feature_type": "text_normalizer",
+        "feature_name": name,
+        "expression": msg.expression,
+        "is_gbk_input": False,
+        "is_gbk_output": False,
+        "stub_type": True,
+    }
+    if norm.HasField("max_length"):
+        cfg["max_length"] = int(norm.max_length)
+    if norm.stop_char_file:
+        cfg["stop_char_file"] = _asset_file(msg, "stop_char_file", norm)
+    if len(norm.norm_options) > 0:
+        cfg["parameter"] = sum(TEXT_NORM_BITS.get(o, 0) for o in norm.norm_options)
+        if feature_pb2.TEXT_REMOVE_SPACE in norm.norm_options:
+            cfg["remove_space"] = True
+    if grouped and len(msg.sequence_fields) > 0:
+        cfg["sequence_fields"] = list(msg.sequence_fields)
+    return cfg
+
+
+def tokenize_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
+    """``tokenize_feature``: token ids of a text by the ``vocab_file`` tokenizer.
+
+    With ``text_normalizer`` the text first goes through an FG-only ``<name>__text_norm``
+    entry the tokenizer reads. ``tokens_as_sequence`` makes the ids one sequence: the entry
+    keeps its ``feature_type`` and gets no ``sequence_delim``; an empty ``default_value`` is
+    ``"0"`` then, as for sequences.
+    """
+    if msg.tokenizer_type not in TOKENIZER_TYPES:
+        raise _Unwritable(
+            f"tokenizer_type: expected one of {list(TOKENIZER_TYPES)}, found '{msg.tokenizer_type}'"
+        )
+    if not msg.vocab_file:
+        raise _Unwritable("vocab_file: expected the tokenizer file, found none")
+    if msg.tokens_as_sequence and sequence and not grouped:
+        raise _Unwritable(
+            "tokens_as_sequence: only a tokenize_feature (not a sequence_tokenize_feature)"
+            " can make its tokens a sequence"
+        )
+    entries: list[FgJson] = []
+    expression = msg.expression
+    norm_name = ""
+    if msg.HasField("text_normalizer"):
+        norm_name = msg.feature_name + "__text_norm"
+        expression = "feature:" + norm_name
+        entries.append(_text_normalizer_fg(msg, norm_name, grouped))
+    cfg: FgJson = {
+        "feature_type": "tokenize_feature",
+        "feature_name": msg.feature_name,
+        "default_value": _default_value(msg, sequence or msg.tokens_as_sequence),
+        "vocab_file": _asset_file(msg, "vocab_file"),
+        "expression": expression,
+        "tokenizer_type": msg.tokenizer_type,
+        "output_type": "word_id",
+    }
+    if msg.HasField("stub_type"):
+        cfg["stub_type"] = msg.stub_type
+    if grouped and norm_name:
+        cfg["sequence_fields"] = [norm_name]
+    elif grouped and len(msg.sequence_fields) > 0:
+        cfg["sequence_fields"] = list(msg.sequence_fields)
+    entries.append(cfg)
+    return entries
+
+
+def bool_mask_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
+    """``bool_mask_feature``: the ids of ``expression[0]`` where ``expression[1]`` is true.
+
+    Its ``sequence_`` variant keeps the ``feature_type`` (see :data:`SELF_SEQUENCED`).
+    """
+    cfg: FgJson = {
+        "feature_type": "bool_mask_feature",
+        "feature_name": msg.feature_name,
+        "default_value": _default_value(msg, sequence),
+        "expression": list(msg.expression),
+    }
+    if msg.separator != DEFAULT_SEPARATOR:
+        cfg["separator"] = msg.separator
+    order = ("zch", "hash_bucket_size", "vocab_list", "vocab_dict", "vocab_file", "num_buckets")
+    _bucketizer(msg, cfg, order, discrete=False)
+    cfg["value_dim"] = int(msg.value_dim) if msg.HasField("value_dim") else 0
+    if msg.HasField("fg_value_type"):
+        cfg["value_type"] = msg.fg_value_type
+    _common_tail(msg, cfg, grouped)
+    return [cfg]
+
+
+def combine_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
+    """``combine_feature``: the values of ``expression`` mapped by ``value_map``, combined."""
+    cfg: FgJson = {
+        "feature_type": "combine_feature",
+        "feature_name": msg.feature_name,
+        "default_value": _default_value(msg, sequence),
+        "expression": msg.expression,
+        "value_type": "float",
+        "need_prefix": False,
+        "combiner": msg.combiner.lower(),
+    }
+    if msg.separator != DEFAULT_SEPARATOR:
+        cfg["separator"] = msg.separator
+    if msg.HasField("normalizer"):
+        cfg["normalizer"] = msg.normalizer
+    if len(msg.value_map) > 0:
+        cfg["value_map"] = dict(msg.value_map)
+    if msg.HasField("num_buckets"):
+        cfg["num_buckets"] = int(msg.num_buckets)
+        cfg["value_type"] = "int64"
+    elif len(msg.boundaries) > 0:
+        cfg["boundaries"] = list(msg.boundaries)
+    if msg.HasField("num_buckets") or len(msg.boundaries) > 0:  # ids: one per row
+        cfg["value_dim"] = 1
+    _common_tail(msg, cfg, grouped)
+    return [cfg]
+
+
+def custom_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
+    """``custom_feature``: operator ``operator_name`` of the ``expression`` inputs.
+
+    ``operator_params`` are written as top-level keys. Its ``sequence_`` variant keeps the
+    ``feature_type`` and says ``is_sequence`` (see :data:`SELF_SEQUENCED`).
+
+    Where we differ: recforge's custom_feature takes a vocabulary as the whole table with
+    unknown values at ``default_bucketize_value`` 0 when that is unset (see
+    :class:`~recforge.features.custom_feature.CustomFeature`); TorchEasyRec writes rows 0
+    and 1 (default value, ``<OOV>``) before it. fg.json writes recforge's table, so that
+    the FG gives the ids the model was trained on. ``operator_lib_file`` is written as
+    configured (a ``pyfg/lib/`` path names a library of the FG's own installation).
+    """
+    cfg: FgJson = {
+        "feature_type": "custom_feature",
+        "feature_name": msg.feature_name,
+        "default_value": _default_value(msg, sequence),
+        "operator_name": msg.operator_name,
+        "operator_lib_file": _asset_file(msg, "operator_lib_file"),
+        "is_op_thread_safe": msg.is_op_thread_safe,
+        "expression": list(msg.expression),
+        "value_type": "float",
+    }
+    if msg.HasField("operator_params"):
+        cfg.update(json_format.MessageToDict(msg.operator_params))
+    if msg.separator != DEFAULT_SEPARATOR:
+        cfg["separator"] = msg.separator
+    if msg.HasField("normalizer"):
+        cfg["normalizer"] = msg.normalizer
+    whole_table = int(msg.default_bucketize_value)  # 0 when unset
+    if _has(msg, "zch") or _has(msg, "dynamicemb"):
+        cfg.update(hash_bucket_size=MAX_HASH_BUCKET_SIZE, value_type="string")
+    elif msg.HasField("hash_bucket_size"):
+        cfg.update(hash_bucket_size=int(msg.hash_bucket_size), value_type="string")
+    elif msg.HasField("num_buckets"):
+        cfg.update(num_buckets=int(msg.num_buckets), value_type="int64")
+    elif len(msg.vocab_list) > 0:
+        cfg.update(vocab_list=list(msg.vocab_list), default_bucketize_value=whole_table)
+        cfg["value_type"] = "string"
+    elif len(msg.vocab_dict) > 0:
+        vocab = {k: int(v) for k, v in msg.vocab_dict.items()}
+        cfg.update(vocab_dict=vocab, default_bucketize_value=whole_table, value_type="string")
+    elif msg.HasField("vocab_file"):
+        cfg.update(vocab_file=_asset_file(msg, "vocab_file"), value_type="string")
+        cfg["default_bucketize_value"] = _default_bucketize_value(msg)
+    elif len(msg.boundaries) > 0:
+        cfg["boundaries"] = list(msg.boundaries)
+    cfg["value_dim"] = int(msg.value_dim) if msg.HasField("value_dim") else 1
+    if msg.HasField("stub_type"):
+        cfg["stub_type"] = msg.stub_type
+    if sequence:
+        if grouped and len(msg.sequence_fields) > 0:
+            cfg["sequence_fields"] = list(msg.sequence_fields)
+        cfg["is_sequence"] = True
+    return [cfg]
+
+
 FgWriter = Callable[..., list[FgJson]]
 
 #: ``FeatureConfig`` kind (also a ``sequence_feature`` element's kind) -> its fg.json writer;
@@ -319,10 +573,21 @@ FG_JSON_WRITERS: dict[str, FgWriter] = {
     "lookup_feature": lookup_feature_fg,
     "match_feature": match_feature_fg,
     "expr_feature": expr_feature_fg,
+    "overlap_feature": overlap_feature_fg,
+    "tokenize_feature": tokenize_feature_fg,
+    "kv_dot_product": kv_dot_product_fg,
+    "bool_mask_feature": bool_mask_feature_fg,
+    "combine_feature": combine_feature_fg,
+    "custom_feature": custom_feature_fg,
 }
 
+#: kinds whose standalone ``sequence_`` variant keeps its ``feature_type`` in fg.json
+#: (TorchEasyRec writes their sequence keys itself); every other kind gets the prefix
+SELF_SEQUENCED = ("bool_mask_feature", "custom_feature")
 
-def _writer(kind: str, where: str) -> FgWriter:
+
+def _write(kind: str, msg: Any, where: str, sequence: bool, grouped: bool) -> list[FgJson]:
+    """The entries of one feature message; an error naming ``where`` when it cannot be."""
     writer = FG_JSON_WRITERS.get(kind)
     if writer is None:
         raise FeatureError(
@@ -330,7 +595,17 @@ def _writer(kind: str, where: str) -> FgWriter:
             f" {', '.join(sorted(FG_JSON_WRITERS))}, their sequence_ variants and"
             " sequence_feature)"
         )
-    return writer
+    try:
+        entries = writer(msg, sequence=sequence, grouped=grouped)
+    except _Unwritable as e:
+        raise FeatureError(
+            f"{where}: recforge writes no fg.json entry for this {kind}: {e}"
+        ) from None
+    if sequence and not getattr(msg, "tokens_as_sequence", False):
+        for entry in entries:  # TorchEasyRec's FG needs a default for each sequence element
+            if not entry.get("default_value"):
+                entry["default_value"] = "0"
+    return entries
 
 
 def feature_config_fg(feature_config: Any, where: str) -> list[FgJson]:
@@ -341,7 +616,8 @@ def feature_config_fg(feature_config: Any, where: str) -> list[FgJson]:
         where: its field path, e.g. ``feature_configs[2]`` (for errors).
 
     Raises:
-        FeatureError: no kind set, or a kind without an fg.json writer (named).
+        FeatureError: no kind set, a kind without an fg.json writer, or a message the FG
+            cannot run (e.g. a tokenize_feature without vocab_file), naming its field path.
 
     """
     kind = feature_config.WhichOneof("feature")
@@ -354,8 +630,10 @@ def feature_config_fg(feature_config: Any, where: str) -> list[FgJson]:
             element_kind = element.WhichOneof("feature")
             if element_kind is None:
                 continue
-            writer = _writer(element_kind, f"{where}.sequence_feature.features[{i}]")
-            entries += writer(getattr(element, element_kind), sequence=True, grouped=True)
+            element_where = f"{where}.sequence_feature.features[{i}].{element_kind}"
+            entries += _write(
+                element_kind, getattr(element, element_kind), element_where, True, True
+            )
         return [
             {
                 "sequence_name": msg.sequence_name,
@@ -366,13 +644,15 @@ def feature_config_fg(feature_config: Any, where: str) -> list[FgJson]:
             }
         ]
     if kind.startswith("sequence_"):
-        entries = _writer(kind.removeprefix("sequence_"), f"{where}.{kind}")(msg, sequence=True)
+        base = kind.removeprefix("sequence_")
+        entries = _write(base, msg, f"{where}.{kind}", True, False)
         for entry in entries:
             entry["sequence_delim"] = msg.sequence_delim
             entry["sequence_length"] = int(msg.sequence_length)
-            entry["feature_type"] = "sequence_" + entry["feature_type"]
+            if base not in SELF_SEQUENCED:
+                entry["feature_type"] = "sequence_" + entry["feature_type"]
         return entries
-    return _writer(kind, f"{where}.{kind}")(msg)
+    return _write(kind, msg, f"{where}.{kind}", False, False)
 
 
 def remove_bucketizer(entry: FgJson) -> FgJson:

@@ -5,9 +5,9 @@ with C++'s ``std::hash<std::string>`` as libstdc++ implements it (``std::_Hash_b
 64-bit MurmurHash2 variant with seed ``0xc70f6907``) and taking the unsigned result modulo
 the size. pyfg is a closed binary, so this was derived from the values TorchEasyRec's own
 tests pin (``"abc" -> 33``, ``"1" -> 95``, ``"ua_ia" -> 37``, ``"x" -> 35`` with 100 buckets,
-...); ``tests/test_fg_hashing.py`` checks them. (With the environment variable
-``USE_FARM_HASH_TO_BUCKETIZE=true`` pyfg uses FarmHash's Fingerprint64 instead, as
-TensorFlow does; recforge does not implement that switch.)
+...); ``tests/unit/test_features.py`` and ``tests/unit/test_fg_combo_lookup_match.py`` check
+them. (With the environment variable ``USE_FARM_HASH_TO_BUCKETIZE=true`` pyfg uses FarmHash's
+Fingerprint64 instead, as TensorFlow does; recforge does not implement that switch.)
 
 Example:
     >>> import pyarrow as pa

@@ -109,6 +109,11 @@ class TokenizeFeature(DerivedFeature):
         if cfg.HasField("text_normalizer"):
             self._normalize = TextNormalizer(cfg.text_normalizer, self.name, cfg.asset_dir)
 
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """The tokenizer file and the normalizer's stop characters (copied into an export)."""
+        return ("vocab_file", "text_normalizer.stop_char_file")
+
     @property
     def vocab_path(self) -> str:
         """``vocab_file``, joined to ``asset_dir`` when that is set."""

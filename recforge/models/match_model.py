@@ -1,4 +1,4 @@
-"""``MatchModel``: shared behaviour of two-tower retrieval models (DSSM, DSSMV2)."""
+"""``MatchModel``: shared behaviour of two-tower retrieval models (DSSM, DSSMV2, MIND)."""
 
 from __future__ import annotations
 
@@ -172,7 +172,8 @@ class MatchModel(BaseModel):
             )
         self._temperature = float(cfg.temperature)
         self._in_batch_negative = bool(cfg.in_batch_negative)
-        self._log_q = bool(cfg.log_q_correction)
+        # MIND has no log_q_correction field
+        self._log_q = bool(getattr(cfg, "log_q_correction", False))
         self._label_smoothing = 0.0
         for i, loss in enumerate(model_config.losses):
             kind = loss.WhichOneof("loss")
@@ -185,6 +186,9 @@ class MatchModel(BaseModel):
             self._label_smoothing = float(loss.softmax_cross_entropy.label_smoothing)
         self._shared_tables = False
         self._group_names: dict[str, str] = {}
+
+    def build(self) -> None:
+        """Builds the embedding group(s) and the two towers (:meth:`init_towers`)."""
         self.init_towers(share_tables=self.shares_tables())
 
     @abstractmethod
@@ -294,16 +298,21 @@ class MatchModel(BaseModel):
         """The feature group of the ``user`` or ``item`` tower."""
         return self._group_names[side]
 
-    def tower_features(self, side: str) -> list[BaseFeature]:
-        """The features of the ``user`` or ``item`` tower, in config order."""
-        group = next(
+    def tower_groups(self, side: str) -> list[model_pb2.FeatureGroupConfig]:
+        """The feature groups the ``user`` or ``item`` tower reads (its ``input`` group)."""
+        return [
             g
             for g in self._base_model_config.feature_groups
             if g.group_name == self._group_names[side]
-        )
-        names = set(group.feature_names)
-        for sequence_group in group.sequence_groups:
-            names.update(sequence_group.feature_names)
+        ]
+
+    def tower_features(self, side: str) -> list[BaseFeature]:
+        """The features of the ``user`` or ``item`` tower, in config order."""
+        names: set[str] = set()
+        for group in self.tower_groups(side):
+            names.update(group.feature_names)
+            for sequence_group in group.sequence_groups:
+                names.update(sequence_group.feature_names)
         return [f for f in self._features if f.name in names]
 
     def embedding_dim(self) -> int:
@@ -371,6 +380,25 @@ class MatchModel(BaseModel):
         user, item = user_emb, item_emb
         if self._cosine:
             user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
+        logits = self.candidate_logits(user, item, batch)
+        return {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}
+
+    def candidate_logits(
+        self, user: torch.Tensor, item: torch.Tensor, batch: Batch
+    ) -> torch.Tensor:
+        """Scores each user against its candidates (see the class docstring).
+
+        Args:
+            user: user embeddings ``[B, D]`` (normalised already for cosine similarity).
+            item: item embeddings ``[B + N + H, D]``: the positives, the shared negatives,
+                then the hard negatives.
+            batch: the batch (its extras say which rows are which).
+
+        Returns:
+            The logits ``[B, C]``, divided by the temperature.
+
+        """
+        num_neg = self.num_negatives(batch)
         hard = batch.extras.get(HARD_NEG_INDICES_KEY)
         num_hard = int(hard.shape[0]) if hard is not None else 0
         shared = item[: item.shape[0] - num_hard]
@@ -388,7 +416,7 @@ class MatchModel(BaseModel):
         if hard is not None:
             hard_logits = self._hard_negative_logits(user, item[shared.shape[0] :], hard, batch)
             logits = torch.cat([logits, hard_logits], dim=1)
-        return {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}
+        return logits
 
     def _hard_negative_logits(
         self, user: torch.Tensor, hard_item: torch.Tensor, hard: torch.Tensor, batch: Batch

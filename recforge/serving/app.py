@@ -8,6 +8,9 @@ Routes:
     settings and counters.
     ``POST /reload``: loads the export directory again (also on SIGHUP); a failed reload keeps
     the current model and answers the error.
+    ``POST /topk`` (only for an export with an item index, see ``recforge build-index``):
+    ``{"rows": [{column: value}, ...], "k": 10}`` -> ``{"results": [{"item_ids": [...],
+    "scores": [...]}, ...]}``, one result per user row.
 
 Every error is ``{"error": "..."}``: 4xx for a bad request (naming the field or row), 500 with
 a log line for a bug in the server.
@@ -34,11 +37,12 @@ from recforge.errors import RecforgeError
 from recforge.serving.batching import DynamicBatcher
 from recforge.serving.errors import RequestError
 from recforge.serving.model import ServedModel
-from recforge.serving.rows import parse_request
+from recforge.serving.rows import column_needers, decode_body, parse_request
 
 logger = logging.getLogger(__name__)
 
 SETTINGS_ENV = "RECFORGE_SERVE_SETTINGS"
+DEFAULT_TOPK = 10
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -139,6 +143,37 @@ def create_app(model: ServedModel, max_batch_size: int, max_wait_ms: float) -> F
         except Exception as error:
             logger.exception("serve: /predict failed")
             return _error(500, f"internal error: {type(error).__name__}: {error}")
+
+    if getattr(model, "retriever", None) is not None:  # an export with an item index
+
+        @app.post("/topk")
+        async def topk(request: Request) -> JSONResponse:
+            retriever = model.retriever
+            if retriever is None:  # a reload found no index
+                return _error(
+                    404,
+                    "the export no longer has an item index: run recforge build-index, then"
+                    " POST /reload",
+                )
+            try:
+                payload = decode_body(await request.body())
+                parsed = parse_request(
+                    payload,
+                    retriever.input_columns,
+                    [],
+                    max_batch_size,
+                    column_needers(retriever.user.model_info),
+                )
+                k = retriever.check_k(payload.get("k", DEFAULT_TOPK))
+                found = await asyncio.to_thread(retriever.topk, parsed.table, k)
+                return JSONResponse({"results": found.to_json()})
+            except RequestError as error:
+                return _error(error.status, str(error))
+            except RecforgeError as error:  # a bad k, or the features cannot parse a value
+                return _error(400, str(error))
+            except Exception as error:
+                logger.exception("serve: /topk failed")
+                return _error(500, f"internal error: {type(error).__name__}: {error}")
 
     @app.get("/health")
     async def health() -> JSONResponse:

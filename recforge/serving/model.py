@@ -1,12 +1,17 @@
-"""The served export: a :class:`~recforge.predictor.Predictor` that can be reloaded in place."""
+"""The served export: a :class:`~recforge.predictor.Predictor` that can be reloaded in place.
+
+An export with an item index (``recforge build-index``) also gets its
+:class:`~recforge.index.retriever.Retriever`, reloaded with it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
+from recforge.index.files import has_index
 from recforge.predictor import Predictor
 from recforge.serving.rows import column_needers
 
@@ -26,6 +31,8 @@ class ServedModel:
 
     Raises:
         ExportError: the directory is missing or is not a complete export.
+        RetrievalIndexError: it has an item index that cannot be loaded (faiss missing, built
+            for another export, damaged).
 
     """
 
@@ -33,6 +40,7 @@ class ServedModel:
         self.export_dir = export_dir
         self.batch_size = batch_size
         self.predictor = Predictor(export_dir, batch_size=batch_size)
+        self.retriever = load_index(export_dir, batch_size)
         self.version = 1
         self.loaded_at = time.time()
         self.needers = column_needers(self.predictor.model_info)
@@ -51,7 +59,9 @@ class ServedModel:
         """
         async with self._lock:
             fresh = await asyncio.to_thread(Predictor, self.export_dir, self.batch_size)
+            retriever = await asyncio.to_thread(load_index, self.export_dir, self.batch_size)
             self.predictor, self.needers = fresh, column_needers(fresh.model_info)
+            self.retriever = retriever
             self.version += 1
             self.loaded_at = time.time()
             logger.info("serve: reloaded %s (model version %d)", self.export_dir, self.version)
@@ -78,4 +88,14 @@ class ServedModel:
             "features": info.get("features", []),
             "inputs": info.get("inputs", []),
             "outputs": info["outputs"],
+            "index": None if self.retriever is None else self.retriever.info,
         }
+
+
+def load_index(export_dir: str, batch_size: int) -> Optional[Any]:
+    """The export's :class:`~recforge.index.retriever.Retriever`, or None without an index."""
+    if not has_index(export_dir):
+        return None
+    from recforge.index.retriever import Retriever
+
+    return Retriever(export_dir, batch_size=batch_size)

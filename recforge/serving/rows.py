@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pyarrow as pa
 
 from recforge.serving.errors import RequestError
 
-__all__ = ["PredictRequest", "column_needers", "parse_request"]
+__all__ = ["PredictRequest", "column_needers", "decode_body", "parse_request"]
 
 
 @dataclass
@@ -82,8 +82,23 @@ def _column(name: str, values: list[Any]) -> pa.Array:
     )
 
 
+def decode_body(body: Union[bytes, Any]) -> Any:
+    """The JSON value of a request body (a value already decoded is returned as it is).
+
+    Raises:
+        RequestError: invalid JSON.
+
+    """
+    if not isinstance(body, (bytes, bytearray, str)):
+        return body
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RequestError(f"body: expected a JSON object, found invalid JSON ({error})") from None
+
+
 def parse_request(
-    body: bytes,
+    body: Union[bytes, dict],
     input_columns: Sequence[str],
     outputs: Sequence[str],
     max_rows: int,
@@ -93,7 +108,8 @@ def parse_request(
 
     Args:
         body: the request body: ``{"rows": [{column: value}, ...], "outputs": [...]}``
-            (``outputs`` optional: a subset of the model's outputs, default all).
+            (``outputs`` optional: a subset of the model's outputs, default all), as bytes or
+            already decoded (:func:`decode_body`).
         input_columns: the columns the model reads (``Predictor.input_columns``); other keys
             of a row are ignored.
         outputs: the model's outputs.
@@ -109,10 +125,7 @@ def parse_request(
             for too many rows, else 400). The message names the field or row.
 
     """
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RequestError(f"body: expected a JSON object, found invalid JSON ({error})") from None
+    payload = decode_body(body)
     if not isinstance(payload, dict):
         raise RequestError(
             f'body: expected a JSON object {{"rows": [...]}}, found {type(payload).__name__}'

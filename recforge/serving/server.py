@@ -106,6 +106,13 @@ def serve(
         max_batch_size,
         max_wait_ms,
     )
+    if model.retriever is not None:
+        logger.info(
+            "serve: POST /topk over the %d items of %s (%s index)",
+            model.retriever.num_items,
+            model.retriever.info.get("item_table"),
+            model.retriever.info["index_type"],
+        )
     if workers == 1:
         app = create_app(model, max_batch_size, max_wait_ms)
         config = uvicorn.Config(app, host=host, port=port, access_log=False)

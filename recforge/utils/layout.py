@@ -32,6 +32,10 @@ Export directory (written by ``recforge export``)::
     assets/<stem>_<md5><ext>      files the features read (vocabularies, tokenizers);
                                   pipeline.config and fg.json name them relative to the dir
     user/, item/                  a match model's towers, each an export directory itself
+    item_index/                   ``recforge build-index``: the items' nearest-neighbour index
+        faiss_index               the faiss index (row r of the index is item r)
+        id_mapping                the item id of each row, one a line
+        index_info.json           index type, metric, dim, count, item table, export checksum
 
 TorchEasyRec's export also writes ``model_acc.json`` and copies ``--asset_files``; recforge
 writes no ``model_acc.json`` (see :mod:`recforge.tzrec_commands`). TorchEasyRec keeps the
@@ -72,6 +76,12 @@ EXPORT_CONFIG_FILE = CONFIG_FILE
 EXPORT_FILES = (MODEL_FILE, EXPORT_CONFIG_FILE, MODEL_INFO_FILE)
 FG_JSON_FILE = "fg.json"  # TorchEasyRec's name (its export and create_fg_json tool)
 ASSETS_DIR = "assets"
+# recforge build-index: the file names inside the index directory are TorchEasyRec's
+# (tzrec/utils/faiss_util.py writes faiss_index and id_mapping)
+INDEX_DIR = "item_index"
+INDEX_FILE = "faiss_index"
+INDEX_IDS_FILE = "id_mapping"
+INDEX_INFO_FILE = "index_info.json"
 
 _CHECKPOINT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 

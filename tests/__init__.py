@@ -1,0 +1,1 @@
+"""recforge's tests: ``unit/`` (fast, in process), ``e2e/`` (CLI subprocesses, trainings)."""

@@ -1,0 +1,1 @@
+"""Code the tests share: paths, CLI runners, model configs and batches, tiny data sets."""

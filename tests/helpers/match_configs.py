@@ -1,0 +1,48 @@
+"""Test configs of match (retrieval) models: ``{class name: model_config body}``.
+
+The features are models.FEATURES (user, item, tags, price): the user tower reads
+``user`` and ``price``, the item tower ``item`` and ``tags``; in-batch negatives, so that the
+models train on test data without an item table.
+"""
+
+_GROUPS = """
+      feature_groups { group_name: "user" feature_names: ["user", "price"] }
+      feature_groups { group_name: "item" feature_names: ["item", "tags"] }
+"""
+
+_TOWERS = """
+        user_tower { input: "user" mlp { hidden_units: [16] } }
+        item_tower { input: "item" mlp { hidden_units: [16] } }
+        output_dim: 8 temperature: 0.5 in_batch_negative: true
+"""
+
+MATCH_MODEL_CONFIGS: dict = {
+    "DSSM": f"""
+      {_GROUPS}
+      dssm {{ {_TOWERS} similarity: INNER_PRODUCT }}
+      metrics {{ recall_at_k {{ top_k: 2 }} }}
+      losses {{ softmax_cross_entropy {{}} }}
+    """,
+    "DSSMV2": f"""
+      {_GROUPS}
+      dssm_v2 {{ {_TOWERS} similarity: COSINE l2_normalize: true }}
+      metrics {{ recall_at_k {{ top_k: 2 }} }}
+    """,
+    "MIND": """
+      feature_groups { group_name: "user" feature_names: ["user", "price"] }
+      feature_groups { group_name: "item" feature_names: ["item", "tags"] }
+      feature_groups { group_name: "hist" feature_names: ["tag_seq"] group_type: SEQUENCE }
+      mind {
+        user_tower {
+          input: "user" history_input: "hist"
+          user_mlp { hidden_units: [16, 8] }
+          hist_seq_mlp { hidden_units: [8] bias: false }
+          capsule_config { max_k: 3 max_seq_len: 4 high_dim: 8 num_iters: 2 }
+          concat_mlp { hidden_units: [16] }
+        }
+        item_tower { input: "item" mlp { hidden_units: [16] } }
+        output_dim: 8 temperature: 0.5 in_batch_negative: true simi_pow: 10
+      }
+      metrics { recall_at_k { top_k: 2 } }
+    """,
+}

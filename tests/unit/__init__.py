@@ -1,0 +1,1 @@
+"""Fast in-process tests: no subprocess, no training longer than a second."""
