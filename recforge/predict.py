@@ -424,18 +424,14 @@ def predict(
     return {"rows": rows, "seconds": seconds, "rows_per_second": rate, "files": files}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m recforge.predict``: batch prediction with TorchEasyRec's flags.
-
-    From a scripted model (``--scripted_model_path``) or a checkpoint
-    (``--pipeline_config_path [--checkpoint_path]``); see :mod:`recforge.tzrec_commands`.
-    """
-    from recforge.tzrec_commands import main as run
-
-    return run("predict", argv)
-
-
 if __name__ == "__main__":
+    # ``python -m recforge.predict``: batch prediction with TorchEasyRec's flags, from a scripted
+    # model (``--scripted_model_path``) or a checkpoint (``--pipeline_config_path
+    # [--checkpoint_path]``); see :mod:`recforge.tzrec_commands`. Kept under the guard so that
+    # importing this module (as ``recforge predict`` does) never reaches the command layer
+    # above the CLI, which imports this module: an entry point only, like a ``__main__.py``.
     import sys
 
-    sys.exit(main())
+    from recforge.tzrec_commands import main
+
+    sys.exit(main("predict"))
