@@ -78,7 +78,7 @@ class PredictDataset(RecDataset):
             yield slot, parsed, self.parser.select_reserves(rb)
 
 
-def data_config_for(data_config: Any, input_path: str) -> Any:
+def data_config_for(data_config: data_pb2.DataConfig, input_path: str) -> data_pb2.DataConfig:
     """The export's ``data_config`` with ``dataset_type`` set by the input files' extension.
 
     CSV input of a model trained on CSV keeps the training options (``with_header``,

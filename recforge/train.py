@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -45,6 +45,9 @@ from recforge.utils.sharding import ShardedTraining, shard_model, user_table_con
 from recforge.utils.train_step import TrainStep
 from recforge.utils.warm_start import warm_start
 
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
+
 logger = logging.getLogger(__name__)
 
 
@@ -57,7 +60,7 @@ class _Trainer:
 
     def __init__(
         self,
-        config: Any,
+        config: pipeline_pb2.EasyRecConfig,
         sharded: ShardedTraining,
         model: BaseModel,
         device: torch.device,

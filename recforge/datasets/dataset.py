@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -70,7 +70,7 @@ class RecDataset(IterableDataset):
 
     def __init__(
         self,
-        data_config: Any,
+        data_config: data_pb2.DataConfig,
         features: Sequence[BaseFeature],
         input_path: str,
         mode: str = "train",

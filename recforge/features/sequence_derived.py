@@ -89,7 +89,9 @@ def _expressions(kind: str, message: Any) -> list[str]:
     return [e for e in out if e and e != ALL]
 
 
-def element_config(sequence: Any, kind: str, element: Any) -> tuple[str, Any]:
+def element_config(
+    sequence: feature_pb2.SequenceFeature, kind: str, element: Any
+) -> tuple[str, Any]:
     """A combo / lookup / match / expr element of a ``sequence_feature`` as a standalone config.
 
     Args:

@@ -6,7 +6,7 @@ import copy
 import re
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.mlp import MLP
 from recforge.protos import data_pb2, model_pb2, simi_pb2
 
+if TYPE_CHECKING:
+    from recforge.protos import module_pb2
+
 TOWER_SIDES = ("user", "item")
 
 
@@ -44,7 +47,7 @@ class MatchTower(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, mlp: Optional[Any], output_dim: int, l2_normalize: bool
+        self, in_features: int, mlp: Optional[module_pb2.MLP], output_dim: int, l2_normalize: bool
     ) -> None:
         super().__init__()
         width = in_features

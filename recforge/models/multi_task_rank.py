@@ -9,7 +9,7 @@ named with the suffix ``_<tower_name>``: ``logits_ctr``, ``probs_ctr``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import nn
@@ -22,11 +22,16 @@ from recforge.models.rank_model import RankModel, Task, check_losses, default_lo
 from recforge.modules.mlp import MLP
 from recforge.protos import data_pb2, model_pb2, tower_pb2
 
+if TYPE_CHECKING:
+    from recforge.protos import module_pb2
+
 
 class TaskHead(nn.Module):
     """A task's optional MLP and its output layer: ``[B, D] -> [B, num_class]``."""
 
-    def __init__(self, in_features: int, num_class: int, mlp: Optional[Any] = None) -> None:
+    def __init__(
+        self, in_features: int, num_class: int, mlp: Optional[module_pb2.MLP] = None
+    ) -> None:
         super().__init__()
         self.mlp = MLP.from_config(in_features, mlp) if mlp is not None else nn.Identity()
         width = self.mlp.output_dim() if isinstance(self.mlp, MLP) else in_features

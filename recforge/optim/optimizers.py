@@ -47,7 +47,12 @@ def _log_once(message: str, *args: Any) -> None:
         logger.warning(text)
 
 
-def _which(config: Any, field_path: str) -> str:
+def _which(
+    config: Union[
+        optimizer_pb2.SparseOptimizer, optimizer_pb2.DenseOptimizer, optimizer_pb2.PartOptimizer
+    ],
+    field_path: str,
+) -> str:
     name = config.WhichOneof("optimizer")
     if name is None:
         choices = [f.name for f in config.DESCRIPTOR.oneofs_by_name["optimizer"].fields]
