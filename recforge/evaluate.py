@@ -64,6 +64,7 @@ def run_evaluation(
             batch = next(iterator, None)
             if not dist_util.all_ranks_have(batch is not None):
                 break
+            assert batch is not None  # every rank has one
             batch = batch.to(device, non_blocking=True)
             _, (losses, predictions, batch) = sharded_model(batch)
             model.update_metric(predictions, batch, losses)

@@ -65,7 +65,9 @@ class PredictDataset(RecDataset):
     (rank x worker) so that each slot's rows go to its own output file.
     """
 
-    def __iter__(self) -> Iterator[tuple[int, dict[str, torch.Tensor], Optional[pa.RecordBatch]]]:
+    def __iter__(  # type: ignore[override]  # batches with their slot and raw rows
+        self,
+    ) -> Iterator[tuple[int, dict[str, torch.Tensor], Optional[pa.RecordBatch]]]:
         """Yield this worker's batches, parsed."""
         info = get_worker_info()
         slot, num_slots = (info.id, info.num_workers) if info is not None else (0, 1)

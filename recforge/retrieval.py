@@ -158,9 +158,9 @@ def _top_k(
 
 def _scores(top: torch.Tensor, relevant: list[np.ndarray], ks: Sequence[int]) -> dict[str, float]:
     hits = np.zeros((len(relevant), len(ks)))
-    top = top.numpy()
+    ranked = top.numpy()
     for u, items in enumerate(relevant):
-        found = np.isin(top[u], items)
+        found = np.isin(ranked[u], items)
         hits[u] = [found[:k].sum() for k in ks]
     sizes = np.array([len(r) for r in relevant], dtype=np.float64)[:, None]
     metrics = {}

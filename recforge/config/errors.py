@@ -101,7 +101,7 @@ class ConfigError(RecforgeError):
             state,
         )
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         self.snippet = state.get("snippet")
         errors = state.get("errors")
         self.errors = errors if errors else [self]

@@ -255,7 +255,7 @@ class RecDataset(IterableDataset):
         """
         files, rows = origin
         names = [self.reader.files[i] for i in files.to_numpy()]
-        csv_header = int(self.reader.data_config.with_header)
+        csv_header: Optional[int] = int(self.reader.data_config.with_header)
         if self.reader.data_config.dataset_type != data_pb2.CsvDataset:
             csv_header = None
         return DataError(locate_row_error(error, names, rows.to_numpy(), csv_header, self.mode))

@@ -469,6 +469,7 @@ class ParquetReader(BaseReader):
             offset += rows
         if not groups:
             return
+        assert first is not None  # set with the first group kept
         skip, left = start - first, stop - start
         try:
             columns = self._columns_in(parquet.schema_arrow.names)

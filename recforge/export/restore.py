@@ -66,7 +66,7 @@ def best_checkpoint(model_dir: str, metric: str, bigger_is_better: bool = True) 
             )
         raise ExportError(
             f"no evaluation in {history} is at the step of a checkpoint in '{model_dir}'"
-            f" (checkpoint steps: {sorted(checkpoints)})"
+            f" (checkpoint steps: {sorted(checkpoints)})"  # type: ignore[type-var]  # all named
         )
     return checkpoints[best[1]]
 

@@ -88,7 +88,7 @@ def export_towers(
             **describe_model(features, outputs, 3),
         }
         if side == "user" and hasattr(model, "num_interests"):  # MIND
-            tower_info["num_interests"] = model.num_interests()
+            tower_info["num_interests"] = model.num_interests()  # type: ignore[operator]
         exported = write_feature_files(directory, tower_config(config, model, side))
         config_text = text_format.MessageToString(exported)
         write_export_files(directory, scripted, config_text, tower_info)

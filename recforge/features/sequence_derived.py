@@ -272,7 +272,7 @@ def _make(base: type, kind: str) -> type:
             fg_mode: int = FG_NONE,
             fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
         ) -> None:
-            base.__init__(self, feature_config, fg_mode, fg_encoded_multival_sep)
+            base.__init__(self, feature_config, fg_mode, fg_encoded_multival_sep)  # type: ignore[misc]
             self._init_sequence(kind)
 
     Sequence.__name__ = Sequence.__qualname__ = f"Sequence{base.__name__}"

@@ -434,7 +434,8 @@ class PartGroup:
     index: int
     config: optimizer_pb2.PartOptimizer
     field: str
-    params: dict[str, torch.nn.Parameter] = field(default_factory=dict)
+    # dataclasses.field: the attribute above only hides it from mypy
+    params: dict[str, torch.nn.Parameter] = field(default_factory=dict)  # type: ignore[operator]
 
 
 def split_part_optimizers(

@@ -102,6 +102,8 @@ class DenseEMA(nn.Module):
 
     """
 
+    n_averaged: torch.Tensor  # a buffer (registered in __init__)
+
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__()
         if not 0.0 <= decay <= 1.0:
@@ -118,7 +120,7 @@ class DenseEMA(nn.Module):
             for name, param in dense_named_parameters(model).items():
                 self.register_buffer(ema_key(name), param.detach().clone())
         self.register_buffer("n_averaged", torch.zeros((), dtype=torch.int64))
-        self._params: list[nn.Parameter] = []
+        self._params: list[torch.Tensor] = []  # the model's parameters
         self._copy_next: Optional[bool] = None
 
     def averages(self) -> list[torch.Tensor]:

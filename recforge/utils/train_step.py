@@ -209,14 +209,16 @@ class TrainStep:
         if self.accumulation > 1 and global_step % self.accumulation:
             return False
         if self.scaler is not None:
-            self.scaler.unscale_(self._scaled_step)
+            assert self._scaled_step is not None  # made with the scaler
+            self.scaler.unscale_(self._scaled_step)  # type: ignore[arg-type]  # duck-typed
         if self.clipping == "norm":
             torch.nn.utils.clip_grad_norm_(self.dense_params, self.max_gradient, self.norm_type)
         elif self.clipping == "value":
             torch.nn.utils.clip_grad_value_(self.dense_params, self.max_gradient)
         if self.scaler is not None:
+            assert self._scaled_step is not None
             self._scaled_step.stepped = False
-            self.scaler.step(self._scaled_step)
+            self.scaler.step(self._scaled_step)  # type: ignore[arg-type]  # duck-typed
             self.scaler.update()
             self._inv_scale = 1.0 / self.scaler.get_scale()
             stepped = self._scaled_step.stepped
