@@ -93,7 +93,7 @@ class ConfigError(RecforgeError):
     def __str__(self) -> str:
         return self.render()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         state = {"snippet": self.snippet, "errors": self.errors}
         return (
             self.__class__,

@@ -190,7 +190,9 @@ class IdFeature(BaseFeature):
             return ids
         return self._to_ids(values, lengths, what="default value")
 
-    def _bad_value(self, values: pa.Array, lengths: np.ndarray, index: int, message: str):
+    def _bad_value(
+        self, values: pa.Array, lengths: np.ndarray, index: int, message: str
+    ) -> FeatureError:
         value = values[index].as_py()
         row = row_of_value(lengths, index)
         return self._error(message.format(value=repr(value)) + f" at row {row}")

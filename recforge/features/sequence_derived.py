@@ -265,7 +265,7 @@ class _SequenceDerived:
 
 
 def _make(base: type, kind: str) -> type:
-    class Sequence(_SequenceDerived, base):  # type: ignore[misc, valid-type]
+    class Sequence(_SequenceDerived, base):
         def __init__(
             self,
             feature_config: Any,

@@ -118,7 +118,9 @@ def _xauc(cfg: metric_pb2.XAUC, num_class: int) -> RecMetric:
 
 def _multiclass_auc(cfg: metric_pb2.MulticlassAUC, num_class: int) -> RecMetric:
     metric = classification.MulticlassAUROC(
-        num_classes=num_class, average=cfg.average, thresholds=cfg.thresholds or None
+        num_classes=num_class,
+        average=cfg.average,  # type: ignore[arg-type]  # torchmetrics rejects others (ValueError)
+        thresholds=cfg.thresholds or None,
     )
     return RecMetric(metric)
 

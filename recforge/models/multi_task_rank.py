@@ -20,9 +20,10 @@ from recforge.features import BaseFeature
 from recforge.loss.pareto import check_min_weights
 from recforge.models.rank_model import RankModel, Task, check_losses, default_loss
 from recforge.modules.mlp import MLP
-from recforge.protos import data_pb2, model_pb2, tower_pb2
+from recforge.protos import model_pb2, tower_pb2
 
 if TYPE_CHECKING:
+    from recforge.models.model import SamplerConfig
     from recforge.protos import module_pb2
 
 
@@ -65,7 +66,7 @@ class MultiTaskRank(RankModel):
         sample_weights: Sequence[str] = (),
         *,
         embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+        negative_sampler: Optional[SamplerConfig] = None,
     ) -> None:
         super().__init__(
             model_config,
@@ -169,6 +170,7 @@ class MultiTaskRank(RankModel):
     def shared_input(self, batch: Batch) -> torch.Tensor:
         """Every feature group of the batch, concatenated: ``[B, D]``."""
         grouped = self.build_input(batch)
+        assert self.embedding_group is not None  # built by build_input's caller
         return torch.cat([grouped[name] for name in self.embedding_group.group_names()], dim=1)
 
     def task_heads(self, in_features: Sequence[int]) -> nn.ModuleList:

@@ -102,7 +102,8 @@ class DenseEMA(nn.Module):
 
     """
 
-    n_averaged: torch.Tensor  # a buffer (registered in __init__)
+    if TYPE_CHECKING:  # buffers typed for mypy only (TorchScript cannot resolve them)
+        n_averaged: torch.Tensor
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__()
