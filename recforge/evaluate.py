@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from recforge.utils.pipeline import (
 )
 from recforge.utils.sharding import shard_model
 
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,7 +40,7 @@ def run_evaluation(
     sharded_model: nn.Module,
     model: BaseModel,
     dataset: RecDataset,
-    config: Any,
+    config: pipeline_pb2.EasyRecConfig,
     device: torch.device,
 ) -> dict[str, float]:
     """Streams ``dataset`` through the model and returns its metrics (collective call).
@@ -61,6 +64,7 @@ def run_evaluation(
             batch = next(iterator, None)
             if not dist_util.all_ranks_have(batch is not None):
                 break
+            assert batch is not None  # every rank has one
             batch = batch.to(device, non_blocking=True)
             _, (losses, predictions, batch) = sharded_model(batch)
             model.update_metric(predictions, batch, losses)
@@ -84,7 +88,7 @@ def run_evaluation(
 
 
 def write_eval_result(
-    config: Any,
+    config: pipeline_pb2.EasyRecConfig,
     metrics: dict[str, float],
     global_step: int,
     filename: str = EVAL_RESULT_FILE,

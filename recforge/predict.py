@@ -65,7 +65,9 @@ class PredictDataset(RecDataset):
     (rank x worker) so that each slot's rows go to its own output file.
     """
 
-    def __iter__(self) -> Iterator[tuple[int, dict[str, torch.Tensor], Optional[pa.RecordBatch]]]:
+    def __iter__(  # type: ignore[override]  # batches with their slot and raw rows
+        self,
+    ) -> Iterator[tuple[int, dict[str, torch.Tensor], Optional[pa.RecordBatch]]]:
         """Yield this worker's batches, parsed."""
         info = get_worker_info()
         slot, num_slots = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -78,7 +80,7 @@ class PredictDataset(RecDataset):
             yield slot, parsed, self.parser.select_reserves(rb)
 
 
-def data_config_for(data_config: Any, input_path: str) -> Any:
+def data_config_for(data_config: data_pb2.DataConfig, input_path: str) -> data_pb2.DataConfig:
     """The export's ``data_config`` with ``dataset_type`` set by the input files' extension.
 
     CSV input of a model trained on CSV keeps the training options (``with_header``,
@@ -424,18 +426,14 @@ def predict(
     return {"rows": rows, "seconds": seconds, "rows_per_second": rate, "files": files}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m recforge.predict``: batch prediction with TorchEasyRec's flags.
-
-    From a scripted model (``--scripted_model_path``) or a checkpoint
-    (``--pipeline_config_path [--checkpoint_path]``); see :mod:`recforge.tzrec_commands`.
-    """
-    from recforge.tzrec_commands import main as run
-
-    return run("predict", argv)
-
-
 if __name__ == "__main__":
+    # ``python -m recforge.predict``: batch prediction with TorchEasyRec's flags, from a scripted
+    # model (``--scripted_model_path``) or a checkpoint (``--pipeline_config_path
+    # [--checkpoint_path]``); see :mod:`recforge.tzrec_commands`. Kept under the guard so that
+    # importing this module (as ``recforge predict`` does) never reaches the command layer
+    # above the CLI, which imports this module: an entry point only, like a ``__main__.py``.
     import sys
 
-    sys.exit(main())
+    from recforge.tzrec_commands import main
+
+    sys.exit(main("predict"))

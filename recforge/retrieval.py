@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,9 @@ from recforge.features import BaseFeature
 from recforge.models.match_model import MatchModel
 from recforge.utils.layout import RETRIEVAL_RESULT_FILE as RESULT_FILE
 
+if TYPE_CHECKING:
+    from recforge.protos import data_pb2
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = (10, 50, 100)
@@ -44,7 +47,9 @@ class RetrievalError(RecforgeError):
 
 
 # ---- full-corpus evaluation -------------------------------------------------------------------
-def _read_columns(data_config: Any, input_path: str, columns: Sequence[str]) -> pa.Table:
+def _read_columns(
+    data_config: data_pb2.DataConfig, input_path: str, columns: Sequence[str]
+) -> pa.Table:
     reader = create_reader(
         data_config, input_path, batch_size=65536, selected_columns=list(dict.fromkeys(columns))
     )
@@ -153,9 +158,9 @@ def _top_k(
 
 def _scores(top: torch.Tensor, relevant: list[np.ndarray], ks: Sequence[int]) -> dict[str, float]:
     hits = np.zeros((len(relevant), len(ks)))
-    top = top.numpy()
+    ranked = top.numpy()
     for u, items in enumerate(relevant):
-        found = np.isin(top[u], items)
+        found = np.isin(ranked[u], items)
         hits[u] = [found[:k].sum() for k in ks]
     sizes = np.array([len(r) for r in relevant], dtype=np.float64)[:, None]
     metrics = {}

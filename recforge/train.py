@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -45,6 +45,9 @@ from recforge.utils.sharding import ShardedTraining, shard_model, user_table_con
 from recforge.utils.train_step import TrainStep
 from recforge.utils.warm_start import warm_start
 
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
+
 logger = logging.getLogger(__name__)
 
 
@@ -57,7 +60,7 @@ class _Trainer:
 
     def __init__(
         self,
-        config: Any,
+        config: pipeline_pb2.EasyRecConfig,
         sharded: ShardedTraining,
         model: BaseModel,
         device: torch.device,
@@ -118,7 +121,7 @@ class _Trainer:
             state = ckpt_util.load_checkpoint(
                 checkpoint_path, self.sharded.model, optimizer, restore_rng=True
             )
-        if without_ema:
+        if ema is not None and without_ema:
             ema.reset()
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
@@ -164,8 +167,8 @@ class _Trainer:
             self.writer.add_scalar("loss/total", float(loss.detach()), self.global_step)
             for name, value in losses.items():
                 self.writer.add_scalar(f"loss/{name}", float(value), self.global_step)
-            for name, value in {**lrs, **train_metrics}.items():
-                self.writer.add_scalar(name, value, self.global_step)
+            for name, scalar in {**lrs, **train_metrics}.items():
+                self.writer.add_scalar(name, scalar, self.global_step)
             self.writer.add_scalar("samples_per_second", rate, self.global_step)
 
     def evaluate(self, eval_dataset: Optional[RecDataset]) -> dict[str, float]:
@@ -173,7 +176,8 @@ class _Trainer:
             return {}
         if self.last_eval is not None and self.last_eval[0] == self.global_step:
             return self.last_eval[1]
-        swapped = self.dense_ema.swapped() if self.eval_dense_ema else contextlib.nullcontext()
+        ema = self.dense_ema if self.eval_dense_ema else None
+        swapped = ema.swapped() if ema is not None else contextlib.nullcontext()
         with swapped:
             metrics = run_evaluation(
                 self.sharded.model, self.model, eval_dataset, self.config, self.device
@@ -259,6 +263,7 @@ class _Trainer:
                 has_batch, stop_signal = dist_util.step_consensus(batch is not None, signals.signum)
                 if stop_signal or not has_batch:
                     break
+                assert batch is not None  # every rank has one
                 batch = batch.to(self.device, non_blocking=True)
                 for schedule in self.sharded.schedules:
                     schedule.update(self.global_step, self.epoch)

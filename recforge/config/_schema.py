@@ -95,7 +95,8 @@ def unknown_field_message(desc: Descriptor, name: str, json_names: bool = False)
     text = f"unknown field {name!r} in {desc.name}"
     if match:
         text += f"; did you mean {match!r}?"
-        oneof = find_field(desc, match).containing_oneof
+        found = find_field(desc, match)
+        oneof = found.containing_oneof if found is not None else None
         if oneof is not None:
             text += f" (choices for {oneof.name!r}: {choices(oneof)})"
         return text

@@ -93,7 +93,7 @@ class ConfigError(RecforgeError):
     def __str__(self) -> str:
         return self.render()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         state = {"snippet": self.snippet, "errors": self.errors}
         return (
             self.__class__,
@@ -101,7 +101,7 @@ class ConfigError(RecforgeError):
             state,
         )
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         self.snippet = state.get("snippet")
         errors = state.get("errors")
         self.errors = errors if errors else [self]

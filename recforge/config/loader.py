@@ -183,7 +183,7 @@ def _describe_unknown_text_field(type_name: str, name: str) -> str:
 
 def _missing_brace_hint(fld: Optional[str], name: str) -> str:
     """Return a hint when an unknown field belongs to an enclosing message (a missing ``}``)."""
-    desc: Optional[Descriptor] = pipeline_pb2.EasyRecConfig.DESCRIPTOR
+    desc: Descriptor = pipeline_pb2.EasyRecConfig.DESCRIPTOR
     owners = []
     for part in INDEX_SUFFIX.sub("", fld or "").split(".")[:-1]:
         if name in desc.fields_by_name:

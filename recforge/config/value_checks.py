@@ -6,6 +6,7 @@ Each check reports ``(field path, message)`` through an ``add`` callback, so tha
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -160,7 +161,7 @@ def _check_losses_and_metrics(mc: Message, add: Add) -> None:
         for i, entry in enumerate(getattr(holder, "losses", []) if "losses" in fields else []):
             kind = entry.WhichOneof("loss")
             if kind is not None:
-                _try(lambda entry=entry: create_loss(entry), f"{prefix}.losses[{i}].{kind}", add)
+                _try(functools.partial(create_loss, entry), f"{prefix}.losses[{i}].{kind}", add)
         if is_match:
             continue  # match models score each user's candidates, whatever num_class says
         for list_name in ("metrics", "train_metrics"):
@@ -175,7 +176,7 @@ def _check_losses_and_metrics(mc: Message, add: Add) -> None:
                 if problem:
                     add(fld, problem)
                 elif list_name == "metrics":
-                    _try(lambda e=entry, n=num_class: create_metric(e, n), fld, add)
+                    _try(functools.partial(create_metric, entry, num_class), fld, add)
 
 
 def _check_embedding_l2(mc: Message, add: Add) -> None:

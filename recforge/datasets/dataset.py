@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -70,7 +70,7 @@ class RecDataset(IterableDataset):
 
     def __init__(
         self,
-        data_config: Any,
+        data_config: data_pb2.DataConfig,
         features: Sequence[BaseFeature],
         input_path: str,
         mode: str = "train",
@@ -255,7 +255,7 @@ class RecDataset(IterableDataset):
         """
         files, rows = origin
         names = [self.reader.files[i] for i in files.to_numpy()]
-        csv_header = int(self.reader.data_config.with_header)
+        csv_header: Optional[int] = int(self.reader.data_config.with_header)
         if self.reader.data_config.dataset_type != data_pb2.CsvDataset:
             csv_header = None
         return DataError(locate_row_error(error, names, rows.to_numpy(), csv_header, self.mode))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +50,12 @@ _EDGE_USER = "userid"
 _EDGE_ITEM = "itemid"
 #: rejection rounds before a negative that hits its user's positives is drawn exactly
 _REDRAW_ROUNDS = 4
+#: the sampler messages that read a user table and user-item edges
+EdgeSamplerConfig = Union[
+    sampler_pb2.NegativeSamplerV2,
+    sampler_pb2.HardNegativeSampler,
+    sampler_pb2.HardNegativeSamplerV2,
+]
 
 
 def _column(table: pa.Table, names: list[str], what: str, field: str) -> str:
@@ -94,7 +100,7 @@ class UserTable:
     ids: pa.Array
 
 
-def load_user_table(config: Any, delimiter: str, field: str) -> UserTable:
+def load_user_table(config: EdgeSamplerConfig, delimiter: str, field: str) -> UserTable:
     """Reads and checks ``config.user_input_path``.
 
     Raises:
@@ -153,7 +159,7 @@ class EdgeTable:
 
 def load_edge_table(
     path: str,
-    config: Any,
+    config: EdgeSamplerConfig,
     items: ItemTable,
     delimiter: str,
     field: str,
@@ -209,7 +215,7 @@ def load_edge_table(
     return EdgeTable(path=path, users=users, offsets=offsets, items=item_rows[order])
 
 
-def _item_view(config: Any, weighted: bool) -> sampler_pb2.NegativeSampler:
+def _item_view(config: EdgeSamplerConfig, weighted: bool) -> sampler_pb2.NegativeSampler:
     """The item-table part of an edge sampler's message, as a ``NegativeSampler`` message."""
     view = sampler_pb2.NegativeSampler(
         input_path=config.item_input_path,
@@ -242,7 +248,7 @@ class EdgeSampler(NegativeSampler):
 
     def __init__(
         self,
-        config: Any,
+        config: EdgeSamplerConfig,
         num_sample: int,
         delimiter: str,
         field: str,
@@ -382,7 +388,9 @@ class EdgeSampler(NegativeSampler):
         return edges.items[picks].astype(np.int64), pairs
 
 
-def edge_sampler(kind: str, config: Any, num_sample: int, delimiter: str) -> EdgeSampler:
+def edge_sampler(
+    kind: str, config: EdgeSamplerConfig, num_sample: int, delimiter: str
+) -> EdgeSampler:
     """The edge sampler of ``data_config.<kind>``, drawing ``num_sample`` shared negatives.
 
     ``kind``: ``negative_sampler_v2``, ``hard_negative_sampler`` or

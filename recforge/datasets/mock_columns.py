@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,9 @@ import pyarrow.compute as pc
 
 from recforge.config.errors import ConfigError
 from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR
+
+if TYPE_CHECKING:
+    from recforge.protos import feature_pb2
 
 FG_NONE = "FG_NONE"
 FG_NORMAL = "FG_NORMAL"
@@ -529,7 +532,7 @@ def _kind_base(kind: str) -> str:
 
 
 def plan_feature(
-    feature_config: Any, rng: np.random.Generator, fmt: MockFormat
+    feature_config: feature_pb2.FeatureConfig, rng: np.random.Generator, fmt: MockFormat
 ) -> list[ColumnsPlan]:
     """The columns one ``FeatureConfig`` reads, with their value generators.
 
@@ -582,7 +585,9 @@ def plan_feature(
     return plans
 
 
-def _plan_sequence_group(sequence: Any, rng: np.random.Generator, fmt: MockFormat) -> ColumnsPlan:
+def _plan_sequence_group(
+    sequence: feature_pb2.SequenceFeature, rng: np.random.Generator, fmt: MockFormat
+) -> ColumnsPlan:
     """A ``sequence_feature``: its element columns, sharing each row's length."""
     prefix = sequence.sequence_name + SEQUENCE_NAME_SEPARATOR
     columns: list[str] = []

@@ -29,7 +29,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,9 @@ from recforge.datasets.mock_columns import (
 )
 from recforge.features.utils import stable_hash
 from recforge.protos import data_pb2, pipeline_pb2
+
+if TYPE_CHECKING:
+    from recforge.protos import feature_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ class LabelSpec:
     regression: bool = False
 
 
-def resolve_fg_mode(data_config: Any) -> str:
+def resolve_fg_mode(data_config: data_pb2.DataConfig) -> str:
     """The ``FgMode`` name a ``DataConfig`` asks for.
 
     As in TorchEasyRec, an explicitly set (deprecated) ``fg_encoded`` wins: ``true`` is
@@ -201,7 +204,7 @@ def _rng(seed: int, *keys: Union[str, int]) -> np.random.Generator:
     )
 
 
-def _feature_key(feature_config: Any) -> str:
+def _feature_key(feature_config: feature_pb2.FeatureConfig) -> str:
     """The feature's (or sequence's) name: its values depend on it, not on its position."""
     kind = feature_config.WhichOneof("feature")
     msg = getattr(feature_config, kind) if kind else None
@@ -278,7 +281,7 @@ def _item_table(
     return pa.table(columns)
 
 
-def _sampler_sizes(data_config: Any) -> int:
+def _sampler_sizes(data_config: data_pb2.DataConfig) -> int:
     """The most negatives a batch draws (the item table needs at least that many items)."""
     kind = data_config.WhichOneof("sampler")
     if kind not in ITEM_PATH_FIELDS:

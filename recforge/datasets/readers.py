@@ -35,7 +35,7 @@ ODPS_ADVICE = (
 )
 
 
-def check_not_odps(data_config: Any, paths: dict[str, str]) -> None:
+def check_not_odps(data_config: data_pb2.DataConfig, paths: dict[str, str]) -> None:
     """Refuse, before anything runs, a config that reads MaxCompute tables.
 
     Args:
@@ -279,7 +279,7 @@ class BaseReader(abc.ABC):
         input_path: str,
         batch_size: int,
         selected_columns: Optional[list[str]] = None,
-        data_config: Any = None,
+        data_config: Optional[data_pb2.DataConfig] = None,
         drop_remainder: bool = False,
         shuffle: bool = False,
         seed: int = 0,
@@ -469,6 +469,7 @@ class ParquetReader(BaseReader):
             offset += rows
         if not groups:
             return
+        assert first is not None  # set with the first group kept
         skip, left = start - first, stop - start
         try:
             columns = self._columns_in(parquet.schema_arrow.names)
@@ -703,7 +704,7 @@ READER_CLASSES: dict[str, type[BaseReader]] = {
 }
 
 
-def create_reader(data_config: Any, input_path: str, **kwargs: Any) -> BaseReader:
+def create_reader(data_config: data_pb2.DataConfig, input_path: str, **kwargs: Any) -> BaseReader:
     """Build the reader for ``data_config.dataset_type``.
 
     Args:

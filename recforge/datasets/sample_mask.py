@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,9 @@ import pyarrow.compute as pc
 
 from recforge.config import ConfigError
 from recforge.features.base_feature import BaseFeature
+
+if TYPE_CHECKING:
+    from recforge.protos import data_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class SampleMask:
 
     """
 
-    def __init__(self, data_config: Any, features: Sequence[BaseFeature]) -> None:
+    def __init__(self, data_config: data_pb2.DataConfig, features: Sequence[BaseFeature]) -> None:
         for name in ("sample_mask_prob", "negative_sample_mask_prob"):
             value = getattr(data_config, name)
             if not 0.0 <= value <= 1.0:

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,9 @@ import torch
 
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import expand_input_path
+
+if TYPE_CHECKING:
+    from recforge.protos import data_pb2, sampler_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +194,10 @@ def cast_or_error(values: Any, to_type: pa.DataType, problem: str) -> Any:
 
 
 def load_item_table(
-    config: Any, delimiter: str = ",", field: str = _FIELD, path_field: str = "input_path"
+    config: sampler_pb2.NegativeSampler,
+    delimiter: str = ",",
+    field: str = _FIELD,
+    path_field: str = "input_path",
 ) -> ItemTable:
     """Reads and checks the item table of a ``NegativeSampler`` message.
 
@@ -299,7 +305,7 @@ class NegativeSampler:
 
     def __init__(
         self,
-        config: Any,
+        config: sampler_pb2.NegativeSampler,
         num_sample: int,
         delimiter: str = ",",
         field: str = _FIELD,
@@ -467,7 +473,7 @@ class NegativeSampler:
         return pa.RecordBatch.from_arrays(arrays, schema=rb.schema)
 
 
-def sampler_for(data_config: Any, mode: str) -> Optional[NegativeSampler]:
+def sampler_for(data_config: data_pb2.DataConfig, mode: str) -> Optional[NegativeSampler]:
     """The negative sampler of ``data_config`` for ``mode`` (None: none configured, predict)."""
     kind = data_config.WhichOneof("sampler")
     if mode == "predict" or kind is None:

@@ -20,15 +20,20 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from recforge.config import ConfigError
 from recforge.errors import ExportError
 from recforge.features import FEATURE_CLASSES, BaseFeature
 from recforge.utils.layout import ASSETS_DIR
 
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
 
-def feature_messages(config: Any) -> Iterator[tuple[str, type[BaseFeature], Any]]:
+
+def feature_messages(
+    config: pipeline_pb2.EasyRecConfig,
+) -> Iterator[tuple[str, type[BaseFeature], Any]]:
     """Every feature message of a pipeline config with its field path and feature class.
 
     A ``sequence_feature`` yields each element (class of its ``sequence_<kind>``); kinds
@@ -92,7 +97,7 @@ def _copy_name(path: str) -> str:
     return f"{stem}_{digest.hexdigest()}{ext}"
 
 
-def copy_assets(config: Any, directory: str) -> tuple[Any, list[str]]:
+def copy_assets(config: pipeline_pb2.EasyRecConfig, directory: str) -> tuple[Any, list[str]]:
     """Copies the files the config's features read into ``directory/assets``.
 
     Args:
@@ -136,7 +141,7 @@ def copy_assets(config: Any, directory: str) -> tuple[Any, list[str]]:
     return exported, copied
 
 
-def resolve_assets(config: Any, export_dir: str) -> None:
+def resolve_assets(config: pipeline_pb2.EasyRecConfig, export_dir: str) -> None:
     """Points the asset fields of an exported config at the files in ``export_dir``, in place.
 
     Raises:

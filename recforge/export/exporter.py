@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -39,6 +39,9 @@ from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY
 from recforge.utils.layout import MODEL_FILE
 from recforge.utils.logging_util import setup_logging
 from recforge.utils.pipeline import prepare_config
+
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:
 def _write_export(
     directory: str,
     scripted: torch.jit.ScriptModule,
-    config: Any,
+    config: pipeline_pb2.EasyRecConfig,
     model: BaseModel,
     info: dict[str, Any],
 ) -> None:

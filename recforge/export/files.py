@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,10 +24,13 @@ from recforge.features.fg_json import create_fg_json
 from recforge.utils.disk import save_scripted
 from recforge.utils.layout import EXPORT_CONFIG_FILE, FG_JSON_FILE, MODEL_FILE, MODEL_INFO_FILE
 
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
+
 logger = logging.getLogger(__name__)
 
 
-def write_feature_files(directory: str, config: Any) -> Any:
+def write_feature_files(directory: str, config: pipeline_pb2.EasyRecConfig) -> Any:
     """Copies the features' files into ``directory/assets`` and writes ``fg.json`` there.
 
     A feature kind without an fg.json writer leaves the export without ``fg.json`` (a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ def describe_model(
     for feature in model_features:
         kind = "sparse" if feature.is_sparse else "dense"
         if feature.is_sparse:
-            tensors = [
+            tensors: list[dict[str, Any]] = [
                 {"name": f"{feature.name}.values", "dtype": "int64", "shape": ["N"]},
                 {"name": f"{feature.name}.lengths", "dtype": "int32", "shape": ["B"]},
             ]
@@ -39,7 +40,7 @@ def describe_model(
                     "shape": ["B", feature.dense_width],
                 }
             ]
-        entry = {
+        entry: dict[str, Any] = {
             "name": feature.name,
             "type": type(feature).__name__,
             "kind": kind,

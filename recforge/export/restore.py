@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
@@ -16,6 +16,9 @@ from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import layout
 from recforge.utils.dense_ema import ema_for_inference, use_dense_ema
 from recforge.utils.pipeline import build_features
+
+if TYPE_CHECKING:
+    from recforge.protos import eval_pb2, export_pb2, pipeline_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +66,14 @@ def best_checkpoint(model_dir: str, metric: str, bigger_is_better: bool = True) 
             )
         raise ExportError(
             f"no evaluation in {history} is at the step of a checkpoint in '{model_dir}'"
-            f" (checkpoint steps: {sorted(checkpoints)})"
+            f" (checkpoint steps: {sorted(checkpoints)})"  # type: ignore[type-var]  # all named
         )
     return checkpoints[best[1]]
 
 
-def select_checkpoint(config: Any, checkpoint_path: Optional[str] = None) -> str:
+def select_checkpoint(
+    config: pipeline_pb2.EasyRecConfig, checkpoint_path: Optional[str] = None
+) -> str:
     """The checkpoint to export: the one given, else per ``export_config.exporter_type``.
 
     Raises:
@@ -92,7 +97,9 @@ def select_checkpoint(config: Any, checkpoint_path: Optional[str] = None) -> str
 
 
 def restore_model(
-    config: Any, checkpoint_path: str, weights_from: Optional[Any] = None
+    config: pipeline_pb2.EasyRecConfig,
+    checkpoint_path: str,
+    weights_from: Optional[Union[export_pb2.ExportConfig, eval_pb2.EvalConfig]] = None,
 ) -> tuple[BaseModel, dict[str, Any]]:
     """Builds the config's model with CPU tables and loads a checkpoint into it.
 

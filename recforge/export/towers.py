@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,8 +20,13 @@ from recforge.export.scripting import random_inputs, script_tower
 from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR
 from recforge.models.match_model import TOWER_SIDES, MatchModel
 
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
 
-def tower_config(config: Any, model: MatchModel, side: str) -> Any:
+
+def tower_config(
+    config: pipeline_pb2.EasyRecConfig, model: MatchModel, side: str
+) -> pipeline_pb2.EasyRecConfig:
     """The pipeline config of a tower export: only the tower's features, no sampler."""
     tower = copy.deepcopy(config)
     names = {f.name for f in model.tower_features(side)}
@@ -50,7 +55,9 @@ def tower_config(config: Any, model: MatchModel, side: str) -> Any:
     return tower
 
 
-def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -> dict[str, str]:
+def export_towers(
+    config: pipeline_pb2.EasyRecConfig, model: MatchModel, export_dir: str, info: dict
+) -> dict[str, str]:
     """Writes ``export_dir/user`` and ``export_dir/item``, each a TorchScript export directory.
 
     Args:
@@ -81,7 +88,7 @@ def export_towers(config: Any, model: MatchModel, export_dir: str, info: dict) -
             **describe_model(features, outputs, 3),
         }
         if side == "user" and hasattr(model, "num_interests"):  # MIND
-            tower_info["num_interests"] = model.num_interests()
+            tower_info["num_interests"] = model.num_interests()  # type: ignore[operator]
         exported = write_feature_files(directory, tower_config(config, model, side))
         config_text = text_format.MessageToString(exported)
         write_export_files(directory, scripted, config_text, tower_info)

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recforge.features.base_feature import BaseFeature, FeatureError
 from recforge.features.bool_mask_feature import BoolMaskFeature
@@ -60,6 +60,9 @@ from recforge.features.sequence_feature import (
 )
 from recforge.features.tokenize_feature import TokenizeFeature
 
+if TYPE_CHECKING:
+    from recforge.protos import feature_pb2, pipeline_pb2
+
 #: ``FeatureConfig.feature`` oneof name -> feature class (``sequence_feature`` expands into
 #: several ``sequence_*_feature``).
 FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
@@ -89,7 +92,7 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
 
 
 def create_feature_group(
-    feature_config: Any,
+    feature_config: feature_pb2.FeatureConfig,
     fg_mode: int = FG_NONE,
     fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
 ) -> list[BaseFeature]:
@@ -129,7 +132,7 @@ def create_feature_group(
 
 
 def create_feature(
-    feature_config: Any,
+    feature_config: feature_pb2.FeatureConfig,
     fg_mode: int = FG_NONE,
     fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
 ) -> BaseFeature:
@@ -186,7 +189,7 @@ def create_features(
     return features
 
 
-def create_pipeline_features(config: Any) -> list[BaseFeature]:
+def create_pipeline_features(config: pipeline_pb2.EasyRecConfig) -> list[BaseFeature]:
     """Build the features of a pipeline config with its ``data_config``'s FG settings.
 
     Args:

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
 from recforge.features.base_feature import FeatureError
 from recforge.protos import feature_pb2
+
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
 
 #: TorchEasyRec's multi-value separator default; a feature's ``separator`` is written only
 #: when it differs
@@ -608,7 +611,7 @@ def _write(kind: str, msg: Any, where: str, sequence: bool, grouped: bool) -> li
     return entries
 
 
-def feature_config_fg(feature_config: Any, where: str) -> list[FgJson]:
+def feature_config_fg(feature_config: feature_pb2.FeatureConfig, where: str) -> list[FgJson]:
     """The fg.json entries of one ``FeatureConfig``.
 
     Args:
@@ -666,7 +669,9 @@ def remove_bucketizer(entry: FgJson) -> FgJson:
     return entry
 
 
-def create_fg_json(config: Any, remove_bucketizers: bool = False) -> dict[str, Any]:
+def create_fg_json(
+    config: pipeline_pb2.EasyRecConfig, remove_bucketizers: bool = False
+) -> dict[str, Any]:
     """TorchEasyRec's ``fg.json`` of a pipeline config's features, in config order.
 
     Args:

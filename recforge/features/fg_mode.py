@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from recforge.protos import data_pb2
 
@@ -50,7 +49,7 @@ def fg_mode_name(fg_mode: int) -> str:
         return f"<{fg_mode}>"
 
 
-def resolve_fg_mode(data_config: Any, warn: bool = True) -> int:
+def resolve_fg_mode(data_config: data_pb2.DataConfig, warn: bool = True) -> int:
     """The ``FgMode`` a ``DataConfig`` asks for, reading the deprecated ``fg_encoded`` too.
 
     TorchEasyRec's rule: when ``fg_encoded`` is set explicitly it decides, whatever
@@ -89,6 +88,6 @@ def resolve_fg_mode(data_config: Any, warn: bool = True) -> int:
     return fg_mode
 
 
-def multival_sep(data_config: Any) -> str:
+def multival_sep(data_config: data_pb2.DataConfig) -> str:
     r"""``data_config.fg_encoded_multival_sep``, or ``"\x03"`` when it is empty."""
     return data_config.fg_encoded_multival_sep or DEFAULT_MULTIVAL_SEP

@@ -19,7 +19,7 @@ Output formats (one column per feature, named by its full name, e.g. ``seq__bran
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +27,11 @@ import pyarrow as pa
 from recforge.features.base_feature import BaseFeature
 from recforge.features.fg_mode import FG_BUCKETIZE, FG_DAG, FG_NONE, resolve_fg_mode
 
+if TYPE_CHECKING:
+    from recforge.protos import pipeline_pb2
 
-def with_fg_mode(config: Any, fg_mode: int) -> Any:
+
+def with_fg_mode(config: pipeline_pb2.EasyRecConfig, fg_mode: int) -> pipeline_pb2.EasyRecConfig:
     """A copy of a pipeline config whose features read data as ``fg_mode`` says.
 
     The deprecated ``data_config.fg_encoded`` is cleared (it would override ``fg_mode``).
@@ -36,7 +39,7 @@ def with_fg_mode(config: Any, fg_mode: int) -> Any:
     copy = type(config)()
     copy.CopyFrom(config)
     copy.data_config.ClearField("fg_encoded")
-    copy.data_config.fg_mode = fg_mode
+    copy.data_config.fg_mode = fg_mode  # type: ignore[assignment]  # stubs want the enum class
     return copy
 
 
@@ -71,7 +74,9 @@ def fg_output_column(feature: BaseFeature, parsed: dict[str, np.ndarray]) -> pa.
 
 
 def run_fg(
-    config: Any, data: pa.Table | pa.RecordBatch, keep_columns: Optional[Sequence[str]] = None
+    config: pipeline_pb2.EasyRecConfig,
+    data: pa.Table | pa.RecordBatch,
+    keep_columns: Optional[Sequence[str]] = None,
 ) -> pa.Table:
     """TorchEasyRec's offline FG: the FG output table of raw rows, for ``fg_mode: FG_NONE``.
 
@@ -106,6 +111,6 @@ def run_fg(
     return pa.table(out)
 
 
-def reads_raw_columns(config: Any) -> bool:
+def reads_raw_columns(config: pipeline_pb2.EasyRecConfig) -> bool:
     """Whether a config's features compute themselves from raw columns (FG_DAG, FG_NORMAL)."""
     return resolve_fg_mode(config.data_config, warn=False) not in (FG_NONE, FG_BUCKETIZE)

@@ -185,11 +185,14 @@ class IdFeature(BaseFeature):
             index = pc.index_in(values, value_set=self._vocab_keys)
             found = index.is_valid().to_numpy(zero_copy_only=False)
             ids = np.full(len(tokens), 0 if self._oov is None else self._oov, dtype=np.int64)
+            assert self._vocab_ids is not None  # a vocab kind
             ids[found] = self._vocab_ids[index.drop_null().to_numpy(zero_copy_only=False)]
             return ids
         return self._to_ids(values, lengths, what="default value")
 
-    def _bad_value(self, values: pa.Array, lengths: np.ndarray, index: int, message: str):
+    def _bad_value(
+        self, values: pa.Array, lengths: np.ndarray, index: int, message: str
+    ) -> FeatureError:
         value = values[index].as_py()
         row = row_of_value(lengths, index)
         return self._error(message.format(value=repr(value)) + f" at row {row}")
@@ -260,6 +263,7 @@ class IdFeature(BaseFeature):
         index = pc.index_in(strings, value_set=self._vocab_keys)
         found = index.is_valid().to_numpy(zero_copy_only=False)
         ids = np.full(len(strings), 1 if self._oov is None else self._oov, dtype=np.int64)
+        assert self._vocab_ids is not None  # a vocab kind
         ids[found] = self._vocab_ids[index.drop_null().to_numpy(zero_copy_only=False)]
         return ids
 

@@ -38,7 +38,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import pyarrow as pa
@@ -55,6 +55,9 @@ from recforge.features.utils import (
     to_string_array,
 )
 
+if TYPE_CHECKING:
+    from recforge.protos import feature_pb2
+
 #: combiner name -> its canonical name ("" keeps every value)
 COMBINERS = {"sum": "sum", "mean": "mean", "avg": "mean", "min": "min", "max": "max"}
 COMBINERS.update({"count": "count", "": ""})
@@ -62,7 +65,7 @@ COMBINERS.update({"count": "count", "": ""})
 KEY_JOIN = "_"
 
 
-def id_kinds(config: Any) -> list[str]:
+def id_kinds(config: Union[feature_pb2.LookupFeature, feature_pb2.MatchFeature]) -> list[str]:
     """The id-mapping fields a lookup / match config sets."""
     return [
         name

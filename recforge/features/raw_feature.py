@@ -112,7 +112,7 @@ def parse_normalizer(spec: str, feature_name: str = "?") -> Callable[[np.ndarray
         return _expression_normalizer(spec, expr, feature_name)
     if expr is not None:
         params["expr"] = expr
-    allowed = {
+    allowed: dict[str, dict[str, Any]] = {
         "log10": {"threshold": 1e-10, "default": -10.0},
         "zscore": {"mean": 0.0, "standard_deviation": 1.0},
         "minmax": {"min": None, "max": None},

@@ -89,7 +89,9 @@ def _expressions(kind: str, message: Any) -> list[str]:
     return [e for e in out if e and e != ALL]
 
 
-def element_config(sequence: Any, kind: str, element: Any) -> tuple[str, Any]:
+def element_config(
+    sequence: feature_pb2.SequenceFeature, kind: str, element: Any
+) -> tuple[str, Any]:
     """A combo / lookup / match / expr element of a ``sequence_feature`` as a standalone config.
 
     Args:
@@ -263,14 +265,14 @@ class _SequenceDerived:
 
 
 def _make(base: type, kind: str) -> type:
-    class Sequence(_SequenceDerived, base):  # type: ignore[misc, valid-type]
+    class Sequence(_SequenceDerived, base):
         def __init__(
             self,
             feature_config: Any,
             fg_mode: int = FG_NONE,
             fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
         ) -> None:
-            base.__init__(self, feature_config, fg_mode, fg_encoded_multival_sep)
+            base.__init__(self, feature_config, fg_mode, fg_encoded_multival_sep)  # type: ignore[misc]
             self._init_sequence(kind)
 
     Sequence.__name__ = Sequence.__qualname__ = f"Sequence{base.__name__}"

@@ -14,7 +14,7 @@ when set. In a ``SEQUENCE`` feature group its embeddings are not pooled
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,9 @@ from recforge.features.utils import (
     row_of_value,
     truncate_rows,
 )
+
+if TYPE_CHECKING:
+    from recforge.protos import feature_pb2
 
 #: separates a sequence's name from its element feature's name: ``click_seq__item_id``
 SEQUENCE_NAME_SEPARATOR = "__"
@@ -225,7 +228,7 @@ class SequenceRawFeature(_SequenceMixin, RawFeature):
         return out
 
 
-def sequence_element_configs(sequence: Any) -> list[tuple[str, Any]]:
+def sequence_element_configs(sequence: feature_pb2.SequenceFeature) -> list[tuple[str, Any]]:
     """The element features of a ``sequence_feature`` as standalone sequence configs.
 
     Element ``f`` of sequence ``s`` becomes a ``sequence_id_feature`` /

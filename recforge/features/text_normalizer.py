@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,7 +53,9 @@ class TextNormalizer:
 
     """
 
-    def __init__(self, config: Any, feature_name: str, asset_dir: str = "") -> None:
+    def __init__(
+        self, config: feature_pb2.TextNormalizer, feature_name: str, asset_dir: str = ""
+    ) -> None:
         self.feature_name = feature_name
         options = set(config.norm_options) or set(DEFAULT_OPTIONS)
         self.options = options

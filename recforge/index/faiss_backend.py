@@ -102,6 +102,7 @@ class IndexParams:
                 )
         nprobe = self.nprobe
         if self.index_type == "ivf":
+            assert nlist is not None  # set above for ivf
             nprobe = nprobe if nprobe is not None else max(1, nlist // 4)
             if nprobe > nlist:
                 raise RetrievalIndexError(

@@ -6,7 +6,7 @@ the config message instead of branching on loss names.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import nn
@@ -14,6 +14,9 @@ from torch.nn import functional as F
 
 from recforge.protos import loss_pb2
 from recforge.utils.num_class import ANY_NUM_CLASS, NumClassRule
+
+if TYPE_CHECKING:
+    from recforge.protos import model_pb2
 
 
 class RecLoss(nn.Module):
@@ -342,7 +345,7 @@ def _binary(losses: list, num_class: int) -> bool:
     return any(c.WhichOneof("loss") in BINARY_LOSSES for c in losses)
 
 
-def binary_label_columns(model_config: Any, label_fields: list) -> list:
+def binary_label_columns(model_config: model_pb2.ModelConfig, label_fields: list) -> list:
     """Label columns that a binary loss of ``model_config`` reads (they must hold 0 or 1).
 
     A rank model's losses read the first label field; a task tower's losses (or, when it

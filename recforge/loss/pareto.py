@@ -61,7 +61,7 @@ def min_norm_weights(
         d = torch.tensor([free, -free], dtype=torch.float64)
         curvature = float(d @ m @ d)
         if curvature <= 1e-12 * max(float(m.diagonal().sum()), 1e-30):
-            u = 0.5  # parallel, equal gradients: every split is optimal
+            u: float | torch.Tensor = 0.5  # parallel, equal gradients: every split is optimal
         else:
             u = min(max(-float(d @ m @ base) / curvature, 0.0), 1.0)
         return base + u * d
@@ -120,7 +120,7 @@ def pareto_weights(
 
     """
     params = [p for p in parameters if p.requires_grad]
-    grads = []
+    grads: list[tuple[Optional[torch.Tensor], ...]] = []
     for loss in task_losses:
         if loss.requires_grad:
             grads.append(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
@@ -136,7 +136,7 @@ def pareto_weights(
         [
             torch.cat(
                 [
-                    (g[i] if g[i] is not None else torch.zeros_like(params[i])).reshape(-1).float()
+                    (g[i] if g[i] is not None else torch.zeros_like(params[i])).reshape(-1).float()  # type: ignore[union-attr]
                     for i in columns
                 ]
             )

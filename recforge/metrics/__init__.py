@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 import torchmetrics
@@ -88,7 +88,9 @@ def _auc(cfg: metric_pb2.AUC, num_class: int) -> RecMetric:
     return RecMetric(metric, class_index=_binary_class(num_class))
 
 
-def _top_k_problem(cfg: Any, num_class: int) -> Optional[str]:
+def _top_k_problem(
+    cfg: Union[metric_pb2.RecallAtK, metric_pb2.Accuracy], num_class: int
+) -> Optional[str]:
     """A class metric's ``top_k`` must lie in ``[1, num_class]`` (checked with class outputs)."""
     if num_class > 1 and not 1 <= cfg.top_k <= num_class:
         name = cfg.DESCRIPTOR.name.lower().replace("recallatk", "recall_at_k")
@@ -116,7 +118,9 @@ def _xauc(cfg: metric_pb2.XAUC, num_class: int) -> RecMetric:
 
 def _multiclass_auc(cfg: metric_pb2.MulticlassAUC, num_class: int) -> RecMetric:
     metric = classification.MulticlassAUROC(
-        num_classes=num_class, average=cfg.average, thresholds=cfg.thresholds or None
+        num_classes=num_class,
+        average=cfg.average,  # type: ignore[arg-type]  # torchmetrics rejects others (ValueError)
+        thresholds=cfg.thresholds or None,
     )
     return RecMetric(metric)
 

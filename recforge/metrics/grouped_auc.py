@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
@@ -15,6 +17,10 @@ class GroupedAUC(Metric):
     """
 
     full_state_update = False
+    if TYPE_CHECKING:  # metric states typed for mypy only (TorchScript cannot resolve them)
+        preds: list[torch.Tensor]
+        target: list[torch.Tensor]
+        group: list[torch.Tensor]
 
     def __init__(self) -> None:
         super().__init__()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torchmetrics import Metric
@@ -23,6 +23,10 @@ class NormalizedEntropy(Metric):
     """
 
     full_state_update = False
+    if TYPE_CHECKING:  # metric states typed for mypy only (TorchScript cannot resolve them)
+        cross_entropy: torch.Tensor
+        positives: torch.Tensor
+        count: torch.Tensor
 
     def __init__(self, eps: float = 1e-12) -> None:
         super().__init__()
@@ -94,6 +98,11 @@ class XAUC(Metric):
     """
 
     full_state_update = False
+    if TYPE_CHECKING:  # metric states typed for mypy only (TorchScript cannot resolve them)
+        batch_sum: torch.Tensor  # in_batch
+        batches: torch.Tensor  # in_batch
+        preds: list[torch.Tensor]
+        target: list[torch.Tensor]
 
     def __init__(
         self, sample_ratio: float = 1e-3, max_pairs: Optional[int] = None, in_batch: bool = False

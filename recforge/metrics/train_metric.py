@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import torch
 
 from recforge.metrics import RecMetric
@@ -42,6 +44,10 @@ class DecayedTrainMetric(RecMetric):
 
     """
 
+    if TYPE_CHECKING:  # buffers typed for mypy only (TorchScript cannot resolve them)
+        value: torch.Tensor
+        windows: torch.Tensor
+
     def __init__(self, metric: RecMetric, decay_rate: float, decay_step: int) -> None:
         super().__init__(
             metric.metric,
@@ -56,7 +62,9 @@ class DecayedTrainMetric(RecMetric):
         self.register_buffer("windows", torch.zeros((), dtype=torch.long), persistent=False)
         self._updates = 0
 
-    def update(self, prediction: torch.Tensor, label: torch.Tensor, group=None) -> None:
+    def update(
+        self, prediction: torch.Tensor, label: torch.Tensor, group: Optional[torch.Tensor] = None
+    ) -> None:
         """Adds a batch; closes the window every ``decay_step`` updates."""
         super().update(prediction, label, group)
         self._updates += 1

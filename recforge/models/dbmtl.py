@@ -50,7 +50,7 @@ class DBMTL(MultiTaskRank):
             dim = width
             if tower.mlp.hidden_units:
                 self.task_mlps[task.name] = MLP.from_config(width, tower.mlp)
-                dim = self.task_mlps[task.name].output_dim()
+                dim = self.task_mlps[task.name].output_dim()  # type: ignore[operator]
             relations = list(tower.relation_tower_names)
             fld = f"model_config.dbmtl.task_towers[{i}]"
             unknown = [r for r in relations if r not in hidden]
@@ -68,7 +68,7 @@ class DBMTL(MultiTaskRank):
             if tower.relation_mlp.hidden_units:
                 in_dim = dim + sum(hidden[r] for r in relations)
                 self.relation_mlps[task.name] = MLP.from_config(in_dim, tower.relation_mlp)
-                dim = self.relation_mlps[task.name].output_dim()
+                dim = self.relation_mlps[task.name].output_dim()  # type: ignore[operator]
                 self._relations[task.name] = relations
             hidden[task.name] = dim
             self.outputs[task.name] = nn.Linear(dim, task.num_class)

@@ -47,7 +47,7 @@ class DC2VR(MultiTaskRank):
             if tower.mlp.hidden_units:
                 with errors_at(f"{task.field}.mlp", task.error_prefix()):
                     self.task_mlps[task.name] = MLP.from_config(width, tower.mlp)
-                dim = self.task_mlps[task.name].output_dim()
+                dim = self.task_mlps[task.name].output_dim()  # type: ignore[operator]
             sources = list(tower.intervention_tower_names)
             has_rank = tower.HasField("low_rank_dim")
             self._check_sources(task.name, task.field, sources, has_rank, hidden)

@@ -6,7 +6,7 @@ import copy
 import re
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,13 @@ from recforge.datasets.sampler import (
 from recforge.features import BaseFeature
 from recforge.metrics import RecMetric
 from recforge.metrics.train_metric import decay_train_metrics
-from recforge.models.model import BaseModel
+from recforge.models.model import BaseModel, SamplerConfig
 from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.mlp import MLP
-from recforge.protos import data_pb2, model_pb2, simi_pb2
+from recforge.protos import model_pb2, simi_pb2
+
+if TYPE_CHECKING:
+    from recforge.protos import module_pb2
 
 TOWER_SIDES = ("user", "item")
 
@@ -44,7 +47,7 @@ class MatchTower(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, mlp: Optional[Any], output_dim: int, l2_normalize: bool
+        self, in_features: int, mlp: Optional[module_pb2.MLP], output_dim: int, l2_normalize: bool
     ) -> None:
         super().__init__()
         width = in_features
@@ -109,6 +112,9 @@ class CandidateRecall(Metric):
     """
 
     full_state_update = False
+    if TYPE_CHECKING:  # metric states typed for mypy only (TorchScript cannot resolve them)
+        hits: torch.Tensor
+        total: torch.Tensor
 
     def __init__(self, top_k: int) -> None:
         super().__init__()
@@ -153,7 +159,7 @@ class MatchModel(BaseModel):
         sample_weights: Sequence[str] = (),
         *,
         embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+        negative_sampler: Optional[SamplerConfig] = None,
     ) -> None:
         super().__init__(
             model_config,
@@ -521,7 +527,7 @@ class MatchModel(BaseModel):
                 k = config.recall_at_k.top_k
                 target[f"recall@{k}"] = RecMetric(CandidateRecall(k), "similarity")
         self._train_metric_modules.update(
-            decay_train_metrics(dict(self._train_metric_modules.items()), list(mc.train_metrics))
+            decay_train_metrics(dict(self._train_metric_modules.items()), list(mc.train_metrics))  # type: ignore[arg-type]
         )
         self._metric_modules["softmax_cross_entropy"] = RecMetric(
             MeanMetric(), prediction_key="softmax_cross_entropy"

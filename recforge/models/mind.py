@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -191,6 +191,9 @@ class MIND(MatchModel):
     interests as ``user_emb`` ``[B, K, D]``; retrieval scores an item by its best interest.
     """
 
+    if TYPE_CHECKING:  # for mypy only (TorchScript cannot resolve it)
+        user_tower: MINDUserTower  # type: ignore[assignment]  # a MatchTower in MatchModel
+
     def shares_tables(self) -> bool:
         """Each tower has its own tables."""
         return False
@@ -314,7 +317,7 @@ class MIND(MatchModel):
         by_name = {g.group_name: g for g in self._base_model_config.feature_groups}
         return [by_name[n] for n in names]
 
-    def tower_module(self, side: str) -> nn.Module:
+    def tower_module(self, side: str) -> nn.Module:  # type: ignore[override]
         """A CPU copy of one tower with its own tables; the user tower returns the interests."""
         if side != "user":
             return super().tower_module(side)

@@ -8,7 +8,7 @@ import math
 import pkgutil
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -23,11 +23,18 @@ from recforge.datasets.batch import Batch
 from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
 from recforge.loss.pareto import check_min_weights, pareto_weights
-from recforge.protos import data_pb2, model_pb2, module_pb2
+from recforge.protos import model_pb2, module_pb2, sampler_pb2
 from recforge.utils.registry import create_class, get_register_class_meta, import_modules
 
 _MODEL_CLASS_MAP: dict[str, type] = {}
 _RegisterMeta = get_register_class_meta(_MODEL_CLASS_MAP, have_abstract_class=False)
+#: the message of ``data_config``'s ``sampler`` oneof that appends negatives to the items
+SamplerConfig = Union[
+    sampler_pb2.NegativeSampler,
+    sampler_pb2.NegativeSamplerV2,
+    sampler_pb2.HardNegativeSampler,
+    sampler_pb2.HardNegativeSamplerV2,
+]
 _builtins_loaded = False
 
 # the hooks the framework runs once, after a model's __init__
@@ -66,7 +73,7 @@ def errors_at(field: str, prefix: str = "") -> Iterator[None]:
         raise ConfigError(f"{prefix}{e}", field=field) from e
 
 
-class _ModelMeta(_RegisterMeta):
+class _ModelMeta(_RegisterMeta):  # type: ignore[misc, valid-type]
     """Registers each model class; builds a model's layers, losses and metrics after ``__init__``.
 
     ``Model(config, features, labels)`` runs ``__init__`` (the base classes' state), then
@@ -132,12 +139,15 @@ class BaseModel(nn.Module, metaclass=_ModelMeta):
         sample_weights: Sequence[str] = (),
         *,
         embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+        negative_sampler: Optional[SamplerConfig] = None,
     ) -> None:
         super().__init__()
         self._base_model_config = model_config
         self._model_type = model_config.WhichOneof("model")
-        self._model_config = getattr(model_config, self._model_type) if self._model_type else None
+        # the model kind's message (its type depends on the kind)
+        self._model_config: Any = (
+            getattr(model_config, self._model_type) if self._model_type else None
+        )
         self._features = list(features)
         self._labels = list(labels)
         self._sample_weights = list(sample_weights)
@@ -270,27 +280,27 @@ class BaseModel(nn.Module, metaclass=_ModelMeta):
             label = self.metric_label(name, predictions, batch)
             if isinstance(metric.metric, MeanMetric):
                 if metric.prediction_key in losses:
-                    metric.metric.update(losses[metric.prediction_key], weight=label.numel())
+                    metric.metric.update(losses[metric.prediction_key], weight=label.numel())  # type: ignore[index]
                 continue
-            group = batch.extras.get(metric.group_key) if metric.group_key else None
-            metric.update(predictions[metric.prediction_key], label, group)
+            group = batch.extras.get(metric.group_key) if metric.group_key else None  # type: ignore[call-overload]
+            metric.update(predictions[metric.prediction_key], label, group)  # type: ignore[index, operator]
 
     def compute_metric(self) -> dict[str, torch.Tensor]:
         """Computes every eval metric, then resets them."""
         values = {}
         for name, metric in self._metric_modules.items():
-            values[name] = metric.compute()
-            metric.reset()
+            values[name] = metric.compute()  # type: ignore[operator]
+            metric.reset()  # type: ignore[operator]
         return values
 
     def compute_train_metric(self) -> dict[str, torch.Tensor]:
         """Computes every train metric without resetting it."""
-        return {name: metric.compute() for name, metric in self._train_metric_modules.items()}
+        return {name: metric.compute() for name, metric in self._train_metric_modules.items()}  # type: ignore[operator]
 
     def reset_train_metric(self) -> None:
         """Forgets the batches added to the train metrics (the trainer's log window)."""
         for metric in self._train_metric_modules.values():
-            metric.reset()
+            metric.reset()  # type: ignore[operator]
 
     def variational_dropout_config(self) -> Optional[module_pb2.VariationalDropout]:
         """``model_config.variational_dropout`` when it is set (the embedding groups apply it)."""
@@ -421,9 +431,12 @@ class BaseModel(nn.Module, metaclass=_ModelMeta):
         all ``trainable: false`` is frozen.
         """
         frozen_tables = {
-            f.emb_bag_config.name for f in self._features if f.is_sparse and not f.trainable
+            f.emb_bag_config.name  # type: ignore[union-attr]  # sparse features have one
+            for f in self._features
+            if f.is_sparse and not f.trainable
         }
-        trainable, frozen = [], []
+        trainable: list[nn.Parameter] = []
+        frozen: list[nn.Parameter] = []
         for module in self.modules():
             if isinstance(module, (EmbeddingBagCollectionInterface, EmbeddingCollectionInterface)):
                 for name, param in module.named_parameters():

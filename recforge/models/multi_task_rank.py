@@ -9,7 +9,7 @@ named with the suffix ``_<tower_name>``: ``logits_ctr``, ``probs_ctr``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import nn
@@ -20,13 +20,19 @@ from recforge.features import BaseFeature
 from recforge.loss.pareto import check_min_weights
 from recforge.models.rank_model import RankModel, Task, check_losses, default_loss
 from recforge.modules.mlp import MLP
-from recforge.protos import data_pb2, model_pb2, tower_pb2
+from recforge.protos import model_pb2, tower_pb2
+
+if TYPE_CHECKING:
+    from recforge.models.model import SamplerConfig
+    from recforge.protos import module_pb2
 
 
 class TaskHead(nn.Module):
     """A task's optional MLP and its output layer: ``[B, D] -> [B, num_class]``."""
 
-    def __init__(self, in_features: int, num_class: int, mlp: Optional[Any] = None) -> None:
+    def __init__(
+        self, in_features: int, num_class: int, mlp: Optional[module_pb2.MLP] = None
+    ) -> None:
         super().__init__()
         self.mlp = MLP.from_config(in_features, mlp) if mlp is not None else nn.Identity()
         width = self.mlp.output_dim() if isinstance(self.mlp, MLP) else in_features
@@ -60,7 +66,7 @@ class MultiTaskRank(RankModel):
         sample_weights: Sequence[str] = (),
         *,
         embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+        negative_sampler: Optional[SamplerConfig] = None,
     ) -> None:
         super().__init__(
             model_config,
@@ -164,6 +170,7 @@ class MultiTaskRank(RankModel):
     def shared_input(self, batch: Batch) -> torch.Tensor:
         """Every feature group of the batch, concatenated: ``[B, D]``."""
         grouped = self.build_input(batch)
+        assert self.embedding_group is not None  # built by build_input's caller
         return torch.cat([grouped[name] for name in self.embedding_group.group_names()], dim=1)
 
     def task_heads(self, in_features: Sequence[int]) -> nn.ModuleList:

@@ -26,7 +26,7 @@ class MultiTower(RankModel):
                     group.group_total_dim(tower.input), tower.mlp
                 )
         self._passthrough = [g for g in group.group_names() if g not in self.towers]
-        width = sum(t.output_dim() for t in self.towers.values())
+        width = sum(t.output_dim() for t in self.towers.values())  # type: ignore[operator]
         width += sum(group.group_total_dim(g) for g in self._passthrough)
         self.init_final_and_head(width)
 

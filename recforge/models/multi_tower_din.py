@@ -60,8 +60,8 @@ class MultiTowerDIN(RankModel):
         self._passthrough = [
             g for g in group.group_names() if g not in used and not group.is_sequence_group(g)
         ]
-        width = sum(t.output_dim() for t in self.towers.values())
-        width += sum(d.output_dim() for d in self.din_towers.values())
+        width = sum(t.output_dim() for t in self.towers.values())  # type: ignore[operator]
+        width += sum(d.output_dim() for d in self.din_towers.values())  # type: ignore[operator]
         width += sum(group.group_total_dim(g) for g in self._passthrough)
         self.init_final_and_head(width)
 

@@ -24,10 +24,10 @@ from recforge.features.base_feature import parse_init_fn
 from recforge.loss import create_loss, loss_name, num_class_problem
 from recforge.metrics import RecMetric, create_metric, metric_name
 from recforge.metrics.train_metric import as_metric_config, decay_train_metrics
-from recforge.models.model import BaseModel, errors_at
+from recforge.models.model import BaseModel, SamplerConfig, errors_at
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.modules.mlp import MLP
-from recforge.protos import data_pb2, loss_pb2, model_pb2
+from recforge.protos import loss_pb2, model_pb2
 
 
 @dataclass
@@ -55,8 +55,8 @@ class Task:
     field: str
     label: str
     num_class: int
-    losses: list[tuple[str, Any]] = field(default_factory=list)
-    metrics: list[tuple[str, Any]] = field(default_factory=list)
+    losses: list[tuple[str, Any]] = field(default_factory=list)  # type: ignore[operator]
+    metrics: list[tuple[str, Any]] = field(default_factory=list)  # type: ignore[operator]
     weight: float = 1.0
     sample_weight: Optional[str] = None
     space_label: Optional[str] = None
@@ -100,7 +100,7 @@ class RankModel(BaseModel):
         sample_weights: Sequence[str] = (),
         *,
         embedding_device: Optional[torch.device] = None,
-        negative_sampler: Optional[data_pb2.NegativeSampler] = None,
+        negative_sampler: Optional[SamplerConfig] = None,
     ) -> None:
         super().__init__(
             model_config,
@@ -159,6 +159,7 @@ class RankModel(BaseModel):
 
     def require_groups(self, *group_names: str) -> None:
         """Raises ``EmbeddingGroupError`` naming the model when a feature group is missing."""
+        assert self.embedding_group is not None, "init_embedding_group() first"
         have = self.embedding_group.group_names()
         for name in group_names:
             if name not in have:
@@ -174,6 +175,7 @@ class RankModel(BaseModel):
             EmbeddingGroupError: the group's features have different dims.
 
         """
+        assert self.embedding_group is not None, "init_embedding_group() first"
         dims = sorted(set(self.embedding_group.group_dims(group_name)))
         if len(dims) != 1:
             raise EmbeddingGroupError(
@@ -184,6 +186,7 @@ class RankModel(BaseModel):
 
     def build_input(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Embeds the batch: ``{group_name: [B, group_dim]}``."""
+        assert self.embedding_group is not None, "init_embedding_group() first"
         return self.embedding_group(batch.sparse_features, batch.dense_features)
 
     def output_head(self, in_features: int) -> nn.Linear:
@@ -281,9 +284,9 @@ class RankModel(BaseModel):
         """The loss ``name`` of a task against its label, times the task weight: a scalar."""
         module = self._loss_modules[name]
         task = self._loss_tasks[name]
-        group = batch.extras.get(module.group_key) if module.group_key else None
+        group = batch.extras.get(module.group_key) if module.group_key else None  # type: ignore[call-overload]
         value = module(
-            predictions[task.key(module.prediction_key)],
+            predictions[task.key(module.prediction_key)],  # type: ignore[arg-type]
             batch.labels[task.label],
             self._task_sample_weight(task, batch),
             group,

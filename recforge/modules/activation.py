@@ -63,8 +63,10 @@ def _parse_arguments(text: str, name: str) -> dict[str, object]:
             f"activation '{name}': expected keyword arguments like 'nn.PReLU(num_parameters=8)',"
             f" found '({text})'"
         )
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     for keyword in call.keywords:
+        if keyword.arg is None:  # **mapping
+            raise ValueError(f"activation '{name}': expected keyword arguments, found '({text})'")
         try:
             kwargs[keyword.arg] = ast.literal_eval(keyword.value)
         except ValueError:

@@ -6,6 +6,7 @@ Configured by the ``B2ICapsule`` message; see :class:`CapsuleLayer`.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,9 @@ class CapsuleLayer(nn.Module):
         ``forward(sequence [B, T, L], lengths [B])`` -> ``(interests [B, K, H], mask [B, K])``.
 
     """
+
+    if TYPE_CHECKING:  # buffers typed for mypy only (TorchScript cannot resolve them)
+        eval_routing_logits: torch.Tensor
 
     def __init__(self, config: module_pb2.B2ICapsule, input_dim: int, input_len: int) -> None:
         super().__init__()

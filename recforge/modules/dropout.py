@@ -11,6 +11,8 @@ Other devices use ``torch.nn.functional.dropout`` (fused kernels on GPUs).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -35,13 +37,13 @@ class _MaskedScale(torch.autograd.Function):
     """``x * where(mask, scale, 0)``; the gradient is scaled by the same factors."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
         factors = torch.where(mask, scale, 0.0).to(x.dtype)
         ctx.save_for_backward(factors)
         return x * factors
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (factors,) = ctx.saved_tensors
         return grad * factors, None, None
 

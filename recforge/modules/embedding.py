@@ -161,6 +161,7 @@ class EmbeddingGroup(nn.Module):
                     dims.append(feature.output_dim)
                     continue
                 table = copy.deepcopy(feature.emb_bag_config)
+                assert table is not None  # a sparse feature
                 if is_wide:
                     table.name += WIDE_TABLE_SUFFIX
                     table.embedding_dim = wide_embedding_dim
@@ -180,7 +181,7 @@ class EmbeddingGroup(nn.Module):
                     variational_dropout.regularization_lambda,
                 )
             if group.group_name in self.sequence_encoders:
-                dims += [e.output_dim() for e in self.sequence_encoders[group.group_name]]
+                dims += [e.output_dim() for e in self.sequence_encoders[group.group_name]]  # type: ignore[attr-defined]
             group_dims[group.group_name] = dims
         # torchrec names a pooled output "<feature>@<table>" when the feature feeds several tables
         tables_of_feature: dict[str, int] = {}
@@ -272,12 +273,12 @@ class EmbeddingGroup(nn.Module):
         """
         with torch.no_grad():
             if self.ebc is not None:
-                trained = dict(source.ebc.embedding_bags.items())
+                trained = dict(source.ebc.embedding_bags.items())  # type: ignore[union-attr]
                 for name, bag in self.ebc.embedding_bags.items():
                     bag.weight.copy_(trained[name].weight.detach())
             for key, ec in self.sequence_ecs.items():
-                trained = source.sequence_ecs[key].embeddings
-                for name, table in ec.embeddings.items():
+                trained = source.sequence_ecs[key].embeddings  # type: ignore[assignment]
+                for name, table in ec.embeddings.items():  # type: ignore[operator, union-attr]
                     table.weight.copy_(trained[name].weight.detach())
         for name, encoders in self.sequence_encoders.items():
             encoders.load_state_dict(source.sequence_encoders[name].state_dict())
@@ -292,7 +293,7 @@ class EmbeddingGroup(nn.Module):
         ``batch_size`` samples.
         """
         return {
-            f"{name}_feature_p_loss": dropout.penalty(batch_size)
+            f"{name}_feature_p_loss": dropout.penalty(batch_size)  # type: ignore[operator]
             for name, dropout in self.variational_dropouts.items()
         }
 
@@ -399,7 +400,7 @@ class EmbeddingGroup(nn.Module):
                 embedded = [layout.embed("", jagged, dense) for layout in layouts]
                 parts = [out[name]] if name in out else []
                 encoders = self.sequence_encoders[name]
-                for encoder, source in zip(encoders, self._encoder_inputs[name]):
+                for encoder, source in zip(encoders, self._encoder_inputs[name]):  # type: ignore[call-overload]
                     inputs = embedded[source]
                     parts.append(
                         encoder(inputs[".query"], inputs[".sequence"], inputs[".sequence_length"])
@@ -565,11 +566,11 @@ def _build_sequence_group(
         if feature.is_sparse:
             _share_table(tables, feature.emb_config, name)
         else:
-            dense_lengths[name] = feature.sequence_length if feature.is_sequence else 0
+            dense_lengths[name] = feature.sequence_length if feature.is_sequence else 0  # type: ignore[attr-defined]
         if feature.is_sequence:
             sequence_keys.append(name)
             sequence_dims.append(feature.output_dim)
-            lengths.append(feature.sequence_length)
+            lengths.append(feature.sequence_length)  # type: ignore[attr-defined]
         else:
             query_keys.append(name)
             query_dims.append(feature.output_dim)

@@ -49,8 +49,8 @@ class ExtractionNet(nn.Module):
         self.shared_experts = nn.ModuleList(
             MLP.from_config(shared_in_features, share_net) for _ in range(shared)
         )
-        dims = {e.output_dim() for group in self.task_experts for e in group}
-        dims |= {e.output_dim() for e in self.shared_experts}
+        dims = {e.output_dim() for group in self.task_experts for e in group}  # type: ignore[attr-defined]
+        dims |= {e.output_dim() for e in self.shared_experts}  # type: ignore[operator]
         if len(dims) != 1:
             raise ValueError(
                 f"{name}: task and shared experts need the same output width, found {sorted(dims)}"
@@ -71,7 +71,7 @@ class ExtractionNet(nn.Module):
         shared = [expert(shared_input) for expert in self.shared_experts]
         task_outputs, every_expert = [], []
         for experts, gate, x in zip(self.task_experts, self.task_gates, task_inputs):
-            own = [expert(x) for expert in experts]
+            own = [expert(x) for expert in experts]  # type: ignore[attr-defined]
             every_expert += own
             task_outputs.append(_mix(gate(x), own + shared))
         if self.shared_gate is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,6 +26,10 @@ class DotInteraction(nn.Module):
         torch.Size([2, 6])
 
     """
+
+    if TYPE_CHECKING:  # buffers typed for mypy only (TorchScript cannot resolve them)
+        rows: torch.Tensor
+        cols: torch.Tensor
 
     def __init__(self, num_features: int) -> None:
         super().__init__()

@@ -60,7 +60,7 @@ class MMoE(nn.Module):
             else:
                 gate = nn.Sequential(nn.Linear(in_features, num_expert))
             self.gates.append(gate)
-        self._output_dim = self.experts[0].output_dim()
+        self._output_dim = self.experts[0].output_dim()  # type: ignore[operator]
 
     def output_dim(self) -> int:
         """Width of each task's output."""

@@ -170,7 +170,7 @@ class PPNet(nn.Module):
         outputs: list[torch.Tensor] = []
         for layers in self.tasks:
             hidden = main
-            for layer in layers:
+            for layer in layers:  # type: ignore[attr-defined]
                 hidden = layer(hidden, gate_input)
             outputs.append(hidden)
         return outputs

@@ -11,7 +11,7 @@ its ``output_dim()`` when built. Padded positions (``t >= lengths[b]``) never ch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -193,6 +193,11 @@ class MultiWindowDINEncoder(nn.Module):
         ``forward(query [B, Dq], sequence [B, T, Ds], lengths [B]) -> [B, (L + 1) * Ds]``.
 
     """
+
+    if TYPE_CHECKING:  # buffers typed for mypy only (TorchScript cannot resolve them)
+        window_of: torch.Tensor
+        starts: torch.Tensor
+        sizes: torch.Tensor
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -35,6 +36,9 @@ class FeatureDropout(nn.Module):
         torch.Size([4, 5])
 
     """
+
+    if TYPE_CHECKING:  # buffers typed for mypy only (TorchScript cannot resolve them)
+        columns: torch.Tensor
 
     def __init__(
         self,

@@ -61,7 +61,9 @@ class _RowWiseOptimizer(torch.optim.Optimizer):
         return 0.0
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(  # type: ignore[override]  # one signature for torch's two overloads
+        self, closure: Optional[Callable[[], float]] = None
+    ) -> Optional[float]:
         """Updates the touched rows of every parameter with a gradient."""
         loss = None
         if closure is not None:

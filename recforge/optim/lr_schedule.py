@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
 from recforge.config import ConfigError
+
+if TYPE_CHECKING:
+    from recforge.protos import optimizer_pb2
 
 
 class LearningRateSchedule:
@@ -66,7 +69,9 @@ class LearningRateSchedule:
         return [g["lr"] for g in self.optimizer.param_groups]
 
 
-def _exponential(base_lr: float, cfg: Any, where: str) -> Callable[[int], float]:
+def _exponential(
+    base_lr: float, cfg: optimizer_pb2.ExponentialDecayLR, where: str
+) -> Callable[[int], float]:
     def lr_at(t: int) -> float:
         if t < cfg.warmup_size:
             return cfg.warmup_learning_rate + (base_lr - cfg.warmup_learning_rate) * t / max(
@@ -80,7 +85,7 @@ def _exponential(base_lr: float, cfg: Any, where: str) -> Callable[[int], float]
     return lr_at
 
 
-def _manual(base_lr: float, cfg: Any, where: str) -> Callable[[int], float]:
+def _manual(base_lr: float, cfg: optimizer_pb2.ManualStepLR, where: str) -> Callable[[int], float]:
     sizes, rates = list(cfg.schedule_sizes), list(cfg.learning_rates)
     if len(sizes) != len(rates):
         raise ConfigError(
@@ -109,7 +114,9 @@ def _cosine_value(base_lr: float, floor: float, t_cur: float, period: float) -> 
     return floor + (base_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * t_cur / period))
 
 
-def _cosine(base_lr: float, cfg: Any, where: str) -> Callable[[int], float]:
+def _cosine(
+    base_lr: float, cfg: optimizer_pb2.CosineAnnealingLR, where: str
+) -> Callable[[int], float]:
     """Cosine from the base rate down to ``min_learning_rate`` over ``T_max``, then flat.
 
     torch's ``CosineAnnealingLR`` gives the same values up to ``T_max`` but rises again after
@@ -127,7 +134,9 @@ def _cosine(base_lr: float, cfg: Any, where: str) -> Callable[[int], float]:
     return lr_at
 
 
-def _cosine_restarts(base_lr: float, cfg: Any, where: str) -> Callable[[int], float]:
+def _cosine_restarts(
+    base_lr: float, cfg: optimizer_pb2.CosineAnnealingWarmRestartsLR, where: str
+) -> Callable[[int], float]:
     """Cosine over periods of ``T_0``, ``T_0 * T_mult``, ...; back to the base rate at each start.
 
     The same values as torch's ``CosineAnnealingWarmRestarts`` (after the warmup).
@@ -154,7 +163,9 @@ def _cosine_restarts(base_lr: float, cfg: Any, where: str) -> Callable[[int], fl
 
 def create_schedule(
     optimizer: torch.optim.Optimizer,
-    config: Any,
+    config: Union[
+        optimizer_pb2.SparseOptimizer, optimizer_pb2.DenseOptimizer, optimizer_pb2.PartOptimizer
+    ],
     base_lr: float,
     on_update: Optional[Callable[[], None]] = None,
     field_path: str = "train_config.dense_optimizer",
@@ -175,7 +186,7 @@ def create_schedule(
     which = config.WhichOneof("learning_rate") or "constant_learning_rate"
     cfg = getattr(config, which)
     where = f"{field_path}.{which}"
-    builders = {
+    builders: dict[str, Callable[..., Callable[[int], float]]] = {
         "exponential_decay_learning_rate": _exponential,
         "manual_step_learning_rate": _manual,
         "cosine_annealing_learning_rate": _cosine,

@@ -47,7 +47,12 @@ def _log_once(message: str, *args: Any) -> None:
         logger.warning(text)
 
 
-def _which(config: Any, field_path: str) -> str:
+def _which(
+    config: Union[
+        optimizer_pb2.SparseOptimizer, optimizer_pb2.DenseOptimizer, optimizer_pb2.PartOptimizer
+    ],
+    field_path: str,
+) -> str:
     name = config.WhichOneof("optimizer")
     if name is None:
         choices = [f.name for f in config.DESCRIPTOR.oneofs_by_name["optimizer"].fields]
@@ -429,7 +434,8 @@ class PartGroup:
     index: int
     config: optimizer_pb2.PartOptimizer
     field: str
-    params: dict[str, torch.nn.Parameter] = field(default_factory=dict)
+    # dataclasses.field: the attribute above only hides it from mypy
+    params: dict[str, torch.nn.Parameter] = field(default_factory=dict)  # type: ignore[operator]
 
 
 def split_part_optimizers(

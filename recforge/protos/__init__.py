@@ -1,9 +1,10 @@
 """The config schema (protobuf).
 
-The ``*_pb2.py`` modules are generated from the ``.proto`` files beside this file and are never
-committed or edited by hand: ``python -m recforge.protos`` (run by the README's set-up command and
-by CI) regenerates them, and importing this package regenerates any that are missing or older
-than their ``.proto`` source, so a fresh checkout works without a separate build step.
+The ``*_pb2.py`` modules and their ``*_pb2.pyi`` type stubs (read by mypy) are generated from the
+``.proto`` files beside this file and are never committed or edited by hand: ``python -m
+recforge.protos`` (run by the README's set-up command and by CI) regenerates them, and importing
+this package regenerates any that are missing or older than their ``.proto`` source, so a fresh
+checkout works without a separate build step.
 """
 
 from __future__ import annotations
@@ -20,21 +21,21 @@ def _proto_files() -> list[Path]:
     return sorted(_PROTO_DIR.rglob("*.proto"))
 
 
-def _generated_path(proto: Path) -> Path:
-    return proto.with_name(proto.stem + "_pb2.py")
+def _generated_paths(proto: Path) -> tuple[Path, ...]:
+    return (proto.with_name(proto.stem + "_pb2.py"), proto.with_name(proto.stem + "_pb2.pyi"))
 
 
 def _stale() -> list[Path]:
     stale = []
     for proto in _proto_files():
-        generated = _generated_path(proto)
-        if not generated.exists() or generated.stat().st_mtime < proto.stat().st_mtime:
+        mtime = proto.stat().st_mtime
+        if any(not g.exists() or g.stat().st_mtime < mtime for g in _generated_paths(proto)):
             stale.append(proto)
     return stale
 
 
 def compile_protos(force: bool = False) -> list[Path]:
-    """Generates ``*_pb2.py`` for every ``.proto`` that is newer than its generated module.
+    """Generates ``*_pb2.py`` and ``*_pb2.pyi`` for every ``.proto`` newer than either output.
 
     Args:
         force: regenerate every file, stale or not.
@@ -53,6 +54,7 @@ def compile_protos(force: bool = False) -> list[Path]:
         return []
     include = str(Path(protoc.__file__).resolve().parent / "_proto")
     args = ["protoc", f"-I{_REPO_ROOT}", f"-I{include}", f"--python_out={_REPO_ROOT}"]
+    args.append(f"--pyi_out={_REPO_ROOT}")  # type stubs for mypy
     args += [str(p.relative_to(_REPO_ROOT)) for p in todo]
     # protoc writes to a temp file per output, so concurrent imports (DataLoader workers,
     # torchrun ranks) never read a half-written module.

@@ -1,4 +1,4 @@
-"""``python -m recforge.protos``: regenerate every ``*_pb2.py`` from its ``.proto``."""
+"""``python -m recforge.protos``: regenerate every ``*_pb2.py`` and stub from its ``.proto``."""
 
 from recforge.protos import compile_protos
 

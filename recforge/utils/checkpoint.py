@@ -118,7 +118,7 @@ def save_checkpoint(
 
 def _disk_full_cause(error: BaseException) -> Optional[OSError]:
     """The disk-full ``OSError`` behind ``error`` (DCP wraps each rank's failure), if any."""
-    causes = [error]
+    causes: list[Optional[BaseException]] = [error]
     if isinstance(error, CheckpointException):
         causes += [failure for failure, _ in error.failures.values()]
     for cause in causes:

@@ -26,7 +26,7 @@ import logging
 import os
 import pickle
 import re
-from typing import Any, Optional
+from typing import Any, Optional, TypeGuard
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -96,7 +96,7 @@ def write_manifest(directory: str, digests: dict[str, str]) -> None:
         json.dump(manifest, f, indent=1)
 
 
-def _is_plain_name(name: Any) -> bool:
+def _is_plain_name(name: Any) -> TypeGuard[str]:
     return (
         isinstance(name, str)
         and name not in ("", ".", "..")
@@ -183,6 +183,7 @@ class _DataOnlyPlanner(DefaultLoadPlanner):
 
     def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
         fqn = read_item.dest_index.fqn
+        assert self.metadata is not None  # read before any data
         relative = self.metadata.storage_data[read_item.storage_index].relative_path
         where = os.path.join(self._directory, relative)
         if isinstance(self.state_dict.get(fqn), torch.Tensor):

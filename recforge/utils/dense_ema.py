@@ -17,12 +17,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 from torch import nn
 
 from recforge.config import ConfigError
+
+if TYPE_CHECKING:
+    from recforge.protos import eval_pb2, export_pb2, train_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,10 @@ def dense_named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     }
 
 
-def use_dense_ema(config: Optional[Any], train_config: Optional[Any]) -> bool:
+def use_dense_ema(
+    config: Optional[Union[eval_pb2.EvalConfig, export_pb2.ExportConfig]],
+    train_config: Optional[train_pb2.TrainConfig],
+) -> bool:
     """Whether eval or export should read the averaged weights.
 
     Args:
@@ -96,6 +102,9 @@ class DenseEMA(nn.Module):
 
     """
 
+    if TYPE_CHECKING:  # buffers typed for mypy only (TorchScript cannot resolve them)
+        n_averaged: torch.Tensor
+
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__()
         if not 0.0 <= decay <= 1.0:
@@ -112,7 +121,7 @@ class DenseEMA(nn.Module):
             for name, param in dense_named_parameters(model).items():
                 self.register_buffer(ema_key(name), param.detach().clone())
         self.register_buffer("n_averaged", torch.zeros((), dtype=torch.int64))
-        self._params: list[nn.Parameter] = []
+        self._params: list[torch.Tensor] = []  # the model's parameters
         self._copy_next: Optional[bool] = None
 
     def averages(self) -> list[torch.Tensor]:
@@ -199,7 +208,9 @@ def detached(module: nn.Module) -> Iterator[None]:
             owner._modules[EMA_ATTRIBUTE] = ema
 
 
-def create_dense_ema(train_config: Optional[Any], model: nn.Module) -> Optional[DenseEMA]:
+def create_dense_ema(
+    train_config: Optional[train_pb2.TrainConfig], model: nn.Module
+) -> Optional[DenseEMA]:
     """The EMA that ``train_config.dense_optimizer.ema`` asks for, or None."""
     if train_config is None or not train_config.dense_optimizer.HasField("ema"):
         return None
@@ -219,7 +230,11 @@ def checkpoint_has_ema(checkpoint_path: str) -> bool:
 
 
 def ema_for_inference(
-    use: bool, explicit: bool, checkpoint_path: str, model: nn.Module, train_config: Optional[Any]
+    use: bool,
+    explicit: bool,
+    checkpoint_path: str,
+    model: nn.Module,
+    train_config: Optional[train_pb2.TrainConfig],
 ) -> Optional[DenseEMA]:
     """The EMA module to restore for evaluating / exporting a checkpoint, or None.
 

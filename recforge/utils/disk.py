@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import Any, TypeGuard
 
 #: "no space left on device" and "disk quota exceeded"
 DISK_FULL_ERRNOS = frozenset(
@@ -12,7 +12,7 @@ DISK_FULL_ERRNOS = frozenset(
 )
 
 
-def is_disk_full(error: BaseException) -> bool:
+def is_disk_full(error: BaseException) -> TypeGuard[OSError]:
     """Whether ``error`` is an ``OSError`` saying the disk (or the user's quota) is full."""
     return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
 

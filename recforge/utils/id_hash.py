@@ -46,7 +46,7 @@ def hashed_features(model: nn.Module) -> list[str]:
     """
     for module in model.modules():
         if isinstance(getattr(type(module), "features", None), property):
-            return hashing_features(module.features)
+            return hashing_features(module.features)  # type: ignore[arg-type]  # a property
     return []
 
 

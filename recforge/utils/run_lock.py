@@ -205,10 +205,12 @@ class RunLock:
         )
         return True
 
-    def _busy_message(self, owner: dict[str, Any]) -> str:
+    def _busy_message(self, owner: Optional[dict[str, Any]]) -> str:
+        owner = owner or {}  # None: the lock changed hands again before it could be read
         return (
-            f"model_dir '{self.model_dir}' is in use by another training run (pid {owner['pid']}"
-            f" on host {owner['host']}, started {owner.get('started', '?')}): one training run"
+            f"model_dir '{self.model_dir}' is in use by another training run (pid"
+            f" {owner.get('pid', '?')} on host {owner.get('host', '?')}, started"
+            f" {owner.get('started', '?')}): one training run"
             " per model_dir; wait for it or stop it, or choose another --model_dir"
             " (`recforge evaluate` may run alongside)"
         )

@@ -261,7 +261,7 @@ def shard_model(
     unsharded = _keep_unsharded(module, device, fused_tables)
     unsharded_ids = {id(p) for ec in unsharded.values() for p in ec.parameters()}
     unsharded_tables = {c.name for ec in unsharded.values() for c in ec.embedding_configs()}
-    fused_params = []
+    fused_params: list[torch.nn.Parameter] = []
     riders: list[str] = []  # fused-capable tables in an unsharded collection
     for name, (_, params) in tables.items():
         use_fused = name in fused_tables
@@ -286,6 +286,7 @@ def shard_model(
         )
     cannot = [t for t in fallback if t not in riders]
     if cannot and dist_util.rank() == 0:
+        assert spec is not None  # tables fall back only from a sparse optimizer
         reason = spec.cpu_note if device.type == "cpu" and spec.cpu_note else ""
         logger.warning(
             "fbgemm's fused %s kernel cannot train tables %s (%s, dims %s%s): they use a"
@@ -299,6 +300,7 @@ def shard_model(
             spec.fallback_class.__name__,
         )
     if riders and dist_util.rank() == 0:
+        assert spec is not None
         logger.warning(
             "the unpooled tables %s train with %s.%s, not fbgemm's fused kernel: their"
             " EmbeddingCollection also holds a frozen or dense-kernel table, so it stays"
@@ -308,6 +310,7 @@ def shard_model(
             spec.fallback_class.__name__,
         )
     if fused_params:
+        assert spec is not None  # fused tables need a sparse optimizer
         # torchrec consumes the kwargs dict it is given: pass a copy
         apply_optimizer_in_backward(spec.fused_class, fused_params, dict(spec.fused_kwargs))
     for ec in unsharded.values():
@@ -323,8 +326,10 @@ def shard_model(
     model = DistributedModelParallel(module, device=device, plan=plan)
     if train_config is None:
         return ShardedTraining(model, None)
+    assert spec is not None  # made from train_config
 
-    table_params, dense_params = {}, {}
+    table_params: dict[str, torch.nn.Parameter] = {}
+    dense_params: dict[str, torch.nn.Parameter] = {}
     for name, param in in_backward_optimizer_filter(model.named_parameters()):
         table = _table_of_param(name)
         if table in frozen_tables:

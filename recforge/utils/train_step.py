@@ -29,13 +29,16 @@ What each ``train_config`` field does (TorchEasyRec's semantics unless noted):
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import nn
 
 from recforge.config import ConfigError
 from recforge.utils.dense_ema import DenseEMA, dense_named_parameters
+
+if TYPE_CHECKING:
+    from recforge.protos import train_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class _ScaledStep:
         self.stepped = True
 
 
-def _check_clipping(train_config: Any) -> tuple[str, float, float]:
+def _check_clipping(train_config: train_pb2.TrainConfig) -> tuple[str, float, float]:
     """``(clipping type, max_gradient, norm_type)`` of ``train_config.grad_clipping``."""
     if not train_config.HasField("grad_clipping"):
         return "none", 0.0, 2.0
@@ -83,7 +86,9 @@ def _check_clipping(train_config: Any) -> tuple[str, float, float]:
     return kind, float(cfg.max_gradient), float(cfg.norm_type)
 
 
-def _create_scaler(train_config: Any, device: torch.device) -> Optional[torch.amp.GradScaler]:
+def _create_scaler(
+    train_config: train_pb2.TrainConfig, device: torch.device
+) -> Optional[torch.amp.GradScaler]:
     if not train_config.HasField("grad_scaler"):
         return None
     cfg = train_config.grad_scaler
@@ -144,7 +149,7 @@ class TrainStep:
 
     def __init__(
         self,
-        train_config: Any,
+        train_config: train_pb2.TrainConfig,
         optimizer: Any,
         model: nn.Module,
         device: torch.device,
@@ -204,14 +209,16 @@ class TrainStep:
         if self.accumulation > 1 and global_step % self.accumulation:
             return False
         if self.scaler is not None:
-            self.scaler.unscale_(self._scaled_step)
+            assert self._scaled_step is not None  # made with the scaler
+            self.scaler.unscale_(self._scaled_step)  # type: ignore[arg-type]  # duck-typed
         if self.clipping == "norm":
             torch.nn.utils.clip_grad_norm_(self.dense_params, self.max_gradient, self.norm_type)
         elif self.clipping == "value":
             torch.nn.utils.clip_grad_value_(self.dense_params, self.max_gradient)
         if self.scaler is not None:
+            assert self._scaled_step is not None
             self._scaled_step.stepped = False
-            self.scaler.step(self._scaled_step)
+            self.scaler.step(self._scaled_step)  # type: ignore[arg-type]  # duck-typed
             self.scaler.update()
             self._inv_scale = 1.0 / self.scaler.get_scale()
             stepped = self._scaled_step.stepped
