@@ -161,6 +161,16 @@ class BaseFeature(abc.ABC):
         self._init_fn: Optional[Callable[..., Any]] = None
         if feature_config.HasField("init_fn") and feature_config.init_fn:
             self._init_fn = parse_init_fn(feature_config.init_fn, self.name)
+        self.setup()
+
+    def setup(self) -> None:
+        """The kind's own checks and parts, run once at the end of the base constructor.
+
+        Subclasses override this instead of the constructor (whose keywords they would
+        otherwise restate); ``self.config``, ``self.name``, ``self.fg_mode`` and
+        ``self.pooling`` are set by then. A subclass of a kind calls ``super().setup()``.
+        """
+        return None
 
     # ------------------------------------------------------------------ description
     @classmethod

@@ -12,7 +12,6 @@ from google.protobuf import json_format
 from recforge.features.base_feature import FeatureError
 from recforge.features.custom_ops import INPUT_NAMES, get_operator
 from recforge.features.derived_feature import DerivedFeature, split_expression
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.utils.registry import RegistryError
 
 logger = logging.getLogger(__name__)
@@ -42,13 +41,8 @@ class CustomFeature(DerivedFeature):
       ``boundaries`` bucketize.
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         self._require_inputs("expression")
         self._build_output()
         cfg = self.config

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.base_feature import INT_PATTERN, BaseFeature, FeatureError
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.hashing import std_hash
 from recforge.features.utils import (
     fill_empty_bags,
@@ -67,13 +66,8 @@ class IdFeature(BaseFeature):
 
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         self._check_embedding_dim()
         if cfg.weighted:

@@ -46,7 +46,6 @@ import pyarrow.compute as pc
 
 from recforge.features.combo_feature import split_values, to_list_array
 from recforge.features.derived_feature import DerivedFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.kv_parsing import KvFormatError, first_match, parse_kv_map, row_keys
 from recforge.features.raw_feature import RawFeature
 from recforge.features.utils import (
@@ -197,13 +196,8 @@ class MapHitsFeature(DerivedFeature):
 class LookupFeature(MapHitsFeature):
     """A row's keys looked up in its kv map (see the module docstring)."""
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         if not self.reads_fg_output and not (cfg.map and cfg.key):
             raise self._error(

@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 
 from recforge.features.base_feature import BaseFeature, FeatureError
 from recforge.features.expression import ExpressionError, compile_expression
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
     FLOAT_PATTERN,
     fill_empty_bags,
@@ -196,13 +195,8 @@ class RawFeature(BaseFeature):
 
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         if cfg.value_dim < 1:
             raise self._error(f"value_dim must be >= 1, found {cfg.value_dim}")

@@ -37,7 +37,6 @@ from recforge.features.combo_feature import ComboFeature
 from recforge.features.custom_feature import CustomFeature
 from recforge.features.derived_feature import DerivedFeature, copy_fields, split_expression
 from recforge.features.expr_feature import ExprFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.kv_dot_product import KvDotProduct
 from recforge.features.lookup_feature import LookupFeature
 from recforge.features.match_feature import ALL, MatchFeature
@@ -264,13 +263,8 @@ class _SequenceDerived:
 
 def _make(base: type, kind: str) -> type:
     class Sequence(_SequenceDerived, base):  # type: ignore[misc, valid-type]
-        def __init__(
-            self,
-            feature_config: Any,
-            fg_mode: int = FG_NONE,
-            fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-        ) -> None:
-            base.__init__(self, feature_config, fg_mode, fg_encoded_multival_sep)
+        def setup(self) -> None:
+            base.setup(self)
             self._init_sequence(kind)
 
     Sequence.__name__ = Sequence.__qualname__ = f"Sequence{base.__name__}"
