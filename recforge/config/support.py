@@ -267,7 +267,7 @@ FIELDS: dict[str, Entry] = {
         for name, entry in _DERIVED_FIELDS.items()
         if name in names.split()
     },
-    "IdFeature.weighted": _no("weighted id features are not built yet"),
+    "IdFeature.weighted": _YES,
     "IdFeature.zch": _DYNAMIC_EMB,
     "IdFeature.dynamicemb": _DYNAMIC_EMB,
     "IdFeature.vocab_file": _FG_KIND,

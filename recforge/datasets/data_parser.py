@@ -32,7 +32,8 @@ class DataParser:
     The flat dict (what :meth:`parse` returns and what an exported model takes as input) holds:
 
     * ``"{feature}.values"`` / ``"{feature}.lengths"``: sparse ids ``int64 [N]`` and bag
-      lengths ``int32 [B]``;
+      lengths ``int32 [B]``; ``"{feature}.weights"`` ``float32 [N]``: the ids' weights of a
+      weighted id feature;
     * ``"{feature}.values"``: dense values ``float32 [B, value_dim]``;
     * ``"label.{column}"``, ``"weight.{column}"``: ``float32 [B]``;
     * ``"extra.{column}"``: ``int64 [B]``, a stable hash of the column's string values (a
@@ -71,6 +72,12 @@ class DataParser:
         self.reserved_columns = list(reserved_columns)
         self.extra_id_columns = list(extra_id_columns)
         self.sparse_keys: list[str] = [f.name for f in self.features if f.is_sparse]
+        #: weighted id features (``"{feature}.weights"`` in the flat dict), and those of them
+        #: pooled by mean
+        self.weighted_keys: list[str] = [f.name for f in self.features if f.is_weighted]
+        self.mean_weighted_keys: list[str] = [
+            f.name for f in self.features if f.is_weighted and f.pooling == "mean"
+        ]
         self.dense_keys: list[str] = [f.name for f in self.features if not f.is_sparse]
         self.dense_dims: list[int] = [f.dense_width for f in self.features if not f.is_sparse]
         self._needed: dict[str, str] = {}
@@ -211,7 +218,13 @@ class DataParser:
         """
         batch_size = infer_batch_size(parsed, self.sparse_keys, self.dense_keys, self.labels)
         return Batch(
-            sparse_features=build_sparse_features(parsed, self.sparse_keys, batch_size),
+            sparse_features=build_sparse_features(
+                parsed,
+                self.sparse_keys,
+                batch_size,
+                self.weighted_keys,
+                self.mean_weighted_keys,
+            ),
             dense_features=build_dense_features(
                 parsed, self.dense_keys, self.dense_dims, batch_size
             ),

@@ -31,6 +31,10 @@ def describe_model(
                 {"name": f"{feature.name}.values", "dtype": "int64", "shape": ["N"]},
                 {"name": f"{feature.name}.lengths", "dtype": "int32", "shape": ["B"]},
             ]
+            if feature.is_weighted:
+                tensors.append(
+                    {"name": f"{feature.name}.weights", "dtype": "float32", "shape": ["N"]}
+                )
         else:
             tensors = [
                 {

@@ -244,6 +244,11 @@ class BaseFeature(abc.ABC):
         return False
 
     @property
+    def is_weighted(self) -> bool:
+        """Whether each id carries a weight (``"{name}.weights"``, weighted pooling)."""
+        return False
+
+    @property
     def value_dim(self) -> int:
         """Values per sample of a dense feature (1 for sparse features)."""
         return 1
@@ -304,6 +309,11 @@ class BaseFeature(abc.ABC):
         from torchrec import EmbeddingBagConfig, PoolingType
 
         pooling = PoolingType.MEAN if self.pooling == "mean" else PoolingType.SUM
+        if self.is_weighted:
+            # weighted tables pool by SUM; a mean's 1 / L is in the ids' weights (see
+            # recforge.datasets.batch_builder.build_sparse_features): torch's embedding
+            # bags weigh only sums
+            pooling = PoolingType.SUM
         return EmbeddingBagConfig(pooling=pooling, **self._table_kwargs())
 
     @property

@@ -14,6 +14,7 @@ from recforge.features.utils import (
     fill_empty_bags,
     first_beyond_int64,
     first_true,
+    is_list_type,
     is_string_type,
     row_of_value,
     to_string_array,
@@ -70,8 +71,8 @@ class IdFeature(BaseFeature):
         """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         self._check_embedding_dim()
-        if cfg.weighted:
-            raise self._error("weighted id features are not supported yet (set weighted: false)")
+        if cfg.weighted and self.is_sequence:
+            raise self._error("weighted: a sequence of ids takes no id weights")
         kinds = [
             name
             for name, is_set in (
@@ -115,9 +116,13 @@ class IdFeature(BaseFeature):
                 f"default_bucketize_value {self._oov} out of range "
                 f"[0, {self.num_embeddings}) (num_embeddings)"
             )
+        #: the weights of the default ids (weighted features; 1 unless default_value says)
+        self._default_weights: Optional[np.ndarray] = None
         self._default_ids: Optional[np.ndarray] = (
             self._encoded_default() if self.fg_encoded else self._parse_default()
         )
+        if self._default_ids is not None and self._default_weights is None:
+            self._default_weights = np.ones(len(self._default_ids), dtype=np.float32)
 
     # ------------------------------------------------------------------ description
     @property
@@ -129,6 +134,11 @@ class IdFeature(BaseFeature):
     def is_sparse(self) -> bool:
         """Always ``True``."""
         return True
+
+    @property
+    def is_weighted(self) -> bool:
+        """``weighted``: values are ``id:weight`` (or a map column of id -> weight)."""
+        return bool(self.config.weighted)
 
     @property
     def num_embeddings(self) -> int:
@@ -172,6 +182,17 @@ class IdFeature(BaseFeature):
         if not tokens:
             return None
         values = pa.array(tokens, pa.string())
+        if self.is_weighted:  # "id:weight" tokens; a bare id weighs 1
+            parts = pc.split_pattern(values, ":", max_splits=1, reverse=True).to_pylist()
+            try:
+                weights = [float(p[1]) if len(p) == 2 else 1.0 for p in parts]
+            except ValueError:
+                raise self._error(
+                    f"default_value {text!r}: expected ids or id:weight pairs joined by"
+                    f" separator {sep!r}"
+                ) from None
+            values = pa.array([p[0] for p in parts], pa.string())
+            self._default_weights = np.array(weights, dtype=np.float32)
         lengths = np.array([len(tokens)], dtype=np.int32)
         if self._kind in ("vocab_list", "vocab_dict"):
             # the FG maps a default value that is no key like any other value when
@@ -276,14 +297,73 @@ class IdFeature(BaseFeature):
 
         """
         column = self._get_column(columns)
-        values, lengths = self._flatten_ids(column)
+        weights: Optional[np.ndarray] = None
+        if self.is_weighted:
+            values, weights, lengths = self._flatten_weighted(column)
+        else:
+            values, lengths = self._flatten_ids(column)
         if self.fg_encoded and self.config.HasField("value_dim") and self.config.value_dim == 1:
             self._check_one_per_row(column, lengths, "value_dim: 1")
         ids = self._to_ids(values, lengths) if len(values) else np.zeros(0, dtype=np.int64)
-        ids, lengths = self._fill_default(ids, lengths)
-        return {f"{self.name}.values": ids, f"{self.name}.lengths": lengths}
+        out_ids, out_lengths = self._fill_default(ids, lengths)
+        out = {f"{self.name}.values": out_ids, f"{self.name}.lengths": out_lengths}
+        if weights is not None:
+            out[f"{self.name}.weights"], _ = fill_empty_bags(
+                weights, lengths, self._default_weights
+            )
+        return out
+
+    def _flatten_weighted(self, column: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+        """Weighted ids: ``(ids [N], weights float32 [N], lengths int32 [B])``.
+
+        A map column holds id -> weight; string (or list of string) cells hold ``id:weight``
+        items (split on the last ``:``), multi-values joined as for unweighted ids.
+        """
+        if pa.types.is_map(column.type):
+            kv = pa.list_(pa.struct([column.type.key_field, column.type.item_field]))
+            pairs = column.cast(kv)
+            flat = pc.list_flatten(pairs)
+            lengths = pc.list_value_length(pairs).fill_null(0).to_numpy(zero_copy_only=False)
+            ids, weights = flat.field(0), flat.field(1)
+            lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        else:
+            if pa.types.is_integer(column.type) or (
+                is_list_type(column.type) and not is_string_type(column.type.value_type)
+            ):
+                raise self._error(
+                    f"weighted: expected id:weight strings or a map column, found column type"
+                    f" {column.type}"
+                )
+            items, lengths = self._flatten_ids(column)
+            if len(items) == 0:
+                return items, np.zeros(0, dtype=np.float32), lengths
+            parts = pc.split_pattern(items, ":", max_splits=1, reverse=True)
+            bad = first_true(pc.list_value_length(parts).to_numpy(zero_copy_only=False) != 2)
+            if bad >= 0:
+                raise self._bad_value(
+                    items, lengths, bad, "weighted: expected id:weight, found {value}"
+                )
+            ids, weights = pc.list_element(parts, 0), pc.list_element(parts, 1)
+        try:
+            floats = pc.cast(weights, pa.float32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = weights.to_pylist()
+            bad = next(i for i, w in enumerate(values) if w is not None and not _is_float(w))
+            raise self._bad_value(
+                weights, lengths, bad, "weighted: expected a number after ':', found {value}"
+            ) from None
+        out = floats.fill_null(1.0).to_numpy(zero_copy_only=False).astype(np.float32)
+        return ids, out, lengths
 
     @property
     def vocab(self) -> list[str]:
         """The vocabulary keys (empty unless ``vocab_list`` / ``vocab_dict``)."""
         return [] if self._vocab_keys is None else self._vocab_keys.to_pylist()
+
+
+def _is_float(text: object) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True

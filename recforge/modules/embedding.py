@@ -114,6 +114,7 @@ class EmbeddingGroup(nn.Module):
         self.variational_dropouts = nn.ModuleDict()
         by_name = {f.name: f for f in features}
         tables: dict[str, EmbeddingBagConfig] = {}
+        weighted_tables: dict[str, EmbeddingBagConfig] = {}
         group_keys: dict[str, list[str]] = {}
         group_dims: dict[str, list[int]] = {}
         self._sequence_groups: dict[str, _SequenceGroup] = {}
@@ -166,7 +167,17 @@ class EmbeddingGroup(nn.Module):
                     table.embedding_dim = wide_embedding_dim
                     if wide_init_fn is not None:
                         table.init_fn = wide_init_fn
-                _share_table(tables, table, name)
+                # weighted features pool in their own weighted collection (as TorchEasyRec)
+                own, other = (
+                    (weighted_tables, tables) if feature.is_weighted else (tables, weighted_tables)
+                )
+                if table.name in other:
+                    raise EmbeddingGroupError(
+                        f"feature '{name}' shares table '{table.name}' with a feature that is"
+                        f" {'not ' if feature.is_weighted else ''}weighted; weighted and"
+                        " unweighted id features cannot share a table"
+                    )
+                _share_table(own, table, name)
                 keys.append((name, table.name))
                 dims.append(table.embedding_dim)
             if not keys and not nested.groups:
@@ -184,7 +195,7 @@ class EmbeddingGroup(nn.Module):
             group_dims[group.group_name] = dims
         # torchrec names a pooled output "<feature>@<table>" when the feature feeds several tables
         tables_of_feature: dict[str, int] = {}
-        for table in tables.values():
+        for table in [*tables.values(), *weighted_tables.values()]:
             for name in table.feature_names:
                 tables_of_feature[name] = tables_of_feature.get(name, 0) + 1
         for group_name, keys in group_keys.items():
@@ -200,7 +211,7 @@ class EmbeddingGroup(nn.Module):
         self._pooled_group_names = list(group_keys)
         self._group_names = [g.group_name for g in feature_groups]
         self._key_lists: list[list[str]] = [group_keys[g] for g in self._pooled_group_names]
-        self._has_sparse = bool(tables)
+        self._has_sparse = bool(tables) or bool(weighted_tables)
         layouts = list(self._sequence_groups.values())
         layouts += [layout for group in self._nested_groups.values() for layout in group]
         self._sequence_dense_keys = list(
@@ -212,6 +223,14 @@ class EmbeddingGroup(nn.Module):
         )
         self.ebc = (
             EmbeddingBagCollection(tables=list(tables.values()), device=device) if tables else None
+        )
+        #: the tables of weighted id features: pooled with the KJT's id weights
+        self.weighted_ebc = (
+            EmbeddingBagCollection(
+                tables=list(weighted_tables.values()), is_weighted=True, device=device
+            )
+            if weighted_tables
+            else None
         )
         by_dim: dict[int, list[EmbeddingConfig]] = {}
         for table in sequence_tables.values():
@@ -271,10 +290,11 @@ class EmbeddingGroup(nn.Module):
         weights become copies of ``source``'s, on ``self``'s device.
         """
         with torch.no_grad():
-            if self.ebc is not None:
-                trained = dict(source.ebc.embedding_bags.items())
-                for name, bag in self.ebc.embedding_bags.items():
-                    bag.weight.copy_(trained[name].weight.detach())
+            for mine, theirs in ((self.ebc, source.ebc), (self.weighted_ebc, source.weighted_ebc)):
+                if mine is not None:
+                    trained = dict(theirs.embedding_bags.items())
+                    for name, bag in mine.embedding_bags.items():
+                        bag.weight.copy_(trained[name].weight.detach())
             for key, ec in self.sequence_ecs.items():
                 trained = source.sequence_ecs[key].embeddings
                 for name, table in ec.embeddings.items():
@@ -382,6 +402,8 @@ class EmbeddingGroup(nn.Module):
                         pooled, sparse_features
                     )
                 keyed.append(pooled)
+            if self.weighted_ebc is not None:
+                keyed.append(self.weighted_ebc(sparse_features))
             if self._has_dense:
                 keyed.append(dense_features)
             grouped = regroup_by_slices(keyed, self._key_lists)
@@ -562,6 +584,11 @@ def _build_sequence_group(
         feature = by_name.get(name)
         if feature is None:
             raise EmbeddingGroupError(f"{where} names undefined feature '{name}'")
+        if feature.is_weighted:
+            raise EmbeddingGroupError(
+                f"{where}: weighted id feature '{name}' pools its ids by weight and can only"
+                " be in a DEEP or WIDE group"
+            )
         if feature.is_sparse:
             _share_table(tables, feature.emb_config, name)
         else:
