@@ -59,13 +59,12 @@ _FG_SEQ_KIND = _no(
     "this kind is not built yet as a sequence_ feature (its elements would be several values)"
     " nor as an element of a sequence_feature"
 )
-_VOCAB_FILE = _no("vocabulary files are not read yet; use vocab_list or vocab_dict")
 #: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
 _DERIVED_FIELDS: dict[str, Entry] = {
     "zch": _no("dynamic / zero-collision embedding tables are not built yet"),
     "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
-    "vocab_file": _VOCAB_FILE,
-    "asset_dir": _VOCAB_FILE,
+    "vocab_file": _YES,
+    "asset_dir": _YES,
     "stub_type": _no("FG-only intermediate features are not built yet"),
     "autodis": _no("AutoDis dense embeddings are not built yet"),
     "mlp": _no("MLP dense embeddings are not built yet"),
@@ -237,11 +236,7 @@ FIELDS: dict[str, Entry] = {
         for feature in ("CustomFeature", "BoolMaskFeature")
         for name in ("zch", "dynamicemb")
     },
-    "BoolMaskFeature.vocab_file": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
-    "BoolMaskFeature.asset_dir": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
     "BoolMaskFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
-    "CustomFeature.vocab_file": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
-    "CustomFeature.asset_dir": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
     "CustomFeature.is_op_thread_safe": _ignored(
         "recforge's operators run in one thread per worker"
     ),
@@ -270,8 +265,6 @@ FIELDS: dict[str, Entry] = {
     "IdFeature.weighted": _YES,
     "IdFeature.zch": _DYNAMIC_EMB,
     "IdFeature.dynamicemb": _DYNAMIC_EMB,
-    "IdFeature.vocab_file": _FG_KIND,
-    "IdFeature.asset_dir": _FG_KIND,
     "IdFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
     "RawFeature.autodis": _FG_KIND,
     "RawFeature.mlp": _FG_KIND,

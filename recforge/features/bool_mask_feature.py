@@ -28,6 +28,11 @@ class BoolMaskFeature(DerivedFeature):
     ``hash_bucket_size``, ``vocab_list``, ``vocab_dict``, ``default_value``, ...).
     """
 
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` of an id output (copied into an export)."""
+        return ("vocab_file",)
+
     def setup(self) -> None:
         """Checks the config and builds the parts this kind needs."""
         cfg = self.config

@@ -117,6 +117,11 @@ def to_list_array(values: pa.Array, lengths: np.ndarray) -> pa.ListArray:
 class ComboFeature(DerivedFeature):
     """The cross of ``expression`` (>= 2 inputs) as ids (see the module docstring)."""
 
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` of an id output (copied into an export)."""
+        return ("vocab_file",)
+
     def setup(self) -> None:
         """Checks the config and builds the parts this kind needs."""
         cfg = self.config

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 #: operators shipped with recforge, tried on one empty text when the feature is built
 _BUILT_IN = ("EditDistance", "RegexReplace", "SeqExpr")
-_ID_KINDS = ("hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict")
+_ID_KINDS = ("hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict", "vocab_file")
 
 
 class CustomFeature(DerivedFeature):
@@ -40,6 +40,11 @@ class CustomFeature(DerivedFeature):
       (default ``"0"``) for nulls, ``normalizer``, ``value_dim`` numbers per row, and
       ``boundaries`` bucketize.
     """
+
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` of an id output (copied into an export)."""
+        return ("vocab_file",)
 
     def setup(self) -> None:
         """Checks the config and builds the parts this kind needs."""
@@ -77,11 +82,6 @@ class CustomFeature(DerivedFeature):
     def _build_output(self) -> None:
         """An id output (an id kind is set) or a number output."""
         cfg = self.config
-        if cfg.vocab_file:
-            raise FeatureError(
-                f"feature '{self.name}': vocab_file is not supported yet for custom_feature "
-                "(use vocab_list or vocab_dict)"
-            )
         is_id = any(
             len(getattr(cfg, k)) if k.startswith("vocab") else cfg.HasField(k) for k in _ID_KINDS
         )

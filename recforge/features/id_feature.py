@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -45,6 +46,10 @@ class IdFeature(BaseFeature):
       ``default_bucketize_value``. ``num_embeddings = max(max id, default_bucketize_value) + 1``
       (at least 2; TorchEasyRec takes ``max id + 1``, which leaves no row for a larger
       ``default_bucketize_value``).
+    * ``vocab_file`` (joined to ``asset_dir`` when relative): the vocabulary in a file, one
+      word a line (``vocab_list`` with ``default_bucketize_value``) or ``word id`` a line
+      (``vocab_dict`` with it); ``default_bucketize_value`` is required, nothing being
+      reserved (see :mod:`recforge.features.vocab_file`).
 
     Multi-value: string cells are split on ``separator`` (default ``"\\x1d"``); list columns
     are multi-value natively. Nulls, empty strings and empty lists give an empty bag (length
@@ -80,13 +85,14 @@ class IdFeature(BaseFeature):
                 ("hash_bucket_size", cfg.hash_bucket_size > 0),
                 ("vocab_list", len(cfg.vocab_list) > 0),
                 ("vocab_dict", len(cfg.vocab_dict) > 0),
+                ("vocab_file", bool(cfg.vocab_file)),
             )
             if is_set
         ]
         if len(kinds) != 1:
             raise self._error(
-                "expected exactly one of num_buckets, hash_bucket_size, vocab_list, vocab_dict; "
-                f"found {kinds or 'none'}"
+                "expected exactly one of num_buckets, hash_bucket_size, vocab_list, vocab_dict, "
+                f"vocab_file; found {kinds or 'none'}"
             )
         self._kind: str = kinds[0]
         self._oov: Optional[int] = None
@@ -94,7 +100,10 @@ class IdFeature(BaseFeature):
             self._oov = int(cfg.default_bucketize_value)
         self._vocab_keys: Optional[pa.Array] = None
         self._vocab_ids: Optional[np.ndarray] = None
-        if self._kind == "vocab_list":
+        self._vocab_file_rows = 0
+        if self._kind == "vocab_file":
+            self._read_vocab_file()
+        elif self._kind == "vocab_list":
             self._vocab_keys = pa.array(list(cfg.vocab_list), pa.string())
             first = 0 if self._oov is not None else 2
             self._vocab_ids = np.arange(first, first + len(cfg.vocab_list), dtype=np.int64)
@@ -127,7 +136,7 @@ class IdFeature(BaseFeature):
     # ------------------------------------------------------------------ description
     @property
     def table_size_source(self) -> str:
-        """``num_buckets``, ``hash_bucket_size``, ``vocab_list`` or ``vocab_dict``."""
+        """The id kind: ``num_buckets``, ``hash_bucket_size``, ``vocab_list``, ..."""
         return self._kind
 
     @property
@@ -150,10 +159,39 @@ class IdFeature(BaseFeature):
             return int(cfg.hash_bucket_size)
         if self._kind == "vocab_list":
             return len(cfg.vocab_list) + (0 if self._oov is not None else 2)
+        if self._kind == "vocab_file":
+            return self._vocab_file_rows
         top = max(cfg.vocab_dict.values())
         if cfg.HasField("default_bucketize_value"):
             top = max(top, cfg.default_bucketize_value)
         return max(int(top) + 1, 2)
+
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` (copied into an export)."""
+        return ("vocab_file",)
+
+    def _read_vocab_file(self) -> None:
+        """``vocab_file``: the words and ids of the file (see :mod:`.vocab_file`).
+
+        A list file is the whole table (``num_embeddings`` its line count), a dict file
+        gives ``max(max id, default_bucketize_value) + 1`` rows, as for ``vocab_dict``.
+        """
+        from recforge.features.vocab_file import read_vocab_file
+
+        cfg = self.config
+        if self._oov is None:
+            raise self._error(
+                "vocab_file reserves no rows: set default_bucketize_value (the id of values"
+                " not in the file), as TorchEasyRec requires"
+            )
+        path = cfg.vocab_file
+        if cfg.asset_dir and not os.path.isabs(path):
+            path = os.path.join(cfg.asset_dir, path)
+        words, ids, is_dict = read_vocab_file(path, f"feature '{self.name}'")
+        self._vocab_keys = pa.array(words, pa.string())
+        self._vocab_ids = ids
+        self._vocab_file_rows = int(max(ids.max(), self._oov)) + 1 if is_dict else len(ids)
 
     # ------------------------------------------------------------------ parsing
     def _encoded_default(self) -> Optional[np.ndarray]:
@@ -194,7 +232,7 @@ class IdFeature(BaseFeature):
             values = pa.array([p[0] for p in parts], pa.string())
             self._default_weights = np.array(weights, dtype=np.float32)
         lengths = np.array([len(tokens)], dtype=np.int32)
-        if self._kind in ("vocab_list", "vocab_dict"):
+        if self._kind in ("vocab_list", "vocab_dict", "vocab_file"):
             # the FG maps a default value that is no key like any other value when
             # default_bucketize_value is set, else to row 0 (TorchEasyRec)
             index = pc.index_in(values, value_set=self._vocab_keys)
@@ -357,7 +395,7 @@ class IdFeature(BaseFeature):
 
     @property
     def vocab(self) -> list[str]:
-        """The vocabulary keys (empty unless ``vocab_list`` / ``vocab_dict``)."""
+        """The vocabulary keys (empty unless ``vocab_list`` / ``vocab_dict`` / ``vocab_file``)."""
         return [] if self._vocab_keys is None else self._vocab_keys.to_pylist()
 
 

@@ -70,6 +70,7 @@ def id_kinds(config: Any) -> list[str]:
             ("num_buckets", config.num_buckets > 0),
             ("vocab_list", len(config.vocab_list) > 0),
             ("vocab_dict", len(config.vocab_dict) > 0),
+            ("vocab_file", bool(config.vocab_file)),
         )
         if is_set
     ]
@@ -110,6 +111,11 @@ class MapHitsFeature(DerivedFeature):
 
     It turns the values found into ids or numbers (see :class:`LookupFeature`).
     """
+
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` of an id output (copied into an export)."""
+        return ("vocab_file",)
 
     _combiner: str = "sum"
     _discrete: bool = False
