@@ -66,8 +66,8 @@ _DERIVED_FIELDS: dict[str, Entry] = {
     "vocab_file": _YES,
     "asset_dir": _YES,
     "stub_type": _no("FG-only intermediate features are not built yet"),
-    "autodis": _no("AutoDis dense embeddings are not built yet"),
-    "mlp": _no("MLP dense embeddings are not built yet"),
+    "autodis": _YES,
+    "mlp": _YES,
     "fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
 }
 _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_value_type"
@@ -106,11 +106,8 @@ MESSAGES: dict[str, Entry] = {
         ).split(),
         _YES,
     ),
-    # feature generation kinds
-    **dict.fromkeys(
-        ("AutoDisEmbedding MLPEmbedding").split(),
-        _FG_KIND,
-    ),
+    # dense embeddings of number features (recforge/modules/dense_embedding.py)
+    **dict.fromkeys(("AutoDisEmbedding MLPEmbedding").split(), _YES),
     # feature generation kinds recforge computes (recforge/features/*_feature.py)
     **dict.fromkeys(
         (
@@ -227,7 +224,7 @@ FIELDS: dict[str, Entry] = {
     "BoolMaskFeature.sequence_delim": _FG_SEQ_KIND,
     "TokenizeFeature.sequence_delim": _FG_SEQ_KIND,
     **{
-        f"{feature}.{name}": _FG_KIND
+        f"{feature}.{name}": _YES
         for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()
         for name in ("autodis", "mlp")
     },
@@ -266,8 +263,6 @@ FIELDS: dict[str, Entry] = {
     "IdFeature.zch": _DYNAMIC_EMB,
     "IdFeature.dynamicemb": _DYNAMIC_EMB,
     "IdFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
-    "RawFeature.autodis": _FG_KIND,
-    "RawFeature.mlp": _FG_KIND,
     "SequenceFeature.sequence_pk": _ignored(
         "the serving side's sequence key (only written to fg.json)"
     ),

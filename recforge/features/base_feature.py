@@ -268,9 +268,25 @@ class BaseFeature(abc.ABC):
         return int(self.config.embedding_dim) if self.is_sparse else 0
 
     @property
+    def dense_embedding(self) -> Optional[Any]:
+        """The ``RawFeature`` message of a dense feature embedded by ``mlp`` / ``autodis``.
+
+        ``None`` (the default) when the feature enters its group as its numbers; see
+        :mod:`recforge.modules.dense_embedding`.
+        """
+        return None
+
+    @property
     def output_dim(self) -> int:
-        """Width of the feature's model input: ``value_dim`` (dense) or ``embedding_dim``."""
-        return self.embedding_dim if self.is_sparse else self.value_dim
+        """Width of the feature's model input: ``value_dim`` (dense) or ``embedding_dim``.
+
+        A dense feature with a dense embedding (``mlp`` / ``autodis``) is its
+        ``embedding_dim`` wide.
+        """
+        if self.is_sparse:
+            return self.embedding_dim
+        embedding = self.dense_embedding
+        return int(embedding.embedding_dim) if embedding is not None else self.value_dim
 
     @property
     def trainable(self) -> bool:

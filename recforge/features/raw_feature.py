@@ -231,6 +231,27 @@ class RawFeature(BaseFeature):
         self._default_ids: Optional[np.ndarray] = None
         if self.fg_encoded:
             self._parse_encoded_default()
+        if self.dense_embedding is not None:
+            self._check_dense_embedding()
+
+    def _check_dense_embedding(self) -> None:
+        cfg = self.config
+        if cfg.embedding_dim <= 0:
+            raise self._error(
+                f"{cfg.WhichOneof('dense_emb')} embeds the numbers: it needs embedding_dim > 0,"
+                f" found {cfg.embedding_dim}"
+            )
+        if cfg.HasField("autodis"):
+            auto = cfg.autodis
+            if self.value_dim != 1:
+                raise self._error(
+                    f"autodis embeds one number per sample: value_dim must be 1, found"
+                    f" {self.value_dim} (use mlp for several)"
+                )
+            if auto.num_channels < 1:
+                raise self._error(f"autodis.num_channels must be >= 1, found {auto.num_channels}")
+            if not auto.temperature > 0:
+                raise self._error(f"autodis.temperature must be > 0, found {auto.temperature:g}")
 
     # ------------------------------------------------------------------ description
     @property
@@ -247,6 +268,16 @@ class RawFeature(BaseFeature):
     def value_dim(self) -> int:
         """Numbers per sample."""
         return int(self.config.value_dim)
+
+    @property
+    def dense_embedding(self) -> Optional[Any]:
+        """This config when ``mlp`` / ``autodis`` is set and the feature is dense.
+
+        As in TorchEasyRec, a bucketized feature (``boundaries``) and a sequence ignore them.
+        """
+        if self.is_sparse or self.is_sequence or self.config.WhichOneof("dense_emb") is None:
+            return None
+        return self.config
 
     @property
     def num_embeddings(self) -> int:

@@ -20,6 +20,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, Keyed
 
 from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
+from recforge.modules.dense_embedding import build_dense_embedding
 from recforge.modules.regroup import regroup_by_slices
 from recforge.modules.sequence_encoders import (
     NestedSequences,
@@ -33,6 +34,8 @@ from recforge.protos import model_pb2, module_pb2
 torch.fx.wrap("regroup_by_slices")
 
 WIDE_TABLE_SUFFIX = "_wide"
+#: the key of a dense feature's mlp / autodis embedding among the group inputs
+DENSE_EMBEDDING_SUFFIX = "@dense_emb"
 TableConfig = Union[EmbeddingBagConfig, EmbeddingConfig]
 
 
@@ -123,6 +126,9 @@ class EmbeddingGroup(nn.Module):
         self._nested_groups: dict[str, list[_SequenceGroup]] = {}
         self._encoder_inputs: dict[str, list[int]] = {}
         self.sequence_encoders = nn.ModuleDict()
+        #: feature name -> the mlp / autodis embedding of a dense feature (one per feature)
+        self.dense_embeddings = nn.ModuleDict()
+        self._dense_embedding_dims: list[int] = []
         for group in feature_groups:
             nested, problems = resolve_nested_sequences(group)
             if problems:
@@ -158,7 +164,15 @@ class EmbeddingGroup(nn.Module):
                             f"feature '{name}' is a dense raw feature and cannot be in WIDE group"
                             f" '{group.group_name}'; give it boundaries to bucketize it"
                         )
-                    keys.append(name)
+                    if feature.dense_embedding is not None:
+                        if name not in self.dense_embeddings:
+                            self.dense_embeddings[name] = build_dense_embedding(
+                                feature.dense_embedding
+                            )
+                            self._dense_embedding_dims.append(feature.output_dim)
+                        keys.append(name + DENSE_EMBEDDING_SUFFIX)
+                    else:
+                        keys.append(name)
                     dims.append(feature.output_dim)
                     continue
                 table = copy.deepcopy(feature.emb_bag_config)
@@ -303,6 +317,8 @@ class EmbeddingGroup(nn.Module):
             encoders.load_state_dict(source.sequence_encoders[name].state_dict())
         for name, dropout in self.variational_dropouts.items():
             dropout.load_state_dict(source.variational_dropouts[name].state_dict())
+        for name, embedding in self.dense_embeddings.items():
+            embedding.load_state_dict(source.dense_embeddings[name].state_dict())
 
     def variational_dropout_losses(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Each group's variational-dropout regularisation term, ``<group>_feature_p_loss``.
@@ -406,6 +422,8 @@ class EmbeddingGroup(nn.Module):
                 keyed.append(self.weighted_ebc(sparse_features))
             if self._has_dense:
                 keyed.append(dense_features)
+            if len(self.dense_embeddings) > 0:
+                keyed.append(self._embed_dense(dense_features))
             grouped = regroup_by_slices(keyed, self._key_lists)
             for i, name in enumerate(self._pooled_group_names):
                 out[name] = grouped[i]
@@ -428,6 +446,18 @@ class EmbeddingGroup(nn.Module):
                     )
                 out[name] = torch.cat(parts, dim=1)
         return out
+
+    def _embed_dense(self, dense_features: KeyedTensor) -> KeyedTensor:
+        """The mlp / autodis embeddings of dense features, keyed ``<name>@dense_emb``."""
+        names = list(self.dense_embeddings.keys())
+        slices = regroup_by_slices([dense_features], [[name] for name in names])
+        embedded = [self.dense_embeddings[name](slices[i]) for i, name in enumerate(names)]
+        return KeyedTensor(
+            keys=[name + DENSE_EMBEDDING_SUFFIX for name in names],
+            length_per_key=self._dense_embedding_dims,
+            values=torch.cat(embedded, dim=1),
+            key_dim=1,
+        )
 
 
 def used_rows_l2(pooled: KeyedTensor, ids: KeyedJaggedTensor) -> torch.Tensor:
@@ -584,6 +614,11 @@ def _build_sequence_group(
         feature = by_name.get(name)
         if feature is None:
             raise EmbeddingGroupError(f"{where} names undefined feature '{name}'")
+        if feature.dense_embedding is not None:
+            raise EmbeddingGroupError(
+                f"{where}: feature '{name}' has a dense embedding (mlp / autodis), which only"
+                " DEEP groups apply; list it in a DEEP group"
+            )
         if feature.is_weighted:
             raise EmbeddingGroupError(
                 f"{where}: weighted id feature '{name}' pools its ids by weight and can only"
