@@ -54,7 +54,6 @@ def _ignored(reason: str) -> Entry:
     return Entry(Support.IGNORED, reason)
 
 
-_FG_KIND = _no("this feature-generation kind is not built yet (id, raw and sequence features are)")
 _FG_SEQ_KIND = _no(
     "this kind is not built yet as a sequence_ feature (its elements would be several values)"
     " nor as an element of a sequence_feature"
@@ -65,7 +64,7 @@ _DERIVED_FIELDS: dict[str, Entry] = {
     "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
     "vocab_file": _YES,
     "asset_dir": _YES,
-    "stub_type": _no("FG-only intermediate features are not built yet"),
+    "stub_type": _YES,
     "autodis": _YES,
     "mlp": _YES,
     "fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
@@ -209,12 +208,7 @@ FIELDS: dict[str, Entry] = {
             "OverlapFeature TokenizeFeature CustomFeature KvDotProduct BoolMaskFeature"
             " CombineFeature"
         ).split()
-        for name, entry in (
-            (
-                "stub_type",
-                _no("intermediate feature-generation outputs (stub_type) are not built yet"),
-            ),
-        )
+        for name, entry in (("stub_type", _YES),)
     },
     **{
         f"{feature}.sequence_fields": _ignored("a serving-side hint for feature generation")
@@ -244,7 +238,7 @@ FIELDS: dict[str, Entry] = {
         f"{feature}.{name}": entry
         for feature in ("IdFeature", "RawFeature")
         for name, entry in (
-            ("stub_type", _FG_KIND),
+            ("stub_type", _YES),
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
     },

@@ -97,6 +97,8 @@ def example_inputs(model: BaseModel, batch_size: int = 4) -> dict[str, torch.Ten
     """A small valid input dict for ``model``'s features (id 0 / value 0.5 everywhere)."""
     data: dict[str, torch.Tensor] = {}
     for feature in model.features:
+        if feature.stub_type:
+            continue
         if feature.is_sparse:
             data[f"{feature.name}.values"] = torch.zeros(batch_size, dtype=torch.int64)
             data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)

@@ -161,6 +161,11 @@ class BaseFeature(abc.ABC):
         self._init_fn: Optional[Callable[..., Any]] = None
         if feature_config.HasField("init_fn") and feature_config.init_fn:
             self._init_fn = parse_init_fn(feature_config.init_fn, self.name)
+        if self.stub_type and self.fg_mode == FG_NORMAL:
+            raise FeatureError(
+                f"feature '{self.name}': stub_type (an FG_DAG intermediate result) needs"
+                " fg_mode FG_DAG, found FG_NORMAL (as in TorchEasyRec)"
+            )
         self.setup()
 
     def setup(self) -> None:
@@ -242,6 +247,15 @@ class BaseFeature(abc.ABC):
     def is_sequence(self) -> bool:
         """Whether each row holds a sequence (see :mod:`recforge.features.sequence_feature`)."""
         return False
+
+    @property
+    def stub_type(self) -> bool:
+        """``stub_type``: only an input of other features (``feature:<name>``), no model input.
+
+        See :mod:`recforge.features.fg_dag`.
+        """
+        config = self.config
+        return "stub_type" in config.DESCRIPTOR.fields_by_name and bool(config.stub_type)
 
     @property
     def is_weighted(self) -> bool:

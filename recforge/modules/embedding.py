@@ -152,6 +152,11 @@ class EmbeddingGroup(nn.Module):
                     raise EmbeddingGroupError(
                         f"feature group '{group.group_name}' names undefined feature '{name}'"
                     )
+                if feature.stub_type:
+                    raise EmbeddingGroupError(
+                        f"feature group '{group.group_name}' names feature '{name}', which has"
+                        " stub_type: true (an input of other features only, no model input)"
+                    )
                 if not feature.is_sparse:
                     if feature.is_sequence:
                         raise EmbeddingGroupError(
@@ -614,6 +619,11 @@ def _build_sequence_group(
         feature = by_name.get(name)
         if feature is None:
             raise EmbeddingGroupError(f"{where} names undefined feature '{name}'")
+        if feature.stub_type:
+            raise EmbeddingGroupError(
+                f"{where} names feature '{name}', which has stub_type: true (an input of other"
+                " features only, no model input)"
+            )
         if feature.dense_embedding is not None:
             raise EmbeddingGroupError(
                 f"{where}: feature '{name}' has a dense embedding (mlp / autodis), which only"
