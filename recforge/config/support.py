@@ -192,15 +192,10 @@ FIELDS: dict[str, Entry] = {
     "NegativeSampler.item_id_delim": _no("multi-id items in the sampler table are not built yet"),
     # features: every FG kind is built, with its sequence_ variant and as an element of a
     # sequence_feature, except these
-    **{
-        f"FeatureConfig.sequence_{kind}": _FG_SEQ_KIND
-        for kind in ("tokenize_feature", "bool_mask_feature")
-    },
+    "FeatureConfig.sequence_tokenize_feature": _FG_SEQ_KIND,
     **{
         f"SeqFeatureConfig.{kind}": _FG_SEQ_KIND
-        for kind in (
-            "overlap_feature tokenize_feature custom_feature kv_dot_product bool_mask_feature"
-        ).split()
+        for kind in ("overlap_feature tokenize_feature custom_feature kv_dot_product").split()
     },
     **{
         f"{feature}.{name}": entry
@@ -212,10 +207,8 @@ FIELDS: dict[str, Entry] = {
     },
     **{
         f"{feature}.sequence_fields": _ignored("a serving-side hint for feature generation")
-        for feature in ("TokenizeFeature", "BoolMaskFeature", "CombineFeature")
+        for feature in ("TokenizeFeature", "CombineFeature")
     },
-    "BoolMaskFeature.sequence_length": _FG_SEQ_KIND,
-    "BoolMaskFeature.sequence_delim": _FG_SEQ_KIND,
     "TokenizeFeature.sequence_delim": _FG_SEQ_KIND,
     **{
         f"{feature}.{name}": _YES
