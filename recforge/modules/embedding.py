@@ -424,7 +424,13 @@ class EmbeddingGroup(nn.Module):
                     )
                 keyed.append(pooled)
             if self.weighted_ebc is not None:
-                keyed.append(self.weighted_ebc(sparse_features))
+                weighted = self.weighted_ebc(sparse_features)
+                if self.training and self._embedding_l2 > 0:
+                    penalty = self._embedding_l2 * used_rows_l2(weighted, sparse_features)
+                    if self._embedding_penalty is not None and self.ebc is not None:
+                        penalty = penalty + self._embedding_penalty
+                    self._embedding_penalty = penalty
+                keyed.append(weighted)
             if self._has_dense:
                 keyed.append(dense_features)
             if len(self.dense_embeddings) > 0:

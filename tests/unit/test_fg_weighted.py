@@ -179,3 +179,14 @@ def test_the_exported_predictor_reproduces_training_tensors_and_scores(tmp_path)
     with torch.no_grad():
         other = predictor.model(changed)["probs"]
         assert not torch.allclose(other, predictor.model(train)["probs"])
+
+
+def test_the_embedding_l2_penalty_covers_weighted_tables():
+    (feature,) = create_features([feature_pb2.FeatureConfig(id_feature=id_cfg())], fg_mode=FG_DAG)
+    group = model_pb2.FeatureGroupConfig(group_name="g", feature_names=["tags"])
+    embedding = EmbeddingGroup([feature], [group], device=torch.device("cpu"), embedding_l2=0.5)
+    parser = DataParser([feature])
+    batch = parser.to_batch(parser.parse(pa.record_batch({"tags": pa.array(["1:2", "3:1"])})))
+    embedding.train()(batch.sparse_features, batch.dense_features)
+    penalty = embedding.embedding_regularization_loss()
+    assert penalty is not None and penalty.item() > 0
