@@ -54,21 +54,19 @@ def _ignored(reason: str) -> Entry:
     return Entry(Support.IGNORED, reason)
 
 
-_FG_KIND = _no("this feature-generation kind is not built yet (id, raw and sequence features are)")
 _FG_SEQ_KIND = _no(
     "this kind is not built yet as a sequence_ feature (its elements would be several values)"
     " nor as an element of a sequence_feature"
 )
-_VOCAB_FILE = _no("vocabulary files are not read yet; use vocab_list or vocab_dict")
 #: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
 _DERIVED_FIELDS: dict[str, Entry] = {
     "zch": _no("dynamic / zero-collision embedding tables are not built yet"),
     "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
-    "vocab_file": _VOCAB_FILE,
-    "asset_dir": _VOCAB_FILE,
-    "stub_type": _no("FG-only intermediate features are not built yet"),
-    "autodis": _no("AutoDis dense embeddings are not built yet"),
-    "mlp": _no("MLP dense embeddings are not built yet"),
+    "vocab_file": _YES,
+    "asset_dir": _YES,
+    "stub_type": _YES,
+    "autodis": _YES,
+    "mlp": _YES,
     "fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
 }
 _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_value_type"
@@ -107,11 +105,8 @@ MESSAGES: dict[str, Entry] = {
         ).split(),
         _YES,
     ),
-    # feature generation kinds
-    **dict.fromkeys(
-        ("AutoDisEmbedding MLPEmbedding").split(),
-        _FG_KIND,
-    ),
+    # dense embeddings of number features (recforge/modules/dense_embedding.py)
+    **dict.fromkeys(("AutoDisEmbedding MLPEmbedding").split(), _YES),
     # feature generation kinds recforge computes (recforge/features/*_feature.py)
     **dict.fromkeys(
         (
@@ -197,15 +192,10 @@ FIELDS: dict[str, Entry] = {
     "NegativeSampler.item_id_delim": _no("multi-id items in the sampler table are not built yet"),
     # features: every FG kind is built, with its sequence_ variant and as an element of a
     # sequence_feature, except these
-    **{
-        f"FeatureConfig.sequence_{kind}": _FG_SEQ_KIND
-        for kind in ("tokenize_feature", "bool_mask_feature")
-    },
+    "FeatureConfig.sequence_tokenize_feature": _FG_SEQ_KIND,
     **{
         f"SeqFeatureConfig.{kind}": _FG_SEQ_KIND
-        for kind in (
-            "overlap_feature tokenize_feature custom_feature kv_dot_product bool_mask_feature"
-        ).split()
+        for kind in ("overlap_feature tokenize_feature custom_feature kv_dot_product").split()
     },
     **{
         f"{feature}.{name}": entry
@@ -213,22 +203,15 @@ FIELDS: dict[str, Entry] = {
             "OverlapFeature TokenizeFeature CustomFeature KvDotProduct BoolMaskFeature"
             " CombineFeature"
         ).split()
-        for name, entry in (
-            (
-                "stub_type",
-                _no("intermediate feature-generation outputs (stub_type) are not built yet"),
-            ),
-        )
+        for name, entry in (("stub_type", _YES),)
     },
     **{
         f"{feature}.sequence_fields": _ignored("a serving-side hint for feature generation")
-        for feature in ("TokenizeFeature", "BoolMaskFeature", "CombineFeature")
+        for feature in ("TokenizeFeature", "CombineFeature")
     },
-    "BoolMaskFeature.sequence_length": _FG_SEQ_KIND,
-    "BoolMaskFeature.sequence_delim": _FG_SEQ_KIND,
     "TokenizeFeature.sequence_delim": _FG_SEQ_KIND,
     **{
-        f"{feature}.{name}": _FG_KIND
+        f"{feature}.{name}": _YES
         for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()
         for name in ("autodis", "mlp")
     },
@@ -237,11 +220,7 @@ FIELDS: dict[str, Entry] = {
         for feature in ("CustomFeature", "BoolMaskFeature")
         for name in ("zch", "dynamicemb")
     },
-    "BoolMaskFeature.vocab_file": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
-    "BoolMaskFeature.asset_dir": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
     "BoolMaskFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
-    "CustomFeature.vocab_file": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
-    "CustomFeature.asset_dir": _no("vocab_file is not built yet (use vocab_list / vocab_dict)"),
     "CustomFeature.is_op_thread_safe": _ignored(
         "recforge's operators run in one thread per worker"
     ),
@@ -252,7 +231,7 @@ FIELDS: dict[str, Entry] = {
         f"{feature}.{name}": entry
         for feature in ("IdFeature", "RawFeature")
         for name, entry in (
-            ("stub_type", _FG_KIND),
+            ("stub_type", _YES),
             ("sequence_fields", _ignored("a serving-side hint for feature generation")),
         )
     },
@@ -267,14 +246,10 @@ FIELDS: dict[str, Entry] = {
         for name, entry in _DERIVED_FIELDS.items()
         if name in names.split()
     },
-    "IdFeature.weighted": _no("weighted id features are not built yet"),
+    "IdFeature.weighted": _YES,
     "IdFeature.zch": _DYNAMIC_EMB,
     "IdFeature.dynamicemb": _DYNAMIC_EMB,
-    "IdFeature.vocab_file": _FG_KIND,
-    "IdFeature.asset_dir": _FG_KIND,
     "IdFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
-    "RawFeature.autodis": _FG_KIND,
-    "RawFeature.mlp": _FG_KIND,
     "SequenceFeature.sequence_pk": _ignored(
         "the serving side's sequence key (only written to fg.json)"
     ),

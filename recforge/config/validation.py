@@ -161,14 +161,15 @@ def _check_id_feature(feature: Message, prefix: str, problems: _Problems) -> Non
             ("hash_bucket_size", feature.HasField("hash_bucket_size")),
             ("vocab_list", len(feature.vocab_list) > 0),
             ("vocab_dict", len(feature.vocab_dict) > 0),
+            ("vocab_file", bool(feature.vocab_file)),
         )
         if is_set
     ]
     if not sources:
         problems.add(
             prefix,
-            f"id_feature {name!r} needs one of num_buckets, hash_bucket_size, vocab_list or "
-            "vocab_dict (how many ids its embedding table holds)",
+            f"id_feature {name!r} needs one of num_buckets, hash_bucket_size, vocab_list, "
+            "vocab_dict or vocab_file (how many ids its embedding table holds)",
         )
     elif len(sources) > 1:
         problems.add(

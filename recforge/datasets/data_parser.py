@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,7 @@ from recforge.datasets.batch_builder import (
 from recforge.datasets.errors import DataError
 from recforge.datasets.sample_mask import mask_inputs
 from recforge.features.base_feature import BaseFeature
+from recforge.features.fg_dag import compute_features, produced_columns
 from recforge.features.utils import as_array, ensure_writable, stable_hash
 
 
@@ -32,7 +33,8 @@ class DataParser:
     The flat dict (what :meth:`parse` returns and what an exported model takes as input) holds:
 
     * ``"{feature}.values"`` / ``"{feature}.lengths"``: sparse ids ``int64 [N]`` and bag
-      lengths ``int32 [B]``;
+      lengths ``int32 [B]``; ``"{feature}.weights"`` ``float32 [N]``: the ids' weights of a
+      weighted id feature;
     * ``"{feature}.values"``: dense values ``float32 [B, value_dim]``;
     * ``"label.{column}"``, ``"weight.{column}"``: ``float32 [B]``;
     * ``"extra.{column}"``: ``int64 [B]``, a stable hash of the column's string values (a
@@ -65,17 +67,31 @@ class DataParser:
         binary_labels: Sequence[str] = (),
     ) -> None:
         self.features = list(features)
+        #: the features handed to the model (stub_type ones only feed other features)
+        self.model_features = [f for f in self.features if not f.stub_type]
+        # FG output modes read each feature's own column: stubs have nothing to do there
+        self._computed = [f for f in self.features if not (f.stub_type and f.reads_fg_output)]
+        produced = produced_columns(self._computed)
         self.binary_labels = set(binary_labels)
         self.labels = list(labels)
         self.sample_weights = list(sample_weights)
         self.reserved_columns = list(reserved_columns)
         self.extra_id_columns = list(extra_id_columns)
-        self.sparse_keys: list[str] = [f.name for f in self.features if f.is_sparse]
-        self.dense_keys: list[str] = [f.name for f in self.features if not f.is_sparse]
-        self.dense_dims: list[int] = [f.dense_width for f in self.features if not f.is_sparse]
+        model = self.model_features
+        self.sparse_keys: list[str] = [f.name for f in model if f.is_sparse]
+        #: weighted id features (``"{feature}.weights"`` in the flat dict), and those of them
+        #: pooled by mean
+        self.weighted_keys: list[str] = [f.name for f in model if f.is_weighted]
+        self.mean_weighted_keys: list[str] = [
+            f.name for f in model if f.is_weighted and f.pooling == "mean"
+        ]
+        self.dense_keys: list[str] = [f.name for f in model if not f.is_sparse]
+        self.dense_dims: list[int] = [f.dense_width for f in model if not f.is_sparse]
         self._needed: dict[str, str] = {}
-        for feature in self.features:
+        for feature in self._computed:
             for column in feature.inputs:
+                if column in produced:
+                    continue  # another feature's FG output (feature:<name>)
                 self._needed.setdefault(
                     column, f"feature '{feature.name}' ({type(feature).__name__})"
                 )
@@ -169,12 +185,16 @@ class DataParser:
         """
         self.check_columns(rb.schema.names)
         columns = {name: rb.column(name) for name in self._needed}
-        out: dict[str, torch.Tensor] = {}
-        for feature in self.features:
-            inputs = columns
+
+        def parse_one(feature: BaseFeature, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
             if masked_rows is not None and feature.name in masked_features:
-                inputs = mask_inputs(columns, feature, masked_rows)
-            for key, array in feature.parse(inputs).items():
+                inputs = mask_inputs(inputs, feature, masked_rows)
+            return feature.parse(inputs)
+
+        parsed = compute_features(self._computed, columns, parse_one)
+        out: dict[str, torch.Tensor] = {}
+        for feature in self.model_features:
+            for key, array in parsed[feature.name].items():
                 out[key] = _to_tensor(array)
         for column in self.labels:
             out[f"label.{column}"] = self._float_column(rb, column, "label")
@@ -211,7 +231,13 @@ class DataParser:
         """
         batch_size = infer_batch_size(parsed, self.sparse_keys, self.dense_keys, self.labels)
         return Batch(
-            sparse_features=build_sparse_features(parsed, self.sparse_keys, batch_size),
+            sparse_features=build_sparse_features(
+                parsed,
+                self.sparse_keys,
+                batch_size,
+                self.weighted_keys,
+                self.mean_weighted_keys,
+            ),
             dense_features=build_dense_features(
                 parsed, self.dense_keys, self.dense_dims, batch_size
             ),

@@ -689,6 +689,8 @@ def _is_sequence_input(kind: str, msg: Any, expression: str, num_inputs: int) ->
     if fields:
         return column in fields
     side = _input_side(expression)
+    if kind == "bool_mask_feature":  # values and mask pair up per element
+        return side not in ("feature", "const")
     if num_inputs == 1 or kind in _SINGLE_INPUT:
         return side != "feature"
     return side == "item"

@@ -26,12 +26,18 @@ def describe_model(
     """The ``inputs``/``features``/``outputs`` part of ``model_info.json``."""
     features, inputs = [], []
     for feature in model_features:
+        if feature.stub_type:  # an FG intermediate: no model input
+            continue
         kind = "sparse" if feature.is_sparse else "dense"
         if feature.is_sparse:
             tensors: list[dict[str, Any]] = [
                 {"name": f"{feature.name}.values", "dtype": "int64", "shape": ["N"]},
                 {"name": f"{feature.name}.lengths", "dtype": "int32", "shape": ["B"]},
             ]
+            if feature.is_weighted:
+                tensors.append(
+                    {"name": f"{feature.name}.weights", "dtype": "float32", "shape": ["N"]}
+                )
         else:
             tensors = [
                 {
@@ -54,7 +60,9 @@ def describe_model(
             entry["value_dim"] = feature.value_dim
         features.append(entry)
         inputs += [{**t, "feature": feature.name, "kind": kind} for t in tensors]
-    columns = list(dict.fromkeys(c for f in model_features for c in f.inputs))
+    from recforge.datasets.data_parser import DataParser
+
+    columns = DataParser(model_features).input_columns
     return {
         "features": features,
         "inputs": inputs,

@@ -1,9 +1,10 @@
 """Scripting: a model (or one tower) behind a flat ``Dict[str, Tensor]``, compiled and checked.
 
 The exported model takes exactly what :meth:`recforge.datasets.DataParser.parse` produces
-(``"{feature}.values"`` / ``"{feature}.lengths"`` per sparse feature, ``"{feature}.values"``
-per dense feature), rebuilds the :class:`~recforge.datasets.batch.Batch` inside ``forward``
-and returns ``model.predict``'s outputs, so serving needs no recforge Python objects.
+(``"{feature}.values"`` / ``"{feature}.lengths"`` per sparse feature, plus
+``"{feature}.weights"`` per weighted one, ``"{feature}.values"`` per dense feature),
+rebuilds the :class:`~recforge.datasets.batch.Batch` inside ``forward`` and returns
+``model.predict``'s outputs, so serving needs no recforge Python objects.
 
 :func:`script_model` compiles it. ``Batch`` (a dataclass with a pyarrow field) and the
 models' Python-level set-up are not TorchScript, so the wrapper is first traced with
@@ -56,6 +57,8 @@ class ScriptWrapper(nn.Module):
         names = []
         for key in self._parser.sparse_keys:
             names += [f"{key}.values", f"{key}.lengths"]
+            if key in self._parser.weighted_keys:
+                names.append(f"{key}.weights")
         names += [f"{key}.values" for key in self._parser.dense_keys]
         return names
 
@@ -94,9 +97,13 @@ def example_inputs(model: BaseModel, batch_size: int = 4) -> dict[str, torch.Ten
     """A small valid input dict for ``model``'s features (id 0 / value 0.5 everywhere)."""
     data: dict[str, torch.Tensor] = {}
     for feature in model.features:
+        if feature.stub_type:
+            continue
         if feature.is_sparse:
             data[f"{feature.name}.values"] = torch.zeros(batch_size, dtype=torch.int64)
             data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
+            if feature.is_weighted:
+                data[f"{feature.name}.weights"] = torch.full((batch_size,), 0.5)
         else:
             data[f"{feature.name}.values"] = torch.full((batch_size, feature.dense_width), 0.5)
     return data
@@ -174,6 +181,8 @@ def random_inputs(features: Sequence[BaseFeature], batch_size: int) -> dict[str,
             n = max(int(feature.num_embeddings), 1)
             data[f"{feature.name}.values"] = torch.randint(0, n, (batch_size,), generator=generator)
             data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
+            if feature.is_weighted:
+                data[f"{feature.name}.weights"] = torch.rand(batch_size, generator=generator)
         else:
             data[f"{feature.name}.values"] = torch.rand(
                 batch_size, feature.dense_width, generator=generator

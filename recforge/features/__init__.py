@@ -44,6 +44,7 @@ from recforge.features.match_feature import MatchFeature
 from recforge.features.overlap_feature import OverlapFeature
 from recforge.features.raw_feature import RawFeature
 from recforge.features.sequence_derived import (
+    SequenceBoolMaskFeature,
     SequenceCombineFeature,
     SequenceComboFeature,
     SequenceCustomFeature,
@@ -88,6 +89,7 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "sequence_overlap_feature": SequenceOverlapFeature,
     "sequence_kv_dot_product": SequenceKvDotProduct,
     "sequence_custom_feature": SequenceCustomFeature,
+    "sequence_bool_mask_feature": SequenceBoolMaskFeature,
 }
 
 
@@ -231,6 +233,7 @@ __all__ = [
     "SequenceComboFeature",
     "SequenceCombineFeature",
     "SequenceCustomFeature",
+    "SequenceBoolMaskFeature",
     "SequenceExprFeature",
     "SequenceIdFeature",
     "SequenceKvDotProduct",

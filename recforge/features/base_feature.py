@@ -161,6 +161,21 @@ class BaseFeature(abc.ABC):
         self._init_fn: Optional[Callable[..., Any]] = None
         if feature_config.HasField("init_fn") and feature_config.init_fn:
             self._init_fn = parse_init_fn(feature_config.init_fn, self.name)
+        if self.stub_type and self.fg_mode == FG_NORMAL:
+            raise FeatureError(
+                f"feature '{self.name}': stub_type (an FG_DAG intermediate result) needs"
+                " fg_mode FG_DAG, found FG_NORMAL (as in TorchEasyRec)"
+            )
+        self.setup()
+
+    def setup(self) -> None:
+        """The kind's own checks and parts, run once at the end of the base constructor.
+
+        Subclasses override this instead of the constructor (whose keywords they would
+        otherwise restate); ``self.config``, ``self.name``, ``self.fg_mode`` and
+        ``self.pooling`` are set by then. A subclass of a kind calls ``super().setup()``.
+        """
+        return None
 
     # ------------------------------------------------------------------ description
     @classmethod
@@ -234,6 +249,20 @@ class BaseFeature(abc.ABC):
         return False
 
     @property
+    def stub_type(self) -> bool:
+        """``stub_type``: only an input of other features (``feature:<name>``), no model input.
+
+        See :mod:`recforge.features.fg_dag`.
+        """
+        config = self.config
+        return "stub_type" in config.DESCRIPTOR.fields_by_name and bool(config.stub_type)
+
+    @property
+    def is_weighted(self) -> bool:
+        """Whether each id carries a weight (``"{name}.weights"``, weighted pooling)."""
+        return False
+
+    @property
     def value_dim(self) -> int:
         """Values per sample of a dense feature (1 for sparse features)."""
         return 1
@@ -253,9 +282,25 @@ class BaseFeature(abc.ABC):
         return int(self.config.embedding_dim) if self.is_sparse else 0
 
     @property
+    def dense_embedding(self) -> Optional[Any]:
+        """The ``RawFeature`` message of a dense feature embedded by ``mlp`` / ``autodis``.
+
+        ``None`` (the default) when the feature enters its group as its numbers; see
+        :mod:`recforge.modules.dense_embedding`.
+        """
+        return None
+
+    @property
     def output_dim(self) -> int:
-        """Width of the feature's model input: ``value_dim`` (dense) or ``embedding_dim``."""
-        return self.embedding_dim if self.is_sparse else self.value_dim
+        """Width of the feature's model input: ``value_dim`` (dense) or ``embedding_dim``.
+
+        A dense feature with a dense embedding (``mlp`` / ``autodis``) is its
+        ``embedding_dim`` wide.
+        """
+        if self.is_sparse:
+            return self.embedding_dim
+        embedding = self.dense_embedding
+        return int(embedding.embedding_dim) if embedding is not None else self.value_dim
 
     @property
     def trainable(self) -> bool:
@@ -294,6 +339,11 @@ class BaseFeature(abc.ABC):
         from torchrec import EmbeddingBagConfig, PoolingType
 
         pooling = PoolingType.MEAN if self.pooling == "mean" else PoolingType.SUM
+        if self.is_weighted:
+            # weighted tables pool by SUM; a mean's 1 / L is in the ids' weights (see
+            # recforge.datasets.batch_builder.build_sparse_features): torch's embedding
+            # bags weigh only sums
+            pooling = PoolingType.SUM
         return EmbeddingBagConfig(pooling=pooling, **self._table_kwargs())
 
     @property

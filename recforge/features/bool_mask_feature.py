@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.derived_feature import DerivedFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import first_true, is_string_type
 
 _TRUE = ("true", "1")
@@ -29,13 +28,13 @@ class BoolMaskFeature(DerivedFeature):
     ``hash_bucket_size``, ``vocab_list``, ``vocab_dict``, ``default_value``, ...).
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` of an id output (copied into an export)."""
+        return ("vocab_file",)
+
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         self._require_inputs("expression")
         if not self.reads_fg_output and len(cfg.expression) != 2:

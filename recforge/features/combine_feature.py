@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -11,7 +9,6 @@ import pyarrow.compute as pc
 from recforge.features.base_feature import FeatureError
 from recforge.features.combo_feature import split_values
 from recforge.features.derived_feature import DerivedFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.lookup_feature import COMBINERS, combine
 from recforge.features.utils import first_true, is_number_type, is_string_type, to_floats
 
@@ -40,13 +37,8 @@ class CombineFeature(DerivedFeature):
     they take.
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         self._require_inputs("expression")
         combiner = self.config.combiner.lower()
         if combiner in _UNDEFINED_COMBINERS:

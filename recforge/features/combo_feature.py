@@ -27,14 +27,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.derived_feature import DerivedFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
     flatten_cells,
     is_string_type,
@@ -120,13 +117,13 @@ def to_list_array(values: pa.Array, lengths: np.ndarray) -> pa.ListArray:
 class ComboFeature(DerivedFeature):
     """The cross of ``expression`` (>= 2 inputs) as ids (see the module docstring)."""
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` of an id output (copied into an export)."""
+        return ("vocab_file",)
+
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         if not self.reads_fg_output and len(cfg.expression) < 2:
             raise self._error(

@@ -12,14 +12,13 @@ from google.protobuf import json_format
 from recforge.features.base_feature import FeatureError
 from recforge.features.custom_ops import INPUT_NAMES, get_operator
 from recforge.features.derived_feature import DerivedFeature, split_expression
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.utils.registry import RegistryError
 
 logger = logging.getLogger(__name__)
 
 #: operators shipped with recforge, tried on one empty text when the feature is built
 _BUILT_IN = ("EditDistance", "RegexReplace", "SeqExpr")
-_ID_KINDS = ("hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict")
+_ID_KINDS = ("hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict", "vocab_file")
 
 
 class CustomFeature(DerivedFeature):
@@ -42,13 +41,13 @@ class CustomFeature(DerivedFeature):
       ``boundaries`` bucketize.
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` of an id output (copied into an export)."""
+        return ("vocab_file",)
+
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         self._require_inputs("expression")
         self._build_output()
         cfg = self.config
@@ -83,11 +82,6 @@ class CustomFeature(DerivedFeature):
     def _build_output(self) -> None:
         """An id output (an id kind is set) or a number output."""
         cfg = self.config
-        if cfg.vocab_file:
-            raise FeatureError(
-                f"feature '{self.name}': vocab_file is not supported yet for custom_feature "
-                "(use vocab_list or vocab_dict)"
-            )
         is_id = any(
             len(getattr(cfg, k)) if k.startswith("vocab") else cfg.HasField(k) for k in _ID_KINDS
         )

@@ -142,6 +142,11 @@ class DerivedFeature(BaseFeature):
         return self._out.value_dim
 
     @property
+    def dense_embedding(self) -> Optional[Any]:
+        """The number output's ``mlp`` / ``autodis`` settings (none for a sequence)."""
+        return None if self.is_sequence else self._out.dense_embedding
+
+    @property
     @abc.abstractmethod
     def raw_inputs(self) -> list[str]:
         """The ``side:name`` expressions the feature computes from (raw modes)."""

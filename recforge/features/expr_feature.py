@@ -32,8 +32,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +39,6 @@ import pyarrow.compute as pc
 from recforge.features.base_feature import FeatureError
 from recforge.features.derived_feature import DerivedFeature, split_expression
 from recforge.features.expression import ExpressionError, compile_expression
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
     first_true,
     is_list_type,
@@ -55,13 +52,8 @@ from recforge.features.utils import (
 class ExprFeature(DerivedFeature):
     """An expression over raw columns (see the module docstring)."""
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         if cfg.value_dim > 1:
             raise self._error(

@@ -128,6 +128,36 @@ def _bucketizer(msg: Any, cfg: FgJson, order: tuple[str, ...], discrete: bool) -
     return False
 
 
+_NAME = object()  # _base_entry's expression: the feature's own name when expression is unset
+
+
+def _base_entry(
+    msg: Any, kind: str, sequence: bool, expression: Any = None, default: bool = True
+) -> FgJson:
+    """The header every entry starts with: ``feature_type``, ``feature_name``, ...
+
+    ``default_value`` unless ``default`` is false; ``expression`` when given (:data:`_NAME`:
+    ``msg.expression``, or the feature name when that is empty, as recforge reads it).
+    """
+    cfg: FgJson = {"feature_type": kind, "feature_name": msg.feature_name}
+    if default:
+        cfg["default_value"] = _default_value(msg, sequence)
+    if expression is _NAME:
+        # TorchEasyRec requires expression; recforge reads the feature name's column without
+        cfg["expression"] = msg.expression or msg.feature_name
+    elif expression is not None:
+        cfg["expression"] = expression
+    return cfg
+
+
+def _numeric_tail(msg: Any, cfg: FgJson, normalizer: bool = True) -> None:
+    """``normalizer`` (when set and ``normalizer``) and ``boundaries`` (when any)."""
+    if normalizer and _has(msg, "normalizer") and msg.normalizer:
+        cfg["normalizer"] = msg.normalizer
+    if len(msg.boundaries) > 0:
+        cfg["boundaries"] = list(msg.boundaries)
+
+
 def _common_tail(msg: Any, cfg: FgJson, grouped: bool) -> None:
     if _has(msg, "stub_type"):
         cfg["stub_type"] = msg.stub_type
@@ -137,15 +167,8 @@ def _common_tail(msg: Any, cfg: FgJson, grouped: bool) -> None:
 
 def id_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
     """``id_feature``: ids bucketized by hash, vocabulary or ``num_buckets``."""
-    cfg: FgJson = {
-        "feature_type": "id_feature",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence),
-        # TorchEasyRec requires expression; recforge reads the feature name's column without
-        "expression": msg.expression or msg.feature_name,
-        "value_type": "string",
-        "need_prefix": False,
-    }
+    cfg = _base_entry(msg, "id_feature", sequence, _NAME)
+    cfg.update(value_type="string", need_prefix=False)
     if msg.separator != DEFAULT_SEPARATOR:
         cfg["separator"] = msg.separator
     order = ("zch", "hash_bucket_size", "vocab_list", "vocab_dict", "vocab_file", "num_buckets")
@@ -164,36 +187,21 @@ def id_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> li
 
 def raw_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
     """``raw_feature``: numbers, normalized or bucketized by ``boundaries``."""
-    cfg: FgJson = {
-        "feature_type": "raw_feature",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence),
-        "expression": msg.expression or msg.feature_name,
-        "value_type": "float",
-    }
+    cfg = _base_entry(msg, "raw_feature", sequence, _NAME)
+    cfg["value_type"] = "float"
     if msg.value_dim > 1:
         if msg.separator != DEFAULT_SEPARATOR:
             cfg["separator"] = msg.separator
         cfg["value_dim"] = int(msg.value_dim)
-    if msg.normalizer:
-        cfg["normalizer"] = msg.normalizer
-    if len(msg.boundaries) > 0:
-        cfg["boundaries"] = list(msg.boundaries)
+    _numeric_tail(msg, cfg)
     _common_tail(msg, cfg, grouped)
     return [cfg]
 
 
 def combo_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
     """``combo_feature``: the cross of several id inputs."""
-    cfg: FgJson = {
-        "feature_type": "combo_feature",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence),
-        "expression": list(msg.expression),
-        "value_type": "string",
-        "need_prefix": False,
-        "value_dim": int(msg.value_dim),
-    }
+    cfg = _base_entry(msg, "combo_feature", sequence, list(msg.expression))
+    cfg.update(value_type="string", need_prefix=False, value_dim=int(msg.value_dim))
     if msg.separator != DEFAULT_SEPARATOR:
         cfg["separator"] = msg.separator
     order = ("zch", "hash_bucket_size", "vocab_list", "vocab_dict", "vocab_file")
@@ -224,18 +232,16 @@ def lookup_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -
     TorchEasyRec writes it as an FG-only ``<name>__lookup`` feature read by a
     ``raw_feature`` of the feature's name.
     """
-    default_value = _default_value(msg, sequence)
-    cfg: FgJson = {
-        "feature_type": "lookup_feature",
-        "feature_name": msg.feature_name,
-        "map": msg.map,
-        "key": msg.key,
-        "default_value": default_value,
-        "value_type": "float",
-        "needDiscrete": msg.need_discrete,
-        "needKey": msg.need_key,
-        "combiner": msg.combiner.lower(),
-    }
+    cfg = _base_entry(msg, "lookup_feature", sequence)
+    default_value = cfg["default_value"]
+    cfg.update(
+        map=msg.map,
+        key=msg.key,
+        value_type="float",
+        needDiscrete=msg.need_discrete,
+        needKey=msg.need_key,
+        combiner=msg.combiner.lower(),
+    )
     out = [cfg]
     if msg.value_dim > 1:
         lookup_name = msg.feature_name + "__lookup"
@@ -257,10 +263,7 @@ def lookup_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -
             "value_dim": int(msg.value_dim),
             "value_type": "float",
         }
-        if msg.HasField("normalizer"):
-            raw["normalizer"] = msg.normalizer
-        if len(msg.boundaries) > 0:
-            raw["boundaries"] = list(msg.boundaries)
+        _numeric_tail(msg, raw)
         if grouped:
             if len(msg.sequence_fields) > 0:
                 cfg["sequence_fields"] = list(msg.sequence_fields)
@@ -285,19 +288,17 @@ def lookup_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -
 
 def match_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
     """``match_feature``: hits of ``pkey`` / ``skey`` in a two-level map column."""
-    cfg: FgJson = {
-        "feature_type": "match_feature",
-        "feature_name": msg.feature_name,
-        "user": msg.nested_map,
-        "category": msg.pkey,
-        "item": msg.skey,
-        "matchType": "multihit" if "ALL" in (msg.pkey, msg.skey) else "hit",
-        "default_value": _default_value(msg, sequence),
-        "value_type": "float",
-        "needDiscrete": msg.need_discrete,
-        "show_category": msg.show_pkey,
-        "show_item": msg.show_skey,
-    }
+    cfg = _base_entry(msg, "match_feature", sequence)
+    cfg.update(
+        user=msg.nested_map,
+        category=msg.pkey,
+        item=msg.skey,
+        matchType="multihit" if "ALL" in (msg.pkey, msg.skey) else "hit",
+        value_type="float",
+        needDiscrete=msg.need_discrete,
+        show_category=msg.show_pkey,
+        show_item=msg.show_skey,
+    )
     if msg.separator != DEFAULT_SEPARATOR:
         cfg["separator"] = msg.separator
     if msg.HasField("normalizer"):
@@ -314,20 +315,13 @@ def match_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) ->
 
 def expr_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
     """``expr_feature``: an arithmetic expression of variables."""
-    cfg: FgJson = {
-        "feature_type": "expr_feature",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence),
-        "expression": msg.expression,
-        "variables": list(msg.variables),
-        "value_type": "float",
-    }
+    cfg = _base_entry(msg, "expr_feature", sequence, msg.expression)
+    cfg.update(variables=list(msg.variables), value_type="float")
     if msg.separator != DEFAULT_SEPARATOR:
         cfg["separator"] = msg.separator
     if msg.HasField("fill_missing"):
         cfg["fill_missing"] = msg.fill_missing
-    if len(msg.boundaries) > 0:
-        cfg["boundaries"] = list(msg.boundaries)
+    _numeric_tail(msg, cfg)
     if msg.HasField("value_dim"):
         cfg["value_dim"] = int(msg.value_dim)
     _common_tail(msg, cfg, grouped)
@@ -339,38 +333,29 @@ def overlap_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) 
 
     TorchEasyRec writes no ``default_value`` and always writes ``separator``.
     """
-    cfg: FgJson = {
-        "feature_type": "overlap_feature",
-        "feature_name": msg.feature_name,
-        "query": msg.query,
-        "title": msg.title,
-        "method": msg.method,
-        "value_type": "float",
-        "separator": msg.separator,
-    }
-    if msg.normalizer:
-        cfg["normalizer"] = msg.normalizer
-    if len(msg.boundaries) > 0:
-        cfg["boundaries"] = list(msg.boundaries)
+    cfg = _base_entry(msg, "overlap_feature", sequence, default=False)
+    cfg.update(
+        query=msg.query,
+        title=msg.title,
+        method=msg.method,
+        value_type="float",
+        separator=msg.separator,
+    )
+    _numeric_tail(msg, cfg)
     _common_tail(msg, cfg, grouped)
     return [cfg]
 
 
 def kv_dot_product_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
     """``kv_dot_product``: the dot product of two ``key:value`` lists (or their overlap)."""
-    cfg: FgJson = {
-        "feature_type": "kv_dot_product",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence),
-        "query": msg.query,
-        "document": msg.document,
-    }
+    cfg = _base_entry(msg, "kv_dot_product", sequence)
+    cfg.update(query=msg.query, document=msg.document)
     if msg.separator != DEFAULT_SEPARATOR:
         cfg["separator"] = msg.separator
     if msg.HasField("kv_delimiter"):
         cfg["kv_delimiter"] = msg.kv_delimiter
-    if len(msg.boundaries) > 0:
-        cfg["boundaries"] = list(msg.boundaries)
+    # as TorchEasyRec: the FG writes no normalizer for kv_dot_product
+    _numeric_tail(msg, cfg, normalizer=False)
     _common_tail(msg, cfg, grouped)
     return [cfg]
 
@@ -439,15 +424,12 @@ def tokenize_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False)
         norm_name = msg.feature_name + "__text_norm"
         expression = "feature:" + norm_name
         entries.append(_text_normalizer_fg(msg, norm_name, grouped))
-    cfg: FgJson = {
-        "feature_type": "tokenize_feature",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence or msg.tokens_as_sequence),
-        "vocab_file": _asset_file(msg, "vocab_file"),
-        "expression": expression,
-        "tokenizer_type": msg.tokenizer_type,
-        "output_type": "word_id",
-    }
+    cfg = _base_entry(msg, "tokenize_feature", sequence or msg.tokens_as_sequence, expression)
+    cfg.update(
+        vocab_file=_asset_file(msg, "vocab_file"),
+        tokenizer_type=msg.tokenizer_type,
+        output_type="word_id",
+    )
     if msg.HasField("stub_type"):
         cfg["stub_type"] = msg.stub_type
     if grouped and norm_name:
@@ -463,12 +445,7 @@ def bool_mask_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False
 
     Its ``sequence_`` variant keeps the ``feature_type`` (see :data:`SELF_SEQUENCED`).
     """
-    cfg: FgJson = {
-        "feature_type": "bool_mask_feature",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence),
-        "expression": list(msg.expression),
-    }
+    cfg = _base_entry(msg, "bool_mask_feature", sequence, list(msg.expression))
     if msg.separator != DEFAULT_SEPARATOR:
         cfg["separator"] = msg.separator
     order = ("zch", "hash_bucket_size", "vocab_list", "vocab_dict", "vocab_file", "num_buckets")
@@ -482,15 +459,8 @@ def bool_mask_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False
 
 def combine_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -> list[FgJson]:
     """``combine_feature``: the values of ``expression`` mapped by ``value_map``, combined."""
-    cfg: FgJson = {
-        "feature_type": "combine_feature",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence),
-        "expression": msg.expression,
-        "value_type": "float",
-        "need_prefix": False,
-        "combiner": msg.combiner.lower(),
-    }
+    cfg = _base_entry(msg, "combine_feature", sequence, msg.expression)
+    cfg.update(value_type="float", need_prefix=False, combiner=msg.combiner.lower())
     if msg.separator != DEFAULT_SEPARATOR:
         cfg["separator"] = msg.separator
     if msg.HasField("normalizer"):
@@ -521,16 +491,13 @@ def custom_feature_fg(msg: Any, sequence: bool = False, grouped: bool = False) -
     the FG gives the ids the model was trained on. ``operator_lib_file`` is written as
     configured (a ``pyfg/lib/`` path names a library of the FG's own installation).
     """
-    cfg: FgJson = {
-        "feature_type": "custom_feature",
-        "feature_name": msg.feature_name,
-        "default_value": _default_value(msg, sequence),
-        "operator_name": msg.operator_name,
-        "operator_lib_file": _asset_file(msg, "operator_lib_file"),
-        "is_op_thread_safe": msg.is_op_thread_safe,
-        "expression": list(msg.expression),
-        "value_type": "float",
-    }
+    cfg = _base_entry(msg, "custom_feature", sequence, list(msg.expression))
+    cfg.update(
+        operator_name=msg.operator_name,
+        operator_lib_file=_asset_file(msg, "operator_lib_file"),
+        is_op_thread_safe=msg.is_op_thread_safe,
+        value_type="float",
+    )
     if msg.HasField("operator_params"):
         cfg.update(json_format.MessageToDict(msg.operator_params))
     if msg.separator != DEFAULT_SEPARATOR:

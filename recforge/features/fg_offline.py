@@ -96,6 +96,7 @@ def run_fg(
 
     """
     from recforge.datasets.data_parser import DataParser
+    from recforge.features.fg_dag import compute_features
     from recforge.utils.pipeline import build_features
 
     table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
@@ -106,8 +107,10 @@ def run_fg(
     DataParser(features).check_columns(table.column_names)
     columns = {name: table.column(name).combine_chunks() for name in table.column_names}
     out: dict[str, pa.Array] = {name: columns[name] for name in keep_columns}
+    parsed = compute_features(features, columns)
     for feature in features:
-        out[feature.name] = fg_output_column(feature, feature.parse(columns))
+        if not feature.stub_type:  # an FG intermediate is no FG output (TorchEasyRec)
+            out[feature.name] = fg_output_column(feature, parsed[feature.name])
     return pa.table(out)
 
 

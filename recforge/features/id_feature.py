@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.base_feature import INT_PATTERN, BaseFeature, FeatureError
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.hashing import std_hash
 from recforge.features.utils import (
     fill_empty_bags,
     first_beyond_int64,
     first_true,
+    is_list_type,
     is_string_type,
     row_of_value,
     to_string_array,
@@ -45,6 +46,10 @@ class IdFeature(BaseFeature):
       ``default_bucketize_value``. ``num_embeddings = max(max id, default_bucketize_value) + 1``
       (at least 2; TorchEasyRec takes ``max id + 1``, which leaves no row for a larger
       ``default_bucketize_value``).
+    * ``vocab_file`` (joined to ``asset_dir`` when relative): the vocabulary in a file, one
+      word a line (``vocab_list`` with ``default_bucketize_value``) or ``word id`` a line
+      (``vocab_dict`` with it); ``default_bucketize_value`` is required, nothing being
+      reserved (see :mod:`recforge.features.vocab_file`).
 
     Multi-value: string cells are split on ``separator`` (default ``"\\x1d"``); list columns
     are multi-value natively. Nulls, empty strings and empty lists give an empty bag (length
@@ -67,17 +72,12 @@ class IdFeature(BaseFeature):
 
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         self._check_embedding_dim()
-        if cfg.weighted:
-            raise self._error("weighted id features are not supported yet (set weighted: false)")
+        if cfg.weighted and self.is_sequence:
+            raise self._error("weighted: a sequence of ids takes no id weights")
         kinds = [
             name
             for name, is_set in (
@@ -85,13 +85,14 @@ class IdFeature(BaseFeature):
                 ("hash_bucket_size", cfg.hash_bucket_size > 0),
                 ("vocab_list", len(cfg.vocab_list) > 0),
                 ("vocab_dict", len(cfg.vocab_dict) > 0),
+                ("vocab_file", bool(cfg.vocab_file)),
             )
             if is_set
         ]
         if len(kinds) != 1:
             raise self._error(
-                "expected exactly one of num_buckets, hash_bucket_size, vocab_list, vocab_dict; "
-                f"found {kinds or 'none'}"
+                "expected exactly one of num_buckets, hash_bucket_size, vocab_list, vocab_dict, "
+                f"vocab_file; found {kinds or 'none'}"
             )
         self._kind: str = kinds[0]
         self._oov: Optional[int] = None
@@ -99,7 +100,10 @@ class IdFeature(BaseFeature):
             self._oov = int(cfg.default_bucketize_value)
         self._vocab_keys: Optional[pa.Array] = None
         self._vocab_ids: Optional[np.ndarray] = None
-        if self._kind == "vocab_list":
+        self._vocab_file_rows = 0
+        if self._kind == "vocab_file":
+            self._read_vocab_file()
+        elif self._kind == "vocab_list":
             self._vocab_keys = pa.array(list(cfg.vocab_list), pa.string())
             first = 0 if self._oov is not None else 2
             self._vocab_ids = np.arange(first, first + len(cfg.vocab_list), dtype=np.int64)
@@ -121,20 +125,29 @@ class IdFeature(BaseFeature):
                 f"default_bucketize_value {self._oov} out of range "
                 f"[0, {self.num_embeddings}) (num_embeddings)"
             )
+        #: the weights of the default ids (weighted features; 1 unless default_value says)
+        self._default_weights: Optional[np.ndarray] = None
         self._default_ids: Optional[np.ndarray] = (
             self._encoded_default() if self.fg_encoded else self._parse_default()
         )
+        if self._default_ids is not None and self._default_weights is None:
+            self._default_weights = np.ones(len(self._default_ids), dtype=np.float32)
 
     # ------------------------------------------------------------------ description
     @property
     def table_size_source(self) -> str:
-        """``num_buckets``, ``hash_bucket_size``, ``vocab_list`` or ``vocab_dict``."""
+        """The id kind: ``num_buckets``, ``hash_bucket_size``, ``vocab_list``, ..."""
         return self._kind
 
     @property
     def is_sparse(self) -> bool:
         """Always ``True``."""
         return True
+
+    @property
+    def is_weighted(self) -> bool:
+        """``weighted``: values are ``id:weight`` (or a map column of id -> weight)."""
+        return bool(self.config.weighted)
 
     @property
     def num_embeddings(self) -> int:
@@ -146,10 +159,39 @@ class IdFeature(BaseFeature):
             return int(cfg.hash_bucket_size)
         if self._kind == "vocab_list":
             return len(cfg.vocab_list) + (0 if self._oov is not None else 2)
+        if self._kind == "vocab_file":
+            return self._vocab_file_rows
         top = max(cfg.vocab_dict.values())
         if cfg.HasField("default_bucketize_value"):
             top = max(top, cfg.default_bucketize_value)
         return max(int(top) + 1, 2)
+
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` (copied into an export)."""
+        return ("vocab_file",)
+
+    def _read_vocab_file(self) -> None:
+        """``vocab_file``: the words and ids of the file (see :mod:`.vocab_file`).
+
+        A list file is the whole table (``num_embeddings`` its line count), a dict file
+        gives ``max(max id, default_bucketize_value) + 1`` rows, as for ``vocab_dict``.
+        """
+        from recforge.features.vocab_file import read_vocab_file
+
+        cfg = self.config
+        if self._oov is None:
+            raise self._error(
+                "vocab_file reserves no rows: set default_bucketize_value (the id of values"
+                " not in the file), as TorchEasyRec requires"
+            )
+        path = cfg.vocab_file
+        if cfg.asset_dir and not os.path.isabs(path):
+            path = os.path.join(cfg.asset_dir, path)
+        words, ids, is_dict = read_vocab_file(path, f"feature '{self.name}'")
+        self._vocab_keys = pa.array(words, pa.string())
+        self._vocab_ids = ids
+        self._vocab_file_rows = int(max(ids.max(), self._oov)) + 1 if is_dict else len(ids)
 
     # ------------------------------------------------------------------ parsing
     def _encoded_default(self) -> Optional[np.ndarray]:
@@ -178,8 +220,19 @@ class IdFeature(BaseFeature):
         if not tokens:
             return None
         values = pa.array(tokens, pa.string())
+        if self.is_weighted:  # "id:weight" tokens; a bare id weighs 1
+            parts = pc.split_pattern(values, ":", max_splits=1, reverse=True).to_pylist()
+            try:
+                weights = [float(p[1]) if len(p) == 2 else 1.0 for p in parts]
+            except ValueError:
+                raise self._error(
+                    f"default_value {text!r}: expected ids or id:weight pairs joined by"
+                    f" separator {sep!r}"
+                ) from None
+            values = pa.array([p[0] for p in parts], pa.string())
+            self._default_weights = np.array(weights, dtype=np.float32)
         lengths = np.array([len(tokens)], dtype=np.int32)
-        if self._kind in ("vocab_list", "vocab_dict"):
+        if self._kind in ("vocab_list", "vocab_dict", "vocab_file"):
             # the FG maps a default value that is no key like any other value when
             # default_bucketize_value is set, else to row 0 (TorchEasyRec)
             index = pc.index_in(values, value_set=self._vocab_keys)
@@ -286,14 +339,73 @@ class IdFeature(BaseFeature):
 
         """
         column = self._get_column(columns)
-        values, lengths = self._flatten_ids(column)
+        weights: Optional[np.ndarray] = None
+        if self.is_weighted:
+            values, weights, lengths = self._flatten_weighted(column)
+        else:
+            values, lengths = self._flatten_ids(column)
         if self.fg_encoded and self.config.HasField("value_dim") and self.config.value_dim == 1:
             self._check_one_per_row(column, lengths, "value_dim: 1")
         ids = self._to_ids(values, lengths) if len(values) else np.zeros(0, dtype=np.int64)
-        ids, lengths = self._fill_default(ids, lengths)
-        return {f"{self.name}.values": ids, f"{self.name}.lengths": lengths}
+        out_ids, out_lengths = self._fill_default(ids, lengths)
+        out = {f"{self.name}.values": out_ids, f"{self.name}.lengths": out_lengths}
+        if weights is not None:
+            out[f"{self.name}.weights"], _ = fill_empty_bags(
+                weights, lengths, self._default_weights
+            )
+        return out
+
+    def _flatten_weighted(self, column: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+        """Weighted ids: ``(ids [N], weights float32 [N], lengths int32 [B])``.
+
+        A map column holds id -> weight; string (or list of string) cells hold ``id:weight``
+        items (split on the last ``:``), multi-values joined as for unweighted ids.
+        """
+        if pa.types.is_map(column.type):
+            kv = pa.list_(pa.struct([column.type.key_field, column.type.item_field]))
+            pairs = column.cast(kv)
+            flat = pc.list_flatten(pairs)
+            lengths = pc.list_value_length(pairs).fill_null(0).to_numpy(zero_copy_only=False)
+            ids, weights = flat.field(0), flat.field(1)
+            lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        else:
+            if pa.types.is_integer(column.type) or (
+                is_list_type(column.type) and not is_string_type(column.type.value_type)
+            ):
+                raise self._error(
+                    f"weighted: expected id:weight strings or a map column, found column type"
+                    f" {column.type}"
+                )
+            items, lengths = self._flatten_ids(column)
+            if len(items) == 0:
+                return items, np.zeros(0, dtype=np.float32), lengths
+            parts = pc.split_pattern(items, ":", max_splits=1, reverse=True)
+            bad = first_true(pc.list_value_length(parts).to_numpy(zero_copy_only=False) != 2)
+            if bad >= 0:
+                raise self._bad_value(
+                    items, lengths, bad, "weighted: expected id:weight, found {value}"
+                )
+            ids, weights = pc.list_element(parts, 0), pc.list_element(parts, 1)
+        try:
+            floats = pc.cast(weights, pa.float32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = weights.to_pylist()
+            bad = next(i for i, w in enumerate(values) if w is not None and not _is_float(w))
+            raise self._bad_value(
+                weights, lengths, bad, "weighted: expected a number after ':', found {value}"
+            ) from None
+        out = floats.fill_null(1.0).to_numpy(zero_copy_only=False).astype(np.float32)
+        return ids, out, lengths
 
     @property
     def vocab(self) -> list[str]:
-        """The vocabulary keys (empty unless ``vocab_list`` / ``vocab_dict``)."""
+        """The vocabulary keys (empty unless ``vocab_list`` / ``vocab_dict`` / ``vocab_file``)."""
         return [] if self._vocab_keys is None else self._vocab_keys.to_pylist()
+
+
+def _is_float(text: object) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.derived_feature import DerivedFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.kv_parsing import KV_SEP, KvFormatError, parse_kv_map
 from recforge.features.utils import to_floats
 
@@ -33,13 +30,8 @@ class KvDotProduct(DerivedFeature):
     (the documented default); setting the field is refused by the config check.
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         self._require_inputs("query", "document")
         self._out = self._raw_output(default_value=self.config.default_value or "0")
 

@@ -38,7 +38,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +46,6 @@ import pyarrow.compute as pc
 
 from recforge.features.combo_feature import split_values, to_list_array
 from recforge.features.derived_feature import DerivedFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.kv_parsing import KvFormatError, first_match, parse_kv_map, row_keys
 from recforge.features.raw_feature import RawFeature
 from recforge.features.utils import (
@@ -74,6 +73,7 @@ def id_kinds(config: Union[feature_pb2.LookupFeature, feature_pb2.MatchFeature])
             ("num_buckets", config.num_buckets > 0),
             ("vocab_list", len(config.vocab_list) > 0),
             ("vocab_dict", len(config.vocab_dict) > 0),
+            ("vocab_file", bool(config.vocab_file)),
         )
         if is_set
     ]
@@ -114,6 +114,11 @@ class MapHitsFeature(DerivedFeature):
 
     It turns the values found into ids or numbers (see :class:`LookupFeature`).
     """
+
+    @classmethod
+    def asset_fields(cls) -> tuple[str, ...]:
+        """``vocab_file`` of an id output (copied into an export)."""
+        return ("vocab_file",)
 
     _combiner: str = "sum"
     _discrete: bool = False
@@ -200,13 +205,8 @@ class MapHitsFeature(DerivedFeature):
 class LookupFeature(MapHitsFeature):
     """A row's keys looked up in its kv map (see the module docstring)."""
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         if not self.reads_fg_output and not (cfg.map and cfg.key):
             raise self._error(

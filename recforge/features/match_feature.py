@@ -38,14 +38,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.combo_feature import cross_indices, split_values
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.kv_parsing import (
     KvFormatError,
     all_matches,
@@ -62,13 +59,8 @@ ALL = "ALL"
 class MatchFeature(MapHitsFeature):
     """A (pkey, skey) lookup in a nested map (see the module docstring)."""
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         if not self.reads_fg_output and not (cfg.nested_map and cfg.pkey and cfg.skey):
             raise self._error(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +11,6 @@ import pyarrow.compute as pc
 from recforge.features.base_feature import FeatureError
 from recforge.features.combo_feature import split_values
 from recforge.features.derived_feature import DerivedFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 
 #: methods whose exact definition TorchEasyRec does not document (pairwise term distances)
 _UNDOCUMENTED = ("proximity_min_dist", "proximity_max_dist", "proximity_avg_dist")
@@ -93,13 +91,8 @@ class OverlapFeature(DerivedFeature):
     vectorised.
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         self._require_inputs("query", "title")
         self._out = self._raw_output()
         method = self.config.method

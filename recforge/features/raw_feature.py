@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 
 from recforge.features.base_feature import BaseFeature, FeatureError
 from recforge.features.expression import ExpressionError, compile_expression
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.utils import (
     FLOAT_PATTERN,
     fill_empty_bags,
@@ -196,13 +195,8 @@ class RawFeature(BaseFeature):
 
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         cfg = self.config
         if cfg.value_dim < 1:
             raise self._error(f"value_dim must be >= 1, found {cfg.value_dim}")
@@ -237,6 +231,27 @@ class RawFeature(BaseFeature):
         self._default_ids: Optional[np.ndarray] = None
         if self.fg_encoded:
             self._parse_encoded_default()
+        if self.dense_embedding is not None:
+            self._check_dense_embedding()
+
+    def _check_dense_embedding(self) -> None:
+        cfg = self.config
+        if cfg.embedding_dim <= 0:
+            raise self._error(
+                f"{cfg.WhichOneof('dense_emb')} embeds the numbers: it needs embedding_dim > 0,"
+                f" found {cfg.embedding_dim}"
+            )
+        if cfg.HasField("autodis"):
+            auto = cfg.autodis
+            if self.value_dim != 1:
+                raise self._error(
+                    f"autodis embeds one number per sample: value_dim must be 1, found"
+                    f" {self.value_dim} (use mlp for several)"
+                )
+            if auto.num_channels < 1:
+                raise self._error(f"autodis.num_channels must be >= 1, found {auto.num_channels}")
+            if not auto.temperature > 0:
+                raise self._error(f"autodis.temperature must be > 0, found {auto.temperature:g}")
 
     # ------------------------------------------------------------------ description
     @property
@@ -253,6 +268,16 @@ class RawFeature(BaseFeature):
     def value_dim(self) -> int:
         """Numbers per sample."""
         return int(self.config.value_dim)
+
+    @property
+    def dense_embedding(self) -> Optional[Any]:
+        """This config when ``mlp`` / ``autodis`` is set and the feature is dense.
+
+        As in TorchEasyRec, a bucketized feature (``boundaries``) and a sequence ignore them.
+        """
+        if self.is_sparse or self.is_sequence or self.config.WhichOneof("dense_emb") is None:
+            return None
+        return self.config
 
     @property
     def num_embeddings(self) -> int:

@@ -4,10 +4,11 @@ A ``sequence_combo_feature`` (``sequence_lookup_feature``, ``sequence_overlap_fe
 ...), or such an element of a ``sequence_feature``, computes its kind once per sequence
 element. Which inputs are sequences follows TorchEasyRec: the columns listed in
 ``sequence_fields`` when it is set; otherwise, with one input, that input (unless its side is
-``feature``), and with several, the ``item:`` inputs. Sequence cells are split on
-``sequence_delim`` (list columns are sequences natively) and cut to their first
-``sequence_length`` elements; a null or empty cell is one empty element (TorchEasyRec's
-sequences give one default element); every sequence input of a row must have as many
+``feature``), and with several, the ``item:`` inputs; a ``sequence_bool_mask_feature``'s
+values and mask are both sequences (an element's values masked by its mask items).
+Sequence cells are split on ``sequence_delim`` (list columns are sequences natively) and
+cut to their first ``sequence_length`` elements; a null or empty cell is one empty element
+(TorchEasyRec's sequences give one default element); every sequence input of a row must have as many
 elements; the other inputs (e.g. the user's kv map) are the same for every element of the
 row. Inside a ``sequence_feature`` named ``s`` the sequence inputs read the columns
 ``s__<column>`` and the feature is named ``s__<feature_name>``; the other inputs keep their
@@ -32,12 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.features.base_feature import BaseFeature
+from recforge.features.bool_mask_feature import BoolMaskFeature
 from recforge.features.combine_feature import CombineFeature
 from recforge.features.combo_feature import ComboFeature
 from recforge.features.custom_feature import CustomFeature
 from recforge.features.derived_feature import DerivedFeature, copy_fields, split_expression
 from recforge.features.expr_feature import ExprFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.kv_dot_product import KvDotProduct
 from recforge.features.lookup_feature import LookupFeature
 from recforge.features.match_feature import ALL, MatchFeature
@@ -66,6 +67,7 @@ INPUT_FIELDS: dict[str, tuple[str, ...]] = {
     "kv_dot_product": ("query", "document"),
     "combine_feature": ("expression",),
     "custom_feature": ("expression",),
+    "bool_mask_feature": ("expression",),
 }
 #: the fields that make a kind's output ids, in the order error messages name them
 _ID_FIELDS = ("boundaries", "hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict")
@@ -76,6 +78,8 @@ def sequence_inputs(config: Any, expressions: list[str]) -> set[str]:
     fields = list(config.sequence_fields)
     if fields:
         return {e for e in expressions if split_expression(e)[1] in fields}
+    if config.DESCRIPTOR.name == "BoolMaskFeature":  # values and mask pair up per element
+        return {e for e in expressions if split_expression(e)[0] not in ("feature", "const")}
     if len(expressions) == 1:
         return {e for e in expressions if split_expression(e)[0] != "feature"}
     return {e for e in expressions if split_expression(e)[0] == "item"}
@@ -264,15 +268,10 @@ class _SequenceDerived:
         }
 
 
-def _make(base: type, kind: str) -> type:
-    class Sequence(_SequenceDerived, base):
-        def __init__(
-            self,
-            feature_config: Any,
-            fg_mode: int = FG_NONE,
-            fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-        ) -> None:
-            base.__init__(self, feature_config, fg_mode, fg_encoded_multival_sep)  # type: ignore[misc]
+def _make(base: type[BaseFeature], kind: str) -> type:
+    class Sequence(_SequenceDerived, base):  # type: ignore[misc, valid-type]
+        def setup(self) -> None:
+            base.setup(self)
             self._init_sequence(kind)
 
     Sequence.__name__ = Sequence.__qualname__ = f"Sequence{base.__name__}"
@@ -288,3 +287,4 @@ SequenceOverlapFeature = _make(OverlapFeature, "overlap_feature")
 SequenceKvDotProduct = _make(KvDotProduct, "kv_dot_product")
 SequenceCombineFeature = _make(CombineFeature, "combine_feature")
 SequenceCustomFeature = _make(CustomFeature, "custom_feature")
+SequenceBoolMaskFeature = _make(BoolMaskFeature, "bool_mask_feature")

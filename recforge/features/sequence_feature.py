@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.id_feature import IdFeature
 from recforge.features.raw_feature import RawFeature
 from recforge.features.utils import (
@@ -125,13 +124,9 @@ class SequenceIdFeature(_SequenceMixin, IdFeature):
 
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
+        super().setup()
         self._init_sequence()
 
     def parse(self, columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
@@ -167,13 +162,9 @@ class SequenceRawFeature(_SequenceMixin, RawFeature):
     width 1), not pooled in a DEEP group.
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
+        super().setup()
         self._init_sequence()
         if self.value_dim != 1:
             raise self._error(f"a sequence_raw_feature needs value_dim 1, found {self.value_dim}")

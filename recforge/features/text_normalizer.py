@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections.abc import Callable
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +28,22 @@ _SBC2DBC = {0xFF01 + i: 0x21 + i for i in range(94)} | {0x3000: 0x20}
 _FULL_WIDTH = r"[\x{FF01}-\x{FF5E}\x{3000}]"
 #: what TEXT_FILTER removes without a stop_char_file: Unicode punctuation and symbols
 _SYMBOLS = r"[\p{P}\p{S}]"
+#: the PyPI package TEXT_CHT2CHS converts with (pinned in requirements.txt)
+CHT2CHS_PACKAGE = "opencc-python-reimplemented"
+
+
+@functools.lru_cache(maxsize=1)
+def traditional_to_simplified() -> Optional[Callable[[str], str]]:
+    """OpenCC's ``t2s`` conversion (traditional -> simplified Chinese), or None without it.
+
+    From :data:`CHT2CHS_PACKAGE` (a pure-Python OpenCC with its dictionaries); loaded once
+    per process, not pickled with the features.
+    """
+    try:
+        from opencc import OpenCC
+    except ImportError:
+        return None
+    return OpenCC("t2s").convert
 
 
 class TextNormalizer:
@@ -39,9 +58,12 @@ class TextNormalizer:
     ``max_length`` characters are kept (when set). An empty ``norm_options`` means
     TorchEasyRec's default: LOWER2UPPER, SBC2DBC, CHT2CHS, FILTER.
 
-    ``TEXT_CHT2CHS`` (traditional to simplified Chinese) needs a character table that is
-    neither in the Python standard library nor in recforge's dependencies; it is skipped with
-    a warning.
+    ``TEXT_CHT2CHS`` (traditional to simplified Chinese, right after ``TEXT_SBC2DBC``)
+    converts with OpenCC's ``t2s`` tables (:func:`traditional_to_simplified`, the package
+    ``opencc-python-reimplemented`` of requirements.txt). Where we differ: OpenCC converts
+    phrases as well as characters, so a character whose simplified form depends on the word
+    follows the word; TorchEasyRec's FG table is not published. Without the package the
+    option is skipped with a warning.
 
     Args:
         config: a ``TextNormalizer`` message.
@@ -64,11 +86,12 @@ class TextNormalizer:
                 f"feature '{feature_name}': text_normalizer.norm_options: expected at most one "
                 "of TEXT_LOWER2UPPER and TEXT_UPPER2LOWER, found both"
             )
-        if feature_pb2.TEXT_CHT2CHS in options:
+        if feature_pb2.TEXT_CHT2CHS in options and traditional_to_simplified() is None:
             logger.warning(
                 "feature '%s': text_normalizer option TEXT_CHT2CHS (traditional to simplified "
-                "Chinese) is skipped: recforge has no conversion table",
+                "Chinese) is skipped: install %s (requirements.txt) for its conversion tables",
                 feature_name,
+                CHT2CHS_PACKAGE,
             )
         self.max_length = int(config.max_length) if config.HasField("max_length") else 0
         self.filter_pattern = _SYMBOLS
@@ -103,6 +126,14 @@ class TextNormalizer:
                     pa.string(),
                 )
                 text = pc.if_else(wide, converted, text)
+        convert = traditional_to_simplified() if feature_pb2.TEXT_CHT2CHS in options else None
+        if convert is not None and len(text):
+            han = pc.match_substring_regex(text, r"\p{Han}").fill_null(False)
+            if pc.any(han).as_py():
+                simplified = pa.array(
+                    [None if s is None else convert(s) for s in text.to_pylist()], pa.string()
+                )
+                text = pc.if_else(han, simplified, text)
         if feature_pb2.TEXT_LOWER2UPPER in options:
             text = pc.utf8_upper(text)
         elif feature_pb2.TEXT_UPPER2LOWER in options:

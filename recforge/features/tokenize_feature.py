@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 
 from recforge.features.base_feature import FeatureError
 from recforge.features.derived_feature import DerivedFeature
-from recforge.features.fg_mode import DEFAULT_MULTIVAL_SEP, FG_NONE
 from recforge.features.text_normalizer import TextNormalizer
 from recforge.features.utils import is_string_type, truncate_rows
 
@@ -82,14 +81,9 @@ class TokenizeFeature(DerivedFeature):
     and empty cells). FG output still joins the ids by ``fg_encoded_multival_sep``.
     """
 
-    def __init__(
-        self,
-        feature_config: Any,
-        fg_mode: int = FG_NONE,
-        fg_encoded_multival_sep: str = DEFAULT_MULTIVAL_SEP,
-    ) -> None:
+    def setup(self) -> None:
+        """Checks the config and builds the parts this kind needs."""
         self._tokenizer: Optional[_Tokenizer] = None
-        super().__init__(feature_config, fg_mode, fg_encoded_multival_sep)
         self._require_inputs("expression")
         # the table has a row per token; vocab_file and default_value are the kind's own
         self._out = self._id_output(

@@ -130,9 +130,9 @@ def fill_empty_bags(
     """Put ``default_ids`` into every empty bag (vectorised).
 
     Args:
-        ids: ``int64 [N]`` flat ids.
+        ids: ``int64 [N]`` flat ids (or any per-id values, e.g. ``float32`` weights).
         lengths: ``int32 [B]`` ids per row.
-        default_ids: ``int64 [K]`` the ids of an empty row; ``None`` leaves it empty.
+        default_ids: ``[K]`` the ids (values) of an empty row; ``None`` leaves it empty.
 
     Returns:
         ``(ids [N + K * empty rows], lengths int32 [B])``.
@@ -143,7 +143,7 @@ def fill_empty_bags(
         return ids, lengths
     new_lengths = np.where(empty, len(default_ids), lengths).astype(np.int32)
     slot_is_default = np.repeat(empty, new_lengths)
-    out = np.empty(int(new_lengths.sum()), dtype=np.int64)
+    out = np.empty(int(new_lengths.sum()), dtype=ids.dtype)
     out[~slot_is_default] = ids
     out[slot_is_default] = np.tile(default_ids, int(empty.sum()))
     return out, new_lengths

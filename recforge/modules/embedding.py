@@ -20,6 +20,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, Keyed
 
 from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
+from recforge.modules.dense_embedding import build_dense_embedding
 from recforge.modules.regroup import regroup_by_slices
 from recforge.modules.sequence_encoders import (
     NestedSequences,
@@ -33,6 +34,8 @@ from recforge.protos import model_pb2, module_pb2
 torch.fx.wrap("regroup_by_slices")
 
 WIDE_TABLE_SUFFIX = "_wide"
+#: the key of a dense feature's mlp / autodis embedding among the group inputs
+DENSE_EMBEDDING_SUFFIX = "@dense_emb"
 TableConfig = Union[EmbeddingBagConfig, EmbeddingConfig]
 
 
@@ -114,6 +117,7 @@ class EmbeddingGroup(nn.Module):
         self.variational_dropouts = nn.ModuleDict()
         by_name = {f.name: f for f in features}
         tables: dict[str, EmbeddingBagConfig] = {}
+        weighted_tables: dict[str, EmbeddingBagConfig] = {}
         group_keys: dict[str, list[str]] = {}
         group_dims: dict[str, list[int]] = {}
         self._sequence_groups: dict[str, _SequenceGroup] = {}
@@ -122,6 +126,9 @@ class EmbeddingGroup(nn.Module):
         self._nested_groups: dict[str, list[_SequenceGroup]] = {}
         self._encoder_inputs: dict[str, list[int]] = {}
         self.sequence_encoders = nn.ModuleDict()
+        #: feature name -> the mlp / autodis embedding of a dense feature (one per feature)
+        self.dense_embeddings = nn.ModuleDict()
+        self._dense_embedding_dims: list[int] = []
         for group in feature_groups:
             nested, problems = resolve_nested_sequences(group)
             if problems:
@@ -145,6 +152,11 @@ class EmbeddingGroup(nn.Module):
                     raise EmbeddingGroupError(
                         f"feature group '{group.group_name}' names undefined feature '{name}'"
                     )
+                if feature.stub_type:
+                    raise EmbeddingGroupError(
+                        f"feature group '{group.group_name}' names feature '{name}', which has"
+                        " stub_type: true (an input of other features only, no model input)"
+                    )
                 if not feature.is_sparse:
                     if feature.is_sequence:
                         raise EmbeddingGroupError(
@@ -157,7 +169,15 @@ class EmbeddingGroup(nn.Module):
                             f"feature '{name}' is a dense raw feature and cannot be in WIDE group"
                             f" '{group.group_name}'; give it boundaries to bucketize it"
                         )
-                    keys.append(name)
+                    if feature.dense_embedding is not None:
+                        if name not in self.dense_embeddings:
+                            self.dense_embeddings[name] = build_dense_embedding(
+                                feature.dense_embedding
+                            )
+                            self._dense_embedding_dims.append(feature.output_dim)
+                        keys.append(name + DENSE_EMBEDDING_SUFFIX)
+                    else:
+                        keys.append(name)
                     dims.append(feature.output_dim)
                     continue
                 table = copy.deepcopy(feature.emb_bag_config)
@@ -167,7 +187,17 @@ class EmbeddingGroup(nn.Module):
                     table.embedding_dim = wide_embedding_dim
                     if wide_init_fn is not None:
                         table.init_fn = wide_init_fn
-                _share_table(tables, table, name)
+                # weighted features pool in their own weighted collection (as TorchEasyRec)
+                own, other = (
+                    (weighted_tables, tables) if feature.is_weighted else (tables, weighted_tables)
+                )
+                if table.name in other:
+                    raise EmbeddingGroupError(
+                        f"feature '{name}' shares table '{table.name}' with a feature that is"
+                        f" {'not ' if feature.is_weighted else ''}weighted; weighted and"
+                        " unweighted id features cannot share a table"
+                    )
+                _share_table(own, table, name)
                 keys.append((name, table.name))
                 dims.append(table.embedding_dim)
             if not keys and not nested.groups:
@@ -185,7 +215,7 @@ class EmbeddingGroup(nn.Module):
             group_dims[group.group_name] = dims
         # torchrec names a pooled output "<feature>@<table>" when the feature feeds several tables
         tables_of_feature: dict[str, int] = {}
-        for table in tables.values():
+        for table in [*tables.values(), *weighted_tables.values()]:
             for name in table.feature_names:
                 tables_of_feature[name] = tables_of_feature.get(name, 0) + 1
         for group_name, keys in group_keys.items():
@@ -201,7 +231,7 @@ class EmbeddingGroup(nn.Module):
         self._pooled_group_names = list(group_keys)
         self._group_names = [g.group_name for g in feature_groups]
         self._key_lists: list[list[str]] = [group_keys[g] for g in self._pooled_group_names]
-        self._has_sparse = bool(tables)
+        self._has_sparse = bool(tables) or bool(weighted_tables)
         layouts = list(self._sequence_groups.values())
         layouts += [layout for group in self._nested_groups.values() for layout in group]
         self._sequence_dense_keys = list(
@@ -213,6 +243,14 @@ class EmbeddingGroup(nn.Module):
         )
         self.ebc = (
             EmbeddingBagCollection(tables=list(tables.values()), device=device) if tables else None
+        )
+        #: the tables of weighted id features: pooled with the KJT's id weights
+        self.weighted_ebc = (
+            EmbeddingBagCollection(
+                tables=list(weighted_tables.values()), is_weighted=True, device=device
+            )
+            if weighted_tables
+            else None
         )
         by_dim: dict[int, list[EmbeddingConfig]] = {}
         for table in sequence_tables.values():
@@ -272,10 +310,11 @@ class EmbeddingGroup(nn.Module):
         weights become copies of ``source``'s, on ``self``'s device.
         """
         with torch.no_grad():
-            if self.ebc is not None:
-                trained = dict(source.ebc.embedding_bags.items())  # type: ignore[union-attr]
-                for name, bag in self.ebc.embedding_bags.items():
-                    bag.weight.copy_(trained[name].weight.detach())
+            for mine, theirs in ((self.ebc, source.ebc), (self.weighted_ebc, source.weighted_ebc)):
+                if mine is not None:
+                    trained = dict(theirs.embedding_bags.items())  # type: ignore[union-attr]
+                    for name, bag in mine.embedding_bags.items():
+                        bag.weight.copy_(trained[name].weight.detach())
             for key, ec in self.sequence_ecs.items():
                 trained = source.sequence_ecs[key].embeddings  # type: ignore[assignment]
                 for name, table in ec.embeddings.items():  # type: ignore[operator, union-attr]
@@ -284,6 +323,8 @@ class EmbeddingGroup(nn.Module):
             encoders.load_state_dict(source.sequence_encoders[name].state_dict())
         for name, dropout in self.variational_dropouts.items():
             dropout.load_state_dict(source.variational_dropouts[name].state_dict())
+        for name, embedding in self.dense_embeddings.items():
+            embedding.load_state_dict(source.dense_embeddings[name].state_dict())
 
     def variational_dropout_losses(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Each group's variational-dropout regularisation term, ``<group>_feature_p_loss``.
@@ -383,8 +424,18 @@ class EmbeddingGroup(nn.Module):
                         pooled, sparse_features
                     )
                 keyed.append(pooled)
+            if self.weighted_ebc is not None:
+                weighted = self.weighted_ebc(sparse_features)
+                if self.training and self._embedding_l2 > 0:
+                    penalty = self._embedding_l2 * used_rows_l2(weighted, sparse_features)
+                    if self._embedding_penalty is not None and self.ebc is not None:
+                        penalty = penalty + self._embedding_penalty
+                    self._embedding_penalty = penalty
+                keyed.append(weighted)
             if self._has_dense:
                 keyed.append(dense_features)
+            if len(self.dense_embeddings) > 0:
+                keyed.append(self._embed_dense(dense_features))
             grouped = regroup_by_slices(keyed, self._key_lists)
             for i, name in enumerate(self._pooled_group_names):
                 out[name] = grouped[i]
@@ -407,6 +458,18 @@ class EmbeddingGroup(nn.Module):
                     )
                 out[name] = torch.cat(parts, dim=1)
         return out
+
+    def _embed_dense(self, dense_features: KeyedTensor) -> KeyedTensor:
+        """The mlp / autodis embeddings of dense features, keyed ``<name>@dense_emb``."""
+        names = list(self.dense_embeddings.keys())
+        slices = regroup_by_slices([dense_features], [[name] for name in names])
+        embedded = [self.dense_embeddings[name](slices[i]) for i, name in enumerate(names)]
+        return KeyedTensor(
+            keys=[name + DENSE_EMBEDDING_SUFFIX for name in names],
+            length_per_key=self._dense_embedding_dims,
+            values=torch.cat(embedded, dim=1),
+            key_dim=1,
+        )
 
 
 def used_rows_l2(pooled: KeyedTensor, ids: KeyedJaggedTensor) -> torch.Tensor:
@@ -563,6 +626,21 @@ def _build_sequence_group(
         feature = by_name.get(name)
         if feature is None:
             raise EmbeddingGroupError(f"{where} names undefined feature '{name}'")
+        if feature.stub_type:
+            raise EmbeddingGroupError(
+                f"{where} names feature '{name}', which has stub_type: true (an input of other"
+                " features only, no model input)"
+            )
+        if feature.dense_embedding is not None:
+            raise EmbeddingGroupError(
+                f"{where}: feature '{name}' has a dense embedding (mlp / autodis), which only"
+                " DEEP groups apply; list it in a DEEP group"
+            )
+        if feature.is_weighted:
+            raise EmbeddingGroupError(
+                f"{where}: weighted id feature '{name}' pools its ids by weight and can only"
+                " be in a DEEP or WIDE group"
+            )
         if feature.is_sparse:
             _share_table(tables, feature.emb_config, name)
         else:

@@ -170,10 +170,6 @@ class TestIdConfigErrors:
         with pytest.raises(FeatureError, match=r"feature 'f'.*embedding_dim > 0"):
             id_feature(num_buckets=3, embedding_dim=0)
 
-    def test_weighted_unsupported(self):
-        with pytest.raises(FeatureError, match="weighted"):
-            id_feature(num_buckets=3, weighted=True)
-
     def test_bad_pooling_and_init_fn(self):
         with pytest.raises(FeatureError, match="pooling"):
             id_feature(num_buckets=3, pooling="max")

@@ -160,7 +160,7 @@ def test_each_not_supported_field_is_a_located_error():
         where, message = problems[0]
         assert path.startswith(where) and "not supported yet" in message, (key, problems)
         reached += 1
-    assert reached > 100
+    assert reached > 50  # the loop reaches most entries (fewer as fields get built)
 
 
 def test_ignored_fields_warn_once_per_run_and_pass(caplog, monkeypatch):

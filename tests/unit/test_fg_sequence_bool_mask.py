@@ -1,0 +1,119 @@
+"""``sequence_bool_mask_feature`` (and bool_mask_feature as a sequence_feature element)."""
+
+import numpy as np
+import pyarrow as pa
+import torch
+from google.protobuf import text_format
+
+from recforge.datasets.data_parser import DataParser
+from recforge.export import export_model
+from recforge.features import FG_DAG, FG_NONE, IdFeature, create_features
+from recforge.features.fg_json import create_fg_json
+from recforge.features.fg_offline import run_fg, with_fg_mode
+from recforge.models.factory import build_model
+from recforge.models.model import TrainWrapper
+from recforge.predictor import load_predictor
+from recforge.protos import feature_pb2, pipeline_pb2
+from recforge.utils.checkpoint import save_checkpoint
+from recforge.utils.pipeline import build_features
+
+STANDALONE = """
+sequence_bool_mask_feature { feature_name: "kept" expression: ["user:v", "user:k"]
+  hash_bucket_size: 100 embedding_dim: 4 sequence_length: 2 sequence_delim: ";" }
+"""
+ELEMENT = """
+sequence_feature { sequence_name: "s" sequence_length: 3 sequence_delim: ";"
+  features { bool_mask_feature { feature_name: "kept" expression: ["user:v", "user:k"]
+    hash_bucket_size: 100 embedding_dim: 4 } } }
+"""
+
+
+def build(text: str, fg_mode: int = FG_DAG):
+    return create_features([text_format.Parse(text, feature_pb2.FeatureConfig())], fg_mode)
+
+
+def hashed(values):
+    cfg = feature_pb2.IdFeature(feature_name="x", hash_bucket_size=100, embedding_dim=4)
+    return IdFeature(cfg, FG_DAG).parse({"x": pa.array(values)})["x.values"].tolist()
+
+
+def test_each_element_keeps_its_value_where_its_mask_is_true():
+    (feature,) = build(STANDALONE)
+    assert feature.is_sequence and feature.inputs == ["v", "k"]
+    out = feature.parse(
+        {"v": pa.array(["a;b;c", None, "x;y"]), "k": pa.array(["1;0;1", None, "0;1"])}
+    )
+    # row 0 is cut to its first 2 elements (a kept, b masked); row 2 keeps y
+    assert out["kept.values"].tolist() == hashed(["a", "y"])
+    assert out["kept.lengths"].tolist() == [1, 0, 1]
+
+
+def test_as_a_sequence_feature_element_it_reads_the_sequence_columns():
+    (feature,) = build(ELEMENT)
+    assert feature.name == "s__kept" and feature.inputs == ["s__v", "s__k"]
+    out = feature.parse({"s__v": pa.array(["a;b;c"]), "s__k": pa.array(["1;0;1"])})
+    assert out["s__kept.values"].tolist() == hashed(["a", "c"])
+
+
+def config_with(*texts: str) -> pipeline_pb2.EasyRecConfig:
+    config = pipeline_pb2.EasyRecConfig()
+    config.data_config.fg_mode = FG_DAG
+    for text in texts:
+        config.feature_configs.add().CopyFrom(text_format.Parse(text, feature_pb2.FeatureConfig()))
+    return config
+
+
+def test_fg_json_keeps_the_kind_and_the_offline_fg_matches_fg_dag():
+    config = config_with(STANDALONE)
+    (entry,) = create_fg_json(config)["features"]
+    assert entry["feature_type"] == "bool_mask_feature"
+    assert entry["sequence_delim"] == ";" and entry["sequence_length"] == 2
+    rows = pa.record_batch({"v": pa.array(["a;b", "c"]), "k": pa.array(["0;1", "1"])})
+    table = run_fg(config, rows)
+    encoded = DataParser(build_features(with_fg_mode(config, FG_NONE))).parse(table.to_batches()[0])
+    torch.testing.assert_close(encoded, DataParser(build_features(config)).parse(rows))
+
+
+MODEL = """
+data_config { fg_mode: FG_DAG label_fields: "clk" batch_size: 8 }
+model_config {
+  feature_groups { group_name: "all" feature_names: ["kept", "uid"] }
+  multi_tower { towers { input: "all" mlp { hidden_units: [4] } } final { hidden_units: [2] } }
+  metrics { auc {} } losses { binary_cross_entropy {} }
+}
+"""
+
+
+def test_the_exported_predictor_reproduces_training_tensors(tmp_path):
+    config = text_format.Parse(MODEL, pipeline_pb2.EasyRecConfig())
+    for text in (
+        STANDALONE,
+        'id_feature { feature_name: "uid" expression: "user:uid" hash_bucket_size: 10'
+        " embedding_dim: 4 }",
+    ):
+        config.feature_configs.add().CopyFrom(text_format.Parse(text, feature_pb2.FeatureConfig()))
+    config.model_dir = str(tmp_path / "model")
+    config_path = str(tmp_path / "pipeline.config")
+    with open(config_path, "w") as f:
+        f.write(text_format.MessageToString(config))
+    torch.manual_seed(0)
+    model = build_model(config, build_features(config), embedding_device=torch.device("cpu"))
+    save_checkpoint(config.model_dir, 1, TrainWrapper(model), None, {"global_step": 1})
+    export_model(config_path, str(tmp_path / "export"))
+    rows = pa.record_batch(
+        {
+            "v": pa.array(["a;b;c", None, "x;y"]),
+            "k": pa.array(["1;0;1", None, "0;1"]),
+            "uid": pa.array(["u1", "u2", "u3"]),
+        }
+    )
+    train = DataParser(build_features(config)).parse(rows)
+    predictor = load_predictor(str(tmp_path / "export"))
+    served = predictor.parser.parse(rows)
+    assert set(served) == set(train)
+    for name, value in train.items():
+        torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
+    with torch.no_grad():
+        eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"]
+    scores = predictor.predict(pa.Table.from_batches([rows]))["probs"]
+    np.testing.assert_allclose(scores, eager.numpy(), atol=1e-5)
