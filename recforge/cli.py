@@ -518,12 +518,23 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 
+def package_version() -> str:
+    """The installed distribution's version (``pyproject.toml`` in a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recforge")
+    except PackageNotFoundError:  # run from a checkout that was never pip-installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="recforge", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--traceback", action="store_true", help="show the full stack trace of input errors"
     )
+    parser.add_argument("--version", action="version", version=f"recforge {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in SUBCOMMANDS.items():
         parents = [build() for build in command.parents]

@@ -1,10 +1,12 @@
 """The config schema (protobuf).
 
 The ``*_pb2.py`` modules and their ``*_pb2.pyi`` type stubs (read by mypy) are generated from the
-``.proto`` files beside this file and are never committed or edited by hand: ``python -m
-recforge.protos`` (run by the README's set-up command and by CI) regenerates them, and importing
-this package regenerates any that are missing or older than their ``.proto`` source, so a fresh
-checkout works without a separate build step.
+``.proto`` files beside this file and are never committed or edited by hand. In a source checkout,
+``python -m recforge.protos`` (run by the README's set-up command and by CI) regenerates them, and
+importing this package regenerates any that are missing or older than their ``.proto`` source, so
+a fresh checkout works without a separate build step. A wheel carries them already: ``setup.py``'s
+``build_py`` generates them at build time, and an installed package never writes into its own
+folder.
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ def _stale() -> list[Path]:
     return stale
 
 
-def compile_protos(force: bool = False) -> list[Path]:
+def compile_protos(force: bool = False, out_dir: Path | None = None) -> list[Path]:
     """Generates ``*_pb2.py`` and ``*_pb2.pyi`` for every ``.proto`` newer than either output.
 
     Args:
         force: regenerate every file, stale or not.
+        out_dir: the folder that receives the ``recforge/protos/...`` tree of generated modules
+            (the checkout itself by default; a wheel build's staging folder for ``setup.py``).
+            Given one, every file is compiled.
 
     Returns:
         The ``.proto`` files that were compiled.
@@ -49,24 +54,29 @@ def compile_protos(force: bool = False) -> list[Path]:
     """
     from grpc_tools import protoc  # imported lazily: only needed when something is stale
 
-    todo = _proto_files() if force else _stale()
+    todo = _proto_files() if force or out_dir is not None else _stale()
     if not todo:
         return []
+    out = Path(out_dir) if out_dir is not None else _REPO_ROOT
     include = str(Path(protoc.__file__).resolve().parent / "_proto")
-    args = ["protoc", f"-I{_REPO_ROOT}", f"-I{include}", f"--python_out={_REPO_ROOT}"]
-    args.append(f"--pyi_out={_REPO_ROOT}")  # type stubs for mypy
+    args = ["protoc", f"-I{_REPO_ROOT}", f"-I{include}", f"--python_out={out}"]
+    args.append(f"--pyi_out={out}")  # type stubs for mypy
     args += [str(p.relative_to(_REPO_ROOT)) for p in todo]
     # protoc writes to a temp file per output, so concurrent imports (DataLoader workers,
     # torchrun ranks) never read a half-written module.
     code = protoc.main(args)
     if code != 0:
         raise RuntimeError(f"protoc failed ({code}) compiling {', '.join(map(str, todo))}")
-    for sub in {p.parent for p in todo}:
+    for sub in {out / p.parent.relative_to(_REPO_ROOT) for p in todo}:
         (sub / "__init__.py").touch(exist_ok=True)
     return todo
 
 
-if os.environ.get("RECFORGE_SKIP_PROTO_BUILD") != "1" and _stale():
+def _in_source_checkout() -> bool:
+    return (_REPO_ROOT / "pyproject.toml").is_file() and (_REPO_ROOT / "recforge").is_dir()
+
+
+if os.environ.get("RECFORGE_SKIP_PROTO_BUILD") != "1" and _in_source_checkout() and _stale():
     compile_protos()
 
 if __name__ == "__main__":  # pragma: no cover
