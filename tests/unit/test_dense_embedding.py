@@ -1,27 +1,20 @@
 """Dense embeddings of raw features (``mlp {}`` / ``autodis {...}``), TorchEasyRec's math."""
 
-import glob
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from google.protobuf import text_format
 
 from recforge.datasets.data_parser import DataParser
-from recforge.datasets.mock_data import generate_mock_data
-from recforge.export import export_model
 from recforge.features import FG_DAG, FeatureError, create_features
 from recforge.features.fg_json import create_fg_json
-from recforge.models.factory import build_model
-from recforge.models.model import TrainWrapper
 from recforge.modules.dense_embedding import AutoDisEmbedding, MLPEmbedding
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, model_pb2, pipeline_pb2
-from recforge.utils.checkpoint import save_checkpoint
 from recforge.utils.pipeline import build_features
+from tests.helpers.untrained_export import export_untrained, mock_rows
 
 
 def features(*texts: str):
@@ -144,20 +137,11 @@ model_config {
 
 def test_the_exported_predictor_reproduces_the_eager_scores(tmp_path):
     config = text_format.Parse(CONFIG, pipeline_pb2.EasyRecConfig())
-    config.model_dir = str(tmp_path / "model")
-    config_path = str(tmp_path / "pipeline.config")
-    with open(config_path, "w") as f:
-        f.write(text_format.MessageToString(config))
-    generate_mock_data(config, str(tmp_path / "data"), num_rows=24, seed=4)
-    table = pq.read_table(glob.glob(str(tmp_path / "data" / "*.parquet"))[0])
-    torch.manual_seed(0)
-    model = build_model(config, build_features(config), embedding_device=torch.device("cpu"))
+    rows = mock_rows(config, tmp_path, num_rows=24, seed=4)
+    model, export_dir = export_untrained(config, tmp_path)
     assert model.embedding_group.group_total_dim("all") == 12
-    save_checkpoint(config.model_dir, 1, TrainWrapper(model), None, {"global_step": 1})
-    export_model(config_path, str(tmp_path / "export"))
-    rows = table.combine_chunks().to_batches()[0]
     train = DataParser(build_features(config)).parse(rows)
-    predictor = load_predictor(str(tmp_path / "export"))
+    predictor = load_predictor(export_dir)
     served = predictor.parser.parse(rows)
     for name, value in train.items():
         torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
@@ -165,4 +149,6 @@ def test_the_exported_predictor_reproduces_the_eager_scores(tmp_path):
         eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"]
         scripted = predictor.model(served)["probs"]
     np.testing.assert_allclose(scripted.numpy(), eager.numpy(), atol=1e-5)
-    np.testing.assert_allclose(predictor.predict(table)["probs"], eager.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        predictor.predict(pa.Table.from_batches([rows]))["probs"], eager.numpy(), atol=1e-5
+    )

@@ -6,16 +6,13 @@ import torch
 from google.protobuf import text_format
 
 from recforge.datasets.data_parser import DataParser
-from recforge.export import export_model
 from recforge.features import FG_DAG, FG_NONE, IdFeature, create_features
 from recforge.features.fg_json import create_fg_json
 from recforge.features.fg_offline import run_fg, with_fg_mode
-from recforge.models.factory import build_model
-from recforge.models.model import TrainWrapper
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, pipeline_pb2
-from recforge.utils.checkpoint import save_checkpoint
 from recforge.utils.pipeline import build_features
+from tests.helpers.untrained_export import export_untrained
 
 STANDALONE = """
 sequence_bool_mask_feature { feature_name: "kept" expression: ["user:v", "user:k"]
@@ -92,14 +89,7 @@ def test_the_exported_predictor_reproduces_training_tensors(tmp_path):
         " embedding_dim: 4 }",
     ):
         config.feature_configs.add().CopyFrom(text_format.Parse(text, feature_pb2.FeatureConfig()))
-    config.model_dir = str(tmp_path / "model")
-    config_path = str(tmp_path / "pipeline.config")
-    with open(config_path, "w") as f:
-        f.write(text_format.MessageToString(config))
-    torch.manual_seed(0)
-    model = build_model(config, build_features(config), embedding_device=torch.device("cpu"))
-    save_checkpoint(config.model_dir, 1, TrainWrapper(model), None, {"global_step": 1})
-    export_model(config_path, str(tmp_path / "export"))
+    model, export_dir = export_untrained(config, tmp_path)
     rows = pa.record_batch(
         {
             "v": pa.array(["a;b;c", None, "x;y"]),
@@ -108,7 +98,7 @@ def test_the_exported_predictor_reproduces_training_tensors(tmp_path):
         }
     )
     train = DataParser(build_features(config)).parse(rows)
-    predictor = load_predictor(str(tmp_path / "export"))
+    predictor = load_predictor(export_dir)
     served = predictor.parser.parse(rows)
     assert set(served) == set(train)
     for name, value in train.items():

@@ -6,23 +6,18 @@ import shutil
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from google.protobuf import text_format
 
 from recforge.datasets.data_parser import DataParser
-from recforge.datasets.mock_data import generate_mock_data
-from recforge.export import export_model
 from recforge.features import FG_DAG, FeatureError, IdFeature, create_features
 from recforge.features.fg_json import create_fg_json
-from recforge.models.factory import build_model
-from recforge.models.model import TrainWrapper
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, pipeline_pb2
-from recforge.utils.checkpoint import save_checkpoint
 from recforge.utils.layout import ASSETS_DIR
 from recforge.utils.pipeline import build_features
+from tests.helpers.untrained_export import export_untrained, mock_rows
 
 WORDS = ["bj", "sh", "gz"]
 
@@ -182,26 +177,17 @@ def test_the_export_copies_the_vocab_file_and_reproduces_training_tensors(tmp_pa
     (vocab_dir / "city.txt").write_text("<unk>\n" + "\n".join(WORDS) + "\n")
     config = text_format.Parse(CONFIG, pipeline_pb2.EasyRecConfig())
     config.feature_configs[0].id_feature.asset_dir = str(vocab_dir)
-    config.model_dir = str(tmp_path / "model")
-    config_path = str(tmp_path / "pipeline.config")
-    with open(config_path, "w") as f:
-        f.write(text_format.MessageToString(config))
-    generate_mock_data(config, str(tmp_path / "data"), num_rows=24, seed=2)
-    table = pq.read_table(glob.glob(str(tmp_path / "data" / "*.parquet"))[0])
-    rows = table.combine_chunks().to_batches()[0]
+    rows = mock_rows(config, tmp_path, num_rows=24, seed=2)
     # rows the file knows, so that the ids are not all default_bucketize_value
     rows = rows.set_column(
         rows.schema.get_field_index("city"), "city", pa.array((WORDS * 10)[: rows.num_rows])
     )
-    torch.manual_seed(0)
-    model = build_model(config, build_features(config), embedding_device=torch.device("cpu"))
-    save_checkpoint(config.model_dir, 1, TrainWrapper(model), None, {"global_step": 1})
-    export_model(config_path, str(tmp_path / "export"))
+    model, export_dir = export_untrained(config, tmp_path)
     train = DataParser(build_features(config)).parse(rows)
     assert sorted(set(train["city.values"].tolist())) == [1, 2, 3]
     shutil.rmtree(vocab_dir)  # the export must not need the original
     moved = str(tmp_path / "moved")
-    shutil.move(str(tmp_path / "export"), moved)
+    shutil.move(export_dir, moved)
     assert len(glob.glob(os.path.join(moved, ASSETS_DIR, "city_*.txt"))) == 1
     predictor = load_predictor(moved)
     served = predictor.parser.parse(rows)

@@ -1,26 +1,19 @@
 """Weighted id features (``weighted: true``): ``id:weight`` values feed weighted pooling."""
 
-import glob
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from google.protobuf import text_format
 
 from recforge.datasets.data_parser import DataParser
-from recforge.datasets.mock_data import generate_mock_data
-from recforge.export import export_model
 from recforge.features import FG_DAG, FG_NONE, FeatureError, IdFeature, create_features
 from recforge.features.fg_json import create_fg_json
-from recforge.models.factory import build_model
-from recforge.models.model import TrainWrapper
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, model_pb2, pipeline_pb2
-from recforge.utils.checkpoint import save_checkpoint
 from recforge.utils.pipeline import build_features
+from tests.helpers.untrained_export import export_untrained, mock_rows
 
 
 def id_cfg(**kw) -> feature_pb2.IdFeature:
@@ -150,25 +143,16 @@ model_config {
 
 def test_the_exported_predictor_reproduces_training_tensors_and_scores(tmp_path):
     config = text_format.Parse(CONFIG, pipeline_pb2.EasyRecConfig())
-    config.model_dir = str(tmp_path / "model")
-    config_path = str(tmp_path / "pipeline.config")
-    with open(config_path, "w") as f:
-        f.write(text_format.MessageToString(config))
-    generate_mock_data(config, str(tmp_path / "data"), num_rows=24, seed=1)
-    table = pq.read_table(glob.glob(str(tmp_path / "data" / "*.parquet"))[0])
-    torch.manual_seed(0)
-    model = build_model(config, build_features(config), embedding_device=torch.device("cpu"))
-    save_checkpoint(config.model_dir, 1, TrainWrapper(model), None, {"global_step": 1})
-    export_model(config_path, str(tmp_path / "export"))
-    rows = table.combine_chunks().to_batches()[0]
+    rows = mock_rows(config, tmp_path, num_rows=24, seed=1)
+    model, export_dir = export_untrained(config, tmp_path)
     train = DataParser(build_features(config)).parse(rows)
     assert train["tags.weights"].dtype == torch.float32 and train["tags.weights"].numel() > 0
-    predictor = load_predictor(str(tmp_path / "export"))
+    predictor = load_predictor(export_dir)
     served = predictor.parser.parse(rows)
     assert set(served) == set(train)
     for name, value in train.items():
         torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
-    scores = predictor.predict(table)["probs"]
+    scores = predictor.predict(pa.Table.from_batches([rows]))["probs"]
     with torch.no_grad():
         expected = predictor.model(train)["probs"].numpy()
         eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"]
