@@ -1,19 +1,22 @@
-"""An export of a freshly built model: for tests that compare served and training-time tensors."""
+"""An export of a freshly built model, and the check that it serves what training sees."""
 
 from __future__ import annotations
 
 import glob
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from google.protobuf import text_format
 
+from recforge.datasets.data_parser import DataParser
 from recforge.datasets.mock_data import generate_mock_data
 from recforge.export import export_model
 from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
+from recforge.predictor import Predictor
 from recforge.protos import pipeline_pb2
 from recforge.utils.checkpoint import save_checkpoint
 from recforge.utils.pipeline import build_features
@@ -49,3 +52,29 @@ def mock_rows(
     generate_mock_data(config, str(work / "data"), num_rows=num_rows, seed=seed)
     table = pq.read_table(glob.glob(str(work / "data" / "*.parquet"))[0])
     return table.combine_chunks().to_batches()[0]
+
+
+def assert_served_as_trained(
+    model: BaseModel,
+    predictor: Predictor,
+    train: dict[str, torch.Tensor],
+    rows: pa.RecordBatch,
+) -> None:
+    """The predictor parses ``rows`` into exactly the training tensors and scores them as eager.
+
+    Args:
+        model: the eager model that was exported.
+        predictor: the loaded export.
+        train: the training-time parser's tensors of ``rows``.
+        rows: raw input rows.
+    """
+    served = predictor.parser.parse(rows)
+    assert set(served) == set(train)
+    for name, value in train.items():
+        torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
+    with torch.no_grad():
+        eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"].numpy()
+        scripted = predictor.model(served)["probs"].numpy()
+    np.testing.assert_allclose(scripted, eager, atol=1e-5)
+    scores = predictor.predict(pa.Table.from_batches([rows]))["probs"]
+    np.testing.assert_allclose(scores, eager, atol=1e-5)

@@ -14,7 +14,7 @@ from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, model_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_features
-from tests.helpers.untrained_export import export_untrained, mock_rows
+from tests.helpers.untrained_export import assert_served_as_trained, export_untrained, mock_rows
 
 
 def features(*texts: str):
@@ -142,13 +142,4 @@ def test_the_exported_predictor_reproduces_the_eager_scores(tmp_path):
     assert model.embedding_group.group_total_dim("all") == 12
     train = DataParser(build_features(config)).parse(rows)
     predictor = load_predictor(export_dir)
-    served = predictor.parser.parse(rows)
-    for name, value in train.items():
-        torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
-    with torch.no_grad():
-        eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"]
-        scripted = predictor.model(served)["probs"]
-    np.testing.assert_allclose(scripted.numpy(), eager.numpy(), atol=1e-5)
-    np.testing.assert_allclose(
-        predictor.predict(pa.Table.from_batches([rows]))["probs"], eager.numpy(), atol=1e-5
-    )
+    assert_served_as_trained(model, predictor, train, rows)

@@ -1,6 +1,5 @@
 """``feature:<name>`` inputs and ``stub_type``: the FG as a DAG of features (FG_DAG)."""
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -14,7 +13,7 @@ from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, model_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_features
-from tests.helpers.untrained_export import export_untrained
+from tests.helpers.untrained_export import assert_served_as_trained, export_untrained
 
 # TorchEasyRec's documented example: a lookup keyed by the bucket id of a raw feature
 AGE_BINNING = """
@@ -121,11 +120,5 @@ def test_the_exported_predictor_runs_the_dag_on_raw_input(tmp_path):
     )
     train = DataParser(build_features(config)).parse(rows)
     predictor = load_predictor(export_dir)
-    served = predictor.parser.parse(rows)
-    assert set(served) == set(train) == {"lookup_age.values", "uid.values", "uid.lengths"}
-    for name, value in train.items():
-        torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
-    with torch.no_grad():
-        eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"]
-    scores = predictor.predict(pa.Table.from_batches([rows]))["probs"]
-    np.testing.assert_allclose(scores, eager.numpy(), atol=1e-5)
+    assert set(train) == {"lookup_age.values", "uid.values", "uid.lengths"}
+    assert_served_as_trained(model, predictor, train, rows)

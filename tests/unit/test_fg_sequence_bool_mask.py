@@ -1,6 +1,5 @@
 """``sequence_bool_mask_feature`` (and bool_mask_feature as a sequence_feature element)."""
 
-import numpy as np
 import pyarrow as pa
 import torch
 from google.protobuf import text_format
@@ -12,7 +11,7 @@ from recforge.features.fg_offline import run_fg, with_fg_mode
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_features
-from tests.helpers.untrained_export import export_untrained
+from tests.helpers.untrained_export import assert_served_as_trained, export_untrained
 
 STANDALONE = """
 sequence_bool_mask_feature { feature_name: "kept" expression: ["user:v", "user:k"]
@@ -99,11 +98,4 @@ def test_the_exported_predictor_reproduces_training_tensors(tmp_path):
     )
     train = DataParser(build_features(config)).parse(rows)
     predictor = load_predictor(export_dir)
-    served = predictor.parser.parse(rows)
-    assert set(served) == set(train)
-    for name, value in train.items():
-        torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
-    with torch.no_grad():
-        eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"]
-    scores = predictor.predict(pa.Table.from_batches([rows]))["probs"]
-    np.testing.assert_allclose(scores, eager.numpy(), atol=1e-5)
+    assert_served_as_trained(model, predictor, train, rows)

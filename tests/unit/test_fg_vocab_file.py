@@ -4,10 +4,8 @@ import glob
 import os
 import shutil
 
-import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from google.protobuf import text_format
 
 from recforge.datasets.data_parser import DataParser
@@ -17,7 +15,7 @@ from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, pipeline_pb2
 from recforge.utils.layout import ASSETS_DIR
 from recforge.utils.pipeline import build_features
-from tests.helpers.untrained_export import export_untrained, mock_rows
+from tests.helpers.untrained_export import assert_served_as_trained, export_untrained, mock_rows
 
 WORDS = ["bj", "sh", "gz"]
 
@@ -190,11 +188,4 @@ def test_the_export_copies_the_vocab_file_and_reproduces_training_tensors(tmp_pa
     shutil.move(export_dir, moved)
     assert len(glob.glob(os.path.join(moved, ASSETS_DIR, "city_*.txt"))) == 1
     predictor = load_predictor(moved)
-    served = predictor.parser.parse(rows)
-    assert set(served) == set(train)
-    for name, value in train.items():
-        torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
-    with torch.no_grad():
-        eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"]
-        scripted = predictor.model(served)["probs"]
-    np.testing.assert_allclose(scripted.numpy(), eager.numpy(), atol=1e-5)
+    assert_served_as_trained(model, predictor, train, rows)

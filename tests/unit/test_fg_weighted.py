@@ -13,7 +13,7 @@ from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, model_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_features
-from tests.helpers.untrained_export import export_untrained, mock_rows
+from tests.helpers.untrained_export import assert_served_as_trained, export_untrained, mock_rows
 
 
 def id_cfg(**kw) -> feature_pb2.IdFeature:
@@ -148,16 +148,7 @@ def test_the_exported_predictor_reproduces_training_tensors_and_scores(tmp_path)
     train = DataParser(build_features(config)).parse(rows)
     assert train["tags.weights"].dtype == torch.float32 and train["tags.weights"].numel() > 0
     predictor = load_predictor(export_dir)
-    served = predictor.parser.parse(rows)
-    assert set(served) == set(train)
-    for name, value in train.items():
-        torch.testing.assert_close(served[name], value, atol=0, rtol=0, msg=name)
-    scores = predictor.predict(pa.Table.from_batches([rows]))["probs"]
-    with torch.no_grad():
-        expected = predictor.model(train)["probs"].numpy()
-        eager = model.eval().predict(DataParser(model.features).to_batch(train))["probs"]
-    np.testing.assert_allclose(scores, expected, atol=1e-6)
-    np.testing.assert_allclose(expected, eager.numpy(), atol=1e-5)
+    assert_served_as_trained(model, predictor, train, rows)
     # the weights matter: other weights, other scores
     changed = dict(train, **{"tags.weights": train["tags.weights"] * 3})
     with torch.no_grad():
