@@ -137,6 +137,16 @@ def _train(args: argparse.Namespace) -> dict:
     )
 
 
+def _no_flags(parser: argparse.ArgumentParser) -> None:
+    """For subcommands that take only shared flags."""
+
+
+def _validate(args: argparse.Namespace) -> dict:
+    from recforge.validate import validate
+
+    return validate(args.config, **_config_kwargs(args))
+
+
 def _evaluate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval_result_filename",
@@ -464,6 +474,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "train (and evaluate) the model a config describes",
         _train_flags,
         _train,
+        (_config_flags,),
+    ),
+    "validate": Subcommand(
+        "check a config short of training: build the model, read the first batch, one forward",
+        _no_flags,
+        _validate,
         (_config_flags,),
     ),
     "evaluate": Subcommand(
