@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.errors import DataError, Preempted
@@ -29,6 +30,7 @@ from recforge.utils.dense_ema import (
     detached,
     use_dense_ema,
 )
+from recforge.utils.early_stopping import EarlyStopping
 from recforge.utils.logging_util import Throughput, setup_logging
 from recforge.utils.pipeline import (
     build_dataset,
@@ -86,6 +88,11 @@ class _Trainer:
         self.last_saved_path = ""
         self.last_eval: Optional[tuple[int, dict[str, float]]] = None
         self.epoch_stats: list = []
+        self.early_stopping = (
+            EarlyStopping.from_config(self.train_config.early_stopping)
+            if self.train_config.HasField("early_stopping")
+            else None
+        )
 
     def save(self) -> None:
         state = {
@@ -124,6 +131,10 @@ class _Trainer:
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.last_saved_step, self.last_saved_path = self.global_step, checkpoint_path
+        if self.early_stopping is not None:
+            self.early_stopping.replay(
+                os.path.join(self.config.model_dir, layout.EARLY_STOPPING_FILE), self.global_step
+            )
         if self.is_chief:
             logger.info(
                 "resumed from %s at step %d (epoch %d, step %d of the epoch)",
@@ -179,6 +190,8 @@ class _Trainer:
                 self.sharded.model, self.model, eval_dataset, self.config, self.device
             )
         self.last_eval = (self.global_step, metrics)
+        if self.early_stopping is not None:
+            self._update_early_stopping(metrics)
         if self.is_chief:
             write_eval_result(self.config, metrics, self.global_step)
             if self.writer is not None:
@@ -187,6 +200,29 @@ class _Trainer:
                     eval_writer.add_scalar(name, value, self.global_step)
                 eval_writer.close()
         return metrics
+
+    def _update_early_stopping(self, metrics: dict[str, float]) -> None:
+        stopping = self.early_stopping
+        saved = self.last_saved_path if self.last_saved_step == self.global_step else ""
+        stopping.update(self.global_step, metrics, saved)
+        if not self.is_chief:
+            return
+        stopping.write(model_dir_path(self.config, layout.EARLY_STOPPING_FILE))
+        if stopping.should_stop:
+            best = stopping.history[stopping.best]
+            logger.info(
+                "early stopping at step %d: %s has not improved for %d evaluations; best %.5f"
+                " at step %d (%s)",
+                self.global_step,
+                stopping.metric,
+                stopping.evaluations_without_improvement,
+                best[1],
+                best[0],
+                best[2] or "no checkpoint",
+            )
+
+    def _stopping_early(self) -> bool:
+        return self.early_stopping is not None and self.early_stopping.should_stop
 
     def fit(
         self, train_dataset: RecDataset, eval_dataset: Optional[RecDataset]
@@ -242,7 +278,7 @@ class _Trainer:
         eval_every = self.config.eval_config.eval_steps
         dmp = self.sharded.model
         batch_size = self.config.data_config.batch_size
-        done = num_steps is not None and self.global_step >= num_steps
+        done = (num_steps is not None and self.global_step >= num_steps) or self._stopping_early()
         stop_signal = 0
         loader = create_dataloader(
             train_dataset, self.config.data_config.num_workers, persistent=True
@@ -288,7 +324,9 @@ class _Trainer:
                 if saving or (eval_every and self.global_step % eval_every == 0):
                     self.evaluate(eval_dataset)
                     dmp.train()
-                if num_steps is not None and self.global_step >= num_steps:
+                if self._stopping_early() or (
+                    num_steps is not None and self.global_step >= num_steps
+                ):
                     done = True
                     break
             if stop_signal:  # the epoch's end comes when the resumed run reaches it
@@ -316,10 +354,15 @@ class _Trainer:
                 self.step_in_epoch = 0
                 if num_steps is None and num_epochs:
                     meter.total_steps = self.global_step * num_epochs // max(self.epoch, 1)
-                if tc.save_checkpoints_epochs and self.epoch % tc.save_checkpoints_epochs == 0:
+                every_epochs = tc.save_checkpoints_epochs
+                # early stopping judges every epoch (a checkpoint to go back to included)
+                if self.early_stopping is not None or (
+                    every_epochs and self.epoch % every_epochs == 0
+                ):
                     self.save()
                     self.evaluate(eval_dataset)
                     dmp.train()
+                    done = self._stopping_early()
             if self.global_step == 0:
                 raise DataError(
                     f"{self.config.train_input_path}: expected rows to train on, found none"
@@ -369,6 +412,14 @@ def train_and_evaluate(
     """
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
+    if config.train_config.HasField("early_stopping"):
+        EarlyStopping.from_config(config.train_config.early_stopping)  # bad settings: fail now
+    if config.train_config.HasField("early_stopping") and not config.eval_input_path:
+        raise ConfigError(
+            "expected eval_input_path for early stopping to evaluate on, found none",
+            config_path,
+            field="train_config.early_stopping",
+        )
     device = setup_process()
     set_tf32(config.train_config)
     seed = config.data_config.seed

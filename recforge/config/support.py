@@ -151,6 +151,7 @@ MESSAGES: dict[str, Entry] = {
         _GENERATIVE,
     ),
     "TDMSampler": _SAMPLER,
+    "EarlyStopping": _YES,  # recforge extension (train_config.early_stopping)
     **dict.fromkeys(
         (
             "ZeroCollisionHash DynamicEmbedding DynamicEmbInitializerArgs"

@@ -1,0 +1,53 @@
+"""The command line's helpers on the four-row tiny run: validate, early stopping."""
+
+import os
+
+import pytest
+
+from tests.helpers.cli_util import read_json, run_cli
+from tests.helpers.tiny_run import CONFIG, CSV
+
+
+@pytest.fixture()
+def tiny(tmp_path) -> str:
+    (tmp_path / "train.csv").write_text(CSV)
+    (tmp_path / "tiny.config").write_text(CONFIG)
+    return str(tmp_path)
+
+
+def test_validate_prints_ok_and_bad_rows_as_one_line(tiny):
+    ok = run_cli(["validate", "--config", "tiny.config"], tiny)
+    assert "tiny.config: OK (MultiTower" in ok.stderr
+    assert "table user_emb (10x4): 40 parameters" in ok.stderr
+    with open(os.path.join(tiny, "bad.csv"), "w") as f:
+        f.write("label,user,price\n1,3,abc\n")
+    bad = run_cli(
+        [
+            "validate",
+            "--config",
+            "tiny.config",
+            "--edit_config_json",
+            '{"train_input_path": "bad.csv"}',
+        ],
+        tiny,
+        check=False,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("recforge: error: bad.csv: row 0")
+    assert not os.path.exists(os.path.join(tiny, "model"))
+
+
+def test_training_stops_early_and_records_the_best_checkpoint(tiny):
+    # min_delta 0.5 of AUC: no later evaluation counts as an improvement on the first
+    stop = "early_stopping { patience: 2 min_delta: 0.5 }"
+    text = CONFIG.replace("num_epochs: 1", f"num_epochs: 20 save_checkpoints_steps: 0 {stop}")
+    with open(os.path.join(tiny, "es.config"), "w") as f:
+        f.write(text)
+    run_cli(["train", "--config", "es.config"], tiny)
+    record = read_json(os.path.join(tiny, "model", "early_stopping.json"))
+    # 2 steps an epoch, one evaluation an epoch: the best first, then `patience` more
+    assert [e["global_step"] for e in record["evaluations"]] == [2, 4, 6]
+    assert record["stopped"] and record["best_step"] == 2
+    assert record["best_checkpoint"] == os.path.join("model", "model.ckpt-2")
+    assert os.path.isdir(os.path.join(tiny, "model", "model.ckpt-2"))
+    assert read_json(os.path.join(tiny, "model", "train_stats.json"))["global_step"] == 6
