@@ -32,6 +32,7 @@ from recforge.utils.dense_ema import (
 )
 from recforge.utils.early_stopping import EarlyStopping
 from recforge.utils.logging_util import Throughput, setup_logging
+from recforge.utils.model_summary import summarize_model
 from recforge.utils.pipeline import (
     build_dataset,
     build_features,
@@ -42,6 +43,7 @@ from recforge.utils.pipeline import (
 )
 from recforge.utils.preemption import StopSignals
 from recforge.utils.profiling import train_profiler
+from recforge.utils.progress import TrainProgress, is_terminal
 from recforge.utils.run_dir import claim_model_dir
 from recforge.utils.sharding import ShardedTraining, shard_model, user_table_constraints
 from recforge.utils.train_step import TrainStep
@@ -88,6 +90,7 @@ class _Trainer:
         self.last_saved_path = ""
         self.last_eval: Optional[tuple[int, dict[str, float]]] = None
         self.epoch_stats: list = []
+        self.progress = TrainProgress(enabled=False)
         self.early_stopping = (
             EarlyStopping.from_config(self.train_config.early_stopping)
             if self.train_config.HasField("early_stopping")
@@ -131,6 +134,13 @@ class _Trainer:
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.last_saved_step, self.last_saved_path = self.global_step, checkpoint_path
+        if self.writer is not None:
+            # points an interrupted run logged after this checkpoint are hidden, not doubled
+            self.writer.close()
+            self.writer = SummaryWriter(
+                model_dir_path(self.config, layout.TRAIN_SUMMARY_DIR),
+                purge_step=self.global_step + 1,
+            )
         if self.early_stopping is not None:
             self.early_stopping.replay(
                 os.path.join(self.config.model_dir, layout.EARLY_STOPPING_FILE), self.global_step
@@ -158,19 +168,22 @@ class _Trainer:
         self.model.reset_train_metric()  # each log line covers its own window of batches
         if not self.is_chief:
             return
-        lrs = {f"lr/{i}": s.last_lr for i, s in enumerate(self.sharded.schedules)}
+        lrs = {f"lr/{name}": s.last_lr for name, s in self._named_schedules()}
         logged = {**train_metrics}
         logged.update({k: float(v) for k, v in losses.items() if k.startswith("pareto_weight_")})
         extra = "".join(f" | {k} {v:.4f}" for k, v in logged.items())
-        logger.info(
-            "step %d | epoch %d | loss %.5f | %.0f samples/s | eta %s%s",
-            self.global_step,
-            self.epoch,
-            float(loss.detach()),
-            rate,
-            eta,
-            extra,
-        )
+        if self.progress.active:  # the bar shows step, ETA and these
+            self.progress.show(self.epoch, float(loss.detach()), rate, extra)
+        else:
+            logger.info(
+                "step %d | epoch %d | loss %.5f | %.0f samples/s | eta %s%s",
+                self.global_step,
+                self.epoch,
+                float(loss.detach()),
+                rate,
+                eta,
+                extra,
+            )
         if self.writer is not None:
             self.writer.add_scalar("loss/total", float(loss.detach()), self.global_step)
             for name, value in losses.items():
@@ -178,6 +191,17 @@ class _Trainer:
             for name, value in {**lrs, **train_metrics}.items():
                 self.writer.add_scalar(name, value, self.global_step)
             self.writer.add_scalar("samples_per_second", rate, self.global_step)
+
+    def _named_schedules(self) -> list[tuple[str, Any]]:
+        """The learning-rate schedules named as their optimizers (sparse, dense, dense_part0).
+
+        TorchEasyRec tags them ``lr/g<i>`` by param group; names say which rate is which.
+        """
+        schedules = self.sharded.schedules
+        names = [name for name, _ in getattr(self.sharded.optimizer, "optimizers", [])]
+        if len(names) != len(schedules):
+            names = [str(i) for i in range(len(schedules))]
+        return list(zip(names, schedules))
 
     def evaluate(self, eval_dataset: Optional[RecDataset]) -> dict[str, float]:
         if eval_dataset is None:
@@ -195,7 +219,10 @@ class _Trainer:
         if self.is_chief:
             write_eval_result(self.config, metrics, self.global_step)
             if self.writer is not None:
-                eval_writer = SummaryWriter(model_dir_path(self.config, layout.EVAL_SUMMARY_DIR))
+                eval_writer = SummaryWriter(
+                    model_dir_path(self.config, layout.EVAL_SUMMARY_DIR),
+                    purge_step=self.global_step,  # an earlier, interrupted run's later points
+                )
                 for name, value in metrics.items():
                     eval_writer.add_scalar(name, value, self.global_step)
                 eval_writer.close()
@@ -243,10 +270,16 @@ class _Trainer:
                 os.cpu_count(),
             )
         signals = StopSignals()
-        with signals:  # before the loader forks its workers: they inherit the handler
-            stop_signal = self._train_loop(
-                train_dataset, eval_dataset, signals, num_epochs, num_steps, meter
-            )
+        self.progress = TrainProgress(
+            enabled=self.is_chief and is_terminal(), initial=self.global_step, total=num_steps
+        )
+        with signals, self.progress.logs_above():  # signals: before the loader forks workers
+            try:
+                stop_signal = self._train_loop(
+                    train_dataset, eval_dataset, signals, num_epochs, num_steps, meter
+                )
+            finally:
+                self.progress.close()
             if self.last_saved_step != self.global_step:
                 self.save()
         if stop_signal:
@@ -288,7 +321,9 @@ class _Trainer:
             iterator = iter(loader)  # reads epoch self.epoch (see RecDataset.__iter__)
             for _ in range(self.step_in_epoch):  # resuming inside an epoch: skip what was trained
                 _next_batch(iterator)
+            first_step_in_epoch = self.step_in_epoch
             epoch_start, epoch_samples = time.perf_counter(), 0
+            epoch_loss = torch.zeros((), device=self.device)  # summed without a sync per step
             while True:
                 # a stopping rank reads no further: its loader workers may have had the signal
                 batch = None if signals.signum else _next_batch(iterator)
@@ -308,7 +343,9 @@ class _Trainer:
                 self.train_step.step(self.global_step + 1)
                 self.global_step += 1
                 self.step_in_epoch += 1
+                self.progress.step(meter.total_steps)
                 epoch_samples += batch.batch_size
+                epoch_loss += loss.detach().float()
                 meter.add(batch.batch_size)
                 if self.model.has_train_metrics:
                     self.model.update_train_metric(predictions, batch)
@@ -332,6 +369,7 @@ class _Trainer:
             if stop_signal:  # the epoch's end comes when the resumed run reaches it
                 break
             seconds = time.perf_counter() - epoch_start
+            batches_in_epoch = self.step_in_epoch - first_step_in_epoch
             epoch_samples = dist_util.all_reduce_sum(epoch_samples)
             self.epoch_stats.append(
                 {
@@ -341,13 +379,14 @@ class _Trainer:
                     "seconds": seconds,
                 }
             )
-            if self.is_chief:
+            if self.is_chief:  # at least one line per epoch, however short
                 logger.info(
-                    "epoch %d done: %d samples in %.1fs (%.0f samples/s)",
+                    "epoch %d done: %d samples in %.1fs (%.0f samples/s) | mean loss %.5f",
                     self.epoch,
                     epoch_samples,
                     seconds,
                     epoch_samples / max(seconds, 1e-9),
+                    float(epoch_loss) / max(batches_in_epoch, 1),
                 )
             if not done:
                 self.epoch += 1
@@ -428,6 +467,9 @@ def train_and_evaluate(
     train_dataset = build_dataset(config, features, "train")
     eval_dataset = build_dataset(config, features, "eval") if config.eval_input_path else None
     model = build_model(config, features, embedding_device=torch.device("meta"))
+    if dist_util.rank() == 0:
+        for line in summarize_model(model).lines():
+            logger.info("%s", line)
     _, frozen = model.sparse_parameters()
     tc = config.train_config
     wrapper = TrainWrapper(model, tc.mixed_precision, dense_ema=create_dense_ema(tc, model))

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers.cli_util import read_json, run_cli
 from tests.helpers.tiny_run import CONFIG, CSV
@@ -40,10 +41,12 @@ def test_validate_prints_ok_and_bad_rows_as_one_line(tiny):
 def test_training_stops_early_and_records_the_best_checkpoint(tiny):
     # min_delta 0.5 of AUC: no later evaluation counts as an improvement on the first
     stop = "early_stopping { patience: 2 min_delta: 0.5 }"
-    text = CONFIG.replace("num_epochs: 1", f"num_epochs: 20 save_checkpoints_steps: 0 {stop}")
+    text = CONFIG.replace(
+        "num_epochs: 1", f"num_epochs: 20 save_checkpoints_steps: 0 log_step_count_steps: 3 {stop}"
+    )
     with open(os.path.join(tiny, "es.config"), "w") as f:
         f.write(text)
-    run_cli(["train", "--config", "es.config"], tiny)
+    proc = run_cli(["train", "--config", "es.config"], tiny)
     record = read_json(os.path.join(tiny, "model", "early_stopping.json"))
     # 2 steps an epoch, one evaluation an epoch: the best first, then `patience` more
     assert [e["global_step"] for e in record["evaluations"]] == [2, 4, 6]
@@ -51,3 +54,15 @@ def test_training_stops_early_and_records_the_best_checkpoint(tiny):
     assert record["best_checkpoint"] == os.path.join("model", "model.ckpt-2")
     assert os.path.isdir(os.path.join(tiny, "model", "model.ckpt-2"))
     assert read_json(os.path.join(tiny, "model", "train_stats.json"))["global_step"] == 6
+    # not a terminal: plain lines, the model summary first and one line per (2-step) epoch
+    # although log_step_count_steps is 3
+    assert "model: 89 parameters" in proc.stderr and "table user_emb (10x4)" in proc.stderr
+    assert [f"epoch {e} done" in proc.stderr for e in range(3)] == [True] * 3
+    assert "early stopping at step 6: auc has not improved for 2 evaluations" in proc.stderr
+    assert "step/s" not in proc.stderr  # no progress bar
+    # the learning rates are named after their optimizers in TensorBoard
+    events = EventAccumulator(os.path.join(tiny, "model", "train"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"lr/sparse", "lr/dense"} <= tags, tags
+    assert [e.value for e in events.Scalars("lr/dense")] == pytest.approx([0.01] * 2)
