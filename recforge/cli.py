@@ -147,6 +147,26 @@ def _validate(args: argparse.Namespace) -> dict:
     return validate(args.config, **_config_kwargs(args))
 
 
+def _inspect_batch_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode", default="train", choices=["train", "eval"], help="which input to read"
+    )
+    parser.add_argument("--num_rows", type=int, default=5, help="rows shown per feature")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text lines")
+
+
+def _inspect_batch(args: argparse.Namespace) -> dict:
+    from recforge.tools.inspect_batch import format_batch, inspect_batch
+
+    described = inspect_batch(
+        args.config, mode=args.mode, num_rows=args.num_rows, **_config_kwargs(args)
+    )
+    if args.json:
+        return described
+    print("\n".join(format_batch(described)))
+    return {}
+
+
 def _evaluate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval_result_filename",
@@ -480,6 +500,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "check a config short of training: build the model, read the first batch, one forward",
         _no_flags,
         _validate,
+        (_config_flags,),
+    ),
+    "inspect-batch": Subcommand(
+        "print the first parsed batch of the input, feature by feature",
+        _inspect_batch_flags,
+        _inspect_batch,
         (_config_flags,),
     ),
     "evaluate": Subcommand(
