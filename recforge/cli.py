@@ -99,6 +99,7 @@ def _config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---- the subcommands: flags and handlers ------------------------------------------------------
 def _train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train_input_path", default=None, help="overrides train_input_path")
     reuse = parser.add_mutually_exclusive_group()
     reuse.add_argument(
         "--continue_train",
@@ -127,13 +128,21 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> dict:
     from recforge.train import train_and_evaluate
 
+    kwargs = _config_kwargs(args)
+    # as TorchEasyRec's train_eval: the path flags set the config before the JSON edits
+    paths = {
+        name: getattr(args, name)
+        for name in ("train_input_path", "eval_input_path")
+        if getattr(args, name)
+    }
+    kwargs["edits"] = {**paths, **kwargs["edits"]}
     return train_and_evaluate(
         args.config,
         continue_train=args.continue_train,
         fine_tune_checkpoint=args.fine_tune_checkpoint,
         ignore_restore_optimizer=args.ignore_restore_optimizer,
         overwrite=args.overwrite,
-        **_config_kwargs(args),
+        **kwargs,
     )
 
 
@@ -494,7 +503,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "train (and evaluate) the model a config describes",
         _train_flags,
         _train,
-        (_config_flags,),
+        (_config_flags, _eval_input_flag),
     ),
     "validate": Subcommand(
         "check a config short of training: build the model, read the first batch, one forward",
