@@ -176,6 +176,24 @@ def _inspect_batch(args: argparse.Namespace) -> dict:
     return {}
 
 
+def _init_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="parquet/csv files, globs, a directory")
+    parser.add_argument("--output", default="pipeline.config", help="config file to write")
+    parser.add_argument("--label", default=None, help="label column (default: label, click, ...)")
+    parser.add_argument(
+        "--sample_rows", type=int, default=100_000, help="rows read for the statistics"
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing --output")
+
+
+def _init(args: argparse.Namespace) -> dict:
+    from recforge.tools.init_config import write_starter_config
+
+    return write_starter_config(
+        args.data, args.output, label=args.label, sample_rows=args.sample_rows, force=args.force
+    )
+
+
 def _evaluate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval_result_filename",
@@ -504,6 +522,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _train_flags,
         _train,
         (_config_flags, _eval_input_flag),
+    ),
+    "init": Subcommand(
+        "write a starter DeepFM config from a parquet/csv table's columns and statistics",
+        _init_flags,
+        _init,
     ),
     "validate": Subcommand(
         "check a config short of training: build the model, read the first batch, one forward",
