@@ -194,6 +194,27 @@ def _init(args: argparse.Namespace) -> dict:
     )
 
 
+def _schema_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        default="json-schema",
+        choices=["json-schema", "markdown"],
+        help="a JSON Schema for editors (JSON/YAML configs), or a Markdown field reference",
+    )
+    parser.add_argument("--output", default=None, help="file to write (default: stdout)")
+
+
+def _schema(args: argparse.Namespace) -> dict:
+    from recforge.tools.schema import write_schema
+
+    text = write_schema(args.fmt, args.output)
+    if args.output:
+        return {"output": args.output, "format": args.fmt}
+    sys.stdout.write(text)
+    return {}
+
+
 def _evaluate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval_result_filename",
@@ -527,6 +548,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "write a starter DeepFM config from a parquet/csv table's columns and statistics",
         _init_flags,
         _init,
+    ),
+    "schema": Subcommand(
+        "print the config schema: JSON Schema for editors, or a Markdown field reference",
+        _schema_flags,
+        _schema,
     ),
     "validate": Subcommand(
         "check a config short of training: build the model, read the first batch, one forward",
