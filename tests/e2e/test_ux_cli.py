@@ -1,6 +1,7 @@
 """The command line's helpers on the four-row tiny run: validate, early stopping."""
 
 import os
+import shutil
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -66,3 +67,18 @@ def test_training_stops_early_and_records_the_best_checkpoint(tiny):
     tags = set(events.Tags()["scalars"])
     assert {"lr/sparse", "lr/dense"} <= tags, tags
     assert [e.value for e in events.Scalars("lr/dense")] == pytest.approx([0.01] * 2)
+
+
+def test_a_resumed_run_does_not_double_tensorboard_points(tiny):
+    text = CONFIG.replace(
+        "num_epochs: 1", "num_epochs: 2 save_checkpoints_steps: 2 log_step_count_steps: 1"
+    )
+    with open(os.path.join(tiny, "resume.config"), "w") as f:
+        f.write(text)
+    run_cli(["train", "--config", "resume.config"], tiny)
+    # as if the run died after logging steps 3 and 4 but before checkpoint 4 was written
+    shutil.rmtree(os.path.join(tiny, "model", "model.ckpt-4"))
+    run_cli(["train", "--config", "resume.config", "--continue_train"], tiny)
+    events = EventAccumulator(os.path.join(tiny, "model", "train"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/total")] == [1, 2, 3, 4]
