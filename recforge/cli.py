@@ -184,13 +184,25 @@ def _init_flags(parser: argparse.ArgumentParser) -> None:
         "--sample_rows", type=int, default=100_000, help="rows read for the statistics"
     )
     parser.add_argument("--force", action="store_true", help="replace an existing --output")
+    parser.add_argument(
+        "--id_columns", default="", help="name patterns of id columns, e.g. 'C*,*_id'"
+    )
+    parser.add_argument(
+        "--raw_columns", default="", help="name patterns of numeric (raw) columns, e.g. 'I*'"
+    )
 
 
 def _init(args: argparse.Namespace) -> dict:
     from recforge.tools.init_config import write_starter_config
 
     return write_starter_config(
-        args.data, args.output, label=args.label, sample_rows=args.sample_rows, force=args.force
+        args.data,
+        args.output,
+        label=args.label,
+        sample_rows=args.sample_rows,
+        force=args.force,
+        id_columns=args.id_columns,
+        raw_columns=args.raw_columns,
     )
 
 

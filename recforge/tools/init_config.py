@@ -8,6 +8,8 @@ the label a feature:
   holding ``|`` or ``;`` in most rows are multi-value: ``separator``, mean pooling);
 * other numbers: a ``raw_feature`` bucketized at the deciles seen (``boundaries``), or left
   raw when the column has too few distinct values to cut;
+* ``id_columns`` / ``raw_columns`` name patterns decide for many columns at once (wide data,
+  e.g. ``C*`` and ``I*`` of Criteo's layout);
 * other types (timestamps, binary, nested structs), and columns that look like other labels
   (``label*``), are left out, and listed.
 
@@ -17,6 +19,7 @@ config is a starting point to edit, not a tuned model.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 from typing import Any, Optional
@@ -125,8 +128,16 @@ def _label_column(table: pa.Table, label: Optional[str], path: str) -> str:
     )
 
 
+def _matches(name: str, patterns: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p.strip()) for p in patterns.split(",") if p.strip())
+
+
 def starter_config(
-    data_path: str, label: Optional[str] = None, sample_rows: int = 100_000
+    data_path: str,
+    label: Optional[str] = None,
+    sample_rows: int = 100_000,
+    id_columns: str = "",
+    raw_columns: str = "",
 ) -> tuple[pipeline_pb2.EasyRecConfig, dict[str, Any]]:
     """Builds a DeepFM config over the columns of ``data_path``.
 
@@ -134,6 +145,9 @@ def starter_config(
         data_path: parquet or CSV files (comma-separated, globs, a directory).
         label: the label column (default: the first of :data:`LABEL_NAMES` present).
         sample_rows: rows read for the statistics.
+        id_columns: comma-separated name patterns (``C*,*_id``) of columns to make id
+            features whatever their statistics (wide data: many columns of one kind).
+        raw_columns: the same for raw features (numbers only); id patterns win.
 
     Returns:
         The config and a summary: ``{"rows_sampled", "label", "id_features",
@@ -179,13 +193,15 @@ def starter_config(
         column = table.column(name)
         kind = column.type
         numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
-        if not (numeric or _is_id(name, column, 0)):
+        forced_id = _matches(name, id_columns)
+        forced_raw = numeric and not forced_id and _matches(name, raw_columns)
+        if not (numeric or forced_id or _is_id(name, column, 0)):
             summary["skipped"].append(f"{name} ({kind})")
             continue
         separator = _separator(column)
         distinct = _distinct(column, separator)
         fc = config.feature_configs.add()
-        if _is_id(name, column, distinct):
+        if forced_id or (not forced_raw and _is_id(name, column, distinct)):
             feature = fc.id_feature
             feature.feature_name = name
             feature.hash_bucket_size = bucket_size(distinct)
@@ -233,6 +249,8 @@ def write_starter_config(
     label: Optional[str] = None,
     sample_rows: int = 100_000,
     force: bool = False,
+    id_columns: str = "",
+    raw_columns: str = "",
 ) -> dict[str, Any]:
     """Writes :func:`starter_config` of ``data_path`` to ``output_path`` (atomically).
 
@@ -245,7 +263,7 @@ def write_starter_config(
             f"{output_path}: expected a new file, found an existing one (pass --force to"
             " replace it)"
         )
-    config, summary = starter_config(data_path, label, sample_rows)
+    config, summary = starter_config(data_path, label, sample_rows, id_columns, raw_columns)
     header = (
         f"# Starter config written by `recforge init --data {data_path}` from"
         f" {summary['rows_sampled']} rows.\n"

@@ -84,3 +84,14 @@ def test_missing_label(tmp_path):
         starter_config(path)
     with pytest.raises(DataError, match="label column 'nope'"):
         starter_config(path, label="nope")
+
+
+def test_name_patterns_decide_for_many_columns_at_once(tmp_path):
+    path = str(tmp_path / "t.parquet")
+    pq.write_table(_table(), path)
+    # hour (few integers) would be an id and amount a raw feature: the patterns turn them round
+    config, summary = starter_config(path, id_columns="am*", raw_columns="hour,user*")
+    features = _features(config)
+    assert features["amount"][0] == "id_feature" and features["hour"][0] == "raw_feature"
+    assert features["user_id"][0] == "id_feature"  # a string column cannot be raw
+    assert summary["raw_features"] == ["hour"]
