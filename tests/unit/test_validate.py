@@ -74,3 +74,11 @@ def test_summary_of_meta_parameters():
     summary = summarize_model(module)
     assert summary.parameters == 8 and summary.bytes == 32
     assert [m.detail for m in summary.modules] == ["Linear"]
+
+
+def test_validate_skips_the_forward_pass_for_large_tables(tiny, monkeypatch):
+    import recforge.validate
+
+    monkeypatch.setattr(recforge.validate, "FORWARD_MAX_BYTES", 100)  # the user table: 160 B
+    result = validate("pipeline.config")
+    assert result["ok"] and result["loss"] is None and result["train_batch"] == 2
