@@ -161,11 +161,11 @@ def _field_schema(fd: FieldDescriptor, comments: dict[str, str]) -> dict[str, An
         schema = {"type": "array", "items": _value_schema(fd)}
     else:
         schema = _value_schema(fd)
-    notes = [comments.get(fd.full_name, "")]
+    # what recforge does with it first: an editor shows the start of the description
+    notes = [_support_text(fd), comments.get(fd.full_name, "")]
     if fd.containing_oneof is not None:
         others = [f.name for f in fd.containing_oneof.fields]
         notes.append(f"one of {fd.containing_oneof.name}: {', '.join(others)}")
-    notes.append(_support_text(fd))
     description = "; ".join(n for n in notes if n)
     if description:
         schema["description"] = description
