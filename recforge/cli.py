@@ -99,6 +99,7 @@ def _config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---- the subcommands: flags and handlers ------------------------------------------------------
 def _train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train_input_path", default=None, help="overrides train_input_path")
     reuse = parser.add_mutually_exclusive_group()
     reuse.add_argument(
         "--continue_train",
@@ -127,14 +128,103 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> dict:
     from recforge.train import train_and_evaluate
 
+    kwargs = _config_kwargs(args)
+    # as TorchEasyRec's train_eval: the path flags set the config before the JSON edits
+    paths = {
+        name: getattr(args, name)
+        for name in ("train_input_path", "eval_input_path")
+        if getattr(args, name)
+    }
+    kwargs["edits"] = {**paths, **kwargs["edits"]}
     return train_and_evaluate(
         args.config,
         continue_train=args.continue_train,
         fine_tune_checkpoint=args.fine_tune_checkpoint,
         ignore_restore_optimizer=args.ignore_restore_optimizer,
         overwrite=args.overwrite,
-        **_config_kwargs(args),
+        **kwargs,
     )
+
+
+def _no_flags(parser: argparse.ArgumentParser) -> None:
+    """For subcommands that take only shared flags."""
+
+
+def _validate(args: argparse.Namespace) -> dict:
+    from recforge.validate import validate
+
+    return validate(args.config, **_config_kwargs(args))
+
+
+def _inspect_batch_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode", default="train", choices=["train", "eval"], help="which input to read"
+    )
+    parser.add_argument("--num_rows", type=int, default=5, help="rows shown per feature")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text lines")
+
+
+def _inspect_batch(args: argparse.Namespace) -> dict:
+    from recforge.tools.inspect_batch import format_batch, inspect_batch
+
+    described = inspect_batch(
+        args.config, mode=args.mode, num_rows=args.num_rows, **_config_kwargs(args)
+    )
+    if args.json:
+        return described
+    print("\n".join(format_batch(described)))
+    return {}
+
+
+def _init_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="parquet/csv files, globs, a directory")
+    parser.add_argument("--output", default="pipeline.config", help="config file to write")
+    parser.add_argument("--label", default=None, help="label column (default: label, click, ...)")
+    parser.add_argument(
+        "--sample_rows", type=int, default=100_000, help="rows read for the statistics"
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing --output")
+    parser.add_argument(
+        "--id_columns", default="", help="name patterns of id columns, e.g. 'C*,*_id'"
+    )
+    parser.add_argument(
+        "--raw_columns", default="", help="name patterns of numeric (raw) columns, e.g. 'I*'"
+    )
+
+
+def _init(args: argparse.Namespace) -> dict:
+    from recforge.tools.init_config import write_starter_config
+
+    return write_starter_config(
+        args.data,
+        args.output,
+        label=args.label,
+        sample_rows=args.sample_rows,
+        force=args.force,
+        id_columns=args.id_columns,
+        raw_columns=args.raw_columns,
+    )
+
+
+def _schema_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        default="json-schema",
+        choices=["json-schema", "markdown"],
+        help="a JSON Schema for editors (JSON/YAML configs), or a Markdown field reference",
+    )
+    parser.add_argument("--output", default=None, help="file to write (default: stdout)")
+
+
+def _schema(args: argparse.Namespace) -> dict:
+    from recforge.tools.schema import write_schema
+
+    text = write_schema(args.fmt, args.output)
+    if args.output:
+        return {"output": args.output, "format": args.fmt}
+    sys.stdout.write(text)
+    return {}
 
 
 def _evaluate_flags(parser: argparse.ArgumentParser) -> None:
@@ -464,6 +554,28 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "train (and evaluate) the model a config describes",
         _train_flags,
         _train,
+        (_config_flags, _eval_input_flag),
+    ),
+    "init": Subcommand(
+        "write a starter DeepFM config from a parquet/csv table's columns and statistics",
+        _init_flags,
+        _init,
+    ),
+    "schema": Subcommand(
+        "print the config schema: JSON Schema for editors, or a Markdown field reference",
+        _schema_flags,
+        _schema,
+    ),
+    "validate": Subcommand(
+        "check a config short of training: build the model, read the first batch, one forward",
+        _no_flags,
+        _validate,
+        (_config_flags,),
+    ),
+    "inspect-batch": Subcommand(
+        "print the first parsed batch of the input, feature by feature",
+        _inspect_batch_flags,
+        _inspect_batch,
         (_config_flags,),
     ),
     "evaluate": Subcommand(

@@ -8,11 +8,12 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
 from recforge.datasets.dataset import RecDataset, create_dataloader
 from recforge.errors import DataError, Preempted
@@ -29,7 +30,9 @@ from recforge.utils.dense_ema import (
     detached,
     use_dense_ema,
 )
+from recforge.utils.early_stopping import EarlyStopping
 from recforge.utils.logging_util import Throughput, setup_logging
+from recforge.utils.model_summary import summarize_model
 from recforge.utils.pipeline import (
     build_dataset,
     build_features,
@@ -40,6 +43,7 @@ from recforge.utils.pipeline import (
 )
 from recforge.utils.preemption import StopSignals
 from recforge.utils.profiling import train_profiler
+from recforge.utils.progress import TrainProgress, is_terminal
 from recforge.utils.run_dir import claim_model_dir
 from recforge.utils.sharding import ShardedTraining, shard_model, user_table_constraints
 from recforge.utils.train_step import TrainStep
@@ -89,6 +93,12 @@ class _Trainer:
         self.last_saved_path = ""
         self.last_eval: Optional[tuple[int, dict[str, float]]] = None
         self.epoch_stats: list = []
+        self.progress = TrainProgress(enabled=False)
+        self.early_stopping = (
+            EarlyStopping.from_config(self.train_config.early_stopping)
+            if self.train_config.HasField("early_stopping")
+            else None
+        )
 
     def save(self) -> None:
         state = {
@@ -127,6 +137,17 @@ class _Trainer:
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.last_saved_step, self.last_saved_path = self.global_step, checkpoint_path
+        if self.writer is not None:
+            # points an interrupted run logged after this checkpoint are hidden, not doubled
+            self.writer.close()
+            self.writer = SummaryWriter(
+                model_dir_path(self.config, layout.TRAIN_SUMMARY_DIR),
+                purge_step=self.global_step + 1,
+            )
+        if self.early_stopping is not None:
+            self.early_stopping.replay(
+                os.path.join(self.config.model_dir, layout.EARLY_STOPPING_FILE), self.global_step
+            )
         if self.is_chief:
             logger.info(
                 "resumed from %s at step %d (epoch %d, step %d of the epoch)",
@@ -150,19 +171,22 @@ class _Trainer:
         self.model.reset_train_metric()  # each log line covers its own window of batches
         if not self.is_chief:
             return
-        lrs = {f"lr/{i}": s.last_lr for i, s in enumerate(self.sharded.schedules)}
+        lrs = {f"lr/{name}": s.last_lr for name, s in self._named_schedules()}
         logged = {**train_metrics}
         logged.update({k: float(v) for k, v in losses.items() if k.startswith("pareto_weight_")})
         extra = "".join(f" | {k} {v:.4f}" for k, v in logged.items())
-        logger.info(
-            "step %d | epoch %d | loss %.5f | %.0f samples/s | eta %s%s",
-            self.global_step,
-            self.epoch,
-            float(loss.detach()),
-            rate,
-            eta,
-            extra,
-        )
+        if self.progress.active:  # the bar shows step, ETA and these
+            self.progress.show(self.epoch, float(loss.detach()), rate, extra)
+        else:
+            logger.info(
+                "step %d | epoch %d | loss %.5f | %.0f samples/s | eta %s%s",
+                self.global_step,
+                self.epoch,
+                float(loss.detach()),
+                rate,
+                eta,
+                extra,
+            )
         if self.writer is not None:
             self.writer.add_scalar("loss/total", float(loss.detach()), self.global_step)
             for name, value in losses.items():
@@ -170,6 +194,17 @@ class _Trainer:
             for name, scalar in {**lrs, **train_metrics}.items():
                 self.writer.add_scalar(name, scalar, self.global_step)
             self.writer.add_scalar("samples_per_second", rate, self.global_step)
+
+    def _named_schedules(self) -> list[tuple[str, Any]]:
+        """The learning-rate schedules named as their optimizers (sparse, dense, dense_part0).
+
+        TorchEasyRec tags them ``lr/g<i>`` by param group; names say which rate is which.
+        """
+        schedules = self.sharded.schedules
+        names = [name for name, _ in getattr(self.sharded.optimizer, "optimizers", [])]
+        if len(names) != len(schedules):
+            names = [str(i) for i in range(len(schedules))]
+        return list(zip(names, schedules))
 
     def evaluate(self, eval_dataset: Optional[RecDataset]) -> dict[str, float]:
         if eval_dataset is None:
@@ -183,14 +218,43 @@ class _Trainer:
                 self.sharded.model, self.model, eval_dataset, self.config, self.device
             )
         self.last_eval = (self.global_step, metrics)
+        if self.early_stopping is not None:
+            self._update_early_stopping(metrics)
         if self.is_chief:
             write_eval_result(self.config, metrics, self.global_step)
             if self.writer is not None:
-                eval_writer = SummaryWriter(model_dir_path(self.config, layout.EVAL_SUMMARY_DIR))
+                eval_writer = SummaryWriter(
+                    model_dir_path(self.config, layout.EVAL_SUMMARY_DIR),
+                    purge_step=self.global_step,  # an earlier, interrupted run's later points
+                )
                 for name, value in metrics.items():
                     eval_writer.add_scalar(name, value, self.global_step)
                 eval_writer.close()
         return metrics
+
+    def _update_early_stopping(self, metrics: dict[str, float]) -> None:
+        stopping = self.early_stopping
+        assert stopping is not None
+        saved = self.last_saved_path if self.last_saved_step == self.global_step else ""
+        stopping.update(self.global_step, metrics, saved)
+        if not self.is_chief:
+            return
+        stopping.write(model_dir_path(self.config, layout.EARLY_STOPPING_FILE))
+        if stopping.should_stop and stopping.best is not None:
+            best = stopping.history[stopping.best]
+            logger.info(
+                "early stopping at step %d: %s has not improved for %d evaluations; best %.5f"
+                " at step %d (%s)",
+                self.global_step,
+                stopping.metric,
+                stopping.evaluations_without_improvement,
+                best[1],
+                best[0],
+                best[2] or "no checkpoint",
+            )
+
+    def _stopping_early(self) -> bool:
+        return self.early_stopping is not None and self.early_stopping.should_stop
 
     def fit(
         self, train_dataset: RecDataset, eval_dataset: Optional[RecDataset]
@@ -211,10 +275,16 @@ class _Trainer:
                 os.cpu_count(),
             )
         signals = StopSignals()
-        with signals:  # before the loader forks its workers: they inherit the handler
-            stop_signal = self._train_loop(
-                train_dataset, eval_dataset, signals, num_epochs, num_steps, meter
-            )
+        self.progress = TrainProgress(
+            enabled=self.is_chief and is_terminal(), initial=self.global_step, total=num_steps
+        )
+        with signals, self.progress.logs_above():  # signals: before the loader forks workers
+            try:
+                stop_signal = self._train_loop(
+                    train_dataset, eval_dataset, signals, num_epochs, num_steps, meter
+                )
+            finally:
+                self.progress.close()
             if self.last_saved_step != self.global_step:
                 self.save()
         if stop_signal:
@@ -246,7 +316,7 @@ class _Trainer:
         eval_every = self.config.eval_config.eval_steps
         dmp = self.sharded.model
         batch_size = self.config.data_config.batch_size
-        done = num_steps is not None and self.global_step >= num_steps
+        done = (num_steps is not None and self.global_step >= num_steps) or self._stopping_early()
         stop_signal = 0
         loader = create_dataloader(
             train_dataset, self.config.data_config.num_workers, persistent=True
@@ -256,7 +326,9 @@ class _Trainer:
             iterator = iter(loader)  # reads epoch self.epoch (see RecDataset.__iter__)
             for _ in range(self.step_in_epoch):  # resuming inside an epoch: skip what was trained
                 _next_batch(iterator)
+            first_step_in_epoch = self.step_in_epoch
             epoch_start, epoch_samples = time.perf_counter(), 0
+            epoch_loss = torch.zeros((), device=self.device)  # summed without a sync per step
             while True:
                 # a stopping rank reads no further: its loader workers may have had the signal
                 batch = None if signals.signum else _next_batch(iterator)
@@ -277,7 +349,9 @@ class _Trainer:
                 self.train_step.step(self.global_step + 1)
                 self.global_step += 1
                 self.step_in_epoch += 1
+                self.progress.step(meter.total_steps)
                 epoch_samples += batch.batch_size
+                epoch_loss += loss.detach().float()
                 meter.add(batch.batch_size)
                 if self.model.has_train_metrics:
                     self.model.update_train_metric(predictions, batch)
@@ -293,12 +367,15 @@ class _Trainer:
                 if saving or (eval_every and self.global_step % eval_every == 0):
                     self.evaluate(eval_dataset)
                     dmp.train()
-                if num_steps is not None and self.global_step >= num_steps:
+                if self._stopping_early() or (
+                    num_steps is not None and self.global_step >= num_steps
+                ):
                     done = True
                     break
             if stop_signal:  # the epoch's end comes when the resumed run reaches it
                 break
             seconds = time.perf_counter() - epoch_start
+            batches_in_epoch = self.step_in_epoch - first_step_in_epoch
             epoch_samples = dist_util.all_reduce_sum(epoch_samples)
             self.epoch_stats.append(
                 {
@@ -308,23 +385,29 @@ class _Trainer:
                     "seconds": seconds,
                 }
             )
-            if self.is_chief:
+            if self.is_chief:  # at least one line per epoch, however short
                 logger.info(
-                    "epoch %d done: %d samples in %.1fs (%.0f samples/s)",
+                    "epoch %d done: %d samples in %.1fs (%.0f samples/s) | mean loss %.5f",
                     self.epoch,
                     epoch_samples,
                     seconds,
                     epoch_samples / max(seconds, 1e-9),
+                    float(epoch_loss) / max(batches_in_epoch, 1),
                 )
             if not done:
                 self.epoch += 1
                 self.step_in_epoch = 0
                 if num_steps is None and num_epochs:
                     meter.total_steps = self.global_step * num_epochs // max(self.epoch, 1)
-                if tc.save_checkpoints_epochs and self.epoch % tc.save_checkpoints_epochs == 0:
+                every_epochs = tc.save_checkpoints_epochs
+                # early stopping judges every epoch (a checkpoint to go back to included)
+                if self.early_stopping is not None or (
+                    every_epochs and self.epoch % every_epochs == 0
+                ):
                     self.save()
                     self.evaluate(eval_dataset)
                     dmp.train()
+                    done = self._stopping_early()
             if self.global_step == 0:
                 raise DataError(
                     f"{self.config.train_input_path}: expected rows to train on, found none"
@@ -374,6 +457,14 @@ def train_and_evaluate(
     """
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
+    if config.train_config.HasField("early_stopping"):
+        EarlyStopping.from_config(config.train_config.early_stopping)  # bad settings: fail now
+    if config.train_config.HasField("early_stopping") and not config.eval_input_path:
+        raise ConfigError(
+            "expected eval_input_path for early stopping to evaluate on, found none",
+            config_path,
+            field="train_config.early_stopping",
+        )
     device = setup_process()
     set_tf32(config.train_config)
     seed = config.data_config.seed
@@ -382,6 +473,9 @@ def train_and_evaluate(
     train_dataset = build_dataset(config, features, "train")
     eval_dataset = build_dataset(config, features, "eval") if config.eval_input_path else None
     model = build_model(config, features, embedding_device=torch.device("meta"))
+    if dist_util.rank() == 0:
+        for line in summarize_model(model).lines():
+            logger.info("%s", line)
     _, frozen = model.sparse_parameters()
     tc = config.train_config
     wrapper = TrainWrapper(model, tc.mixed_precision, dense_ema=create_dense_ema(tc, model))

@@ -146,6 +146,9 @@ MESSAGES: dict[str, Entry] = {
         _GENERATIVE,
     ),
     "TDMSampler": _SAMPLER,
+    "EarlyStopping": _YES,  # recforge extension (train_config.early_stopping)
+    # recforge extension metrics (MetricConfig numbers 50-53)
+    **dict.fromkeys("GroupedNDCG GroupedMRR Calibration CalibrationError".split(), _YES),
     **dict.fromkeys(
         (
             "ZeroCollisionHash DynamicEmbedding DynamicEmbInitializerArgs"

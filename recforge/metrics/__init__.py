@@ -8,8 +8,9 @@ from typing import Any, Optional, Union
 
 import torch
 import torchmetrics
-from torchmetrics import classification, regression
+from torchmetrics import classification, regression, retrieval
 
+from recforge.metrics.calibration import Calibration
 from recforge.metrics.grouped_auc import GroupedAUC
 from recforge.metrics.ranking import XAUC, NormalizedEntropy
 from recforge.protos import metric_pb2, model_pb2
@@ -138,6 +139,28 @@ def _grouped_auc(cfg: metric_pb2.GroupedAUC, num_class: int) -> RecMetric:
     return RecMetric(GroupedAUC(), group_key=cfg.grouping_key, class_index=_binary_class(num_class))
 
 
+def _grouped_ndcg(cfg: metric_pb2.GroupedNDCG, num_class: int) -> RecMetric:
+    if not cfg.grouping_key:
+        raise ValueError("grouped_ndcg needs grouping_key (the column that groups samples)")
+    # groups without a positive label have no ideal ranking: left out, as in grouped_auc
+    metric = retrieval.RetrievalNormalizedDCG(top_k=cfg.top_k or None, empty_target_action="skip")
+    return RecMetric(metric, group_key=cfg.grouping_key, class_index=_binary_class(num_class))
+
+
+def _grouped_mrr(cfg: metric_pb2.GroupedMRR, num_class: int) -> RecMetric:
+    if not cfg.grouping_key:
+        raise ValueError("grouped_mrr needs grouping_key (the column that groups samples)")
+    metric = retrieval.RetrievalMRR(empty_target_action="skip")
+    return RecMetric(metric, group_key=cfg.grouping_key, class_index=_binary_class(num_class))
+
+
+def _calibration_error(cfg: metric_pb2.CalibrationError, num_class: int) -> RecMetric:
+    if cfg.num_bins < 1:
+        raise ValueError(f"calibration_error num_bins must be >= 1, found {cfg.num_bins}")
+    metric = classification.BinaryCalibrationError(n_bins=cfg.num_bins)
+    return RecMetric(metric, class_index=_binary_class(num_class))
+
+
 @dataclass(frozen=True)
 class _MetricKind:
     """How to build a metric, and the ``num_class`` values it works with."""
@@ -169,6 +192,13 @@ _METRICS: dict[str, _MetricKind] = {
         _top_k_problem,
     ),
     "normalized_entropy": _MetricKind(_normalized_entropy, _binary_rule("normalized_entropy")),
+    "grouped_ndcg": _MetricKind(_grouped_ndcg, _binary_rule("grouped_ndcg")),
+    "grouped_mrr": _MetricKind(_grouped_mrr, _binary_rule("grouped_mrr")),
+    "calibration": _MetricKind(
+        lambda cfg, n: RecMetric(Calibration(), class_index=_binary_class(n)),
+        _binary_rule("calibration"),
+    ),
+    "calibration_error": _MetricKind(_calibration_error, _binary_rule("calibration_error")),
     "xauc": _MetricKind(
         _xauc,
         NumClassRule(
@@ -248,5 +278,13 @@ def grouping_keys(configs: Any) -> list:
     return list(dict.fromkeys(keys))
 
 
+#: metrics that group samples by a column (their message's ``grouping_key``)
+_GROUPED = ("grouped_auc", "grouped_ndcg", "grouped_mrr")
+
+
 def _metric_grouping_keys(configs: Any) -> list:
-    return [c.grouped_auc.grouping_key for c in configs if c.WhichOneof("metric") == "grouped_auc"]
+    return [
+        getattr(c, c.WhichOneof("metric")).grouping_key
+        for c in configs
+        if c.WhichOneof("metric") in _GROUPED
+    ]

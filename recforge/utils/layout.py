@@ -17,6 +17,7 @@ that needs one imports it instead of spelling it. This module imports only the e
     eval_result.json              the last evaluation
     eval_history.jsonl            every evaluation, a JSON line each (the ``best`` exporter)
     train_stats.json              throughput and step counts of the last training run
+    early_stopping.json           ``train_config.early_stopping``: evaluations, best step
     retrieval_result.json         the last ``evaluate-retrieval``
     train/, eval/                 TensorBoard summaries (``train_config.use_tensorboard``)
     train_eval_trace/             torch.profiler traces (``train_config.is_profiling``)
@@ -61,9 +62,10 @@ MANIFEST_FILE = "checksums.json"
 EVAL_RESULT_FILE = "eval_result.json"
 EVAL_HISTORY_FILE = "eval_history.jsonl"
 TRAIN_STATS_FILE = "train_stats.json"
+EARLY_STOPPING_FILE = "early_stopping.json"
 RETRIEVAL_RESULT_FILE = "retrieval_result.json"
 # what a training run leaves in model_dir that a later run must not mix with
-RUN_RECORDS = (EVAL_HISTORY_FILE, EVAL_RESULT_FILE, TRAIN_STATS_FILE)
+RUN_RECORDS = (EVAL_HISTORY_FILE, EVAL_RESULT_FILE, TRAIN_STATS_FILE, EARLY_STOPPING_FILE)
 OLD_RUN_INFIX = ".old-"
 TRAIN_SUMMARY_DIR = "train"
 TRACE_DIR = "train_eval_trace"  # train_config.is_profiling, as TorchEasyRec names it
