@@ -1,4 +1,4 @@
-"""``MatchModel``: shared behaviour of two-tower retrieval models (DSSM, DSSMV2, MIND)."""
+"""``MatchModel``: shared behaviour of two-tower retrieval models (DSSM, DSSMV2, DAT, MIND)."""
 
 from __future__ import annotations
 
