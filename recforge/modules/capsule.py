@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recforge.modules.masked_attention import sequence_mask
 from recforge.protos import module_pb2
 
 ROUTING_INIT_METHODS = ("normal", "zeros")
@@ -34,12 +35,6 @@ def squash(x: torch.Tensor, power: float = 1.0, eps: float = 1e-7) -> torch.Tens
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=eps)
     squared = norm * norm
     return torch.pow(squared / (1.0 + squared), power) / norm * x
-
-
-def sequence_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """``[B, max_len]``: True at positions below each row's length (``lengths`` may be float)."""
-    positions = torch.arange(max_len, device=lengths.device)
-    return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class CapsuleLayer(nn.Module):
