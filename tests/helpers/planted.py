@@ -73,14 +73,17 @@ def write_planted_run(
     batch_size: int = 32,
     num_sample: int = 16,
     extra_features: Optional[str] = None,
+    user_ids: bool = True,
 ) -> str:
     """Writes ``train.parquet``, ``items.parquet`` and ``train.config``; returns its path.
 
     The features: ``user_id``, ``item_id`` and the sequence ``hist`` (sharing the item
     table); ``model_config`` is the body of the model config. Adam on both sides; the
-    sampler draws ``num_sample`` negatives from the item table.
+    sampler draws ``num_sample`` negatives from the item table. ``user_ids`` False hashes
+    every user id to one bucket: the towers must then read a user from its history.
     """
     num_users = int(rows.column("user_id").to_numpy().max()) + 1
+    buckets = f"num_buckets: {num_users}" if user_ids else "hash_bucket_size: 1"
     num_items = items.num_rows
     pq.write_table(rows, os.path.join(workdir, "train.parquet"))
     pq.write_table(items, os.path.join(workdir, "items.parquet"))
@@ -100,7 +103,7 @@ def write_planted_run(
                                 item_id_field: "item_id" attr_fields: ["item_id"] }}
           }}
           feature_configs {{
-            id_feature {{ feature_name: "user_id" num_buckets: {num_users} embedding_dim: 8 }}
+            id_feature {{ feature_name: "user_id" {buckets} embedding_dim: 8 }}
           }}
           feature_configs {{
             sequence_id_feature {{ feature_name: "hist" num_buckets: {num_items}
