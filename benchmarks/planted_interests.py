@@ -19,7 +19,7 @@ import time
 
 from recforge.retrieval import evaluate_retrieval
 from recforge.train import train_and_evaluate
-from tests.helpers.planted import planted_tables, write_planted_run
+from tests.helpers.planted import dssm_model, mind_model, planted_tables, write_planted_run
 
 MODELS = ("mind_k3", "mind_k1", "dssm")
 
@@ -27,30 +27,8 @@ MODELS = ("mind_k3", "mind_k1", "dssm")
 def model_config(model: str, dim: int) -> str:
     """The ``model_config`` body of ``mind_k<K>`` or ``dssm``, embeddings ``dim`` wide."""
     if model == "dssm":
-        return f"""
-          feature_groups {{ group_name: "user" feature_names: ["user_id", "hist"] }}
-          feature_groups {{ group_name: "item" feature_names: ["item_id"] }}
-          dssm {{
-            user_tower {{ input: "user" mlp {{ hidden_units: [16] }} }}
-            item_tower {{ input: "item" mlp {{ hidden_units: [16] }} }}
-            output_dim: {dim} similarity: COSINE temperature: 0.1
-          }}
-          metrics {{ recall_at_k {{ top_k: 5 }} }}
-        """
-    k = int(model.removeprefix("mind_k"))
-    return f"""
-      feature_groups {{ group_name: "user" feature_names: ["user_id"] }}
-      feature_groups {{ group_name: "item" feature_names: ["item_id"] }}
-      feature_groups {{ group_name: "hist" feature_names: ["hist"] group_type: SEQUENCE }}
-      mind {{
-        user_tower {{ input: "user" history_input: "hist" user_mlp {{ hidden_units: [4] }}
-                      capsule_config {{ max_k: {k} max_seq_len: 8 high_dim: 8 num_iters: 3 }}
-                      concat_mlp {{ hidden_units: [16] }} }}
-        item_tower {{ input: "item" mlp {{ hidden_units: [16] }} }}
-        output_dim: {dim} temperature: 0.1
-      }}
-      metrics {{ recall_at_k {{ top_k: 5 }} }}
-    """
+        return dssm_model(dim)
+    return mind_model(int(model.removeprefix("mind_k")), dim)
 
 
 def run(args: argparse.Namespace, model: str, seed: int) -> dict:

@@ -118,3 +118,34 @@ def write_planted_run(
           model_config {{ {model_config} }}
         """)
     return path
+
+
+def mind_model(max_k: int, dim: int) -> str:
+    """A MIND ``model_config`` body over the planted features: ``max_k`` interests of ``dim``."""
+    return f"""
+      feature_groups {{ group_name: "user" feature_names: ["user_id"] }}
+      feature_groups {{ group_name: "item" feature_names: ["item_id"] }}
+      feature_groups {{ group_name: "hist" feature_names: ["hist"] group_type: SEQUENCE }}
+      mind {{
+        user_tower {{ input: "user" history_input: "hist" user_mlp {{ hidden_units: [4] }}
+                      capsule_config {{ max_k: {max_k} max_seq_len: 8 high_dim: 8 num_iters: 3 }}
+                      concat_mlp {{ hidden_units: [16] }} }}
+        item_tower {{ input: "item" mlp {{ hidden_units: [16] }} }}
+        output_dim: {dim} temperature: 0.1
+      }}
+      metrics {{ recall_at_k {{ top_k: 5 }} }}
+    """
+
+
+def dssm_model(dim: int) -> str:
+    """A DSSM ``model_config`` body over the planted features (the history sum-pooled)."""
+    return f"""
+      feature_groups {{ group_name: "user" feature_names: ["user_id", "hist"] }}
+      feature_groups {{ group_name: "item" feature_names: ["item_id"] }}
+      dssm {{
+        user_tower {{ input: "user" mlp {{ hidden_units: [16] }} }}
+        item_tower {{ input: "item" mlp {{ hidden_units: [16] }} }}
+        output_dim: {dim} similarity: COSINE temperature: 0.1
+      }}
+      metrics {{ recall_at_k {{ top_k: 5 }} }}
+    """
