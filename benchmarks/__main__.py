@@ -1,4 +1,4 @@
-"""``python -m benchmarks {frappe,criteo-synth,profile,movielens,fg,serve} ...`` (repo root)."""
+"""``python -m benchmarks {frappe,criteo-synth,profile,movielens,planted,fg,serve} ...``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import argparse
 import sys
 from typing import Optional
 
-from benchmarks import criteo_synth, fg_bench, frappe, movielens, profile_train, serve_bench
+from benchmarks import (
+    criteo_synth,
+    fg_bench,
+    frappe,
+    movielens,
+    planted_interests,
+    profile_train,
+    serve_bench,
+)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -29,6 +37,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     movielens.add_arguments(
         sub.add_parser("movielens", help="DSSM / MIND retrieval on MovieLens 100K vs most-popular")
     )
+    planted_interests.add_arguments(
+        sub.add_parser("planted", help="MIND max_k 3 / 1 vs DSSM on planted multi-interest data")
+    )
     fg_bench.add_arguments(
         sub.add_parser("fg", help="FG rows/s per thread (FG_DAG vs FG_NONE) vs training")
     )
@@ -41,6 +52,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "criteo-synth": criteo_synth.main,
         "profile": profile_train.main,
         "movielens": movielens.main,
+        "planted": planted_interests.main,
         "fg": fg_bench.main,
         "serve": serve_bench.main,
     }

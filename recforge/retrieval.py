@@ -249,7 +249,7 @@ def evaluate_retrieval(
     logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     if not isinstance(model, MatchModel):
         raise RetrievalError(
-            f"evaluate-retrieval needs a match model (DSSM, DSSMV2, MIND); the config builds"
+            f"evaluate-retrieval needs a match model (DSSM, DSSMV2, DAT, MIND); the config builds"
             f" {type(model).__name__}"
         )
     data_config = config.data_config

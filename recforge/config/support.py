@@ -102,6 +102,7 @@ MESSAGES: dict[str, Entry] = {
             " DSSMV2 PEPNet WuKong WuKongLayer RocketLaunching DC2VR InterventionTaskTower"
             " VariationalDropout"
             " MIND MINDUserTower B2ICapsule"
+            " DAT DATTower"
         ).split(),
         _YES,
     ),
@@ -124,11 +125,7 @@ MESSAGES: dict[str, Entry] = {
         _YES,
     ),
     **dict.fromkeys(
-        (
-            "FusionMTLTower FusionSubTaskConfig"
-            " DAT DATTower TDM"
-            " MultiWindowDINTower ContrastiveConfig"
-        ).split(),
+        ("FusionMTLTower FusionSubTaskConfig TDM MultiWindowDINTower ContrastiveConfig").split(),
         _MODEL,
     ),
     **dict.fromkeys(
@@ -259,7 +256,7 @@ FIELDS: dict[str, Entry] = {
     "FeatureGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
-    **{f"ModelConfig.{name}": _MODEL for name in ("dat tdm".split())},
+    **{f"ModelConfig.{name}": _MODEL for name in ("tdm".split())},
     **{
         f"ModelConfig.{name}": _GENERATIVE
         for name in "dlrm_hstu ultra_hstu hstu_match sid_rqvae sid_rqkmeans".split()
@@ -276,6 +273,7 @@ FIELDS: dict[str, Entry] = {
     "DSSM.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "DSSMV2.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "MIND.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
+    "DAT.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     # TorchEasyRec 1.3.16's MIND never reads it (user features join each interest by concat)
     "MINDUserTower.user_seq_combine": _ignored("TorchEasyRec's MIND does not read it either"),
     # TorchEasyRec computes EUCLID for it (its docs list it as a third measure)

@@ -61,8 +61,9 @@ class Retriever:
     """A match-model export with its item index: user rows in, top K item ids out.
 
     Args:
-        export_dir: the export directory (``recforge export`` of a DSSM / DSSMV2, then
-            ``recforge build-index``).
+        export_dir: the export directory (``recforge export`` of a match model, then
+            ``recforge build-index``); a MIND export's users are searched by each interest
+            (see :func:`merge_interest_results`).
         batch_size: user rows embedded at once.
         nprobe: ``ivf`` index: cells searched per query (default: as built).
         ef_search: ``hnsw`` index: search candidate list length (default: as built).
@@ -131,7 +132,11 @@ class Retriever:
         return int(k)
 
     def embed(self, user_rows: Any) -> np.ndarray:
-        """User embeddings ``[U, D]`` float32 of a table / DataFrame / dict of columns."""
+        """User embeddings of a table / DataFrame / dict of columns, float32.
+
+        ``[U, D]``, or ``[U, K, D]`` for a multi-interest user tower (MIND; its masked
+        interests are zero vectors).
+        """
         found = self.user.predict(user_rows, [self._output])[self._output]
         return np.ascontiguousarray(found, dtype=np.float32)
 
@@ -155,6 +160,8 @@ class Retriever:
         users = self.embed(user_rows)
         if users.shape[0] == 0:
             return TopK([], [])
+        if users.ndim == 3:
+            return self._topk_interests(users, k)
         scores, rows = self.index.search(users, k)
         item_ids, item_scores = [], []
         for row_scores, row_items in zip(scores, rows):
@@ -163,11 +170,62 @@ class Retriever:
             item_scores.append(row_scores[found].astype(np.float32))
         return TopK(item_ids, item_scores)
 
+    def _topk_interests(self, users: np.ndarray, k: int) -> TopK:
+        """Top K of multi-interest users ``[U, K, D]``: each real interest searched, merged."""
+        num_users, num_interests, dim = users.shape
+        scores, rows = self.index.search(users.reshape(-1, dim), k)
+        shape = (num_users, num_interests, -1)
+        valid = np.abs(users).max(axis=2) > 0
+        merged = merge_interest_results(
+            scores.reshape(shape), rows.reshape(shape), valid, k, self.info["metric"] == "ip"
+        )
+        return TopK(
+            [self.item_ids[r] for r, _ in merged], [s.astype(np.float32) for _, s in merged]
+        )
+
     def __repr__(self) -> str:
         return (
             f"Retriever({self.export_dir!r}, index={self.info['index_type']},"
             f" metric={self.info['metric']}, items={self.num_items}, dim={self.info['dim']})"
         )
+
+
+def merge_interest_results(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    valid: np.ndarray,
+    k: int,
+    higher_is_closer: bool,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Merges the searches of each user's interests into one top K per user.
+
+    An item's score is its best over the user's real interests (as ``evaluate-retrieval``
+    scores MIND users; TorchEasyRec's hit-rate tool unites per-interest top Ks by default);
+    each item appears once.
+
+    Args:
+        scores: ``[U, K, k]`` the search scores of each interest.
+        rows: ``[U, K, k]`` the index rows found (-1: none).
+        valid: ``[U, K]`` which interests are real (masked ones are not searched results).
+        k: items per user.
+        higher_is_closer: True for inner product, False for L2 distance.
+
+    Returns:
+        Per user, ``(rows [<=k], scores [<=k])``, best first.
+
+    """
+    merged = []
+    for user_scores, user_rows, user_valid in zip(scores, rows, valid):
+        found_rows = user_rows[user_valid].ravel()
+        found_scores = user_scores[user_valid].ravel()
+        keep = found_rows >= 0
+        found_rows, found_scores = found_rows[keep], found_scores[keep]
+        order = np.argsort(-found_scores if higher_is_closer else found_scores, kind="stable")
+        found_rows, found_scores = found_rows[order], found_scores[order]
+        _, first = np.unique(found_rows, return_index=True)  # an item's best score comes first
+        best = np.sort(first)[:k]
+        merged.append((found_rows[best], found_scores[best]))
+    return merged
 
 
 def load_retriever(export_dir: str, **kwargs: Any) -> Retriever:

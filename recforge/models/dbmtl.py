@@ -10,7 +10,6 @@ from recforge.datasets.batch import Batch
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.modules.masknet import MaskNetModule
 from recforge.modules.mlp import MLP
-from recforge.modules.mmoe import MMoE
 
 
 class DBMTL(MultiTaskRank):
@@ -32,15 +31,7 @@ class DBMTL(MultiTaskRank):
         if cfg.HasField("mask_net"):
             self.mask_net = self.layer_from_config(MaskNetModule, width, "mask_net")
             width = self.mask_net.output_dim()
-        self.bottom = (
-            MLP.from_config(width, cfg.bottom_mlp) if cfg.bottom_mlp.hidden_units else None
-        )
-        width = self.bottom.output_dim() if self.bottom is not None else width
-        self.mmoe = None
-        if cfg.expert_mlp.hidden_units:
-            gate_mlp = cfg.gate_mlp if cfg.HasField("gate_mlp") else None
-            self.mmoe = MMoE(width, cfg.expert_mlp, cfg.num_expert, len(self._tasks), gate_mlp)
-            width = self.mmoe.output_dim()
+        width = self.build_bottom(width)
         self.task_mlps = nn.ModuleDict()
         self.relation_mlps = nn.ModuleDict()
         self.outputs = nn.ModuleDict()
@@ -78,9 +69,7 @@ class DBMTL(MultiTaskRank):
         x = self.shared_input(batch)
         if self.mask_net is not None:
             x = self.mask_net(x)
-        if self.bottom is not None:
-            x = self.bottom(x)
-        task_inputs = self.mmoe(x) if self.mmoe is not None else [x] * len(self._tasks)
+        task_inputs = self.bottom_task_inputs(x)
         hidden: dict[str, torch.Tensor] = {}
         outputs: dict[str, torch.Tensor] = {}
         for task, h in zip(self._tasks, task_inputs):

@@ -11,7 +11,6 @@ from recforge.models.model import errors_at
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.modules.intervention import Intervention
 from recforge.modules.mlp import MLP
-from recforge.modules.mmoe import MMoE
 
 
 class DC2VR(MultiTaskRank):
@@ -26,17 +25,7 @@ class DC2VR(MultiTaskRank):
     def build(self) -> None:
         """Builds the layers (see :meth:`BaseModel.build`)."""
         cfg = self._model_config
-        width = self.init_input()
-        self.bottom = None
-        if cfg.bottom_mlp.hidden_units:
-            self.bottom = self.layer_from_config(MLP, width, "bottom_mlp")
-            width = self.bottom.output_dim()
-        self.mmoe = None
-        if cfg.expert_mlp.hidden_units:
-            gate_mlp = cfg.gate_mlp if cfg.HasField("gate_mlp") else None
-            with self.config_errors("expert_mlp"):
-                self.mmoe = MMoE(width, cfg.expert_mlp, cfg.num_expert, len(self._tasks), gate_mlp)
-            width = self.mmoe.output_dim()
+        width = self.build_bottom(self.init_input())
         self.task_mlps = nn.ModuleDict()
         self.interventions = nn.ModuleDict()
         self.outputs = nn.ModuleDict()
@@ -95,10 +84,7 @@ class DC2VR(MultiTaskRank):
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits_<task>``/``probs_<task>`` per task."""
-        x = self.shared_input(batch)
-        if self.bottom is not None:
-            x = self.bottom(x)
-        task_inputs = self.mmoe(x) if self.mmoe is not None else [x] * len(self._tasks)
+        task_inputs = self.bottom_task_inputs(self.shared_input(batch))
         hidden: dict[str, torch.Tensor] = {}
         outputs: dict[str, torch.Tensor] = {}
         for task, h in zip(self._tasks, task_inputs):

@@ -1,4 +1,4 @@
-"""``MatchModel``: shared behaviour of two-tower retrieval models (DSSM, DSSMV2, MIND)."""
+"""``MatchModel``: shared behaviour of two-tower retrieval models (DSSM, DSSMV2, DAT, MIND)."""
 
 from __future__ import annotations
 
@@ -335,7 +335,7 @@ class MatchModel(BaseModel):
         """Whether the similarity is cosine (embeddings are L2-normalised before the product)."""
         return self._cosine
 
-    def tower_module(self, side: str) -> TowerModule:
+    def tower_module(self, side: str) -> nn.Module:
         """A CPU copy of one tower with only its own embedding tables (for export / serving).
 
         The embeddings of the copy equal the model's (cosine similarity: L2-normalised).

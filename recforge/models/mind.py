@@ -317,7 +317,7 @@ class MIND(MatchModel):
         by_name = {g.group_name: g for g in self._base_model_config.feature_groups}
         return [by_name[n] for n in names]
 
-    def tower_module(self, side: str) -> nn.Module:  # type: ignore[override]
+    def tower_module(self, side: str) -> nn.Module:
         """A CPU copy of one tower with its own tables; the user tower returns the interests."""
         if side != "user":
             return super().tower_module(side)

@@ -33,6 +33,7 @@ class MMoE(MultiTaskRank):
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Scores the batch: ``logits_<task>``/``probs_<task>`` per task."""
+        assert self.mmoe is not None  # built by build()
         task_inputs = self.mmoe(self.shared_input(batch))
         outputs = {
             task.name: tower(x) for task, tower, x in zip(self._tasks, self.towers, task_inputs)

@@ -20,6 +20,7 @@ from recforge.features import BaseFeature
 from recforge.loss.pareto import check_min_weights
 from recforge.models.rank_model import RankModel, Task, check_losses, default_loss
 from recforge.modules.mlp import MLP
+from recforge.modules.mmoe import MMoE
 from recforge.protos import model_pb2, tower_pb2
 
 if TYPE_CHECKING:
@@ -172,6 +173,39 @@ class MultiTaskRank(RankModel):
         grouped = self.build_input(batch)
         assert self.embedding_group is not None  # built by build_input's caller
         return torch.cat([grouped[name] for name in self.embedding_group.group_names()], dim=1)
+
+    def build_bottom(self, width: int) -> int:
+        """Builds the optional shared bottom: ``bottom_mlp``, then MMoE over ``expert_mlp``.
+
+        Sets ``self.bottom`` (an MLP or None) and ``self.mmoe`` (``num_expert`` experts of
+        ``expert_mlp`` with one ``gate_mlp`` gate per task, or None); see
+        :meth:`bottom_task_inputs`.
+
+        Args:
+            width: the width of the bottom's input.
+
+        Returns:
+            The width of each task's input.
+
+        """
+        cfg = self._model_config
+        self.bottom: Optional[MLP] = None
+        if cfg.bottom_mlp.hidden_units:
+            self.bottom = self.layer_from_config(MLP, width, "bottom_mlp")
+            width = self.bottom.output_dim()
+        self.mmoe: Optional[MMoE] = None
+        if cfg.expert_mlp.hidden_units:
+            gate_mlp = cfg.gate_mlp if cfg.HasField("gate_mlp") else None
+            with self.config_errors("expert_mlp"):
+                self.mmoe = MMoE(width, cfg.expert_mlp, cfg.num_expert, len(self._tasks), gate_mlp)
+            width = self.mmoe.output_dim()
+        return width
+
+    def bottom_task_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each task's input from the shared bottom of :meth:`build_bottom`: ``[B, D]`` each."""
+        if self.bottom is not None:
+            x = self.bottom(x)
+        return self.mmoe(x) if self.mmoe is not None else [x] * len(self._tasks)
 
     def task_heads(self, in_features: Sequence[int]) -> nn.ModuleList:
         """One :class:`TaskHead` per task (its ``mlp`` and output layer), in task order."""

@@ -184,6 +184,61 @@ class RankModel(BaseModel):
             )
         return dims[0]
 
+    def init_sparse_dense_groups(self) -> int:
+        """Builds the embedding group and reads it as DLRM does: ``sparse`` and ``dense``.
+
+        ``sparse`` holds ``N`` embeddings of one dim ``D`` (a model with a single group uses it
+        as ``sparse``); ``dense`` (optional) goes through the model's ``dense_mlp``, whose last
+        width must be ``D``, and becomes one more vector (see :meth:`sparse_dense_vectors`).
+        Sets ``self.dense_mlp`` (None without ``dense``).
+
+        Returns:
+            The vectors per sample: ``N``, or ``N + 1`` with ``dense``.
+
+        Raises:
+            ConfigError: ``dense_mlp`` does not end in ``D``.
+            EmbeddingGroupError: no ``sparse`` group, or its dims differ.
+
+        """
+        group = self.init_embedding_group()
+        names = group.group_names()
+        self._sparse = names[0] if len(names) == 1 else "sparse"
+        self.require_groups(self._sparse)
+        self._dim = self.uniform_group_dim(self._sparse)
+        num_vectors = group.group_feature_count(self._sparse)
+        self.dense_mlp = None
+        if "dense" in names and self._sparse != "dense":
+            self.dense_mlp = self.layer_from_config(
+                MLP, group.group_total_dim("dense"), "dense_mlp"
+            )
+            if self.dense_mlp.output_dim() != self._dim:
+                raise ConfigError(
+                    f"{type(self).__name__}'s dense_mlp must end in the sparse embedding dim"
+                    f" {self._dim}, found hidden_units"
+                    f" {list(self._model_config.dense_mlp.hidden_units)}",
+                    field=self.config_field("dense_mlp.hidden_units"),
+                )
+            num_vectors += 1
+        return num_vectors
+
+    def sparse_dense_vectors(
+        self, grouped: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The vectors of :meth:`init_sparse_dense_groups` from the embedded groups.
+
+        Returns:
+            ``([B, N(+1), D]`` vectors, the dense vector first; the dense vector ``[B, D]``
+            or None without ``dense``).
+
+        """
+        sparse = grouped[self._sparse]
+        vectors = sparse.view(sparse.shape[0], -1, self._dim)
+        dense = None
+        if self.dense_mlp is not None:
+            dense = self.dense_mlp(grouped["dense"])
+            vectors = torch.cat([dense.unsqueeze(1), vectors], dim=1)
+        return vectors, dense
+
     def build_input(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Embeds the batch: ``{group_name: [B, group_dim]}``."""
         assert self.embedding_group is not None, "init_embedding_group() first"

@@ -12,9 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recforge.modules.masked_attention import sequence_mask
 from recforge.protos import module_pb2
 
 ROUTING_INIT_METHODS = ("normal", "zeros")
+# routing weight (in behaviours) below which an interest counts as empty
+EMPTY_CAPSULE_WEIGHT = 1e-3
 
 
 def squash(x: torch.Tensor, power: float = 1.0, eps: float = 1e-7) -> torch.Tensor:
@@ -37,12 +40,6 @@ def squash(x: torch.Tensor, power: float = 1.0, eps: float = 1e-7) -> torch.Tens
     return torch.pow(squared / (1.0 + squared), power) / norm * x
 
 
-def sequence_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """``[B, max_len]``: True at positions below each row's length (``lengths`` may be float)."""
-    positions = torch.arange(max_len, device=lengths.device)
-    return positions.unsqueeze(0) < lengths.unsqueeze(1)
-
-
 class CapsuleLayer(nn.Module):
     """Behaviour-to-interest (B2I) dynamic routing of MIND (Li et al. 2019).
 
@@ -55,8 +52,10 @@ class CapsuleLayer(nn.Module):
     the last iteration passes gradients to the low capsules.
 
     A user with ``n`` behaviours gets ``max(1, min(max_k, ceil(log2 n)))`` interests (all
-    ``max_k`` with ``const_caps_num``); the others are zero vectors and masked. Padded
-    behaviours get routing weight zero, so their values never change the interests.
+    ``max_k`` with ``const_caps_num``); the others are zero vectors and masked. Without
+    ``const_caps_num`` so is an interest the routing gave (almost) no behaviour (unlike
+    TorchEasyRec; a user keeps at least its first interest). Padded behaviours get routing
+    weight zero, so their values never change the interests.
 
     Initial routing logits are ``N(0, routing_logits_stddev^2)`` (``routing_init_method:
     "normal"``) or zero (``"zeros"``; all interests then come out equal). In training they are
@@ -170,5 +169,15 @@ class CapsuleLayer(nn.Module):
                 logits = weights + torch.einsum("bkh,bsh->bsk", interests, low_unit)
             else:
                 interests = squash(torch.einsum("bsk,bsh->bkh", weights, low), self._squash_pow)
+        # an interest no behaviour was routed to is empty: downstream it would become one
+        # user-independent vector (concat_mlp of the user features and zeros) that wins
+        # best-of-K retrieval for the same items for everyone; TorchEasyRec keeps it, here it
+        # is masked (a user keeps its first interest when all are empty); const_caps_num
+        # asks for all max_k interests, so it keeps them
+        if not self._const_caps_num:
+            routed = caps_mask & (weights.sum(dim=1) > EMPTY_CAPSULE_WEIGHT)  # [B, K]
+            first = torch.arange(self.max_k, device=routed.device) == 0
+            none = ~routed.any(dim=1, keepdim=True)
+            caps_mask = caps_mask & (routed | (none & first.unsqueeze(0)))
         interests = interests * caps_mask.unsqueeze(2).to(interests.dtype)
         return interests, caps_mask

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from recforge.modules.masked_attention import (
+    check_query,
+    clip_sequence,
+    effective_length,
+    masked_attention_pool,
+    pad_query,
+)
 from recforge.modules.mlp import MLP
 from recforge.protos import module_pb2
-
-
-def effective_length(max_length: int, max_seq_length: int) -> int:
-    """Positions an encoder reads: the group's ``T``, cut to ``max_seq_length`` when > 0."""
-    return min(max_length, max_seq_length) if max_seq_length > 0 else max_length
-
-
-def sequence_mask(lengths: torch.Tensor, length: int) -> torch.Tensor:
-    """``[B, T]`` bool: True at the first ``lengths[b]`` positions of each row."""
-    positions = torch.arange(length, device=lengths.device)
-    return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class DINEncoder(nn.Module):
@@ -56,13 +51,7 @@ class DINEncoder(nn.Module):
         max_seq_length: int = 0,
     ) -> None:
         super().__init__()
-        if query_dim > sequence_dim:
-            raise ValueError(
-                f"DIN over sequence group '{name}' needs query features (the candidate side,"
-                f" e.g. item_id) no wider than its sequence features: query dim {query_dim},"
-                f" sequence dim {sequence_dim}; list a non-sequence feature for every sequence"
-                " element, in the same order and with the same embedding_dim"
-            )
+        check_query(query_dim, sequence_dim, "DIN", name)
         self._query_pad = sequence_dim - query_dim
         self._dim = sequence_dim
         self._length = effective_length(max_length, max_seq_length)
@@ -77,19 +66,12 @@ class DINEncoder(nn.Module):
         self, query: torch.Tensor, sequence: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         """Pools ``sequence`` ``[B, T, Ds]`` by attention to ``query`` ``[B, Dq]``: ``[B, Ds]``."""
-        sequence = sequence[:, : self._length]
-        lengths = torch.clamp(lengths, max=self._length)
-        if self._query_pad > 0:
-            query = F.pad(query, (0, self._query_pad))
+        sequence, lengths = clip_sequence(sequence, lengths, self._length)
+        query = pad_query(query, self._query_pad)
         expanded = query.unsqueeze(1).expand_as(sequence)
         features = torch.cat(
             [expanded, sequence, expanded - sequence, expanded * sequence], dim=2
         )  # [B, T, 4D]
         hidden = self.attn_mlp(features.reshape(-1, 4 * self._dim))
         scores = self.score(hidden).reshape(-1, self._length)  # [B, T]
-        mask = sequence_mask(lengths, self._length)
-        # -1e4: exp() underflows to 0 against any real score, and fp16 can hold it
-        scores = scores.masked_fill(~mask, -1e4)
-        # an all-padding row gets uniform weights from the softmax: the mask zeroes them
-        weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)
-        return torch.bmm(weights.unsqueeze(1), sequence).squeeze(1)
+        return masked_attention_pool(scores, sequence, lengths)

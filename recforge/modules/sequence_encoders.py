@@ -15,25 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from recforge.modules.din import DINEncoder, effective_length, sequence_mask
+from recforge.modules.din import DINEncoder
+from recforge.modules.masked_attention import (
+    check_query,
+    clip_sequence,
+    effective_length,
+    masked_attention_pool,
+    pad_query,
+    sequence_mask,
+)
 from recforge.modules.mlp import MLP
 from recforge.protos import model_pb2, module_pb2, seq_encoder_pb2
 
 POOLING_TYPES = ("mean", "sum")
-
-
-def _pad_query(query: torch.Tensor, pad: int) -> torch.Tensor:
-    return F.pad(query, (0, pad)) if pad > 0 else query
-
-
-def _check_query(query_dim: int, sequence_dim: int, kind: str, name: str) -> None:
-    if query_dim > sequence_dim:
-        raise ValueError(
-            f"{kind} over sequence group '{name}' needs query features no wider than its"
-            f" sequence features: query dim {query_dim}, sequence dim {sequence_dim}"
-        )
 
 
 class SimpleAttention(nn.Module):
@@ -56,7 +51,7 @@ class SimpleAttention(nn.Module):
         max_seq_length: int = 0,
     ) -> None:
         super().__init__()
-        _check_query(query_dim, sequence_dim, "simple_attention", name)
+        check_query(query_dim, sequence_dim, "simple_attention", name)
         self._query_pad = sequence_dim - query_dim
         self._dim = sequence_dim
         self._length = effective_length(max_length, max_seq_length)
@@ -69,13 +64,10 @@ class SimpleAttention(nn.Module):
         self, query: torch.Tensor, sequence: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         """Attention pooling ``[B, T, Ds] -> [B, Ds]``."""
-        sequence = sequence[:, : self._length]
-        lengths = torch.clamp(lengths, max=self._length)
-        query = _pad_query(query, self._query_pad)
+        sequence, lengths = clip_sequence(sequence, lengths, self._length)
+        query = pad_query(query, self._query_pad)
         scores = torch.bmm(sequence, query.unsqueeze(2)).squeeze(2)  # [B, T]
-        mask = sequence_mask(lengths, self._length)
-        weights = torch.softmax(scores.masked_fill(~mask, -1e4), dim=1) * mask.to(scores.dtype)
-        return torch.bmm(weights.unsqueeze(1), sequence).squeeze(1)
+        return masked_attention_pool(scores, sequence, lengths)
 
 
 class PoolingEncoder(nn.Module):
@@ -108,8 +100,7 @@ class PoolingEncoder(nn.Module):
         self, query: torch.Tensor, sequence: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         """Pools ``[B, T, Ds] -> [B, Ds]``."""
-        sequence = sequence[:, : self._length]
-        lengths = torch.clamp(lengths, max=self._length)
+        sequence, lengths = clip_sequence(sequence, lengths, self._length)
         mask = sequence_mask(lengths, self._length).to(sequence.dtype)
         pooled = torch.bmm(mask.unsqueeze(1), sequence).squeeze(1)
         if self._mean:
@@ -162,8 +153,7 @@ class SelfAttentionEncoder(nn.Module):
         self, query: torch.Tensor, sequence: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         """Self-attends and pools ``[B, T, Ds] -> [B, multihead_attn_dim]``."""
-        sequence = sequence[:, : self._length]
-        lengths = torch.clamp(lengths, max=self._length)
+        sequence, lengths = clip_sequence(sequence, lengths, self._length)
         valid = sequence_mask(lengths, self._length)  # [B, T]
         # a padded position attends to everything (its output is dropped below): a row with
         # every key masked would give NaN
@@ -209,7 +199,7 @@ class MultiWindowDINEncoder(nn.Module):
         name: str = "?",
     ) -> None:
         super().__init__()
-        _check_query(query_dim, sequence_dim, "multi_window_din_encoder", name)
+        check_query(query_dim, sequence_dim, "multi_window_din_encoder", name)
         if not windows_len or min(windows_len) <= 0:
             raise ValueError(f"windows_len must list positive window lengths, found {windows_len}")
         self._query_pad = sequence_dim - query_dim
@@ -236,7 +226,7 @@ class MultiWindowDINEncoder(nn.Module):
     ) -> torch.Tensor:
         """Window-pools ``[B, T, Ds]`` -> ``[B, (L + 1) * Ds]``."""
         lengths = torch.clamp(lengths, max=self._length)
-        query = _pad_query(query, self._query_pad)
+        query = pad_query(query, self._query_pad)
         expanded = query.unsqueeze(1).expand_as(sequence)
         features = torch.cat([sequence, expanded * sequence, expanded], dim=2)
         hidden = self.attn_mlp(features.reshape(-1, 3 * self._dim))

@@ -28,6 +28,19 @@ MATCH_MODEL_CONFIGS: dict = {
       dssm_v2 {{ {_TOWERS} similarity: COSINE l2_normalize: true }}
       metrics {{ recall_at_k {{ top_k: 2 }} }}
     """,
+    "DAT": """
+      feature_groups { group_name: "user" feature_names: ["user", "price"] }
+      feature_groups { group_name: "item" feature_names: ["item", "tags"] }
+      feature_groups { group_name: "user_augment" feature_names: ["user"] }
+      feature_groups { group_name: "item_augment" feature_names: ["item"] }
+      dat {
+        user_tower { input: "user" augment_input: "user_augment" mlp { hidden_units: [16] } }
+        item_tower { input: "item" augment_input: "item_augment" mlp { hidden_units: [16] } }
+        output_dim: 8 temperature: 0.5 in_batch_negative: true similarity: COSINE
+        amm_u_weight: 0.5 amm_i_weight: 0.25
+      }
+      metrics { recall_at_k { top_k: 2 } }
+    """,
     "MIND": """
       feature_groups { group_name: "user" feature_names: ["user", "price"] }
       feature_groups { group_name: "item" feature_names: ["item", "tags"] }

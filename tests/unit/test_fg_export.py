@@ -33,43 +33,10 @@ from recforge.utils.checkpoint import save_checkpoint
 from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY
 from recforge.utils.layout import ASSETS_DIR, FG_JSON_FILE, MODEL_INFO_FILE
 from recforge.utils.pipeline import build_features
+from tests.helpers.mixed_features import mixed_features, mixed_model
 
-FEATURES = """
-data_config { fg_mode: FG_DAG label_fields: "clk" batch_size: 16 }
-feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id"
-  hash_bucket_size: 100 embedding_dim: 4 } }
-feature_configs { id_feature { feature_name: "city" expression: "user:city"
-  vocab_list: ["bj", "sh", "gz"] embedding_dim: 4 } }
-feature_configs { id_feature { feature_name: "brand" expression: "item:brand"
-  vocab_dict { key: "nike" value: 2 } vocab_dict { key: "adidas" value: 3 } default_value: "none"
-  embedding_dim: 4 } }
-feature_configs { raw_feature { feature_name: "age" expression: "user:age"
-  boundaries: [18, 30, 50] embedding_dim: 4 } }
-feature_configs { raw_feature { feature_name: "price" expression: "item:price"
-  normalizer: "method=log10,threshold=1e-10,default=-10" } }
-feature_configs { combo_feature { feature_name: "city_brand" expression: ["user:city", "item:brand"]
-  hash_bucket_size: 50 embedding_dim: 4 } }
-feature_configs { lookup_feature { feature_name: "brand_clicks" map: "user:kv_clicks"
-  key: "item:brand" } }
-feature_configs { match_feature { feature_name: "cate_score" nested_map: "user:kkv"
-  pkey: "item:cate" skey: "item:brand" } }
-feature_configs { expr_feature { feature_name: "age_gap" variables: ["user:age", "item:min_age"]
-  expression: "abs(age - min_age) / 10" } }
-feature_configs { sequence_feature { sequence_name: "click_seq" sequence_length: 5
-  features { id_feature { feature_name: "brand" expression: "item:brand" hash_bucket_size: 30
-    embedding_dim: 4 } }
-  features { raw_feature { feature_name: "price" expression: "item:price" boundaries: [1, 10]
-    embedding_dim: 4 } } } }
-"""
-MODEL = """
-model_config {
-  feature_groups { group_name: "all" feature_names: ["user_id", "city", "brand", "age", "price",
-    "city_brand", "brand_clicks", "cate_score", "age_gap", "click_seq__brand",
-    "click_seq__price"] }
-  multi_tower { towers { input: "all" mlp { hidden_units: [8] } } final { hidden_units: [4] } }
-  metrics { auc {} } losses { binary_cross_entropy {} }
-}
-"""
+FEATURES = mixed_features("FG_DAG")
+MODEL = mixed_model()
 
 
 def parse_config(text: str) -> pipeline_pb2.EasyRecConfig:
