@@ -2,7 +2,7 @@
 
 Every name recforge reads or writes in those two directories is defined here, so a module
 that needs one imports it instead of spelling it. This module imports only the error tree
-(it sits below everything else in the import graph).
+and :mod:`recforge.utils.storage` (it sits below everything else in the import graph).
 
 ``model_dir`` (written by ``recforge train`` / ``evaluate`` / ``evaluate-retrieval``)::
 
@@ -50,6 +50,7 @@ import re
 from typing import Optional
 
 from recforge.errors import CheckpointError
+from recforge.utils import storage
 
 # ---- model_dir --------------------------------------------------------------------------------
 CONFIG_FILE = "pipeline.config"
@@ -134,7 +135,7 @@ def checkpoint_or_latest(model_dir: str, checkpoint_path: Optional[str] = None) 
 
     """
     if checkpoint_path:
-        return checkpoint_path
+        return storage.fetch(checkpoint_path, "checkpoint")
     path = latest_checkpoint(model_dir)
     if not path:
         raise CheckpointError(f"no checkpoint found in model_dir '{model_dir}'")

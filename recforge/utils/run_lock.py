@@ -9,6 +9,12 @@ A lock whose owner is gone is stale: on the same host, when its pid is not alive
 but started at another time: the pid was reused), it is taken over with a warning; on another
 host recforge cannot tell, so it asks the user to remove the file if no run is live there.
 
+A remote ``model_dir`` (``s3://...``, see :mod:`recforge.utils.storage`) gets the same lock
+as an object, best effort: it is taken in the run's local working copy and uploaded at once,
+and deleted on release. Object stores have no create-if-absent, so two runs that start at the
+same moment may both take it; a run killed with SIGKILL leaves the object behind (taken over
+on the same host as above, otherwise the message names it for removal).
+
 Example:
     >>> with RunLock("experiments/x"):
     ...     pass  # train: a second RunLock("experiments/x").acquire() raises ConfigError
@@ -27,6 +33,7 @@ import uuid
 from typing import Any, Optional
 
 from recforge.config import ConfigError
+from recforge.utils import storage
 from recforge.utils.layout import LOCK_FILE
 
 logger = logging.getLogger(__name__)
@@ -101,6 +108,7 @@ class RunLock:
             if not self._take_over(owner) or not self._create(record):
                 raise ConfigError(self._busy_message(self._read() or owner))
         self._token = token
+        storage.sync_model_dir(self.model_dir)  # a remote model_dir: publish the lock object
 
     def release(self) -> None:
         """Removes the lock file if this object still holds it."""
@@ -115,6 +123,7 @@ class RunLock:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+            storage.remove_remote_copy(self.path)
         self._token = None
 
     def __enter__(self) -> RunLock:
