@@ -173,6 +173,14 @@ def glob(pattern: str) -> list[str]:
 
 def files_in(directory: str) -> list[str]:
     """The files directly inside ``directory`` (not ``.``/``_``-prefixed), sorted."""
+    if is_remote(directory):
+        fs, inner = filesystem(directory)
+        return sorted(
+            _url(fs, entry["name"])
+            for entry in fs.ls(inner, detail=True)
+            if entry["type"] == "file"
+            and not posixpath.basename(entry["name"]).startswith((".", "_"))
+        )
     return sorted(
         join(directory, name)
         for name in listdir(directory)
