@@ -25,7 +25,8 @@ first and then uploaded:
 
 Limitations: the run lock of a remote ``model_dir`` is a best-effort lock object (see
 :mod:`recforge.utils.run_lock`); ``train --overwrite`` cannot move a remote run aside; under
-torchrun every rank must run on one host (they share the working copy).
+torchrun every rank must run on one host (they share one working copy, which local rank 0
+fills and rank 0 uploads).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import os
 import posixpath
 import re
 import tempfile
+import time
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ DOCUMENTED = ("s3://", "gs://", "hdfs://", "file://", "memory://")
 STAGE_ROOT_ENV = "RECFORGE_STAGING_DIR"
 # the file whose presence marks a complete checkpoint (layout.TRAIN_STATE_FILE): uploaded last
 _LAST_FILES = ("train_state.json",)
+# written into a working copy once it is ready (the other local ranks wait for it)
+_READY_FILE = ".recforge-working-copy"
 
 
 def scheme(path: str) -> Optional[str]:
@@ -340,7 +344,9 @@ class _Stage:
         changed = {
             rel
             for rel, key in state.items()
-            if self.synced.get(rel) != key and ".tmp" not in rel.split(os.sep)[0]
+            if self.synced.get(rel) != key
+            and ".tmp" not in rel.split(os.sep)[0]
+            and rel != _READY_FILE
         }
         if changed:
             upload_dir(self.local, self.url, changed)
@@ -396,11 +402,23 @@ def stage_model_dir(url: str, checkpoint_prefix: str, marker: str) -> str:
         if stage.url == url:
             return stage.local
     key = hashlib.sha1(url.encode()).hexdigest()[:12]
-    run = os.environ.get("TORCHELASTIC_RUN_ID") or str(os.getpid())
+    # the ranks of one torchrun share one copy: they have the same parent (the agent)
+    torchrun = "LOCAL_RANK" in os.environ
+    run = f"{os.getppid()}-torchrun" if torchrun else str(os.getpid())
     root = os.environ.get(STAGE_ROOT_ENV) or tempfile.gettempdir()
     local = os.path.join(root, f"recforge-model_dir-{key}-{run}")
-    os.makedirs(local, exist_ok=True)
+    ready = os.path.join(local, _READY_FILE)
     stage = _Stage(url, local)
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # local rank 0 downloads; wait for it
+        deadline = time.monotonic() + 600
+        while not os.path.exists(ready):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"local rank 0 did not prepare {local} in 10 minutes")
+            time.sleep(0.2)
+        stage.mark_synced()
+        _STAGES[local] = stage
+        return local
+    os.makedirs(local, exist_ok=True)
     fs, inner = filesystem(url)
     checkpoints = []
     if fs.isdir(inner):
@@ -420,6 +438,8 @@ def stage_model_dir(url: str, checkpoint_prefix: str, marker: str) -> str:
             fs.get_file(posixpath.join(inner, name, marker), os.path.join(target, marker))
             stage.partial.add(target)
     stage.mark_synced()
+    with open(ready, "w"):
+        pass
     _STAGES[local] = stage
     atexit.register(_sync_at_exit, local)
     logger.info("model_dir %s: working copy in %s", url, local)

@@ -124,7 +124,12 @@ def test_the_working_copy_holds_the_newest_checkpoint_and_uploads_changes(store)
     _write(f"{run}/model.ckpt-30/__0_0.distcp", b"partial")  # incomplete: no marker
     local = storage.stage_model_dir(run, layout.CHECKPOINT_PREFIX, layout.TRAIN_STATE_FILE)
     assert storage.stage_model_dir(run + "/", "model.ckpt-", "train_state.json") == local
-    assert sorted(os.listdir(local)) == ["model.ckpt-10", "model.ckpt-20", "pipeline.config"]
+    assert sorted(os.listdir(local)) == [
+        ".recforge-working-copy",
+        "model.ckpt-10",
+        "model.ckpt-20",
+        "pipeline.config",
+    ]
     assert sorted(os.listdir(os.path.join(local, "model.ckpt-20"))) == [
         "__0_0.distcp",
         "train_state.json",
@@ -148,6 +153,7 @@ def test_the_working_copy_holds_the_newest_checkpoint_and_uploads_changes(store)
     assert fs.isfile(f"{run}/eval_result.json")
     assert not fs.exists(f"{run}/pipeline.config")
     assert not fs.exists(f"{run}/model.ckpt-10")
+    assert not fs.exists(f"{run}/.recforge-working-copy")
 
 
 def test_the_run_lock_of_a_remote_model_dir_is_an_object_while_held(store):
@@ -157,3 +163,15 @@ def test_the_run_lock_of_a_remote_model_dir_is_an_object_while_held(store):
     with RunLock(local):
         assert json.loads(fs.cat(f"{run}/{layout.LOCK_FILE}"))["pid"] == os.getpid()
     assert not fs.exists(f"{run}/{layout.LOCK_FILE}")
+
+
+def test_sampler_tables_are_read_from_the_store(store):
+    from recforge.datasets.sampler import read_table_files
+
+    with fsspec.open(f"{store}/items/a.parquet", "wb") as f:
+        pq.write_table(pa.table({"item_id": [1, 2]}), f)
+    _write(f"{store}/items/b.csv", b"item_id\n3\n")
+    files = expand_input_path(f"{store}/items")
+    table, file_index, rows = read_table_files(files, ",", "item table")
+    assert table.column("item_id").to_pylist() == [1, 2, 3]
+    assert file_index.tolist() == [0, 0, 1] and rows.tolist() == [0, 1, 0]
