@@ -138,7 +138,8 @@ def checkpoint_or_latest(model_dir: str, checkpoint_path: Optional[str] = None) 
         return storage.fetch(checkpoint_path, "checkpoint")
     path = latest_checkpoint(model_dir)
     if not path:
-        raise CheckpointError(f"no checkpoint found in model_dir '{model_dir}'")
+        shown = storage.remote_of(model_dir) or model_dir
+        raise CheckpointError(f"no checkpoint found in model_dir '{shown}'")
     return path
 
 

@@ -132,10 +132,14 @@ def _prepare(
         )
     if not overwrite:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        aside = (
+            ""  # a remote model_dir cannot be moved aside (see above)
+            if remote
+            else f" --overwrite to move it aside to '{os.path.normpath(model_dir)}.old-<time>',"
+        )
         raise ConfigError(
-            f"model_dir '{model_dir}' holds an earlier run ({shown}): pass --continue_train"
-            " to resume it, --overwrite to move it aside to"
-            f" '{os.path.normpath(model_dir)}.old-<time>', or choose another --model_dir"
+            f"model_dir '{remote or model_dir}' holds an earlier run ({shown}): pass"
+            f" --continue_train to resume it,{aside} or choose another --model_dir"
         )
     moved_from = os.path.realpath(model_dir)
     target = move_aside(model_dir)

@@ -76,6 +76,9 @@ class RunLock:
         self.model_dir = model_dir
         self.path = os.path.join(model_dir, LOCK_FILE)
         self._token: Optional[str] = None
+        # what messages name: the URL of a remote model_dir, not its local working copy
+        self._shown_dir = storage.remote_of(model_dir) or model_dir
+        self._shown = storage.remote_of(self.path) or self.path
 
     @property
     def held(self) -> bool:
@@ -158,9 +161,9 @@ class RunLock:
             int(record["pid"]), str(record["host"])
         except (ValueError, KeyError, TypeError):
             raise ConfigError(
-                f"{self.path}: expected a recforge lock (JSON with pid and host), found"
+                f"{self._shown}: expected a recforge lock (JSON with pid and host), found"
                 f" {text[:80]!r}; remove the file if no training run is using"
-                f" '{self.model_dir}'"
+                f" '{self._shown_dir}'"
             ) from None
         return record
 
@@ -171,7 +174,7 @@ class RunLock:
         if owner["host"] != socket.gethostname():
             raise ConfigError(
                 f"{self._busy_message(owner)}; recforge cannot check a process on another host:"
-                f" if no run is live there, remove {self.path}"
+                f" if no run is live there, remove {self._shown}"
             )
         pid = int(owner["pid"])
         start_time = owner.get("start_time")
@@ -216,7 +219,7 @@ class RunLock:
 
     def _busy_message(self, owner: dict[str, Any]) -> str:
         return (
-            f"model_dir '{self.model_dir}' is in use by another training run (pid {owner['pid']}"
+            f"model_dir '{self._shown_dir}' is in use by another training run (pid {owner['pid']}"
             f" on host {owner['host']}, started {owner.get('started', '?')}): one training run"
             " per model_dir; wait for it or stop it, or choose another --model_dir"
             " (`recforge evaluate` may run alongside)"

@@ -1,4 +1,4 @@
-"""Everything on an S3 bucket: train, SIGTERM, resume, evaluate, export and predict (CLI).
+"""Everything on an S3 bucket: train, SIGTERM, resume, export and predict (CLI).
 
 The bucket is served by moto's S3 server on 127.0.0.1, started once per test session; the
 CLI reaches it through s3fs with the endpoint in ``AWS_ENDPOINT_URL``, as a user's would.
@@ -75,7 +75,7 @@ def _recforge(args: list[str], cwd: str, env: dict[str, str]) -> subprocess.Comp
     return proc
 
 
-def test_train_kill_resume_evaluate_export_predict_on_s3(tmp_path, s3, s3_env):
+def test_train_kill_resume_export_predict_on_s3(tmp_path, s3, s3_env):
     data = generate_demo_data(str(tmp_path / "data"), num_rows=1000)
     s3.put(str(tmp_path / "data") + "/", f"{BUCKET}/data/", recursive=True)
     cwd = str(tmp_path / "work")
@@ -132,14 +132,12 @@ def test_train_kill_resume_evaluate_export_predict_on_s3(tmp_path, s3, s3_env):
     assert f"at step {step} (epoch 0" in resumed.stderr
     state = json.loads(s3.cat(f"{run}/model.ckpt-32/train_state.json"))
     assert state["global_step"] == 32
-    assert s3.isfile(f"{run}/eval_result.json")
+    assert "auc" in json.loads(s3.cat(f"{run}/eval_result.json"))
     assert s3.find(f"{run}/train"), "no TensorBoard events on the bucket"
 
-    # evaluate, export and predict with the config the run saved on the bucket
+    # export and predict with the config the run saved on the bucket (evaluate reads and
+    # writes model_dir as the training run above did)
     config = f"s3://{run}/pipeline.config"
-    s3.rm(f"{run}/eval_result.json")
-    _recforge(["evaluate", "--config", config], cwd, env)
-    assert "auc" in json.loads(s3.cat(f"{run}/eval_result.json"))
     export = f"s3://{BUCKET}/export/deepfm"
     summary = json.loads(
         _recforge(["export", "--config", config, "--export_dir", export], cwd, env).stdout
@@ -172,20 +170,3 @@ def test_train_kill_resume_evaluate_export_predict_on_s3(tmp_path, s3, s3_env):
     # nothing local stands in for the bucket (the old bug: a folder named 's3:')
     for root, dirs, files in os.walk(cwd):
         assert not [n for n in dirs + files if n.startswith("s3")], (root, dirs, files)
-
-
-def test_a_missing_remote_input_is_one_line(tmp_path, s3, s3_env):
-    env = {**os.environ, **s3_env, "PYTHONPATH": REPO_ROOT}
-    proc = subprocess.run(
-        [sys.executable, "-m", "recforge", "train", "--config", example("deepfm_demo.config")]
-        + ["--model_dir", f"s3://{BUCKET}/runs/missing"]
-        + ["--edit_config_json", json.dumps({"train_input_path": f"s3://{BUCKET}/nope/*.parquet"})],
-        cwd=str(tmp_path),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    assert f"s3://{BUCKET}/nope/*.parquet' matched no files" in proc.stderr.strip().splitlines()[-1]
