@@ -127,6 +127,8 @@ def export_model(
     checkpoint_path = select_checkpoint(config, checkpoint_path)
     logger.info("exporting %s", checkpoint_path)
     model, state = restore_model(config, checkpoint_path, config.export_config)
+    # the export's pipeline.config names a remote model_dir by its URL, not its working copy
+    config.model_dir = storage.remote_of(config.model_dir) or config.model_dir
     for param in model.parameters():
         param.requires_grad_(False)  # serving needs no autograd graph
     mlp_dtype = set_mlp_dtype(model, config.export_config.mlp_dtype)

@@ -2,7 +2,7 @@
 
 Every name recforge reads or writes in those two directories is defined here, so a module
 that needs one imports it instead of spelling it. This module imports only the error tree
-and :mod:`recforge.utils.storage` (it sits below everything else in the import graph).
+(it sits below everything else in the import graph).
 
 ``model_dir`` (written by ``recforge train`` / ``evaluate`` / ``evaluate-retrieval``)::
 
@@ -50,7 +50,6 @@ import re
 from typing import Optional
 
 from recforge.errors import CheckpointError
-from recforge.utils import storage
 
 # ---- model_dir --------------------------------------------------------------------------------
 CONFIG_FILE = "pipeline.config"
@@ -135,11 +134,10 @@ def checkpoint_or_latest(model_dir: str, checkpoint_path: Optional[str] = None) 
 
     """
     if checkpoint_path:
-        return storage.fetch(checkpoint_path, "checkpoint")
+        return checkpoint_path
     path = latest_checkpoint(model_dir)
     if not path:
-        shown = storage.remote_of(model_dir) or model_dir
-        raise CheckpointError(f"no checkpoint found in model_dir '{shown}'")
+        raise CheckpointError(f"no checkpoint found in model_dir '{model_dir}'")
     return path
 
 

@@ -381,6 +381,13 @@ def remote_of(path: str) -> Optional[str]:
     return None
 
 
+def urls_in(text: str) -> str:
+    """``text`` with each working-copy path replaced by its remote ``model_dir``'s URL."""
+    for stage in _STAGES.values():
+        text = text.replace(stage.local, stage.url)
+    return text
+
+
 def stage_model_dir(url: str, checkpoint_prefix: str, marker: str) -> str:
     """Makes a local working copy of the remote ``model_dir`` ``url``; returns its path.
 

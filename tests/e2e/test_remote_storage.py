@@ -146,6 +146,7 @@ def test_train_kill_resume_export_predict_on_s3(tmp_path, s3, s3_env):
     names = {p.rsplit("/", 1)[-1] for p in s3.find(f"{BUCKET}/export")}
     assert {"scripted_model.pt", "pipeline.config", "model_info.json"} <= names
     assert not [p for p in s3.ls(f"{BUCKET}/export") if ".tmp-" in p]
+    assert f'model_dir: "s3://{run}"' in s3.cat(f"{BUCKET}/export/deepfm/pipeline.config").decode()
     output = f"s3://{BUCKET}/predictions"
     _recforge(
         [

@@ -140,6 +140,11 @@ def test_the_working_copy_holds_the_newest_checkpoint_and_uploads_changes(store)
     assert len(os.listdir(os.path.join(local, "model.ckpt-10"))) == 2
     assert storage.remote_of(os.path.join(local, "model.ckpt-10")) == f"{run}/model.ckpt-10"
     assert storage.fetch(f"{run}/model.ckpt-10") == os.path.join(local, "model.ckpt-10")
+    # what the CLI prints names the URL, not the working copy
+    assert (
+        storage.urls_in(f"'{local}/model.ckpt-10' is corrupt")
+        == f"'{run}/model.ckpt-10' is corrupt"
+    )
 
     os.makedirs(os.path.join(local, "model.ckpt-40"))
     with open(os.path.join(local, "model.ckpt-40", "train_state.json"), "w") as f:
