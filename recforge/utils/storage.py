@@ -37,6 +37,7 @@ import logging
 import os
 import posixpath
 import re
+import shutil
 import tempfile
 import time
 from typing import Any, Optional
@@ -300,7 +301,10 @@ def fetch(path: str, purpose: str = "download") -> str:
     if not is_remote(path):
         return local_path(path)
     staged = _in_stage(path)
-    target = staged or os.path.join(local_temp_dir(purpose), posixpath.basename(path.rstrip("/")))
+    if staged is None:
+        directory = local_temp_dir(purpose)
+        atexit.register(shutil.rmtree, directory, True)
+    target = staged or os.path.join(directory, posixpath.basename(path.rstrip("/")))
     if not os.path.exists(target):
         fs, inner = filesystem(path)
         if not fs.exists(inner):
@@ -493,7 +497,13 @@ def remove_remote_copy(path: str) -> None:
 
 
 def _sync_at_exit(local: str) -> None:
+    """Uploads what is left, then deletes the working copy (kept if the upload failed)."""
+    stage = _STAGES.get(local)
+    if stage is None or os.environ.get("RANK", "0") != "0":
+        return
     try:
         sync_model_dir(local)
     except Exception as e:  # at exit nothing can be raised to; say what was not uploaded
-        logger.error("could not upload %s to its model_dir: %s", local, e)
+        logger.error("could not upload %s to %s: %s (the files stay there)", local, stage.url, e)
+        return
+    shutil.rmtree(local, ignore_errors=True)

@@ -168,6 +168,8 @@ def test_train_kill_resume_export_predict_on_s3(tmp_path, s3, s3_env):
     assert table.num_rows == pq.read_metadata(data["eval"]).num_rows
     assert {"label", "probs"} <= set(table.column_names)
 
-    # nothing local stands in for the bucket (the old bug: a folder named 's3:')
+    # the working copies are gone, and nothing local stands in for the bucket (the old bug:
+    # a folder named 's3:')
+    assert os.listdir(tmp_path / "staging") == []
     for root, dirs, files in os.walk(cwd):
         assert not [n for n in dirs + files if n.startswith("s3")], (root, dirs, files)
