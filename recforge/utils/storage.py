@@ -305,6 +305,8 @@ def fetch(path: str, purpose: str = "download") -> str:
         directory = local_temp_dir(purpose)
         atexit.register(shutil.rmtree, directory, True)
     target = staged or os.path.join(directory, posixpath.basename(path.rstrip("/")))
+    if staged is None:
+        _FETCHED[target] = path.rstrip("/")
     if not os.path.exists(target):
         fs, inner = filesystem(path)
         if not fs.exists(inner):
@@ -360,6 +362,8 @@ class _Stage:
 
 
 _STAGES: dict[str, _Stage] = {}
+# local copies made by fetch() outside a working copy: {local path: URL}
+_FETCHED: dict[str, str] = {}
 
 
 def _in_stage(url: str) -> Optional[str]:
@@ -386,9 +390,11 @@ def remote_of(path: str) -> Optional[str]:
 
 
 def urls_in(text: str) -> str:
-    """``text`` with each working-copy path replaced by its remote ``model_dir``'s URL."""
+    """``text`` with each local copy's path (working copy or :func:`fetch`) replaced by its URL."""
     for stage in _STAGES.values():
         text = text.replace(stage.local, stage.url)
+    for local, url in _FETCHED.items():
+        text = text.replace(local, url)
     return text
 
 

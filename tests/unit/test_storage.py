@@ -36,6 +36,7 @@ def store() -> str:
 def no_stages(monkeypatch, tmp_path):
     """Working copies made by a test are its own (and go under its tmp_path)."""
     monkeypatch.setattr(storage, "_STAGES", {})
+    monkeypatch.setattr(storage, "_FETCHED", {})
     monkeypatch.setenv(storage.STAGE_ROOT_ENV, str(tmp_path / "staging"))
 
 
@@ -180,3 +181,13 @@ def test_sampler_tables_are_read_from_the_store(store):
     table, file_index, rows = read_table_files(files, ",", "item table")
     assert table.column("item_id").to_pylist() == [1, 2, 3]
     assert file_index.tolist() == [0, 0, 1] and rows.tolist() == [0, 1, 0]
+
+
+def test_a_fetched_file_is_a_local_copy_named_by_its_url_in_messages(store):
+    _write(f"{store}/runs/pipeline.config", b'model_dir: "x"')
+    local = storage.fetch(f"{store}/runs/pipeline.config", "config")
+    with open(local) as f:
+        assert f.read() == 'model_dir: "x"'
+    assert storage.urls_in(f"{local}:1: bad") == f"{store}/runs/pipeline.config:1: bad"
+    assert storage.fetch(f"{store}/runs/missing.config") == f"{store}/runs/missing.config"
+    assert storage.fetch("relative/local.config") == "relative/local.config"
