@@ -118,6 +118,7 @@ def test_train_kill_resume_export_predict_on_s3(tmp_path, s3, s3_env):
             break
     err = "".join(seen) + stopped.communicate()[1]
     guard.cancel()
+    s3.invalidate_cache()  # the test's client lists the bucket anew after each command
     assert stopped.returncode == 143, err[-4000:]
     last = err.strip().splitlines()[-1]
     step = int(last.split("at step ")[1].split(",")[0])
@@ -129,20 +130,21 @@ def test_train_kill_resume_export_predict_on_s3(tmp_path, s3, s3_env):
 
     # resume from the bucket's checkpoint and finish the epoch (1000 rows / 32: 32 steps)
     resumed = _recforge([*train, "--continue_train"], cwd, env)
+    s3.invalidate_cache()
     assert f"at step {step} (epoch 0" in resumed.stderr
     state = json.loads(s3.cat(f"{run}/model.ckpt-32/train_state.json"))
     assert state["global_step"] == 32
     assert "auc" in json.loads(s3.cat(f"{run}/eval_result.json"))
     assert s3.find(f"{run}/train"), "no TensorBoard events on the bucket"
 
-    # export and predict with the config the run saved on the bucket (evaluate reads and
-    # writes model_dir as the training run above did)
+    # export and predict with the config the run saved on the bucket
     config = f"s3://{run}/pipeline.config"
     export = f"s3://{BUCKET}/export/deepfm"
     summary = json.loads(
         _recforge(["export", "--config", config, "--export_dir", export], cwd, env).stdout
     )
     assert summary["checkpoint"] == f"s3://{run}/model.ckpt-32"
+    s3.invalidate_cache()
     names = {p.rsplit("/", 1)[-1] for p in s3.find(f"{BUCKET}/export")}
     assert {"scripted_model.pt", "pipeline.config", "model_info.json"} <= names
     assert not [p for p in s3.ls(f"{BUCKET}/export") if ".tmp-" in p]
@@ -163,6 +165,7 @@ def test_train_kill_resume_export_predict_on_s3(tmp_path, s3, s3_env):
         cwd,
         env,
     )
+    s3.invalidate_cache()
     with s3.open(f"{BUCKET}/predictions/part-00000.parquet", "rb") as f:
         table = pq.read_table(f)
     assert table.num_rows == pq.read_metadata(data["eval"]).num_rows
