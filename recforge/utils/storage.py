@@ -5,19 +5,22 @@ goes through the fsspec filesystem of its scheme. :func:`check_url` refuses an u
 or one whose package is not installed, with one line naming the extra to install
 (``pip install recforge[s3]``), before any work starts.
 
-Inputs are read straight from the store (:func:`arrow_source`, :func:`expand`). Everything
-written under a remote ``model_dir`` or export directory is written to a local working copy
-first and then uploaded:
+Inputs are read straight from the store (:func:`arrow_source`, :func:`glob`,
+:func:`files_in`). Everything written under a remote ``model_dir`` or export directory is
+written to a local working copy first and then uploaded:
 
-* ``model_dir`` (:func:`stage_model_dir`): the run works in a local folder holding the remote
-  directory's top-level files and its newest complete checkpoint; each checkpoint is uploaded
+* ``model_dir`` (:func:`stage_model_dir`): the run works in a local folder (under
+  ``$RECFORGE_STAGING_DIR``, else the system temp dir; deleted at exit once uploaded) holding
+  the remote directory's top-level files and its newest complete checkpoint (older ones are
+  fetched when one is read, :func:`ensure_local`); each checkpoint is uploaded
   as soon as it is saved (its ``train_state.json``, the mark of a complete checkpoint, last),
   and everything else new or changed (``pipeline.config``, ``eval_result.json``, TensorBoard
   event files, ...) after each checkpoint and when the process exits. Checkpoints stay in
   ``torch.distributed.checkpoint``'s file format and are verified against their checksums by
   :mod:`recforge.utils.checkpoint_format` on the local copy, before anything is unpickled.
   A run killed without a chance to upload (SIGKILL) loses only what came after its last
-  checkpoint, as on a local disk.
+  checkpoint, as on a local disk. (Not DCP's own fsspec writer: recforge's checkpoint
+  checksums are computed over, and verified on, local files before anything is unpickled.)
 * an export or predict output (:func:`publish_dir`, :func:`publish_file`): written locally,
   uploaded under ``<dest>.tmp-<pid>`` and then moved to ``<dest>``. Object stores have no
   atomic rename of a directory: the move copies object by object, so a reader that looks
