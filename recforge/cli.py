@@ -690,7 +690,12 @@ def run_command(args: argparse.Namespace) -> dict:
 
     setup_cli_logging()
 
-    with user_facing_errors(args.traceback), _config_errors_located(getattr(args, "config", None)):
+    from recforge.utils.storage import urls_in
+
+    with (
+        user_facing_errors(args.traceback, urls_in),
+        _config_errors_located(getattr(args, "config", None)),
+    ):
         return SUBCOMMANDS[args.command].run(args)
 
 

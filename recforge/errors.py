@@ -6,7 +6,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger("recforge")
 
@@ -68,7 +68,9 @@ def _message(error: Exception) -> str:
 
 
 @contextlib.contextmanager
-def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
+def user_facing_errors(
+    show_traceback: bool = False, shown: Callable[[str], str] = str
+) -> Iterator[None]:
     """Exits with status 2 and a one-line message for errors caused by the user's input.
 
     Training stopped by a signal (:class:`Preempted`) exits with
@@ -76,6 +78,8 @@ def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
 
     Args:
         show_traceback: re-raise instead (the CLI's ``--traceback``).
+        shown: rewrites the message before it is printed (the CLI names a remote
+            ``model_dir``'s local working copy by its URL).
 
     """
     try:
@@ -86,5 +90,5 @@ def user_facing_errors(show_traceback: bool = False) -> Iterator[None]:
             sys.exit(e.exit_code)
         if show_traceback or not isinstance(e, (RecforgeError, FileNotFoundError)):
             raise
-        print(f"recforge: error: {_message(e)}", file=sys.stderr)
+        print(f"recforge: error: {shown(_message(e))}", file=sys.stderr)
         sys.exit(2)

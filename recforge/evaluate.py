@@ -18,6 +18,7 @@ from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
+from recforge.utils import storage
 from recforge.utils.dense_ema import ema_for_inference, use_dense_ema
 from recforge.utils.layout import EVAL_HISTORY_FILE, EVAL_RESULT_FILE, checkpoint_or_latest
 from recforge.utils.logging_util import setup_logging
@@ -147,7 +148,9 @@ def evaluate(
             config_path,
             field="eval_input_path",
         )
-    checkpoint_path = checkpoint_or_latest(config.model_dir, checkpoint_path)
+    checkpoint_path = checkpoint_or_latest(
+        config.model_dir, storage.fetch(checkpoint_path, "checkpoint") if checkpoint_path else None
+    )
     device = setup_process()
     features = build_features(config)
     dataset = build_dataset(config, features, "eval")

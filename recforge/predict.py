@@ -40,6 +40,7 @@ from recforge.datasets.readers import expand_input_path
 from recforge.errors import PredictError, RecforgeError
 from recforge.predictor import Predictor, output_arrow_type, output_to_arrow
 from recforge.protos import data_pb2
+from recforge.utils import storage
 from recforge.utils.disk import disk_full_message, is_disk_full
 from recforge.utils.logging_util import setup_logging
 
@@ -145,6 +146,18 @@ def check_output_apart(input_path: str, output_path: str) -> None:
             " input"
         )
 
+    if storage.is_remote(output_path):
+        output = output_path.rstrip("/")
+        for part in (p.strip().rstrip("/") for p in input_path.split(",")):
+            if not _GLOB_CHARS.search(part) and (
+                part == output or part.startswith(output + "/") or output.startswith(part + "/")
+            ):
+                raise PredictError(
+                    f"--predict_output_path '{output_path}': expected a path apart from the"
+                    f" input, found it overlaps --predict_input_path '{part}'; predict never"
+                    " writes into its input"
+                )
+        return
     for part in (p.strip() for p in input_path.split(",")):
         if not part or "://" in part:
             continue
@@ -344,6 +357,23 @@ def predict(
         DataError, FeatureError: missing input columns or unparsable values.
 
     """
+    storage.check_url(scripted_model_path, "--scripted_model_path")
+    storage.check_url(predict_output_path, "--predict_output_path")
+    for part in predict_input_path.split(","):
+        storage.check_url(part.strip(), "--predict_input_path")
+    if storage.is_remote(predict_output_path):
+        check_output_apart(predict_input_path, predict_output_path)
+        return _predict_remote(
+            scripted_model_path,
+            predict_input_path,
+            predict_output_path,
+            reserved_columns=reserved_columns,
+            output_columns=output_columns,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            raw_input=raw_input,
+        )
+    scripted_model_path = _fetch_export(scripted_model_path)
     setup_logging()
     if num_workers is not None and int(num_workers) < 0:
         raise PredictError(
@@ -424,6 +454,49 @@ def predict(
         predict_output_path,
     )
     return {"rows": rows, "seconds": seconds, "rows_per_second": rate, "files": files}
+
+
+def _fetch_export(scripted_model_path: str) -> str:
+    """A local copy of a remote export directory (or of the directory of its model file)."""
+    if not storage.is_remote(scripted_model_path):
+        return scripted_model_path
+    if scripted_model_path.endswith(".pt"):
+        directory, name = scripted_model_path.rsplit("/", 1)
+        return os.path.join(storage.fetch(directory, "export"), name)
+    return storage.fetch(scripted_model_path, "export")
+
+
+def _predict_remote(
+    scripted_model_path: str, predict_input_path: str, predict_output_path: str, **kwargs: Any
+) -> dict[str, Any]:
+    """:func:`predict` to a URL: writes locally, then uploads each file (tmp name, then move).
+
+    A directory output gets its ``part-*.parquet`` files, and loses part files of an earlier
+    run that this run did not write, as a local directory does.
+    """
+    import shutil
+
+    work = storage.local_temp_dir("predict")
+    try:
+        local = os.path.join(work, predict_output_path.rstrip("/").rsplit("/", 1)[-1])
+        result = predict(scripted_model_path, predict_input_path, local, **kwargs)
+        if predict_output_path.endswith(".parquet"):
+            storage.publish_file(local, predict_output_path)
+            files = [predict_output_path]
+        else:
+            files = []
+            for path in result["files"]:
+                url = storage.join(predict_output_path, os.path.basename(path))
+                storage.publish_file(path, url)
+                files.append(url)
+            for name in storage.listdir(predict_output_path):
+                url = storage.join(predict_output_path, name)
+                if PART_PATTERN.match(name) and url not in files:
+                    storage.remove(url)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("uploaded the predictions to %s", predict_output_path)
+    return {**result, "files": files}
 
 
 if __name__ == "__main__":

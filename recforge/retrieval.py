@@ -32,6 +32,7 @@ from recforge.export.scripting import TowerScriptWrapper, script_tower
 from recforge.export.towers import export_towers
 from recforge.features import BaseFeature
 from recforge.models.match_model import MatchModel
+from recforge.utils import storage
 from recforge.utils.layout import RETRIEVAL_RESULT_FILE as RESULT_FILE
 
 if TYPE_CHECKING:
@@ -244,7 +245,9 @@ def evaluate_retrieval(
     eval_input_path = eval_input_path or config.eval_input_path
     if not eval_input_path:
         raise RetrievalError("nothing to evaluate: set eval_input_path or --eval_input_path")
-    checkpoint_path = checkpoint_or_latest(config.model_dir, checkpoint_path)
+    checkpoint_path = checkpoint_or_latest(
+        config.model_dir, storage.fetch(checkpoint_path, "checkpoint") if checkpoint_path else None
+    )
     model, state = restore_model(config, checkpoint_path, config.eval_config)
     logger.info("evaluating checkpoint %s (step %s)", checkpoint_path, state.get("global_step"))
     if not isinstance(model, MatchModel):

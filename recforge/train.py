@@ -22,7 +22,7 @@ from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
-from recforge.utils import layout
+from recforge.utils import layout, storage
 from recforge.utils.dense_ema import (
     DenseEMA,
     checkpoint_has_ema,
@@ -116,7 +116,7 @@ class _Trainer:
         )
         self.last_saved_step, self.last_saved_path = self.global_step, path
         if self.is_chief:
-            logger.info("saved checkpoint %s", path)
+            logger.info("saved checkpoint %s", storage.remote_of(path) or path)
 
     def restore(self, checkpoint_path: str, ignore_restore_optimizer: bool = False) -> None:
         optimizer = None if ignore_restore_optimizer else self.sharded.optimizer
@@ -290,7 +290,8 @@ class _Trainer:
         if stop_signal:
             if self.writer is not None:
                 self.writer.close()
-            raise Preempted(stop_signal, self.global_step, self.last_saved_path)
+            saved = storage.remote_of(self.last_saved_path) or self.last_saved_path
+            raise Preempted(stop_signal, self.global_step, saved)
         metrics = self.evaluate(eval_dataset)
         if self.is_chief:
             with open(model_dir_path(self.config, layout.TRAIN_STATS_FILE), "w") as f:
@@ -484,18 +485,25 @@ def train_and_evaluate(
     ema = getattr(wrapper, "dense_ema", None)
     train_step = TrainStep(tc, sharded.optimizer, model, device, ema)
     # claimed only now: a config or data error must not move an earlier run aside
+    fine_tune_source = fine_tune_checkpoint or config.train_config.fine_tune_checkpoint or None
     lock, fine_tune = claim_model_dir(
         config.model_dir,
         continue_train,
         overwrite,
-        fine_tune_checkpoint or config.train_config.fine_tune_checkpoint or None,
+        storage.fetch(fine_tune_source, "fine_tune") if fine_tune_source else None,
     )
     try:
         if dist_util.rank() == 0:
             with open(model_dir_path(config, layout.CONFIG_FILE), "w") as f:
                 from google.protobuf import text_format
 
-                f.write(text_format.MessageToString(config))
+                saved = config
+                remote = storage.remote_of(config.model_dir)
+                if remote:  # the URL, not the run's local working copy
+                    saved = type(config)()
+                    saved.CopyFrom(config)
+                    saved.model_dir = remote
+                f.write(text_format.MessageToString(saved))
         trainer = _Trainer(config, sharded, model, device, train_step)
         checkpoint = layout.latest_checkpoint(config.model_dir) if continue_train else None
         if checkpoint:

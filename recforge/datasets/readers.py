@@ -8,8 +8,6 @@ workers) so that every row is read once per epoch, and can shuffle files and row
 from __future__ import annotations
 
 import abc
-import glob
-import os
 import re
 from collections.abc import Iterable, Iterator
 from itertools import chain
@@ -22,6 +20,7 @@ import pyarrow.parquet as pq
 
 from recforge.datasets.errors import DataError, DataFileNotFoundError
 from recforge.protos import data_pb2
+from recforge.utils import storage
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 ODPS_SCHEME = "odps://"
@@ -93,18 +92,14 @@ def expand_input_path(input_path: str) -> list[str]:
                 f"table: {ODPS_ADVICE}"
             )
         if _GLOB_CHARS.search(part):
-            matches = sorted(p for p in glob.glob(part) if os.path.isfile(p))
+            matches = storage.glob(part)
             if not matches:
                 raise DataFileNotFoundError(f"input path pattern '{part}' matched no files")
-        elif os.path.isdir(part):
-            matches = sorted(
-                os.path.join(part, name)
-                for name in os.listdir(part)
-                if not name.startswith((".", "_")) and os.path.isfile(os.path.join(part, name))
-            )
+        elif storage.isdir(part):
+            matches = storage.files_in(part)
             if not matches:
                 raise DataFileNotFoundError(f"input directory '{part}' holds no files")
-        elif os.path.isfile(part):
+        elif storage.isfile(part):
             matches = [part]
         else:
             raise DataFileNotFoundError(f"input file '{part}' not found")
@@ -237,9 +232,9 @@ def _looks_like_text(head: bytes) -> bool:
 def parquet_problem(path: str, error: Exception) -> str:
     """Why ``path`` cannot be read as parquet: what was expected and what was found."""
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with storage.open_file(path, "rb") as f:
             head = f.read(256)
+            size = len(head)
     except OSError as err:
         return f"cannot read the file: {err.strerror or err}"
     if size == 0:
@@ -446,7 +441,7 @@ class BaseReader(abc.ABC):
 
 def _open_parquet(path: str) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(storage.arrow_source(path))
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(f"{path}: {parquet_problem(path, err)}") from None
 
@@ -514,7 +509,7 @@ CSV_BLOCK_SIZE = 4 << 20
 def _line_of(path: str, text: str) -> str:
     """``":LINE"`` of the first line of ``path`` that reads ``text`` ("" when none does)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with storage.open_file(path, "r", encoding="utf-8", errors="replace") as f:
             for number, line in enumerate(f, 1):
                 if line.rstrip("\r\n") == text:
                     return f":{number}"
@@ -612,7 +607,7 @@ class CsvReader(BaseReader):
     ) -> pacsv.CSVStreamingReader:
         try:
             return pacsv.open_csv(
-                path,
+                storage.arrow_source(path),
                 read_options=self._read_options(),
                 parse_options=pacsv.ParseOptions(delimiter=self.data_config.delimiter),
                 convert_options=self._convert_options(types, include),
@@ -628,7 +623,7 @@ class CsvReader(BaseReader):
             header = "a header line" if self.data_config.with_header else "rows"
             return DataError(f"{path}: expected {header}, found an empty file")
         try:
-            with open(path, "rb") as f:
+            with storage.open_file(path, "rb") as f:
                 is_parquet = f.read(4) == b"PAR1"
         except OSError:
             is_parquet = False

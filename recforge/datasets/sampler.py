@@ -35,6 +35,7 @@ import torch
 
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import expand_input_path
+from recforge.utils import storage
 
 if TYPE_CHECKING:
     from recforge.protos import data_pb2, sampler_pb2
@@ -67,7 +68,7 @@ def _csv_delimiter(path: str, delimiter: str) -> str:
     if path.endswith(".tsv"):
         return "\t"
     if delimiter != "\t":
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with storage.open_file(path, "r", encoding="utf-8", errors="replace") as f:
             header = f.readline()
         if "\t" in header and delimiter not in header:
             return "\t"  # TorchEasyRec's local side tables are tab-separated
@@ -77,7 +78,7 @@ def _csv_delimiter(path: str, delimiter: str) -> str:
 def _read_csv(path: str, delimiter: str) -> pa.Table:
     options = pa_csv.ParseOptions(delimiter=_csv_delimiter(path, delimiter))
     try:
-        table = pa_csv.read_csv(path, parse_options=options)
+        table = pa_csv.read_csv(storage.arrow_source(path), parse_options=options)
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(f"{path}: cannot be read as csv: {err}") from None
     names, columns = [], []
@@ -118,7 +119,7 @@ def read_table_files(
             tables.append(_read_csv(path, delimiter))
         else:
             try:
-                tables.append(pq.read_table(path))
+                tables.append(pq.read_table(storage.arrow_source(path)))
             except (pa.ArrowInvalid, OSError) as err:
                 raise DataError(f"{path}: cannot be read as parquet: {err}") from None
     try:

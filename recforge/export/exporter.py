@@ -34,6 +34,7 @@ from recforge.export.towers import export_towers
 from recforge.models.match_model import MatchModel
 from recforge.models.model import BaseModel
 from recforge.modules.mlp import MLP
+from recforge.utils import storage
 from recforge.utils.disk import disk_full_message, is_disk_full
 from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY
 from recforge.utils.layout import MODEL_FILE
@@ -122,11 +123,15 @@ def export_model(
             ExportError also when the disk fills up while writing.
 
     """
+    if storage.is_remote(export_dir):
+        return _export_remote(config_path, export_dir, checkpoint_path, edits, plugins, model_dir)
     setup_logging()
     config = prepare_config(config_path, edits, plugins, model_dir)
     checkpoint_path = select_checkpoint(config, checkpoint_path)
     logger.info("exporting %s", checkpoint_path)
     model, state = restore_model(config, checkpoint_path, config.export_config)
+    # the export's pipeline.config names a remote model_dir by its URL, not its working copy
+    config.model_dir = storage.remote_of(config.model_dir) or config.model_dir
     for param in model.parameters():
         param.requires_grad_(False)  # serving needs no autograd graph
     mlp_dtype = set_mlp_dtype(model, config.export_config.mlp_dtype)
@@ -139,7 +144,7 @@ def export_model(
         "format_version": FORMAT_VERSION,
         "model_class": type(model).__name__,
         "model_file": MODEL_FILE,
-        "checkpoint": os.path.abspath(checkpoint_path),
+        "checkpoint": storage.remote_of(checkpoint_path) or os.path.abspath(checkpoint_path),
         "global_step": int(state.get("global_step", 0)),
         "mlp_dtype": mlp_dtype,
         # restore_model refused a checkpoint bucketed by another hash: the export hashes ids
@@ -182,3 +187,28 @@ def export_model(
         "model_class": info["model_class"],
         "outputs": [o["name"] for o in info["outputs"]],
     }
+
+
+def _export_remote(
+    config_path: str,
+    export_dir: str,
+    checkpoint_path: Optional[str],
+    edits: Optional[dict[str, str]],
+    plugins: Sequence[str],
+    model_dir: Optional[str],
+) -> dict[str, Any]:
+    """:func:`export_model` to a URL: exports to a local directory, then publishes it there.
+
+    The upload goes to ``<export_dir>.tmp-<pid>`` first and replaces ``export_dir`` once
+    complete (see :func:`recforge.utils.storage.publish_dir`).
+    """
+    storage.check_url(export_dir, "--export_dir")
+    work = storage.local_temp_dir("export")
+    try:
+        local = os.path.join(work, "export")
+        result = export_model(config_path, local, checkpoint_path, edits, plugins, model_dir)
+        storage.publish_dir(local, export_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("uploaded the export to %s", export_dir)
+    return {**result, "export_dir": export_dir}

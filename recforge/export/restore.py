@@ -13,7 +13,7 @@ from recforge.errors import CheckpointError, ExportError
 from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.utils import checkpoint as ckpt_util
-from recforge.utils import layout
+from recforge.utils import layout, storage
 from recforge.utils.dense_ema import ema_for_inference, use_dense_ema
 from recforge.utils.pipeline import build_features
 
@@ -82,7 +82,7 @@ def select_checkpoint(
 
     """
     if checkpoint_path:
-        return checkpoint_path
+        return storage.fetch(checkpoint_path, "checkpoint")
     export_config = config.export_config
     exporter = export_config.exporter_type or "latest"
     if exporter == "latest":

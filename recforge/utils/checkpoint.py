@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
 from recforge.utils import dist as dist_util
+from recforge.utils import storage
 from recforge.utils.checkpoint_format import (
     CheckpointError,
     CheckpointFiles,
@@ -109,9 +110,13 @@ def save_checkpoint(
     if dist_util.rank() == 0:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        removed = []
         if keep_checkpoint_max > 0:
             for old in list_checkpoints(model_dir)[:-keep_checkpoint_max]:
                 shutil.rmtree(old, ignore_errors=True)
+                removed.append(old)
+        # a remote model_dir: upload the checkpoint now (nothing happens for a local one)
+        storage.sync_model_dir(model_dir, tuple(removed))
     dist_util.barrier()
     return final
 

@@ -38,6 +38,7 @@ from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 
 from recforge.errors import CheckpointError
+from recforge.utils import storage
 from recforge.utils.layout import MANIFEST_FILE
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,7 @@ class CheckpointFiles:
     """
 
     def __init__(self, directory: str):
+        storage.ensure_local(directory)  # a checkpoint of a remote model_dir's working copy
         self.directory = directory
         self._verified: set[str] = set()
         self._metadata: Optional[dcp_metadata.Metadata] = None

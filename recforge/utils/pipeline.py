@@ -23,6 +23,7 @@ from recforge.loss import binary_label_columns
 from recforge.metrics import grouping_keys
 from recforge.protos import pipeline_pb2, train_pb2
 from recforge.utils import dist as dist_util
+from recforge.utils import layout, storage
 from recforge.utils.registry import import_modules, load_entry_point_plugins
 
 
@@ -41,14 +42,24 @@ def prepare_config(
         model_dir: overrides ``model_dir``.
 
     """
-    config = load_pipeline_config(config_path)
+    storage.check_url(config_path, "--config")
+    config = load_pipeline_config(storage.fetch(config_path, "config"))
     if edits:
         edit_config(config, edits)
     if model_dir:
         config.model_dir = model_dir
+    for name in ("train_input_path", "eval_input_path", "model_dir"):
+        for part in getattr(config, name).split(","):
+            storage.check_url(part.strip(), name)
     load_entry_point_plugins()
     import_modules(list(config.plugins) + list(plugins))
     validate_config(config, config_path)
+    if storage.is_remote(config.model_dir):
+        # the run works in a local copy that is uploaded as it goes (see utils/storage.py)
+        config.model_dir = storage.stage_model_dir(
+            config.model_dir, layout.CHECKPOINT_PREFIX, layout.TRAIN_STATE_FILE
+        )
+    config.model_dir = storage.local_path(config.model_dir)
     if (
         config.model_dir
         and os.path.exists(config.model_dir)

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from recforge.config import ConfigError
 from recforge.utils import dist as dist_util
+from recforge.utils import storage
 from recforge.utils.layout import CHECKPOINT_PREFIX, LOCK_FILE, OLD_RUN_INFIX, RUN_RECORDS
 from recforge.utils.run_lock import RunLock
 
@@ -123,12 +124,22 @@ def _prepare(
     found = earlier_run(model_dir)
     if continue_train or not found:
         return fine_tune_checkpoint
+    remote = storage.remote_of(model_dir)
+    if overwrite and remote:
+        raise ConfigError(
+            f"--overwrite: model_dir '{remote}' holds an earlier run and a remote model_dir"
+            " cannot be moved aside; pass --continue_train, or choose another --model_dir"
+        )
     if not overwrite:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        aside = (
+            ""  # a remote model_dir cannot be moved aside (see above)
+            if remote
+            else f" --overwrite to move it aside to '{os.path.normpath(model_dir)}.old-<time>',"
+        )
         raise ConfigError(
-            f"model_dir '{model_dir}' holds an earlier run ({shown}): pass --continue_train to"
-            " resume it, --overwrite to move it aside to"
-            f" '{os.path.normpath(model_dir)}.old-<time>', or choose another --model_dir"
+            f"model_dir '{remote or model_dir}' holds an earlier run ({shown}): pass"
+            f" --continue_train to resume it,{aside} or choose another --model_dir"
         )
     moved_from = os.path.realpath(model_dir)
     target = move_aside(model_dir)

@@ -9,6 +9,12 @@ A lock whose owner is gone is stale: on the same host, when its pid is not alive
 but started at another time: the pid was reused), it is taken over with a warning; on another
 host recforge cannot tell, so it asks the user to remove the file if no run is live there.
 
+A remote ``model_dir`` (``s3://...``, see :mod:`recforge.utils.storage`) gets the same lock
+as an object, best effort: it is taken in the run's local working copy and uploaded at once,
+and deleted on release. Object stores have no create-if-absent, so two runs that start at the
+same moment may both take it; a run killed with SIGKILL leaves the object behind (taken over
+on the same host as above, otherwise the message names it for removal).
+
 Example:
     >>> with RunLock("experiments/x"):
     ...     pass  # train: a second RunLock("experiments/x").acquire() raises ConfigError
@@ -27,6 +33,7 @@ import uuid
 from typing import Any, Optional
 
 from recforge.config import ConfigError
+from recforge.utils import storage
 from recforge.utils.layout import LOCK_FILE
 
 logger = logging.getLogger(__name__)
@@ -69,6 +76,9 @@ class RunLock:
         self.model_dir = model_dir
         self.path = os.path.join(model_dir, LOCK_FILE)
         self._token: Optional[str] = None
+        # what messages name: the URL of a remote model_dir, not its local working copy
+        self._shown_dir = storage.remote_of(model_dir) or model_dir
+        self._shown = storage.remote_of(self.path) or self.path
 
     @property
     def held(self) -> bool:
@@ -101,6 +111,7 @@ class RunLock:
             if not self._take_over(owner) or not self._create(record):
                 raise ConfigError(self._busy_message(self._read() or owner))
         self._token = token
+        storage.sync_model_dir(self.model_dir)  # a remote model_dir: publish the lock object
 
     def release(self) -> None:
         """Removes the lock file if this object still holds it."""
@@ -115,6 +126,7 @@ class RunLock:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+            storage.remove_remote_copy(self.path)
         self._token = None
 
     def __enter__(self) -> RunLock:
@@ -149,9 +161,9 @@ class RunLock:
             int(record["pid"]), str(record["host"])
         except (ValueError, KeyError, TypeError):
             raise ConfigError(
-                f"{self.path}: expected a recforge lock (JSON with pid and host), found"
+                f"{self._shown}: expected a recforge lock (JSON with pid and host), found"
                 f" {text[:80]!r}; remove the file if no training run is using"
-                f" '{self.model_dir}'"
+                f" '{self._shown_dir}'"
             ) from None
         return record
 
@@ -162,7 +174,7 @@ class RunLock:
         if owner["host"] != socket.gethostname():
             raise ConfigError(
                 f"{self._busy_message(owner)}; recforge cannot check a process on another host:"
-                f" if no run is live there, remove {self.path}"
+                f" if no run is live there, remove {self._shown}"
             )
         pid = int(owner["pid"])
         start_time = owner.get("start_time")
@@ -208,7 +220,7 @@ class RunLock:
     def _busy_message(self, owner: Optional[dict[str, Any]]) -> str:
         owner = owner or {}  # None: the lock changed hands again before it could be read
         return (
-            f"model_dir '{self.model_dir}' is in use by another training run (pid"
+            f"model_dir '{self._shown_dir}' is in use by another training run (pid"
             f" {owner.get('pid', '?')} on host {owner.get('host', '?')}, started"
             f" {owner.get('started', '?')}): one training run"
             " per model_dir; wait for it or stop it, or choose another --model_dir"
