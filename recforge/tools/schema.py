@@ -27,7 +27,8 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _MESSAGE = re.compile(r"^\s*message\s+(\w+)\s*\{")
 _BLOCK = re.compile(r"^\s*(?:enum|oneof)\s+\w+\s*\{")
 _FIELD = re.compile(
-    r"^\s*(?:optional|repeated|required)?\s*(?:map\s*<[^>]*>|[\w.]+)\s+(\w+)\s*=\s*\d+[^;]*;"
+    r"^\s*(?:optional|repeated|required)?\s*(?:map\s*<[^>]*>|[\w.]+)\s+(\w+)\s*=\s*\d+"
+    r"\s*(?:\[[^\]]*\])?\s*;"
     r"\s*(?://\s*(.*))?$"
 )
 # a comment that heads a run of fields rather than describing the next one
@@ -86,9 +87,8 @@ def proto_comments(proto_dir: Path = PROTO_DIR) -> dict[str, str]:
                 if text:
                     names = ".".join(n for n in stack if n is not None)
                     comments[f"{package}.{names}.{field_match.group(1)}"] = text.strip()
-            for _ in range(stripped.count("}") - (1 if message or _BLOCK.match(line) else 0) + 1):
-                if "}" not in stripped:
-                    break
+            # each "}" closes one block (a one-line "message M {}" opens and closes M)
+            for _ in range(stripped.count("}")):
                 if stack:
                     stack.pop()
             pending = []
