@@ -27,7 +27,8 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _MESSAGE = re.compile(r"^\s*message\s+(\w+)\s*\{")
 _BLOCK = re.compile(r"^\s*(?:enum|oneof)\s+\w+\s*\{")
 _FIELD = re.compile(
-    r"^\s*(?:optional|repeated|required)?\s*(?:map\s*<[^>]*>|[\w.]+)\s+(\w+)\s*=\s*\d+[^;]*;"
+    r"^\s*(?:optional|repeated|required)?\s*(?:map\s*<[^>]*>|[\w.]+)\s+(\w+)\s*=\s*\d+"
+    r"\s*(?:\[[^\]]*\])?\s*;"
     r"\s*(?://\s*(.*))?$"
 )
 # a comment that heads a run of fields rather than describing the next one
@@ -50,17 +51,19 @@ _SCALARS: dict[int, dict[str, Any]] = {
 _INT64 = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^-?[0-9]+$"}]}
 
 
-def proto_comments(proto_dir: Path = PROTO_DIR) -> dict[str, str]:
-    """The comment of every commented field in the ``.proto`` files under ``proto_dir``.
+def _scan_comments(proto_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The comments of the fields and of the messages in the ``.proto`` files under ``proto_dir``.
 
-    The comment is the ``//`` lines right above the field plus a ``//`` comment ending its
-    line.
+    A field's comment is the ``//`` lines right above it plus a ``//`` comment ending its line;
+    a message's is the ``//`` lines right above its ``message`` line.
 
     Returns:
-        ``{"package.Message.field": comment}`` (nested messages: ``package.Outer.Inner.f``).
+        ``({"package.Message.field": comment}, {"package.Message": comment})``; nested
+        messages are named ``package.Outer.Inner``.
 
     """
-    comments: dict[str, str] = {}
+    fields: dict[str, str] = {}
+    messages: dict[str, str] = {}
     for path in sorted(proto_dir.rglob("*.proto")):
         package = ""
         stack: list[Optional[str]] = []  # message names; None for enum/oneof blocks
@@ -75,24 +78,50 @@ def proto_comments(proto_dir: Path = PROTO_DIR) -> dict[str, str]:
             package_match = _PACKAGE.match(line)
             message = _MESSAGE.match(line)
             field_match = _FIELD.match(line) if stack else None
+            names = ".".join(n for n in stack if n is not None)
             if package_match:
                 package = package_match.group(1)
             elif message:
+                if pending:
+                    outer = f"{package}.{names}" if names else package
+                    messages[f"{outer}.{message.group(1)}"] = " ".join(pending).strip()
                 stack.append(message.group(1))
             elif _BLOCK.match(line):
                 stack.append(None)
-            elif field_match and stack and any(n is not None for n in stack):
+            elif field_match and names:
                 text = " ".join(pending + ([field_match.group(2)] if field_match.group(2) else []))
                 if text:
-                    names = ".".join(n for n in stack if n is not None)
-                    comments[f"{package}.{names}.{field_match.group(1)}"] = text.strip()
-            for _ in range(stripped.count("}") - (1 if message or _BLOCK.match(line) else 0) + 1):
-                if "}" not in stripped:
-                    break
+                    fields[f"{package}.{names}.{field_match.group(1)}"] = text.strip()
+            # each "}" closes one block (a one-line "message M {}" opens and closes M)
+            for _ in range(stripped.count("}")):
                 if stack:
                     stack.pop()
             pending = []
-    return comments
+    return fields, messages
+
+
+def proto_comments(proto_dir: Path = PROTO_DIR) -> dict[str, str]:
+    """The comment of every commented field in the ``.proto`` files under ``proto_dir``.
+
+    The comment is the ``//`` lines right above the field plus a ``//`` comment ending its
+    line.
+
+    Returns:
+        ``{"package.Message.field": comment}`` (nested messages: ``package.Outer.Inner.f``).
+
+    """
+    return _scan_comments(proto_dir)[0]
+
+
+def message_comments(proto_dir: Path = PROTO_DIR) -> dict[str, str]:
+    """The comment of every commented message in the ``.proto`` files under ``proto_dir``.
+
+    Returns:
+        ``{"package.Message": comment}`` (nested messages: ``package.Outer.Inner``), the
+        ``//`` lines right above each ``message`` line.
+
+    """
+    return _scan_comments(proto_dir)[1]
 
 
 def reachable_messages(
@@ -177,7 +206,7 @@ def _field_schema(fd: FieldDescriptor, comments: dict[str, str]) -> dict[str, An
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a JSON/YAML pipeline config."""
-    comments = proto_comments()
+    comments, about = _scan_comments(PROTO_DIR)
     defs: dict[str, Any] = {}
     for desc in reachable_messages():
         properties = {fd.name: _field_schema(fd, comments) for fd in desc.fields}
@@ -186,6 +215,8 @@ def json_schema() -> dict[str, Any]:
             "properties": properties,
             "additionalProperties": False,
         }
+        if desc.full_name in about:
+            defs[desc.full_name]["description"] = about[desc.full_name]
     root = pipeline_pb2.EasyRecConfig.DESCRIPTOR.full_name
     return {
         "$schema": JSON_SCHEMA_DIALECT,
@@ -238,7 +269,7 @@ def _cell(text: Any) -> str:
 
 def markdown_lines() -> Iterator[str]:
     """The Markdown field reference, line by line: one table per message."""
-    comments = proto_comments()
+    comments, about = _scan_comments(PROTO_DIR)
     yield "# recforge config reference"
     yield ""
     yield (
@@ -251,6 +282,9 @@ def markdown_lines() -> Iterator[str]:
         yield ""
         yield f"## {desc.name}"
         yield ""
+        if desc.full_name in about:
+            yield about[desc.full_name]
+            yield ""
         yield "| Field | Type | Default | Support | Description |"
         yield "|---|---|---|---|---|"
         for fd in desc.fields:
