@@ -19,6 +19,7 @@ from recforge.errors import DataError, Preempted
 from recforge.evaluate import run_evaluation, write_eval_result
 from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
+from recforge.optim import sparse_optimizer_spec
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils import layout
@@ -30,6 +31,7 @@ from recforge.utils.dense_ema import (
     use_dense_ema,
 )
 from recforge.utils.logging_util import Throughput, setup_logging
+from recforge.utils.memory_estimate import check_training_memory, estimate_training_memory
 from recforge.utils.pipeline import (
     build_dataset,
     build_features,
@@ -386,6 +388,14 @@ def train_and_evaluate(
     tc = config.train_config
     wrapper = TrainWrapper(model, tc.mixed_precision, dense_ema=create_dense_ema(tc, model))
     constraints = user_table_constraints(features, tc)
+    estimate = estimate_training_memory(
+        wrapper,
+        sparse_optimizer_spec(tc.sparse_optimizer),
+        device,
+        frozen,
+        [t for t, c in constraints.items() if c.kernels and "fused" not in c.kernels],
+    )
+    check_training_memory(estimate, config=config)
     sharded = shard_model(wrapper, device, tc, frozen, constraints)
     ema = getattr(wrapper, "dense_ema", None)
     train_step = TrainStep(tc, sharded.optimizer, model, device, ema)
