@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Optional
@@ -30,6 +31,7 @@ from recforge.utils.dense_ema import (
     detached,
     use_dense_ema,
 )
+from recforge.utils.embedding_files import file_backed_tables, resolve_dir
 from recforge.utils.logging_util import Throughput, setup_logging
 from recforge.utils.memory_estimate import check_training_memory, estimate_training_memory
 from recforge.utils.pipeline import (
@@ -388,15 +390,21 @@ def train_and_evaluate(
     tc = config.train_config
     wrapper = TrainWrapper(model, tc.mixed_precision, dense_ema=create_dense_ema(tc, model))
     constraints = user_table_constraints(features, tc)
+    file_dir = resolve_dir(tc.embedding_file_dir, config.model_dir) if tc.embedding_file_dir else ""
     estimate = estimate_training_memory(
         wrapper,
         sparse_optimizer_spec(tc.sparse_optimizer),
         device,
         frozen,
         [t for t, c in constraints.items() if c.kernels and "fused" not in c.kernels],
+        file_backed=bool(file_dir),
     )
-    check_training_memory(estimate, config=config)
-    sharded = shard_model(wrapper, device, tc, frozen, constraints)
+    disk = shutil.disk_usage(file_dir).free if file_dir else None
+    check_training_memory(estimate, config=config, disk_available=disk)
+    with file_backed_tables(file_dir) as file_tables:
+        sharded = shard_model(wrapper, device, tc, frozen, constraints)
+    if file_tables and dist_util.rank() == 0:
+        logger.info("embedding tables %s are memory-mapped from files in %s", file_tables, file_dir)
     ema = getattr(wrapper, "dense_ema", None)
     train_step = TrainStep(tc, sharded.optimizer, model, device, ema)
     # claimed only now: a config or data error must not move an earlier run aside

@@ -64,6 +64,8 @@ class TableMemory:
         optimizer: the sparse optimizer's oneof name, or "" for a frozen table.
         fused: trained by fbgemm's fused kernel (sharded, no dense gradient), else by a
             data-parallel dense kernel (replicated on every local rank, dense gradient).
+        file_backed: weights and optimizer state live in memory-mapped files
+            (``train_config.embedding_file_dir``): they take disk, not RAM.
 
     """
 
@@ -73,6 +75,7 @@ class TableMemory:
     weight_bytes: int
     optimizer: str
     fused: bool
+    file_backed: bool = False
 
     @property
     def weights(self) -> int:
@@ -106,6 +109,7 @@ class MemoryEstimate:
         hosts: hosts of the job (``WORLD_SIZE / LOCAL_WORLD_SIZE``): fused tables are
             sharded over them.
         local_ranks: ranks on this host: each holds its own replica of the dense part.
+        can_file_back: ``embedding_file_dir`` could move the fused tables to disk (on a CPU).
 
     """
 
@@ -113,6 +117,7 @@ class MemoryEstimate:
     dense_bytes: int
     hosts: int = 1
     local_ranks: int = 1
+    can_file_back: bool = False
 
     @property
     def table_bytes(self) -> int:
@@ -126,11 +131,17 @@ class MemoryEstimate:
         Fused tables are split over the hosts table by table, so a host holds at least the
         biggest one; dense-kernel tables and the dense parameters are replicated per rank.
         """
-        fused = [t.total for t in self.tables if t.fused]
+        fused = [t.total for t in self.tables if t.fused and not t.file_backed]
         sharded = max(-(-sum(fused) // self.hosts), max(fused, default=0))
         replicated = sum(t.total for t in self.tables if not t.fused) + self.dense_bytes
         base = sharded + replicated * self.local_ranks
         return int(base * (1 + MARGIN_FRACTION)) + MARGIN_BYTES
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of the file-backed tables on this host (sharded over the hosts like RAM)."""
+        files = [t.total for t in self.tables if t.file_backed]
+        return max(-(-sum(files) // self.hosts), max(files, default=0))
 
     def with_tables(self, **changes: object) -> MemoryEstimate:
         """The same job with every trainable table changed (``weight_bytes``, ``optimizer``)."""
@@ -210,6 +221,7 @@ def estimate_training_memory(
     device: torch.device,
     frozen_params: Iterable[nn.Parameter] = (),
     dense_kernel_tables: Iterable[str] = (),
+    file_backed: bool = False,
 ) -> MemoryEstimate:
     """Estimates the memory training ``module`` takes; allocates nothing.
 
@@ -220,6 +232,8 @@ def estimate_training_memory(
             :func:`recforge.utils.sharding.shard_model` does).
         frozen_params: embedding weights that do not train.
         dense_kernel_tables: tables the user put on the dense kernel.
+        file_backed: tables on the fused CPU kernel live in memory-mapped files
+            (``train_config.embedding_file_dir``, see :mod:`recforge.utils.embedding_files`).
 
     """
     frozen_ids = {id(p) for p in frozen_params}
@@ -239,11 +253,15 @@ def estimate_training_memory(
                 fused=spec.fused_on(device.type, dim) and name not in forced_dense,
             )
         )
+    if file_backed and device.type == "cpu":
+        tables = [replace(t, file_backed=t.fused) for t in tables]
     dense = sum(p.numel() * p.element_size() for p in module.parameters() if id(p) not in table_ids)
     world = int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world)) or 1
     # weights, gradient and up to two optimizer slots (Adam) for each dense parameter
-    return MemoryEstimate(tuple(tables), dense * 4, max(world // local, 1), local)
+    return MemoryEstimate(
+        tuple(tables), dense * 4, max(world // local, 1), local, device.type == "cpu"
+    )
 
 
 def _fits(estimate: MemoryEstimate, available: int) -> list[str]:
@@ -260,13 +278,25 @@ def _fits(estimate: MemoryEstimate, available: int) -> list[str]:
         ),
     ]
     fitting = [f"{text} ({_gib(e.needed)})" for text, e in options if e.needed <= available]
-    return fitting[:1] if len(fitting) == 3 else fitting[:2]
+    if len(fitting) == 3:  # either change alone fits: the combination is no news
+        fitting = fitting[:2]
+    on_disk = replace(
+        estimate, tables=tuple(replace(t, file_backed=t.fused) for t in estimate.tables)
+    )
+    if estimate.can_file_back and not any(t.file_backed for t in estimate.tables):
+        if on_disk.needed <= available:
+            fitting.append(
+                f'train_config {{ embedding_file_dir: "..." }} (file-backed tables:'
+                f" {_gib(on_disk.needed)} of RAM + {_gib(on_disk.disk_bytes)} of disk)"
+            )
+    return fitting
 
 
 def check_training_memory(
     estimate: MemoryEstimate,
     available: Optional[int] = None,
     config: Optional[pipeline_pb2.EasyRecConfig] = None,
+    disk_available: Optional[int] = None,
 ) -> None:
     """Stops a job whose estimate exceeds the memory this host has left.
 
@@ -274,14 +304,24 @@ def check_training_memory(
         estimate: see :func:`estimate_training_memory`.
         available: bytes available (default: :func:`available_memory`; 0 skips the check).
         config: the pipeline config, to name the biggest table's size field.
+        disk_available: free bytes where file-backed tables go (None: not checked).
 
     Raises:
         ConfigError: the job needs more memory than the host has; the message names the
-            total, the biggest tables, what the host has and settings that would fit.
+            total, the biggest tables, what the host has and settings that would fit. Or
+            the file-backed tables need more disk than ``embedding_file_dir`` has.
 
     """
     if os.environ.get(SKIP_ENV) == "1":
         return
+    disk = estimate.disk_bytes
+    if disk and disk_available is not None and disk > disk_available:
+        raise ConfigError(
+            f"the file-backed embedding tables need about {_gib(disk)} of disk, the"
+            f" directory has {_gib(disk_available)} free; choose a directory with more room"
+            f" (set {SKIP_ENV}=1 to try anyway)",
+            field="train_config.embedding_file_dir",
+        )
     if available is None:
         available = available_memory()
     needed = estimate.needed
