@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
@@ -20,6 +21,7 @@ from recforge.errors import DataError, Preempted
 from recforge.evaluate import run_evaluation, write_eval_result
 from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
+from recforge.optim import sparse_optimizer_spec
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils import layout, storage
@@ -31,7 +33,9 @@ from recforge.utils.dense_ema import (
     use_dense_ema,
 )
 from recforge.utils.early_stopping import EarlyStopping
+from recforge.utils.embedding_files import file_backed_tables, resolve_dir
 from recforge.utils.logging_util import Throughput, setup_logging
+from recforge.utils.memory_estimate import check_training_memory, estimate_training_memory
 from recforge.utils.model_summary import summarize_model
 from recforge.utils.pipeline import (
     build_dataset,
@@ -481,7 +485,21 @@ def train_and_evaluate(
     tc = config.train_config
     wrapper = TrainWrapper(model, tc.mixed_precision, dense_ema=create_dense_ema(tc, model))
     constraints = user_table_constraints(features, tc)
-    sharded = shard_model(wrapper, device, tc, frozen, constraints)
+    file_dir = resolve_dir(tc.embedding_file_dir, config.model_dir) if tc.embedding_file_dir else ""
+    estimate = estimate_training_memory(
+        wrapper,
+        sparse_optimizer_spec(tc.sparse_optimizer),
+        device,
+        frozen,
+        [t for t, c in constraints.items() if c.kernels and "fused" not in c.kernels],
+        file_backed=bool(file_dir),
+    )
+    disk = shutil.disk_usage(file_dir).free if file_dir else None
+    check_training_memory(estimate, config=config, disk_available=disk)
+    with file_backed_tables(file_dir) as file_tables:
+        sharded = shard_model(wrapper, device, tc, frozen, constraints)
+    if file_tables and dist_util.rank() == 0:
+        logger.info("embedding tables %s are memory-mapped from files in %s", file_tables, file_dir)
     ema = getattr(wrapper, "dense_ema", None)
     train_step = TrainStep(tc, sharded.optimizer, model, device, ema)
     # claimed only now: a config or data error must not move an earlier run aside

@@ -1,0 +1,155 @@
+"""Embedding tables in memory-mapped files instead of RAM (``train_config.embedding_file_dir``).
+
+fbgemm's CPU table-batched embedding module (the fused kernel) keeps all tables of a group in
+one flat weights buffer and one flat buffer per optimizer state, and takes those buffers
+preallocated. While :func:`file_backed_tables` is active, every such module torchrec builds
+gets buffers mapped from files (``MAP_SHARED``) instead of anonymous memory: the kernel's
+page cache holds the rows in use and writes the rest back to disk, so tables with their
+optimizer state may exceed RAM. The files are unlinked as soon as they are mapped; they live
+as long as the mapping, take no name in the directory, and vanish when the process ends
+(checkpoints hold the tables, as for tables in RAM). Tables off the fused kernel (the
+data-parallel dense kernel) stay in RAM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import torch
+
+from recforge.config.errors import ConfigError
+from recforge.utils import dist as dist_util
+
+logger = logging.getLogger(__name__)
+
+
+def _mapped(directory: str, numel: int, dtype: torch.dtype, label: str) -> torch.Tensor:
+    """A zero-filled 1-D tensor of ``numel`` elements mapped from a new unlinked file."""
+    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    fd, path = tempfile.mkstemp(prefix=f"{label}-", suffix=".bin", dir=directory)
+    try:
+        os.ftruncate(fd, nbytes)  # a sparse file: zeros, no disk blocks until written
+        os.close(fd)
+        tensor = torch.from_file(path, shared=True, size=numel, dtype=dtype)
+    finally:
+        os.unlink(path)
+    return tensor
+
+
+def _host_buffers(
+    directory: str, embedding_specs: list[tuple], kwargs: dict[str, Any]
+) -> Optional[dict[str, torch.Tensor]]:
+    """Mapped buffers for one fbgemm module's host-placed weights and optimizer states.
+
+    The sizes are fbgemm's own (``construct_split_state``, as its constructor calls it);
+    ``None`` for settings whose buffers fbgemm lays out otherwise (custom state dtypes).
+    """
+    from fbgemm_gpu.split_embedding_configs import EmbOptimType as OptimType
+    from fbgemm_gpu.split_embedding_configs import SparseType
+    from fbgemm_gpu.split_table_batched_embeddings_ops_training import construct_split_state
+
+    if kwargs.get("optimizer_state_dtypes"):
+        return None
+    precision = kwargs.get("weights_precision", SparseType.FP32)
+    optimizer = kwargs.get("optimizer", OptimType.EXACT_SGD)
+    sizes = {
+        "weights": (
+            construct_split_state(
+                embedding_specs, rowwise=False, cacheable=True, precision=precision
+            ).host_size,
+            precision.as_dtype(),
+        )
+    }
+    rowwise_m1 = (
+        OptimType.EXACT_ROWWISE_ADAGRAD,
+        OptimType.ENSEMBLE_ROWWISE_ADAGRAD,
+        OptimType.EMAINPLACE_ROWWISE_ADAGRAD,
+    )
+    if optimizer not in (OptimType.NONE, OptimType.EXACT_SGD):
+        split = construct_split_state(
+            embedding_specs, rowwise=optimizer in rowwise_m1, cacheable=False
+        )
+        sizes["momentum1"] = (split.host_size, torch.float32)
+    adam_like = (
+        OptimType.ADAM,
+        OptimType.PARTIAL_ROWWISE_ADAM,
+        OptimType.LAMB,
+        OptimType.PARTIAL_ROWWISE_LAMB,
+        OptimType.ENSEMBLE_ROWWISE_ADAGRAD,
+    )
+    if optimizer in adam_like:
+        rowwise_m2 = optimizer in (OptimType.PARTIAL_ROWWISE_ADAM, OptimType.PARTIAL_ROWWISE_LAMB)
+        split = construct_split_state(embedding_specs, rowwise=rowwise_m2, cacheable=False)
+        sizes["momentum2"] = (split.host_size, torch.float32)
+    return {
+        name: _mapped(directory, numel, dtype, name)
+        for name, (numel, dtype) in sizes.items()
+        if numel > 0
+    }
+
+
+def resolve_dir(directory: str, model_dir: str) -> str:
+    """``embedding_file_dir`` made absolute (relative paths are under ``model_dir``), per rank.
+
+    Raises:
+        ConfigError: the directory cannot be created or written.
+
+    """
+    path = directory if os.path.isabs(directory) else os.path.join(model_dir, directory)
+    path = os.path.join(path, f"rank_{dist_util.rank()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"expected a directory this process can write embedding files to, found {path}"
+            f" ({e.strerror or e})",
+            field="train_config.embedding_file_dir",
+        ) from None
+    return path
+
+
+@contextlib.contextmanager
+def file_backed_tables(directory: Optional[str]) -> Iterator[list[str]]:
+    """Maps the fused CPU embedding modules torchrec builds meanwhile from files in ``directory``.
+
+    Args:
+        directory: where the (unlinked) files go; ``None`` or "" changes nothing.
+
+    Yields:
+        The names of the tables placed in files (filled as modules are built).
+
+    """
+    tables: list[str] = []
+    if not directory:
+        yield tables
+        return
+    from torchrec.distributed import batched_embedding_kernel as kernels
+
+    root: str = directory
+    original = kernels.SplitTableBatchedEmbeddingBagsCodegen
+
+    class _FileBacked(original):  # type: ignore[misc, valid-type]
+        def __init__(self, embedding_specs: list[tuple], *args: Any, **kwargs: Any) -> None:
+            device = kwargs.get("device")
+            on_cpu = device is None or torch.device(device).type == "cpu"
+            if on_cpu and not args and kwargs.get("preallocated_host_buffers") is None:
+                buffers = _host_buffers(root, embedding_specs, kwargs)
+                if buffers is not None:
+                    kwargs["preallocated_host_buffers"] = buffers
+                    tables.extend(kwargs.get("table_names") or [])
+            super().__init__(embedding_specs, *args, **kwargs)
+
+    _FileBacked.__name__ = original.__name__
+    _FileBacked.__qualname__ = original.__qualname__
+    kernels.SplitTableBatchedEmbeddingBagsCodegen = _FileBacked
+    try:
+        yield tables
+    finally:
+        kernels.SplitTableBatchedEmbeddingBagsCodegen = original
