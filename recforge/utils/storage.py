@@ -35,6 +35,7 @@ fills and rank 0 uploads).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import os
@@ -43,6 +44,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
@@ -286,6 +288,93 @@ def publish_file(local_file: str, url: str) -> None:
     fs.put_file(local_file, tmp)
     fs.copy(tmp, inner)
     fs.rm(tmp)
+
+
+def check_paths(paths: Mapping[str, Optional[str]]) -> None:
+    """:func:`check_url` of each flag's value (comma-separated lists part by part).
+
+    Args:
+        paths: ``{flag: value}``, e.g. ``{"--output_dir": "s3://b/out"}``; None values skipped.
+
+    Raises:
+        ConfigError: one line naming the flag of the first bad URL.
+
+    """
+    for flag, value in paths.items():
+        for part in (value or "").split(","):
+            if part.strip():
+                check_url(part.strip(), flag)
+
+
+def publish_into(local_dir: str, url: str) -> list[str]:
+    """Publishes each file under ``local_dir`` to the same relative path under ``url``.
+
+    Each file goes through :func:`publish_file` (uploaded beside its place, then moved): the
+    other files already under ``url`` are left as they are, as a local write into an
+    existing directory leaves them.
+
+    Returns:
+        The URLs written.
+
+    """
+    written = []
+    for root, _, names in os.walk(local_dir):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), local_dir)
+            target = join(url, *rel.split(os.sep))
+            publish_file(os.path.join(root, name), target)
+            written.append(target)
+    return written
+
+
+@contextlib.contextmanager
+def written_locally(path: str, purpose: str, directory: bool = False) -> Iterator[str]:
+    """A local path to write ``path`` through; a URL's files are published when it succeeds.
+
+    For a local path (or ``file://``) this yields the path itself. For a URL it yields a
+    path in a new local directory (``directory``: a folder named like the URL's last part;
+    else a file of that name, with room beside it for what a command writes next to its
+    output, e.g. ``assets/``); when the block ends without an exception, every file written
+    there is published to the URL's place (:func:`publish_into`, on rank 0 only), and the
+    local directory is deleted in any case.
+
+    Args:
+        path: the output path or URL a command was given.
+        purpose: names the local directory (``recforge-<purpose>-...``).
+        directory: whether ``path`` is a directory.
+
+    """
+    if not is_remote(path):
+        yield local_path(path)
+        return
+    url = path.rstrip("/")
+    work = local_temp_dir(purpose)
+    local = os.path.join(work, posixpath.basename(url) or purpose)
+    # a message naming the local copy names the URL instead (urls_in); kept after the block,
+    # since the error that ends it is shown after this exits
+    _FETCHED[local] = url
+    try:
+        if directory:
+            os.makedirs(local)
+        yield local
+        if os.environ.get("RANK", "0") == "0":
+            if directory:
+                publish_into(local, url)
+            else:
+                publish_into(work, posixpath.dirname(url))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def urls_of(value: Any) -> Any:
+    """``value`` (a command's summary: dicts, lists, strings) with local copies' paths as URLs."""
+    if isinstance(value, str):
+        return urls_in(value)
+    if isinstance(value, dict):
+        return {k: urls_of(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [urls_of(v) for v in value]
+    return value
 
 
 def local_temp_dir(purpose: str) -> str:
