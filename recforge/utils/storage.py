@@ -26,10 +26,15 @@ written to a local working copy first and then uploaded:
   atomic rename of a directory: the move copies object by object, so a reader that looks
   during the move may see part of it; it never sees a half-uploaded file.
 
+* any other command's output (:func:`written_locally`, used by the CLI's path flags,
+  ``recforge.cli.PathFlag``): written to a local directory and, when the command succeeds,
+  published file by file (:func:`publish_into`).
+
 Limitations: the run lock of a remote ``model_dir`` is a best-effort lock object (see
 :mod:`recforge.utils.run_lock`); ``train --overwrite`` cannot move a remote run aside; under
 torchrun every rank must run on one host (they share one working copy, which local rank 0
-fills and rank 0 uploads).
+fills and rank 0 uploads: on a second host nobody would upload that host's shards), which
+:func:`stage_model_dir` checks.
 """
 
 from __future__ import annotations
@@ -506,6 +511,7 @@ def stage_model_dir(url: str, checkpoint_prefix: str, marker: str) -> str:
 
     """
     check_url(url, "model_dir")
+    _check_one_host(url)
     url = url.rstrip("/")
     for stage in _STAGES.values():
         if stage.url == url:
@@ -553,6 +559,20 @@ def stage_model_dir(url: str, checkpoint_prefix: str, marker: str) -> str:
     atexit.register(_sync_at_exit, local)
     logger.info("model_dir %s: working copy in %s", url, local)
     return local
+
+
+def _check_one_host(url: str) -> None:
+    """Refuses torchrun ranks on several hosts: only rank 0's host would upload its shards."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    if world > local:
+        from recforge.config.errors import ConfigError
+
+        raise ConfigError(
+            f"model_dir: expected every torchrun rank on one host with the remote model_dir"
+            f" '{url}' (they share its local working copy), found {world} ranks of which"
+            f" {local} on this host; give a model_dir on a filesystem all hosts mount"
+        )
 
 
 def ensure_local(path: str) -> None:

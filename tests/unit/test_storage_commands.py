@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recforge import cli, tzrec_commands
+from recforge.config import ConfigError
 from recforge.tools import create_fg_json
 from recforge.utils import layout, storage
 from tests.helpers.paths import ROBUSTNESS_DIR
@@ -265,3 +266,13 @@ def test_serve_reload_downloads_a_remote_export_anew(store, monkeypatch):
     assert model.predictor.model_info == {"version": 2}
     assert described["export_dir"] == f"{store}/export"
     assert model.export_dir != first and not os.path.exists(first)
+
+
+def test_a_remote_model_dir_refuses_torchrun_ranks_on_several_hosts(store, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ConfigError) as raised:
+        storage.stage_model_dir(f"{store}/run", layout.CHECKPOINT_PREFIX, layout.TRAIN_STATE_FILE)
+    assert str(raised.value).startswith("model_dir: expected every torchrun rank on one host")
+    assert "found 4 ranks of which 2 on this host" in str(raised.value)
+    assert not fsspec.filesystem("memory").exists(f"{store}/run")
