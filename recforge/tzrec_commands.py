@@ -362,9 +362,17 @@ def _input_dataset_type(args: argparse.Namespace, edits: dict[str, Any]) -> str:
     from recforge.predict import data_config_for
     from recforge.predictor import resolve_export_dir
     from recforge.protos import data_pb2
-    from recforge.utils.layout import EXPORT_CONFIG_FILE
+    from recforge.utils.layout import EXPORT_CONFIG_FILE, MODEL_FILE
 
-    if args.scripted_model_path:
+    if args.scripted_model_path and storage.is_remote(args.scripted_model_path):
+        directory = args.scripted_model_path.rstrip("/")
+        if directory.endswith("/" + MODEL_FILE):
+            directory = directory[: -len(MODEL_FILE) - 1]
+        # only the config: recforge predict downloads the whole export itself
+        config = load_pipeline_config(
+            storage.fetch(storage.join(directory, EXPORT_CONFIG_FILE), "export")
+        )
+    elif args.scripted_model_path:
         path = os.path.join(resolve_export_dir(args.scripted_model_path), EXPORT_CONFIG_FILE)
         config = load_pipeline_config(path)
     else:

@@ -276,3 +276,22 @@ def test_a_remote_model_dir_refuses_torchrun_ranks_on_several_hosts(store, monke
     assert str(raised.value).startswith("model_dir: expected every torchrun rank on one host")
     assert "found 4 ranks of which 2 on this host" in str(raised.value)
     assert not fsspec.filesystem("memory").exists(f"{store}/run")
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_tzrec_predict_plans_a_remote_export_and_output(store, suffix, tmp_path):
+    with open(CONFIG, "rb") as f:
+        _put(f"{store}/export/{layout.EXPORT_CONFIG_FILE}", f.read())
+    _put(f"{store}/in/part-0.{suffix}", b"")
+    argv = ["--scripted_model_path", f"{store}/export/{layout.MODEL_FILE}"]
+    argv += ["--predict_input_path", f"{store}/in/part-0.{suffix}"]
+    plan = tzrec_commands.plan_command("predict", [*argv, "--predict_output_path", f"{store}/out"])
+    step = plan.steps[-1]
+    assert step[step.index("--scripted_model_path") + 1] == f"{store}/export/{layout.MODEL_FILE}"
+    if suffix == "parquet":  # recforge predict writes the URL itself
+        assert step[step.index("--predict_output_path") + 1] == f"{store}/out"
+        assert plan.work_dir is None
+    else:  # parquet in a local work dir, then CSV published to the URL
+        assert plan.csv_output == f"{store}/out"
+        assert plan.work_dir.startswith(str(tmp_path / "staging"))
+        assert step[step.index("--predict_output_path") + 1].startswith(plan.work_dir)
