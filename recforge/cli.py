@@ -374,10 +374,12 @@ def _mock_data_flags(parser: argparse.ArgumentParser) -> None:
 def _mock_data(args: argparse.Namespace) -> dict:
     from recforge.config import edit_config, load_pipeline_config
     from recforge.datasets.mock_data import generate_mock_data
+    from recforge.utils import storage
 
     user_edits = _edits(args.edit_config_json)
-    source = edit_config(load_pipeline_config(args.config), user_edits)
+    source = edit_config(load_pipeline_config(storage.fetch(args.config, "config")), user_edits)
     result = generate_mock_data(source, args.output_dir, args.num_rows, args.num_files, args.seed)
+    result = storage.urls_of(result)  # the paths the data will have once published
     edits = json.dumps({**user_edits, **result["edit_config_json"]})
     hint = f"recforge train --config {args.config} --edit_config_json '{edits}'"
     print(f"train on it: {hint}", file=sys.stderr)
@@ -531,6 +533,39 @@ def _feature_selection(args: argparse.Namespace) -> dict:
     return feature_selection.main(args)
 
 
+READ, WRITE_FILE, WRITE_DIR = "read", "write file", "write directory"
+
+
+@dataclass(frozen=True)
+class PathFlag:
+    """A flag that takes a local path or an fsspec URL (``s3://...``).
+
+    Every such flag's URL is checked before the command starts (one line naming the flag,
+    :func:`recforge.utils.storage.check_paths`). A READ path is read through
+    :mod:`recforge.utils.storage` by the command itself; for a WRITE_FILE / WRITE_DIR path
+    the command is handed a local path, whose files are published to the URL when it
+    succeeds (:func:`recforge.utils.storage.written_locally`).
+
+    Attributes:
+        dest: the argparse attribute.
+        flag: the flag as the user spells it (named in errors).
+        role: READ, WRITE_FILE or WRITE_DIR.
+
+    """
+
+    dest: str
+    flag: str
+    role: str = READ
+
+
+def _paths(*flags: str, role: str = READ) -> tuple[PathFlag, ...]:
+    """:class:`PathFlag` of each ``--flag`` (its dest is the name without dashes)."""
+    return tuple(PathFlag(flag.lstrip("-"), flag, role) for flag in flags)
+
+
+_CONFIG_PATHS = _paths("--config", "--model_dir")
+
+
 @dataclass(frozen=True)
 class Subcommand:
     """One ``recforge`` subcommand.
@@ -540,6 +575,7 @@ class Subcommand:
         add_flags: adds its own flags to its parser.
         run: runs it on the parsed flags; returns its summary.
         parents: builders of the shared flags it takes (listed first in its help).
+        paths: its flags that take a path or URL (see :class:`PathFlag`).
 
     """
 
@@ -547,6 +583,7 @@ class Subcommand:
     add_flags: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], dict]
     parents: tuple[Callable[[], argparse.ArgumentParser], ...] = field(default=())
+    paths: tuple[PathFlag, ...] = field(default=())
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -555,69 +592,93 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _train_flags,
         _train,
         (_config_flags, _eval_input_flag),
+        paths=_CONFIG_PATHS
+        + _paths("--train_input_path", "--eval_input_path", "--fine_tune_checkpoint"),
     ),
     "init": Subcommand(
         "write a starter DeepFM config from a parquet/csv table's columns and statistics",
         _init_flags,
         _init,
+        (),
+        paths=_paths("--data") + _paths("--output", role=WRITE_FILE),
     ),
     "schema": Subcommand(
         "print the config schema: JSON Schema for editors, or a Markdown field reference",
         _schema_flags,
         _schema,
+        (),
+        paths=_paths("--output", role=WRITE_FILE),
     ),
     "validate": Subcommand(
         "check a config short of training: build the model, read the first batch, one forward",
         _no_flags,
         _validate,
         (_config_flags,),
+        paths=_CONFIG_PATHS,
     ),
     "inspect-batch": Subcommand(
         "print the first parsed batch of the input, feature by feature",
         _inspect_batch_flags,
         _inspect_batch,
         (_config_flags,),
+        paths=_CONFIG_PATHS,
     ),
     "evaluate": Subcommand(
         "evaluate a checkpoint on the eval data",
         _evaluate_flags,
         _evaluate,
         (_config_flags, _checkpoint_flag, _eval_input_flag),
+        paths=_CONFIG_PATHS + _paths("--checkpoint", "--eval_input_path"),
     ),
     "export": Subcommand(
         "export a checkpoint as a TorchScript model directory for serving",
         _export_flags,
         _export,
         (_config_flags, lambda: _checkpoint_flag("export_config.exporter_type, latest or best")),
+        paths=_CONFIG_PATHS + _paths("--checkpoint", "--export_dir"),
     ),
     "predict": Subcommand(
-        "score parquet/csv input with an exported model", _predict_flags, _predict
+        "score parquet/csv input with an exported model",
+        _predict_flags,
+        _predict,
+        (),
+        paths=_paths("--scripted_model_path", "--predict_input_path", "--predict_output_path"),
     ),
     "evaluate-retrieval": Subcommand(
         "full-corpus recall@K / hit-rate@K of a match model (DSSM) over the item table",
         _retrieval_flags,
         _retrieval,
         (_config_flags, _checkpoint_flag, _eval_input_flag),
+        paths=_CONFIG_PATHS
+        + _paths("--checkpoint", "--eval_input_path", "--train_input_path", "--item_table_path"),
     ),
     "serve": Subcommand(
         "serve an export over HTTP JSON (POST /predict, dynamic batching; needs recforge[serve])",
         _serve_flags,
         _serve,
+        (),
+        paths=_paths("--export_dir"),
     ),
     "build-index": Subcommand(
         "write a faiss index of a match-model export's items (needs recforge[faiss])",
         _build_index_flags,
         _build_index,
+        (),
+        paths=_paths("--export_dir", "--item_input_path"),
     ),
     "mock-data": Subcommand(
         "write sample parquet data in the format a config reads (smoke tests)",
         _mock_data_flags,
         _mock_data,
+        (),
+        paths=_paths("--config") + _paths("--output_dir", role=WRITE_DIR),
     ),
     "feature-selection": Subcommand(
         "rank features by learned variational dropout; write a pruned config",
         _feature_selection_flags,
         _feature_selection,
+        (),
+        paths=_CONFIG_PATHS + _paths("--checkpoint") + _paths("--output_dir", role=WRITE_DIR),
     ),
     "demo": Subcommand(
         "generate planted-signal demo data, train DeepFM, evaluate", _demo_flags, _demo
@@ -626,6 +687,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "write TorchEasyRec's fg.json of a config's features",
         _create_fg_json_flags,
         _create_fg_json,
+        (),
+        paths=_paths("--config") + _paths("--fg_output_path", role=WRITE_FILE),
     ),
 }
 
@@ -679,7 +742,9 @@ def _config_errors_located(config_path: Optional[str]) -> Iterator[None]:
 def run_command(args: argparse.Namespace) -> dict:
     """Runs the subcommand that ``args`` (from :func:`build_parser`) names.
 
-    Bad input exits with status 2 and one line (see ``user_facing_errors``).
+    Bad input exits with status 2 and one line (see ``user_facing_errors``); so does a path
+    flag's URL of an unknown scheme, before any work. Outputs given as URLs are written
+    locally and published when the command succeeds (:class:`PathFlag`).
 
     Returns:
         The subcommand's summary (metrics, export or predict summary).
@@ -690,13 +755,22 @@ def run_command(args: argparse.Namespace) -> dict:
 
     setup_cli_logging()
 
-    from recforge.utils.storage import urls_in
+    from recforge.utils import storage
 
+    command = SUBCOMMANDS[args.command]
     with (
-        user_facing_errors(args.traceback, urls_in),
+        user_facing_errors(args.traceback, storage.urls_in),
         _config_errors_located(getattr(args, "config", None)),
     ):
-        return SUBCOMMANDS[args.command].run(args)
+        storage.check_paths({p.flag: getattr(args, p.dest, None) for p in command.paths})
+        with contextlib.ExitStack() as outputs:
+            for path in command.paths:
+                value = getattr(args, path.dest, None)
+                if path.role != READ and value:
+                    local = storage.written_locally(value, args.command, path.role == WRITE_DIR)
+                    setattr(args, path.dest, outputs.enter_context(local))
+            result = command.run(args)
+        return storage.urls_of(result)
 
 
 def report(result: dict) -> None:

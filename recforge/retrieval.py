@@ -346,13 +346,14 @@ def evaluate_retrieval(
     metrics["num_items"] = int(items.num_items)
     result = {
         "global_step": int(state.get("global_step", 0)),
-        "checkpoint": os.path.abspath(checkpoint_path),
+        "checkpoint": storage.remote_of(checkpoint_path) or os.path.abspath(checkpoint_path),
         "exclude_train": bool(exclude_train),
         "backend": backend,
         **metrics,
     }
     with open(model_dir_path(config, RESULT_FILE), "w") as f:
         json.dump(result, f, indent=1)
+    storage.sync_model_dir(config.model_dir)  # a remote model_dir: upload it now
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "@" in k)
     logger.info("retrieval over %d users, %d items: %s", users_kept.size, items.num_items, shown)
     return metrics

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from recforge.errors import RecforgeError
+from recforge.utils import storage
 
 COMMANDS = ("train_eval", "eval", "export", "predict")
 
@@ -115,6 +116,33 @@ WRITER_TYPES = ("ParquetWriter", "CsvWriter", "OdpsWriter")
 DATASET_TYPES = ("OdpsDataset", "ParquetDataset", "CsvDataset")
 # the export and the parquet predictions of ``recforge.predict`` live here until done
 WORK_DIR_SUFFIX = ".work.tmp"
+
+
+# the flags of each command that take a path or an fsspec URL (checked before any work)
+PATH_FLAGS: dict[str, tuple[str, ...]] = {
+    "train_eval": (
+        "--pipeline_config_path",
+        "--model_dir",
+        "--train_input_path",
+        "--eval_input_path",
+        "--fine_tune_checkpoint",
+    ),
+    "eval": ("--pipeline_config_path", "--model_dir", "--checkpoint_path", "--eval_input_path"),
+    "export": (
+        "--pipeline_config_path",
+        "--model_dir",
+        "--checkpoint_path",
+        "--export_dir",
+        "--asset_files",
+    ),
+    "predict": (
+        "--scripted_model_path",
+        "--pipeline_config_path",
+        "--checkpoint_path",
+        "--predict_input_path",
+        "--predict_output_path",
+    ),
+}
 
 
 class FlagError(RecforgeError):
@@ -299,7 +327,7 @@ def _asset_files(text: Optional[str]) -> list[str]:
     files = [f.strip() for f in (text or "").split(",") if f.strip()]
     names = [os.path.basename(f) for f in files]
     for path, name in zip(files, names):
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             raise FlagError("--asset_files", f"file '{path}' not found")
         if name in EXPORT_FILES:
             raise FlagError("--asset_files", f"'{path}' would replace the export's own {name}")
@@ -334,9 +362,17 @@ def _input_dataset_type(args: argparse.Namespace, edits: dict[str, Any]) -> str:
     from recforge.predict import data_config_for
     from recforge.predictor import resolve_export_dir
     from recforge.protos import data_pb2
-    from recforge.utils.layout import EXPORT_CONFIG_FILE
+    from recforge.utils.layout import EXPORT_CONFIG_FILE, MODEL_FILE
 
-    if args.scripted_model_path:
+    if args.scripted_model_path and storage.is_remote(args.scripted_model_path):
+        directory = args.scripted_model_path.rstrip("/")
+        if directory.endswith("/" + MODEL_FILE):
+            directory = directory[: -len(MODEL_FILE) - 1]
+        # only the config: recforge predict downloads the whole export itself
+        config = load_pipeline_config(
+            storage.fetch(storage.join(directory, EXPORT_CONFIG_FILE), "export")
+        )
+    elif args.scripted_model_path:
         path = os.path.join(resolve_export_dir(args.scripted_model_path), EXPORT_CONFIG_FILE)
         config = load_pipeline_config(path)
     else:
@@ -383,7 +419,9 @@ def _plan_predict(args: argparse.Namespace) -> Plan:
     if args.is_profiling:
         plan.warnings.append("--is_profiling ignored: recforge writes no profiler trace")
     output = args.predict_output_path.rstrip("/") or args.predict_output_path
-    work_dir = output + WORK_DIR_SUFFIX
+    # beside a local output (same disk, so the renames stay cheap); a URL's is local
+    remote = storage.is_remote(output)
+    work_dir = storage.local_temp_dir("predict") if remote else output + WORK_DIR_SUFFIX
     edits: dict[str, Any] = {}
     if args.pipeline_config_path:
         if args.dataset_type:
@@ -439,6 +477,8 @@ def _plan_predict(args: argparse.Namespace) -> Plan:
         if value is not None:
             step += [flag, str(value)]
     plan.steps.append(step)
+    if remote and not plan.work_dir:
+        os.rmdir(work_dir)  # nothing to stage locally: recforge predict publishes the URL
     return plan
 
 
@@ -447,10 +487,12 @@ def plan_args(command: str, args: argparse.Namespace) -> Plan:
 
     Raises:
         FlagError: a flag recforge cannot honour, or contradictory flags.
+        ConfigError: a path flag's URL of an unknown scheme, or one whose package is missing.
         ExportError, ConfigError, DataError: ``recforge.predict`` reads the model's config
             and lists the input files to choose the writer / check ``--dataset_type``.
 
     """
+    storage.check_paths({flag: getattr(args, flag[2:], None) for flag in PATH_FLAGS[command]})
     planner = {
         "train_eval": _plan_train_eval,
         "eval": _plan_eval,
@@ -470,17 +512,54 @@ def copy_assets(files: Sequence[str], export_dir: str) -> list[str]:
 
     Each copy is written as ``*.tmp`` and renamed. Returns the copies' paths.
     """
-    from recforge.utils.layout import tower_export_dirs
+    from recforge.utils.layout import MODEL_INFO_FILE, tower_export_dirs
 
+    local = [storage.fetch(path, "asset") for path in files]
+    if storage.is_remote(export_dir):  # each file uploaded beside its place, then moved
+        towers = [
+            storage.join(export_dir, name)
+            for name in sorted(storage.listdir(export_dir))
+            if storage.isfile(storage.join(export_dir, name, MODEL_INFO_FILE))
+        ]
+        copies = []
+        for target in [export_dir, *towers]:
+            for path, copy in zip(files, local):
+                final = storage.join(target, os.path.basename(path))
+                storage.publish_file(copy, final)
+                copies.append(final)
+        return copies
     targets = [export_dir, *tower_export_dirs(export_dir)]
     copies = []
     for target in targets:
-        for path in files:
+        for path, copy in zip(files, local):
             final = os.path.join(target, os.path.basename(path))
-            shutil.copyfile(path, final + ".tmp")
+            shutil.copyfile(copy, final + ".tmp")
             os.replace(final + ".tmp", final)
             copies.append(final)
     return copies
+
+
+def _write_csv(source: str, output: str) -> list[str]:
+    """CSV of the parquet predictions ``source`` at ``output`` (a path or URL); its files.
+
+    A URL's files are written locally and published one by one; in directory mode the
+    ``part-*.csv`` objects of an earlier run that this one did not write are deleted, as
+    :func:`recforge.datasets.csv_output.parquet_to_csv` deletes local ones.
+    """
+    from recforge.datasets.csv_output import parquet_to_csv
+
+    if not storage.is_remote(output):
+        return parquet_to_csv(source, output)
+    single = not os.path.isdir(source)
+    with storage.written_locally(output, "predict", directory=not single) as local:
+        written = parquet_to_csv(source, local)
+    urls = [storage.urls_in(path) for path in written]
+    if not single:
+        for name in storage.listdir(output):
+            url = storage.join(output, name)
+            if name.startswith("part-") and name.endswith(".csv") and url not in urls:
+                storage.remove(url)
+    return urls
 
 
 def execute(plan: Plan, show_traceback: bool = False) -> dict[str, Any]:
@@ -501,13 +580,11 @@ def execute(plan: Plan, show_traceback: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for step in plan.steps:
             result = cli.run_command(parser.parse_args(prefix + step))
-        with user_facing_errors(show_traceback):
+        with user_facing_errors(show_traceback, storage.urls_in):
             if plan.asset_files and plan.export_dir:
                 result["assets"] = copy_assets(plan.asset_files, plan.export_dir)
             if plan.csv_output and plan.csv_source:
-                from recforge.datasets.csv_output import parquet_to_csv
-
-                result["files"] = parquet_to_csv(plan.csv_source, plan.csv_output)
+                result["files"] = _write_csv(plan.csv_source, plan.csv_output)
     finally:
         if plan.work_dir:
             shutil.rmtree(plan.work_dir, ignore_errors=True)
@@ -527,7 +604,7 @@ def main(command: str, argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(command, argv)
     cli.quiet_library_warnings()
     setup_cli_logging()
-    with user_facing_errors(args.traceback):
+    with user_facing_errors(args.traceback, storage.urls_in):
         try:
             plan = plan_args(command, args)
         except FlagError as e:  # a flag's mistake: the usual line, returned rather than exited

@@ -26,6 +26,7 @@ from recforge.index.faiss_backend import IndexParams, create_index, require_fais
 from recforge.index.files import export_checksum, write_index_dir
 from recforge.predictor import Predictor, resolve_export_dir
 from recforge.protos import data_pb2
+from recforge.utils import storage
 from recforge.utils.layout import MODEL_INFO_FILE
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,9 @@ def build_index(
     """Embeds the item table with the export's item tower and writes the item index.
 
     Args:
-        export_dir: the export directory of a match model (``recforge export``).
+        export_dir: the export directory of a match model (``recforge export``); a URL is
+            downloaded to a local copy, and the index built there is published to
+            ``<export_dir>/item_index`` (:func:`recforge.utils.storage.publish_dir`).
         item_input_path: the item table: parquet or csv files (with a header line), globs,
             comma-separated; every row is one item with the columns the item tower reads.
         item_id_field: the item id column (default: ``item_id_field`` of the sampler in the
@@ -148,7 +151,9 @@ def build_index(
     params.check()  # type, metric, ranges: before any work
     if batch_size < 1:
         raise RetrievalIndexError(f"--batch_size: expected at least 1, found {batch_size}")
-    export_dir = resolve_export_dir(export_dir)
+    storage.check_paths({"--export_dir": export_dir, "--item_input_path": item_input_path})
+    source = export_dir
+    export_dir = resolve_export_dir(storage.fetch(export_dir, "export"))
     tower_dir(export_dir, "user")  # the retriever embeds users with it
     item = Predictor(tower_dir(export_dir, "item"), batch_size=batch_size)
     output = embedding_output(item, "item")
@@ -226,5 +231,9 @@ def build_index(
     }
     ids_np = all_ids.to_numpy(zero_copy_only=False)
     directory = write_index_dir(faiss, export_dir, index, ids_np, info)
+    if storage.is_remote(source):
+        url = storage.join(source.rstrip("/"), os.path.basename(directory))
+        storage.publish_dir(directory, url)
+        directory = url
     logger.info("build-index: wrote %s", directory)
     return {"index_dir": directory, **{k: info[k] for k in ("dim", "count")}, **params.to_json()}

@@ -36,8 +36,9 @@ from starlette.exceptions import HTTPException
 from recforge.errors import RecforgeError
 from recforge.serving.batching import DynamicBatcher
 from recforge.serving.errors import RequestError
-from recforge.serving.model import ServedModel
+from recforge.serving.model import ServedModel, fetch_export
 from recforge.serving.rows import column_needers, decode_body, parse_request
+from recforge.utils import storage
 
 logger = logging.getLogger(__name__)
 
@@ -206,5 +207,9 @@ def app_from_env() -> FastAPI:
     setup_cli_logging()
     settings = json.loads(os.environ[SETTINGS_ENV])
     torch.set_num_threads(settings["num_threads"])
-    model = ServedModel(settings["export_dir"], settings["max_batch_size"])
+    source = settings.get("source") or settings["export_dir"]
+    export_dir = settings["export_dir"]
+    if storage.is_remote(source):  # each worker its own copy: a reload replaces only its own
+        export_dir = fetch_export(source)
+    model = ServedModel(export_dir, settings["max_batch_size"], source=source)
     return create_app(model, settings["max_batch_size"], settings["max_wait_ms"])

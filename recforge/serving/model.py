@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
 from typing import Any, Optional
 
 from recforge.index.files import has_index
-from recforge.predictor import Predictor
+from recforge.predictor import Predictor, resolve_export_dir
 from recforge.serving.rows import column_needers
+from recforge.utils import storage
+from recforge.utils.layout import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +30,10 @@ class ServedModel:
     dropped. A failed reload leaves the current model in service.
 
     Args:
-        export_dir: the directory ``recforge export`` wrote.
+        export_dir: the directory ``recforge export`` wrote (a local copy of ``source``).
         batch_size: rows per model call inside :meth:`Predictor.predict`.
+        source: the URL ``export_dir`` was downloaded from (``s3://...``); a reload
+            downloads it again into a new local copy and deletes the one it replaces.
 
     Raises:
         ExportError: the directory is missing or is not a complete export.
@@ -36,8 +42,9 @@ class ServedModel:
 
     """
 
-    def __init__(self, export_dir: str, batch_size: int) -> None:
+    def __init__(self, export_dir: str, batch_size: int, source: Optional[str] = None) -> None:
         self.export_dir = export_dir
+        self.source = source or export_dir
         self.batch_size = batch_size
         self.predictor = Predictor(export_dir, batch_size=batch_size)
         self.retriever = load_index(export_dir, batch_size)
@@ -58,20 +65,32 @@ class ServedModel:
 
         """
         async with self._lock:
-            fresh = await asyncio.to_thread(Predictor, self.export_dir, self.batch_size)
-            retriever = await asyncio.to_thread(load_index, self.export_dir, self.batch_size)
+            directory = self.export_dir
+            if storage.is_remote(self.source):
+                directory = await asyncio.to_thread(fetch_export, self.source)
+            try:
+                fresh = await asyncio.to_thread(Predictor, directory, self.batch_size)
+                retriever = await asyncio.to_thread(load_index, directory, self.batch_size)
+            except BaseException:
+                if directory != self.export_dir:
+                    shutil.rmtree(os.path.dirname(directory), ignore_errors=True)
+                raise
+            if directory != self.export_dir:
+                # requests that hold the old predictor have it loaded in memory already
+                shutil.rmtree(os.path.dirname(self.export_dir), ignore_errors=True)
+                self.export_dir = directory
             self.predictor, self.needers = fresh, column_needers(fresh.model_info)
             self.retriever = retriever
             self.version += 1
             self.loaded_at = time.time()
-            logger.info("serve: reloaded %s (model version %d)", self.export_dir, self.version)
+            logger.info("serve: reloaded %s (model version %d)", self.source, self.version)
             return self.describe()
 
     def describe(self) -> dict[str, Any]:
         """The export directory, model version and load time of the model in service."""
         info = self.predictor.model_info
         return {
-            "export_dir": self.export_dir,
+            "export_dir": self.source,
             "model_class": info.get("model_class"),
             "model_version": self.version,
             "loaded_at": self.loaded_at,
@@ -90,6 +109,20 @@ class ServedModel:
             "outputs": info["outputs"],
             "index": None if self.retriever is None else self.retriever.info,
         }
+
+
+def fetch_export(url: str) -> str:
+    """A new local copy of the export directory at ``url`` (checked to be complete).
+
+    Raises:
+        ExportError: the URL holds no complete export.
+
+    """
+    url = url.rstrip("/")
+    if url.endswith("/" + MODEL_FILE):
+        url = url[: -len(MODEL_FILE) - 1]
+    # the copy is <new temp dir>/<name>: a reload deletes its parent, the temp dir
+    return resolve_export_dir(storage.fetch(url, "serve"))
 
 
 def load_index(export_dir: str, batch_size: int) -> Optional[Any]:

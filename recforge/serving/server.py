@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from recforge.predictor import resolve_export_dir
 from recforge.serving.errors import ServeError
+from recforge.utils import storage
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ def serve(
     """Serves an export directory over HTTP until SIGINT/SIGTERM (see :mod:`.app`).
 
     Args:
-        export_dir: the directory ``recforge export`` wrote.
+        export_dir: the directory ``recforge export`` wrote, or its URL (``s3://...``): served
+            from a local copy (under ``$RECFORGE_STAGING_DIR``, else the temp dir), which
+            each reload replaces with a fresh download.
         host: the address to listen on.
         port: the port to listen on.
         max_batch_size: the most rows per model call and per request.
@@ -76,6 +79,7 @@ def serve(
         ExportError: the export directory is missing or invalid.
 
     """
+    storage.check_url(export_dir, "--export_dir")
     require_serve_extra()
     _check("max_batch_size", max_batch_size, 1)
     _check("max_wait_ms", max_wait_ms, 0)
@@ -84,7 +88,11 @@ def serve(
     if num_threads is not None:
         _check("num_threads", num_threads, 1)
     threads = num_threads or default_num_threads(workers)
-    export_dir = resolve_export_dir(export_dir)
+    from recforge.serving.model import fetch_export
+
+    source = export_dir
+    # a URL is served from a local copy; each reload downloads it anew (ServedModel.reload)
+    export_dir = fetch_export(source) if storage.is_remote(source) else resolve_export_dir(source)
 
     import torch
     import uvicorn
@@ -93,11 +101,12 @@ def serve(
     from recforge.serving.model import ServedModel
 
     torch.set_num_threads(threads)
-    model = ServedModel(export_dir, max_batch_size)  # bad exports fail here, before listening
+    # bad exports fail here, before listening
+    model = ServedModel(export_dir, max_batch_size, source=source)
     logger.info(
         "serve: %s (%s) on http://%s:%d, %d worker(s) x %d torch thread(s), max_batch_size %d,"
         " max_wait_ms %g",
-        export_dir,
+        source,
         model.predictor.model_info.get("model_class"),
         host,
         port,
@@ -118,11 +127,12 @@ def serve(
         config = uvicorn.Config(app, host=host, port=port, access_log=False)
         uvicorn.Server(config).run()
         stats = app.state.batcher.stats
-        return {"export_dir": export_dir, "requests": stats.requests, "rows": stats.rows}
+        return {"export_dir": source, "requests": stats.requests, "rows": stats.rows}
     del model  # each worker loads its own
     os.environ[SETTINGS_ENV] = json.dumps(
         {
             "export_dir": os.path.abspath(export_dir),
+            "source": source,
             "max_batch_size": max_batch_size,
             "max_wait_ms": max_wait_ms,
             "num_threads": threads,
@@ -138,4 +148,4 @@ def serve(
         # on SIGHUP a new worker must load torch and the model before it replaces an old one
         timeout_worker_healthcheck=300,
     )
-    return {"export_dir": export_dir, "workers": workers}
+    return {"export_dir": source, "workers": workers}

@@ -64,9 +64,10 @@ def create_fg_json_file(
     from recforge.config import edit_config, load_pipeline_config
     from recforge.export.assets import copy_assets
     from recforge.features.fg_json import create_fg_json
+    from recforge.utils import storage
     from recforge.utils.pipeline import build_features
 
-    config = load_pipeline_config(config_path)
+    config = load_pipeline_config(storage.fetch(config_path, "config"))
     if edits:
         edit_config(config, edits)
     build_features(config)  # the same checks as training
@@ -116,11 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the tool with TorchEasyRec's flags; bad input exits 2 with one line."""
     from recforge.errors import RecforgeError, user_facing_errors
+    from recforge.utils import storage
     from recforge.utils.logging_util import setup_cli_logging
 
     args = build_parser().parse_args(argv)
     setup_cli_logging()
-    with user_facing_errors(args.traceback):
+    with user_facing_errors(args.traceback, storage.urls_in):
+        storage.check_paths(
+            {
+                "--pipeline_config_path": args.pipeline_config_path,
+                "--fg_output_dir": args.fg_output_dir,
+            }
+        )
         for flag in ODPS_FLAGS:
             if getattr(args, flag):
                 raise RecforgeError(
@@ -130,13 +138,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             logger.warning("--debug is ignored: recforge checks the feature configs anyway")
         name = args.fg_resource_name or FG_JSON_FILE
-        result = create_fg_json_file(
-            args.pipeline_config_path,
-            os.path.join(args.fg_output_dir, name),
-            reserves=parse_reserves(args.reserves),
-            remove_bucketizer=args.remove_bucketizer,
-        )
-    print(json.dumps(result, indent=1))
+        with storage.written_locally(args.fg_output_dir, "fg_json", directory=True) as output:
+            result = create_fg_json_file(
+                args.pipeline_config_path,
+                os.path.join(output, name),
+                reserves=parse_reserves(args.reserves),
+                remove_bucketizer=args.remove_bucketizer,
+            )
+    print(json.dumps(storage.urls_of(result), indent=1))
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any, Optional
 from recforge.config import ConfigError, save_pipeline_config
 from recforge.errors import CheckpointError
 from recforge.protos import pipeline_pb2
+from recforge.utils import storage
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--topk: expected a number >= 1, found {args.topk}")
     config = prepare_config(args.config, _edits(args.edit_config_json), args.plugin, args.model_dir)
     pruned_path = os.path.join(args.output_dir, os.path.basename(args.config))
-    if os.path.abspath(pruned_path) == os.path.abspath(args.config):
+    # a remote --output_dir is written through a local directory (recforge.cli.PathFlag):
+    # compare the URL the pruned config will be published to
+    target = storage.urls_in(pruned_path)
+    if (
+        target == args.config
+        if storage.is_remote(target)
+        else os.path.abspath(pruned_path) == os.path.abspath(args.config)
+    ):
         raise ConfigError(
             f"--output_dir {args.output_dir}: would overwrite the input config {args.config};"
             " expected another directory"
@@ -132,7 +140,7 @@ def _checkpoint(config: pipeline_pb2.EasyRecConfig, checkpoint: Optional[str]) -
     from recforge.utils import checkpoint as ckpt_util
 
     if checkpoint:
-        return checkpoint
+        return storage.fetch(checkpoint, "checkpoint")
     latest = ckpt_util.latest_checkpoint(config.model_dir)
     if latest is None:
         raise CheckpointError(f"no checkpoint found in model_dir '{config.model_dir}'")

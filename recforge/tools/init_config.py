@@ -32,6 +32,7 @@ from recforge.config import ConfigError
 from recforge.datasets.readers import create_reader, expand_input_path
 from recforge.errors import DataError
 from recforge.protos import data_pb2, model_pb2, pipeline_pb2
+from recforge.utils import storage
 
 #: label column names tried when ``--label`` is not given, in order
 LABEL_NAMES = ("label", "click", "clk", "is_click", "target", "y")
@@ -258,7 +259,8 @@ def write_starter_config(
         ConfigError: ``output_path`` exists and ``force`` is not set.
 
     """
-    if os.path.exists(output_path) and not force:
+    # a URL output is written through a local file (recforge.cli.PathFlag): ask the store
+    if storage.exists(storage.urls_in(output_path)) and not force:
         raise ConfigError(
             f"{output_path}: expected a new file, found an existing one (pass --force to"
             " replace it)"

@@ -26,15 +26,21 @@ written to a local working copy first and then uploaded:
   atomic rename of a directory: the move copies object by object, so a reader that looks
   during the move may see part of it; it never sees a half-uploaded file.
 
+* any other command's output (:func:`written_locally`, used by the CLI's path flags,
+  ``recforge.cli.PathFlag``): written to a local directory and, when the command succeeds,
+  published file by file (:func:`publish_into`).
+
 Limitations: the run lock of a remote ``model_dir`` is a best-effort lock object (see
 :mod:`recforge.utils.run_lock`); ``train --overwrite`` cannot move a remote run aside; under
 torchrun every rank must run on one host (they share one working copy, which local rank 0
-fills and rank 0 uploads).
+fills and rank 0 uploads: on a second host nobody would upload that host's shards), which
+:func:`stage_model_dir` checks.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import os
@@ -43,6 +49,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
@@ -288,6 +295,93 @@ def publish_file(local_file: str, url: str) -> None:
     fs.rm(tmp)
 
 
+def check_paths(paths: Mapping[str, Optional[str]]) -> None:
+    """:func:`check_url` of each flag's value (comma-separated lists part by part).
+
+    Args:
+        paths: ``{flag: value}``, e.g. ``{"--output_dir": "s3://b/out"}``; None values skipped.
+
+    Raises:
+        ConfigError: one line naming the flag of the first bad URL.
+
+    """
+    for flag, value in paths.items():
+        for part in (value or "").split(","):
+            if part.strip():
+                check_url(part.strip(), flag)
+
+
+def publish_into(local_dir: str, url: str) -> list[str]:
+    """Publishes each file under ``local_dir`` to the same relative path under ``url``.
+
+    Each file goes through :func:`publish_file` (uploaded beside its place, then moved): the
+    other files already under ``url`` are left as they are, as a local write into an
+    existing directory leaves them.
+
+    Returns:
+        The URLs written.
+
+    """
+    written = []
+    for root, _, names in os.walk(local_dir):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), local_dir)
+            target = join(url, *rel.split(os.sep))
+            publish_file(os.path.join(root, name), target)
+            written.append(target)
+    return written
+
+
+@contextlib.contextmanager
+def written_locally(path: str, purpose: str, directory: bool = False) -> Iterator[str]:
+    """A local path to write ``path`` through; a URL's files are published when it succeeds.
+
+    For a local path (or ``file://``) this yields the path itself. For a URL it yields a
+    path in a new local directory (``directory``: a folder named like the URL's last part;
+    else a file of that name, with room beside it for what a command writes next to its
+    output, e.g. ``assets/``); when the block ends without an exception, every file written
+    there is published to the URL's place (:func:`publish_into`, on rank 0 only), and the
+    local directory is deleted in any case.
+
+    Args:
+        path: the output path or URL a command was given.
+        purpose: names the local directory (``recforge-<purpose>-...``).
+        directory: whether ``path`` is a directory.
+
+    """
+    if not is_remote(path):
+        yield local_path(path)
+        return
+    url = path.rstrip("/")
+    work = local_temp_dir(purpose)
+    local = os.path.join(work, posixpath.basename(url) or purpose)
+    # a message naming the local copy names the URL instead (urls_in); kept after the block,
+    # since the error that ends it is shown after this exits
+    _FETCHED[local] = url
+    try:
+        if directory:
+            os.makedirs(local)
+        yield local
+        if os.environ.get("RANK", "0") == "0":
+            if directory:
+                publish_into(local, url)
+            else:
+                publish_into(work, posixpath.dirname(url))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def urls_of(value: Any) -> Any:
+    """``value`` (a command's summary: dicts, lists, strings) with local copies' paths as URLs."""
+    if isinstance(value, str):
+        return urls_in(value)
+    if isinstance(value, dict):
+        return {k: urls_of(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [urls_of(v) for v in value]
+    return value
+
+
 def local_temp_dir(purpose: str) -> str:
     """A new local directory (under ``$RECFORGE_STAGING_DIR`` or the system temp dir)."""
     root = os.environ.get(STAGE_ROOT_ENV) or tempfile.gettempdir()
@@ -417,6 +511,7 @@ def stage_model_dir(url: str, checkpoint_prefix: str, marker: str) -> str:
 
     """
     check_url(url, "model_dir")
+    _check_one_host(url)
     url = url.rstrip("/")
     for stage in _STAGES.values():
         if stage.url == url:
@@ -464,6 +559,20 @@ def stage_model_dir(url: str, checkpoint_prefix: str, marker: str) -> str:
     atexit.register(_sync_at_exit, local)
     logger.info("model_dir %s: working copy in %s", url, local)
     return local
+
+
+def _check_one_host(url: str) -> None:
+    """Refuses torchrun ranks on several hosts: only rank 0's host would upload its shards."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    if world > local:
+        from recforge.config.errors import ConfigError
+
+        raise ConfigError(
+            f"model_dir: expected every torchrun rank on one host with the remote model_dir"
+            f" '{url}' (they share its local working copy), found {world} ranks of which"
+            f" {local} on this host; give a model_dir on a filesystem all hosts mount"
+        )
 
 
 def ensure_local(path: str) -> None:

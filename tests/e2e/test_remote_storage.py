@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,46 +17,10 @@ import pytest
 from recforge.demo.simulate import generate_demo_data
 from tests.helpers.cli_util import example
 from tests.helpers.paths import REPO_ROOT
+from tests.helpers.s3 import BUCKET
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-BUCKET = "recforge-test"
-
-
-@pytest.fixture(scope="session")
-def s3_env() -> Iterator[dict[str, str]]:
-    """An S3 endpoint on 127.0.0.1 and the environment variables that point clients at it."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # for this process's own s3fs client (the assertions)
-    try:
-        yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3(s3_env: dict[str, str]):
-    """An s3fs client of the test server with the test bucket created."""
-    import s3fs
-
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_env["AWS_ENDPOINT_URL"]})
-    fs.mkdir(BUCKET)
-    return fs
+pytest.importorskip("moto.server")
 
 
 def _recforge(args: list[str], cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess:

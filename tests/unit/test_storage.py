@@ -73,7 +73,7 @@ def test_the_cli_refuses_an_unknown_model_dir_scheme_before_creating_anything(
         main(["train", "--config", example("deepfm_demo.config"), "--model_dir", "s4://b/m"])
     assert raised.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("recforge: error: model_dir: expected a local path or a URL")
+    assert err[-1].startswith("recforge: error: --model_dir: expected a local path or a URL")
     assert os.listdir(tmp_path) == []  # no folder named 's4:'
 
 

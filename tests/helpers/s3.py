@@ -1,0 +1,3 @@
+"""The S3 test bucket's name (the moto server and client fixtures are in tests/e2e/conftest.py)."""
+
+BUCKET = "recforge-test"
