@@ -1,0 +1,102 @@
+"""HSTU's positional and time encoder (TorchEasyRec's ``HSTUPositionalEncoder``), jagged.
+
+Each event's embedding is scaled by ``sqrt(D)`` and gets a learned position embedding, indexed
+by how far the event is from the end of its history (the newest event is 1, the one before 2,
+...; candidates at the end share the index 0 of the first one after the history; indices stop
+at ``num_position_buckets - 1``), and optionally a time embedding, indexed by the bucket of
+``query_time - timestamp`` in units of ``time_bucket_increments`` seconds (``sqrt`` or ``log``
+of it, truncated, clipped to ``[0, num_time_buckets]``). Without a query time the anchor is the
+sequence's last timestamp.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from recforge.modules.gr.jagged import lengths_of, row_index
+
+
+class HSTUPositionalEncoder(nn.Module):
+    """Adds position (and time) embeddings to jagged sequence rows.
+
+    Args:
+        embedding_dim: row width ``D``.
+        num_position_buckets: position embeddings.
+        num_time_buckets: time buckets (``num_time_buckets + 1`` embeddings).
+        use_time_encoding: add the time embedding.
+        time_bucket_fn: ``"sqrt"`` or ``"log"``.
+        time_bucket_increments: seconds per unit before ``time_bucket_fn``.
+
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_position_buckets: int,
+        num_time_buckets: int = 0,
+        use_time_encoding: bool = False,
+        time_bucket_fn: str = "sqrt",
+        time_bucket_increments: float = 60.0,
+    ) -> None:
+        super().__init__()
+        if time_bucket_fn not in ("sqrt", "log"):
+            raise ValueError(f"time_bucket_fn must be 'sqrt' or 'log', got {time_bucket_fn!r}")
+        self._scale = embedding_dim**0.5
+        self._use_time = use_time_encoding
+        self._use_log = time_bucket_fn == "log"
+        self._increments = time_bucket_increments
+        self._num_time_buckets = num_time_buckets
+        bound = math.sqrt(1.0 / num_position_buckets)
+        self.position_weight = nn.Parameter(
+            torch.empty(num_position_buckets, embedding_dim).uniform_(-bound, bound)
+        )
+        time_rows = num_time_buckets + 1 if use_time_encoding else 1
+        bound = math.sqrt(1.0 / max(num_time_buckets, 1))
+        self.time_weight = nn.Parameter(
+            torch.empty(time_rows, embedding_dim).uniform_(-bound, bound)
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: Optional[torch.Tensor] = None,
+        num_targets: Optional[torch.Tensor] = None,
+        query_time: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Encodes a jagged batch.
+
+        Args:
+            x: rows ``[L, D]``.
+            offsets: ``[B + 1]``.
+            timestamps: event times in seconds ``[L]`` (needed with time encoding).
+            num_targets: ``[B]`` candidates at the end of each sequence, or None.
+            query_time: ``[B]`` the time each user is served at, or None (last timestamp).
+
+        Returns:
+            ``[L, D]``.
+
+        """
+        lengths = lengths_of(offsets)
+        seq, pos = row_index(offsets, x.shape[0])
+        high = lengths if num_targets is None else lengths - num_targets
+        index = high[seq] - torch.minimum(pos, high[seq])
+        index = index.clamp(max=self.position_weight.shape[0] - 1)
+        out = x * self._scale + self.position_weight[index]
+        if self._use_time:
+            if timestamps is None:
+                raise ValueError("use_time_encoding needs the sequence timestamps")
+            ts = timestamps.to(torch.float64)
+            if query_time is None:
+                anchor = ts[(offsets[1:] - 1).clamp(min=0)][seq] if ts.numel() else ts
+            else:
+                anchor = query_time.to(torch.float64)[seq]
+            gap = (anchor - ts).clamp(min=1e-6) / self._increments
+            gap = torch.log(gap) if self._use_log else torch.sqrt(gap)
+            bucket = gap.clamp(min=0, max=self._num_time_buckets).long()
+            out = out + self.time_weight[bucket]
+        return out
