@@ -11,10 +11,9 @@ Layout: the sequences stay jagged (values ``[L, H, D]`` + offsets ``[B + 1]``) o
 function; inside, the batch is scattered into a block padded to its own longest sequence (not
 to the configured maximum), multiplied with batched matmuls, masked, and gathered back. On CPU
 this was faster than nested tensors (``torch.nested``) and on par with a per-sequence loop,
-which a GPU runs poorly; so it is the one path for both.
+which a GPU runs poorly; so it is the one path for both. No ``from __future__ import
+annotations``: TorchScript compiles these functions (export).
 """
-
-from __future__ import annotations
 
 from typing import Optional
 

@@ -1,6 +1,7 @@
-"""Moving between jagged rows (values + offsets) and a dense block padded to the batch's longest."""
+"""Moving between jagged rows (values + offsets) and a dense block padded to the batch's longest.
 
-from __future__ import annotations
+No ``from __future__ import annotations``: TorchScript compiles these functions (export).
+"""
 
 import torch
 
@@ -29,10 +30,22 @@ def to_padded(
     values: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, batch: int, length: int
 ) -> torch.Tensor:
     """Jagged ``[L, *S]`` to dense ``[B, N, *S]`` with zeros after each sequence's end."""
-    out = values.new_zeros((batch, length) + tuple(values.shape[1:]))
-    return out.index_put((seq, pos), values)
+    shape = [batch, length] + list(values.shape[1:])
+    out = values.new_zeros(shape)
+    return out.index_put([seq, pos], values)
 
 
 def to_jagged(padded: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Dense ``[B, N, *S]`` back to the jagged rows ``[L, *S]`` (the inverse of ``to_padded``)."""
     return padded[seq, pos]
+
+
+def last_rows(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The last row of each sequence ``[B, *S]``; zeros for an empty sequence."""
+    lengths = lengths_of(offsets)
+    if values.shape[0] == 0:
+        shape = [lengths.shape[0]] + list(values.shape[1:])
+        return values.new_zeros(shape)
+    index = (offsets[1:] - 1).clamp(min=0)
+    keep = (lengths > 0).to(values.dtype).view([-1] + [1] * (values.dim() - 1))
+    return values[index] * keep

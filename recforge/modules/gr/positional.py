@@ -7,9 +7,9 @@ at ``num_position_buckets - 1``), and optionally a time embedding, indexed by th
 ``query_time - timestamp`` in units of ``time_bucket_increments`` seconds (``sqrt`` or ``log``
 of it, truncated, clipped to ``[0, num_time_buckets]``). Without a query time the anchor is the
 sequence's last timestamp.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations``: TorchScript compiles ``encode_positions`` (export).
+"""
 
 import math
 from typing import Optional
@@ -81,22 +81,55 @@ class HSTUPositionalEncoder(nn.Module):
             ``[L, D]``.
 
         """
-        lengths = lengths_of(offsets)
-        seq, pos = row_index(offsets, x.shape[0])
-        high = lengths if num_targets is None else lengths - num_targets
-        index = high[seq] - torch.minimum(pos, high[seq])
-        index = index.clamp(max=self.position_weight.shape[0] - 1)
-        out = x * self._scale + self.position_weight[index]
-        if self._use_time:
-            if timestamps is None:
-                raise ValueError("use_time_encoding needs the sequence timestamps")
-            ts = timestamps.to(torch.float64)
-            if query_time is None:
-                anchor = ts[(offsets[1:] - 1).clamp(min=0)][seq] if ts.numel() else ts
-            else:
-                anchor = query_time.to(torch.float64)[seq]
-            gap = (anchor - ts).clamp(min=1e-6) / self._increments
-            gap = torch.log(gap) if self._use_log else torch.sqrt(gap)
-            bucket = gap.clamp(min=0, max=self._num_time_buckets).long()
-            out = out + self.time_weight[bucket]
-        return out
+        if self._use_time and timestamps is None:
+            raise ValueError("use_time_encoding needs the sequence timestamps")
+        return encode_positions(
+            x,
+            offsets,
+            self.position_weight,
+            self.time_weight,
+            timestamps if self._use_time else None,
+            num_targets,
+            query_time,
+            self._scale,
+            self._use_log,
+            self._increments,
+            self._num_time_buckets,
+        )
+
+
+def encode_positions(
+    x: torch.Tensor,
+    offsets: torch.Tensor,
+    position_weight: torch.Tensor,
+    time_weight: torch.Tensor,
+    timestamps: Optional[torch.Tensor],
+    num_targets: Optional[torch.Tensor],
+    query_time: Optional[torch.Tensor],
+    scale: float,
+    use_log: bool,
+    increments: float,
+    num_time_buckets: int,
+) -> torch.Tensor:
+    """``HSTUPositionalEncoder``'s computation (no time embedding when ``timestamps`` is None)."""
+    lengths = lengths_of(offsets)
+    seq, pos = row_index(offsets, x.shape[0])
+    high = lengths if num_targets is None else lengths - num_targets
+    index = high[seq] - torch.minimum(pos, high[seq])
+    index = index.clamp(max=position_weight.shape[0] - 1)
+    out = x * scale + position_weight[index]
+    if timestamps is not None and x.shape[0] > 0:
+        ts = timestamps.to(torch.float64)
+        if query_time is None:
+            anchor = ts[(offsets[1:] - 1).clamp(min=0)][seq]
+        else:
+            anchor = query_time.to(torch.float64)[seq]
+        gap = (anchor - ts).clamp(min=1e-6) / increments
+        gap = torch.log(gap) if use_log else torch.sqrt(gap)
+        bucket = gap.clamp(min=0, max=num_time_buckets).long()
+        out = out + time_weight[bucket]
+    return out
+
+
+# traced export graphs call it as one opaque (scripted) function: it depends on the data
+torch.fx.wrap("encode_positions")

@@ -23,6 +23,9 @@ from torch import nn
 
 from recforge.modules.gr.attention import hstu_attention
 
+# traced export graphs call it as one opaque (scripted) function: its shapes depend on the data
+torch.fx.wrap("hstu_attention")
+
 
 class STULayer(nn.Module):
     """One STU layer over a jagged batch.
