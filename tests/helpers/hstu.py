@@ -13,10 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-NUM_ITEMS = 40
+NUM_ITEMS = 100
 
 
-def planted_table(rows: int, seed: int, min_len: int = 12, max_len: int = 20) -> pa.Table:
+def planted_table(rows: int, seed: int, min_len: int = 16, max_len: int = 24) -> pa.Table:
     """``uih__video_id`` / ``uih__action_timestamp`` ("|"-joined), ``item_id``, ``label``."""
     rng = np.random.default_rng(seed)
     histories, times, nxt = [], [], []
@@ -48,7 +48,7 @@ def write_planted_data(directory: str, train_rows: int = 3000, eval_rows: int = 
 FEATURES = f"""
 feature_configs {{
   sequence_feature {{
-    sequence_name: "uih" sequence_length: 20 sequence_delim: "|"
+    sequence_name: "uih" sequence_length: 24 sequence_delim: "|"
     features {{ id_feature {{ feature_name: "video_id" expression: "item:video_id"
                             embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
                             embedding_dim: 16 }} }}
@@ -80,7 +80,7 @@ model_config {
         input_preprocessor { uih_preprocessor { } }
         output_postprocessor { l2norm_postprocessor { } }
       }
-      max_seq_len: 20
+      max_seq_len: 24
     }
     item_tower { input: "candidate" mlp { hidden_units: [16] activation: "" } }
     similarity: COSINE

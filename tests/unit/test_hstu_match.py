@@ -107,7 +107,7 @@ def test_kernel_choice(monkeypatch):
             'group_name: "ts"',
             "hstu_match.user_tower.hstu.positional_encoder",
         ),
-        ("max_seq_len: 20", "max_seq_len: 0", "hstu_match.user_tower.max_seq_len"),
+        ("max_seq_len: 24", "max_seq_len: 0", "hstu_match.user_tower.max_seq_len"),
         (
             'item_tower { input: "candidate"',
             'item_tower { input: "nope"',
