@@ -136,7 +136,8 @@ MESSAGES: dict[str, Entry] = {
         (
             "HSTUMatch HSTUUserTower HSTU STU GRInputPreprocessor GRUIHPreprocessor"
             " GRPositionalEncoder GROutputPostprocessor GRL2NormPostprocessor"
-            " GRLayerNormPostprocessor"
+            " GRLayerNormPostprocessor GRActionEncoder GRSimpleActionEncoder"
+            " GRContextualizedMLP GRSimpleContextualizedMLP"
         ).split(),
         _YES,
     ),
@@ -145,8 +146,7 @@ MESSAGES: dict[str, Entry] = {
             "DlrmHSTU UltraHSTU"
             " GRContextualPreprocessor GRContextualInterleavePreprocessor"
             " GRTimestampLayerNormPostprocessor GRContentEncoder"
-            " GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder GRActionEncoder"
-            " GRSimpleActionEncoder GRContextualizedMLP GRSimpleContextualizedMLP"
+            " GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
             " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
             " FaissKmeansConfig"
@@ -278,8 +278,9 @@ FIELDS: dict[str, Entry] = {
     "STU.sla_k2": _no("semi-local attention is not built yet"),
     "HSTU.attn_truncation_split_layer": _no("mid-stack truncation is not built yet"),
     "HSTU.attn_truncation_tail_len": _no("mid-stack truncation is not built yet"),
-    "GRUIHPreprocessor.action_encoder": _no("HSTU action encoders are not built yet"),
-    "GRUIHPreprocessor.action_mlp": _no("HSTU action encoders are not built yet"),
+    "GRContextualizedMLP.parameterized_mlp": _no(
+        "the parameterized action MLP reads contextual features, which are not built yet"
+    ),
     "GRInputPreprocessor.contextual_preprocessor": _GENERATIVE,
     "GRInputPreprocessor.contextual_interleave_preprocessor": _GENERATIVE,
     "GROutputPostprocessor.timestamp_layernorm_postprocessor": _no(

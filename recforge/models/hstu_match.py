@@ -81,8 +81,9 @@ class HSTUMatch(MatchModel):
 
     ``hstu_match { user_tower { input hstu max_seq_len } item_tower { input mlp } output_dim
     similarity temperature in_batch_negative }``. The user tower reads the JAGGED_SEQUENCE
-    group ``user_tower.input`` (the history, oldest first), the JAGGED_SEQUENCE group
-    ``<prefix>_timestamp`` for time encoding (``prefix`` is ``hstu.name`` or ``uih``) and an
+    group ``user_tower.input`` (the history, oldest first), the JAGGED_SEQUENCE groups
+    ``<prefix>_action`` / ``<prefix>_watchtime`` for an action encoder, ``<prefix>_timestamp``
+    for time encoding (``prefix`` is ``hstu.name`` or ``uih``) and an
     optional DEEP group ``query_time`` (:class:`~recforge.modules.gr.hstu_encoder.
     HSTUUserEncoder`); its output is the last event's row. The item tower is an MLP over
     ``item_tower.input``. Both towers look up one embedding group: a JAGGED_SEQUENCE candidate
@@ -146,7 +147,23 @@ class HSTUMatch(MatchModel):
                 field=self.config_field("user_tower.max_seq_len"),
             )
         user_groups = [groups[uih]]
-        timestamp = f"{hstu.name or 'uih'}_timestamp"
+        prefix = hstu.name or "uih"
+        pre = hstu.input_preprocessor.uih_preprocessor
+        if pre.HasField("action_encoder"):
+            needed = [f"{prefix}_action"]
+            if pre.action_encoder.simple_action_encoder.watchtime_to_action_thresholds:
+                needed.append(f"{prefix}_watchtime")
+            for name in needed:
+                if name not in groups:
+                    raise ConfigError(
+                        f"the action encoder needs a JAGGED_SEQUENCE group '{name}' with the"
+                        f" history's {name.rsplit('_', 1)[1]} values (groups: {', '.join(groups)})",
+                        field=self.config_field(
+                            "user_tower.hstu.input_preprocessor.uih_preprocessor.action_encoder"
+                        ),
+                    )
+                user_groups.append(groups[name])
+        timestamp = f"{prefix}_timestamp"
         if hstu.positional_encoder.use_time_encoding:
             if timestamp not in groups:
                 raise ConfigError(
@@ -172,7 +189,14 @@ class HSTUMatch(MatchModel):
         eg = self.embedding_group
         with self.config_errors("user_tower.hstu"):
             encoder = HSTUUserEncoder(
-                eg.sequence_dim(uih), hstu, cfg.user_tower.max_seq_len, uih, timestamp, query_time
+                eg.sequence_dim(uih),
+                hstu,
+                cfg.user_tower.max_seq_len,
+                uih,
+                timestamp,
+                query_time,
+                f"{prefix}_action",
+                f"{prefix}_watchtime",
             )
         self.user_tower = HSTUUserTower(encoder, cfg.output_dim)
         jagged_item = eg.is_jagged_group(item)

@@ -109,3 +109,25 @@ def test_sampled_negatives_train(tmp_path):
     result = read_json(os.path.join(workdir, "model", "eval_result.json"))
     # the positive among itself and 16 sampled items
     assert 0.0 <= result["recall@10"] <= 1.0 and "softmax_cross_entropy" in result
+
+
+def test_towers_of_the_torcheasyrec_shape_script_and_equal_eager():
+    from google.protobuf import text_format
+
+    from recforge.export.scripting import random_inputs, script_tower
+    from recforge.features import FG_DAG, create_features
+    from recforge.models.model import BaseModel
+    from recforge.protos import pipeline_pb2
+    from tests.helpers.hstu import TZREC_SHAPE
+
+    cfg = text_format.Parse(TZREC_SHAPE, pipeline_pb2.EasyRecConfig())
+    del cfg.model_config.feature_groups[0]  # contextual features: not built yet
+    features = create_features(cfg.feature_configs, fg_mode=FG_DAG)
+    model = BaseModel.create_class("HSTUMatch")(cfg.model_config, features, ["x"]).eval()
+    for side in ("user", "item"):
+        scripted, wrapper = script_tower(model, side)
+        data = random_inputs(model.tower_features(side), 6)
+        with torch.no_grad():
+            eager, script = wrapper(data)[f"{side}_emb"], scripted(data)[f"{side}_emb"]
+        assert eager.shape == (6, 16)
+        torch.testing.assert_close(script, eager, atol=1e-5, rtol=0)

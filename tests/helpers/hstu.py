@@ -119,3 +119,58 @@ data_config {{
 {FEATURES}
 {MODEL}
 """
+
+
+# TorchEasyRec's hstu example config shape (kuairand): JAGGED_SEQUENCE history, candidate,
+# action / watch-time / timestamp groups, a DEEP contextual and query_time group
+TZREC_SHAPE = """
+data_config { label_fields: ["cand_seq__action_weight"] fg_mode: FG_DAG }
+feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id"
+                               embedding_dim: 16 num_buckets: 100 } }
+feature_configs { sequence_feature { sequence_name: "uih_seq" sequence_length: 64
+  sequence_delim: "|"
+  features { id_feature { feature_name: "video_id" expression: "item:video_id"
+                          embedding_name: "video_id_emb" embedding_dim: 16 num_buckets: 100 } }
+  features { raw_feature { feature_name: "action_timestamp" expression: "user:action_timestamp" } }
+  features { raw_feature { feature_name: "action_weight" expression: "user:action_weight" } } } }
+feature_configs { sequence_feature { sequence_name: "cand_seq" sequence_length: 8
+  sequence_delim: "|"
+  features { id_feature { feature_name: "video_id" expression: "item:video_id"
+                          embedding_name: "video_id_emb" embedding_dim: 16 num_buckets: 100 } } } }
+feature_configs { raw_feature { feature_name: "request_time" expression: "user:request_time" } }
+model_config {
+  feature_groups { group_name: "contextual" feature_names: "user_id" group_type: DEEP }
+  feature_groups { group_name: "uih" feature_names: "uih_seq__video_id"
+                   group_type: JAGGED_SEQUENCE }
+  feature_groups { group_name: "candidate" feature_names: "cand_seq__video_id"
+                   group_type: JAGGED_SEQUENCE }
+  feature_groups { group_name: "uih_action" feature_names: "uih_seq__action_weight"
+                   group_type: JAGGED_SEQUENCE }
+  feature_groups { group_name: "uih_timestamp" feature_names: "uih_seq__action_timestamp"
+                   group_type: JAGGED_SEQUENCE }
+  feature_groups { group_name: "query_time" feature_names: "request_time" group_type: DEEP }
+  hstu_match {
+    user_tower {
+      input: "uih"
+      hstu {
+        stu { embedding_dim: 16 num_heads: 2 hidden_dim: 8 attention_dim: 8
+              output_dropout_ratio: 0.1 use_group_norm: true }
+        input_dropout_ratio: 0.2 attn_num_layers: 2
+        positional_encoder { num_position_buckets: 64 num_time_buckets: 32
+                             use_time_encoding: true }
+        input_preprocessor { uih_preprocessor {
+          action_encoder { simple_action_encoder { action_embedding_dim: 8
+                                                   action_weights: [1, 2, 4] } }
+          action_mlp { simple_mlp { hidden_dim: 16 } } } }
+        output_postprocessor { l2norm_postprocessor { } }
+      }
+      max_seq_len: 64
+    }
+    item_tower { input: "candidate" mlp { hidden_units: 16 activation: "" } }
+    similarity: COSINE temperature: 0.05
+  }
+  metrics { recall_at_k { top_k: 5 } }
+  losses { softmax_cross_entropy { } }
+  kernel: PYTORCH
+}
+"""

@@ -13,7 +13,7 @@ from recforge.models.hstu_match import HSTUMatch
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.modules.gr import kernel
 from recforge.protos import pipeline_pb2
-from tests.helpers.hstu import FEATURES, MODEL, planted_table
+from tests.helpers.hstu import FEATURES, MODEL, TZREC_SHAPE, planted_table
 
 
 def config(model: str = MODEL, features: str = FEATURES) -> pipeline_pb2.EasyRecConfig:
@@ -123,81 +123,18 @@ def test_bad_config_is_an_error_at_its_field(old, new, field):
     assert err.value.field == f"model_config.{field}"
 
 
-# TorchEasyRec's hstu example config shape (kuairand): JAGGED_SEQUENCE history, candidate,
-# action / watch-time / timestamp groups, a DEEP contextual and query_time group
-TZREC_SHAPE = """
-data_config { label_fields: ["cand_seq__action_weight"] fg_mode: FG_DAG }
-feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id"
-                               embedding_dim: 16 num_buckets: 100 } }
-feature_configs { sequence_feature { sequence_name: "uih_seq" sequence_length: 64
-  sequence_delim: "|"
-  features { id_feature { feature_name: "video_id" expression: "item:video_id"
-                          embedding_name: "video_id_emb" embedding_dim: 16 num_buckets: 100 } }
-  features { raw_feature { feature_name: "action_timestamp" expression: "user:action_timestamp" } }
-  features { raw_feature { feature_name: "action_weight" expression: "user:action_weight" } } } }
-feature_configs { sequence_feature { sequence_name: "cand_seq" sequence_length: 8
-  sequence_delim: "|"
-  features { id_feature { feature_name: "video_id" expression: "item:video_id"
-                          embedding_name: "video_id_emb" embedding_dim: 16 num_buckets: 100 } } } }
-feature_configs { raw_feature { feature_name: "request_time" expression: "user:request_time" } }
-model_config {
-  feature_groups { group_name: "contextual" feature_names: "user_id" group_type: DEEP }
-  feature_groups { group_name: "uih" feature_names: "uih_seq__video_id"
-                   group_type: JAGGED_SEQUENCE }
-  feature_groups { group_name: "candidate" feature_names: "cand_seq__video_id"
-                   group_type: JAGGED_SEQUENCE }
-  feature_groups { group_name: "uih_action" feature_names: "uih_seq__action_weight"
-                   group_type: JAGGED_SEQUENCE }
-  feature_groups { group_name: "uih_timestamp" feature_names: "uih_seq__action_timestamp"
-                   group_type: JAGGED_SEQUENCE }
-  feature_groups { group_name: "query_time" feature_names: "request_time" group_type: DEEP }
-  hstu_match {
-    user_tower {
-      input: "uih"
-      hstu {
-        stu { embedding_dim: 16 num_heads: 2 hidden_dim: 8 attention_dim: 8
-              output_dropout_ratio: 0.1 use_group_norm: true }
-        input_dropout_ratio: 0.2 attn_num_layers: 2
-        positional_encoder { num_position_buckets: 64 num_time_buckets: 32
-                             use_time_encoding: true }
-        input_preprocessor { uih_preprocessor {
-          action_encoder { simple_action_encoder { action_embedding_dim: 8
-                                                   action_weights: [1, 2, 4] } }
-          action_mlp { simple_mlp { hidden_dim: 16 } } } }
-        output_postprocessor { l2norm_postprocessor { } }
-      }
-      max_seq_len: 64
-    }
-    item_tower { input: "candidate" mlp { hidden_units: 16 activation: "" } }
-    similarity: COSINE temperature: 0.05
-  }
-  metrics { recall_at_k { top_k: 5 } }
-  losses { softmax_cross_entropy { } }
-  kernel: PYTORCH
-}
-"""
-
-
-def test_torcheasyrec_hstu_config_shape_loads_and_names_what_is_not_built():
+def test_torcheasyrec_hstu_config_shape_loads_builds_and_predicts():
     cfg = text_format.Parse(TZREC_SHAPE, pipeline_pb2.EasyRecConfig())
-    with pytest.raises(ConfigError) as err:
-        validate_config(cfg)
-    fields = sorted(e.field for e in err.value.errors)
-    assert fields == [
-        "model_config.hstu_match.user_tower.hstu.input_preprocessor.uih_preprocessor"
-        ".action_encoder",
-        "model_config.hstu_match.user_tower.hstu.input_preprocessor.uih_preprocessor.action_mlp",
-    ]
-    # without the action encoder (and the contextual group) the same shape builds
-    pre = cfg.model_config.hstu_match.user_tower.hstu.input_preprocessor.uih_preprocessor
-    pre.Clear()
-    groups = cfg.model_config.feature_groups
-    del groups[0]
+    validate_config(cfg)
+    with pytest.raises(ConfigError, match="contextual features") as err:
+        build(cfg)
+    assert err.value.field == "model_config.feature_groups"
+    del cfg.model_config.feature_groups[0]  # the contextual group: not built yet
     validate_config(cfg)
     model = build(cfg)
     assert model.embedding_group.is_jagged_group("candidate")
     names = [g.group_name for g in model.tower_groups("user")]
-    assert names == ["uih", "uih_timestamp", "query_time"]
+    assert names == ["uih", "uih_action", "uih_timestamp", "query_time"]
     rows = pa.table(
         {
             "user_id": pa.array([1, 2, 3]),
@@ -209,7 +146,22 @@ def test_torcheasyrec_hstu_config_shape_loads_and_names_what_is_not_built():
             "cand_seq__action_weight": pa.array([1, 1, 1]),
         }
     )
-    b = batch(model, rows)
+    model.eval()
     with torch.no_grad():
-        out = model.predict(b)
+        out = model.predict(batch(model, rows))
+        other = model.predict(
+            batch(model, rows.set_column(3, "uih_seq__action_weight", pa.array(["1|2|2", "4", ""])))
+        )
     assert out["similarity"].shape == (3, 1) and torch.isfinite(out["similarity"]).all()
+    # the actions of the history change the user embedding (only the first user's changed)
+    assert not torch.allclose(out["user_emb"][0], other["user_emb"][0])
+    torch.testing.assert_close(out["user_emb"][1:], other["user_emb"][1:])
+
+
+def test_action_encoder_needs_its_group():
+    cfg = text_format.Parse(TZREC_SHAPE, pipeline_pb2.EasyRecConfig())
+    del cfg.model_config.feature_groups[3]  # uih_action
+    del cfg.model_config.feature_groups[0]
+    with pytest.raises(ConfigError, match="'uih_action'") as err:
+        build(cfg)
+    assert err.value.field.endswith("uih_preprocessor.action_encoder")

@@ -99,3 +99,17 @@ def test_time_buckets_from_the_anchor() -> None:
     assert out[:, 0].tolist() == [5.0, 3.0, 2.0]
     with pytest.raises(ValueError, match="timestamps"):
         enc(torch.zeros(3, 2), torch.tensor([0, 3]))
+
+
+def test_action_encoder_sets_the_embedding_of_each_action_bit():
+    from recforge.modules.gr.action_encoder import SimpleActionEncoder
+
+    enc = SimpleActionEncoder(2, [1, 2, 4], [30], [8])
+    with torch.no_grad():
+        enc.embeddings.copy_(torch.arange(1.0, 5.0).view(4, 1).expand(4, 2))
+    out = enc(torch.tensor([0.0, 1.0, 6.0, 1.0]), torch.tensor([0.0, 40.0, 10.0, 30.0]))
+    assert out.shape == (4, 8)
+    # types: bit 1, bit 2, bit 4, watch time >= 30 (bit 8)
+    assert out[:, ::2].tolist() == [[0, 0, 0, 0], [1, 0, 0, 4], [0, 2, 3, 0], [1, 0, 0, 4]]
+    with pytest.raises(ValueError, match="same length"):
+        SimpleActionEncoder(2, [1], [30], [])

@@ -1,13 +1,16 @@
 """The HSTU user encoder of ``hstu_match``: a jagged history in, one embedding per user out.
 
 The pipeline is TorchEasyRec's ``HSTUMatchEncoder``: the UIH preprocessor projects the history
-group's rows to ``stu.embedding_dim``, the positional encoder adds position (and time)
+group's rows to ``stu.embedding_dim`` (plus, with an action encoder, the action MLP of each
+event's actions), the positional encoder adds position (and time)
 embeddings, input dropout, ``attn_num_layers`` STU layers, the output postprocessor (L2 norm or
 layer norm), and the last event's row is the user's embedding.
 
 Inputs are the EmbeddingGroup's outputs (JAGGED_SEQUENCE groups): ``"<uih>.sequence"``
 ``[L, D]`` with ``"<uih>.sequence_length"`` ``[B]``; with time encoding
-``"<prefix>_timestamp.sequence"`` ``[L, 1]``; optionally a ``query_time`` group ``[B, 1]``, the
+``"<prefix>_timestamp.sequence"`` ``[L, 1]``; with an action encoder
+``"<prefix>_action.sequence"`` ``[L, 1]`` (and ``"<prefix>_watchtime.sequence"`` with
+watch-time thresholds); optionally a ``query_time`` group ``[B, 1]``, the
 request time that anchors the time buckets (else the last event's time).
 """
 
@@ -21,6 +24,8 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recforge.errors import DataError
+from recforge.modules.gr.action_encoder import SimpleActionEncoder
+from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
 from recforge.modules.gr.jagged import last_rows, offsets_of
 from recforge.modules.gr.positional import HSTUPositionalEncoder
 from recforge.modules.gr.stu import STULayer, STUStack
@@ -42,6 +47,11 @@ class HSTUUserEncoder(nn.Module):
         uih_key: the history group.
         timestamp_key: the timestamp group (read only with time encoding).
         query_time_key: the request-time group, or None.
+        action_key: the action group (read only with an action encoder).
+        watchtime_key: the watch-time group (read only with watch-time thresholds).
+
+    Raises:
+        ValueError: an action encoder without ``action_mlp`` (or with bad settings).
 
     """
 
@@ -53,6 +63,8 @@ class HSTUUserEncoder(nn.Module):
         uih_key: str,
         timestamp_key: str,
         query_time_key: Optional[str] = None,
+        action_key: str = "uih_action",
+        watchtime_key: str = "uih_watchtime",
     ) -> None:
         super().__init__()
         stu = hstu.stu
@@ -63,6 +75,28 @@ class HSTUUserEncoder(nn.Module):
         self._max_seq_len = max_seq_len
         self._input_dropout = hstu.input_dropout_ratio
         self.input_projection = nn.Linear(uih_dim, dim)
+        self._action_key = action_key
+        self._watchtime_key = watchtime_key
+        self.action_encoder: Optional[SimpleActionEncoder] = None
+        self.action_mlp: Optional[SimpleContextualizedMLP] = None
+        pre = hstu.input_preprocessor.uih_preprocessor
+        if pre.HasField("action_encoder"):
+            enc = pre.action_encoder.simple_action_encoder
+            self.action_encoder = SimpleActionEncoder(
+                enc.action_embedding_dim,
+                list(enc.action_weights),
+                list(enc.watchtime_to_action_thresholds),
+                list(enc.watchtime_to_action_weights),
+                enc.embedding_init_std,
+            )
+            if not pre.action_mlp.HasField("simple_mlp"):
+                raise ValueError(
+                    "input_preprocessor.uih_preprocessor.action_encoder needs"
+                    " action_mlp { simple_mlp { hidden_dim } }"
+                )
+            self.action_mlp = SimpleContextualizedMLP(
+                self.action_encoder.output_dim, dim, pre.action_mlp.simple_mlp.hidden_dim
+            )
         self.positional_encoder: Optional[HSTUPositionalEncoder] = None
         self._use_time = False
         if hstu.HasField("positional_encoder"):
@@ -108,6 +142,12 @@ class HSTUUserEncoder(nn.Module):
         lengths = grouped[f"{self._uih_key}.sequence_length"].to(torch.int64)
         offsets = offsets_of(lengths)
         x = self.input_projection(values)
+        if self.action_encoder is not None and self.action_mlp is not None:
+            actions = grouped[f"{self._action_key}.sequence"].reshape(-1)
+            watchtimes: Optional[torch.Tensor] = None
+            if self.action_encoder.need_watchtime:
+                watchtimes = grouped[f"{self._watchtime_key}.sequence"].reshape(-1)
+            x = x + self.action_mlp(self.action_encoder(actions, watchtimes))
         if self.positional_encoder is not None:
             timestamps: Optional[torch.Tensor] = None
             if self._use_time:
