@@ -273,7 +273,9 @@ FIELDS: dict[str, Entry] = {
         f"STU.{name}": _ignored("a GPU memory / speed switch of TorchEasyRec's fused kernels")
         for name in "recompute_normed_x recompute_uvqk recompute_y sort_by_length".split()
     },
-    "STU.contextual_seq_len": _no("contextual features of HSTU are not built yet"),
+    "STU.contextual_seq_len": _no(
+        "it follows the 'contextual' feature group (one token per feature); leave it unset"
+    ),
     "STU.sla_k1": _no("semi-local attention is not built yet"),
     "STU.sla_k2": _no("semi-local attention is not built yet"),
     "HSTU.attn_truncation_split_layer": _no("mid-stack truncation is not built yet"),

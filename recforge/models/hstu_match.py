@@ -83,13 +83,13 @@ class HSTUMatch(MatchModel):
     similarity temperature in_batch_negative }``. The user tower reads the JAGGED_SEQUENCE
     group ``user_tower.input`` (the history, oldest first), the JAGGED_SEQUENCE groups
     ``<prefix>_action`` / ``<prefix>_watchtime`` for an action encoder, ``<prefix>_timestamp``
-    for time encoding (``prefix`` is ``hstu.name`` or ``uih``) and an
-    optional DEEP group ``query_time`` (:class:`~recforge.modules.gr.hstu_encoder.
-    HSTUUserEncoder`); its output is the last event's row. The item tower is an MLP over
-    ``item_tower.input``. Both towers look up one embedding group: a JAGGED_SEQUENCE candidate
-    group shares the history's tables by ``embedding_name``; a DEEP one pools its ids in
-    tables of its own. Candidates, loss and recall are
-    :class:`~recforge.models.match_model.MatchModel`'s.
+    for time encoding (``prefix`` is ``hstu.name`` or ``uih``), an optional DEEP group
+    ``contextual`` (user features, one token each) and an optional DEEP group ``query_time``
+    (:class:`~recforge.modules.gr.hstu_encoder.HSTUUserEncoder`); its output is the last
+    event's row. The item tower is an MLP over ``item_tower.input``. Both towers look up one
+    embedding group: a JAGGED_SEQUENCE candidate group shares the history's tables by
+    ``embedding_name``; a DEEP one pools its ids in tables of its own. Candidates, loss and
+    recall are :class:`~recforge.models.match_model.MatchModel`'s.
 
     Where we differ from TorchEasyRec: its candidates are a JAGGED_SEQUENCE group with several
     positives per user, scored by a sampler that reports each row's positive count, and it
@@ -134,12 +134,15 @@ class HSTUMatch(MatchModel):
                 f"hstu_match's item_tower.input '{item}' must be a DEEP or JAGGED_SEQUENCE group",
                 field=self.config_field("item_tower.input"),
             )
+        contextual: Optional[str] = None
         if CONTEXTUAL_GROUP in groups:
-            raise ConfigError(
-                f"hstu_match's '{CONTEXTUAL_GROUP}' feature group (contextual features) is not"
-                " supported yet; remove it",
-                field="model_config.feature_groups",
-            )
+            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
+                raise ConfigError(
+                    f"hstu_match's '{CONTEXTUAL_GROUP}' feature group must be a DEEP group (a"
+                    " SEQUENCE contextual group is not supported yet)",
+                    field="model_config.feature_groups",
+                )
+            contextual = CONTEXTUAL_GROUP
         hstu = cfg.user_tower.hstu
         if cfg.user_tower.max_seq_len <= 0:
             raise ConfigError(
@@ -172,6 +175,8 @@ class HSTUMatch(MatchModel):
                     field=self.config_field("user_tower.hstu.positional_encoder"),
                 )
             user_groups.append(groups[timestamp])
+        if contextual is not None:
+            user_groups.append(groups[contextual])
         query_time: Optional[str] = None
         if QUERY_TIME_GROUP in groups and hstu.positional_encoder.use_time_encoding:
             query_time = QUERY_TIME_GROUP
@@ -197,6 +202,8 @@ class HSTUMatch(MatchModel):
                 query_time,
                 f"{prefix}_action",
                 f"{prefix}_watchtime",
+                contextual,
+                eg.group_dims(contextual) if contextual is not None else None,
             )
         self.user_tower = HSTUUserTower(encoder, cfg.output_dim)
         jagged_item = eg.is_jagged_group(item)

@@ -121,7 +121,6 @@ def test_towers_of_the_torcheasyrec_shape_script_and_equal_eager():
     from tests.helpers.hstu import TZREC_SHAPE
 
     cfg = text_format.Parse(TZREC_SHAPE, pipeline_pb2.EasyRecConfig())
-    del cfg.model_config.feature_groups[0]  # contextual features: not built yet
     features = create_features(cfg.feature_configs, fg_mode=FG_DAG)
     model = BaseModel.create_class("HSTUMatch")(cfg.model_config, features, ["x"]).eval()
     for side in ("user", "item"):

@@ -16,14 +16,23 @@ from recforge.modules.gr.relative_bias import RelativeBucketedTimeAndPositionBia
 MAX_LEN = 12
 
 
-def _allowed(i: int, j: int, n: int, targets: int, causal: bool, window: int) -> bool:
+def _allowed(
+    i: int, j: int, n: int, targets: int, causal: bool, window: int, contextual: int = 0
+) -> bool:
     """The HSTU mask for one (query, key) pair, spelled out."""
     if i >= n or j >= n:
         return False
     history = n - targets
-    pi, pj = min(i, history), min(j, history)  # candidates share the first candidate's slot
     if i == j:
         return True
+    if i < contextual:  # a contextual token sees every token but the candidates
+        return j < history
+
+    def slot(p: int) -> int:
+        # contextual tokens share slot 0; candidates share the first candidate's slot
+        return 0 if p < contextual else min(p, history) - max(contextual - 1, 0)
+
+    pi, pj = slot(i), slot(j)
     if pi == pj:
         return False
     if causal and pj > pi:
@@ -42,6 +51,7 @@ def _reference(
     targets: Optional[list[int]],
     window: int,
     bias: Optional[torch.Tensor],
+    contextual: int = 0,
 ) -> torch.Tensor:
     """Pads every sequence to MAX_LEN, masks with `_allowed`, unpads."""
     b, h = len(lengths), q.shape[1]
@@ -60,7 +70,7 @@ def _reference(
         t = targets[s] if targets is not None else 0
         for i in range(MAX_LEN):
             for j in range(MAX_LEN):
-                mask[s, i, j] = float(_allowed(i, j, n, t, causal, window))
+                mask[s, i, j] = float(_allowed(i, j, n, t, causal, window, contextual))
     scores = torch.einsum("bihd,bjhd->bhij", pq, pk) * alpha
     if bias is not None:
         scores = scores + bias.unsqueeze(1)
@@ -129,6 +139,33 @@ def test_jagged_equals_padded_reference(
     params = [q, k, v] + ([module.pos_w, module.ts_w] if with_bias else [])
     grads = torch.autograd.grad((out * up).sum(), params)
     ref_grads = torch.autograd.grad((ref * up).sum(), params)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "lengths,with_targets,window",
+    [([2, 3, 7, 12, 2], False, 0), ([5, 2, 12, 3], True, 0), ([12, 4, 9], True, 2)],
+)
+def test_contextual_tokens_match_the_reference(
+    lengths: list[int], with_targets: bool, window: int
+) -> None:
+    g = torch.Generator().manual_seed(11 + window)
+    total, contextual = sum(lengths), 2
+    q, k, v = (
+        torch.randn(total, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        for _ in range(3)
+    )
+    offsets = offsets_of(torch.tensor(lengths))
+    targets = [min(n - contextual, 1) for n in lengths] if with_targets else None
+    num_targets = torch.tensor(targets) if targets is not None else None
+    out = hstu_attention(
+        q, k, v, offsets, 0.7, MAX_LEN, True, num_targets, window, None, contextual
+    )
+    ref = _reference(q, k, v, lengths, 0.7, MAX_LEN, True, targets, window, None, contextual)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    grads = torch.autograd.grad(out.pow(2).sum(), [q, k, v])
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), [q, k, v])
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 

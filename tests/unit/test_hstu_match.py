@@ -126,15 +126,10 @@ def test_bad_config_is_an_error_at_its_field(old, new, field):
 def test_torcheasyrec_hstu_config_shape_loads_builds_and_predicts():
     cfg = text_format.Parse(TZREC_SHAPE, pipeline_pb2.EasyRecConfig())
     validate_config(cfg)
-    with pytest.raises(ConfigError, match="contextual features") as err:
-        build(cfg)
-    assert err.value.field == "model_config.feature_groups"
-    del cfg.model_config.feature_groups[0]  # the contextual group: not built yet
-    validate_config(cfg)
     model = build(cfg)
     assert model.embedding_group.is_jagged_group("candidate")
     names = [g.group_name for g in model.tower_groups("user")]
-    assert names == ["uih", "uih_action", "uih_timestamp", "query_time"]
+    assert names == ["uih", "uih_action", "uih_timestamp", "contextual", "query_time"]
     rows = pa.table(
         {
             "user_id": pa.array([1, 2, 3]),
@@ -156,12 +151,28 @@ def test_torcheasyrec_hstu_config_shape_loads_builds_and_predicts():
     # the actions of the history change the user embedding (only the first user's changed)
     assert not torch.allclose(out["user_emb"][0], other["user_emb"][0])
     torch.testing.assert_close(out["user_emb"][1:], other["user_emb"][1:])
+    # so do the contextual features (user 1 -> 5 changes only the first user's)
+    with torch.no_grad():
+        third = model.predict(batch(model, rows.set_column(0, "user_id", pa.array([5, 2, 3]))))
+    assert not torch.allclose(out["user_emb"][0], third["user_emb"][0])
+    torch.testing.assert_close(out["user_emb"][1:], third["user_emb"][1:])
+
+
+def test_contextual_features_must_share_one_width():
+    text = TZREC_SHAPE.replace(
+        'feature_groups { group_name: "contextual" feature_names: "user_id" group_type: DEEP }',
+        'feature_groups { group_name: "contextual" feature_names: ["user_id", "request_time"]'
+        " group_type: DEEP }",
+    )
+    cfg = text_format.Parse(text, pipeline_pb2.EasyRecConfig())
+    with pytest.raises(ConfigError, match="one embedding width") as err:
+        build(cfg)
+    assert err.value.field == "model_config.hstu_match.user_tower.hstu"
 
 
 def test_action_encoder_needs_its_group():
     cfg = text_format.Parse(TZREC_SHAPE, pipeline_pb2.EasyRecConfig())
     del cfg.model_config.feature_groups[3]  # uih_action
-    del cfg.model_config.feature_groups[0]
     with pytest.raises(ConfigError, match="'uih_action'") as err:
         build(cfg)
     assert err.value.field.endswith("uih_preprocessor.action_encoder")

@@ -113,3 +113,16 @@ def test_action_encoder_sets_the_embedding_of_each_action_bit():
     assert out[:, ::2].tolist() == [[0, 0, 0, 0], [1, 0, 0, 4], [0, 2, 3, 0], [1, 0, 0, 4]]
     with pytest.raises(ValueError, match="same length"):
         SimpleActionEncoder(2, [1], [30], [])
+
+
+def test_contextual_tokens_take_the_first_positions():
+    enc = HSTUPositionalEncoder(embedding_dim=4, num_position_buckets=8)
+    with torch.no_grad():
+        enc.position_weight.copy_(torch.arange(8.0).view(8, 1).expand(8, 4))
+    contextual = HSTUPositionalEncoder(
+        embedding_dim=4, num_position_buckets=8, contextual_seq_len=2
+    )
+    contextual.load_state_dict(enc.state_dict())
+    # two contextual tokens, then three events: positions 0 1, then 3 + 2 .. 1 + 2
+    out = contextual(torch.zeros(5, 4), torch.tensor([0, 5]))
+    assert out[:, 0].tolist() == [0.0, 1.0, 5.0, 4.0, 3.0]

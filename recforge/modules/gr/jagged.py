@@ -49,3 +49,18 @@ def last_rows(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     index = (offsets[1:] - 1).clamp(min=0)
     keep = (lengths > 0).to(values.dtype).view([-1] + [1] * (values.dim() - 1))
     return values[index] * keep
+
+
+def prepend_rows(values: torch.Tensor, offsets: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    """Puts ``c`` rows before each sequence: ``[L, *S]`` + ``[B, c, *S]`` -> ``[L + B * c, *S]``.
+
+    The new offsets are ``offsets_of(lengths_of(offsets) + c)``.
+    """
+    batch, c = prefix.shape[0], prefix.shape[1]
+    lengths = lengths_of(offsets)
+    starts = offsets_of(lengths + c)[:-1]
+    seq, pos = row_index(offsets, values.shape[0])
+    out = values.new_zeros([values.shape[0] + batch * c] + list(values.shape[1:]))
+    out = out.index_put([starts[seq] + c + pos], values)
+    context = (starts.view(-1, 1) + torch.arange(c, device=values.device).view(1, -1)).reshape(-1)
+    return out.index_put([context], prefix.reshape([batch * c] + list(values.shape[1:])))

@@ -6,7 +6,9 @@ by how far the event is from the end of its history (the newest event is 1, the 
 at ``num_position_buckets - 1``), and optionally a time embedding, indexed by the bucket of
 ``query_time - timestamp`` in units of ``time_bucket_increments`` seconds (``sqrt`` or ``log``
 of it, truncated, clipped to ``[0, num_time_buckets]``). Without a query time the anchor is the
-sequence's last timestamp.
+sequence's last timestamp. With ``contextual_seq_len`` ``c``, the first ``c`` rows of each
+sequence are contextual tokens with positions ``0 .. c - 1`` and the events' indices are shifted
+by ``c``.
 
 No ``from __future__ import annotations``: TorchScript compiles ``encode_positions`` (export).
 """
@@ -30,6 +32,7 @@ class HSTUPositionalEncoder(nn.Module):
         use_time_encoding: add the time embedding.
         time_bucket_fn: ``"sqrt"`` or ``"log"``.
         time_bucket_increments: seconds per unit before ``time_bucket_fn``.
+        contextual_seq_len: contextual tokens at the start of each sequence.
 
     """
 
@@ -41,11 +44,13 @@ class HSTUPositionalEncoder(nn.Module):
         use_time_encoding: bool = False,
         time_bucket_fn: str = "sqrt",
         time_bucket_increments: float = 60.0,
+        contextual_seq_len: int = 0,
     ) -> None:
         super().__init__()
         if time_bucket_fn not in ("sqrt", "log"):
             raise ValueError(f"time_bucket_fn must be 'sqrt' or 'log', got {time_bucket_fn!r}")
         self._scale = embedding_dim**0.5
+        self._contextual = contextual_seq_len
         self._use_time = use_time_encoding
         self._use_log = time_bucket_fn == "log"
         self._increments = time_bucket_increments
@@ -95,6 +100,7 @@ class HSTUPositionalEncoder(nn.Module):
             self._use_log,
             self._increments,
             self._num_time_buckets,
+            self._contextual,
         )
 
 
@@ -110,13 +116,16 @@ def encode_positions(
     use_log: bool,
     increments: float,
     num_time_buckets: int,
+    contextual_seq_len: int = 0,
 ) -> torch.Tensor:
     """``HSTUPositionalEncoder``'s computation (no time embedding when ``timestamps`` is None)."""
     lengths = lengths_of(offsets)
     seq, pos = row_index(offsets, x.shape[0])
     high = lengths if num_targets is None else lengths - num_targets
-    index = high[seq] - torch.minimum(pos, high[seq])
+    index = high[seq] - torch.minimum(pos, high[seq]) + contextual_seq_len
     index = index.clamp(max=position_weight.shape[0] - 1)
+    if contextual_seq_len > 0:
+        index = torch.where(pos < contextual_seq_len, pos, index)
     out = x * scale + position_weight[index]
     if timestamps is not None and x.shape[0] > 0:
         ts = timestamps.to(torch.float64)

@@ -43,6 +43,8 @@ class STULayer(nn.Module):
         use_group_norm: normalise the attention output per head instead of over all heads.
         scaling_seqlen: divisor of the attention weights; -1 means the batch's ``max_seq_len``
             argument (TorchEasyRec's fallback).
+        contextual_seq_len: contextual tokens at the start of each sequence (see
+            ``hstu_attention``).
 
     Example:
         >>> import torch
@@ -66,8 +68,10 @@ class STULayer(nn.Module):
         attn_alpha: float = 0.0,
         use_group_norm: bool = False,
         scaling_seqlen: int = -1,
+        contextual_seq_len: int = 0,
     ) -> None:
         super().__init__()
+        self._contextual = contextual_seq_len
         self._num_heads = num_heads
         self._hidden_dim = hidden_dim
         self._attention_dim = attention_dim
@@ -132,6 +136,7 @@ class STULayer(nn.Module):
             num_targets if self._target_aware else None,
             self._max_attn_len,
             bias,
+            self._contextual,
         ).reshape(-1, heads * hidden)
         if self._use_group_norm:
             normed_attn = F.group_norm(
