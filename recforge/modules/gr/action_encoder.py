@@ -32,6 +32,10 @@ class SimpleActionEncoder(nn.Module):
 
     """
 
+    combined_weights: torch.Tensor
+    thresholds: torch.Tensor
+    threshold_weights: torch.Tensor
+
     def __init__(
         self,
         action_embedding_dim: int,
