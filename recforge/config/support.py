@@ -71,7 +71,7 @@ _DERIVED_FIELDS: dict[str, Entry] = {
 }
 _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_value_type"
 _MODEL = _no("this model is not in recforge's zoo yet")
-_GENERATIVE = _no("generative (HSTU / semantic-id) models are not built yet")
+_GENERATIVE = _no("this generative (HSTU / semantic-id) part is not built yet")
 _SAMPLER = _no("tdm_sampler (TDM's tree sampler) is not built yet")
 _DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
@@ -128,14 +128,22 @@ MESSAGES: dict[str, Entry] = {
         ("FusionMTLTower FusionSubTaskConfig TDM MultiWindowDINTower ContrastiveConfig").split(),
         _MODEL,
     ),
+    # HSTU retrieval (recforge/models/hstu_match.py, recforge/modules/gr/)
     **dict.fromkeys(
         (
-            "DlrmHSTU UltraHSTU HSTUMatch HSTUUserTower HSTU STU GRInputPreprocessor"
-            " GRContextualPreprocessor GRContextualInterleavePreprocessor GRUIHPreprocessor"
+            "HSTUMatch HSTUUserTower HSTU STU GRInputPreprocessor GRUIHPreprocessor"
             " GRPositionalEncoder GROutputPostprocessor GRL2NormPostprocessor"
-            " GRLayerNormPostprocessor GRTimestampLayerNormPostprocessor GRContentEncoder"
-            " GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder GRActionEncoder"
-            " GRSimpleActionEncoder GRContextualizedMLP GRSimpleContextualizedMLP"
+            " GRLayerNormPostprocessor GRActionEncoder GRSimpleActionEncoder"
+            " GRContextualizedMLP GRSimpleContextualizedMLP"
+        ).split(),
+        _YES,
+    ),
+    **dict.fromkeys(
+        (
+            "DlrmHSTU UltraHSTU"
+            " GRContextualPreprocessor GRContextualInterleavePreprocessor"
+            " GRTimestampLayerNormPostprocessor GRContentEncoder"
+            " GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
             " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
             " FaissKmeansConfig"
@@ -186,9 +194,7 @@ FIELDS: dict[str, Entry] = {
         for key in ("STRING", "INT64", "INT32")
         for value in ("INT32", "INT64", "STRING", "FLOAT", "DOUBLE")
     },
-    "FeatureGroupConfig.group_type=JAGGED_SEQUENCE": _no(
-        "jagged sequence groups are not built yet"
-    ),
+    "FeatureGroupConfig.group_type=JAGGED_SEQUENCE": _YES,
     "NegativeSampler.item_id_delim": _no("multi-id items in the sampler table are not built yet"),
     # features: every FG kind is built, with its sequence_ variant and as an element of a
     # sequence_feature, except these
@@ -259,10 +265,33 @@ FIELDS: dict[str, Entry] = {
     **{f"ModelConfig.{name}": _MODEL for name in ("tdm".split())},
     **{
         f"ModelConfig.{name}": _GENERATIVE
-        for name in "dlrm_hstu ultra_hstu hstu_match sid_rqvae sid_rqkmeans".split()
+        for name in "dlrm_hstu ultra_hstu sid_rqvae sid_rqkmeans".split()
     },
+    "ModelConfig.hstu_match": _YES,
+    # HSTU: what the STU layers and hstu_match do not build yet
+    **{
+        f"STU.{name}": _ignored("a GPU memory / speed switch of TorchEasyRec's fused kernels")
+        for name in "recompute_normed_x recompute_uvqk recompute_y sort_by_length".split()
+    },
+    "STU.contextual_seq_len": _no(
+        "it follows the 'contextual' feature group (one token per feature); leave it unset"
+    ),
+    "STU.sla_k1": _no("semi-local attention is not built yet"),
+    "STU.sla_k2": _no("semi-local attention is not built yet"),
+    "HSTU.attn_truncation_split_layer": _no("mid-stack truncation is not built yet"),
+    "HSTU.attn_truncation_tail_len": _no("mid-stack truncation is not built yet"),
+    "GRContextualizedMLP.parameterized_mlp": _no(
+        "the parameterized action MLP reads contextual features, which are not built yet"
+    ),
+    "GRInputPreprocessor.contextual_preprocessor": _GENERATIVE,
+    "GRInputPreprocessor.contextual_interleave_preprocessor": _GENERATIVE,
+    "GROutputPostprocessor.timestamp_layernorm_postprocessor": _no(
+        "the timestamp layer-norm postprocessor is not built yet"
+    ),
+    "HSTUMatch.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "ModelConfig.embedding_l2_regularization": _YES,  # recforge extension
-    "ModelConfig.kernel": _ignored("it picks the attention kernels of HSTU models"),
+    # PYTORCH everywhere; TRITON where a GPU and triton exist (recforge/modules/gr/kernel.py)
+    "ModelConfig.kernel": _YES,
     "TaskTower.train_metrics": _no("per-task train metrics are not built yet"),
     "BayesTaskTower.train_metrics": _no("per-task train metrics are not built yet"),
     "InterventionTaskTower.train_metrics": _no("per-task train metrics are not built yet"),

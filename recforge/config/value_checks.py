@@ -31,7 +31,8 @@ def check_values(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
     known activation; metrics suit the ``num_class`` of their model or task tower, and every
     loss and metric can be built from its settings; ``vocab_list`` has no
     duplicates; ``sequence_delim`` is not empty; ``init_fn`` runs; the embedding tables fit
-    in this machine's memory; ``embedding_l2_regularization`` is finite and >= 0.
+    in this machine's memory; ``embedding_l2_regularization`` is finite and >= 0; an HSTU
+    model's ``kernel`` can run on this machine.
 
     Args:
         config: the loaded config.
@@ -46,6 +47,7 @@ def check_values(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
             _check_mlp(mlp, fld, add)
         _check_losses_and_metrics(config.model_config, add)
         _check_embedding_l2(config.model_config, add)
+        _check_kernel(config.model_config, add)
     _check_feature_values(config, add)
     _check_table_memory(config, add)
 
@@ -186,6 +188,13 @@ def _check_embedding_l2(mc: Message, add: Add) -> None:
             "model_config.embedding_l2_regularization",
             f"embedding_l2_regularization must be a finite number >= 0, found {weight:g}",
         )
+
+
+def _check_kernel(mc: Message, add: Add) -> None:
+    from recforge.modules.gr.kernel import HSTU_MODELS, kernel_problem
+
+    if mc.WhichOneof("model") in HSTU_MODELS and (problem := kernel_problem(mc.kernel)):
+        add("model_config.kernel", problem)
 
 
 def _try(build: Callable[[], object], fld: str, add: Add) -> None:

@@ -106,6 +106,8 @@ def example_inputs(model: BaseModel, batch_size: int = 4) -> dict[str, torch.Ten
                 data[f"{feature.name}.weights"] = torch.full((batch_size,), 0.5)
         else:
             data[f"{feature.name}.values"] = torch.full((batch_size, feature.dense_width), 0.5)
+            if feature.is_sequence:  # column 0 is the length: one element, like the ids
+                data[f"{feature.name}.values"][:, 0] = 1.0
     return data
 
 
@@ -187,6 +189,8 @@ def random_inputs(features: Sequence[BaseFeature], batch_size: int) -> dict[str,
             data[f"{feature.name}.values"] = torch.rand(
                 batch_size, feature.dense_width, generator=generator
             )
+            if feature.is_sequence:  # column 0 is the length: one element, like the ids
+                data[f"{feature.name}.values"][:, 0] = 1.0
     return data
 
 

@@ -93,6 +93,10 @@ class EmbeddingGroup(nn.Module):
         (concatenated query features; ``[B, 0]`` without any), ``"g.sequence"``
         ``[B, T, Ds]`` (concatenated sequence features, ``T`` the longest
         ``sequence_length``) and ``"g.sequence_length"`` ``[B]`` (int, elements per row).
+        A JAGGED_SEQUENCE group (TorchEasyRec's, read by the HSTU models) has the same keys but
+        is never padded: ``"g.sequence"`` is ``[L, Ds]``, every row's elements one after the
+        other (``L = sum(g.sequence_length)``); a raw sequence feature in it (a timestamp,
+        an action) gives one column of its numbers.
 
     """
 
@@ -134,12 +138,14 @@ class EmbeddingGroup(nn.Module):
             if problems:
                 where, message = problems[0]
                 raise EmbeddingGroupError(f"feature group '{group.group_name}' {where}: {message}")
-            if group.group_type == model_pb2.SEQUENCE:
+            if group.group_type in (model_pb2.SEQUENCE, model_pb2.JAGGED_SEQUENCE):
+                jagged = group.group_type == model_pb2.JAGGED_SEQUENCE
                 self._sequence_groups[group.group_name] = _build_sequence_group(
-                    f"SEQUENCE feature group '{group.group_name}'",
+                    f"{'JAGGED_' if jagged else ''}SEQUENCE feature group '{group.group_name}'",
                     group.feature_names,
                     by_name,
                     sequence_tables,
+                    jagged,
                 )
                 continue
             if nested.groups:
@@ -348,9 +354,14 @@ class EmbeddingGroup(nn.Module):
         return list(self._group_names)
 
     def is_sequence_group(self, group_name: str) -> bool:
-        """Whether a group is a SEQUENCE group (see the class docstring for its outputs)."""
+        """Whether a group is a SEQUENCE or JAGGED_SEQUENCE group (see the class docstring)."""
         self._check_group(group_name)
         return group_name in self._sequence_groups
+
+    def is_jagged_group(self, group_name: str) -> bool:
+        """Whether a group is a JAGGED_SEQUENCE group (``"g.sequence"`` is ``[L, Ds]``)."""
+        self._check_group(group_name)
+        return group_name in self._sequence_groups and self._sequence_groups[group_name].jagged
 
     def query_dim(self, group_name: str) -> int:
         """Width ``Dq`` of a SEQUENCE group's ``"g.query"`` tensor (0 without query features)."""
@@ -519,7 +530,9 @@ class _SequenceGroup:
         sequence_dims: list[int],
         max_length: int,
         dense_lengths: dict[str, int],
+        jagged: bool = False,
     ) -> None:
+        self.jagged = jagged
         self.dense_lengths = dense_lengths
         self.dense_keys = list(dense_lengths)
         self.query_keys = query_keys
@@ -547,10 +560,17 @@ class _SequenceGroup:
         parts = []
         for key in self.sequence_keys:
             if key in self.dense_lengths:
-                parts.append(_dense_sequence(dense[key], self.dense_lengths[key], self.max_length))
+                if self.jagged:
+                    parts.append(_jagged_dense_sequence(dense[key], lengths))
+                else:
+                    parts.append(
+                        _dense_sequence(dense[key], self.dense_lengths[key], self.max_length)
+                    )
+            elif self.jagged:
+                parts.append(jagged[key].values())
             else:
                 parts.append(jagged[key].to_padded_dense(self.max_length))
-        sequence = torch.cat(parts, dim=2)
+        sequence = torch.cat(parts, dim=1 if self.jagged else 2)
         if self.query_keys:
             query = torch.cat(
                 [
@@ -576,6 +596,13 @@ def _dense_sequence(packed: torch.Tensor, length: int, max_length: int) -> torch
     elif length > max_length:
         numbers = numbers[:, :max_length]
     return numbers.unsqueeze(2)
+
+
+def _jagged_dense_sequence(packed: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[B, 1 + length]`` (length, numbers) -> the first ``lengths[b]`` numbers ``[L, 1]``."""
+    numbers = packed[:, 1:]
+    keep = torch.arange(numbers.shape[1], device=numbers.device).view(1, -1) < lengths.view(-1, 1)
+    return numbers[keep].unsqueeze(1)
 
 
 def _sum_pool(embeddings: JaggedTensor) -> torch.Tensor:
@@ -610,6 +637,7 @@ def _build_sequence_group(
     feature_names: Sequence[str],
     by_name: dict[str, BaseFeature],
     tables: dict[str, EmbeddingConfig],
+    jagged: bool = False,
 ) -> _SequenceGroup:
     """Checks a sequence group and adds its tables to ``tables`` (shared by name).
 
@@ -618,6 +646,7 @@ def _build_sequence_group(
         feature_names: its query and sequence features.
         by_name: every feature by name.
         tables: the sequence tables so far, by name.
+        jagged: a JAGGED_SEQUENCE group (outputs not padded).
 
     """
     query_keys, query_dims, sequence_keys, sequence_dims, lengths = [], [], [], [], []
@@ -658,5 +687,5 @@ def _build_sequence_group(
             "a sequence_feature element)"
         )
     return _SequenceGroup(
-        query_keys, query_dims, sequence_keys, sequence_dims, max(lengths), dense_lengths
+        query_keys, query_dims, sequence_keys, sequence_dims, max(lengths), dense_lengths, jagged
     )

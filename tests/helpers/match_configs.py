@@ -58,4 +58,20 @@ MATCH_MODEL_CONFIGS: dict = {
       }
       metrics { recall_at_k { top_k: 2 } }
     """,
+    "HSTUMatch": """
+      feature_groups { group_name: "hist" feature_names: ["tag_seq"] group_type: JAGGED_SEQUENCE }
+      feature_groups { group_name: "item" feature_names: ["item", "tags"] }
+      hstu_match {
+        user_tower {
+          input: "hist" max_seq_len: 4
+          hstu {
+            stu { embedding_dim: 8 num_heads: 2 hidden_dim: 4 attention_dim: 4 }
+            attn_num_layers: 1 positional_encoder { num_position_buckets: 8 }
+          }
+        }
+        item_tower { input: "item" mlp { hidden_units: [16] } }
+        output_dim: 8 temperature: 0.5 in_batch_negative: true
+      }
+      metrics { recall_at_k { top_k: 2 } }
+    """,
 }

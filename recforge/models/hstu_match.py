@@ -1,0 +1,276 @@
+"""HSTU match: an HSTU user tower over the jagged history against an item tower."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+from recforge.config import ConfigError
+from recforge.datasets.batch import Batch
+from recforge.errors import DataError
+from recforge.models.match_model import MatchModel, MatchTower
+from recforge.modules.embedding import EmbeddingGroup
+from recforge.modules.gr.hstu_encoder import HSTUUserEncoder
+from recforge.modules.gr.kernel import kernel_problem, log_kernel_choice
+from recforge.protos import model_pb2
+
+#: TorchEasyRec's fixed group names (the history's prefix is ``hstu.name`` or ``uih``)
+QUERY_TIME_GROUP = "query_time"
+CONTEXTUAL_GROUP = "contextual"
+
+
+class HSTUUserTower(nn.Module):
+    """Grouped features -> user embedding ``[B, D]``: the HSTU encoder, then ``output_dim``."""
+
+    def __init__(self, encoder: HSTUUserEncoder, output_dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        width = encoder.output_dim()
+        self.output = nn.Linear(width, output_dim) if output_dim > 0 else None
+        self._output_dim = output_dim if output_dim > 0 else width
+
+    def output_dim(self) -> int:
+        """Width of the user embedding."""
+        return self._output_dim
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, D]``."""
+        x = self.encoder(grouped)
+        return self.output(x) if self.output is not None else x
+
+
+class HSTUItemTower(nn.Module):
+    """Grouped features -> item embedding ``[B, D]`` (a DEEP group, or one jagged row per item)."""
+
+    def __init__(self, key: str, tower: MatchTower) -> None:
+        super().__init__()
+        self._key = key
+        self.tower = tower
+
+    def output_dim(self) -> int:
+        """Width of the item embedding."""
+        return self.tower.output_dim()
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, D]``."""
+        return self.tower(grouped[self._key])
+
+
+class GroupedTowerModule(nn.Module):
+    """One tower with its own tables, for export: ``Batch`` -> embeddings ``[B, D]``."""
+
+    def __init__(self, embedding_group: EmbeddingGroup, tower: nn.Module, normalize: bool) -> None:
+        super().__init__()
+        self.embedding_group = embedding_group
+        self.tower = tower
+        self._normalize = normalize
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """``[B, D]`` (L2-normalised for cosine similarity)."""
+        emb = self.tower(self.embedding_group(batch.sparse_features, batch.dense_features))
+        return F.normalize(emb, dim=-1) if self._normalize else emb
+
+
+class HSTUMatch(MatchModel):
+    """HSTU retrieval (Zhai et al. 2024, TorchEasyRec's ``hstu_match``) as a two-tower model.
+
+    ``hstu_match { user_tower { input hstu max_seq_len } item_tower { input mlp } output_dim
+    similarity temperature in_batch_negative }``. The user tower reads the JAGGED_SEQUENCE
+    group ``user_tower.input`` (the history, oldest first), the JAGGED_SEQUENCE groups
+    ``<prefix>_action`` / ``<prefix>_watchtime`` for an action encoder, ``<prefix>_timestamp``
+    for time encoding (``prefix`` is ``hstu.name`` or ``uih``), an optional DEEP group
+    ``contextual`` (user features, one token each) and an optional DEEP group ``query_time``
+    (:class:`~recforge.modules.gr.hstu_encoder.HSTUUserEncoder`); its output is the last
+    event's row. The item tower is an MLP over ``item_tower.input``. Both towers look up one
+    embedding group: a JAGGED_SEQUENCE candidate group shares the history's tables by
+    ``embedding_name``; a DEEP one pools its ids in tables of its own. Candidates, loss and
+    recall are :class:`~recforge.models.match_model.MatchModel`'s.
+
+    Where we differ from TorchEasyRec: its candidates are a JAGGED_SEQUENCE group with several
+    positives per user, scored by a sampler that reports each row's positive count, and it
+    refuses ``in_batch_negative``; here each row has one positive item (a DEEP group, or a
+    JAGGED_SEQUENCE group with one element per row), so in-batch and sampled negatives work as
+    in DSSM.
+    """
+
+    if TYPE_CHECKING:  # for mypy only
+        user_tower: HSTUUserTower  # type: ignore[assignment]
+        item_tower: HSTUItemTower  # type: ignore[assignment]
+
+    def shares_tables(self) -> bool:
+        """The history and the candidates share tables (one collection)."""
+        return True
+
+    def build(self) -> None:
+        """Builds the embedding group and both towers from the ``hstu_match`` message."""
+        cfg = self._model_config
+        self.require_fields("user_tower", "item_tower")
+        kernel = self._base_model_config.kernel
+        problem = kernel_problem(kernel)
+        if problem is not None:
+            raise ConfigError(problem, field="model_config.kernel")
+        log_kernel_choice(kernel)
+        if not cfg.sequence_timestamp_is_ascending:
+            raise ConfigError(
+                "sequence_timestamp_is_ascending: false (newest event first) is not supported"
+                " yet; give the history oldest first",
+                field=self.config_field("sequence_timestamp_is_ascending"),
+            )
+        groups = {g.group_name: g for g in self._base_model_config.feature_groups}
+        uih = self._group("user_tower.input", cfg.user_tower.input, groups)
+        item = self._group("item_tower.input", cfg.item_tower.input, groups)
+        if groups[uih].group_type != model_pb2.JAGGED_SEQUENCE:
+            raise ConfigError(
+                f"hstu_match's user_tower.input '{uih}' must be a JAGGED_SEQUENCE group",
+                field=self.config_field("user_tower.input"),
+            )
+        if groups[item].group_type == model_pb2.SEQUENCE:
+            raise ConfigError(
+                f"hstu_match's item_tower.input '{item}' must be a DEEP or JAGGED_SEQUENCE group",
+                field=self.config_field("item_tower.input"),
+            )
+        contextual: Optional[str] = None
+        if CONTEXTUAL_GROUP in groups:
+            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
+                raise ConfigError(
+                    f"hstu_match's '{CONTEXTUAL_GROUP}' feature group must be a DEEP group (a"
+                    " SEQUENCE contextual group is not supported yet)",
+                    field="model_config.feature_groups",
+                )
+            contextual = CONTEXTUAL_GROUP
+        hstu = cfg.user_tower.hstu
+        if cfg.user_tower.max_seq_len <= 0:
+            raise ConfigError(
+                "hstu_match needs user_tower.max_seq_len > 0 (the longest history)",
+                field=self.config_field("user_tower.max_seq_len"),
+            )
+        user_groups = [groups[uih]]
+        prefix = hstu.name or "uih"
+        pre = hstu.input_preprocessor.uih_preprocessor
+        if pre.HasField("action_encoder"):
+            needed = [f"{prefix}_action"]
+            if pre.action_encoder.simple_action_encoder.watchtime_to_action_thresholds:
+                needed.append(f"{prefix}_watchtime")
+            for name in needed:
+                if name not in groups:
+                    raise ConfigError(
+                        f"the action encoder needs a JAGGED_SEQUENCE group '{name}' with the"
+                        f" history's {name.rsplit('_', 1)[1]} values (groups: {', '.join(groups)})",
+                        field=self.config_field(
+                            "user_tower.hstu.input_preprocessor.uih_preprocessor.action_encoder"
+                        ),
+                    )
+                user_groups.append(groups[name])
+        timestamp = f"{prefix}_timestamp"
+        if hstu.positional_encoder.use_time_encoding:
+            if timestamp not in groups:
+                raise ConfigError(
+                    f"positional_encoder.use_time_encoding needs a JAGGED_SEQUENCE group"
+                    f" '{timestamp}' with the history's timestamps (groups: {', '.join(groups)})",
+                    field=self.config_field("user_tower.hstu.positional_encoder"),
+                )
+            user_groups.append(groups[timestamp])
+        if contextual is not None:
+            user_groups.append(groups[contextual])
+        query_time: Optional[str] = None
+        if QUERY_TIME_GROUP in groups and hstu.positional_encoder.use_time_encoding:
+            query_time = QUERY_TIME_GROUP
+            user_groups.append(groups[QUERY_TIME_GROUP])
+        self._user_groups = user_groups
+        self._group_names = {"user": uih, "item": item}
+        self._shared_tables = True
+        self.embedding_group = EmbeddingGroup(
+            self._features,
+            [*user_groups, groups[item]],
+            device=self._embedding_device,
+            variational_dropout=self.variational_dropout_config(),
+            embedding_l2=self.embedding_l2_regularization(),
+        )
+        eg = self.embedding_group
+        with self.config_errors("user_tower.hstu"):
+            encoder = HSTUUserEncoder(
+                eg.sequence_dim(uih),
+                hstu,
+                cfg.user_tower.max_seq_len,
+                uih,
+                timestamp,
+                query_time,
+                f"{prefix}_action",
+                f"{prefix}_watchtime",
+                contextual,
+                eg.group_dims(contextual) if contextual is not None else None,
+            )
+        self.user_tower = HSTUUserTower(encoder, cfg.output_dim)
+        jagged_item = eg.is_jagged_group(item)
+        item_dim = eg.sequence_dim(item) if jagged_item else eg.group_total_dim(item)
+        with self.config_errors("item_tower.mlp"):
+            tower = MatchTower(
+                item_dim,
+                cfg.item_tower.mlp if cfg.item_tower.HasField("mlp") else None,
+                cfg.output_dim,
+                False,
+            )
+        self.item_tower = HSTUItemTower(f"{item}.sequence" if jagged_item else item, tower)
+        user_dim, item_dim = self.user_tower.output_dim(), self.item_tower.output_dim()
+        if user_dim != item_dim:
+            raise ConfigError(
+                f"hstu_match: the user tower outputs {user_dim} values and the item tower"
+                f" {item_dim}; make stu.embedding_dim and item_tower.mlp end equal or set"
+                " hstu_match.output_dim",
+                field=self.config_field("output_dim"),
+            )
+        self._check_sampler_columns()
+
+    def _group(self, field: str, name: str, groups: dict) -> str:
+        if name not in groups:
+            raise ConfigError(
+                f"hstu_match needs {field} to name a feature group; found '{name}'"
+                f" (groups: {', '.join(groups)})",
+                field=self.config_field(field),
+            )
+        return name
+
+    # ---- towers ---------------------------------------------------------------------------
+    def tower_groups(self, side: str) -> list[model_pb2.FeatureGroupConfig]:
+        """The user tower reads the history (and timestamp, query time) groups."""
+        if side == "user":
+            return list(self._user_groups)
+        return super().tower_groups(side)
+
+    def tower_module(self, side: str) -> nn.Module:  # type: ignore[override]
+        """A CPU copy of one tower with only its own tables (for export / serving)."""
+        tables = EmbeddingGroup(
+            self.tower_features(side),
+            self.tower_groups(side),
+            device=torch.device("cpu"),
+            variational_dropout=self.variational_dropout_config(),
+        )
+        tables.copy_weights_from(self.embedding_group)
+        tower = copy.deepcopy(getattr(self, f"{side}_tower")).cpu()
+        return GroupedTowerModule(tables, tower, self._cosine).eval()
+
+    # ---- predict ----------------------------------------------------------------------------
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Embeds histories and items and scores every user against its candidates."""
+        grouped = self.embedding_group(batch.sparse_features, batch.dense_features)
+        user_emb = self.user_tower(grouped)
+        item_emb = self.item_tower(grouped)
+        if not is_fx_symbolic_tracing() and item_emb.shape[0] != user_emb.shape[0]:
+            raise DataError(
+                f"hstu_match: item_tower.input '{self._group_names['item']}' gave"
+                f" {item_emb.shape[0]} items for {user_emb.shape[0]} rows; each row needs"
+                " exactly one candidate item"
+            )
+        num_neg = self.num_negatives(batch)
+        if num_neg:
+            user_emb = user_emb[: user_emb.shape[0] - num_neg]
+        user, item = user_emb, item_emb
+        if self._cosine:
+            user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
+        logits = self.candidate_logits(user, item, batch)
+        return {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}

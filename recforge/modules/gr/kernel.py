@@ -1,0 +1,52 @@
+"""``model_config.kernel``: which attention implementation HSTU models run.
+
+recforge has one implementation, plain PyTorch (``recforge.modules.gr.attention``), which runs
+on CPU and GPU. TorchEasyRec also ships Triton and CUTLASS kernels; they compute the same
+function faster on a GPU. Here ``TRITON`` is accepted where a GPU and the ``triton`` package
+exist and then runs the PyTorch path (same results, one logged warning); elsewhere it is a
+config error, as is ``CUTLASS``, so that a run never silently differs from what was asked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Optional
+
+import torch
+
+from recforge.protos import model_pb2
+
+logger = logging.getLogger(__name__)
+
+#: the models whose attention the field selects
+HSTU_MODELS = ("hstu_match", "dlrm_hstu", "ultra_hstu")
+
+
+def _triton_usable() -> bool:
+    return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+
+
+def kernel_problem(kernel: int) -> Optional[str]:
+    """Why ``kernel`` (a ``model_pb2.Kernel`` value) cannot run here; None if it can."""
+    if kernel == model_pb2.PYTORCH:
+        return None
+    if kernel == model_pb2.TRITON:
+        if _triton_usable():
+            return None
+        return (
+            "kernel: TRITON needs a CUDA GPU and the triton package, found "
+            f"cuda={'yes' if torch.cuda.is_available() else 'no'}, "
+            f"triton={'yes' if importlib.util.find_spec('triton') else 'no'}; "
+            "use kernel: PYTORCH (same results, CPU and GPU)"
+        )
+    return "kernel: CUTLASS is not built in recforge; use kernel: PYTORCH (or TRITON on a GPU)"
+
+
+def log_kernel_choice(kernel: int) -> None:
+    """Logs that a GPU kernel request runs on the PyTorch path (call once per model build)."""
+    if kernel != model_pb2.PYTORCH:
+        logger.warning(
+            "model_config.kernel: %s runs recforge's PyTorch HSTU attention (same results)",
+            model_pb2.Kernel.Name(kernel),
+        )
