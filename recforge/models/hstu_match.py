@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -22,6 +23,8 @@ from recforge.protos import model_pb2
 #: TorchEasyRec's fixed group names (the history's prefix is ``hstu.name`` or ``uih``)
 QUERY_TIME_GROUP = "query_time"
 CONTEXTUAL_GROUP = "contextual"
+
+logger = logging.getLogger(__name__)
 
 
 class HSTUUserTower(nn.Module):
@@ -182,6 +185,14 @@ class HSTUMatch(MatchModel):
             query_time = QUERY_TIME_GROUP
             user_groups.append(groups[QUERY_TIME_GROUP])
         self._user_groups = user_groups
+        read = {g.group_name for g in user_groups} | {item}
+        for name in groups:
+            if name not in read:  # e.g. a watch-time group without watchtime thresholds
+                logger.warning(
+                    "hstu_match does not read feature group '%s' with this config (it reads %s)",
+                    name,
+                    ", ".join(sorted(read)),
+                )
         self._group_names = {"user": uih, "item": item}
         self._shared_tables = True
         self.embedding_group = EmbeddingGroup(
@@ -242,7 +253,7 @@ class HSTUMatch(MatchModel):
             return list(self._user_groups)
         return super().tower_groups(side)
 
-    def tower_module(self, side: str) -> nn.Module:  # type: ignore[override]
+    def tower_module(self, side: str) -> nn.Module:
         """A CPU copy of one tower with only its own tables (for export / serving)."""
         tables = EmbeddingGroup(
             self.tower_features(side),

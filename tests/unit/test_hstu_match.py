@@ -176,3 +176,24 @@ def test_action_encoder_needs_its_group():
     with pytest.raises(ConfigError, match="'uih_action'") as err:
         build(cfg)
     assert err.value.field.endswith("uih_preprocessor.action_encoder")
+
+
+def test_a_group_the_model_does_not_read_is_named_in_a_warning(caplog):
+    unused = (
+        'feature_groups { group_name: "uih_timestamp" feature_names: "uih__action_timestamp"\n'
+        "                   group_type: JAGGED_SEQUENCE }\n"
+        '  feature_groups { group_name: "spare" feature_names: "item_id" group_type: DEEP }'
+    )
+    model_text = MODEL.replace(
+        'feature_groups { group_name: "uih_timestamp" feature_names: "uih__action_timestamp"\n'
+        "                   group_type: JAGGED_SEQUENCE }",
+        unused,
+    )
+    assert "spare" in model_text
+    with caplog.at_level("WARNING", logger="recforge.models.hstu_match"):
+        build(config(model_text))
+    assert "does not read feature group 'spare'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recforge.models.hstu_match"):
+        build(config())
+    assert "does not read" not in caplog.text
