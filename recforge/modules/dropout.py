@@ -48,6 +48,28 @@ class _MaskedScale(torch.autograd.Function):
         return grad * factors, None, None
 
 
+class _ReLUMaskedScale(torch.autograd.Function):
+    """``relu(x) * where(keep, scale, 0)`` computed in place in ``x`` (which autograd marks dirty).
+
+    Only for an ``x`` that no other backward needs (the output of a linear layer or a norm):
+    three in-place passes replace ReLU's and dropout's four allocating ones, and the backward
+    reads the saved output, positive exactly where ReLU passed and dropout kept an element.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
+        out = x.clamp_min_(0.0).mul_(scale).masked_fill_(drop, 0.0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(out)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0.0).mul_(ctx.scale), None, None
+
+
 class Dropout(nn.Module):
     """Drop-in replacement for ``nn.Dropout`` that is ~2.5x faster on the CPU (see the module doc).
 
@@ -77,6 +99,18 @@ class Dropout(nn.Module):
         if x.device.type != "cpu":
             return nn.functional.dropout(x, self.p, True)
         return _MaskedScale.apply(x, _keep_mask(x.shape, self._threshold), self._scale)
+
+    def relu_dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(relu(x))``, computed in place in ``x`` when training on the CPU.
+
+        The caller guarantees that nothing else needs ``x`` (for autograd: the output of a
+        linear layer or a norm, whose backward does not read it). The values, gradients and
+        random draws are those of ``forward(torch.relu(x))``.
+        """
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return self.forward(torch.relu(x))
+        drop = _keep_mask(x.shape, self._threshold).logical_not_()
+        return _ReLUMaskedScale.apply(x, drop, self._scale)
 
     def extra_repr(self) -> str:
         """Shown by ``print(module)``."""
