@@ -127,7 +127,7 @@ class MLP(nn.Module):
             if skip_next:
                 skip_next = False
             elif self._relu_dropout[i] and self.training:
-                hidden = self.mlp[i + 1].relu_dropout(hidden)
+                hidden = self.mlp[i + 1].relu_dropout(hidden)  # type: ignore[operator]
                 skip_next = True
             elif self._inplace_relu[i]:
                 hidden = torch.relu_(hidden)
