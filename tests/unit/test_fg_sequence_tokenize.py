@@ -216,3 +216,34 @@ def test_mock_data_parses_in_both_modes(tmp_path, vocab, fg_mode):
     assert int(elements.max()) <= 2 and int(tokens.sum()) == out["titles.values"].numel()
     if fg_mode == FG_NONE:  # encoded elements hold several token ids
         assert int(tokens.max()) > 1
+
+
+def test_tokens_as_sequence_gives_one_token_per_element(vocab):
+    (feature,) = build(
+        f'tokenize_feature {{ feature_name: "t" expression: "item:title" vocab_file: "{vocab}"'
+        " embedding_dim: 2 tokens_as_sequence: true sequence_length: 2 }"
+    )
+    assert feature.is_sequence and feature.element_lengths_key is None
+    group = EmbeddingGroup(
+        [feature],
+        [
+            model_pb2.FeatureGroupConfig(
+                group_name="seq", feature_names=["t"], group_type=model_pb2.SEQUENCE
+            )
+        ],
+    )
+    table = torch.arange(len(VOCAB) * 2, dtype=torch.float32).view(-1, 2)
+    with torch.no_grad():
+        for ec in group.sequence_ecs.values():
+            for weights in ec.embeddings.values():
+                weights.weight.copy_(table)
+    parser = DataParser([feature])
+    rows = pa.record_batch({"title": pa.array(["good day !", None])})
+    batch = parser.to_batch(parser.parse(rows))
+    out = group(batch.sparse_features, batch.dense_features)
+    # the first 2 tokens of row 0; a null text is the default "0" -> one [UNK] token
+    torch.testing.assert_close(
+        out["seq.sequence"],
+        table[torch.tensor([[3, 4], [0, 0]])] * torch.tensor([[[1.0], [1.0]], [[1.0], [0.0]]]),
+    )
+    assert out["seq.sequence_length"].tolist() == [2, 1]
