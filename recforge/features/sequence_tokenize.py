@@ -4,8 +4,9 @@ A cell holds texts joined by ``sequence_delim`` (a list column holds them native
 the first ``sequence_length`` elements; a null or empty cell is one element (its text
 ``default_value``, as TorchEasyRec's sequences give one default element). Each element is
 tokenized as a ``tokenize_feature`` would tokenize it (``text_normalizer``, ``vocab_file``,
-``tokenizer_type``; an element without text takes ``default_value``). An element that gives no
-token stays in the sequence, with no ids (its pooled embedding is zeros).
+``tokenizer_type``; an element without text takes ``default_value``, which is ``"0"`` when
+empty, as TorchEasyRec's sequences have it). An element that gives no token (e.g. only
+spaces) stays in the sequence, with no ids (its pooled embedding is zeros).
 
 Parsed, the feature is a bag of all the row's tokens plus the tokens per element:
 
@@ -54,6 +55,7 @@ class SequenceTokenizeFeature(_SequenceDerived, TokenizeFeature):
                 "sequence_tokenize_feature (whose elements are texts)"
             )
         TokenizeFeature.setup(self)
+        self._default_text = cfg.default_value or "0"
         if cfg.sequence_length <= 0:
             raise self._error(
                 "a sequence feature needs sequence_length > 0 (the longest sequence kept), "

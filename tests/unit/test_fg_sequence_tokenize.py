@@ -59,7 +59,7 @@ def build(text: str, fg_mode: int = FG_DAG):
     return create_features([text_format.Parse(text, feature_pb2.FeatureConfig())], fg_mode)
 
 
-ROWS = ["hello world;day", "", None, "zzz;good day !;hello"]
+ROWS = ["hello world;day", None, " ", "zzz;good day !;hello"]
 
 
 def test_each_element_is_tokenized_and_the_sequence_is_cut(vocab):
@@ -67,10 +67,11 @@ def test_each_element_is_tokenized_and_the_sequence_is_cut(vocab):
     assert feature.is_sequence and feature.inputs == ["titles"]
     out = feature.parse({"titles": pa.array(ROWS)})
     # row 3 keeps its first 2 elements: zzz -> [UNK], "good day !" -> 3 tokens
-    assert out["titles.values"].tolist() == [1, 2, 4, 0, 3, 4, 5]
-    assert out["titles.lengths"].tolist() == [3, 0, 0, 4]
-    # empty and null cells are one element without tokens (no default_value)
-    assert out["titles.elements.values"].tolist() == [2, 1, 0, 0, 1, 3]
+    # a null cell is one element of the text "0" (the empty default_value) -> [UNK]; " " is
+    # one element without tokens
+    assert out["titles.values"].tolist() == [1, 2, 4, 0, 0, 3, 4, 5]
+    assert out["titles.lengths"].tolist() == [3, 1, 0, 4]
+    assert out["titles.elements.values"].tolist() == [2, 1, 1, 0, 1, 3]
     assert out["titles.elements.lengths"].tolist() == [2, 1, 1, 2]
 
 
@@ -139,13 +140,13 @@ def test_sequence_group_pools_each_element_and_deep_group_the_whole_row(vocab, p
         rows = table[ids]
         return (rows.sum(0) if pooling == "sum" else rows.mean(0)).tolist()
 
-    elements = [[[1, 2], [4]], [[]], [[]], [[0], [3, 4, 5]]]
+    elements = [[[1, 2], [4]], [[0]], [[]], [[0], [3, 4, 5]]]
     expected = torch.tensor(
         [[pool(e) for e in row] + [[0.0, 0.0]] * (2 - len(row)) for row in elements]
     )
     torch.testing.assert_close(out["seq.sequence"], expected)
     assert out["seq.sequence_length"].tolist() == [2, 1, 1, 2]
-    rows = [[1, 2, 4], [], [], [0, 3, 4, 5]]
+    rows = [[1, 2, 4], [0], [], [0, 3, 4, 5]]
     torch.testing.assert_close(out["deep"], torch.tensor([pool(r) for r in rows]))
 
 
