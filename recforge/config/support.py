@@ -198,10 +198,11 @@ FIELDS: dict[str, Entry] = {
     "NegativeSampler.item_id_delim": _no("multi-id items in the sampler table are not built yet"),
     # features: every FG kind is built, with its sequence_ variant and as an element of a
     # sequence_feature, except these
-    "FeatureConfig.sequence_tokenize_feature": _FG_SEQ_KIND,
+    "FeatureConfig.sequence_tokenize_feature": _YES,
+    "SeqFeatureConfig.tokenize_feature": _YES,
     **{
         f"SeqFeatureConfig.{kind}": _FG_SEQ_KIND
-        for kind in ("overlap_feature tokenize_feature custom_feature kv_dot_product").split()
+        for kind in ("overlap_feature custom_feature kv_dot_product").split()
     },
     **{
         f"{feature}.{name}": entry
@@ -215,7 +216,7 @@ FIELDS: dict[str, Entry] = {
         f"{feature}.sequence_fields": _ignored("a serving-side hint for feature generation")
         for feature in ("TokenizeFeature", "CombineFeature")
     },
-    "TokenizeFeature.sequence_delim": _FG_SEQ_KIND,
+    "TokenizeFeature.sequence_delim": _YES,
     **{
         f"{feature}.{name}": _YES
         for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()

@@ -35,6 +35,9 @@ class DataParser:
     * ``"{feature}.values"`` / ``"{feature}.lengths"``: sparse ids ``int64 [N]`` and bag
       lengths ``int32 [B]``; ``"{feature}.weights"`` ``float32 [N]``: the ids' weights of a
       weighted id feature;
+    * ``"{feature}.elements.values"`` / ``"{feature}.elements.lengths"``: ids per element
+      ``int64 [E]`` and elements per row ``int32 [B]`` of a sequence whose elements hold
+      several ids (see :mod:`recforge.features.sequence_tokenize`), one more sparse key;
     * ``"{feature}.values"``: dense values ``float32 [B, value_dim]``;
     * ``"label.{column}"``, ``"weight.{column}"``: ``float32 [B]``;
     * ``"extra.{column}"``: ``int64 [B]``, a stable hash of the column's string values (a
@@ -78,7 +81,14 @@ class DataParser:
         self.reserved_columns = list(reserved_columns)
         self.extra_id_columns = list(extra_id_columns)
         model = self.model_features
-        self.sparse_keys: list[str] = [f.name for f in model if f.is_sparse]
+        #: sparse keys: the sparse features, each followed by its element lengths key when
+        #: its sequence elements hold several ids (a sequence_tokenize_feature)
+        self.sparse_keys: list[str] = []
+        for f in model:
+            if f.is_sparse:
+                self.sparse_keys.append(f.name)
+                if f.element_lengths_key is not None:
+                    self.sparse_keys.append(f.element_lengths_key)
         #: weighted id features (``"{feature}.weights"`` in the flat dict), and those of them
         #: pooled by mean
         self.weighted_keys: list[str] = [f.name for f in model if f.is_weighted]

@@ -515,8 +515,9 @@ def _output_spec(
     """The column of a feature named by ``feature_name`` (``FG_NONE`` / ``FG_BUCKETIZE``)."""
     base = _kind_base(kind)
     if base == "tokenize_feature":  # token ids whatever the mode: there is no bucketizer
+        # several ids per row, or per element of a sequence (sequence_tokenize_feature)
         domain = encoded_id_domain(_tokenizer_size(msg, name), rng, fmt)
-        return ValueSpec(domain.draw, None if in_sequence else MULTI_VALUES, fmt.multival_sep)
+        return ValueSpec(domain.draw, MULTI_VALUES, fmt.multival_sep)
     size = None
     if base == "custom_feature" and (_is_set(msg, "vocab_list") or _is_set(msg, "vocab_dict")):
         # a custom feature's vocabulary is the whole table (default_bucketize_value is set)

@@ -38,6 +38,12 @@ def describe_model(
                 tensors.append(
                     {"name": f"{feature.name}.weights", "dtype": "float32", "shape": ["N"]}
                 )
+            elements = feature.element_lengths_key
+            if elements is not None:
+                tensors += [
+                    {"name": f"{elements}.values", "dtype": "int64", "shape": ["E"]},
+                    {"name": f"{elements}.lengths", "dtype": "int32", "shape": ["B"]},
+                ]
         else:
             tensors = [
                 {

@@ -104,6 +104,10 @@ def example_inputs(model: BaseModel, batch_size: int = 4) -> dict[str, torch.Ten
             data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
             if feature.is_weighted:
                 data[f"{feature.name}.weights"] = torch.full((batch_size,), 0.5)
+            elements = feature.element_lengths_key
+            if elements is not None:  # one element of one id per row
+                data[f"{elements}.values"] = torch.ones(batch_size, dtype=torch.int64)
+                data[f"{elements}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
         else:
             data[f"{feature.name}.values"] = torch.full((batch_size, feature.dense_width), 0.5)
             if feature.is_sequence:  # column 0 is the length: one element, like the ids
@@ -185,6 +189,10 @@ def random_inputs(features: Sequence[BaseFeature], batch_size: int) -> dict[str,
             data[f"{feature.name}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
             if feature.is_weighted:
                 data[f"{feature.name}.weights"] = torch.rand(batch_size, generator=generator)
+            elements = feature.element_lengths_key
+            if elements is not None:  # one element of one id per row
+                data[f"{elements}.values"] = torch.ones(batch_size, dtype=torch.int64)
+                data[f"{elements}.lengths"] = torch.ones(batch_size, dtype=torch.int32)
         else:
             data[f"{feature.name}.values"] = torch.rand(
                 batch_size, feature.dense_width, generator=generator

@@ -59,6 +59,7 @@ from recforge.features.sequence_feature import (
     SequenceRawFeature,
     sequence_element_configs,
 )
+from recforge.features.sequence_tokenize import SequenceTokenizeFeature
 from recforge.features.tokenize_feature import TokenizeFeature
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ FEATURE_CLASSES: dict[str, type[BaseFeature]] = {
     "sequence_kv_dot_product": SequenceKvDotProduct,
     "sequence_custom_feature": SequenceCustomFeature,
     "sequence_bool_mask_feature": SequenceBoolMaskFeature,
+    "sequence_tokenize_feature": SequenceTokenizeFeature,
 }
 
 
@@ -241,6 +243,7 @@ __all__ = [
     "SequenceMatchFeature",
     "SequenceOverlapFeature",
     "SequenceRawFeature",
+    "SequenceTokenizeFeature",
     "TokenizeFeature",
     "create_feature",
     "create_feature_group",

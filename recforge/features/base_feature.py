@@ -249,6 +249,17 @@ class BaseFeature(abc.ABC):
         return False
 
     @property
+    def element_lengths_key(self) -> Optional[str]:
+        """The sparse key holding the values per sequence element, for multi-value elements.
+
+        ``None`` (one id per element) except for sequences whose elements hold several ids
+        (:class:`~recforge.features.sequence_tokenize.SequenceTokenizeFeature`): their
+        ``"{name}.lengths"`` is the ids per row, and the key named here has the ids per element
+        as values and the elements per row as lengths.
+        """
+        return None
+
+    @property
     def stub_type(self) -> bool:
         """``stub_type``: only an input of other features (``feature:<name>``), no model input.
 

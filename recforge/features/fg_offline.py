@@ -11,7 +11,9 @@ on the raw rows. :func:`with_fg_mode` is the config of the other mode.
 Output formats (one column per feature, named by its full name, e.g. ``seq__brand`` for a
 ``sequence_feature`` element):
 
-* ids (any sparse feature, sequences too): ``list<int64>``, one list per row;
+* ids (any sparse feature, sequences too): ``list<int64>``, one list per row; a sequence
+  whose elements hold several ids (``sequence_tokenize_feature``): ``list<list<int64>>``,
+  one list per element;
 * dense numbers: ``float32`` (one per row) or ``list<float32>`` (``value_dim`` per row, or
   a dense sequence's elements).
 """
@@ -61,6 +63,13 @@ def fg_output_column(feature: BaseFeature, parsed: dict[str, np.ndarray]) -> pa.
 
     """
     values = parsed[f"{feature.name}.values"]
+    elements = feature.element_lengths_key
+    if elements is not None:
+        per_element = _list_array(values, parsed[f"{elements}.values"], pa.int64())
+        lengths = parsed[f"{elements}.lengths"]
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), per_element)
     if feature.is_sparse:
         return _list_array(values, parsed[f"{feature.name}.lengths"], pa.int64())
     if feature.is_sequence:  # dense sequence rows: [length, numbers..., zero padding]

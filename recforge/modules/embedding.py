@@ -56,7 +56,9 @@ class EmbeddingGroup(nn.Module):
     ``EmbeddingCollection`` tables (one collection per embedding dim, tables shared by
     ``embedding_name`` within the SEQUENCE groups, so a query feature and a sequence element
     naming the same table share it); query features are sum-pooled per row and sequences are
-    padded with zeros to their ``sequence_length``.
+    padded with zeros to their ``sequence_length``. A sequence whose elements hold several
+    ids (a ``sequence_tokenize_feature``) is pooled per element first (:func:`pool_elements`);
+    in a DEEP group it is pooled over all the ids of the row, both as in TorchEasyRec.
 
     A DEEP group may also hold ``sequence_groups`` (laid out like SEQUENCE groups, sharing
     their tables) and ``sequence_encoders`` (:mod:`recforge.modules.sequence_encoders`): its
@@ -242,6 +244,11 @@ class EmbeddingGroup(nn.Module):
         layouts += [layout for group in self._nested_groups.values() for layout in group]
         self._sequence_dense_keys = list(
             dict.fromkeys(key for layout in layouts for key in layout.dense_keys)
+        )
+        #: (feature, its element lengths key, pooling) of the sequences whose elements hold
+        #: several ids, pooled per element before any sequence group reads them
+        self._element_pooled: list[tuple[str, str, str]] = list(
+            dict.fromkeys(entry for layout in layouts for entry in layout.element_pooled)
         )
         # decided here, not from the batch, so that forward traces (torch.fx) and scripts
         self._has_dense = any(
@@ -456,6 +463,10 @@ class EmbeddingGroup(nn.Module):
             jagged: dict[str, JaggedTensor] = {}
             for ec in self.sequence_ecs.values():
                 jagged.update(ec(sparse_features))
+            if len(self._element_pooled) > 0:
+                by_key = sparse_features.to_dict()
+                for name, key, pooling in self._element_pooled:
+                    jagged[name] = pool_elements(jagged[name], by_key[key], pooling)
             for name, group in self._sequence_groups.items():
                 out.update(group.embed(name, jagged, dense))
             for name, layouts in self._nested_groups.items():
@@ -531,8 +542,10 @@ class _SequenceGroup:
         max_length: int,
         dense_lengths: dict[str, int],
         jagged: bool = False,
+        element_pooled: Optional[list[tuple[str, str, str]]] = None,
     ) -> None:
         self.jagged = jagged
+        self.element_pooled = element_pooled or []
         self.dense_lengths = dense_lengths
         self.dense_keys = list(dense_lengths)
         self.query_keys = query_keys
@@ -586,6 +599,25 @@ class _SequenceGroup:
             f"{name}.sequence": sequence,
             f"{name}.sequence_length": torch.clamp(lengths, max=self.max_length),
         }
+
+
+def pool_elements(tokens: JaggedTensor, elements: JaggedTensor, pooling: str) -> JaggedTensor:
+    """Pools the ids' embeddings of each sequence element into one vector per element.
+
+    Args:
+        tokens: the unpooled embeddings, ``values [N, D]``, ``lengths [B]`` (ids per row).
+        elements: ``values [E]`` ids per element, ``lengths [B]`` elements per row.
+        pooling: ``"sum"`` or ``"mean"`` (an element without ids gives zeros, as
+            TorchEasyRec's segment pooling does after replacing NaN).
+
+    Returns:
+        ``values [E, D]``, ``lengths [B]``: a sequence of one vector per element.
+
+    """
+    pooled = torch.segment_reduce(
+        tokens.values(), pooling, lengths=elements.values(), unsafe=True, initial=0.0
+    )
+    return JaggedTensor(values=pooled, lengths=elements.lengths())
 
 
 def _dense_sequence(packed: torch.Tensor, length: int, max_length: int) -> torch.Tensor:
@@ -650,6 +682,7 @@ def _build_sequence_group(
 
     """
     query_keys, query_dims, sequence_keys, sequence_dims, lengths = [], [], [], [], []
+    element_pooled: list[tuple[str, str, str]] = []
     dense_lengths: dict[str, int] = {}
     for name in feature_names:
         feature = by_name.get(name)
@@ -672,6 +705,8 @@ def _build_sequence_group(
             )
         if feature.is_sparse:
             _share_table(tables, feature.emb_config, name)
+            if feature.element_lengths_key is not None:
+                element_pooled.append((name, feature.element_lengths_key, feature.pooling))
         else:
             dense_lengths[name] = feature.sequence_length if feature.is_sequence else 0  # type: ignore[attr-defined]
         if feature.is_sequence:
@@ -687,5 +722,12 @@ def _build_sequence_group(
             "a sequence_feature element)"
         )
     return _SequenceGroup(
-        query_keys, query_dims, sequence_keys, sequence_dims, max(lengths), dense_lengths, jagged
+        query_keys,
+        query_dims,
+        sequence_keys,
+        sequence_dims,
+        max(lengths),
+        dense_lengths,
+        jagged,
+        element_pooled,
     )
