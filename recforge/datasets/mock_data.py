@@ -172,9 +172,11 @@ def _hash_uniform(values: pa.Array, salt: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def _effects(columns: list[pa.Array], salt: int) -> np.ndarray:
-    """Sum over ``columns`` of a per-value effect in ``[-2, 2)`` (0 for nulls), scaled."""
-    n = len(columns[0]) if columns else 0
+def _effects(columns: list[pa.Array], salt: int, n: int) -> np.ndarray:
+    """Sum over ``columns`` of a per-value effect in ``[-2, 2)`` (0 for nulls), scaled.
+
+    ``n`` rows; with no signal column (e.g. a config of sequences only) the effects are 0.
+    """
     total = np.zeros(n)
     for k, column in enumerate(columns):
         effect = (_hash_uniform(column, salt * 31 + k) - 0.5) * 4.0
@@ -186,14 +188,14 @@ def _labels(
     spec: LabelSpec, signal: list[pa.Array], rng: np.random.Generator, salt: int, n: int
 ) -> pa.Array:
     if spec.regression:
-        y = _effects(signal, salt) + rng.normal(0.0, 0.5, n)
+        y = _effects(signal, salt, n) + rng.normal(0.0, 0.5, n)
         return pa.array(y.astype(np.float32))
     if spec.num_class > 1:
         scores = np.stack(
-            [_effects(signal, salt * 97 + c) for c in range(spec.num_class)], axis=1
+            [_effects(signal, salt * 97 + c, n) for c in range(spec.num_class)], axis=1
         ) + rng.gumbel(size=(n, spec.num_class))
         return pa.array(scores.argmax(axis=1).astype(np.int64))
-    logit = np.log(POSITIVE_RATE / (1 - POSITIVE_RATE)) + 1.5 * _effects(signal, salt)
+    logit = np.log(POSITIVE_RATE / (1 - POSITIVE_RATE)) + 1.5 * _effects(signal, salt, n)
     return pa.array((rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64))
 
 

@@ -339,3 +339,21 @@ def test_command_prints_the_result_and_how_to_train(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         "recforge: error: --num_rows: expected at least 1 row, found 0"
     )
+
+
+def test_a_config_without_id_columns_gets_labels_too(tmp_path):
+    config = parse_config(
+        """
+data_config { label_fields: "clk" fg_mode: FG_DAG }
+feature_configs { raw_feature { feature_name: "price" expression: "item:price" } }
+model_config {
+  feature_groups { group_name: "all" feature_names: "price" }
+  multi_tower { towers { input: "all" mlp { hidden_units: [4] } } }
+  metrics { auc {} } losses { binary_cross_entropy {} }
+}
+"""
+    )
+    generate_mock_data(config, str(tmp_path), num_rows=50, seed=0)
+    table = pq.read_table(str(tmp_path))
+    assert table.num_rows == 50
+    assert set(table.column("clk").to_pylist()) <= {0, 1}
