@@ -1,4 +1,4 @@
-"""``python -m benchmarks movielens``: DSSM / MIND retrieval on MovieLens 100K vs most-popular.
+"""``python -m benchmarks movielens``: DSSM / MIND / DAT on MovieLens 100K vs most-popular.
 
 Interactions with rating >= 4 are positives. Each user's last positive (by timestamp; ties by
 item id) is held out for evaluation when the user has at least two (leave-last-out), the rest
