@@ -1,4 +1,4 @@
-"""``python -m benchmarks movielens``: DSSM / MIND retrieval on MovieLens 100K vs most-popular.
+"""``python -m benchmarks movielens``: DSSM / MIND / DAT on MovieLens 100K vs most-popular.
 
 Interactions with rating >= 4 are positives. Each user's last positive (by timestamp; ties by
 item id) is held out for evaluation when the user has at least two (leave-last-out), the rest
@@ -132,7 +132,34 @@ MIND_MODEL = """    feature_groups {{
         temperature: 0.1
         in_batch_negative: true
     }}"""
-MODELS = ("dssm", "dssm_v2", "mind")
+# DAT: DSSM's towers, each also reading its augmented vector (an id embedding of its own,
+# output_dim wide) that the adaptive-mimic losses pull towards the other tower's output
+DAT_FEATURES = """feature_configs {{
+    id_feature {{ feature_name: "user_aug" expression: "user:user_id" num_buckets: 944
+                  embedding_dim: {dim} }}
+}}
+feature_configs {{
+    id_feature {{ feature_name: "item_aug" expression: "item:item_id" num_buckets: 1683
+                  embedding_dim: {dim} }}
+}}"""
+DAT_MODEL = """    feature_groups {{
+        group_name: "user"
+        feature_names: ["user_id", "age", "gender", "occupation", "hist_item_ids"]
+    }}
+    feature_groups {{ group_name: "item" feature_names: ["item_id", "genres", "release_year"] }}
+    feature_groups {{ group_name: "user_augment" feature_names: ["user_aug"] }}
+    feature_groups {{ group_name: "item_augment" feature_names: ["item_aug"] }}
+    dat {{
+        user_tower {{ input: "user" augment_input: "user_augment" mlp {{ hidden_units: [128] }} }}
+        item_tower {{ input: "item" augment_input: "item_augment" mlp {{ hidden_units: [128] }} }}
+        output_dim: {dim}
+        similarity: COSINE
+        temperature: 0.1
+        in_batch_negative: true
+        amm_u_weight: {amm_u}
+        amm_i_weight: {amm_i}
+    }}"""
+MODELS = ("dssm", "dssm_v2", "mind", "dat")
 
 
 def _read_atomic(path: Path) -> pa.Table:
@@ -233,14 +260,23 @@ def write_config(
     epochs: int = 8,
     seed: int = 2026,
     batch_size: int = 256,
+    amm_weights: tuple[float, float] = (0.5, 0.5),
+    output_dim: int = 64,
 ) -> Path:
-    """Writes the benchmark's pipeline config (``model``: ``dssm``, ``dssm_v2`` or ``mind``)."""
+    """Writes the benchmark's pipeline config (``model``: one of :data:`MODELS`).
+
+    ``amm_weights`` (``amm_u_weight``, ``amm_i_weight``) and ``output_dim`` apply to DAT only.
+    """
     if model not in MODELS:
         raise ValueError(f"unknown model '{model}' (known: {', '.join(MODELS)})")
     path = out_dir / f"{model}_ml100k.config"
     if model == "mind":
         history = MIND_HISTORY.format(history=HISTORY)
         body = MIND_MODEL.format(history=HISTORY)
+    elif model == "dat":
+        history = TWO_TOWER_HISTORY.format() + "\n" + DAT_FEATURES.format(dim=output_dim)
+        amm_u, amm_i = amm_weights
+        body = DAT_MODEL.format(dim=output_dim, amm_u=amm_u, amm_i=amm_i)
     else:
         history, body = TWO_TOWER_HISTORY.format(), TWO_TOWER_MODEL.format(model=model)
     text = CONFIG.format(
@@ -272,12 +308,14 @@ def run(
     seed: int = 2026,
     data_dir: Path = DATA_DIR,
     batch_size: int = 256,
+    amm_weights: tuple[float, float] = (0.5, 0.5),
+    output_dim: int = 64,
 ) -> dict:
     """Prepares the data, trains and evaluates; returns the retrieval metrics and timings."""
     data = work / "data"
     counts = prepare(data_dir, data)
     model_dir = work / f"{model}_model"
-    config = write_config(data, model_dir, model, epochs, seed, batch_size)
+    config = write_config(data, model_dir, model, epochs, seed, batch_size, amm_weights, output_dim)
     start = time.perf_counter()
     _recforge("train", "--config", str(config), cwd=work)
     train_s = time.perf_counter() - start
@@ -313,7 +351,15 @@ def table(results: list[dict]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``movielens`` subcommand's options."""
     parser.add_argument(
-        "--models", default="dssm,dssm_v2", help="comma-separated: dssm,dssm_v2,mind"
+        "--models", default="dssm,dssm_v2", help="comma-separated: dssm,dssm_v2,mind,dat"
+    )
+    parser.add_argument(
+        "--amm_weights",
+        default="0.5,0.5",
+        help="DAT's amm_u_weight,amm_i_weight (TorchEasyRec's defaults: 0.5,0.5)",
+    )
+    parser.add_argument(
+        "--dat_output_dim", type=int, default=64, help="DAT's output_dim (its augment width)"
     )
     parser.add_argument("--epochs", type=int, default=8, help="training epochs")
     parser.add_argument("--batch_size", type=int, default=256, help="positives per batch")
@@ -328,6 +374,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="ml100k_"))
     results = []
+    amm_u, amm_i = (float(w) for w in args.amm_weights.split(","))
     for model in args.models.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             result = run(
@@ -337,6 +384,8 @@ def main(args: argparse.Namespace) -> int:
                 seed,
                 DATA_DIR,
                 args.batch_size,
+                (amm_u, amm_i),
+                args.dat_output_dim,
             )
             results.append({**result, "seed": seed})
             print(json.dumps({k: v for k, v in results[-1].items() if "@" in k or k == "model"}))
