@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import torch
@@ -23,6 +24,8 @@ from recforge.protos import model_pb2
 CANDIDATE_GROUP = "candidate"
 CANDIDATE_TIMESTAMP_GROUP = "candidate_timestamp"
 CONTEXTUAL_GROUP = "contextual"
+
+logger = logging.getLogger(__name__)
 
 
 def _xavier_zero_bias(module: nn.Module) -> None:
@@ -201,13 +204,13 @@ class DlrmHSTU(MultiTaskRank):
                 )
             contextual = CONTEXTUAL_GROUP
             read.append(contextual)
-        unread = sorted(set(groups) - set(read))
-        if unread:
-            raise ConfigError(
-                f"dlrm_hstu does not read feature groups {unread} with this config (it reads"
-                f" {', '.join(read)})",
-                field="model_config.feature_groups",
-            )
+        for name in groups:
+            if name not in read:  # e.g. a timestamp group without time encoding
+                logger.warning(
+                    "dlrm_hstu does not read feature group '%s' with this config (it reads %s)",
+                    name,
+                    ", ".join(read),
+                )
         self.embedding_group = eg = self.init_embedding_group()
 
         def source(name: str) -> SequenceInput:

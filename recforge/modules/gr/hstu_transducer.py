@@ -57,6 +57,10 @@ class SequenceInput:
         self.key = key
         self.jagged = jagged
 
+    def values(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The rows ``[T, D]``."""
+        return grouped[f"{self.key}.sequence"] if self.jagged else grouped[self.key]
+
     def rows(self, grouped: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows ``[T, D]`` and their offsets ``[B + 1]``."""
         if self.jagged:
@@ -196,9 +200,8 @@ class HSTUTransducer(nn.Module):
         x = self.content_mlp(x)
         timestamps: Optional[torch.Tensor] = None
         if self._use_time and self._timestamp is not None and self._candidate_timestamp is not None:
-            ts, _ = self._timestamp.rows(grouped)
-            cand_ts, _ = self._candidate_timestamp.rows(grouped)
-            ts, cand_ts = ts.reshape(-1, 1), cand_ts.reshape(-1, 1)
+            ts = self._timestamp.values(grouped).reshape(-1, 1)
+            cand_ts = self._candidate_timestamp.values(grouped).reshape(-1, 1)
             if not is_fx_symbolic_tracing() and (
                 ts.shape[0] != uih.shape[0] or cand_ts.shape[0] != cand.shape[0]
             ):
