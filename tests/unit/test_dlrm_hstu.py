@@ -123,7 +123,8 @@ def test_a_candidate_does_not_see_the_other_candidates():
     [
         ("pad_content_encoder { }", 6),
         (
-            "mlp_content_encoder { uih_mlp { hidden_units: [5] } target_mlp { hidden_units: [5] } }",
+            "mlp_content_encoder { uih_mlp { hidden_units: [5] }"
+            " target_mlp { hidden_units: [5] } }",
             7,
         ),
     ],
