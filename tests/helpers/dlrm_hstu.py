@@ -1,10 +1,10 @@
 """Planted-signal ranking data and dlrm_hstu configs for the DLRM-HSTU tests.
 
-Each row is a user's history of random items, oldest first, and one candidate ``c + 1`` where
-``c`` is the last history item (a third of the rows), the second to last one (a third) or an
-earlier one. ``label_next`` says whether ``c`` was the last item, ``label_prev`` whether it was
-the second to last: every candidate follows some history item, so only the order of the
-history tells the labels apart, and a model that pools the history as a bag scores near 0.5 AUC.
+Each row is a user's history of random items, oldest first, and one candidate taken from the
+history: its last item (a third of the rows), its second to last one (a third) or an earlier
+one. ``label_next`` says whether the candidate is the last item, ``label_prev`` whether it is
+the second to last: every candidate is in the history, so only the order of the history tells
+the labels apart, and a model that pools the history as a bag scores near 0.5 AUC.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ NUM_ITEMS = 100
 
 
 def planted_rank_table(rows: int, seed: int, min_len: int = 8, max_len: int = 16) -> pa.Table:
-    """``uih__video_id`` / ``uih__action_timestamp`` ("|"-joined), ``item_id``, ``item_ts``,
-    ``label_next``, ``label_prev``."""
+    """``uih__video_id`` / ``uih__action_timestamp`` ("|"-joined), the candidate
+    ``cand__item_id`` / ``cand__item_ts`` (one element each), ``label_next``, ``label_prev``."""
     rng = np.random.default_rng(seed)
     histories, times, cands, cand_ts, nxt, prv = [], [], [], [], [], []
     for _ in range(rows):
@@ -28,22 +28,21 @@ def planted_rank_table(rows: int, seed: int, min_len: int = 8, max_len: int = 16
         items = rng.integers(0, NUM_ITEMS, n)
         ts = np.cumsum(rng.integers(1, 600, n)) + 1_000_000
         which = int(rng.integers(0, 3))
-        source = (
+        cand = int(
             items[-1] if which == 0 else items[-2] if which == 1 else items[rng.integers(0, n - 2)]
         )
-        cand = int((source + 1) % NUM_ITEMS)
         histories.append("|".join(map(str, items)))
         times.append("|".join(map(str, ts)))
         cands.append(cand)
         cand_ts.append(int(ts[-1]) + 60)
-        nxt.append(int(cand == (items[-1] + 1) % NUM_ITEMS))
-        prv.append(int(cand == (items[-2] + 1) % NUM_ITEMS))
+        nxt.append(int(cand == items[-1]))
+        prv.append(int(cand == items[-2]))
     return pa.table(
         {
             "uih__video_id": pa.array(histories),
             "uih__action_timestamp": pa.array(times),
-            "item_id": pa.array(cands, pa.int64()),
-            "item_ts": pa.array(cand_ts, pa.int64()),
+            "cand__item_id": pa.array([str(c) for c in cands]),
+            "cand__item_ts": pa.array([str(t) for t in cand_ts]),
             "label_next": pa.array(nxt, pa.int64()),
             "label_prev": pa.array(prv, pa.int64()),
         }
@@ -67,10 +66,15 @@ feature_configs {{
                              expression: "user:action_timestamp" }} }}
   }}
 }}
-feature_configs {{ id_feature {{ feature_name: "item_id" expression: "item:item_id"
-                               embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
-                               embedding_dim: 16 }} }}
-feature_configs {{ raw_feature {{ feature_name: "item_ts" expression: "item:item_ts" }} }}
+feature_configs {{
+  sequence_feature {{
+    sequence_name: "cand" sequence_length: 1 sequence_delim: "|"
+    features {{ id_feature {{ feature_name: "item_id" expression: "item:item_id"
+                            embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
+                            embedding_dim: 16 }} }}
+    features {{ raw_feature {{ feature_name: "item_ts" expression: "item:item_ts" }} }}
+  }}
+}}
 """
 
 TASKS = """
@@ -86,9 +90,10 @@ model_config {{
                    group_type: JAGGED_SEQUENCE }}
   feature_groups {{ group_name: "uih_timestamp" feature_names: "uih__action_timestamp"
                    group_type: JAGGED_SEQUENCE }}
-  feature_groups {{ group_name: "candidate" feature_names: "item_id" group_type: DEEP }}
-  feature_groups {{ group_name: "candidate_timestamp" feature_names: "item_ts"
-                   group_type: DEEP }}
+  feature_groups {{ group_name: "candidate" feature_names: "cand__item_id"
+                   group_type: JAGGED_SEQUENCE }}
+  feature_groups {{ group_name: "candidate_timestamp" feature_names: "cand__item_ts"
+                   group_type: JAGGED_SEQUENCE }}
   dlrm_hstu {{
     hstu {{
       stu {{ embedding_dim: 16 num_heads: 2 hidden_dim: 8 attention_dim: 8

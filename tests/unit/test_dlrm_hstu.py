@@ -158,33 +158,15 @@ def test_export_reproduces_the_eager_scores():
 
 
 def test_several_candidates_per_row_are_a_data_error():
-    model_text = MODEL.replace(
-        'group_name: "candidate" feature_names: "item_id" group_type: DEEP',
-        'group_name: "candidate" feature_names: "cand__item_id" group_type: JAGGED_SEQUENCE',
-    ).replace("use_time_encoding: true", "use_time_encoding: false")
-    model_text = model_text.replace(
-        """feature_groups { group_name: "candidate_timestamp" feature_names: "item_ts"
-                   group_type: DEEP }""",
-        "",
+    features = FEATURES.replace(
+        'sequence_name: "cand" sequence_length: 1', 'sequence_name: "cand" sequence_length: 4'
     )
-    features = (
-        FEATURES
-        + """
-feature_configs { sequence_feature { sequence_name: "cand" sequence_length: 4 sequence_delim: "|"
-  features { id_feature { feature_name: "item_id" expression: "item:item_id"
-             embedding_name: "video_emb" num_buckets: 100 embedding_dim: 16 } } } }
-"""
-    )
-    features = features.replace(
-        'feature_configs { raw_feature { feature_name: "item_ts" expression: "item:item_ts" } }',
-        "",
-    )
-    model = build(config(model_text, features)).eval()
+    model = build(config(MODEL, features)).eval()
     rows = planted_rank_table(2, 0)
-    one = rows.append_column("cand__item_id", pa.array(["3", "4"]))
-    two = rows.append_column("cand__item_id", pa.array(["3|5", "4"]))
     with torch.no_grad():
-        assert model.predict(batch(model, one))["probs_next"].shape == (2,)
+        assert model.predict(batch(model, rows))["probs_next"].shape == (2,)
+        two = rows.set_column(2, "cand__item_id", pa.array(["3|5", "4"]))
+        two = two.set_column(3, "cand__item_ts", pa.array(["1|2", "3"]))
         with pytest.raises(DataError, match="exactly one candidate per row"):
             model.predict(batch(model, two))
 
