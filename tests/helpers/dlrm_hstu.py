@@ -2,9 +2,10 @@
 
 Each row is a user's history of random items, oldest first, and one candidate taken from the
 history: its last item (a third of the rows), its second to last one (a third) or an earlier
-one. ``label_next`` says whether the candidate is the last item, ``label_prev`` whether it is
-the second to last: every candidate is in the history, so only the order of the history tells
-the labels apart, and a model that pools the history as a bag scores near 0.5 AUC.
+one. ``label_hot`` says whether the last item is one of the first ``NUM_ITEMS // 2`` items:
+a model that pools the history as a bag only knows how many such items the history holds, not
+whether the last one is. ``label_next`` says whether the candidate is the last item (every
+candidate is in the history, so again only the order tells).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-NUM_ITEMS = 100
+NUM_ITEMS = 20
 
 
-def planted_rank_table(rows: int, seed: int, min_len: int = 8, max_len: int = 16) -> pa.Table:
+def planted_rank_table(rows: int, seed: int, min_len: int = 6, max_len: int = 10) -> pa.Table:
     """``uih__video_id`` / ``uih__action_timestamp`` ("|"-joined), the candidate
-    ``cand__item_id`` / ``cand__item_ts`` (one element each), ``label_next``, ``label_prev``."""
+    ``cand__item_id`` / ``cand__item_ts`` (one element each), ``label_next``, ``label_hot``."""
     rng = np.random.default_rng(seed)
     histories, times, cands, cand_ts, nxt, prv = [], [], [], [], [], []
     for _ in range(rows):
@@ -36,7 +37,7 @@ def planted_rank_table(rows: int, seed: int, min_len: int = 8, max_len: int = 16
         cands.append(cand)
         cand_ts.append(int(ts[-1]) + 60)
         nxt.append(int(cand == items[-1]))
-        prv.append(int(cand == items[-2]))
+        prv.append(int(items[-1] < NUM_ITEMS // 2))
     return pa.table(
         {
             "uih__video_id": pa.array(histories),
@@ -44,12 +45,12 @@ def planted_rank_table(rows: int, seed: int, min_len: int = 8, max_len: int = 16
             "cand__item_id": pa.array([str(c) for c in cands]),
             "cand__item_ts": pa.array([str(t) for t in cand_ts]),
             "label_next": pa.array(nxt, pa.int64()),
-            "label_prev": pa.array(prv, pa.int64()),
+            "label_hot": pa.array(prv, pa.int64()),
         }
     )
 
 
-def write_planted_rank_data(directory: str, train_rows: int = 3000, eval_rows: int = 500) -> None:
+def write_planted_rank_data(directory: str, train_rows: int = 2400, eval_rows: int = 400) -> None:
     """``train.parquet`` and ``eval.parquet`` in ``directory``."""
     pq.write_table(planted_rank_table(train_rows, 0), os.path.join(directory, "train.parquet"))
     pq.write_table(planted_rank_table(eval_rows, 1), os.path.join(directory, "eval.parquet"))
@@ -58,7 +59,7 @@ def write_planted_rank_data(directory: str, train_rows: int = 3000, eval_rows: i
 FEATURES = f"""
 feature_configs {{
   sequence_feature {{
-    sequence_name: "uih" sequence_length: 16 sequence_delim: "|"
+    sequence_name: "uih" sequence_length: 10 sequence_delim: "|"
     features {{ id_feature {{ feature_name: "video_id" expression: "item:video_id"
                             embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
                             embedding_dim: 16 }} }}
@@ -80,7 +81,7 @@ feature_configs {{
 TASKS = """
     task_configs { task_name: "next" label_name: "label_next"
                    losses { binary_cross_entropy { } } metrics { auc { } } }
-    task_configs { task_name: "prev" label_name: "label_prev"
+    task_configs { task_name: "hot" label_name: "label_hot"
                    losses { binary_cross_entropy { } } metrics { auc { } } }
 """
 
@@ -109,23 +110,24 @@ model_config {{
       output_postprocessor {{ layernorm_postprocessor {{ }} }}
     }}
     fusion_mtl_tower {{ mlp {{ hidden_units: [16] }} {TASKS} }}
-    max_seq_len: 18
+    max_seq_len: 11
     item_embedding_hidden_dim: 16
   }}
   kernel: PYTORCH
 }}
 """
 
-#: the bag-of-history baseline: the history pooled (sum) next to the candidate, an MLP
+#: the bag-of-history baseline (the history pooled by sum next to the candidate, an MLP) that
+#: a dlrm_hstu run on this data should beat on ``label_hot``
 BAG_MODEL = """
 model_config {
-  feature_groups { group_name: "all" feature_names: "item_id"
+  feature_groups { group_name: "all" feature_names: "cand__item_id"
                    sequence_groups { group_name: "hist" feature_names: "uih__video_id" }
                    sequence_encoders { pooling_encoder { input: "hist" pooling_type: "sum" } } }
   simple_multi_task {
     task_towers { tower_name: "next" label_name: "label_next" mlp { hidden_units: [32, 16] }
                   losses { binary_cross_entropy { } } metrics { auc { } } }
-    task_towers { tower_name: "prev" label_name: "label_prev" mlp { hidden_units: [32, 16] }
+    task_towers { tower_name: "hot" label_name: "label_hot" mlp { hidden_units: [32, 16] }
                   losses { binary_cross_entropy { } } metrics { auc { } } }
   }
 }
@@ -140,12 +142,12 @@ eval_input_path: "{directory}/eval.parquet"
 model_dir: "{directory}/model"
 train_config {{
   sparse_optimizer {{ adam_optimizer {{ lr: 0.01 }} constant_learning_rate {{ }} }}
-  dense_optimizer {{ adam_optimizer {{ lr: 0.005 }} constant_learning_rate {{ }} }}
+  dense_optimizer {{ adam_optimizer {{ lr: 0.01 }} constant_learning_rate {{ }} }}
   num_epochs: {epochs}
   use_tensorboard: false
 }}
 data_config {{
-  batch_size: 64 fg_mode: FG_DAG label_fields: ["label_next", "label_prev"]
+  batch_size: 64 fg_mode: FG_DAG label_fields: ["label_next", "label_hot"]
 }}
 {FEATURES}
 {model}

@@ -17,7 +17,7 @@ from recforge.modules.gr.targets import append_rows, shift_rows
 from recforge.protos import module_pb2, pipeline_pb2
 from tests.helpers.dlrm_hstu import FEATURES, MODEL, planted_rank_table
 
-LABELS = ["label_next", "label_prev"]
+LABELS = ["label_next", "label_hot"]
 
 
 def config(model: str = MODEL, features: str = FEATURES) -> pipeline_pb2.EasyRecConfig:
@@ -40,8 +40,8 @@ def test_registered_trains_one_step_and_scores_each_row():
     assert isinstance(model, DlrmHSTU)
     total, (losses, predictions, _) = TrainWrapper(model)(batch(model, planted_rank_table(8, 0)))
     total.backward()
-    assert set(losses) == {"binary_cross_entropy_next", "binary_cross_entropy_prev"}
-    assert predictions["probs_next"].shape == predictions["probs_prev"].shape == (8,)
+    assert set(losses) == {"binary_cross_entropy_next", "binary_cross_entropy_hot"}
+    assert predictions["probs_next"].shape == predictions["probs_hot"].shape == (8,)
     stu = model.transducer.stu.layers[0]
     assert stu._uvqk_weight.grad is not None and stu._uvqk_weight.grad.abs().sum() > 0
 
@@ -175,13 +175,13 @@ def test_several_candidates_per_row_are_a_data_error():
     ("old", "new", "field"),
     [
         (
-            'task_name: "prev" label_name: "label_prev"',
-            'task_name: "prev" label_name: "label_prev" task_bitmask: 2',
+            'task_name: "hot" label_name: "label_hot"',
+            'task_name: "hot" label_name: "label_hot" task_bitmask: 2',
             "fusion_mtl_tower.task_configs[1].task_bitmask",
         ),
-        ('label_name: "label_prev"', 'label_name: "nope"', "task_configs[1].label_name"),
+        ('label_name: "label_hot"', 'label_name: "nope"', "task_configs[1].label_name"),
         ("slice_content_encoder", "pad_content_encoder", "dlrm_hstu.hstu"),
-        ("max_seq_len: 18", "max_seq_len: 0", "dlrm_hstu.max_seq_len"),
+        ("max_seq_len: 11", "max_seq_len: 0", "dlrm_hstu.max_seq_len"),
         (
             "content_encoder {",
             "action_encoder { simple_action_encoder { action_embedding_dim: 4 } }"
@@ -211,7 +211,7 @@ def test_unbuilt_fields_are_refused_by_validation():
         "content_encoder {",
         "action_encoder { simple_action_encoder { action_embedding_dim: 4 } } content_encoder {",
         1,
-    ).replace('task_name: "prev" label_name: "label_prev"', 'task_name: "prev" task_bitmask: 2')
+    ).replace('task_name: "hot" label_name: "label_hot"', 'task_name: "hot" task_bitmask: 2')
     problems = dict(check_support(config(text)))
     assert any(p.endswith("contextual_preprocessor.action_encoder") for p in problems)
     assert any(p.endswith("task_configs[1].task_bitmask") for p in problems)
