@@ -125,7 +125,7 @@ MESSAGES: dict[str, Entry] = {
         _YES,
     ),
     **dict.fromkeys(
-        ("FusionMTLTower FusionSubTaskConfig TDM MultiWindowDINTower ContrastiveConfig").split(),
+        ("TDM MultiWindowDINTower ContrastiveConfig").split(),
         _MODEL,
     ),
     # HSTU retrieval (recforge/models/hstu_match.py, recforge/modules/gr/)
@@ -138,12 +138,19 @@ MESSAGES: dict[str, Entry] = {
         ).split(),
         _YES,
     ),
+    # DLRM-HSTU ranking (recforge/models/dlrm_hstu.py, modules/gr/hstu_transducer.py); one
+    # candidate per row with plain label columns, where TorchEasyRec has jagged labels
     **dict.fromkeys(
         (
-            "DlrmHSTU UltraHSTU"
-            " GRContextualPreprocessor GRContextualInterleavePreprocessor"
-            " GRTimestampLayerNormPostprocessor GRContentEncoder"
-            " GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
+            "DlrmHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
+            " GRContentEncoder GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
+        ).split(),
+        _YES,
+    ),
+    **dict.fromkeys(
+        (
+            "UltraHSTU GRContextualInterleavePreprocessor"
+            " GRTimestampLayerNormPostprocessor"
             " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
             " FaissKmeansConfig"
@@ -264,11 +271,22 @@ FIELDS: dict[str, Entry] = {
     "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
     **{f"ModelConfig.{name}": _MODEL for name in ("tdm".split())},
-    **{
-        f"ModelConfig.{name}": _GENERATIVE
-        for name in "dlrm_hstu ultra_hstu sid_rqvae sid_rqkmeans".split()
-    },
+    **{f"ModelConfig.{name}": _GENERATIVE for name in "ultra_hstu sid_rqvae sid_rqkmeans".split()},
     "ModelConfig.hstu_match": _YES,
+    "ModelConfig.dlrm_hstu": _YES,
+    "GRContextualPreprocessor.action_encoder": _no(
+        "dlrm_hstu's action encoder (with the candidates' action token) is not built yet"
+    ),
+    "GRContextualPreprocessor.action_mlp": _no(
+        "dlrm_hstu's action encoder (with the candidates' action token) is not built yet"
+    ),
+    "FusionSubTaskConfig.task_bitmask": _no(
+        "action-bitmask labels are not built yet; give each task its own label column"
+    ),
+    "FusionSubTaskConfig.train_metrics": _no("per-task train metrics are not built yet"),
+    "DlrmHSTU.enable_global_average_loss": _ignored(
+        "recforge averages the loss over each process's samples (the same on one process)"
+    ),
     # HSTU: what the STU layers and hstu_match do not build yet
     **{
         f"STU.{name}": _ignored("a GPU memory / speed switch of TorchEasyRec's fused kernels")
@@ -284,7 +302,8 @@ FIELDS: dict[str, Entry] = {
     "GRContextualizedMLP.parameterized_mlp": _no(
         "the parameterized action MLP reads contextual features, which are not built yet"
     ),
-    "GRInputPreprocessor.contextual_preprocessor": _GENERATIVE,
+    # dlrm_hstu's (hstu_match refuses it: its towers read the history alone)
+    "GRInputPreprocessor.contextual_preprocessor": _YES,
     "GRInputPreprocessor.contextual_interleave_preprocessor": _GENERATIVE,
     "GROutputPostprocessor.timestamp_layernorm_postprocessor": _no(
         "the timestamp layer-norm postprocessor is not built yet"

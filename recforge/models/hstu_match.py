@@ -152,6 +152,13 @@ class HSTUMatch(MatchModel):
                 "hstu_match needs user_tower.max_seq_len > 0 (the longest history)",
                 field=self.config_field("user_tower.max_seq_len"),
             )
+        kind = hstu.input_preprocessor.WhichOneof("input_preprocessor")
+        if kind not in (None, "uih_preprocessor"):
+            raise ConfigError(
+                f"hstu_match's user tower reads the history alone: use input_preprocessor"
+                f" {{ uih_preprocessor {{ ... }} }}, found {kind}",
+                field=self.config_field("user_tower.hstu.input_preprocessor"),
+            )
         user_groups = [groups[uih]]
         prefix = hstu.name or "uih"
         pre = hstu.input_preprocessor.uih_preprocessor

@@ -85,4 +85,32 @@ MULTI_TASK_MODEL_CONFIGS: dict = {
         }}
       }}
     """,
+    "DlrmHSTU": """
+      feature_groups { group_name: "uih" feature_names: ["tag_seq"] group_type: JAGGED_SEQUENCE }
+      feature_groups { group_name: "candidate" feature_names: ["item"] }
+      feature_groups { group_name: "contextual" feature_names: ["user", "tags"] }
+      dlrm_hstu {
+        hstu {
+          stu { embedding_dim: 8 num_heads: 2 hidden_dim: 4 attention_dim: 4 }
+          attn_num_layers: 1
+          input_preprocessor { contextual_preprocessor {
+            content_encoder { slice_content_encoder {} }
+            content_mlp { simple_mlp { hidden_dim: 8 } }
+          } }
+        }
+        fusion_mtl_tower {
+          mlp { hidden_units: [8] }
+          task_configs {
+            task_name: "ctr" label_name: "label"
+            metrics { auc {} } losses { binary_cross_entropy {} }
+          }
+          task_configs {
+            task_name: "cvr" label_name: "label_cvr" weight: 2.0
+            metrics { auc {} } metrics { normalized_entropy {} }
+            losses { binary_focal_loss {} }
+          }
+        }
+        max_seq_len: 8 item_embedding_hidden_dim: 8
+      }
+    """,
 }

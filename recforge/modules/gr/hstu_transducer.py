@@ -1,0 +1,237 @@
+"""The HSTU transducer of ``dlrm_hstu``: history + candidates in, one row per candidate out.
+
+The pipeline is TorchEasyRec's ``HSTUTransducer`` with the contextual preprocessor: the
+content encoder (:class:`~recforge.modules.gr.content_encoder.ContentEncoder`) brings history
+and candidate rows to one width, the candidates are appended after each user's history, the
+content MLP maps every row to ``stu.embedding_dim``; contextual features (a DEEP group of
+``c`` features of one width, or one token of all of them with ``concat_contextual_features``)
+become prefix tokens. Then the positional encoder (candidates share the position after the
+last event; time gaps are measured to the last candidate's timestamp), input dropout, the STU
+layers with target-aware attention (a candidate sees the prefix, the history and itself,
+never another candidate), the output postprocessor on the candidates' rows.
+
+Inputs are the EmbeddingGroup's outputs: ``"<uih>.sequence"`` ``[L, Du]`` with
+``"<uih>.sequence_length"`` ``[B]``; the candidates as a JAGGED_SEQUENCE group
+(``"<cand>.sequence"`` ``[T, Dc]`` with ``"<cand>.sequence_length"``) or a DEEP group
+(``[B, Dc]``, one candidate per user); with time encoding ``"<prefix>_timestamp.sequence"``
+``[L, 1]`` and the candidate timestamps (``"candidate_timestamp.sequence"`` ``[T, 1]`` or a
+DEEP ``candidate_timestamp`` group ``[B, 1]``); the contextual group ``[B, c * d]``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+from recforge.errors import DataError
+from recforge.modules.gr.content_encoder import ContentEncoder
+from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
+from recforge.modules.gr.jagged import offsets_of, prepend_rows
+from recforge.modules.gr.positional import HSTUPositionalEncoder
+from recforge.modules.gr.stu import STULayer, STUStack
+from recforge.modules.gr.targets import append_rows, shift_rows, take_rows
+from recforge.protos import module_pb2
+
+# traced export graphs call them as opaque (scripted) functions: they depend on the data
+torch.fx.wrap("append_rows")
+torch.fx.wrap("take_rows")
+torch.fx.wrap("shift_rows")
+torch.fx.wrap("prepend_rows")
+
+
+class SequenceInput:
+    """Where a jagged or dense group's rows are in the grouped features.
+
+    Args:
+        key: the group name.
+        jagged: a JAGGED_SEQUENCE group (``<key>.sequence`` + ``<key>.sequence_length``);
+            else a DEEP group ``[B, D]`` (one row per user).
+
+    """
+
+    def __init__(self, key: str, jagged: bool) -> None:
+        self.key = key
+        self.jagged = jagged
+
+    def values(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The rows ``[T, D]``."""
+        return grouped[f"{self.key}.sequence"] if self.jagged else grouped[self.key]
+
+    def rows(self, grouped: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows ``[T, D]`` and their offsets ``[B + 1]``."""
+        if self.jagged:
+            values = grouped[f"{self.key}.sequence"]
+            lengths = grouped[f"{self.key}.sequence_length"].to(torch.int64)
+            return values, offsets_of(lengths)
+        values = grouped[self.key]
+        ones = torch.ones_like(values[:, 0]).to(torch.int64)
+        return values, offsets_of(ones)
+
+
+class HSTUTransducer(nn.Module):
+    """History + candidates -> each candidate's encoded row ``[T, D]`` (see the module doc).
+
+    Args:
+        hstu: the ``HSTU`` message (its ``contextual_preprocessor`` checked by the caller:
+            no action encoder).
+        uih: the history group (JAGGED_SEQUENCE).
+        uih_dim: width of its rows.
+        candidate: the candidate group.
+        cand_dim: width of its rows.
+        max_seq_len: the attention's fixed divisor (TorchEasyRec's ``scaling_seqlen``).
+        timestamp: the history timestamp group (read only with time encoding).
+        candidate_timestamp: the candidate timestamp group (read only with time encoding).
+        contextual_key: the contextual group, or None.
+        contextual_dims: the widths of its features.
+        concat_contextual: one prefix token of all contextual features (else one each, all
+            of one width).
+
+    Raises:
+        ValueError: a setting the transducer cannot build (named in the message).
+
+    """
+
+    def __init__(
+        self,
+        hstu: module_pb2.HSTU,
+        uih: SequenceInput,
+        uih_dim: int,
+        candidate: SequenceInput,
+        cand_dim: int,
+        max_seq_len: int,
+        timestamp: Optional[SequenceInput] = None,
+        candidate_timestamp: Optional[SequenceInput] = None,
+        contextual_key: Optional[str] = None,
+        contextual_dims: Optional[list[int]] = None,
+        concat_contextual: bool = False,
+    ) -> None:
+        super().__init__()
+        stu = hstu.stu
+        dim = stu.embedding_dim
+        self._uih = uih
+        self._candidate = candidate
+        self._timestamp = timestamp
+        self._candidate_timestamp = candidate_timestamp
+        self._max_seq_len = max_seq_len
+        self._input_dropout = hstu.input_dropout_ratio
+        pre = hstu.input_preprocessor.contextual_preprocessor
+        self.content_encoder = ContentEncoder(pre.content_encoder, uih_dim, cand_dim)
+        if not pre.content_mlp.HasField("simple_mlp"):
+            raise ValueError(
+                "input_preprocessor.contextual_preprocessor needs content_mlp { simple_mlp {"
+                " hidden_dim } }"
+            )
+        self.content_mlp = SimpleContextualizedMLP(
+            self.content_encoder.output_dim, dim, pre.content_mlp.simple_mlp.hidden_dim
+        )
+        self._contextual_key = contextual_key
+        dims = list(contextual_dims or []) if contextual_key is not None else []
+        if dims and concat_contextual:
+            dims = [sum(dims)]
+        if len(set(dims)) > 1:
+            raise ValueError(
+                f"the contextual features must have one embedding width, found"
+                f" {sorted(set(dims))} (or set concat_contextual_features)"
+            )
+        self._contextual_len = len(dims)
+        self._contextual_dim = dims[0] if dims else 0
+        self.contextual_weight: Optional[nn.Parameter] = None
+        self.contextual_bias: Optional[nn.Parameter] = None
+        if dims:
+            std = (2.0 / (self._contextual_dim + dim)) ** 0.5
+            self.contextual_weight = nn.Parameter(
+                torch.empty(len(dims), self._contextual_dim, dim).normal_(0.0, std)
+            )
+            self.contextual_bias = nn.Parameter(torch.zeros(len(dims), 1, dim))
+        self.positional_encoder: Optional[HSTUPositionalEncoder] = None
+        self._use_time = False
+        if hstu.HasField("positional_encoder"):
+            pe = hstu.positional_encoder
+            self._use_time = pe.use_time_encoding
+            if self._use_time and (timestamp is None or candidate_timestamp is None):
+                raise ValueError("use_time_encoding needs the history and candidate timestamps")
+            self.positional_encoder = HSTUPositionalEncoder(
+                dim,
+                pe.num_position_buckets,
+                pe.num_time_buckets,
+                pe.use_time_encoding,
+                pe.time_bucket_fn,
+                pe.time_bucket_increments,
+                self._contextual_len,
+            )
+        scaling = stu.scaling_seqlen if stu.scaling_seqlen > 0 else max_seq_len
+        self.stu = STUStack(
+            [
+                STULayer(
+                    dim,
+                    stu.num_heads,
+                    stu.hidden_dim,
+                    stu.attention_dim,
+                    output_dropout_ratio=stu.output_dropout_ratio,
+                    max_attn_len=stu.max_attn_len,
+                    attn_alpha=stu.attn_alpha,
+                    use_group_norm=stu.use_group_norm,
+                    scaling_seqlen=scaling,
+                    contextual_seq_len=self._contextual_len,
+                )
+                for _ in range(hstu.attn_num_layers)
+            ]
+        )
+        post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
+        self._l2norm = post == "l2norm_postprocessor"
+        self.layer_norm = nn.LayerNorm(dim) if post == "layernorm_postprocessor" else None
+        self._output_dim = dim
+
+    def output_dim(self) -> int:
+        """Width of a candidate's encoded row."""
+        return self._output_dim
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each candidate's encoded row ``[T, D]`` and the candidates per user ``[B]``."""
+        uih, uih_offsets = self._uih.rows(grouped)
+        cand, cand_offsets = self._candidate.rows(grouped)
+        num_targets = cand_offsets[1:] - cand_offsets[:-1]
+        uih, cand = self.content_encoder(uih, cand)
+        x, offsets, cand_index = append_rows(uih, uih_offsets, cand, cand_offsets)
+        x = self.content_mlp(x)
+        timestamps: Optional[torch.Tensor] = None
+        if self._use_time and self._timestamp is not None and self._candidate_timestamp is not None:
+            ts = self._timestamp.values(grouped).reshape(-1, 1)
+            cand_ts = self._candidate_timestamp.values(grouped).reshape(-1, 1)
+            if not is_fx_symbolic_tracing() and (
+                ts.shape[0] != uih.shape[0] or cand_ts.shape[0] != cand.shape[0]
+            ):
+                raise DataError(
+                    f"feature groups '{self._timestamp.key}' / '{self._candidate_timestamp.key}'"
+                    f" have {ts.shape[0]} / {cand_ts.shape[0]} timestamps for"
+                    f" {uih.shape[0]} events / {cand.shape[0]} candidates; each needs one"
+                )
+            timestamps, _, _ = append_rows(ts, uih_offsets, cand_ts, cand_offsets)
+            timestamps = timestamps.reshape(-1)
+        if self.contextual_weight is not None and self.contextual_bias is not None:
+            context = grouped[str(self._contextual_key)]
+            context = context.reshape(-1, self._contextual_len, self._contextual_dim)
+            tokens = torch.baddbmm(
+                self.contextual_bias, context.transpose(0, 1), self.contextual_weight
+            ).transpose(0, 1)  # [B, c, D]
+            lengths = offsets[1:] - offsets[:-1]
+            x = prepend_rows(x, offsets, tokens)
+            if timestamps is not None:  # contextual tokens have time 0
+                zeros = torch.zeros_like(tokens[:, :, 0]).to(timestamps.dtype)
+                timestamps = prepend_rows(timestamps, offsets, zeros)
+            offsets = offsets_of(lengths + self._contextual_len)
+            cand_index = shift_rows(cand_index, cand_offsets, self._contextual_len)
+        if self.positional_encoder is not None:
+            x = self.positional_encoder(x, offsets, timestamps, num_targets, None)
+        x = F.dropout(x, p=self._input_dropout, training=self.training)
+        x = self.stu(x, offsets, self._max_seq_len, num_targets)
+        out = take_rows(x, cand_index)
+        if self._l2norm:
+            out = out / torch.linalg.norm(out, ord=2, dim=-1, keepdim=True).clamp(min=1e-6)
+        elif self.layer_norm is not None:
+            out = self.layer_norm(out)
+        return out, num_targets

@@ -1,0 +1,58 @@
+"""Appending candidate rows (targets) at the end of jagged sequences, and reading them back.
+
+No ``from __future__ import annotations``: TorchScript compiles these functions (export).
+"""
+
+import torch
+
+from recforge.modules.gr.jagged import lengths_of, offsets_of, row_index
+
+
+def append_rows(
+    values: torch.Tensor, offsets: torch.Tensor, tail: torch.Tensor, tail_offsets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Puts each sequence's tail rows after its rows.
+
+    Args:
+        values: ``[L, *S]`` rows of ``B`` sequences.
+        offsets: ``[B + 1]``.
+        tail: ``[T, *S]`` rows to append (``tail_offsets[b]:tail_offsets[b + 1]`` go to ``b``).
+        tail_offsets: ``[B + 1]``.
+
+    Returns:
+        The rows ``[L + T, *S]``, their offsets ``[B + 1]`` and where each tail row now is
+        ``[T]`` (see :func:`take_rows`).
+
+    """
+    lengths = lengths_of(offsets)
+    tail_lengths = lengths_of(tail_offsets)
+    out_offsets = offsets_of(lengths + tail_lengths)
+    seq, pos = row_index(offsets, values.shape[0])
+    tail_seq, tail_pos = row_index(tail_offsets, tail.shape[0])
+    head_index = out_offsets[:-1][seq] + pos
+    tail_index = out_offsets[:-1][tail_seq] + lengths[tail_seq] + tail_pos
+    out = values.new_zeros([values.shape[0] + tail.shape[0]] + list(values.shape[1:]))
+    out = out.index_put([head_index], values)
+    out = out.index_put([tail_index], tail)
+    return out, out_offsets, tail_index
+
+
+def take_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The rows ``values[index]`` ``[T, *S]`` (the tail rows of :func:`append_rows`)."""
+    return values.index_select(0, index)
+
+
+def shift_rows(index: torch.Tensor, offsets: torch.Tensor, prefix: int) -> torch.Tensor:
+    """Where the rows ``index`` ``[T]`` of :func:`append_rows` are after a prefix is added.
+
+    Putting ``prefix`` rows before each sequence moves the rows of sequence ``b`` by
+    ``(b + 1) * prefix``.
+
+    Args:
+        index: ``[T]`` the rows' positions.
+        offsets: ``[B + 1]`` which sequence each of the ``T`` rows belongs to.
+        prefix: rows put before each sequence.
+
+    """
+    seq, _ = row_index(offsets, index.shape[0])
+    return index + (seq + 1) * prefix

@@ -1,0 +1,154 @@
+"""Planted-signal ranking data and dlrm_hstu configs for the DLRM-HSTU tests.
+
+Each row is a user's history of random items, oldest first, and one candidate taken from the
+history: its last item (a third of the rows), its second to last one (a third) or an earlier
+one. ``label_hot`` says whether the last item is one of the first ``NUM_ITEMS // 2`` items:
+a model that pools the history as a bag only knows how many such items the history holds, not
+whether the last one is. ``label_next`` says whether the candidate is the last item (every
+candidate is in the history, so again only the order tells).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+NUM_ITEMS = 20
+
+
+def planted_rank_table(rows: int, seed: int, min_len: int = 6, max_len: int = 10) -> pa.Table:
+    """``uih__video_id`` / ``uih__action_timestamp`` ("|"-joined), the candidate
+    ``cand__item_id`` / ``cand__item_ts`` (one element each), ``label_next``, ``label_hot``."""
+    rng = np.random.default_rng(seed)
+    histories, times, cands, cand_ts, nxt, prv = [], [], [], [], [], []
+    for _ in range(rows):
+        n = int(rng.integers(min_len, max_len + 1))
+        items = rng.integers(0, NUM_ITEMS, n)
+        ts = np.cumsum(rng.integers(1, 600, n)) + 1_000_000
+        which = int(rng.integers(0, 3))
+        cand = int(
+            items[-1] if which == 0 else items[-2] if which == 1 else items[rng.integers(0, n - 2)]
+        )
+        histories.append("|".join(map(str, items)))
+        times.append("|".join(map(str, ts)))
+        cands.append(cand)
+        cand_ts.append(int(ts[-1]) + 60)
+        nxt.append(int(cand == items[-1]))
+        prv.append(int(items[-1] < NUM_ITEMS // 2))
+    return pa.table(
+        {
+            "uih__video_id": pa.array(histories),
+            "uih__action_timestamp": pa.array(times),
+            "cand__item_id": pa.array([str(c) for c in cands]),
+            "cand__item_ts": pa.array([str(t) for t in cand_ts]),
+            "label_next": pa.array(nxt, pa.int64()),
+            "label_hot": pa.array(prv, pa.int64()),
+        }
+    )
+
+
+def write_planted_rank_data(directory: str, train_rows: int = 2400, eval_rows: int = 400) -> None:
+    """``train.parquet`` and ``eval.parquet`` in ``directory``."""
+    pq.write_table(planted_rank_table(train_rows, 0), os.path.join(directory, "train.parquet"))
+    pq.write_table(planted_rank_table(eval_rows, 1), os.path.join(directory, "eval.parquet"))
+
+
+FEATURES = f"""
+feature_configs {{
+  sequence_feature {{
+    sequence_name: "uih" sequence_length: 10 sequence_delim: "|"
+    features {{ id_feature {{ feature_name: "video_id" expression: "item:video_id"
+                            embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
+                            embedding_dim: 16 }} }}
+    features {{ raw_feature {{ feature_name: "action_timestamp"
+                             expression: "user:action_timestamp" }} }}
+  }}
+}}
+feature_configs {{
+  sequence_feature {{
+    sequence_name: "cand" sequence_length: 1 sequence_delim: "|"
+    features {{ id_feature {{ feature_name: "item_id" expression: "item:item_id"
+                            embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
+                            embedding_dim: 16 }} }}
+    features {{ raw_feature {{ feature_name: "item_ts" expression: "item:item_ts" }} }}
+  }}
+}}
+"""
+
+TASKS = """
+    task_configs { task_name: "next" label_name: "label_next"
+                   losses { binary_cross_entropy { } } metrics { auc { } } }
+    task_configs { task_name: "hot" label_name: "label_hot"
+                   losses { binary_cross_entropy { } } metrics { auc { } } }
+"""
+
+MODEL = f"""
+model_config {{
+  feature_groups {{ group_name: "uih" feature_names: "uih__video_id"
+                   group_type: JAGGED_SEQUENCE }}
+  feature_groups {{ group_name: "uih_timestamp" feature_names: "uih__action_timestamp"
+                   group_type: JAGGED_SEQUENCE }}
+  feature_groups {{ group_name: "candidate" feature_names: "cand__item_id"
+                   group_type: JAGGED_SEQUENCE }}
+  feature_groups {{ group_name: "candidate_timestamp" feature_names: "cand__item_ts"
+                   group_type: JAGGED_SEQUENCE }}
+  dlrm_hstu {{
+    hstu {{
+      stu {{ embedding_dim: 16 num_heads: 2 hidden_dim: 8 attention_dim: 8
+            output_dropout_ratio: 0.0 }}
+      input_dropout_ratio: 0.0
+      attn_num_layers: 2
+      positional_encoder {{ num_position_buckets: 32 num_time_buckets: 64
+                           use_time_encoding: true }}
+      input_preprocessor {{ contextual_preprocessor {{
+        content_encoder {{ slice_content_encoder {{ }} }}
+        content_mlp {{ simple_mlp {{ hidden_dim: 16 }} }}
+      }} }}
+      output_postprocessor {{ layernorm_postprocessor {{ }} }}
+    }}
+    fusion_mtl_tower {{ mlp {{ hidden_units: [16] }} {TASKS} }}
+    max_seq_len: 11
+    item_embedding_hidden_dim: 16
+  }}
+  kernel: PYTORCH
+}}
+"""
+
+#: the bag-of-history baseline (the history pooled by sum next to the candidate, an MLP) that
+#: a dlrm_hstu run on this data should beat on ``label_hot``
+BAG_MODEL = """
+model_config {
+  feature_groups { group_name: "all" feature_names: "cand__item_id"
+                   sequence_groups { group_name: "hist" feature_names: "uih__video_id" }
+                   sequence_encoders { pooling_encoder { input: "hist" pooling_type: "sum" } } }
+  simple_multi_task {
+    task_towers { tower_name: "next" label_name: "label_next" mlp { hidden_units: [32, 16] }
+                  losses { binary_cross_entropy { } } metrics { auc { } } }
+    task_towers { tower_name: "hot" label_name: "label_hot" mlp { hidden_units: [32, 16] }
+                  losses { binary_cross_entropy { } } metrics { auc { } } }
+  }
+}
+"""
+
+
+def pipeline_text(directory: str, model: str = MODEL, epochs: int = 4) -> str:
+    """The pipeline config of a run on :func:`write_planted_rank_data`'s tables."""
+    return f"""
+train_input_path: "{directory}/train.parquet"
+eval_input_path: "{directory}/eval.parquet"
+model_dir: "{directory}/model"
+train_config {{
+  sparse_optimizer {{ adam_optimizer {{ lr: 0.01 }} constant_learning_rate {{ }} }}
+  dense_optimizer {{ adam_optimizer {{ lr: 0.01 }} constant_learning_rate {{ }} }}
+  num_epochs: {epochs}
+  use_tensorboard: false
+}}
+data_config {{
+  batch_size: 64 fg_mode: FG_DAG label_fields: ["label_next", "label_hot"]
+}}
+{FEATURES}
+{model}
+"""
