@@ -28,9 +28,8 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from recforge.errors import DataError
 from recforge.modules.gr.action_encoder import SimpleActionEncoder
 from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
+from recforge.modules.gr.from_config import output_postprocessor, positional_encoder, stu_stack
 from recforge.modules.gr.jagged import last_rows, offsets_of, prepend_rows
-from recforge.modules.gr.positional import HSTUPositionalEncoder
-from recforge.modules.gr.stu import STULayer, STUStack
 from recforge.protos import module_pb2
 
 # traced export graphs call it as one opaque (scripted) function: it depends on the data
@@ -120,41 +119,12 @@ class HSTUUserEncoder(nn.Module):
             self.action_mlp = SimpleContextualizedMLP(
                 self.action_encoder.output_dim, dim, pre.action_mlp.simple_mlp.hidden_dim
             )
-        self.positional_encoder: Optional[HSTUPositionalEncoder] = None
-        self._use_time = False
-        if hstu.HasField("positional_encoder"):
-            pe = hstu.positional_encoder
-            self._use_time = pe.use_time_encoding
-            self.positional_encoder = HSTUPositionalEncoder(
-                dim,
-                pe.num_position_buckets,
-                pe.num_time_buckets,
-                pe.use_time_encoding,
-                pe.time_bucket_fn,
-                pe.time_bucket_increments,
-                self._contextual_len,
-            )
-        scaling = stu.scaling_seqlen if stu.scaling_seqlen > 0 else max_seq_len
-        self.stu = STUStack(
-            [
-                STULayer(
-                    dim,
-                    stu.num_heads,
-                    stu.hidden_dim,
-                    stu.attention_dim,
-                    output_dropout_ratio=stu.output_dropout_ratio,
-                    max_attn_len=stu.max_attn_len,
-                    attn_alpha=stu.attn_alpha,
-                    use_group_norm=stu.use_group_norm,
-                    scaling_seqlen=scaling,
-                    contextual_seq_len=self._contextual_len,
-                )
-                for _ in range(hstu.attn_num_layers)
-            ]
+        self.positional_encoder = positional_encoder(hstu, self._contextual_len)
+        self._use_time = (
+            hstu.positional_encoder.use_time_encoding if self.positional_encoder else False
         )
-        post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
-        self._l2norm = post == "l2norm_postprocessor"
-        self.layer_norm = nn.LayerNorm(dim) if post == "layernorm_postprocessor" else None
+        self.stu = stu_stack(hstu, max_seq_len, self._contextual_len)
+        self._l2norm, self.layer_norm = output_postprocessor(hstu)
         self._output_dim = dim
 
     def output_dim(self) -> int:

@@ -1,0 +1,64 @@
+"""The parts of an HSTU encoder that its ``HSTU`` config message alone defines.
+
+Shared by the retrieval encoder (:mod:`recforge.modules.gr.hstu_encoder`) and the ranking
+transducer (:mod:`recforge.modules.gr.hstu_transducer`): the positional/time encoder, the STU
+stack and the output postprocessor.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from recforge.modules.gr.positional import HSTUPositionalEncoder
+from recforge.modules.gr.stu import STULayer, STUStack
+from recforge.protos import module_pb2
+
+
+def positional_encoder(
+    hstu: module_pb2.HSTU, contextual_len: int
+) -> Optional[HSTUPositionalEncoder]:
+    """``hstu.positional_encoder`` as a module of width ``stu.embedding_dim`` (None if unset)."""
+    if not hstu.HasField("positional_encoder"):
+        return None
+    pe = hstu.positional_encoder
+    return HSTUPositionalEncoder(
+        hstu.stu.embedding_dim,
+        pe.num_position_buckets,
+        pe.num_time_buckets,
+        pe.use_time_encoding,
+        pe.time_bucket_fn,
+        pe.time_bucket_increments,
+        contextual_len,
+    )
+
+
+def stu_stack(hstu: module_pb2.HSTU, max_seq_len: int, contextual_len: int) -> STUStack:
+    """``hstu.attn_num_layers`` STU layers of ``hstu.stu`` (``scaling_seqlen`` 0: max_seq_len)."""
+    stu = hstu.stu
+    scaling = stu.scaling_seqlen if stu.scaling_seqlen > 0 else max_seq_len
+    return STUStack(
+        [
+            STULayer(
+                stu.embedding_dim,
+                stu.num_heads,
+                stu.hidden_dim,
+                stu.attention_dim,
+                output_dropout_ratio=stu.output_dropout_ratio,
+                max_attn_len=stu.max_attn_len,
+                attn_alpha=stu.attn_alpha,
+                use_group_norm=stu.use_group_norm,
+                scaling_seqlen=scaling,
+                contextual_seq_len=contextual_len,
+            )
+            for _ in range(hstu.attn_num_layers)
+        ]
+    )
+
+
+def output_postprocessor(hstu: module_pb2.HSTU) -> tuple[bool, Optional[nn.LayerNorm]]:
+    """``(l2-normalise, layer norm or None)`` for ``hstu.output_postprocessor``."""
+    post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
+    layer_norm = nn.LayerNorm(hstu.stu.embedding_dim) if post == "layernorm_postprocessor" else None
+    return post == "l2norm_postprocessor", layer_norm
