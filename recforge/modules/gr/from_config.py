@@ -17,9 +17,12 @@ from recforge.protos import module_pb2
 
 
 def positional_encoder(
-    hstu: module_pb2.HSTU, contextual_len: int
+    hstu: module_pb2.HSTU, contextual_len: int, unit_scale_input: bool = False
 ) -> Optional[HSTUPositionalEncoder]:
-    """``hstu.positional_encoder`` as a module of width ``stu.embedding_dim`` (None if unset)."""
+    """``hstu.positional_encoder`` as a module of width ``stu.embedding_dim`` (None if unset).
+
+    ``unit_scale_input``: the encoded rows are layer-normed (see ``HSTUPositionalEncoder``).
+    """
     if not hstu.HasField("positional_encoder"):
         return None
     pe = hstu.positional_encoder
@@ -31,6 +34,7 @@ def positional_encoder(
         pe.time_bucket_fn,
         pe.time_bucket_increments,
         contextual_len,
+        unit_scale_input,
     )
 
 

@@ -146,7 +146,10 @@ class HSTUTransducer(nn.Module):
                 torch.empty(len(dims), self._contextual_dim, dim).normal_(0.0, std)
             )
             self.contextual_bias = nn.Parameter(torch.zeros(len(dims), 1, dim))
-        self.positional_encoder = positional_encoder(hstu, self._contextual_len)
+        # the content MLP ends in a LayerNorm: unit-scale rows
+        self.positional_encoder = positional_encoder(
+            hstu, self._contextual_len, unit_scale_input=True
+        )
         self._use_time = (
             hstu.positional_encoder.use_time_encoding if self.positional_encoder else False
         )

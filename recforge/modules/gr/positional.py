@@ -10,6 +10,14 @@ sequence's last timestamp. With ``contextual_seq_len`` ``c``, the first ``c`` ro
 sequence are contextual tokens with positions ``0 .. c - 1`` and the events' indices are shifted
 by ``c``.
 
+With ``unit_scale_input`` (the rows come out of a LayerNorm, as ``dlrm_hstu``'s content MLP
+makes them) the rows are not multiplied by ``sqrt(D)`` and both tables start at unit scale
+(uniform on ``[-sqrt(3), sqrt(3)]``, variance 1), so position and time weigh as much as the
+content from the first step. Where we differ from TorchEasyRec: it always multiplies by
+``sqrt(D)`` and starts the tables at ``+-sqrt(1 / buckets)``; on layer-normed rows the position
+is then a few hundredths of the row and the STU's input LayerNorm all but erases it, so short
+trainings do not learn the order of the history (a model ignoring order scores the same).
+
 No ``from __future__ import annotations``: TorchScript compiles ``encode_positions`` (export).
 """
 
@@ -33,6 +41,7 @@ class HSTUPositionalEncoder(nn.Module):
         time_bucket_fn: ``"sqrt"`` or ``"log"``.
         time_bucket_increments: seconds per unit before ``time_bucket_fn``.
         contextual_seq_len: contextual tokens at the start of each sequence.
+        unit_scale_input: the rows are layer-normed (see the module docstring).
 
     """
 
@@ -45,22 +54,24 @@ class HSTUPositionalEncoder(nn.Module):
         time_bucket_fn: str = "sqrt",
         time_bucket_increments: float = 60.0,
         contextual_seq_len: int = 0,
+        unit_scale_input: bool = False,
     ) -> None:
         super().__init__()
         if time_bucket_fn not in ("sqrt", "log"):
             raise ValueError(f"time_bucket_fn must be 'sqrt' or 'log', got {time_bucket_fn!r}")
-        self._scale = embedding_dim**0.5
+        self._scale = 1.0 if unit_scale_input else embedding_dim**0.5
         self._contextual = contextual_seq_len
         self._use_time = use_time_encoding
         self._use_log = time_bucket_fn == "log"
         self._increments = time_bucket_increments
         self._num_time_buckets = num_time_buckets
-        bound = math.sqrt(1.0 / num_position_buckets)
+        unit_bound = math.sqrt(3.0)
+        bound = unit_bound if unit_scale_input else math.sqrt(1.0 / num_position_buckets)
         self.position_weight = nn.Parameter(
             torch.empty(num_position_buckets, embedding_dim).uniform_(-bound, bound)
         )
         time_rows = num_time_buckets + 1 if use_time_encoding else 1
-        bound = math.sqrt(1.0 / max(num_time_buckets, 1))
+        bound = unit_bound if unit_scale_input else math.sqrt(1.0 / max(num_time_buckets, 1))
         self.time_weight = nn.Parameter(
             torch.empty(time_rows, embedding_dim).uniform_(-bound, bound)
         )
