@@ -13,10 +13,10 @@ from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
 from recforge.errors import DataError
 from recforge.models.multi_task_rank import MultiTaskRank
-from recforge.models.rank_model import Task, check_losses, default_loss
+from recforge.models.rank_model import Task
 from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
 from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
-from recforge.modules.gr.kernel import kernel_problem, log_kernel_choice
+from recforge.modules.gr.kernel import check_hstu_build
 from recforge.modules.mlp import MLP
 from recforge.protos import model_pb2
 
@@ -95,63 +95,36 @@ class DlrmHSTU(MultiTaskRank):
     """
 
     # ---- tasks: fusion_mtl_tower.task_configs ---------------------------------------------
+    # Read by MultiTaskRank's task reader, so a task without losses / metrics takes the
+    # model's (model_config.losses / metrics), else the default loss, as every recforge
+    # multi-task model does (TorchEasyRec reads only the task's own losses in its multi-task
+    # models and in dlrm_hstu alike, so the same config behaves the same in both here).
+    _TASKS_FIELD = "fusion_mtl_tower.task_configs"
+    _TASK_NAME_FIELD = "task_name"
+
     def _task_configs(self) -> list:
         return list(self._model_config.fusion_mtl_tower.task_configs)
 
     def _read_task(self, index: int, cfg: Any) -> Task:
-        fld = f"{self.config_field('fusion_mtl_tower.task_configs')}[{index}]"
-        name = cfg.task_name
-        if not name or not name.replace("_", "a").isalnum():
-            raise ConfigError(
-                f"task_name must be a non-empty name of letters, digits and '_', found {name!r}",
-                field=f"{fld}.task_name",
-            )
-        if cfg.label_name not in self._labels:
-            raise ConfigError(
-                f"task '{name}' reads label {cfg.label_name!r}, which is not in"
-                f" data_config.label_fields ({', '.join(self._labels) or 'none'})",
-                field=f"{fld}.label_name",
-            )
+        task = super()._read_task(index, cfg)
         if cfg.HasField("task_bitmask"):
             raise ConfigError(
                 "task_bitmask (bits of an action label) is not supported yet; give each task"
                 " its own label column",
-                field=f"{fld}.task_bitmask",
+                field=f"{task.field}.task_bitmask",
             )
-        if cfg.num_class < 1:
-            raise ConfigError(f"num_class must be >= 1, found {cfg.num_class}", field=fld)
-        losses = [(f"{fld}.losses[{i}]", c) for i, c in enumerate(cfg.losses)]
-        check_losses(losses, cfg.num_class)
-        metrics = [(f"{fld}.metrics[{i}]", c) for i, c in enumerate(cfg.metrics)]
-        if not metrics:
-            model_metrics = self._base_model_config.metrics
-            metrics = [(f"model_config.metrics[{i}]", c) for i, c in enumerate(model_metrics)]
-        return Task(
-            name=name,
-            field=fld,
-            label=cfg.label_name,
-            num_class=cfg.num_class,
-            losses=losses or [(f"{fld}.losses", default_loss(cfg.num_class))],
-            metrics=metrics,
-            weight=cfg.weight,
-        )
+        return task
 
     # ---- layers ------------------------------------------------------------------------------
     def build(self) -> None:
         """Builds the embedding group, the transducer, the item MLP and the task tower."""
         cfg = self._model_config
         self.require_fields("hstu", "fusion_mtl_tower")
-        kernel = self._base_model_config.kernel
-        problem = kernel_problem(kernel)
-        if problem is not None:
-            raise ConfigError(problem, field="model_config.kernel")
-        log_kernel_choice(kernel)
-        if not cfg.sequence_timestamp_is_ascending:
-            raise ConfigError(
-                "sequence_timestamp_is_ascending: false (newest event first) is not supported"
-                " yet; give the history oldest first",
-                field=self.config_field("sequence_timestamp_is_ascending"),
-            )
+        check_hstu_build(
+            self._base_model_config.kernel,
+            cfg.sequence_timestamp_is_ascending,
+            self.config_field("sequence_timestamp_is_ascending"),
+        )
         if cfg.max_seq_len <= 0:
             raise ConfigError(
                 "dlrm_hstu needs max_seq_len > 0 (the longest history plus candidates)",

@@ -17,7 +17,7 @@ from recforge.errors import DataError
 from recforge.models.match_model import MatchModel, MatchTower
 from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.gr.hstu_encoder import HSTUUserEncoder
-from recforge.modules.gr.kernel import kernel_problem, log_kernel_choice
+from recforge.modules.gr.kernel import check_hstu_build
 from recforge.protos import model_pb2
 
 #: TorchEasyRec's fixed group names (the history's prefix is ``hstu.name`` or ``uih``)
@@ -113,17 +113,11 @@ class HSTUMatch(MatchModel):
         """Builds the embedding group and both towers from the ``hstu_match`` message."""
         cfg = self._model_config
         self.require_fields("user_tower", "item_tower")
-        kernel = self._base_model_config.kernel
-        problem = kernel_problem(kernel)
-        if problem is not None:
-            raise ConfigError(problem, field="model_config.kernel")
-        log_kernel_choice(kernel)
-        if not cfg.sequence_timestamp_is_ascending:
-            raise ConfigError(
-                "sequence_timestamp_is_ascending: false (newest event first) is not supported"
-                " yet; give the history oldest first",
-                field=self.config_field("sequence_timestamp_is_ascending"),
-            )
+        check_hstu_build(
+            self._base_model_config.kernel,
+            cfg.sequence_timestamp_is_ascending,
+            self.config_field("sequence_timestamp_is_ascending"),
+        )
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
         uih = self._group("user_tower.input", cfg.user_tower.input, groups)
         item = self._group("item_tower.input", cfg.item_tower.input, groups)

@@ -77,10 +77,11 @@ class MultiTaskRank(RankModel):
             embedding_device=embedding_device,
             negative_sampler=negative_sampler,
         )
-        towers = self.config_field("task_towers")
+        towers = self.config_field(self._TASKS_FIELD)
         if not self._tasks:
             raise ConfigError(
-                f"{type(self).__name__} needs at least one task_towers entry", field=towers
+                f"{type(self).__name__} needs at least one {self._TASKS_FIELD} entry",
+                field=towers,
             )
         names = [t.name for t in self._tasks]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -94,6 +95,10 @@ class MultiTaskRank(RankModel):
         except ValueError as e:
             raise ConfigError(str(e), field=towers) from e
 
+    #: the config field listing the tasks, and each task's name field (dlrm_hstu overrides)
+    _TASKS_FIELD = "task_towers"
+    _TASK_NAME_FIELD = "tower_name"
+
     # ------------------------------------------------------------------ config
     def _task_configs(self) -> list:
         return list(self._model_config.task_towers)
@@ -103,13 +108,15 @@ class MultiTaskRank(RankModel):
         return [self._read_task(i, cfg) for i, cfg in enumerate(self._task_configs())]
 
     def _read_task(self, index: int, cfg: Any) -> Task:
-        fld = f"{self.config_field('task_towers')}[{index}]"
-        name = cfg.tower_name
+        fld = f"{self.config_field(self._TASKS_FIELD)}[{index}]"
+        name_field = self._TASK_NAME_FIELD
+        name = getattr(cfg, name_field)
         if not name or not name.replace("_", "a").isalnum():
             raise ConfigError(
-                f"tower_name must be a non-empty name of letters, digits and '_', found {name!r}",
-                field=f"{fld}.tower_name",
+                f"{name_field} must be a non-empty name of letters, digits and '_', found {name!r}",
+                field=f"{fld}.{name_field}",
             )
+        fields = cfg.DESCRIPTOR.fields_by_name
         label = cfg.label_name
         by_order = (tower_pb2.BayesTaskTower, tower_pb2.InterventionTaskTower)
         if not label and isinstance(cfg, by_order) and index < len(self._labels):
@@ -120,15 +127,16 @@ class MultiTaskRank(RankModel):
                 f" data_config.label_fields ({', '.join(self._labels) or 'none'})",
                 field=f"{fld}.label_name",
             )
-        space_label = cfg.task_space_indicator_label or None
+        has_space = "task_space_indicator_label" in fields
+        space_label = (cfg.task_space_indicator_label if has_space else "") or None
         if space_label is not None and space_label not in self._labels:
             raise ConfigError(
                 f"task '{name}': task_space_indicator_label {space_label!r} is not in"
                 f" data_config.label_fields ({', '.join(self._labels)})",
                 field=f"{fld}.task_space_indicator_label",
             )
-        # InterventionTaskTower has no sample_weight_name
-        has_weight = "sample_weight_name" in cfg.DESCRIPTOR.fields_by_name
+        # InterventionTaskTower and FusionSubTaskConfig have no sample_weight_name
+        has_weight = "sample_weight_name" in fields
         sample_weight = (cfg.sample_weight_name if has_weight else "") or None
         if sample_weight is not None and sample_weight not in self._sample_weights:
             raise ConfigError(
@@ -157,9 +165,9 @@ class MultiTaskRank(RankModel):
             weight=cfg.weight,
             sample_weight=sample_weight,
             space_label=space_label,
-            in_space_weight=cfg.in_task_space_weight,
-            out_space_weight=cfg.out_task_space_weight,
-            min_weight=cfg.pareto_min_loss_weight,
+            in_space_weight=cfg.in_task_space_weight if has_space else 1.0,
+            out_space_weight=cfg.out_task_space_weight if has_space else 1.0,
+            min_weight=cfg.pareto_min_loss_weight if "pareto_min_loss_weight" in fields else 0.0,
         )
 
     # ------------------------------------------------------------------ layers

@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from recforge.config import ConfigError
 from recforge.protos import model_pb2
 
 logger = logging.getLogger(__name__)
@@ -49,4 +50,35 @@ def log_kernel_choice(kernel: int) -> None:
         logger.warning(
             "model_config.kernel: %s runs recforge's PyTorch HSTU attention (same results)",
             model_pb2.Kernel.Name(kernel),
+        )
+
+
+def check_hstu_build(
+    kernel: int,
+    ascending: bool,
+    ascending_field: str,
+    allow_descending: bool = False,
+) -> None:
+    """The checks every HSTU model's ``build`` starts with.
+
+    Raises a ``ConfigError`` at ``model_config.kernel`` when the kernel cannot run here (see
+    :func:`kernel_problem`), logs a GPU kernel request (:func:`log_kernel_choice`), and unless
+    ``allow_descending`` refuses ``sequence_timestamp_is_ascending: false``.
+
+    Args:
+        kernel: ``model_config.kernel`` (a ``model_pb2.Kernel`` value).
+        ascending: the model's ``sequence_timestamp_is_ascending``.
+        ascending_field: that field's path, for the error.
+        allow_descending: the model reverses newest-first histories itself.
+
+    """
+    problem = kernel_problem(kernel)
+    if problem is not None:
+        raise ConfigError(problem, field="model_config.kernel")
+    log_kernel_choice(kernel)
+    if not ascending and not allow_descending:
+        raise ConfigError(
+            "sequence_timestamp_is_ascending: false (newest event first) is not supported"
+            " yet; give the history oldest first",
+            field=ascending_field,
         )
