@@ -38,6 +38,7 @@ from recforge.datasets.dataset import RecDataset, create_dataloader, split_origi
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import expand_input_path
 from recforge.errors import PredictError, RecforgeError
+from recforge.models.dlrm_hstu import NUM_CANDIDATES
 from recforge.predictor import Predictor, output_arrow_type, output_to_arrow
 from recforge.protos import data_pb2
 from recforge.utils import storage
@@ -305,8 +306,17 @@ def _output_batch(
     if reserves is not None:
         arrays += list(reserves.columns)
         fields += list(reserves.schema.names)
+    # several candidates per row (dlrm_hstu): the outputs over all candidates become one
+    # list per row
+    counts = outputs.get(NUM_CANDIDATES)
     for name in names:
-        arrays.append(output_to_arrow(outputs[name]))
+        values = outputs[name]
+        if counts is not None and name != NUM_CANDIDATES:
+            ends = counts.detach().cpu().to(torch.int32).cumsum(0, dtype=torch.int32)
+            offsets = pa.array(torch.cat([ends.new_zeros(1), ends]).numpy())
+            arrays.append(pa.ListArray.from_arrays(offsets, output_to_arrow(values)))
+        else:
+            arrays.append(output_to_arrow(values))
         fields.append(name)
     return pa.RecordBatch.from_arrays(arrays, names=fields)
 

@@ -20,8 +20,10 @@ class Batch(Pipelineable):
             ``lengths`` int32 with ``B`` entries per key; optional ``weights`` float32.
         dense_features: every dense (raw) feature, keyed by feature name; ``values`` float32
             ``[B, sum(dims)]``.
-        labels: label column name -> tensor ``[B]`` (float32).
+        labels: label column name -> tensor ``[B]`` (float32); a jagged label (one value per
+            candidate, see ``label_lengths``) holds ``[T]``.
         sample_weights: sample-weight column name -> tensor ``[B]`` (float32).
+        label_lengths: jagged label column name -> its values per row ``[B]`` (int32).
         extras: other tensors derived from columns, e.g. int64 ids of a grouped-AUC key ``[B]``.
         reserves: columns passed through untouched (for predict outputs), as a pyarrow batch.
 
@@ -32,6 +34,7 @@ class Batch(Pipelineable):
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     sample_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    label_lengths: dict[str, torch.Tensor] = field(default_factory=dict)
     reserves: Optional[pa.RecordBatch] = None
 
     @property
@@ -49,6 +52,9 @@ class Batch(Pipelineable):
                 k: v.to(device, non_blocking=non_blocking) for k, v in self.sample_weights.items()
             },
             extras={k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()},
+            label_lengths={
+                k: v.to(device, non_blocking=non_blocking) for k, v in self.label_lengths.items()
+            },
             reserves=self.reserves,
         )
 
@@ -56,7 +62,7 @@ class Batch(Pipelineable):
         """Mark every tensor as used on ``stream`` (torchrec train pipelines on GPU)."""
         self.sparse_features.record_stream(stream)
         self.dense_features.record_stream(stream)
-        for group in (self.labels, self.sample_weights, self.extras):
+        for group in (self.labels, self.sample_weights, self.extras, self.label_lengths):
             for value in group.values():
                 value.record_stream(stream)
 
@@ -72,5 +78,6 @@ class Batch(Pipelineable):
             labels={k: v.pin_memory() for k, v in self.labels.items()},
             sample_weights={k: v.pin_memory() for k, v in self.sample_weights.items()},
             extras={k: v.pin_memory() for k, v in self.extras.items()},
+            label_lengths={k: v.pin_memory() for k, v in self.label_lengths.items()},
             reserves=self.reserves,
         )

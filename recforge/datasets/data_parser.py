@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -39,7 +39,9 @@ class DataParser:
       ``int64 [E]`` and elements per row ``int32 [B]`` of a sequence whose elements hold
       several ids (see :mod:`recforge.features.sequence_tokenize`), one more sparse key;
     * ``"{feature}.values"``: dense values ``float32 [B, value_dim]``;
-    * ``"label.{column}"``, ``"weight.{column}"``: ``float32 [B]``;
+    * ``"label.{column}"``, ``"weight.{column}"``: ``float32 [B]``; for a jagged label
+      (one value per candidate, ``dlrm_hstu``) ``"label.{column}"`` is ``float32 [T]`` and
+      ``"label.{column}.lengths"`` ``int32 [B]`` the values of each row;
     * ``"extra.{column}"``: ``int64 [B]``, a stable hash of the column's string values (a
       grouping key for grouped AUC; equal values give equal ids across batches and runs).
 
@@ -52,6 +54,9 @@ class DataParser:
         reserved_columns: columns copied to ``Batch.reserves``.
         extra_id_columns: columns hashed into ``Batch.extras``.
         binary_labels: label columns that must hold 0 or 1 (the labels of binary losses).
+        jagged_labels: label columns holding a list of values per row, each to its
+            delimiter: a string column is split at it, a list column read as is, a number
+            is one value.
 
     Example:
         >>> from recforge.features import create_features
@@ -68,6 +73,7 @@ class DataParser:
         reserved_columns: Sequence[str] = (),
         extra_id_columns: Sequence[str] = (),
         binary_labels: Sequence[str] = (),
+        jagged_labels: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.features = list(features)
         #: the features handed to the model (stub_type ones only feed other features)
@@ -77,6 +83,7 @@ class DataParser:
         produced = produced_columns(self._computed)
         self.binary_labels = set(binary_labels)
         self.labels = list(labels)
+        self.jagged_labels = dict(jagged_labels or {})
         self.sample_weights = list(sample_weights)
         self.reserved_columns = list(reserved_columns)
         self.extra_id_columns = list(extra_id_columns)
@@ -147,6 +154,10 @@ class DataParser:
 
     def _float_column(self, rb: pa.RecordBatch, column: str, kind: str) -> torch.Tensor:
         array = as_array(rb.column(column))
+        return _to_tensor(self._numbers(array, column, kind, np.arange(len(array))))
+
+    def _numbers(self, array: pa.Array, column: str, kind: str, rows: np.ndarray) -> np.ndarray:
+        """``array`` as checked float32 numbers; ``rows[i]`` is the row of value ``i``."""
         try:
             values = pc.cast(array, pa.float32())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
@@ -156,20 +167,43 @@ class DataParser:
         numbers = values.to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~np.isfinite(numbers))  # nulls become NaN in to_numpy
         if bad.size:
-            row = int(bad[0])
-            value = float(numbers[row])
-            found = "null" if array[row].as_py() is None else "NaN" if value != value else value
+            index = int(bad[0])
+            value = float(numbers[index])
+            found = "null" if array[index].as_py() is None else "NaN" if value != value else value
             raise DataError(
-                f"{kind} column '{column}': expected a finite number, found {found} at row {row}"
+                f"{kind} column '{column}': expected a finite number, found {found} at row"
+                f" {int(rows[index])}"
             )
         if kind == "label" and column in self.binary_labels:
             bad = np.flatnonzero((numbers != 0) & (numbers != 1))
             if bad.size:
                 raise DataError(
                     f"label column '{column}': a binary loss needs labels 0 or 1, found "
-                    f"{numbers[bad[0]]:g} at row {int(bad[0])}"
+                    f"{numbers[bad[0]]:g} at row {int(rows[bad[0]])}"
                 )
-        return _to_tensor(numbers)
+        return numbers
+
+    def _jagged_label(self, rb: pa.RecordBatch, column: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A jagged label column: its values ``float32 [T]`` and lengths ``int32 [B]``."""
+        array = as_array(rb.column(column))
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            if array.null_count:
+                row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
+                raise DataError(
+                    f"label column '{column}': expected values, found null at row {row}"
+                )
+            array = pc.split_pattern(array, self.jagged_labels[column])
+        if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+            lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
+            flat = pc.list_flatten(array)
+            if pa.types.is_string(flat.type) or pa.types.is_large_string(flat.type):
+                flat = pc.utf8_trim_whitespace(flat)
+        else:
+            lengths = np.ones(len(array), dtype=np.int64)
+            flat = array
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        numbers = self._numbers(flat, column, "label", rows)
+        return _to_tensor(numbers), _to_tensor(lengths.astype(np.int32))
 
     def parse(
         self,
@@ -207,7 +241,12 @@ class DataParser:
             for key, array in parsed[feature.name].items():
                 out[key] = _to_tensor(array)
         for column in self.labels:
-            out[f"label.{column}"] = self._float_column(rb, column, "label")
+            if column in self.jagged_labels:
+                values, lengths = self._jagged_label(rb, column)
+                out[f"label.{column}"] = values
+                out[f"label.{column}.lengths"] = lengths
+            else:
+                out[f"label.{column}"] = self._float_column(rb, column, "label")
         for column in self.sample_weights:
             out[f"weight.{column}"] = self._float_column(rb, column, "sample weight")
         for column in self.extra_id_columns:
@@ -252,6 +291,11 @@ class DataParser:
                 parsed, self.dense_keys, self.dense_dims, batch_size
             ),
             labels={k: parsed[f"label.{k}"] for k in self.labels if f"label.{k}" in parsed},
+            label_lengths={
+                k: parsed[f"label.{k}.lengths"]
+                for k in self.labels
+                if f"label.{k}.lengths" in parsed
+            },
             sample_weights={
                 k: parsed[f"weight.{k}"] for k in self.sample_weights if f"weight.{k}" in parsed
             },

@@ -62,6 +62,8 @@ class RecDataset(IterableDataset):
         batch_size: overrides the configured batch size.
         extra_id_columns: columns hashed into ``Batch.extras`` (e.g. a grouped-AUC key).
         binary_labels: label columns that must hold 0 or 1 (those of binary losses).
+        jagged_labels: label columns with one value per candidate, each to its delimiter
+            (see ``DataParser``).
 
     Raises:
         DataError: unknown mode, no label fields in train / eval mode, no input file.
@@ -78,6 +80,7 @@ class RecDataset(IterableDataset):
         batch_size: Optional[int] = None,
         extra_id_columns: Sequence[str] = (),
         binary_labels: Sequence[str] = (),
+        jagged_labels: Optional[dict[str, str]] = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -99,6 +102,7 @@ class RecDataset(IterableDataset):
             reserved_columns=reserved_columns,
             extra_id_columns=extra_id_columns,
             binary_labels=binary_labels if mode != "predict" else (),
+            jagged_labels=jagged_labels if mode != "predict" else None,
         )
         training = mode == "train"
         # match models: negatives from an item table appended to each train / eval batch

@@ -24,8 +24,56 @@ from recforge.protos import model_pb2
 CANDIDATE_GROUP = "candidate"
 CANDIDATE_TIMESTAMP_GROUP = "candidate_timestamp"
 CONTEXTUAL_GROUP = "contextual"
+#: the prediction holding each row's number of candidates (TorchEasyRec's repeat key)
+NUM_CANDIDATES = "num_candidates"
 
 logger = logging.getLogger(__name__)
+
+
+#: the models whose labels hold one value per candidate
+JAGGED_LABEL_MODELS = ("dlrm_hstu", "ultra_hstu")
+
+
+def _sequence_delims(feature_configs: Any) -> dict[str, str]:
+    """Each sequence feature's name -> its ``sequence_delim``."""
+    delims: dict[str, str] = {}
+    for fc in feature_configs:
+        kind = fc.WhichOneof("feature")
+        if kind == "sequence_feature":
+            seq = fc.sequence_feature
+            for sub in seq.features:
+                inner = getattr(sub, str(sub.WhichOneof("feature")), None)
+                if inner is not None and inner.HasField("feature_name"):
+                    delims[f"{seq.sequence_name}__{inner.feature_name}"] = seq.sequence_delim
+        elif kind is not None and kind.startswith("sequence_"):
+            inner = getattr(fc, kind)
+            delims[inner.feature_name] = inner.sequence_delim
+    return delims
+
+
+def jagged_label_columns(config: Any) -> dict[str, str]:
+    """The label columns of a pipeline config that hold one value per candidate.
+
+    A ``dlrm_hstu`` (or ``ultra_hstu``) model with a JAGGED_SEQUENCE ``candidate`` group reads
+    every label field as a list per row, one value per candidate (TorchEasyRec's jagged
+    labels), split at the candidate sequence's ``sequence_delim`` when it is a string; with a
+    DEEP candidate group (one candidate per row) labels stay plain numbers.
+
+    Args:
+        config: the ``EasyRecConfig``.
+
+    Returns:
+        ``{label column: delimiter}``.
+
+    """
+    model_config = config.model_config
+    if model_config.WhichOneof("model") not in JAGGED_LABEL_MODELS:
+        return {}
+    group = next((g for g in model_config.feature_groups if g.group_name == CANDIDATE_GROUP), None)
+    if group is None or group.group_type != model_pb2.JAGGED_SEQUENCE or not group.feature_names:
+        return {}
+    delim = _sequence_delims(config.feature_configs).get(group.feature_names[0], ";")
+    return {label: delim for label in config.data_config.label_fields}
 
 
 def _xavier_zero_bias(module: nn.Module) -> None:
@@ -85,12 +133,15 @@ class DlrmHSTU(MultiTaskRank):
     norm, linear, layer norm) and :class:`FusionMTLTower` scores it for every task
     (``logits_<task_name>`` / ``probs_<task_name>``).
 
-    Where we differ from TorchEasyRec: it scores several candidates per user with jagged
-    labels (one label per candidate per task); here every row has exactly one candidate and
-    one label per task (a plain label column), so each sample is one (user, candidate) pair
-    and the history is encoded once per candidate. Not built yet: the action encoder of the
-    contextual preprocessor (the candidates' action token), the interleave preprocessor,
-    ``task_bitmask`` labels, a SEQUENCE ``contextual`` group,
+    Several candidates per row, as TorchEasyRec: with a JAGGED_SEQUENCE ``candidate`` group
+    each row (one user) holds a list of candidates, all scored in one pass over the history,
+    and every label field holds one value per candidate (a list column, or a string split at
+    the candidate sequence's ``sequence_delim``; a plain number for one candidate). Losses
+    and metrics run over all candidates of the batch. ``predict`` returns each task's scores
+    ``[T]`` (the candidates of all rows, row after row) and ``num_candidates`` ``[B]``; the
+    ``predict`` command writes one list per row (a score per candidate). Not built yet: the
+    action encoder of the contextual preprocessor (the candidates' action token), the
+    interleave preprocessor, ``task_bitmask`` labels, a SEQUENCE ``contextual`` group,
     ``sequence_timestamp_is_ascending: false``.
     """
 
@@ -227,13 +278,57 @@ class DlrmHSTU(MultiTaskRank):
 
     # ---- predict ----------------------------------------------------------------------------
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Scores each row's candidate: ``logits_<task>`` / ``probs_<task>`` ``[B, ...]``."""
+        """Scores every candidate of every row.
+
+        Returns:
+            ``logits_<task>`` / ``probs_<task>`` ``[T, ...]``: one entry per candidate, the
+            rows' candidates one after the other in row order (``T = B`` with one candidate
+            per row); with a JAGGED_SEQUENCE candidate group also ``num_candidates``
+            ``[B]`` (int64), each row's count, as TorchEasyRec returns it next to the scores.
+
+        """
         grouped = self.build_input(batch)
         user, num_targets = self.transducer(grouped)
         items, _ = self._candidate.rows(grouped)
-        if not is_fx_symbolic_tracing() and bool((num_targets != 1).any()):
-            raise DataError(
-                f"dlrm_hstu: feature group '{CANDIDATE_GROUP}' needs exactly one candidate per"
-                f" row, found {num_targets.tolist()}"
-            )
-        return self._output_to_prediction(self.tower(user, self.item_mlp(items)))
+        predictions = self._output_to_prediction(self.tower(user, self.item_mlp(items)))
+        if self._candidate.jagged:
+            predictions[NUM_CANDIDATES] = num_targets
+        return predictions
+
+    # ---- labels: one per candidate ---------------------------------------------------------
+    def _check_labels(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Raises DataError unless every task label has one value per candidate."""
+        if is_fx_symbolic_tracing():
+            return
+        counts = predictions.get(NUM_CANDIDATES)
+        for task in self._tasks:
+            label = batch.labels[task.label]
+            scores = predictions[task.key("logits")]
+            lengths = batch.label_lengths.get(task.label)
+            if counts is not None and lengths is not None and lengths.shape == counts.shape:
+                bad = torch.nonzero(lengths.to(counts.dtype) != counts).reshape(-1)
+                if bad.numel() > 0:
+                    row = int(bad[0])
+                    raise DataError(
+                        f"label column '{task.label}': row {row} has {int(lengths[row])}"
+                        f" values for {int(counts[row])} candidates (feature group"
+                        f" '{CANDIDATE_GROUP}'); dlrm_hstu needs one label per candidate"
+                    )
+            if label.shape[0] != scores.shape[0]:
+                raise DataError(
+                    f"label column '{task.label}': {label.shape[0]} values for"
+                    f" {scores.shape[0]} candidates in a batch; dlrm_hstu needs one label per"
+                    " candidate (a list per row, or a number with one candidate per row)"
+                )
+
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """Each task's losses over all candidates (after checking one label per candidate)."""
+        self._check_labels(predictions, batch)
+        return super().loss(predictions, batch)
+
+    def metric_label(
+        self, name: str, predictions: dict[str, torch.Tensor], batch: Batch
+    ) -> torch.Tensor:
+        """The per-candidate label of the task metric ``name`` belongs to ``[T]``."""
+        self._check_labels(predictions, batch)
+        return super().metric_label(name, predictions, batch)

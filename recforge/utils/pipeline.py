@@ -21,6 +21,7 @@ from recforge.errors import RecforgeError
 from recforge.features import BaseFeature, FeatureError, create_pipeline_features
 from recforge.loss import binary_label_columns
 from recforge.metrics import grouping_keys
+from recforge.models.dlrm_hstu import jagged_label_columns
 from recforge.protos import pipeline_pb2, train_pb2
 from recforge.utils import dist as dist_util
 from recforge.utils import layout, storage
@@ -155,6 +156,7 @@ def build_dataset(
         binary_labels=binary_label_columns(
             config.model_config, list(config.data_config.label_fields)
         ),
+        jagged_labels=jagged_label_columns(config),
     )
 
 

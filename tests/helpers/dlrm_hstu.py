@@ -1,59 +1,80 @@
 """Planted-signal ranking data and dlrm_hstu configs for the DLRM-HSTU tests.
 
-Each row is a user's history of random items, oldest first, and one candidate taken from the
-history: its last item (a third of the rows), its second to last one (a third) or an earlier
-one. ``label_hot`` says whether the last item is one of the first ``NUM_ITEMS // 2`` items:
-a model that pools the history as a bag only knows how many such items the history holds, not
-whether the last one is. ``label_next`` says whether the candidate is the last item (every
-candidate is in the history, so again only the order tells).
+Each row is a user's history of random items, oldest first, and candidates taken from the
+history: its last item (a third of them), its second to last one (a third) or an earlier one.
+``label_hot`` says whether the last item is one of the first ``NUM_ITEMS // 2`` items: a model
+that pools the history as a bag only knows how many such items the history holds, not whether
+the last one is. ``label_next`` says whether the candidate is the last item (every candidate
+is in the history, so again only the order tells). With one candidate per row the labels are
+numbers; with several they are "|"-joined, one per candidate, like the candidate columns.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from tests.helpers.planted_sequences import (
+    draw_history,
+    history_columns,
+    joined,
+    write_train_eval,
+)
 
 NUM_ITEMS = 20
+#: the candidate sequence's length in FEATURES (the most candidates a row may hold)
+MAX_CANDIDATES = 4
 
 
-def planted_rank_table(rows: int, seed: int, min_len: int = 6, max_len: int = 10) -> pa.Table:
-    """``uih__video_id`` / ``uih__action_timestamp`` ("|"-joined), the candidate
-    ``cand__item_id`` / ``cand__item_ts`` (one element each), ``label_next``, ``label_hot``."""
+def planted_rank_table(
+    rows: int, seed: int, min_len: int = 6, max_len: int = 10, max_candidates: int = 1
+) -> pa.Table:
+    """``uih__video_id`` / ``uih__action_timestamp`` ("|"-joined), the candidates
+    ``cand__item_id`` / ``cand__item_ts`` (1 to ``max_candidates`` each), ``label_next``,
+    ``label_hot``."""
     rng = np.random.default_rng(seed)
-    histories, times, cands, cand_ts, nxt, prv = [], [], [], [], [], []
+    histories, times, cands, cand_ts, nxt, hot = [], [], [], [], [], []
     for _ in range(rows):
-        n = int(rng.integers(min_len, max_len + 1))
-        items = rng.integers(0, NUM_ITEMS, n)
-        ts = np.cumsum(rng.integers(1, 600, n)) + 1_000_000
-        which = int(rng.integers(0, 3))
-        cand = int(
-            items[-1] if which == 0 else items[-2] if which == 1 else items[rng.integers(0, n - 2)]
-        )
-        histories.append("|".join(map(str, items)))
-        times.append("|".join(map(str, ts)))
-        cands.append(cand)
-        cand_ts.append(int(ts[-1]) + 60)
-        nxt.append(int(cand == items[-1]))
-        prv.append(int(items[-1] < NUM_ITEMS // 2))
+        items, ts = draw_history(rng, NUM_ITEMS, min_len, max_len)
+        n = len(items)
+        count = int(rng.integers(1, max_candidates + 1)) if max_candidates > 1 else 1
+        row = []
+        for _ in range(count):
+            which = int(rng.integers(0, 3))
+            pick = -1 if which == 0 else -2 if which == 1 else int(rng.integers(0, n - 2))
+            row.append(int(items[pick]))
+        histories.append(items)
+        times.append(ts)
+        cands.append(np.array(row))
+        cand_ts.append(np.full(count, int(ts[-1]) + 60))
+        nxt.append(np.array([int(c == items[-1]) for c in row]))
+        hot.append(np.full(count, int(items[-1] < NUM_ITEMS // 2)))
+    if max_candidates > 1:
+        labels = {"label_next": joined(nxt), "label_hot": joined(hot)}
+    else:
+        labels = {
+            "label_next": pa.array([int(v[0]) for v in nxt], pa.int64()),
+            "label_hot": pa.array([int(v[0]) for v in hot], pa.int64()),
+        }
     return pa.table(
         {
-            "uih__video_id": pa.array(histories),
-            "uih__action_timestamp": pa.array(times),
-            "cand__item_id": pa.array([str(c) for c in cands]),
-            "cand__item_ts": pa.array([str(t) for t in cand_ts]),
-            "label_next": pa.array(nxt, pa.int64()),
-            "label_hot": pa.array(prv, pa.int64()),
+            **history_columns(histories, times),
+            "cand__item_id": joined(cands),
+            "cand__item_ts": joined(cand_ts),
+            **labels,
         }
     )
 
 
-def write_planted_rank_data(directory: str, train_rows: int = 2400, eval_rows: int = 400) -> None:
+def write_planted_rank_data(
+    directory: str, train_rows: int = 2400, eval_rows: int = 400, max_candidates: int = 1
+) -> None:
     """``train.parquet`` and ``eval.parquet`` in ``directory``."""
-    pq.write_table(planted_rank_table(train_rows, 0), os.path.join(directory, "train.parquet"))
-    pq.write_table(planted_rank_table(eval_rows, 1), os.path.join(directory, "eval.parquet"))
+
+    def table(rows: int, seed: int) -> pa.Table:
+        return planted_rank_table(rows, seed, max_candidates=max_candidates)
+
+    write_train_eval(directory, table, train_rows, eval_rows)
 
 
 FEATURES = f"""
@@ -69,7 +90,7 @@ feature_configs {{
 }}
 feature_configs {{
   sequence_feature {{
-    sequence_name: "cand" sequence_length: 1 sequence_delim: "|"
+    sequence_name: "cand" sequence_length: {MAX_CANDIDATES} sequence_delim: "|"
     features {{ id_feature {{ feature_name: "item_id" expression: "item:item_id"
                             embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
                             embedding_dim: 16 }} }}
@@ -110,7 +131,7 @@ model_config {{
       output_postprocessor {{ layernorm_postprocessor {{ }} }}
     }}
     fusion_mtl_tower {{ mlp {{ hidden_units: [16] }} {TASKS} }}
-    max_seq_len: 11
+    max_seq_len: 14
     item_embedding_hidden_dim: 16
   }}
   kernel: PYTORCH

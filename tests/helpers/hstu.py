@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tests.helpers.planted_sequences import draw_history, history_columns, write_train_eval
+
 NUM_ITEMS = 100
 
 
@@ -21,16 +23,14 @@ def planted_table(rows: int, seed: int, min_len: int = 16, max_len: int = 24) ->
     rng = np.random.default_rng(seed)
     histories, times, nxt = [], [], []
     for _ in range(rows):
-        n = int(rng.integers(min_len, max_len + 1))
-        items = rng.integers(0, NUM_ITEMS, n)
-        ts = np.cumsum(rng.integers(1, 600, n)) + 1_000_000
-        histories.append("|".join(map(str, items)))
-        times.append("|".join(map(str, ts)))
+        items, ts = draw_history(rng, NUM_ITEMS, min_len, max_len)
+        histories.append(items)
+        times.append(ts)
+        n = len(items)
         nxt.append(int((items[-1] + 1) % NUM_ITEMS) if n else int(rng.integers(0, NUM_ITEMS)))
     return pa.table(
         {
-            "uih__video_id": pa.array(histories),
-            "uih__action_timestamp": pa.array(times),
+            **history_columns(histories, times),
             "item_id": pa.array(nxt, pa.int64()),
             "label": pa.array(np.ones(rows, dtype=np.int64)),
         }
@@ -39,8 +39,7 @@ def planted_table(rows: int, seed: int, min_len: int = 16, max_len: int = 24) ->
 
 def write_planted_data(directory: str, train_rows: int = 3000, eval_rows: int = 300) -> None:
     """``train.parquet``, ``eval.parquet`` and the item table ``items.parquet`` in ``directory``."""
-    pq.write_table(planted_table(train_rows, 0), os.path.join(directory, "train.parquet"))
-    pq.write_table(planted_table(eval_rows, 1), os.path.join(directory, "eval.parquet"))
+    write_train_eval(directory, planted_table, train_rows, eval_rows)
     items = pa.table({"item_id": pa.array(np.arange(NUM_ITEMS), pa.int64())})
     pq.write_table(items, os.path.join(directory, "items.parquet"))
 
