@@ -138,8 +138,8 @@ MESSAGES: dict[str, Entry] = {
         ).split(),
         _YES,
     ),
-    # DLRM-HSTU ranking (recforge/models/dlrm_hstu.py, modules/gr/hstu_transducer.py); one
-    # candidate per row with plain label columns, where TorchEasyRec has jagged labels
+    # DLRM-HSTU ranking (recforge/models/dlrm_hstu.py, modules/gr/hstu_transducer.py):
+    # several candidates per row with jagged labels, newest-first histories reversed
     **dict.fromkeys(
         (
             "DlrmHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"

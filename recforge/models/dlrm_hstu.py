@@ -17,8 +17,12 @@ from recforge.models.rank_model import Task
 from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
 from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.kernel import check_hstu_build
+from recforge.modules.gr.targets import reversed_rows
 from recforge.modules.mlp import MLP
 from recforge.protos import model_pb2
+
+# traced export graphs call it as one opaque (scripted) function: it depends on the data
+torch.fx.wrap("reversed_rows")
 
 #: TorchEasyRec's fixed group names (the history's is ``hstu.name`` or ``uih``)
 CANDIDATE_GROUP = "candidate"
@@ -141,8 +145,9 @@ class DlrmHSTU(MultiTaskRank):
     ``[T]`` (the candidates of all rows, row after row) and ``num_candidates`` ``[B]``; the
     ``predict`` command writes one list per row (a score per candidate). Not built yet: the
     action encoder of the contextual preprocessor (the candidates' action token), the
-    interleave preprocessor, ``task_bitmask`` labels, a SEQUENCE ``contextual`` group,
-    ``sequence_timestamp_is_ascending: false``.
+    interleave preprocessor, ``task_bitmask`` labels, a SEQUENCE ``contextual`` group.
+    With ``sequence_timestamp_is_ascending: false`` (newest first) each user's history and
+    candidates are reversed before encoding and the scores returned in the input's order.
     """
 
     # ---- tasks: fusion_mtl_tower.task_configs ---------------------------------------------
@@ -175,6 +180,7 @@ class DlrmHSTU(MultiTaskRank):
             self._base_model_config.kernel,
             cfg.sequence_timestamp_is_ascending,
             self.config_field("sequence_timestamp_is_ascending"),
+            allow_descending=True,
         )
         if cfg.max_seq_len <= 0:
             raise ConfigError(
@@ -244,6 +250,13 @@ class DlrmHSTU(MultiTaskRank):
             return eg.sequence_dim(name) if eg.is_jagged_group(name) else eg.group_total_dim(name)
 
         self._candidate = source(CANDIDATE_GROUP)
+        # newest first: these groups are put oldest first before the transducer
+        self._descending = not cfg.sequence_timestamp_is_ascending
+        self._sequences = [
+            source(name)
+            for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP)
+            if name in read and eg.is_jagged_group(name)
+        ]
         with self.config_errors("hstu"):
             self.transducer = HSTUTransducer(
                 hstu,
@@ -288,12 +301,32 @@ class DlrmHSTU(MultiTaskRank):
 
         """
         grouped = self.build_input(batch)
+        if self._descending:
+            grouped = self._oldest_first(grouped)
         user, num_targets = self.transducer(grouped)
-        items, _ = self._candidate.rows(grouped)
-        predictions = self._output_to_prediction(self.tower(user, self.item_mlp(items)))
+        items, offsets = self._candidate.rows(grouped)
+        outputs = self.tower(user, self.item_mlp(items))
+        if self._descending and self._candidate.jagged:  # back to the input's order
+            order = reversed_rows(offsets, items.shape[0])
+            outputs = {name: value.index_select(0, order) for name, value in outputs.items()}
+        predictions = self._output_to_prediction(outputs)
         if self._candidate.jagged:
             predictions[NUM_CANDIDATES] = num_targets
         return predictions
+
+    def _oldest_first(self, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``grouped`` with the history's and the candidates' rows of each user reversed.
+
+        TorchEasyRec likewise flips every sequence of a newest-first batch and flips the
+        scores back.
+        """
+        grouped = dict(grouped)
+        for seq in self._sequences:
+            values, offsets = seq.rows(grouped)
+            grouped[f"{seq.key}.sequence"] = values.index_select(
+                0, reversed_rows(offsets, values.shape[0])
+            )
+        return grouped
 
     # ---- labels: one per candidate ---------------------------------------------------------
     def _check_labels(self, predictions: dict[str, torch.Tensor], batch: Batch) -> None:

@@ -117,3 +117,32 @@ def test_a_label_count_that_is_not_the_candidate_count_is_a_data_error():
     plain = DataParser(model.features, LABELS).parse_batch(numbers.to_batches()[0])
     with pytest.raises(DataError, match="one label per candidate"):
         model.loss(model.predict(plain), plain)
+
+
+def test_newest_first_input_scores_as_its_oldest_first_twin():
+    ascending = build()
+    cfg = config()
+    cfg.model_config.dlrm_hstu.sequence_timestamp_is_ascending = False
+    torch.manual_seed(0)
+    features = create_features(cfg.feature_configs, fg_mode=FG_DAG)
+    descending = BaseModel.create_class("DlrmHSTU")(cfg.model_config, features, LABELS).eval()
+    rows = planted_rank_table(4, 5, max_candidates=3)
+    flipped = rows
+    for i, name in enumerate(rows.column_names[:4]):  # history and candidate columns
+        values = ["|".join(v.split("|")[::-1]) for v in rows[name].to_pylist()]
+        flipped = flipped.set_column(i, name, pa.array(values))
+    with torch.no_grad():
+        a = ascending.predict(parser(ascending).parse_batch(rows.to_batches()[0]))
+        d = descending.predict(parser(descending).parse_batch(flipped.to_batches()[0]))
+    counts = a[NUM_CANDIDATES].tolist()
+    start = 0
+    for n in counts:  # each row's candidates come back in the (newest first) input order
+        torch.testing.assert_close(
+            d["logits_next"][start : start + n], a["logits_next"][start : start + n].flip(0)
+        )
+        start += n
+    with pytest.raises(AssertionError):  # the newest-first model does reverse its input
+        torch.testing.assert_close(
+            descending.predict(parser(descending).parse_batch(rows.to_batches()[0]))["logits_hot"],
+            a["logits_hot"],
+        )

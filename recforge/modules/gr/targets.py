@@ -56,3 +56,14 @@ def shift_rows(index: torch.Tensor, offsets: torch.Tensor, prefix: int) -> torch
     """
     seq, _ = row_index(offsets, index.shape[0])
     return index + (seq + 1) * prefix
+
+
+def reversed_rows(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """The permutation ``[total]`` that reverses the rows of each jagged sequence.
+
+    ``values.index_select(0, reversed_rows(offsets, L))`` puts each sequence's rows in the
+    opposite order; applied twice it restores them.
+    """
+    lengths = lengths_of(offsets)
+    seq, pos = row_index(offsets, total)
+    return offsets[:-1][seq] + lengths[seq] - 1 - pos
