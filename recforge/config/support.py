@@ -280,9 +280,7 @@ FIELDS: dict[str, Entry] = {
     "GRContextualPreprocessor.action_mlp": _no(
         "dlrm_hstu's action encoder (with the candidates' action token) is not built yet"
     ),
-    "FusionSubTaskConfig.task_bitmask": _no(
-        "action-bitmask labels are not built yet; give each task its own label column"
-    ),
+    "FusionSubTaskConfig.task_bitmask": _YES,
     "FusionSubTaskConfig.train_metrics": _no("per-task train metrics are not built yet"),
     "DlrmHSTU.enable_global_average_loss": _ignored(
         "recforge averages the loss over each process's samples (the same on one process)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Optional
 
@@ -80,6 +81,11 @@ def jagged_label_columns(config: Any) -> dict[str, str]:
     return {label: delim for label in config.data_config.label_fields}
 
 
+def _action_label(label: str, bitmask: int) -> str:
+    """The name of the label a ``task_bitmask`` task derives from the action label."""
+    return f"{label}&{bitmask}"
+
+
 def _xavier_zero_bias(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
@@ -145,7 +151,9 @@ class DlrmHSTU(MultiTaskRank):
     ``[T]`` (the candidates of all rows, row after row) and ``num_candidates`` ``[B]``; the
     ``predict`` command writes one list per row (a score per candidate). Not built yet: the
     action encoder of the contextual preprocessor (the candidates' action token), the
-    interleave preprocessor, ``task_bitmask`` labels, a SEQUENCE ``contextual`` group.
+    interleave preprocessor, a SEQUENCE ``contextual`` group. A task with ``task_bitmask``
+    reads its ``label_name`` as an action label (an integer of bits per candidate) and learns
+    whether any of its bits is set, as TorchEasyRec does.
     With ``sequence_timestamp_is_ascending: false`` (newest first) each user's history and
     candidates are reversed before encoding and the scores returned in the input's order.
     """
@@ -164,12 +172,30 @@ class DlrmHSTU(MultiTaskRank):
     def _read_task(self, index: int, cfg: Any) -> Task:
         task = super()._read_task(index, cfg)
         if cfg.HasField("task_bitmask"):
-            raise ConfigError(
-                "task_bitmask (bits of an action label) is not supported yet; give each task"
-                " its own label column",
-                field=f"{task.field}.task_bitmask",
-            )
+            if cfg.task_bitmask == 0:
+                raise ConfigError(
+                    "task_bitmask must have at least one bit set, found 0",
+                    field=f"{task.field}.task_bitmask",
+                )
+            task.label = _action_label(cfg.label_name, cfg.task_bitmask)
         return task
+
+    def _with_action_labels(self, batch: Batch) -> Batch:
+        """``batch`` plus each ``task_bitmask`` task's derived label.
+
+        The derived label is 1 where the action label (an integer of bits) has one of the
+        task's bits set, else 0 (TorchEasyRec's reading of ``task_bitmask``).
+        """
+        labels = dict(batch.labels)
+        lengths = dict(batch.label_lengths)
+        for cfg in self._task_configs():
+            if cfg.HasField("task_bitmask"):
+                key = _action_label(cfg.label_name, cfg.task_bitmask)
+                action = batch.labels[cfg.label_name].to(torch.int64)
+                labels[key] = ((action & cfg.task_bitmask) != 0).to(torch.float32)
+                if cfg.label_name in batch.label_lengths:
+                    lengths[key] = batch.label_lengths[cfg.label_name]
+        return dataclasses.replace(batch, labels=labels, label_lengths=lengths)
 
     # ---- layers ------------------------------------------------------------------------------
     def build(self) -> None:
@@ -356,6 +382,7 @@ class DlrmHSTU(MultiTaskRank):
 
     def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         """Each task's losses over all candidates (after checking one label per candidate)."""
+        batch = self._with_action_labels(batch)
         self._check_labels(predictions, batch)
         return super().loss(predictions, batch)
 
@@ -363,5 +390,6 @@ class DlrmHSTU(MultiTaskRank):
         self, name: str, predictions: dict[str, torch.Tensor], batch: Batch
     ) -> torch.Tensor:
         """The per-candidate label of the task metric ``name`` belongs to ``[T]``."""
+        batch = self._with_action_labels(batch)
         self._check_labels(predictions, batch)
         return super().metric_label(name, predictions, batch)

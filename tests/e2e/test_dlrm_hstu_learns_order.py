@@ -15,7 +15,7 @@ def train(workdir: str, name: str, model: str) -> dict:
         os.symlink(os.path.join(workdir, f"{split}.parquet"), f"{directory}/{split}.parquet")
     config = os.path.join(directory, "pipeline.config")
     with open(config, "w") as f:
-        f.write(pipeline_text(directory, model, epochs=4))
+        f.write(pipeline_text(directory, model, epochs=8))
     run_cli(["train", "--config", config], directory)
     return read_json(os.path.join(directory, "model", "eval_result.json"))
 

@@ -161,7 +161,7 @@ def test_export_reproduces_the_eager_scores():
     [
         (
             'task_name: "hot" label_name: "label_hot"',
-            'task_name: "hot" label_name: "label_hot" task_bitmask: 2',
+            'task_name: "hot" label_name: "label_hot" task_bitmask: 0',
             "fusion_mtl_tower.task_configs[1].task_bitmask",
         ),
         ('label_name: "label_hot"', 'label_name: "nope"', "task_configs[1].label_name"),
@@ -196,7 +196,17 @@ def test_unbuilt_fields_are_refused_by_validation():
         "content_encoder {",
         "action_encoder { simple_action_encoder { action_embedding_dim: 4 } } content_encoder {",
         1,
-    ).replace('task_name: "hot" label_name: "label_hot"', 'task_name: "hot" task_bitmask: 2')
+    )
     problems = dict(check_support(config(text)))
     assert any(p.endswith("contextual_preprocessor.action_encoder") for p in problems)
-    assert any(p.endswith("task_configs[1].task_bitmask") for p in problems)
+
+
+def test_a_task_without_losses_takes_the_model_losses():
+    cfg = config()
+    cfg.model_config.dlrm_hstu.fusion_mtl_tower.task_configs[1].ClearField("losses")
+    assert set(build(cfg)._loss_modules) == {
+        "binary_cross_entropy_next",
+        "binary_cross_entropy_hot",
+    }
+    cfg.model_config.losses.add().binary_focal_loss.SetInParent()
+    assert set(build(cfg)._loss_modules) == {"binary_cross_entropy_next", "binary_focal_loss_hot"}

@@ -146,3 +146,35 @@ def test_newest_first_input_scores_as_its_oldest_first_twin():
             descending.predict(parser(descending).parse_batch(rows.to_batches()[0]))["logits_hot"],
             a["logits_hot"],
         )
+
+
+def test_task_bitmask_learns_a_bit_of_the_action_label():
+    model_text = MODEL.replace(
+        'task_name: "next" label_name: "label_next"',
+        'task_name: "next" label_name: "label_act" task_bitmask: 1',
+    ).replace(
+        'task_name: "hot" label_name: "label_hot"',
+        'task_name: "hot" label_name: "label_act" task_bitmask: 6',
+    )
+    labels = ["label_act"]
+    text = f"data_config {{ label_fields: {labels} fg_mode: FG_DAG }} {FEATURES} {model_text}"
+    cfg = text_format.Parse(text.replace("'", '"'), pipeline_pb2.EasyRecConfig())
+    torch.manual_seed(0)
+    features = create_features(cfg.feature_configs, fg_mode=FG_DAG)
+    model = BaseModel.create_class("DlrmHSTU")(cfg.model_config, features, labels).eval()
+    rows = planted_rank_table(3, 0, max_candidates=3)
+    counts = [len(s.split("|")) for s in rows["cand__item_id"].to_pylist()]
+    actions = [[(i + j) % 8 for j in range(c)] for i, c in enumerate(counts)]
+    rows = rows.append_column("label_act", pa.array(["|".join(map(str, a)) for a in actions]))
+    parse = DataParser(model.features, labels, jagged_labels=jagged_label_columns(cfg))
+    batch = parse.parse_batch(rows.to_batches()[0])
+    with torch.no_grad():
+        predictions = model.predict(batch)
+        losses = model.loss(predictions, batch)
+    flat = torch.tensor([a for row in actions for a in row])
+    for task, mask in (("next", 1), ("hot", 6)):
+        target = ((flat & mask) != 0).float()
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(
+            predictions[f"logits_{task}"], target
+        )
+        torch.testing.assert_close(losses[f"binary_cross_entropy_{task}"], expected)
