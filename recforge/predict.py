@@ -36,9 +36,9 @@ from torch.utils.data import get_worker_info
 
 from recforge.datasets.dataset import RecDataset, create_dataloader, split_origin
 from recforge.datasets.errors import DataError
+from recforge.datasets.jagged_labels import NUM_CANDIDATES
 from recforge.datasets.readers import expand_input_path
 from recforge.errors import PredictError, RecforgeError
-from recforge.models.dlrm_hstu import NUM_CANDIDATES
 from recforge.predictor import Predictor, output_arrow_type, output_to_arrow
 from recforge.protos import data_pb2
 from recforge.utils import storage

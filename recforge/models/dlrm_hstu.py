@@ -12,6 +12,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
+from recforge.datasets.jagged_labels import CANDIDATE_GROUP, NUM_CANDIDATES
 from recforge.errors import DataError
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.models.rank_model import Task
@@ -26,59 +27,10 @@ from recforge.protos import model_pb2
 torch.fx.wrap("reversed_rows")
 
 #: TorchEasyRec's fixed group names (the history's is ``hstu.name`` or ``uih``)
-CANDIDATE_GROUP = "candidate"
 CANDIDATE_TIMESTAMP_GROUP = "candidate_timestamp"
 CONTEXTUAL_GROUP = "contextual"
-#: the prediction holding each row's number of candidates (TorchEasyRec's repeat key)
-NUM_CANDIDATES = "num_candidates"
 
 logger = logging.getLogger(__name__)
-
-
-#: the models whose labels hold one value per candidate
-JAGGED_LABEL_MODELS = ("dlrm_hstu", "ultra_hstu")
-
-
-def _sequence_delims(feature_configs: Any) -> dict[str, str]:
-    """Each sequence feature's name -> its ``sequence_delim``."""
-    delims: dict[str, str] = {}
-    for fc in feature_configs:
-        kind = fc.WhichOneof("feature")
-        if kind == "sequence_feature":
-            seq = fc.sequence_feature
-            for sub in seq.features:
-                inner = getattr(sub, str(sub.WhichOneof("feature")), None)
-                if inner is not None and inner.HasField("feature_name"):
-                    delims[f"{seq.sequence_name}__{inner.feature_name}"] = seq.sequence_delim
-        elif kind is not None and kind.startswith("sequence_"):
-            inner = getattr(fc, kind)
-            delims[inner.feature_name] = inner.sequence_delim
-    return delims
-
-
-def jagged_label_columns(config: Any) -> dict[str, str]:
-    """The label columns of a pipeline config that hold one value per candidate.
-
-    A ``dlrm_hstu`` (or ``ultra_hstu``) model with a JAGGED_SEQUENCE ``candidate`` group reads
-    every label field as a list per row, one value per candidate (TorchEasyRec's jagged
-    labels), split at the candidate sequence's ``sequence_delim`` when it is a string; with a
-    DEEP candidate group (one candidate per row) labels stay plain numbers.
-
-    Args:
-        config: the ``EasyRecConfig``.
-
-    Returns:
-        ``{label column: delimiter}``.
-
-    """
-    model_config = config.model_config
-    if model_config.WhichOneof("model") not in JAGGED_LABEL_MODELS:
-        return {}
-    group = next((g for g in model_config.feature_groups if g.group_name == CANDIDATE_GROUP), None)
-    if group is None or group.group_type != model_pb2.JAGGED_SEQUENCE or not group.feature_names:
-        return {}
-    delim = _sequence_delims(config.feature_configs).get(group.feature_names[0], ";")
-    return {label: delim for label in config.data_config.label_fields}
 
 
 def _action_label(label: str, bitmask: int) -> str:

@@ -16,12 +16,12 @@ from recforge.config import (
     validate_config,
 )
 from recforge.datasets.dataset import RecDataset
+from recforge.datasets.jagged_labels import jagged_label_columns
 from recforge.datasets.readers import check_not_odps
 from recforge.errors import RecforgeError
 from recforge.features import BaseFeature, FeatureError, create_pipeline_features
 from recforge.loss import binary_label_columns
 from recforge.metrics import grouping_keys
-from recforge.models.dlrm_hstu import jagged_label_columns
 from recforge.protos import pipeline_pb2, train_pb2
 from recforge.utils import dist as dist_util
 from recforge.utils import layout, storage

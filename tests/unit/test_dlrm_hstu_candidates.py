@@ -7,9 +7,10 @@ import torch
 from google.protobuf import text_format
 
 from recforge.datasets.data_parser import DataParser
+from recforge.datasets.jagged_labels import jagged_label_columns
 from recforge.errors import DataError
 from recforge.features import FG_DAG, create_features
-from recforge.models.dlrm_hstu import NUM_CANDIDATES, DlrmHSTU, jagged_label_columns
+from recforge.models.dlrm_hstu import NUM_CANDIDATES, DlrmHSTU
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.protos import model_pb2, pipeline_pb2
 from tests.helpers.dlrm_hstu import FEATURES, MODEL, planted_rank_table
