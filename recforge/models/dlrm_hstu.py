@@ -101,13 +101,13 @@ class DlrmHSTU(MultiTaskRank):
     the candidate sequence's ``sequence_delim``; a plain number for one candidate). Losses
     and metrics run over all candidates of the batch. ``predict`` returns each task's scores
     ``[T]`` (the candidates of all rows, row after row) and ``num_candidates`` ``[B]``; the
-    ``predict`` command writes one list per row (a score per candidate). Not built yet: the
-    action encoder of the contextual preprocessor (the candidates' action token), the
-    interleave preprocessor, a SEQUENCE ``contextual`` group. A task with ``task_bitmask``
-    reads its ``label_name`` as an action label (an integer of bits per candidate) and learns
-    whether any of its bits is set, as TorchEasyRec does.
-    With ``sequence_timestamp_is_ascending: false`` (newest first) each user's history and
+    ``predict`` command writes one list per row (a score per candidate). A task with
+    ``task_bitmask`` reads its ``label_name`` as an action label (an integer of bits per
+    candidate) and learns whether any of its bits is set, as TorchEasyRec does. With
+    ``sequence_timestamp_is_ascending: false`` (newest first) each user's history and
     candidates are reversed before encoding and the scores returned in the input's order.
+    Not built yet: the action encoder of the contextual preprocessor (the candidates' action
+    token), the interleave preprocessor, a SEQUENCE ``contextual`` group.
     """
 
     # ---- tasks: fusion_mtl_tower.task_configs ---------------------------------------------
@@ -314,6 +314,7 @@ class DlrmHSTU(MultiTaskRank):
         counts = predictions.get(NUM_CANDIDATES)
         for task in self._tasks:
             label = batch.labels[task.label]
+            column = task.label.split("&", 1)[0]  # a task_bitmask task's action label
             scores = predictions[task.key("logits")]
             lengths = batch.label_lengths.get(task.label)
             if counts is not None and lengths is not None and lengths.shape == counts.shape:
@@ -321,13 +322,13 @@ class DlrmHSTU(MultiTaskRank):
                 if bad.numel() > 0:
                     row = int(bad[0])
                     raise DataError(
-                        f"label column '{task.label}': row {row} has {int(lengths[row])}"
+                        f"label column '{column}': row {row} has {int(lengths[row])}"
                         f" values for {int(counts[row])} candidates (feature group"
                         f" '{CANDIDATE_GROUP}'); dlrm_hstu needs one label per candidate"
                     )
             if label.shape[0] != scores.shape[0]:
                 raise DataError(
-                    f"label column '{task.label}': {label.shape[0]} values for"
+                    f"label column '{column}': {label.shape[0]} values for"
                     f" {scores.shape[0]} candidates in a batch; dlrm_hstu needs one label per"
                     " candidate (a list per row, or a number with one candidate per row)"
                 )
