@@ -117,6 +117,9 @@ class DlrmHSTU(MultiTaskRank):
     # models and in dlrm_hstu alike, so the same config behaves the same in both here).
     _TASKS_FIELD = "fusion_mtl_tower.task_configs"
     _TASK_NAME_FIELD = "task_name"
+    #: newest-first input, and the jagged groups reversed for it (set by ``build``)
+    _descending = False
+    _sequences: tuple[SequenceInput, ...] = ()
 
     def _task_configs(self) -> list:
         return list(self._model_config.fusion_mtl_tower.task_configs)
@@ -230,11 +233,11 @@ class DlrmHSTU(MultiTaskRank):
         self._candidate = source(CANDIDATE_GROUP)
         # newest first: these groups are put oldest first before the transducer
         self._descending = not cfg.sequence_timestamp_is_ascending
-        self._sequences = [
+        self._sequences = tuple(
             source(name)
             for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP)
             if name in read and eg.is_jagged_group(name)
-        ]
+        )
         with self.config_errors("hstu"):
             self.transducer = HSTUTransducer(
                 hstu,
