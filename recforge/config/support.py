@@ -288,17 +288,19 @@ FIELDS: dict[str, Entry] = {
         "recforge averages the loss over each process's samples (the same on one process)"
     ),
     # HSTU: what the STU layers and hstu_match do not build yet
-    **{
-        f"STU.{name}": _ignored("a GPU memory / speed switch of TorchEasyRec's fused kernels")
-        for name in "recompute_normed_x recompute_uvqk recompute_y sort_by_length".split()
-    },
+    "STU.sort_by_length": _ignored("a speed switch of TorchEasyRec's fused GPU kernels"),
+    # rematerialization (torch.utils.checkpoint), semi-local attention and mid-stack
+    # truncation: recforge/modules/gr/stu.py, attention.py, truncation.py
+    **dict.fromkeys(
+        (
+            "STU.recompute_normed_x STU.recompute_uvqk STU.recompute_y STU.sla_k1 STU.sla_k2"
+            " HSTU.attn_truncation_split_layer HSTU.attn_truncation_tail_len"
+        ).split(),
+        _YES,
+    ),
     "STU.contextual_seq_len": _no(
         "it follows the 'contextual' feature group (one token per feature); leave it unset"
     ),
-    "STU.sla_k1": _no("semi-local attention is not built yet"),
-    "STU.sla_k2": _no("semi-local attention is not built yet"),
-    "HSTU.attn_truncation_split_layer": _no("mid-stack truncation is not built yet"),
-    "HSTU.attn_truncation_tail_len": _no("mid-stack truncation is not built yet"),
     "GRContextualizedMLP.parameterized_mlp": _no(
         "the parameterized action MLP reads contextual features, which are not built yet"
     ),

@@ -169,7 +169,7 @@ class HSTUUserEncoder(nn.Module):
                 query_time = grouped[self._query_time_key].reshape(-1)
             x = self.positional_encoder(x, offsets, timestamps, None, query_time)
         x = F.dropout(x, p=self._input_dropout, training=self.training)
-        x = self.stu(x, offsets, self._max_seq_len)
+        x, offsets = self.stu.run(x, offsets, self._max_seq_len)
         if self._l2norm:
             x = x / torch.linalg.norm(x, ord=2, dim=-1, keepdim=True).clamp(min=1e-6)
         elif self.layer_norm is not None:

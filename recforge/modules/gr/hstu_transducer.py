@@ -32,13 +32,13 @@ from recforge.modules.gr.content_encoder import ContentEncoder
 from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
 from recforge.modules.gr.from_config import output_postprocessor, positional_encoder, stu_stack
 from recforge.modules.gr.jagged import offsets_of, prepend_rows
-from recforge.modules.gr.targets import append_rows, shift_rows, take_rows
+from recforge.modules.gr.targets import append_rows, last_rows_index, take_rows
 from recforge.protos import module_pb2
 
 # traced export graphs call them as opaque (scripted) functions: they depend on the data
 torch.fx.wrap("append_rows")
 torch.fx.wrap("take_rows")
-torch.fx.wrap("shift_rows")
+torch.fx.wrap("last_rows_index")
 torch.fx.wrap("prepend_rows")
 
 
@@ -166,7 +166,7 @@ class HSTUTransducer(nn.Module):
         cand, cand_offsets = self._candidate.rows(grouped)
         num_targets = cand_offsets[1:] - cand_offsets[:-1]
         uih, cand = self.content_encoder(uih, cand)
-        x, offsets, cand_index = append_rows(uih, uih_offsets, cand, cand_offsets)
+        x, offsets, _ = append_rows(uih, uih_offsets, cand, cand_offsets)
         x = self.content_mlp(x)
         timestamps: Optional[torch.Tensor] = None
         if self._use_time and self._timestamp is not None and self._candidate_timestamp is not None:
@@ -194,12 +194,11 @@ class HSTUTransducer(nn.Module):
                 zeros = torch.zeros_like(tokens[:, :, 0]).to(timestamps.dtype)
                 timestamps = prepend_rows(timestamps, offsets, zeros)
             offsets = offsets_of(lengths + self._contextual_len)
-            cand_index = shift_rows(cand_index, cand_offsets, self._contextual_len)
         if self.positional_encoder is not None:
             x = self.positional_encoder(x, offsets, timestamps, num_targets, None)
         x = F.dropout(x, p=self._input_dropout, training=self.training)
-        x = self.stu(x, offsets, self._max_seq_len, num_targets)
-        out = take_rows(x, cand_index)
+        x, offsets = self.stu.run(x, offsets, self._max_seq_len, num_targets)
+        out = take_rows(x, last_rows_index(offsets, cand_offsets))
         if self._l2norm:
             out = out / torch.linalg.norm(out, ord=2, dim=-1, keepdim=True).clamp(min=1e-6)
         elif self.layer_norm is not None:
