@@ -29,6 +29,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recforge.errors import DataError
 from recforge.modules.gr.content_encoder import ContentEncoder
+from recforge.modules.gr.contextual import ContextualTokens
 from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
 from recforge.modules.gr.from_config import output_postprocessor, positional_encoder, stu_stack
 from recforge.modules.gr.jagged import offsets_of, prepend_rows
@@ -129,23 +130,12 @@ class HSTUTransducer(nn.Module):
         )
         self._contextual_key = contextual_key
         dims = list(contextual_dims or []) if contextual_key is not None else []
-        if dims and concat_contextual:
-            dims = [sum(dims)]
-        if len(set(dims)) > 1:
-            raise ValueError(
-                f"the contextual features must have one embedding width, found"
-                f" {sorted(set(dims))} (or set concat_contextual_features)"
-            )
-        self._contextual_len = len(dims)
-        self._contextual_dim = dims[0] if dims else 0
-        self.contextual_weight: Optional[nn.Parameter] = None
-        self.contextual_bias: Optional[nn.Parameter] = None
+        self.contextual: Optional[ContextualTokens] = None
         if dims:
-            std = (2.0 / (self._contextual_dim + dim)) ** 0.5
-            self.contextual_weight = nn.Parameter(
-                torch.empty(len(dims), self._contextual_dim, dim).normal_(0.0, std)
+            self.contextual = ContextualTokens(
+                dims, dim, concat_contextual, " (or set concat_contextual_features)"
             )
-            self.contextual_bias = nn.Parameter(torch.zeros(len(dims), 1, dim))
+        self._contextual_len = self.contextual.num_tokens if self.contextual is not None else 0
         self.positional_encoder = positional_encoder(hstu, self._contextual_len)
         self._use_time = (
             hstu.positional_encoder.use_time_encoding if self.positional_encoder else False
@@ -182,12 +172,8 @@ class HSTUTransducer(nn.Module):
                 )
             timestamps, _, _ = append_rows(ts, uih_offsets, cand_ts, cand_offsets)
             timestamps = timestamps.reshape(-1)
-        if self.contextual_weight is not None and self.contextual_bias is not None:
-            context = grouped[str(self._contextual_key)]
-            context = context.reshape(-1, self._contextual_len, self._contextual_dim)
-            tokens = torch.baddbmm(
-                self.contextual_bias, context.transpose(0, 1), self.contextual_weight
-            ).transpose(0, 1)  # [B, c, D]
+        if self.contextual is not None:
+            tokens = self.contextual(grouped[str(self._contextual_key)])  # [B, c, D]
             lengths = offsets[1:] - offsets[:-1]
             x = prepend_rows(x, offsets, tokens)
             if timestamps is not None:  # contextual tokens have time 0
