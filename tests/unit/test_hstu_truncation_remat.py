@@ -137,3 +137,36 @@ def test_rematerialization_gives_the_stored_activation_gradients(normed, uvqk, y
         torch.testing.assert_close(a, b)
     if normed or uvqk or y:  # something is really recomputed: fewer tensors kept for backward
         assert _saved_tensors(remat, x, offsets) < _saved_tensors(stored, x, offsets)
+
+
+_HSTU = """
+stu {{ embedding_dim: 8 num_heads: 2 hidden_dim: 4 attention_dim: 4 output_dropout_ratio: 0.0 }}
+input_dropout_ratio: 0.0 attn_num_layers: 2 {extra}
+positional_encoder {{ num_position_buckets: 16 }}
+input_preprocessor {{ uih_preprocessor {{ }} }}
+output_postprocessor {{ l2norm_postprocessor {{ }} }}
+"""
+
+
+def test_the_retrieval_encoder_reads_the_last_row_after_truncation():
+    from google.protobuf import text_format
+
+    from recforge.modules.gr.hstu_encoder import HSTUUserEncoder
+    from recforge.protos import module_pb2
+
+    def encoder(extra: str) -> HSTUUserEncoder:
+        torch.manual_seed(0)
+        hstu = text_format.Parse(_HSTU.format(extra=extra), module_pb2.HSTU())
+        return HSTUUserEncoder(6, hstu, 16, "uih", "uih_timestamp").eval()
+
+    grouped = {"uih.sequence": torch.randn(9, 6), "uih.sequence_length": torch.tensor([7, 0, 2])}
+    full = encoder("")
+    long_tail = encoder("attn_truncation_split_layer: 1 attn_truncation_tail_len: 7")
+    short_tail = encoder("attn_truncation_split_layer: 1 attn_truncation_tail_len: 3")
+    with torch.no_grad():
+        want = full(grouped)
+        torch.testing.assert_close(long_tail(grouped), want)
+        short = short_tail(grouped)
+    assert short.shape == (3, 8)
+    torch.testing.assert_close(short[1:], want[1:])  # 0 and 2 events: nothing dropped
+    assert not torch.allclose(short[0], want[0])  # 4 of 7 events dropped after layer 0

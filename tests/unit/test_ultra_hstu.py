@@ -146,3 +146,23 @@ def test_cutlass_without_its_package_or_gpu_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="attention_dim == stu.hidden_dim"):
         build(config(text.replace("attention_dim: 4", "attention_dim: 2"), TWO_CHANNEL_FEATURES))
     assert isinstance(build(config(text, TWO_CHANNEL_FEATURES)), UltraHSTU)
+
+
+def test_dlrm_hstu_takes_the_long_sequence_settings_too():
+    settings = "attn_num_layers: 2 attn_truncation_split_layer: 1 attn_truncation_tail_len: 3"
+    text = MODEL.replace("attn_num_layers: 2", settings).replace(
+        "output_dropout_ratio: 0.0", "output_dropout_ratio: 0.0 sla_k1: 2 sla_k2: 1"
+    )
+    model = build(config(text, FEATURES)).eval()
+    plain = build(config(MODEL, FEATURES)).eval()
+    plain.load_state_dict(model.state_dict())
+    layer = model.transducer.stu.layers[0]
+    assert (layer._sla_k1, layer._sla_k2, model.transducer.stu._tail_len) == (2, 1, 3)
+    rows = planted_rank_table(4, 5)
+    with torch.no_grad():
+        short = model.predict(batch(model, rows))["logits_next"]
+        full = plain.predict(batch(plain, rows))["logits_next"]
+    assert short.shape == full.shape and not torch.allclose(short, full)
+    alone = MODEL.replace("attn_num_layers: 2", "attn_num_layers: 2 attn_truncation_tail_len: 3")
+    with pytest.raises(ConfigError, match="attn_truncation_split_layer and attn_truncation_tail"):
+        build(config(alone, FEATURES))
