@@ -142,14 +142,14 @@ MESSAGES: dict[str, Entry] = {
     # candidate per row with plain label columns, where TorchEasyRec has jagged labels
     **dict.fromkeys(
         (
-            "DlrmHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
+            "DlrmHSTU UltraHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
             " GRContentEncoder GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
         ).split(),
         _YES,
     ),
     **dict.fromkeys(
         (
-            "UltraHSTU GRContextualInterleavePreprocessor"
+            "GRContextualInterleavePreprocessor"
             " GRTimestampLayerNormPostprocessor"
             " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
@@ -271,9 +271,11 @@ FIELDS: dict[str, Entry] = {
     "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
     **{f"ModelConfig.{name}": _MODEL for name in ("tdm".split())},
-    **{f"ModelConfig.{name}": _GENERATIVE for name in "ultra_hstu sid_rqvae sid_rqkmeans".split()},
+    **{f"ModelConfig.{name}": _GENERATIVE for name in "sid_rqvae sid_rqkmeans".split()},
     "ModelConfig.hstu_match": _YES,
     "ModelConfig.dlrm_hstu": _YES,
+    # ULTRA-HSTU (recforge/models/ultra_hstu.py): dlrm_hstu with one transducer per channel
+    "ModelConfig.ultra_hstu": _YES,
     "GRContextualPreprocessor.action_encoder": _no(
         "dlrm_hstu's action encoder (with the candidates' action token) is not built yet"
     ),
@@ -284,21 +286,26 @@ FIELDS: dict[str, Entry] = {
         "action-bitmask labels are not built yet; give each task its own label column"
     ),
     "FusionSubTaskConfig.train_metrics": _no("per-task train metrics are not built yet"),
-    "DlrmHSTU.enable_global_average_loss": _ignored(
-        "recforge averages the loss over each process's samples (the same on one process)"
+    **dict.fromkeys(
+        ("DlrmHSTU.enable_global_average_loss", "UltraHSTU.enable_global_average_loss"),
+        _ignored(
+            "recforge averages the loss over each process's samples (the same on one process)"
+        ),
     ),
     # HSTU: what the STU layers and hstu_match do not build yet
-    **{
-        f"STU.{name}": _ignored("a GPU memory / speed switch of TorchEasyRec's fused kernels")
-        for name in "recompute_normed_x recompute_uvqk recompute_y sort_by_length".split()
-    },
+    "STU.sort_by_length": _ignored("a speed switch of TorchEasyRec's fused GPU kernels"),
+    # rematerialization (torch.utils.checkpoint), semi-local attention and mid-stack
+    # truncation: recforge/modules/gr/stu.py, attention.py, truncation.py
+    **dict.fromkeys(
+        (
+            "STU.recompute_normed_x STU.recompute_uvqk STU.recompute_y STU.sla_k1 STU.sla_k2"
+            " HSTU.attn_truncation_split_layer HSTU.attn_truncation_tail_len"
+        ).split(),
+        _YES,
+    ),
     "STU.contextual_seq_len": _no(
         "it follows the 'contextual' feature group (one token per feature); leave it unset"
     ),
-    "STU.sla_k1": _no("semi-local attention is not built yet"),
-    "STU.sla_k2": _no("semi-local attention is not built yet"),
-    "HSTU.attn_truncation_split_layer": _no("mid-stack truncation is not built yet"),
-    "HSTU.attn_truncation_tail_len": _no("mid-stack truncation is not built yet"),
     "GRContextualizedMLP.parameterized_mlp": _no(
         "the parameterized action MLP reads contextual features, which are not built yet"
     ),

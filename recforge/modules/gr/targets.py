@@ -56,3 +56,15 @@ def shift_rows(index: torch.Tensor, offsets: torch.Tensor, prefix: int) -> torch
     """
     seq, _ = row_index(offsets, index.shape[0])
     return index + (seq + 1) * prefix
+
+
+def last_rows_index(offsets: torch.Tensor, tail_offsets: torch.Tensor) -> torch.Tensor:
+    """Where the last rows of each sequence are: ``[T]`` for offsets ``[B + 1]``.
+
+    Sequence ``b`` ends with ``tail_offsets[b + 1] - tail_offsets[b]`` rows (its candidates,
+    wherever the rows before them came from: a prefix, a truncated history).
+    """
+    tail_lengths = lengths_of(tail_offsets)
+    total = int(tail_offsets[-1].item()) if tail_offsets.numel() > 0 else 0
+    seq, pos = row_index(tail_offsets, total)
+    return offsets[1:][seq] - tail_lengths[seq] + pos
