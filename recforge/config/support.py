@@ -60,7 +60,7 @@ _FG_SEQ_KIND = _no(
 )
 #: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
 _DERIVED_FIELDS: dict[str, Entry] = {
-    "zch": _no("dynamic / zero-collision embedding tables are not built yet"),
+    "zch": _no("zch is built for id_feature (and sequence id features) only"),
     "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
     "vocab_file": _YES,
     "asset_dir": _YES,
@@ -162,12 +162,15 @@ MESSAGES: dict[str, Entry] = {
     # recforge extension metrics (MetricConfig numbers 50-53)
     **dict.fromkeys("GroupedNDCG GroupedMRR Calibration CalibrationError".split(), _YES),
     **dict.fromkeys(
-        (
-            "ZeroCollisionHash DynamicEmbedding DynamicEmbInitializerArgs"
-            " DynamicEmbFrequencyAdmissionStrategy LRU_EvictionPolicy LFU_EvictionPolicy"
-            " DistanceLFU_EvictionPolicy"
-        ).split(),
+        "DynamicEmbedding DynamicEmbInitializerArgs DynamicEmbFrequencyAdmissionStrategy".split(),
         _DYNAMIC_EMB,
+    ),
+    # zch on id features (recforge.modules.zch); the other kinds' zch fields stay refused
+    **dict.fromkeys(
+        (
+            "ZeroCollisionHash LRU_EvictionPolicy LFU_EvictionPolicy DistanceLFU_EvictionPolicy"
+        ).split(),
+        _YES,
     ),
     "DeltaEmbeddingDumpConfig": _no("delta embedding dumps are not built yet"),
     "FeatureStoreConfig": _no("feature-store uploads are not built yet"),
@@ -261,7 +264,7 @@ FIELDS: dict[str, Entry] = {
         if name in names.split()
     },
     "IdFeature.weighted": _YES,
-    "IdFeature.zch": _DYNAMIC_EMB,
+    "IdFeature.zch": _YES,
     "IdFeature.dynamicemb": _DYNAMIC_EMB,
     "IdFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
     "SequenceFeature.sequence_pk": _ignored(
