@@ -205,3 +205,19 @@ def test_export_applies_the_trained_remapping(tmp_path):
     np.testing.assert_allclose(scripted, eager, atol=1e-6)
     # the users' rows differ: an export that lost the remapping would score them alike
     assert np.unique(np.round(eager[:-2], 5)).size > 5
+
+
+def test_memory_estimate_counts_zch_size_rows_and_the_remapper():
+    from recforge.optim import sparse_optimizer_spec
+    from recforge.utils.memory_estimate import estimate_training_memory
+
+    config = text_format.Parse(zch_config(), pipeline_pb2.EasyRecConfig())
+    model = build_model(config, build_features(config), embedding_device=torch.device("meta"))
+    spec = sparse_optimizer_spec(config.train_config.sparse_optimizer)
+    estimate = estimate_training_memory(model, spec, torch.device("cpu"))
+    rows = {t.name: t.rows for t in estimate.tables}
+    assert rows["user_emb"] == rows["user_emb_wide"] == ZCH_SIZE
+    tables = {id(p) for p in model.embedding_group.ebc.parameters()}
+    dense = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in tables)
+    # sorted ids, their rows and the lfu counts: three int64 per row, beside the dense part
+    assert estimate.dense_bytes - dense * 4 >= 3 * 8 * ZCH_SIZE
