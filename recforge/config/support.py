@@ -60,7 +60,7 @@ _FG_SEQ_KIND = _no(
 )
 #: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
 _DERIVED_FIELDS: dict[str, Entry] = {
-    "zch": _no("zch is built for id_feature (and sequence id features) only"),
+    "zch": _no("zch is built for id, combo, custom and bool_mask features only"),
     "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
     "vocab_file": _YES,
     "asset_dir": _YES,
@@ -232,11 +232,9 @@ FIELDS: dict[str, Entry] = {
         for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()
         for name in ("autodis", "mlp")
     },
-    **{
-        f"{feature}.{name}": _DYNAMIC_EMB
-        for feature in ("CustomFeature", "BoolMaskFeature")
-        for name in ("zch", "dynamicemb")
-    },
+    **{f"{feature}.dynamicemb": _DYNAMIC_EMB for feature in ("CustomFeature", "BoolMaskFeature")},
+    # their id output is an id_feature with the same zch (recforge.modules.zch)
+    **{f"{feature}.zch": _YES for feature in ("ComboFeature", "CustomFeature", "BoolMaskFeature")},
     "BoolMaskFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
     "CustomFeature.is_op_thread_safe": _ignored(
         "recforge's operators run in one thread per worker"
@@ -255,7 +253,7 @@ FIELDS: dict[str, Entry] = {
     **{
         f"{feature}.{name}": entry
         for feature, names in (
-            ("ComboFeature", "zch dynamicemb vocab_file asset_dir stub_type"),
+            ("ComboFeature", "dynamicemb vocab_file asset_dir stub_type"),
             ("LookupFeature", _MAP_FIELDS),
             ("MatchFeature", _MAP_FIELDS),
             ("ExprFeature", "stub_type autodis mlp"),

@@ -221,3 +221,43 @@ def test_memory_estimate_counts_zch_size_rows_and_the_remapper():
     dense = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in tables)
     # sorted ids, their rows and the lfu counts: three int64 per row, beside the dense part
     assert estimate.dense_bytes - dense * 4 >= 3 * 8 * ZCH_SIZE
+
+
+def test_sequence_and_combo_features_share_the_remapping():
+    config = text_format.Parse(
+        """
+        data_config { fg_mode: FG_DAG }
+        feature_configs { id_feature {
+          feature_name: "item" embedding_dim: 4 embedding_name: "item_table"
+          zch { zch_size: 16 eviction_interval: 1 lfu {} } } }
+        feature_configs { sequence_id_feature {
+          feature_name: "clicks" expression: "user:clicks" sequence_length: 3
+          sequence_delim: "|" embedding_dim: 4 embedding_name: "item_table"
+          zch { zch_size: 16 eviction_interval: 1 lfu {} } } }
+        feature_configs { combo_feature {
+          feature_name: "cross" expression: ["item:item", "user:clicks"] embedding_dim: 4
+          zch { zch_size: 8 eviction_interval: 1 lru {} } } }
+        """,
+        pipeline_pb2.EasyRecConfig(),
+    )
+    features = build_features(config)
+    groups = [
+        model_pb2.FeatureGroupConfig(
+            group_name="seq", feature_names=["item", "clicks"], group_type=model_pb2.SEQUENCE
+        ),
+        model_pb2.FeatureGroupConfig(group_name="deep", feature_names=["cross"]),
+    ]
+    group = EmbeddingGroup(features, groups).train()
+    assert set(group.zch.keys()) == {"item_table", "cross_emb"}
+    rows = pa.record_batch({"item": pa.array(["a", "b"]), "clicks": pa.array(["b|c|a", "c"])})
+    parser = DataParser(features)
+    batch = parser.to_batch(parser.parse(rows))
+    out = group(batch.sparse_features, batch.dense_features)
+    # one remapper for the query and the sequence: the same item reads the same row
+    query, sequence = out["seq.query"], out["seq.sequence"]
+    torch.testing.assert_close(query[0], sequence[0, 2])  # a
+    torch.testing.assert_close(query[1], sequence[0, 0])  # b
+    assert not torch.equal(query[0], query[1])  # rows of their own
+    assert int(group.zch["item_table"].mc.open_slots()) == 15 - 3
+    # the combo reads "b|c|a" as one value (its separator is not "|"): two crosses
+    assert int(group.zch["cross_emb"].mc.open_slots()) == 7 - 2
