@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 import torch
 from torch import nn
@@ -496,16 +496,17 @@ class EmbeddingGroup(nn.Module):
 
     def _remap_zch(self, sparse_features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """The features with the raw ids of zch features replaced by their table rows."""
+        remappers = [cast(ZchRemapper, self.zch[table]) for table, _ in self._zch_tables]
         if self.training:
             by_key = sparse_features.to_dict()
-            for table, names in self._zch_tables:
+            for remapper, (_, names) in zip(remappers, self._zch_tables):
                 ids = [by_key[name].values() for name in names]
-                self.zch[table].profile(torch.cat(ids) if len(ids) > 1 else ids[0])
+                remapper.profile(torch.cat(ids) if len(ids) > 1 else ids[0])
         return remap_kjt(
             sparse_features,
             [names for _, names in self._zch_tables],
-            [self.zch[table].mc._mch_sorted_raw_ids for table, _ in self._zch_tables],
-            [self.zch[table].mc._mch_remapped_ids_mapping for table, _ in self._zch_tables],
+            [r.mc._mch_sorted_raw_ids for r in remappers],
+            [r.mc._mch_remapped_ids_mapping for r in remappers],
         )
 
     def _embed_dense(self, dense_features: KeyedTensor) -> KeyedTensor:

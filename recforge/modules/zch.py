@@ -125,7 +125,7 @@ def parse_threshold_filter(text: str) -> ThresholdFilter:
     func = eval(compile(tree, "<threshold_filtering_func>", "eval"), scope)  # noqa: S307
     if not callable(func):
         raise ValueError("the expression is not a function")
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def eviction_policy(config: feature_pb2.ZeroCollisionHash) -> MCHEvictionPolicy:
