@@ -328,7 +328,7 @@ class EmbeddingGroup(nn.Module):
         self.sequence_encoders[group_name] = encoders
 
     def copy_weights_from(self, source: EmbeddingGroup) -> None:
-        """Copies tables (by name) and sequence encoders (by group) from a larger group.
+        """Copies tables, zch remappers and sequence encoders from a larger group.
 
         ``self`` holds a subset of ``source``'s groups (e.g. one tower of a match model); its
         weights become copies of ``source``'s, on ``self``'s device.
@@ -349,6 +349,8 @@ class EmbeddingGroup(nn.Module):
             dropout.load_state_dict(source.variational_dropouts[name].state_dict())
         for name, embedding in self.dense_embeddings.items():
             embedding.load_state_dict(source.dense_embeddings[name].state_dict())
+        for name, remapper in self.zch.items():
+            remapper.load_state_dict(source.zch[name].state_dict())
 
     def variational_dropout_losses(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Each group's variational-dropout regularisation term, ``<group>_feature_p_loss``.

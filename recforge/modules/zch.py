@@ -226,7 +226,15 @@ class ZchRemapper(nn.Module):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             ids = _gather_ids(ids)
         lengths = torch.tensor([ids.numel()], dtype=torch.int64, device=ids.device)
-        self.mc.profile({"ids": JaggedTensor(values=ids, lengths=lengths)})
+        features = {"ids": JaggedTensor(values=ids, lengths=lengths)}
+        if self.mc._eviction_policy._threshold_filtering_func is None:
+            self.mc.profile(features)
+            return
+        # a filter may draw random numbers (probabilistic_threshold_filter): seed them by the
+        # step so that every rank's replica admits the same ids, and a resumed run as well
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.mc._current_iter_tensor.item()))
+            self.mc.profile(features)
 
     def get_extra_state(self) -> str:
         """The bookkeeping torchrec keeps outside its buffers, as JSON (see the class docstring).

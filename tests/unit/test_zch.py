@@ -261,3 +261,31 @@ def test_sequence_and_combo_features_share_the_remapping():
     assert int(group.zch["item_table"].mc.open_slots()) == 15 - 3
     # the combo reads "b|c|a" as one value (its separator is not "|"): two crosses
     assert int(group.zch["cross_emb"].mc.open_slots()) == 7 - 2
+
+
+def test_a_tower_copies_the_remapper_of_its_tables():
+    config = text_format.Parse(zch_config(fg_mode="FG_NONE"), pipeline_pb2.EasyRecConfig())
+    features = build_features(config)
+    user = model_pb2.FeatureGroupConfig(group_name="user", feature_names=["user"])
+    item = model_pb2.FeatureGroupConfig(group_name="item", feature_names=["item"])
+    full = EmbeddingGroup(features, [user, item]).train()
+    parser = DataParser(features)
+    batch = parser.to_batch(parser.parse(planted_rows(64, 0).to_batches()[0]))
+    full(batch.sparse_features, batch.dense_features)
+    tower = EmbeddingGroup(features, [user])
+    tower.copy_weights_from(full)
+    ids = planted_users()[0].tolist()
+    assert _rows(tower.zch["user_emb"], *ids) == _rows(full.zch["user_emb"], *ids)
+    assert len(set(_rows(tower.zch["user_emb"], *ids))) > 2
+
+
+def test_a_random_threshold_filter_admits_alike_whatever_the_rng():
+    filter_text = "lambda x: probabilistic_threshold_filter(x, 0.5)"
+    admitted = []
+    for seed in (1, 2):
+        remapper = _remapper(size=64, threshold_filtering_func=filter_text)
+        torch.manual_seed(seed)  # ranks (and resumed runs) differ in their RNG state
+        ids = torch.arange(40, dtype=torch.int64) + MAX_ID
+        remapper([ids])
+        admitted.append([row != 63 for row in _rows(remapper, *ids.tolist())])
+    assert admitted[0] == admitted[1] and 0 < sum(admitted[0]) < 40
