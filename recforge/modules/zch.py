@@ -229,12 +229,15 @@ class ZchRemapper(nn.Module):
         features = {"ids": JaggedTensor(values=ids, lengths=lengths)}
         if self.mc._eviction_policy._threshold_filtering_func is None:
             self.mc.profile(features)
-            return
-        # a filter may draw random numbers (probabilistic_threshold_filter): seed them by the
-        # step so that every rank's replica admits the same ids, and a resumed run as well
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.mc._current_iter_tensor.item()))
-            self.mc.profile(features)
+        else:
+            # a filter may draw random numbers (probabilistic_threshold_filter): seed them by
+            # the step so that every rank's replica admits the same ids, a resumed run too
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(self.mc._current_iter_tensor.item()))
+                self.mc.profile(features)
+        # torchrec collects the evicted rows until evict() hands them over (to reset them);
+        # evicted rows keep their weights here (see the module docstring): drop the list
+        self.mc.evict()
 
     def get_extra_state(self) -> str:
         """The bookkeeping torchrec keeps outside its buffers, as JSON (see the class docstring).

@@ -289,3 +289,12 @@ def test_a_random_threshold_filter_admits_alike_whatever_the_rng():
         remapper([ids])
         admitted.append([row != 63 for row in _rows(remapper, *ids.tolist())])
     assert admitted[0] == admitted[1] and 0 < sum(admitted[0]) < 40
+
+
+def test_a_zch_table_larger_than_the_machine_is_refused_at_zch_size():
+    config = text_format.Parse(
+        zch_config(zch="zch_size: 10000000000000 lfu {}"), pipeline_pb2.EasyRecConfig()
+    )
+    with pytest.raises(ConfigError, match="lower zch_size") as info:
+        validate_config(config)
+    assert info.value.field == "feature_configs[0].id_feature.zch.zch_size"
