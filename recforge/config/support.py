@@ -61,7 +61,7 @@ _FG_SEQ_KIND = _no(
 #: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
 _DERIVED_FIELDS: dict[str, Entry] = {
     "zch": _no("zch is built for id, combo, custom and bool_mask features only"),
-    "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
+    "dynamicemb": _no("dynamic embedding tables (dynamicemb) are not built yet; zch is"),
     "vocab_file": _YES,
     "asset_dir": _YES,
     "stub_type": _YES,
@@ -73,7 +73,7 @@ _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_val
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("this generative (HSTU / semantic-id) part is not built yet")
 _SAMPLER = _no("tdm_sampler (TDM's tree sampler) is not built yet")
-_DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
+_DYNAMIC_EMB = _no("dynamic embedding tables (dynamicemb) are not built yet; zch is")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
 _CUDA_ONLY = _ignored("a CUDA numerics switch; recforge exports and predicts on the CPU")
 

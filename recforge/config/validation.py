@@ -162,6 +162,8 @@ def _check_id_feature(feature: Message, prefix: str, problems: _Problems) -> Non
             ("vocab_list", len(feature.vocab_list) > 0),
             ("vocab_dict", len(feature.vocab_dict) > 0),
             ("vocab_file", bool(feature.vocab_file)),
+            # TorchEasyRec lets zch silently win over the others; recforge refuses the mix,
+            # as it refuses any two of these
             ("zch", _has_zch(feature)),
         )
         if is_set
