@@ -60,8 +60,8 @@ _FG_SEQ_KIND = _no(
 )
 #: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
 _DERIVED_FIELDS: dict[str, Entry] = {
-    "zch": _no("dynamic / zero-collision embedding tables are not built yet"),
-    "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
+    "zch": _no("zch is built for id, combo, custom and bool_mask features only"),
+    "dynamicemb": _no("dynamic embedding tables (dynamicemb) are not built yet; zch is"),
     "vocab_file": _YES,
     "asset_dir": _YES,
     "stub_type": _YES,
@@ -73,7 +73,7 @@ _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_val
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("this generative (HSTU / semantic-id) part is not built yet")
 _SAMPLER = _no("tdm_sampler (TDM's tree sampler) is not built yet")
-_DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
+_DYNAMIC_EMB = _no("dynamic embedding tables (dynamicemb) are not built yet; zch is")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
 _CUDA_ONLY = _ignored("a CUDA numerics switch; recforge exports and predicts on the CPU")
 
@@ -162,12 +162,15 @@ MESSAGES: dict[str, Entry] = {
     # recforge extension metrics (MetricConfig numbers 50-53)
     **dict.fromkeys("GroupedNDCG GroupedMRR Calibration CalibrationError".split(), _YES),
     **dict.fromkeys(
-        (
-            "ZeroCollisionHash DynamicEmbedding DynamicEmbInitializerArgs"
-            " DynamicEmbFrequencyAdmissionStrategy LRU_EvictionPolicy LFU_EvictionPolicy"
-            " DistanceLFU_EvictionPolicy"
-        ).split(),
+        "DynamicEmbedding DynamicEmbInitializerArgs DynamicEmbFrequencyAdmissionStrategy".split(),
         _DYNAMIC_EMB,
+    ),
+    # zch on id features (recforge.modules.zch); the other kinds' zch fields stay refused
+    **dict.fromkeys(
+        (
+            "ZeroCollisionHash LRU_EvictionPolicy LFU_EvictionPolicy DistanceLFU_EvictionPolicy"
+        ).split(),
+        _YES,
     ),
     "DeltaEmbeddingDumpConfig": _no("delta embedding dumps are not built yet"),
     "FeatureStoreConfig": _no("feature-store uploads are not built yet"),
@@ -229,11 +232,9 @@ FIELDS: dict[str, Entry] = {
         for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()
         for name in ("autodis", "mlp")
     },
-    **{
-        f"{feature}.{name}": _DYNAMIC_EMB
-        for feature in ("CustomFeature", "BoolMaskFeature")
-        for name in ("zch", "dynamicemb")
-    },
+    **{f"{feature}.dynamicemb": _DYNAMIC_EMB for feature in ("CustomFeature", "BoolMaskFeature")},
+    # their id output is an id_feature with the same zch (recforge.modules.zch)
+    **{f"{feature}.zch": _YES for feature in ("ComboFeature", "CustomFeature", "BoolMaskFeature")},
     "BoolMaskFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
     "CustomFeature.is_op_thread_safe": _ignored(
         "recforge's operators run in one thread per worker"
@@ -252,7 +253,7 @@ FIELDS: dict[str, Entry] = {
     **{
         f"{feature}.{name}": entry
         for feature, names in (
-            ("ComboFeature", "zch dynamicemb vocab_file asset_dir stub_type"),
+            ("ComboFeature", "dynamicemb vocab_file asset_dir stub_type"),
             ("LookupFeature", _MAP_FIELDS),
             ("MatchFeature", _MAP_FIELDS),
             ("ExprFeature", "stub_type autodis mlp"),
@@ -261,7 +262,7 @@ FIELDS: dict[str, Entry] = {
         if name in names.split()
     },
     "IdFeature.weighted": _YES,
-    "IdFeature.zch": _DYNAMIC_EMB,
+    "IdFeature.zch": _YES,
     "IdFeature.dynamicemb": _DYNAMIC_EMB,
     "IdFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
     "SequenceFeature.sequence_pk": _ignored(
