@@ -60,8 +60,8 @@ _FG_SEQ_KIND = _no(
 )
 #: fields of the combo / lookup / match / expr messages recforge does not build (or ignores)
 _DERIVED_FIELDS: dict[str, Entry] = {
-    "zch": _no("dynamic / zero-collision embedding tables are not built yet"),
-    "dynamicemb": _no("dynamic / zero-collision embedding tables are not built yet"),
+    "zch": _no("zch is built for id, combo, custom and bool_mask features only"),
+    "dynamicemb": _no("dynamic embedding tables (dynamicemb) are not built yet; zch is"),
     "vocab_file": _YES,
     "asset_dir": _YES,
     "stub_type": _YES,
@@ -73,7 +73,7 @@ _MAP_FIELDS = " zch dynamicemb vocab_file asset_dir stub_type autodis mlp fg_val
 _MODEL = _no("this model is not in recforge's zoo yet")
 _GENERATIVE = _no("this generative (HSTU / semantic-id) part is not built yet")
 _SAMPLER = _no("tdm_sampler (TDM's tree sampler) is not built yet")
-_DYNAMIC_EMB = _no("dynamic / zero-collision embedding tables are not built yet")
+_DYNAMIC_EMB = _no("dynamic embedding tables (dynamicemb) are not built yet; zch is")
 _ODPS_ONLY = _ignored("an ODPS/MaxCompute read option; recforge reads parquet and csv")
 _CUDA_ONLY = _ignored("a CUDA numerics switch; recforge exports and predicts on the CPU")
 
@@ -142,14 +142,14 @@ MESSAGES: dict[str, Entry] = {
     # several candidates per row with jagged labels, newest-first histories reversed
     **dict.fromkeys(
         (
-            "DlrmHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
+            "DlrmHSTU UltraHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
             " GRContentEncoder GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
         ).split(),
         _YES,
     ),
     **dict.fromkeys(
         (
-            "UltraHSTU GRContextualInterleavePreprocessor"
+            "GRContextualInterleavePreprocessor"
             " GRTimestampLayerNormPostprocessor"
             " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
@@ -162,12 +162,15 @@ MESSAGES: dict[str, Entry] = {
     # recforge extension metrics (MetricConfig numbers 50-53)
     **dict.fromkeys("GroupedNDCG GroupedMRR Calibration CalibrationError".split(), _YES),
     **dict.fromkeys(
-        (
-            "ZeroCollisionHash DynamicEmbedding DynamicEmbInitializerArgs"
-            " DynamicEmbFrequencyAdmissionStrategy LRU_EvictionPolicy LFU_EvictionPolicy"
-            " DistanceLFU_EvictionPolicy"
-        ).split(),
+        "DynamicEmbedding DynamicEmbInitializerArgs DynamicEmbFrequencyAdmissionStrategy".split(),
         _DYNAMIC_EMB,
+    ),
+    # zch on id features (recforge.modules.zch); the other kinds' zch fields stay refused
+    **dict.fromkeys(
+        (
+            "ZeroCollisionHash LRU_EvictionPolicy LFU_EvictionPolicy DistanceLFU_EvictionPolicy"
+        ).split(),
+        _YES,
     ),
     "DeltaEmbeddingDumpConfig": _no("delta embedding dumps are not built yet"),
     "FeatureStoreConfig": _no("feature-store uploads are not built yet"),
@@ -229,11 +232,9 @@ FIELDS: dict[str, Entry] = {
         for feature in "OverlapFeature CustomFeature KvDotProduct CombineFeature".split()
         for name in ("autodis", "mlp")
     },
-    **{
-        f"{feature}.{name}": _DYNAMIC_EMB
-        for feature in ("CustomFeature", "BoolMaskFeature")
-        for name in ("zch", "dynamicemb")
-    },
+    **{f"{feature}.dynamicemb": _DYNAMIC_EMB for feature in ("CustomFeature", "BoolMaskFeature")},
+    # their id output is an id_feature with the same zch (recforge.modules.zch)
+    **{f"{feature}.zch": _YES for feature in ("ComboFeature", "CustomFeature", "BoolMaskFeature")},
     "BoolMaskFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
     "CustomFeature.is_op_thread_safe": _ignored(
         "recforge's operators run in one thread per worker"
@@ -252,7 +253,7 @@ FIELDS: dict[str, Entry] = {
     **{
         f"{feature}.{name}": entry
         for feature, names in (
-            ("ComboFeature", "zch dynamicemb vocab_file asset_dir stub_type"),
+            ("ComboFeature", "dynamicemb vocab_file asset_dir stub_type"),
             ("LookupFeature", _MAP_FIELDS),
             ("MatchFeature", _MAP_FIELDS),
             ("ExprFeature", "stub_type autodis mlp"),
@@ -261,7 +262,7 @@ FIELDS: dict[str, Entry] = {
         if name in names.split()
     },
     "IdFeature.weighted": _YES,
-    "IdFeature.zch": _DYNAMIC_EMB,
+    "IdFeature.zch": _YES,
     "IdFeature.dynamicemb": _DYNAMIC_EMB,
     "IdFeature.fg_value_type": _ignored("a speed hint for TorchEasyRec's feature generation"),
     "SequenceFeature.sequence_pk": _ignored(
@@ -271,9 +272,11 @@ FIELDS: dict[str, Entry] = {
     "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
     # model
     **{f"ModelConfig.{name}": _MODEL for name in ("tdm".split())},
-    **{f"ModelConfig.{name}": _GENERATIVE for name in "ultra_hstu sid_rqvae sid_rqkmeans".split()},
+    **{f"ModelConfig.{name}": _GENERATIVE for name in "sid_rqvae sid_rqkmeans".split()},
     "ModelConfig.hstu_match": _YES,
     "ModelConfig.dlrm_hstu": _YES,
+    # ULTRA-HSTU (recforge/models/ultra_hstu.py): dlrm_hstu with one transducer per channel
+    "ModelConfig.ultra_hstu": _YES,
     "GRContextualPreprocessor.action_encoder": _no(
         "dlrm_hstu's action encoder (with the candidates' action token) is not built yet"
     ),
@@ -282,21 +285,26 @@ FIELDS: dict[str, Entry] = {
     ),
     "FusionSubTaskConfig.task_bitmask": _YES,
     "FusionSubTaskConfig.train_metrics": _no("per-task train metrics are not built yet"),
-    "DlrmHSTU.enable_global_average_loss": _ignored(
-        "recforge averages the loss over each process's samples (the same on one process)"
+    **dict.fromkeys(
+        ("DlrmHSTU.enable_global_average_loss", "UltraHSTU.enable_global_average_loss"),
+        _ignored(
+            "recforge averages the loss over each process's samples (the same on one process)"
+        ),
     ),
     # HSTU: what the STU layers and hstu_match do not build yet
-    **{
-        f"STU.{name}": _ignored("a GPU memory / speed switch of TorchEasyRec's fused kernels")
-        for name in "recompute_normed_x recompute_uvqk recompute_y sort_by_length".split()
-    },
+    "STU.sort_by_length": _ignored("a speed switch of TorchEasyRec's fused GPU kernels"),
+    # rematerialization (torch.utils.checkpoint), semi-local attention and mid-stack
+    # truncation: recforge/modules/gr/stu.py, attention.py, truncation.py
+    **dict.fromkeys(
+        (
+            "STU.recompute_normed_x STU.recompute_uvqk STU.recompute_y STU.sla_k1 STU.sla_k2"
+            " HSTU.attn_truncation_split_layer HSTU.attn_truncation_tail_len"
+        ).split(),
+        _YES,
+    ),
     "STU.contextual_seq_len": _no(
         "it follows the 'contextual' feature group (one token per feature); leave it unset"
     ),
-    "STU.sla_k1": _no("semi-local attention is not built yet"),
-    "STU.sla_k2": _no("semi-local attention is not built yet"),
-    "HSTU.attn_truncation_split_layer": _no("mid-stack truncation is not built yet"),
-    "HSTU.attn_truncation_tail_len": _no("mid-stack truncation is not built yet"),
     "GRContextualizedMLP.parameterized_mlp": _no(
         "the parameterized action MLP reads contextual features, which are not built yet"
     ),

@@ -162,14 +162,19 @@ def _check_id_feature(feature: Message, prefix: str, problems: _Problems) -> Non
             ("vocab_list", len(feature.vocab_list) > 0),
             ("vocab_dict", len(feature.vocab_dict) > 0),
             ("vocab_file", bool(feature.vocab_file)),
+            # TorchEasyRec lets zch silently win over the others; recforge refuses the mix,
+            # as it refuses any two of these
+            ("zch", _has_zch(feature)),
         )
         if is_set
     ]
+    if _has_zch(feature):
+        _check_zch(feature.zch, f"{prefix}.zch", problems)
     if not sources:
         problems.add(
             prefix,
             f"id_feature {name!r} needs one of num_buckets, hash_bucket_size, vocab_list, "
-            "vocab_dict or vocab_file (how many ids its embedding table holds)",
+            "vocab_dict, vocab_file or zch (how many ids its embedding table holds)",
         )
     elif len(sources) > 1:
         problems.add(
@@ -179,6 +184,39 @@ def _check_id_feature(feature: Message, prefix: str, problems: _Problems) -> Non
     for field_name in ("num_buckets", "hash_bucket_size"):
         if feature.HasField(field_name) and getattr(feature, field_name) == 0:
             problems.add(f"{prefix}.{field_name}", f"{field_name} must be > 0 (found 0)")
+
+
+def _has_zch(feature: Message) -> bool:
+    return "zch" in feature.DESCRIPTOR.fields_by_name and feature.HasField("zch")
+
+
+def _check_zch(zch: Message, prefix: str, problems: _Problems) -> None:
+    """Check that a ``zch`` message can build its remapper (see :mod:`recforge.modules.zch`)."""
+    from recforge.modules.zch import parse_threshold_filter
+
+    if zch.zch_size < 2:
+        problems.add(
+            f"{prefix}.zch_size",
+            "zch_size must be >= 2 (the last row is for ids without a row of their own);"
+            f" found {zch.zch_size}",
+        )
+    if zch.eviction_interval < 1:
+        problems.add(
+            f"{prefix}.eviction_interval",
+            f"eviction_interval must be >= 1 step; found {zch.eviction_interval}",
+        )
+    if zch.WhichOneof("eviction_policy") is None:
+        problems.add(prefix, "zch needs an eviction policy: lfu {}, lru {} or distance_lfu {}")
+    if zch.HasField("threshold_filtering_func"):
+        try:
+            parse_threshold_filter(zch.threshold_filtering_func)
+        except ValueError as e:
+            problems.add(
+                f"{prefix}.threshold_filtering_func",
+                "expected a lambda over the id counts using numbers, torch reductions and the"
+                f" built-in *_threshold_filter functions; found {zch.threshold_filtering_func!r}"
+                f" ({e})",
+            )
 
 
 def _check_raw_feature(feature: Message, prefix: str, problems: _Problems) -> None:

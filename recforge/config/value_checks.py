@@ -269,7 +269,13 @@ def _table_rows(feature: Message) -> int:
     for name in ("hash_bucket_size", "num_buckets"):
         if name in feature.DESCRIPTOR.fields_by_name and feature.HasField(name):
             return int(getattr(feature, name))
+    if _has_zch(feature):
+        return int(feature.zch.zch_size)
     return 0
+
+
+def _has_zch(feature: Message) -> bool:
+    return "zch" in feature.DESCRIPTOR.fields_by_name and feature.HasField("zch")
 
 
 def machine_memory() -> int:
@@ -316,6 +322,8 @@ def _check_table_memory(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
             "hash_bucket_size"
         )
         size_field = "hash_bucket_size" if hashed else "num_buckets"
+        if not hashed and _has_zch(feature):
+            size_field = "zch.zch_size"
         what = f"{rows} rows x {dim} dims x {width} bytes"
         tables.setdefault(name, (rows * dim * width, f"{fld}.{size_field}", what))
     if not tables:

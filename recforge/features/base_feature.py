@@ -324,6 +324,23 @@ class BaseFeature(abc.ABC):
         return 0
 
     @property
+    def zch_config(self) -> Optional[Any]:
+        """The ``zch`` message when the ids go through a zero-collision remapper, else None.
+
+        Such a feature's ids are raw 63-bit hashes, mapped to table rows inside the model
+        (:mod:`recforge.modules.zch`).
+        """
+        return None
+
+    @property
+    def encoded_id_limit(self) -> int:
+        """Encoded ids (fg_mode FG_NONE) must be below this.
+
+        The table's rows, or the hash range of a zch feature (remapped in the model).
+        """
+        return self.num_embeddings
+
+    @property
     def embedding_name(self) -> str:
         """Table name: ``embedding_name`` (shared tables) or ``"{feature_name}_emb"``."""
         if self.config.HasField("embedding_name") and self.config.embedding_name:
@@ -489,7 +506,7 @@ class BaseFeature(abc.ABC):
                 ) from None
         else:
             raise self._error(f"expected encoded integer {what}s, found values of type {dtype}")
-        size = self.num_embeddings
+        size = self.encoded_id_limit
         bad = first_true((ids < 0) | (ids >= size))
         if bad >= 0:
             raise self._error(

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 #: operators shipped with recforge, tried on one empty text when the feature is built
 _BUILT_IN = ("EditDistance", "RegexReplace", "SeqExpr")
-_ID_KINDS = ("hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict", "vocab_file")
+_ID_KINDS = ("hash_bucket_size", "num_buckets", "vocab_list", "vocab_dict", "vocab_file", "zch")
 
 
 class CustomFeature(DerivedFeature):

@@ -137,6 +137,16 @@ class DerivedFeature(BaseFeature):
         return self._out.num_embeddings
 
     @property
+    def zch_config(self) -> Optional[Any]:
+        """The id output's ``zch`` (copied from this config), else None."""
+        return self._out.zch_config
+
+    @property
+    def encoded_id_limit(self) -> int:
+        """The id output's bound on encoded ids."""
+        return self._out.encoded_id_limit
+
+    @property
     def value_dim(self) -> int:
         """Numbers per sample of a dense output."""
         return self._out.value_dim

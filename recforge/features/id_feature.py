@@ -20,6 +20,7 @@ from recforge.features.utils import (
     row_of_value,
     to_string_array,
 )
+from recforge.protos import feature_pb2
 
 
 class IdFeature(BaseFeature):
@@ -46,6 +47,10 @@ class IdFeature(BaseFeature):
       ``default_bucketize_value``. ``num_embeddings = max(max id, default_bucketize_value) + 1``
       (at least 2; TorchEasyRec takes ``max id + 1``, which leaves no row for a larger
       ``default_bucketize_value``).
+    * ``zch`` (zero-collision hashing, :mod:`recforge.modules.zch`): the value's FG hash
+      modulo ``2**63 - 1`` (TorchEasyRec's FG ``hash_bucket_size`` for zch), no bucketing;
+      the model maps these raw ids to ``zch.zch_size`` rows, admitting and evicting ids while
+      it trains. fg_mode FG_NONE reads such hashes (any id in ``[0, 2**63 - 1)``).
     * ``vocab_file`` (joined to ``asset_dir`` when relative): the vocabulary in a file, one
       word a line (``vocab_list`` with ``default_bucketize_value``) or ``word id`` a line
       (``vocab_dict`` with it); ``default_bucketize_value`` is required, nothing being
@@ -86,15 +91,18 @@ class IdFeature(BaseFeature):
                 ("vocab_list", len(cfg.vocab_list) > 0),
                 ("vocab_dict", len(cfg.vocab_dict) > 0),
                 ("vocab_file", bool(cfg.vocab_file)),
+                ("zch", cfg.HasField("zch")),
             )
             if is_set
         ]
         if len(kinds) != 1:
             raise self._error(
                 "expected exactly one of num_buckets, hash_bucket_size, vocab_list, vocab_dict, "
-                f"vocab_file; found {kinds or 'none'}"
+                f"vocab_file, zch; found {kinds or 'none'}"
             )
         self._kind: str = kinds[0]
+        if self._kind == "zch":
+            self._check_zch()
         self._oov: Optional[int] = None
         if cfg.HasField("default_bucketize_value"):
             self._oov = int(cfg.default_bucketize_value)
@@ -133,6 +141,45 @@ class IdFeature(BaseFeature):
         if self._default_ids is not None and self._default_weights is None:
             self._default_weights = np.ones(len(self._default_ids), dtype=np.float32)
 
+    def _check_zch(self) -> None:
+        """Refuses a ``zch`` message the remapper cannot be built from."""
+        from recforge.modules.zch import eviction_policy, parse_threshold_filter
+
+        zch = self.config.zch
+        if zch.zch_size < 2:
+            raise self._error(
+                f"zch.zch_size: expected at least 2 rows (the last row is for ids without a"
+                f" row of their own), found {zch.zch_size}"
+            )
+        if zch.eviction_interval < 1:
+            raise self._error(
+                f"zch.eviction_interval: expected at least 1 step, found {zch.eviction_interval}"
+            )
+        if zch.WhichOneof("eviction_policy") is None:
+            raise self._error("zch: expected an eviction policy (lfu, lru or distance_lfu)")
+        if zch.HasField("threshold_filtering_func"):
+            try:
+                parse_threshold_filter(zch.threshold_filtering_func)
+            except ValueError as e:
+                raise self._error(
+                    f"zch.threshold_filtering_func {zch.threshold_filtering_func!r}: expected a"
+                    f" lambda over the id counts using numbers, torch reductions and the"
+                    f" built-in *_threshold_filter functions; {e}"
+                ) from None
+        eviction_policy(zch)
+
+    @property
+    def zch_config(self) -> Optional[feature_pb2.ZeroCollisionHash]:
+        """The ``zch`` message when the ids are zero-collision hashed, else None."""
+        return self.config.zch if self._kind == "zch" else None
+
+    @property
+    def encoded_id_limit(self) -> int:
+        """Encoded zch ids are raw hashes; other kinds' are table rows."""
+        from recforge.modules.zch import ZCH_HASH_SIZE
+
+        return ZCH_HASH_SIZE if self._kind == "zch" else self.num_embeddings
+
     # ------------------------------------------------------------------ description
     @property
     def table_size_source(self) -> str:
@@ -157,6 +204,8 @@ class IdFeature(BaseFeature):
             return int(cfg.num_buckets)
         if self._kind == "hash_bucket_size":
             return int(cfg.hash_bucket_size)
+        if self._kind == "zch":
+            return int(cfg.zch.zch_size)
         if self._kind == "vocab_list":
             return len(cfg.vocab_list) + (0 if self._oov is not None else 2)
         if self._kind == "vocab_file":
@@ -312,6 +361,10 @@ class IdFeature(BaseFeature):
         if self._kind == "hash_bucket_size":
             hashed = std_hash(values)
             return (hashed % np.uint64(self.config.hash_bucket_size)).astype(np.int64)
+        if self._kind == "zch":
+            from recforge.modules.zch import ZCH_HASH_SIZE
+
+            return (std_hash(values) % np.uint64(ZCH_HASH_SIZE)).astype(np.int64)
         strings = to_string_array(values)
         index = pc.index_in(strings, value_set=self._vocab_keys)
         found = index.is_valid().to_numpy(zero_copy_only=False)

@@ -34,18 +34,23 @@ def _keep_mask(shape: torch.Size, threshold: int) -> torch.Tensor:
 
 
 class _MaskedScale(torch.autograd.Function):
-    """``x * where(mask, scale, 0)``; the gradient is scaled by the same factors."""
+    """``x * mask * scale``; the gradient is scaled by the same factors.
+
+    The mask enters as its bytes (0 or 1): cheaper on the CPU than ``where`` or a multiply by
+    the bool tensor, with the same values.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-        factors = torch.where(mask, scale, 0.0).to(x.dtype)
-        ctx.save_for_backward(factors)
-        return x * factors
+        keep = mask.view(torch.uint8)
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return (x * keep).mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (factors,) = ctx.saved_tensors
-        return grad * factors, None, None
+        (keep,) = ctx.saved_tensors
+        return (grad * keep).mul_(ctx.scale), None, None
 
 
 class _ReLUMaskedScale(torch.autograd.Function):
@@ -57,8 +62,9 @@ class _ReLUMaskedScale(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
-        out = x.clamp_min_(0.0).mul_(scale).masked_fill_(drop, 0.0)
+    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        # the mask's bytes, as in _MaskedScale (masked_fill_ costs several times more)
+        out = x.clamp_min_(0.0).mul_(keep.view(torch.uint8)).mul_(scale)
         ctx.mark_dirty(x)
         ctx.save_for_backward(out)
         ctx.scale = scale
@@ -109,8 +115,7 @@ class Dropout(nn.Module):
         """
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return self.forward(torch.relu(x))
-        drop = _keep_mask(x.shape, self._threshold).logical_not_()
-        return _ReLUMaskedScale.apply(x, drop, self._scale)
+        return _ReLUMaskedScale.apply(x, _keep_mask(x.shape, self._threshold), self._scale)
 
     def extra_repr(self) -> str:
         """Shown by ``print(module)``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 import torch
 from torch import nn
@@ -28,10 +28,12 @@ from recforge.modules.sequence_encoders import (
     resolve_nested_sequences,
 )
 from recforge.modules.variational_dropout import FeatureDropout
+from recforge.modules.zch import ZchRemapper, remap_kjt
 from recforge.protos import model_pb2, module_pb2
 
 # torch.fx keeps wrapped functions as leaf calls only where they are looked up: in this module
 torch.fx.wrap("regroup_by_slices")
+torch.fx.wrap("remap_kjt")
 
 WIDE_TABLE_SUFFIX = "_wide"
 #: the key of a dense feature's mlp / autodis embedding among the group inputs
@@ -71,6 +73,11 @@ class EmbeddingGroup(nn.Module):
     ``variational_dropouts[group_name]``) before its sequence encoders' outputs are appended;
     :meth:`variational_dropout_losses` gives their regularisation terms. As in TorchEasyRec,
     SEQUENCE groups and groups of one feature have none.
+
+    Features with ``zch`` (zero-collision hashing) carry raw 63-bit ids; before any lookup,
+    the :class:`~recforge.modules.zch.ZchRemapper` of their table (in ``zch[table_name]``,
+    one per table, shared by the features naming it) maps them to rows, counting them and
+    admitting / evicting ids while training (see :mod:`recforge.modules.zch`).
 
     With ``embedding_l2 > 0`` (``model_config.embedding_l2_regularization``, a recforge
     extension), each training forward records ``embedding_l2`` times :func:`used_rows_l2` of
@@ -275,6 +282,10 @@ class EmbeddingGroup(nn.Module):
                 for dim, dim_tables in sorted(by_dim.items())
             }
         )
+        used = [*tables.values(), *weighted_tables.values(), *sequence_tables.values()]
+        self.zch, self._zch_tables = _build_zch(
+            by_name, [n for t in used for n in t.feature_names], device
+        )
 
     def _add_nested(
         self,
@@ -317,7 +328,7 @@ class EmbeddingGroup(nn.Module):
         self.sequence_encoders[group_name] = encoders
 
     def copy_weights_from(self, source: EmbeddingGroup) -> None:
-        """Copies tables (by name) and sequence encoders (by group) from a larger group.
+        """Copies tables, zch remappers and sequence encoders from a larger group.
 
         ``self`` holds a subset of ``source``'s groups (e.g. one tower of a match model); its
         weights become copies of ``source``'s, on ``self``'s device.
@@ -338,6 +349,8 @@ class EmbeddingGroup(nn.Module):
             dropout.load_state_dict(source.variational_dropouts[name].state_dict())
         for name, embedding in self.dense_embeddings.items():
             embedding.load_state_dict(source.dense_embeddings[name].state_dict())
+        for name, remapper in self.zch.items():
+            remapper.load_state_dict(source.zch[name].state_dict())
 
     def variational_dropout_losses(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Each group's variational-dropout regularisation term, ``<group>_feature_p_loss``.
@@ -428,6 +441,8 @@ class EmbeddingGroup(nn.Module):
         """
         out: dict[str, torch.Tensor] = {}
         dense: dict[str, torch.Tensor] = {}
+        if len(self._zch_tables) > 0:
+            sparse_features = self._remap_zch(sparse_features)
         if self._sequence_dense_keys:
             # one [B, width] tensor per dense feature that a sequence group reads
             slices = regroup_by_slices([dense_features], [[k] for k in self._sequence_dense_keys])
@@ -480,6 +495,21 @@ class EmbeddingGroup(nn.Module):
                     )
                 out[name] = torch.cat(parts, dim=1)
         return out
+
+    def _remap_zch(self, sparse_features: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """The features with the raw ids of zch features replaced by their table rows."""
+        remappers = [cast(ZchRemapper, self.zch[table]) for table, _ in self._zch_tables]
+        if self.training:
+            by_key = sparse_features.to_dict()
+            for remapper, (_, names) in zip(remappers, self._zch_tables):
+                ids = [by_key[name].values() for name in names]
+                remapper.profile(torch.cat(ids) if len(ids) > 1 else ids[0])
+        return remap_kjt(
+            sparse_features,
+            [names for _, names in self._zch_tables],
+            [r.mc._mch_sorted_raw_ids for r in remappers],
+            [r.mc._mch_remapped_ids_mapping for r in remappers],
+        )
 
     def _embed_dense(self, dense_features: KeyedTensor) -> KeyedTensor:
         """The mlp / autodis embeddings of dense features, keyed ``<name>@dense_emb``."""
@@ -642,6 +672,47 @@ def _sum_pool(embeddings: JaggedTensor) -> torch.Tensor:
     return torch.segment_reduce(
         embeddings.values(), "sum", lengths=embeddings.lengths(), unsafe=True, initial=0.0
     )
+
+
+def _build_zch(
+    by_name: dict[str, BaseFeature], used: list[str], device: Optional[torch.device]
+) -> tuple[nn.ModuleDict, list[tuple[str, list[str]]]]:
+    """The zch remappers of the tables that ``used`` features look up, one per table.
+
+    Args:
+        by_name: every feature by name.
+        used: the features the tables of the groups read (repeats allowed).
+        device: where the tables live (the remappers live there too, or on the CPU when the
+            tables are still on the ``meta`` device: they are never sharded).
+
+    Returns:
+        ``(remappers by table name, [(table name, its features in order)])``.
+
+    Raises:
+        EmbeddingGroupError: a table is read by zch and other features, or by features with
+            different zch settings.
+
+    """
+    names: dict[str, list[str]] = {}
+    for name in dict.fromkeys(used):
+        names.setdefault(by_name[name].embedding_name, []).append(name)
+    remappers = nn.ModuleDict()
+    tables: list[tuple[str, list[str]]] = []
+    here = device if device is not None and device.type != "meta" else torch.device("cpu")
+    for table, features in names.items():
+        configs = [by_name[f].zch_config for f in features]
+        if all(c is None for c in configs):
+            continue
+        first = configs[0]
+        if any(c is None or c != first for c in configs):
+            raise EmbeddingGroupError(
+                f"features {features} share table '{table}' but not the same zch settings;"
+                " features sharing a table must all have the same zch message, or none"
+            )
+        assert first is not None
+        remappers[table] = ZchRemapper(first, here)
+        tables.append((table, features))
+    return remappers, tables
 
 
 def _share_table(tables: dict[str, TableConfig], table: TableConfig, feature_name: str) -> None:

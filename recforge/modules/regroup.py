@@ -16,6 +16,55 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
 
+def _slice_views(values: torch.Tensor, ranges: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Views of ``values``' column ranges, made so that their backward is cheap.
+
+    ``narrow`` gives each view its own backward node, which writes the view's gradient into a
+    zero-filled tensor of the input's full size; three groups over a ``[B, W]`` lookup output
+    cost three such fills and two full-size additions per step. When the ranges are pairwise
+    identical or disjoint, one ``split_with_sizes`` at their edges gives the same views under a
+    single node, whose backward concatenates the pieces (zeros only for unused columns).
+
+    Args:
+        values: ``[B, W]``.
+        ranges: ``(start, end)`` column ranges, repeats allowed.
+
+    Returns:
+        ``[B, end - start]`` per range, in order, each a view of ``values``.
+
+    """
+    ends: dict[int, int] = {}
+    disjoint = True
+    for start, end in ranges:
+        if start in ends:
+            disjoint = disjoint and ends[start] == end
+        else:
+            ends[start] = end
+    starts = list(ends.keys())
+    starts.sort()
+    for i in range(1, len(starts)):
+        disjoint = disjoint and ends[starts[i - 1]] <= starts[i]
+    if not disjoint or len(starts) < 2:
+        return [values.narrow(1, start, end - start) for start, end in ranges]
+    sizes: list[int] = []
+    position = 0
+    for start in starts:
+        if start > position:  # a gap no group reads
+            sizes.append(start - position)
+        sizes.append(ends[start] - start)
+        position = ends[start]
+    width = values.size(1)
+    if width > position:
+        sizes.append(width - position)
+    pieces = torch.split_with_sizes(values, sizes, dim=1)
+    piece_at: dict[int, int] = {}  # start column -> piece
+    position = 0
+    for index, size in enumerate(sizes):
+        piece_at[position] = index
+        position += size
+    return [pieces[piece_at[start]] for start, _ in ranges]
+
+
 def regroup_by_slices(
     keyed_tensors: list[KeyedTensor], groups: list[list[str]]
 ) -> list[torch.Tensor]:
@@ -37,9 +86,10 @@ def regroup_by_slices(
         offsets = keyed.offset_per_key()
         for position, key in enumerate(keyed.keys()):
             where[key] = (index, offsets[position], offsets[position + 1])
-    grouped: list[torch.Tensor] = []
+    # each group as runs (input, start, end) of adjacent keys
+    runs: list[list[tuple[int, int, int]]] = []
     for group in groups:
-        pieces: list[torch.Tensor] = []
+        pieces: list[tuple[int, int, int]] = []
         source, start, end = -1, 0, 0
         for key in group:
             index, key_start, key_end = where[key]
@@ -47,8 +97,25 @@ def regroup_by_slices(
                 end = key_end
                 continue
             if source >= 0:
-                pieces.append(keyed_tensors[source].values().narrow(1, start, end - start))
+                pieces.append((source, start, end))
             source, start, end = index, key_start, key_end
-        pieces.append(keyed_tensors[source].values().narrow(1, start, end - start))
-        grouped.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1))
+        pieces.append((source, start, end))
+        runs.append(pieces)
+    # every run's view, taken per input so that its views share one backward node
+    views: list[list[torch.Tensor]] = []
+    for index, keyed in enumerate(keyed_tensors):
+        ranges: list[tuple[int, int]] = []
+        for pieces in runs:
+            for source, start, end in pieces:
+                if source == index:
+                    ranges.append((start, end))
+        views.append(_slice_views(keyed.values(), ranges))
+    taken = [0 for _ in keyed_tensors]
+    grouped: list[torch.Tensor] = []
+    for pieces in runs:
+        tensors: list[torch.Tensor] = []
+        for source, _, _ in pieces:
+            tensors.append(views[source][taken[source]])
+            taken[source] += 1
+        grouped.append(tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1))
     return grouped

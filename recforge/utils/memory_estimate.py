@@ -3,7 +3,8 @@
 The model is built with its embedding tables on the meta device, so each table's shape and
 dtype are known for free. Per table the estimate counts its weights, the sparse optimizer's
 state and, for tables off fbgemm's fused kernel, a full-size dense gradient; dense parameters
-count weights, gradients and two optimizer slots. A job that would not fit stops with one
+count weights, gradients and two optimizer slots. A zch table counts ``zch_size`` rows, and
+its remapper's buffers (replicated) count as dense memory. A job that would not fit stops with one
 line naming what it needs, what the machine has and which settings would fit, instead of
 being killed by the kernel's out-of-memory killer with no message.
 """
@@ -260,7 +261,26 @@ def estimate_training_memory(
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world)) or 1
     # weights, gradient and up to two optimizer slots (Adam) for each dense parameter
     return MemoryEstimate(
-        tuple(tables), dense * 4, max(world // local, 1), local, device.type == "cpu"
+        tuple(tables),
+        dense * 4 + _zch_bytes(module),
+        max(world // local, 1),
+        local,
+        device.type == "cpu",
+    )
+
+
+def _zch_bytes(module: nn.Module) -> int:
+    """Bytes of the zch remappers' state: a few int64 per row of a zch table, on every rank.
+
+    The table itself is counted at ``zch_size`` rows like any other table.
+    """
+    from recforge.modules.zch import ZchRemapper
+
+    return sum(
+        b.numel() * b.element_size()
+        for sub in module.modules()
+        if isinstance(sub, ZchRemapper)
+        for b in sub.buffers()
     )
 
 
@@ -365,8 +385,8 @@ def _size_field(config: pipeline_pb2.EasyRecConfig, table: str) -> str:
         name = getattr(feature, "embedding_name", "") or f"{feature.feature_name}_emb"
         if name != table:
             continue
-        for size in ("hash_bucket_size", "num_buckets"):
+        for size in ("hash_bucket_size", "num_buckets", "zch"):
             if size in fields and feature.HasField(size):
-                return f"{fld}.{size}"
+                return f"{fld}.{size}.zch_size" if size == "zch" else f"{fld}.{size}"
         return fld
     return "feature_configs"

@@ -22,8 +22,13 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.model_parallel import (
+    DataParallelWrapper,
+    DefaultDataParallelWrapper,
+    DistributedModelParallel,
+)
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingEnv
 from torchrec.modules.embedding_modules import (
     EmbeddingBagCollectionInterface,
     EmbeddingCollection,
@@ -46,6 +51,21 @@ from recforge.protos import train_pb2
 from recforge.utils import dist as dist_util
 
 logger = logging.getLogger(__name__)
+
+
+class _SingleProcessDense(DataParallelWrapper):
+    """Leaves the dense modules of a one-process job unwrapped.
+
+    DMP's default wraps them in DistributedDataParallel even for one rank, whose backward then
+    copies every dense gradient into its buckets and all-reduces them over a group of one.
+    State-dict keys are the same either way (DMP strips DDP's prefix), so checkpoints move
+    between one process and several.
+    """
+
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device: torch.device) -> None:
+        """Moves the module to ``device``, as the default wrapper does before wrapping."""
+        dmp._dmp_wrapped_module = dmp._dmp_wrapped_module.to(device)
+
 
 # parameter names of tables: "...ebc.embedding_bags.<table>.weight" (pooled) and
 # "...sequence_ecs.dim_D.embeddings.<table>.weight" (unpooled, SEQUENCE groups)
@@ -323,7 +343,10 @@ def shard_model(
     plan = planner.collective_plan(module, None, dist.GroupMember.WORLD)
     for path in unsharded:
         plan.plan.pop(path, None)
-    model = DistributedModelParallel(module, device=device, plan=plan)
+    wrapper = DefaultDataParallelWrapper() if world > 1 else _SingleProcessDense()
+    model = DistributedModelParallel(
+        module, device=device, plan=plan, data_parallel_wrapper=wrapper
+    )
     if train_config is None:
         return ShardedTraining(model, None)
     assert spec is not None  # made from train_config

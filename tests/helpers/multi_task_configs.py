@@ -114,3 +114,8 @@ MULTI_TASK_MODEL_CONFIGS: dict = {
       }
     """,
 }
+
+# one unnamed channel: ultra_hstu with dlrm_hstu's settings
+MULTI_TASK_MODEL_CONFIGS["UltraHSTU"] = MULTI_TASK_MODEL_CONFIGS["DlrmHSTU"].replace(
+    "dlrm_hstu {", "ultra_hstu {"
+)

@@ -14,10 +14,12 @@ from google.protobuf import text_format
 from recforge.datasets.data_parser import DataParser
 from recforge.datasets.mock_data import generate_mock_data
 from recforge.export import export_model
+from recforge.features import FG_NONE
+from recforge.features.fg_offline import run_fg, with_fg_mode
 from recforge.models.factory import build_model
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.predictor import Predictor
-from recforge.protos import pipeline_pb2
+from recforge.protos import feature_pb2, pipeline_pb2
 from recforge.utils.checkpoint import save_checkpoint
 from recforge.utils.pipeline import build_features
 
@@ -78,3 +80,52 @@ def assert_served_as_trained(
     np.testing.assert_allclose(scripted, eager, atol=1e-5)
     scores = predictor.predict(pa.Table.from_batches([rows]))["probs"]
     np.testing.assert_allclose(scores, eager, atol=1e-5)
+
+
+#: a hashed user id feature, the plain column beside the feature under test
+UID_FEATURE = (
+    'id_feature { feature_name: "uid" expression: "user:uid" hash_bucket_size: 10'
+    " embedding_dim: 4 }"
+)
+
+
+def fg_dag_multi_tower(features: list[str]) -> pipeline_pb2.EasyRecConfig:
+    """An FG_DAG MultiTower config over ``features`` (FeatureConfig texts) and :data:`UID_FEATURE`.
+
+    Its one DEEP group ``all`` reads every feature but the stubs; the label is ``clk``.
+    """
+    texts = [*features, UID_FEATURE]
+    config = pipeline_pb2.EasyRecConfig()
+    for text in texts:
+        config.feature_configs.add().CopyFrom(text_format.Parse(text, feature_pb2.FeatureConfig()))
+    messages = [getattr(f, f.WhichOneof("feature")) for f in config.feature_configs]
+    names = [m.feature_name for m in messages if not getattr(m, "stub_type", False)]
+    model = f"""
+    data_config {{ fg_mode: FG_DAG label_fields: "clk" batch_size: 8 }}
+    model_config {{
+      feature_groups {{ group_name: "all" feature_names: {names!r} }}
+      multi_tower {{
+        towers {{ input: "all" mlp {{ hidden_units: [4] }} }}
+        final {{ hidden_units: [2] }}
+      }}
+      metrics {{ auc {{}} }} losses {{ binary_cross_entropy {{}} }}
+    }}
+    """.replace("'", '"')
+    text_format.Merge(model, config)
+    return config
+
+
+def assert_offline_fg_matches_fg_dag(
+    config: pipeline_pb2.EasyRecConfig, rows: pa.RecordBatch
+) -> pa.Table:
+    """The offline FG's output, read with FG_NONE, parses into FG_DAG's tensors of ``rows``.
+
+    Returns:
+        The offline FG's table.
+    """
+    table = run_fg(config, rows)
+    encoded = DataParser(build_features(with_fg_mode(config, FG_NONE)))
+    torch.testing.assert_close(
+        encoded.parse(table.to_batches()[0]), DataParser(build_features(config)).parse(rows)
+    )
+    return table

@@ -319,7 +319,7 @@ def test_id_feature_without_bucket_source(tmp_path):
     text = base_text().replace('"item" num_buckets: 5382', '"item"')
     err = validation_error(tmp_path, text)
     assert err.field == "feature_configs[1].id_feature"
-    assert "num_buckets, hash_bucket_size, vocab_list, vocab_dict or vocab_file" in str(err)
+    assert "num_buckets, hash_bucket_size, vocab_list, vocab_dict, vocab_file or zch" in str(err)
 
 
 def test_raw_feature_boundaries(tmp_path):

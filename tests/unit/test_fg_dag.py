@@ -8,12 +8,16 @@ from google.protobuf import text_format
 from recforge.datasets.data_parser import DataParser
 from recforge.features import FG_DAG, FG_NONE, FG_NORMAL, FeatureError, create_features
 from recforge.features.fg_json import create_fg_json
-from recforge.features.fg_offline import run_fg, with_fg_mode
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, model_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_features
-from tests.helpers.untrained_export import assert_served_as_trained, export_untrained
+from tests.helpers.untrained_export import (
+    assert_offline_fg_matches_fg_dag,
+    assert_served_as_trained,
+    export_untrained,
+    fg_dag_multi_tower,
+)
 
 # TorchEasyRec's documented example: a lookup keyed by the bucket id of a raw feature
 AGE_BINNING = """
@@ -87,33 +91,12 @@ def test_fg_json_marks_the_stub_and_the_offline_fg_leaves_it_out():
     config = config_with(AGE_BINNING, LOOKUP)
     entries = create_fg_json(config)["features"]
     assert [e.get("stub_type", False) for e in entries] == [True, False]
-    table = run_fg(config, ROWS)
+    table = assert_offline_fg_matches_fg_dag(config, ROWS)
     assert table.column_names == ["lookup_age"]
-    # FG_NONE on the offline FG's output gives FG_DAG's tensors
-    encoded = DataParser(build_features(with_fg_mode(config, FG_NONE)))
-    dag = DataParser(build_features(config)).parse(ROWS)
-    torch.testing.assert_close(encoded.parse(table.to_batches()[0]), dag)
-
-
-MODEL = """
-data_config { fg_mode: FG_DAG label_fields: "clk" batch_size: 8 }
-model_config {
-  feature_groups { group_name: "all" feature_names: ["lookup_age", "uid"] }
-  multi_tower { towers { input: "all" mlp { hidden_units: [4] } } final { hidden_units: [2] } }
-  metrics { auc {} } losses { binary_cross_entropy {} }
-}
-"""
 
 
 def test_the_exported_predictor_runs_the_dag_on_raw_input(tmp_path):
-    config = text_format.Parse(MODEL, pipeline_pb2.EasyRecConfig())
-    for text in (
-        AGE_BINNING,
-        LOOKUP,
-        'id_feature { feature_name: "uid" expression: "user:uid" hash_bucket_size: 10'
-        " embedding_dim: 4 }",
-    ):
-        config.feature_configs.add().CopyFrom(text_format.Parse(text, feature_pb2.FeatureConfig()))
+    config = fg_dag_multi_tower([AGE_BINNING, LOOKUP])
     model, export_dir = export_untrained(config, tmp_path)
     rows = pa.record_batch(
         {**{n: ROWS.column(n) for n in ROWS.schema.names}, "uid": pa.array(["a", "b", "c"])}

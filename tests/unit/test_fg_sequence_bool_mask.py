@@ -1,17 +1,20 @@
 """``sequence_bool_mask_feature`` (and bool_mask_feature as a sequence_feature element)."""
 
 import pyarrow as pa
-import torch
 from google.protobuf import text_format
 
 from recforge.datasets.data_parser import DataParser
-from recforge.features import FG_DAG, FG_NONE, IdFeature, create_features
+from recforge.features import FG_DAG, IdFeature, create_features
 from recforge.features.fg_json import create_fg_json
-from recforge.features.fg_offline import run_fg, with_fg_mode
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_features
-from tests.helpers.untrained_export import assert_served_as_trained, export_untrained
+from tests.helpers.untrained_export import (
+    assert_offline_fg_matches_fg_dag,
+    assert_served_as_trained,
+    export_untrained,
+    fg_dag_multi_tower,
+)
 
 STANDALONE = """
 sequence_bool_mask_feature { feature_name: "kept" expression: ["user:v", "user:k"]
@@ -65,29 +68,11 @@ def test_fg_json_keeps_the_kind_and_the_offline_fg_matches_fg_dag():
     assert entry["feature_type"] == "bool_mask_feature"
     assert entry["sequence_delim"] == ";" and entry["sequence_length"] == 2
     rows = pa.record_batch({"v": pa.array(["a;b", "c"]), "k": pa.array(["0;1", "1"])})
-    table = run_fg(config, rows)
-    encoded = DataParser(build_features(with_fg_mode(config, FG_NONE))).parse(table.to_batches()[0])
-    torch.testing.assert_close(encoded, DataParser(build_features(config)).parse(rows))
-
-
-MODEL = """
-data_config { fg_mode: FG_DAG label_fields: "clk" batch_size: 8 }
-model_config {
-  feature_groups { group_name: "all" feature_names: ["kept", "uid"] }
-  multi_tower { towers { input: "all" mlp { hidden_units: [4] } } final { hidden_units: [2] } }
-  metrics { auc {} } losses { binary_cross_entropy {} }
-}
-"""
+    assert_offline_fg_matches_fg_dag(config, rows)
 
 
 def test_the_exported_predictor_reproduces_training_tensors(tmp_path):
-    config = text_format.Parse(MODEL, pipeline_pb2.EasyRecConfig())
-    for text in (
-        STANDALONE,
-        'id_feature { feature_name: "uid" expression: "user:uid" hash_bucket_size: 10'
-        " embedding_dim: 4 }",
-    ):
-        config.feature_configs.add().CopyFrom(text_format.Parse(text, feature_pb2.FeatureConfig()))
+    config = fg_dag_multi_tower([STANDALONE])
     model, export_dir = export_untrained(config, tmp_path)
     rows = pa.record_batch(
         {

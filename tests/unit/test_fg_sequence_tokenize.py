@@ -7,8 +7,6 @@ split by ``sequence_delim``, each element tokenized, its token embeddings pooled
 
 from __future__ import annotations
 
-import json
-
 import pyarrow as pa
 import pytest
 import torch
@@ -17,12 +15,18 @@ from google.protobuf import text_format
 from recforge.datasets.data_parser import DataParser
 from recforge.features import FG_DAG, FG_NONE, FeatureError, create_features
 from recforge.features.fg_json import create_fg_json
-from recforge.features.fg_offline import run_fg, with_fg_mode
+from recforge.features.fg_offline import with_fg_mode
 from recforge.modules.embedding import EmbeddingGroup
 from recforge.predictor import load_predictor
 from recforge.protos import feature_pb2, model_pb2, pipeline_pb2
 from recforge.utils.pipeline import build_features
-from tests.helpers.untrained_export import assert_served_as_trained, export_untrained, mock_rows
+from tests.helpers.tokenizers import word_level_tokenizer
+from tests.helpers.untrained_export import (
+    assert_offline_fg_matches_fg_dag,
+    assert_served_as_trained,
+    export_untrained,
+    mock_rows,
+)
 
 VOCAB = {"[UNK]": 0, "hello": 1, "world": 2, "good": 3, "day": 4, "!": 5}
 
@@ -30,21 +34,7 @@ VOCAB = {"[UNK]": 0, "hello": 1, "world": 2, "good": 3, "day": 4, "!": 5}
 @pytest.fixture
 def vocab(tmp_path) -> str:
     """A word-level tokenizer.json splitting on whitespace and punctuation."""
-    pytest.importorskip("tokenizers")
-    spec = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [],
-        "normalizer": None,
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": None,
-        "decoder": None,
-        "model": {"type": "WordLevel", "vocab": VOCAB, "unk_token": "[UNK]"},
-    }
-    path = tmp_path / "tokenizer.json"
-    path.write_text(json.dumps(spec))
-    return str(path)
+    return word_level_tokenizer(tmp_path, VOCAB)
 
 
 def feature_text(vocab: str, pooling: str = "sum", extra: str = "") -> str:
@@ -165,9 +155,7 @@ def test_fg_json_names_the_sequence_kind_and_offline_fg_matches_fg_dag(vocab):
     assert entry["feature_type"] == "sequence_tokenize_feature"
     assert entry["sequence_delim"] == ";" and entry["sequence_length"] == 2
     rows = pa.record_batch({"titles": pa.array(ROWS)})
-    table = run_fg(config, rows)
-    encoded = DataParser(build_features(with_fg_mode(config, FG_NONE))).parse(table.to_batches()[0])
-    torch.testing.assert_close(encoded, DataParser(build_features(config)).parse(rows))
+    assert_offline_fg_matches_fg_dag(config, rows)
 
 
 MODEL = """

@@ -6,7 +6,6 @@ Expected values are worked out by hand from TorchEasyRec's documented semantics
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from recforge.features import FG_DAG, FG_NONE, FeatureError, create_feature
 from recforge.features.text_normalizer import TextNormalizer
 from recforge.protos import feature_pb2
+from tests.helpers.tokenizers import word_level_tokenizer
 
 Q = ["abc\x1defg", "abc\x1defg", "", None]
 
@@ -99,21 +99,7 @@ VOCAB = {"[UNK]": 0, "hello": 1, "world": 2, "HELLO": 3, "WORLD": 4, "ABC": 5, "
 @pytest.fixture
 def tokenizer_json(tmp_path) -> str:
     """A word-level tokenizer.json splitting on whitespace and punctuation."""
-    pytest.importorskip("tokenizers")
-    spec = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [],
-        "normalizer": None,
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": None,
-        "decoder": None,
-        "model": {"type": "WordLevel", "vocab": VOCAB, "unk_token": "[UNK]"},
-    }
-    path = tmp_path / "tokenizer.json"
-    path.write_text(json.dumps(spec))
-    return str(path)
+    return word_level_tokenizer(tmp_path, VOCAB)
 
 
 def tokenize(vocab_file: str, fg_mode: int = FG_DAG, **kwargs):

@@ -62,3 +62,23 @@ def test_scripts_and_reads_keys_at_run_time() -> None:
     expected = torch.cat([pooled.values()[:, 11:16], other_dense.values()], dim=1)
     assert torch.equal(scripted([pooled, other_dense], groups)[0], expected)
     assert torch.equal(regroup_by_slices([pooled, other_dense], groups)[0], expected)
+
+
+def test_identical_or_disjoint_slices_share_one_backward_node() -> None:
+    # DeepFM's wide / fm / deep groups, with the first wide key unused (a gap)
+    pooled, dense = _inputs()
+    groups = [GROUPS[0][1:], GROUPS[1], GROUPS[2]]
+    wide, fm, deep = regroup_by_slices([pooled, dense], groups)
+    assert type(wide.grad_fn).__name__ == type(fm.grad_fn).__name__ == "SplitWithSizesBackward0"
+    assert wide.grad_fn is fm.grad_fn
+    assert fm.data_ptr() == pooled.values()[:, 8:].data_ptr()  # still views
+    theirs = KeyedTensor.regroup([pooled, dense], groups)
+    leaves = [pooled.values(), dense.values()]
+    weights = [torch.randn_like(t) for t in theirs]
+    ours_grads = torch.autograd.grad(
+        sum((w * t).sum() for w, t in zip(weights, (wide, fm, deep))), leaves
+    )
+    their_grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, theirs)), leaves)
+    for a, b in zip(ours_grads, their_grads):
+        assert torch.equal(a, b)
+    assert torch.equal(ours_grads[0][:, :2], torch.zeros(6, 2))

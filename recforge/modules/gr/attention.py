@@ -9,6 +9,15 @@ history and itself, never another candidate), and with ``contextual_seq_len`` ``
 ``c`` rows of each sequence are contextual tokens that share position 0: they see every
 non-candidate row (later events too), and every later row sees them.
 
+Semi-local attention (SLA, ``sla_k1`` / ``sla_k2``, ULTRA-HSTU) replaces that mask by
+TorchEasyRec's SLA mask (its ``build_sla_func_tensor``): with ``k2 = max(sla_k2,
+contextual_seq_len)``, a history row ``i`` (contextual tokens included) sees the keys ``j <= i``
+with ``j < k2`` (the global prefix) or ``j > i - sla_k1`` (the local window, itself included);
+a candidate row sees every history row and nothing else (not itself, not another candidate).
+``causal`` and ``max_attn_len`` do not apply then, as in TorchEasyRec. The scores are still
+computed densely here; only the mask changes (TorchEasyRec's CUTLASS kernel skips the masked
+blocks, its PyTorch path does not either).
+
 Layout: the sequences stay jagged (values ``[L, H, D]`` + offsets ``[B + 1]``) outside this
 function; inside, the batch is scattered into a block padded to its own longest sequence (not
 to the configured maximum), multiplied with batched matmuls, masked, and gathered back. On CPU
@@ -71,6 +80,42 @@ def valid_attention_mask(
     return mask & inside.unsqueeze(2) & inside.unsqueeze(1)
 
 
+def sla_attention_mask(
+    lengths: torch.Tensor,
+    length: int,
+    num_targets: Optional[torch.Tensor],
+    sla_k1: int,
+    sla_k2: int,
+    contextual_seq_len: int = 0,
+) -> torch.Tensor:
+    """TorchEasyRec's semi-local attention mask (see the module docstring).
+
+    Args:
+        lengths: sequence lengths ``[B]``.
+        length: padded length ``N`` (at least ``lengths.max()``).
+        num_targets: ``[B]`` candidates at the end of each sequence, or None (all history).
+        sla_k1: the local window (keys ``i - sla_k1 < j <= i``); 0 for none.
+        sla_k2: the global prefix (keys ``j < max(sla_k2, contextual_seq_len)``).
+        contextual_seq_len: contextual tokens at the start of each sequence (always global).
+
+    Returns:
+        bool ``[B, N, N]`` (query, key); False for every padded row and column.
+
+    """
+    k2 = max(sla_k2, contextual_seq_len)
+    pos = torch.arange(length, device=lengths.device)
+    rows = pos.view(1, length, 1)
+    cols = pos.view(1, 1, length)
+    history = lengths
+    if num_targets is not None:
+        history = torch.clamp(lengths - num_targets, min=0)
+    history = history.view(-1, 1, 1)
+    history_mask = (cols <= rows) & ((cols < k2) | (cols > rows - sla_k1))
+    mask = torch.where(rows < history, history_mask, cols < history)
+    inside = pos.view(1, length) < lengths.view(-1, 1)
+    return mask & inside.unsqueeze(2) & inside.unsqueeze(1)
+
+
 def hstu_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -83,6 +128,8 @@ def hstu_attention(
     max_attn_len: int = 0,
     bias: Optional[torch.Tensor] = None,
     contextual_seq_len: int = 0,
+    sla_k1: int = 0,
+    sla_k2: int = 0,
 ) -> torch.Tensor:
     """SiLU attention over jagged sequences.
 
@@ -100,6 +147,10 @@ def hstu_attention(
         bias: optional additive bias ``[B, N, N]`` (query, key) inside the SiLU, ``N`` the
             batch's longest sequence (see ``RelativeBucketedTimeAndPositionBias``).
         contextual_seq_len: see ``valid_attention_mask``.
+        sla_k1: semi-local attention's local window; SLA is on when ``sla_k1`` or ``sla_k2``
+            is > 0 (see ``sla_attention_mask``; ``causal`` and ``max_attn_len`` then do not
+            apply).
+        sla_k2: semi-local attention's global prefix.
 
     Returns:
         ``[L, H, V]``, jagged like ``q``.
@@ -118,9 +169,12 @@ def hstu_attention(
     scores = torch.matmul(pq, pk.transpose(2, 3)) * alpha
     if bias is not None:
         scores = scores + bias.unsqueeze(1)
-    mask = valid_attention_mask(
-        lengths, length, causal, num_targets, max_attn_len, contextual_seq_len
-    )
+    if sla_k1 > 0 or sla_k2 > 0:
+        mask = sla_attention_mask(lengths, length, num_targets, sla_k1, sla_k2, contextual_seq_len)
+    else:
+        mask = valid_attention_mask(
+            lengths, length, causal, num_targets, max_attn_len, contextual_seq_len
+        )
     weights = F.silu(scores) / scaling_seqlen * mask.unsqueeze(1).to(scores.dtype)
     out = torch.matmul(weights, pv).transpose(1, 2)  # [B, N, H, V]
     return to_jagged(out, seq, pos)

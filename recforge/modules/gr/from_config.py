@@ -39,7 +39,13 @@ def positional_encoder(
 
 
 def stu_stack(hstu: module_pb2.HSTU, max_seq_len: int, contextual_len: int) -> STUStack:
-    """``hstu.attn_num_layers`` STU layers of ``hstu.stu`` (``scaling_seqlen`` 0: max_seq_len)."""
+    """``hstu.attn_num_layers`` STU layers of ``hstu.stu`` (``scaling_seqlen`` 0: max_seq_len).
+
+    Raises:
+        ValueError: only one of ``attn_truncation_split_layer`` / ``attn_truncation_tail_len``
+            set, or the split not below ``attn_num_layers``.
+
+    """
     stu = hstu.stu
     scaling = stu.scaling_seqlen if stu.scaling_seqlen > 0 else max_seq_len
     return STUStack(
@@ -55,9 +61,17 @@ def stu_stack(hstu: module_pb2.HSTU, max_seq_len: int, contextual_len: int) -> S
                 use_group_norm=stu.use_group_norm,
                 scaling_seqlen=scaling,
                 contextual_seq_len=contextual_len,
+                sla_k1=stu.sla_k1,
+                sla_k2=stu.sla_k2,
+                recompute_normed_x=stu.recompute_normed_x,
+                recompute_uvqk=stu.recompute_uvqk,
+                recompute_y=stu.recompute_y,
             )
             for _ in range(hstu.attn_num_layers)
-        ]
+        ],
+        hstu.attn_truncation_split_layer,
+        hstu.attn_truncation_tail_len,
+        contextual_len,
     )
 
 

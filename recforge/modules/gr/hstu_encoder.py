@@ -27,6 +27,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recforge.errors import DataError
 from recforge.modules.gr.action_encoder import SimpleActionEncoder
+from recforge.modules.gr.contextual import ContextualTokens
 from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
 from recforge.modules.gr.from_config import output_postprocessor, positional_encoder, stu_stack
 from recforge.modules.gr.jagged import last_rows, offsets_of, prepend_rows
@@ -83,20 +84,10 @@ class HSTUUserEncoder(nn.Module):
         self.input_projection = nn.Linear(uih_dim, dim)
         self._contextual_key = contextual_key
         dims = list(contextual_dims or []) if contextual_key is not None else []
-        if len(set(dims)) > 1:
-            raise ValueError(
-                f"the contextual features must have one embedding width, found {sorted(set(dims))}"
-            )
-        self._contextual_len = len(dims)
-        self._contextual_dim = dims[0] if dims else 0
-        self.contextual_weight: Optional[nn.Parameter] = None
-        self.contextual_bias: Optional[nn.Parameter] = None
+        self.contextual: Optional[ContextualTokens] = None
         if dims:
-            std = (2.0 / (self._contextual_dim + dim)) ** 0.5
-            self.contextual_weight = nn.Parameter(
-                torch.empty(len(dims), self._contextual_dim, dim).normal_(0.0, std)
-            )
-            self.contextual_bias = nn.Parameter(torch.zeros(len(dims), 1, dim))
+            self.contextual = ContextualTokens(dims, dim)
+        self._contextual_len = self.contextual.num_tokens if self.contextual is not None else 0
         self._action_key = action_key
         self._watchtime_key = watchtime_key
         self.action_encoder: Optional[SimpleActionEncoder] = None
@@ -152,12 +143,8 @@ class HSTUUserEncoder(nn.Module):
                     f" timestamps for the {x.shape[0]} events of '{self._uih_key}'; a"
                     " history needs one timestamp per event"
                 )
-        if self.contextual_weight is not None and self.contextual_bias is not None:
-            context = grouped[str(self._contextual_key)]
-            context = context.reshape(-1, self._contextual_len, self._contextual_dim)
-            tokens = torch.baddbmm(
-                self.contextual_bias, context.transpose(0, 1), self.contextual_weight
-            ).transpose(0, 1)  # [B, c, D]
+        if self.contextual is not None:
+            tokens = self.contextual(grouped[str(self._contextual_key)])  # [B, c, D]
             x = prepend_rows(x, offsets, tokens)
             if timestamps is not None:  # contextual tokens have time 0
                 zeros = torch.zeros_like(tokens[:, :, 0]).to(timestamps.dtype)
@@ -169,7 +156,7 @@ class HSTUUserEncoder(nn.Module):
                 query_time = grouped[self._query_time_key].reshape(-1)
             x = self.positional_encoder(x, offsets, timestamps, None, query_time)
         x = F.dropout(x, p=self._input_dropout, training=self.training)
-        x = self.stu(x, offsets, self._max_seq_len)
+        x, offsets = self.stu.run(x, offsets, self._max_seq_len)
         if self._l2norm:
             x = x / torch.linalg.norm(x, ord=2, dim=-1, keepdim=True).clamp(min=1e-6)
         elif self.layer_norm is not None:

@@ -29,16 +29,17 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recforge.errors import DataError
 from recforge.modules.gr.content_encoder import ContentEncoder
+from recforge.modules.gr.contextual import ContextualTokens
 from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
 from recforge.modules.gr.from_config import output_postprocessor, positional_encoder, stu_stack
 from recforge.modules.gr.jagged import offsets_of, prepend_rows
-from recforge.modules.gr.targets import append_rows, shift_rows, take_rows
+from recforge.modules.gr.targets import append_rows, last_rows_index, take_rows
 from recforge.protos import module_pb2
 
 # traced export graphs call them as opaque (scripted) functions: they depend on the data
 torch.fx.wrap("append_rows")
 torch.fx.wrap("take_rows")
-torch.fx.wrap("shift_rows")
+torch.fx.wrap("last_rows_index")
 torch.fx.wrap("prepend_rows")
 
 
@@ -129,23 +130,12 @@ class HSTUTransducer(nn.Module):
         )
         self._contextual_key = contextual_key
         dims = list(contextual_dims or []) if contextual_key is not None else []
-        if dims and concat_contextual:
-            dims = [sum(dims)]
-        if len(set(dims)) > 1:
-            raise ValueError(
-                f"the contextual features must have one embedding width, found"
-                f" {sorted(set(dims))} (or set concat_contextual_features)"
-            )
-        self._contextual_len = len(dims)
-        self._contextual_dim = dims[0] if dims else 0
-        self.contextual_weight: Optional[nn.Parameter] = None
-        self.contextual_bias: Optional[nn.Parameter] = None
+        self.contextual: Optional[ContextualTokens] = None
         if dims:
-            std = (2.0 / (self._contextual_dim + dim)) ** 0.5
-            self.contextual_weight = nn.Parameter(
-                torch.empty(len(dims), self._contextual_dim, dim).normal_(0.0, std)
+            self.contextual = ContextualTokens(
+                dims, dim, concat_contextual, " (or set concat_contextual_features)"
             )
-            self.contextual_bias = nn.Parameter(torch.zeros(len(dims), 1, dim))
+        self._contextual_len = self.contextual.num_tokens if self.contextual is not None else 0
         # the content MLP ends in a LayerNorm: unit-scale rows
         self.positional_encoder = positional_encoder(
             hstu, self._contextual_len, unit_scale_input=True
@@ -169,7 +159,7 @@ class HSTUTransducer(nn.Module):
         cand, cand_offsets = self._candidate.rows(grouped)
         num_targets = cand_offsets[1:] - cand_offsets[:-1]
         uih, cand = self.content_encoder(uih, cand)
-        x, offsets, cand_index = append_rows(uih, uih_offsets, cand, cand_offsets)
+        x, offsets, _ = append_rows(uih, uih_offsets, cand, cand_offsets)
         x = self.content_mlp(x)
         timestamps: Optional[torch.Tensor] = None
         if self._use_time and self._timestamp is not None and self._candidate_timestamp is not None:
@@ -185,24 +175,19 @@ class HSTUTransducer(nn.Module):
                 )
             timestamps, _, _ = append_rows(ts, uih_offsets, cand_ts, cand_offsets)
             timestamps = timestamps.reshape(-1)
-        if self.contextual_weight is not None and self.contextual_bias is not None:
-            context = grouped[str(self._contextual_key)]
-            context = context.reshape(-1, self._contextual_len, self._contextual_dim)
-            tokens = torch.baddbmm(
-                self.contextual_bias, context.transpose(0, 1), self.contextual_weight
-            ).transpose(0, 1)  # [B, c, D]
+        if self.contextual is not None:
+            tokens = self.contextual(grouped[str(self._contextual_key)])  # [B, c, D]
             lengths = offsets[1:] - offsets[:-1]
             x = prepend_rows(x, offsets, tokens)
             if timestamps is not None:  # contextual tokens have time 0
                 zeros = torch.zeros_like(tokens[:, :, 0]).to(timestamps.dtype)
                 timestamps = prepend_rows(timestamps, offsets, zeros)
             offsets = offsets_of(lengths + self._contextual_len)
-            cand_index = shift_rows(cand_index, cand_offsets, self._contextual_len)
         if self.positional_encoder is not None:
             x = self.positional_encoder(x, offsets, timestamps, num_targets, None)
         x = F.dropout(x, p=self._input_dropout, training=self.training)
-        x = self.stu(x, offsets, self._max_seq_len, num_targets)
-        out = take_rows(x, cand_index)
+        x, offsets = self.stu.run(x, offsets, self._max_seq_len, num_targets)
+        out = take_rows(x, last_rows_index(offsets, cand_offsets))
         if self._l2norm:
             out = out / torch.linalg.norm(out, ord=2, dim=-1, keepdim=True).clamp(min=1e-6)
         elif self.layer_norm is not None:

@@ -3,8 +3,10 @@
 recforge has one implementation, plain PyTorch (``recforge.modules.gr.attention``), which runs
 on CPU and GPU. TorchEasyRec also ships Triton and CUTLASS kernels; they compute the same
 function faster on a GPU. Here ``TRITON`` is accepted where a GPU and the ``triton`` package
-exist and then runs the PyTorch path (same results, one logged warning); elsewhere it is a
-config error, as is ``CUTLASS``, so that a run never silently differs from what was asked.
+exist, ``CUTLASS`` where a GPU and TorchEasyRec's CUTLASS attention package
+(``fbgemm_gpu_hstu``, imported as ``hstu``) exist, and then run the PyTorch path (same
+results, one logged warning); elsewhere they are a config error, so that a run never silently
+differs from what was asked.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ def _triton_usable() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
+def _cutlass_usable() -> bool:
+    return torch.cuda.is_available() and importlib.util.find_spec("hstu") is not None
+
+
 def kernel_problem(kernel: int) -> Optional[str]:
     """Why ``kernel`` (a ``model_pb2.Kernel`` value) cannot run here; None if it can."""
     if kernel == model_pb2.PYTORCH:
@@ -41,7 +47,16 @@ def kernel_problem(kernel: int) -> Optional[str]:
             f"triton={'yes' if importlib.util.find_spec('triton') else 'no'}; "
             "use kernel: PYTORCH (same results, CPU and GPU)"
         )
-    return "kernel: CUTLASS is not built in recforge; use kernel: PYTORCH (or TRITON on a GPU)"
+    if kernel == model_pb2.CUTLASS:
+        if _cutlass_usable():
+            return None
+        return (
+            "kernel: CUTLASS needs a CUDA GPU and the fbgemm_gpu_hstu package (module hstu),"
+            f" found cuda={'yes' if torch.cuda.is_available() else 'no'},"
+            f" hstu={'yes' if importlib.util.find_spec('hstu') else 'no'};"
+            " use kernel: PYTORCH (same results, CPU and GPU)"
+        )
+    return f"kernel: unknown value {kernel}; use kernel: PYTORCH"
 
 
 def log_kernel_choice(kernel: int) -> None:

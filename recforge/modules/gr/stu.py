@@ -9,8 +9,17 @@ One layer, as TorchEasyRec's ``STULayer`` computes it::
     out = x + dropout(concat(u, a, y)) @ W_out                  # residual
 
 The parameters have TorchEasyRec's shapes and names (``_uvqk_weight`` ``[D, (2 * hidden +
-2 * attention) * heads]``, ``_output_weight`` ``[3 * hidden * heads, D]``, ...). Mid-stack
-truncation, semi-local attention and KV caching are not built (their fields are refused).
+2 * attention) * heads]``, ``_output_weight`` ``[3 * hidden * heads, D]``, ...). Semi-local
+attention (``sla_k1`` / ``sla_k2``) is an attention mask (see ``hstu_attention``); mid-stack
+truncation is the stack's (``STUStack``); KV caching is not built.
+
+Selective rematerialization (TorchEasyRec's ``recompute_normed_x`` / ``recompute_uvqk`` /
+``recompute_y``, all on by default there and here): while training, the marked intermediate
+tensors are not kept for backward but recomputed from the layer's input
+(``torch.utils.checkpoint``); the gradients are the same, the memory lower, the backward
+slower. ``recompute_normed_x``: the input layer norm (with the projection that reads it);
+``recompute_uvqk``: the projection ``u, v, q, k`` with the attention that reads it;
+``recompute_y``: ``concat(u, a, y)`` with the output projection that reads it.
 """
 
 from __future__ import annotations
@@ -20,11 +29,15 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+from torch.utils.checkpoint import checkpoint
 
 from recforge.modules.gr.attention import hstu_attention
+from recforge.modules.gr.truncation import truncate_history
 
 # traced export graphs call it as one opaque (scripted) function: its shapes depend on the data
 torch.fx.wrap("hstu_attention")
+torch.fx.wrap("truncate_history")
 
 
 class STULayer(nn.Module):
@@ -45,6 +58,12 @@ class STULayer(nn.Module):
             argument (TorchEasyRec's fallback).
         contextual_seq_len: contextual tokens at the start of each sequence (see
             ``hstu_attention``).
+        sla_k1: semi-local attention's local window (see ``hstu_attention``); SLA is on when
+            ``sla_k1`` or ``sla_k2`` is > 0.
+        sla_k2: semi-local attention's global prefix.
+        recompute_normed_x: recompute the input layer norm in backward (see the module doc).
+        recompute_uvqk: recompute the ``u, v, q, k`` projection and attention in backward.
+        recompute_y: recompute the output block's input in backward.
 
     Example:
         >>> import torch
@@ -69,9 +88,19 @@ class STULayer(nn.Module):
         use_group_norm: bool = False,
         scaling_seqlen: int = -1,
         contextual_seq_len: int = 0,
+        sla_k1: int = 0,
+        sla_k2: int = 0,
+        recompute_normed_x: bool = True,
+        recompute_uvqk: bool = True,
+        recompute_y: bool = True,
     ) -> None:
         super().__init__()
         self._contextual = contextual_seq_len
+        self._sla_k1 = sla_k1
+        self._sla_k2 = sla_k2
+        self._recompute_normed_x = recompute_normed_x
+        self._recompute_uvqk = recompute_uvqk
+        self._recompute_y = recompute_y
         self._num_heads = num_heads
         self._hidden_dim = hidden_dim
         self._attention_dim = attention_dim
@@ -115,15 +144,56 @@ class STULayer(nn.Module):
             ``[L, D]``.
 
         """
-        heads, hidden, att = self._num_heads, self._hidden_dim, self._attention_dim
-        normed = F.layer_norm(
+        remat = self.training and torch.is_grad_enabled() and not is_fx_symbolic_tracing()
+        norm_x = remat and self._recompute_normed_x
+        uvqk_x = remat and self._recompute_uvqk
+        if norm_x and uvqk_x:
+            u, attn = checkpoint(
+                self._front, x, offsets, max_seq_len, num_targets, bias, use_reentrant=False
+            )
+        elif norm_x:
+            uvqk = checkpoint(self._normed_projection, x, use_reentrant=False)
+            u, attn = self._attend(uvqk, offsets, max_seq_len, num_targets, bias)
+        elif uvqk_x:
+            u, attn = checkpoint(
+                self._project_and_attend,
+                self._normalize(x),
+                offsets,
+                max_seq_len,
+                num_targets,
+                bias,
+                use_reentrant=False,
+            )
+        else:
+            u, attn = self._front(x, offsets, max_seq_len, num_targets, bias)
+        if remat and self._recompute_y:
+            return checkpoint(self._output, x, u, attn, use_reentrant=False)
+        return self._output(x, u, attn)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(
             x, (x.shape[-1],), self._input_norm_weight, self._input_norm_bias, eps=1e-6
         )
-        uvqk = torch.addmm(self._uvqk_beta, normed, self._uvqk_weight)
+
+    def _project(self, normed: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self._uvqk_beta, normed, self._uvqk_weight)
+
+    def _normed_projection(self, x: torch.Tensor) -> torch.Tensor:
+        return self._project(self._normalize(x))
+
+    def _attend(
+        self,
+        uvqk: torch.Tensor,
+        offsets: torch.Tensor,
+        max_seq_len: int,
+        num_targets: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``silu(u)`` ``[L, H * hidden]`` and the attention output ``[L, H * hidden]``."""
+        heads, hidden, att = self._num_heads, self._hidden_dim, self._attention_dim
         u, v, q, k = torch.split(
             uvqk, [hidden * heads, hidden * heads, att * heads, att * heads], dim=1
         )
-        u = F.silu(u)
         scaling = self._scaling_seqlen if self._scaling_seqlen > 0 else max_seq_len
         attn = hstu_attention(
             q.reshape(-1, heads, att),
@@ -137,7 +207,33 @@ class STULayer(nn.Module):
             self._max_attn_len,
             bias,
             self._contextual,
+            self._sla_k1,
+            self._sla_k2,
         ).reshape(-1, heads * hidden)
+        return F.silu(u), attn
+
+    def _project_and_attend(
+        self,
+        normed: torch.Tensor,
+        offsets: torch.Tensor,
+        max_seq_len: int,
+        num_targets: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._attend(self._project(normed), offsets, max_seq_len, num_targets, bias)
+
+    def _front(
+        self,
+        x: torch.Tensor,
+        offsets: torch.Tensor,
+        max_seq_len: int,
+        num_targets: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._attend(self._normed_projection(x), offsets, max_seq_len, num_targets, bias)
+
+    def _output(self, x: torch.Tensor, u: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        heads, hidden = self._num_heads, self._hidden_dim
         if self._use_group_norm:
             normed_attn = F.group_norm(
                 attn.reshape(-1, heads, hidden),
@@ -156,16 +252,49 @@ class STULayer(nn.Module):
 
 
 class STUStack(nn.Module):
-    """STU layers applied one after the other.
+    """STU layers applied one after the other, with optional mid-stack truncation.
+
+    With ``truncation_split_layer`` and ``truncation_tail_len`` both > 0 (TorchEasyRec's
+    ``attn_truncation_split_layer`` / ``attn_truncation_tail_len``), the first
+    ``truncation_split_layer`` layers see the whole sequence; then each sequence keeps its
+    contextual prefix, its last ``truncation_tail_len`` history rows and its candidates
+    (``truncate_history``), and the later layers see only those.
 
     Args:
         layers: the layers.
+        truncation_split_layer: layers before the truncation, in ``(0, len(layers))``; 0 for
+            no truncation.
+        truncation_tail_len: history rows kept after it; 0 for no truncation.
+        contextual_len: contextual rows at the start of each sequence (kept).
+
+    Raises:
+        ValueError: only one of the truncation settings > 0, or the split outside
+            ``(0, len(layers))``.
 
     """
 
-    def __init__(self, layers: list[STULayer]) -> None:
+    def __init__(
+        self,
+        layers: list[STULayer],
+        truncation_split_layer: int = 0,
+        truncation_tail_len: int = 0,
+        contextual_len: int = 0,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        if (truncation_split_layer > 0) != (truncation_tail_len > 0):
+            raise ValueError(
+                "attn_truncation_split_layer and attn_truncation_tail_len must both be > 0"
+                f" (or both 0), found {truncation_split_layer} and {truncation_tail_len}"
+            )
+        if truncation_split_layer > 0 and truncation_split_layer >= len(layers):
+            raise ValueError(
+                f"attn_truncation_split_layer must be < attn_num_layers ({len(layers)}), found"
+                f" {truncation_split_layer}"
+            )
+        self._split = truncation_split_layer
+        self._tail_len = truncation_tail_len
+        self._contextual = contextual_len
 
     def forward(
         self,
@@ -175,7 +304,33 @@ class STUStack(nn.Module):
         num_targets: Optional[torch.Tensor] = None,
         bias: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Runs every layer; arguments as ``STULayer.forward``; returns ``[L, D]``."""
-        for layer in self.layers:
+        """Runs every layer; arguments as ``STULayer.forward``; returns ``[L', D]``.
+
+        ``L' < L`` after a truncation: see ``run`` for the offsets of the rows returned.
+        """
+        return self.run(x, offsets, max_seq_len, num_targets, bias)[0]
+
+    def run(
+        self,
+        x: torch.Tensor,
+        offsets: torch.Tensor,
+        max_seq_len: int,
+        num_targets: Optional[torch.Tensor] = None,
+        bias: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Runs every layer: the rows ``[L', D]`` and their offsets ``[B + 1]``.
+
+        Raises:
+            ValueError: a relative attention ``bias`` with truncation (its shape is the
+                untruncated batch's).
+
+        """
+        for i, layer in enumerate(self.layers):
+            if self._tail_len > 0 and i == self._split:
+                if bias is not None:
+                    raise ValueError("attention truncation cannot take a relative attention bias")
+                x, offsets = truncate_history(
+                    x, offsets, num_targets, self._contextual, self._tail_len
+                )
             x = layer(x, offsets, max_seq_len, num_targets, bias)
-        return x
+        return x, offsets

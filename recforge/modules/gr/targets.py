@@ -67,3 +67,15 @@ def reversed_rows(offsets: torch.Tensor, total: int) -> torch.Tensor:
     lengths = lengths_of(offsets)
     seq, pos = row_index(offsets, total)
     return offsets[:-1][seq] + lengths[seq] - 1 - pos
+
+
+def last_rows_index(offsets: torch.Tensor, tail_offsets: torch.Tensor) -> torch.Tensor:
+    """Where the last rows of each sequence are: ``[T]`` for offsets ``[B + 1]``.
+
+    Sequence ``b`` ends with ``tail_offsets[b + 1] - tail_offsets[b]`` rows (its candidates,
+    wherever the rows before them came from: a prefix, a truncated history).
+    """
+    tail_lengths = lengths_of(tail_offsets)
+    total = int(tail_offsets[-1].item()) if tail_offsets.numel() > 0 else 0
+    seq, pos = row_index(tail_offsets, total)
+    return offsets[1:][seq] - tail_lengths[seq] + pos

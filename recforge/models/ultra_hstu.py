@@ -1,0 +1,260 @@
+"""ULTRA-HSTU: DLRM-HSTU with a Mixture of Transducers (one HSTU per history channel)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from torch import nn
+
+from recforge.config import ConfigError
+from recforge.models.dlrm_hstu import (
+    CANDIDATE_GROUP,
+    CANDIDATE_TIMESTAMP_GROUP,
+    CONTEXTUAL_GROUP,
+    DlrmHSTU,
+    FusionMTLTower,
+    _xavier_zero_bias,
+)
+from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
+from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
+from recforge.modules.gr.kernel import kernel_problem, log_kernel_choice
+from recforge.protos import model_pb2, module_pb2
+
+logger = logging.getLogger(__name__)
+
+
+class TransducerStack(nn.Module):
+    """Several transducers over one batch; each candidate's rows concatenated ``[T, sum D]``.
+
+    Args:
+        transducers: one per channel; all read the same candidates.
+
+    """
+
+    def __init__(self, transducers: list[HSTUTransducer]) -> None:
+        super().__init__()
+        self.transducers = nn.ModuleList(transducers)
+        self._output_dim = sum(t.output_dim() for t in transducers)
+
+    def output_dim(self) -> int:
+        """The sum of the channels' widths."""
+        return self._output_dim
+
+    def forward(self, grouped: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each candidate's rows of every channel ``[T, sum D]`` and the candidates per user."""
+        outs: list[torch.Tensor] = []
+        num_targets = torch.empty(0)
+        for transducer in self.transducers:
+            out, num_targets = transducer(grouped)
+            outs.append(out)
+        return torch.cat(outs, dim=-1), num_targets
+
+
+class UltraHSTU(DlrmHSTU):
+    """ULTRA-HSTU (Ding et al. 2026; TorchEasyRec's ``ultra_hstu``) for multi-task ranking.
+
+    ``ultra_hstu { hstu { name ... } hstu { name ... } fusion_mtl_tower max_seq_len ... }``:
+    the fields of ``dlrm_hstu`` with ``hstu`` repeated. Each ``hstu`` is a channel (Mixture
+    of Transducers): its own transducer reads the history group ``<name>`` (``uih`` for an
+    unnamed one) and, with time encoding, ``<name>_timestamp``; the candidates
+    (``candidate``, ``candidate_timestamp``) and the ``contextual`` group are shared. The
+    channels' candidate rows are concatenated, so the item MLP and the
+    :class:`~recforge.models.dlrm_hstu.FusionMTLTower` are as wide as the sum of the
+    channels' ``stu.embedding_dim``. With several channels each needs a unique non-empty
+    ``name``; one unnamed channel is exactly ``dlrm_hstu`` (same layers, same parameter
+    names). The long-sequence settings of ULTRA-HSTU are the STU stack's: semi-local
+    attention (``stu.sla_k1`` / ``sla_k2``), mid-stack truncation
+    (``attn_truncation_split_layer`` / ``attn_truncation_tail_len``) and selective
+    rematerialization (``stu.recompute_*``).
+
+    Where we differ from TorchEasyRec: as in ``dlrm_hstu`` (one candidate per row, no
+    action encoder, so the ``<name>_action`` / ``<name>_watchtime`` groups are not read yet).
+    """
+
+    def build(self) -> None:
+        """Builds the embedding group, one transducer per channel, the item MLP and the tower."""
+        cfg = self._model_config
+        self.require_fields("fusion_mtl_tower")
+        channels = list(cfg.hstu)
+        if not channels:
+            raise ConfigError(
+                "ultra_hstu needs at least one hstu { ... } channel",
+                field=self.config_field("hstu"),
+            )
+        names = [c.name for c in channels]
+        if len(channels) > 1:
+            for i, name in enumerate(names):
+                if not name or name in names[:i]:
+                    raise ConfigError(
+                        "with several hstu channels each needs a unique non-empty name (its"
+                        f" history group), found names {names}",
+                        field=self.config_field(f"hstu[{i}].name"),
+                    )
+        kernel = self._base_model_config.kernel
+        problem = kernel_problem(kernel)
+        if problem is not None:
+            raise ConfigError(problem, field="model_config.kernel")
+        log_kernel_choice(kernel)
+        if not cfg.sequence_timestamp_is_ascending:
+            raise ConfigError(
+                "sequence_timestamp_is_ascending: false (newest event first) is not supported"
+                " yet; give the history oldest first",
+                field=self.config_field("sequence_timestamp_is_ascending"),
+            )
+        if cfg.max_seq_len <= 0:
+            raise ConfigError(
+                "ultra_hstu needs max_seq_len > 0 (the longest history plus candidates)",
+                field=self.config_field("max_seq_len"),
+            )
+        groups = {g.group_name: g for g in self._base_model_config.feature_groups}
+        jagged = model_pb2.JAGGED_SEQUENCE
+        if CANDIDATE_GROUP not in groups or groups[CANDIDATE_GROUP].group_type not in (
+            jagged,
+            model_pb2.DEEP,
+        ):
+            raise ConfigError(
+                f"ultra_hstu needs a JAGGED_SEQUENCE or DEEP feature group '{CANDIDATE_GROUP}'"
+                f" (groups: {', '.join(groups)})",
+                field="model_config.feature_groups",
+            )
+        read = [CANDIDATE_GROUP]
+        for i, hstu in enumerate(channels):
+            read += self._check_channel(i, hstu, groups, kernel)
+        contextual: Optional[str] = None
+        if CONTEXTUAL_GROUP in groups:
+            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
+                raise ConfigError(
+                    f"ultra_hstu's '{CONTEXTUAL_GROUP}' feature group must be a DEEP group (a"
+                    " SEQUENCE contextual group is not supported yet)",
+                    field="model_config.feature_groups",
+                )
+            contextual = CONTEXTUAL_GROUP
+            read.append(contextual)
+        for name in groups:
+            if name not in read:  # e.g. <name>_action without an action encoder
+                logger.warning(
+                    "ultra_hstu does not read feature group '%s' with this config (it reads %s)",
+                    name,
+                    ", ".join(dict.fromkeys(read)),
+                )
+        self.embedding_group = eg = self.init_embedding_group()
+
+        def source(name: str) -> SequenceInput:
+            return SequenceInput(name, eg.is_jagged_group(name))
+
+        def width(name: str) -> int:
+            return eg.sequence_dim(name) if eg.is_jagged_group(name) else eg.group_total_dim(name)
+
+        self._candidate = source(CANDIDATE_GROUP)
+        transducers: list[HSTUTransducer] = []
+        for i, hstu in enumerate(channels):
+            prefix = hstu.name or "uih"
+            timed = hstu.positional_encoder.use_time_encoding
+            with self.config_errors(f"hstu[{i}]"):
+                transducers.append(
+                    HSTUTransducer(
+                        hstu,
+                        source(prefix),
+                        width(prefix),
+                        self._candidate,
+                        width(CANDIDATE_GROUP),
+                        cfg.max_seq_len,
+                        source(f"{prefix}_timestamp") if timed else None,
+                        source(CANDIDATE_TIMESTAMP_GROUP) if timed else None,
+                        contextual,
+                        eg.group_dims(contextual) if contextual is not None else None,
+                        cfg.concat_contextual_features,
+                    )
+                )
+        # one channel: the transducer itself, so that its parameters are named as dlrm_hstu's;
+        # several: a stack with the same call signature (predict is DlrmHSTU's)
+        if len(transducers) == 1:
+            self.transducer = transducers[0]
+        else:
+            self.transducer = TransducerStack(transducers)  # type: ignore[assignment]
+        dim = sum(t.output_dim() for t in transducers)
+        hidden = cfg.item_embedding_hidden_dim
+        self.item_mlp = nn.Sequential(
+            nn.Linear(width(CANDIDATE_GROUP), hidden),
+            SwishLayerNorm(hidden),
+            nn.Linear(hidden, dim),
+            nn.LayerNorm(dim),
+        )
+        self.item_mlp.apply(_xavier_zero_bias)
+        tower = cfg.fusion_mtl_tower
+        with self.config_errors("fusion_mtl_tower.mlp"):
+            self.tower = FusionMTLTower(
+                dim,
+                tower.mlp if tower.HasField("mlp") else None,
+                [(t.name, t.num_class) for t in self._tasks],
+            )
+        self.tower.apply(_xavier_zero_bias)
+
+    def _check_channel(
+        self, index: int, hstu: module_pb2.HSTU, groups: dict, kernel: int
+    ) -> list[str]:
+        """Checks channel ``index``'s settings and groups; returns the groups it reads."""
+        field = self.config_field(f"hstu[{index}]")
+        kind = hstu.input_preprocessor.WhichOneof("input_preprocessor")
+        if kind != "contextual_preprocessor":
+            raise ConfigError(
+                "ultra_hstu needs input_preprocessor { contextual_preprocessor { ... } },"
+                f" found {kind or 'none'}",
+                field=f"{field}.input_preprocessor",
+            )
+        pre = hstu.input_preprocessor.contextual_preprocessor
+        if pre.HasField("action_encoder") or pre.HasField("action_mlp"):
+            raise ConfigError(
+                "the contextual preprocessor's action_encoder / action_mlp are not supported yet",
+                field=f"{field}.input_preprocessor.contextual_preprocessor.action_encoder",
+            )
+        split, tail = hstu.attn_truncation_split_layer, hstu.attn_truncation_tail_len
+        if (split > 0) != (tail > 0):
+            given, missing = (
+                ("attn_truncation_split_layer", "attn_truncation_tail_len")
+                if split > 0
+                else ("attn_truncation_tail_len", "attn_truncation_split_layer")
+            )
+            raise ConfigError(
+                f"{given} turns truncation on only with {missing} > 0 too, found {missing}: 0",
+                field=f"{field}.{given}",
+            )
+        if split >= hstu.attn_num_layers > 0 and tail > 0:
+            raise ConfigError(
+                f"attn_truncation_split_layer must be below attn_num_layers"
+                f" ({hstu.attn_num_layers}), found {split}",
+                field=f"{field}.attn_truncation_split_layer",
+            )
+        stu = hstu.stu
+        if (stu.sla_k1 > 0 or stu.sla_k2 > 0) and kernel == model_pb2.TRITON:
+            # TorchEasyRec's Triton kernel has no mask for it and refuses the pair
+            raise ConfigError(
+                "semi-local attention (sla_k1 / sla_k2) needs kernel: PYTORCH or CUTLASS",
+                field=f"{field}.stu.sla_k1",
+            )
+        if kernel == model_pb2.CUTLASS and stu.attention_dim != stu.hidden_dim:
+            raise ConfigError(
+                "kernel: CUTLASS needs stu.attention_dim == stu.hidden_dim, found"
+                f" {stu.attention_dim} and {stu.hidden_dim}",
+                field=f"{field}.stu.attention_dim",
+            )
+        prefix = hstu.name or "uih"
+        if prefix not in groups or groups[prefix].group_type != model_pb2.JAGGED_SEQUENCE:
+            raise ConfigError(
+                f"channel {index} needs a JAGGED_SEQUENCE feature group '{prefix}' (its"
+                f" history; groups: {', '.join(groups)})",
+                field=f"{field}.name",
+            )
+        read = [prefix]
+        if hstu.positional_encoder.use_time_encoding:
+            for name in (f"{prefix}_timestamp", CANDIDATE_TIMESTAMP_GROUP):
+                if name not in groups:
+                    raise ConfigError(
+                        f"positional_encoder.use_time_encoding needs a feature group '{name}'"
+                        f" with the timestamps (groups: {', '.join(groups)})",
+                        field=f"{field}.positional_encoder",
+                    )
+                read.append(name)
+        return read
