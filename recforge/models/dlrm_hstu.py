@@ -157,17 +157,7 @@ class DlrmHSTU(MultiTaskRank):
         """Builds the embedding group, the transducer, the item MLP and the task tower."""
         cfg = self._model_config
         self.require_fields("hstu", "fusion_mtl_tower")
-        check_hstu_build(
-            self._base_model_config.kernel,
-            cfg.sequence_timestamp_is_ascending,
-            self.config_field("sequence_timestamp_is_ascending"),
-            allow_descending=True,
-        )
-        if cfg.max_seq_len <= 0:
-            raise ConfigError(
-                "dlrm_hstu needs max_seq_len > 0 (the longest history plus candidates)",
-                field=self.config_field("max_seq_len"),
-            )
+        self._check_common(allow_descending=True)
         hstu = cfg.hstu
         kind = hstu.input_preprocessor.WhichOneof("input_preprocessor")
         pre_field = self.config_field("hstu.input_preprocessor")
@@ -205,23 +195,7 @@ class DlrmHSTU(MultiTaskRank):
                         field=self.config_field("hstu.positional_encoder"),
                     )
             read += [timestamp, CANDIDATE_TIMESTAMP_GROUP]
-        contextual: Optional[str] = None
-        if CONTEXTUAL_GROUP in groups:
-            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
-                raise ConfigError(
-                    f"dlrm_hstu's '{CONTEXTUAL_GROUP}' feature group must be a DEEP group (a"
-                    " SEQUENCE contextual group is not supported yet)",
-                    field="model_config.feature_groups",
-                )
-            contextual = CONTEXTUAL_GROUP
-            read.append(contextual)
-        for name in groups:
-            if name not in read:  # e.g. a timestamp group without time encoding
-                logger.warning(
-                    "dlrm_hstu does not read feature group '%s' with this config (it reads %s)",
-                    name,
-                    ", ".join(read),
-                )
+        contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
 
         def source(name: str) -> SequenceInput:
@@ -252,10 +226,55 @@ class DlrmHSTU(MultiTaskRank):
                 eg.group_dims(contextual) if contextual is not None else None,
                 cfg.concat_contextual_features,
             )
-        dim = self.transducer.output_dim()
+        self._build_head(width(CANDIDATE_GROUP), self.transducer.output_dim())
+
+    # ---- pieces of build shared with UltraHSTU ------------------------------------------------
+    def _check_common(self, allow_descending: bool) -> None:
+        """The kernel, history order and ``max_seq_len`` checks of every HSTU ranking model."""
+        cfg = self._model_config
+        check_hstu_build(
+            self._base_model_config.kernel,
+            cfg.sequence_timestamp_is_ascending,
+            self.config_field("sequence_timestamp_is_ascending"),
+            allow_descending=allow_descending,
+        )
+        if cfg.max_seq_len <= 0:
+            raise ConfigError(
+                f"{self._model_type} needs max_seq_len > 0 (the longest history plus candidates)",
+                field=self.config_field("max_seq_len"),
+            )
+
+    def _contextual_group(self, groups: dict[str, Any], read: list[str]) -> Optional[str]:
+        """The DEEP ``contextual`` group if there is one (added to ``read``).
+
+        Then warns about every group in ``groups`` that ``read`` leaves out.
+        """
+        contextual: Optional[str] = None
+        if CONTEXTUAL_GROUP in groups:
+            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
+                raise ConfigError(
+                    f"{self._model_type}'s '{CONTEXTUAL_GROUP}' feature group must be a DEEP group"
+                    " (a SEQUENCE contextual group is not supported yet)",
+                    field="model_config.feature_groups",
+                )
+            contextual = CONTEXTUAL_GROUP
+            read.append(contextual)
+        for name in groups:
+            if name not in read:  # e.g. a timestamp group without time encoding
+                logger.warning(
+                    "%s does not read feature group '%s' with this config (it reads %s)",
+                    self._model_type,
+                    name,
+                    ", ".join(dict.fromkeys(read)),
+                )
+        return contextual
+
+    def _build_head(self, candidate_width: int, dim: int) -> None:
+        """The item MLP (``candidate_width`` -> ``dim``) and the task tower over ``dim``."""
+        cfg = self._model_config
         hidden = cfg.item_embedding_hidden_dim
         self.item_mlp = nn.Sequential(
-            nn.Linear(width(CANDIDATE_GROUP), hidden),
+            nn.Linear(candidate_width, hidden),
             SwishLayerNorm(hidden),
             nn.Linear(hidden, dim),
             nn.LayerNorm(dim),

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -12,17 +9,10 @@ from recforge.config import ConfigError
 from recforge.models.dlrm_hstu import (
     CANDIDATE_GROUP,
     CANDIDATE_TIMESTAMP_GROUP,
-    CONTEXTUAL_GROUP,
     DlrmHSTU,
-    FusionMTLTower,
-    _xavier_zero_bias,
 )
-from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
 from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
-from recforge.modules.gr.kernel import kernel_problem, log_kernel_choice
 from recforge.protos import model_pb2, module_pb2
-
-logger = logging.getLogger(__name__)
 
 
 class TransducerStack(nn.Module):
@@ -92,22 +82,8 @@ class UltraHSTU(DlrmHSTU):
                         f" history group), found names {names}",
                         field=self.config_field(f"hstu[{i}].name"),
                     )
+        self._check_common(allow_descending=False)
         kernel = self._base_model_config.kernel
-        problem = kernel_problem(kernel)
-        if problem is not None:
-            raise ConfigError(problem, field="model_config.kernel")
-        log_kernel_choice(kernel)
-        if not cfg.sequence_timestamp_is_ascending:
-            raise ConfigError(
-                "sequence_timestamp_is_ascending: false (newest event first) is not supported"
-                " yet; give the history oldest first",
-                field=self.config_field("sequence_timestamp_is_ascending"),
-            )
-        if cfg.max_seq_len <= 0:
-            raise ConfigError(
-                "ultra_hstu needs max_seq_len > 0 (the longest history plus candidates)",
-                field=self.config_field("max_seq_len"),
-            )
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
         jagged = model_pb2.JAGGED_SEQUENCE
         if CANDIDATE_GROUP not in groups or groups[CANDIDATE_GROUP].group_type not in (
@@ -122,23 +98,7 @@ class UltraHSTU(DlrmHSTU):
         read = [CANDIDATE_GROUP]
         for i, hstu in enumerate(channels):
             read += self._check_channel(i, hstu, groups, kernel)
-        contextual: Optional[str] = None
-        if CONTEXTUAL_GROUP in groups:
-            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
-                raise ConfigError(
-                    f"ultra_hstu's '{CONTEXTUAL_GROUP}' feature group must be a DEEP group (a"
-                    " SEQUENCE contextual group is not supported yet)",
-                    field="model_config.feature_groups",
-                )
-            contextual = CONTEXTUAL_GROUP
-            read.append(contextual)
-        for name in groups:
-            if name not in read:  # e.g. <name>_action without an action encoder
-                logger.warning(
-                    "ultra_hstu does not read feature group '%s' with this config (it reads %s)",
-                    name,
-                    ", ".join(dict.fromkeys(read)),
-                )
+        contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
 
         def source(name: str) -> SequenceInput:
@@ -174,23 +134,7 @@ class UltraHSTU(DlrmHSTU):
             self.transducer = transducers[0]
         else:
             self.transducer = TransducerStack(transducers)  # type: ignore[assignment]
-        dim = sum(t.output_dim() for t in transducers)
-        hidden = cfg.item_embedding_hidden_dim
-        self.item_mlp = nn.Sequential(
-            nn.Linear(width(CANDIDATE_GROUP), hidden),
-            SwishLayerNorm(hidden),
-            nn.Linear(hidden, dim),
-            nn.LayerNorm(dim),
-        )
-        self.item_mlp.apply(_xavier_zero_bias)
-        tower = cfg.fusion_mtl_tower
-        with self.config_errors("fusion_mtl_tower.mlp"):
-            self.tower = FusionMTLTower(
-                dim,
-                tower.mlp if tower.HasField("mlp") else None,
-                [(t.name, t.num_class) for t in self._tasks],
-            )
-        self.tower.apply(_xavier_zero_bias)
+        self._build_head(width(CANDIDATE_GROUP), sum(t.output_dim() for t in transducers))
 
     def _check_channel(
         self, index: int, hstu: module_pb2.HSTU, groups: dict, kernel: int
