@@ -28,6 +28,7 @@ from recforge.utils.checkpoint_format import (
     file_digest,
     write_manifest,
 )
+from recforge.utils.checkpoint_views import ViewSavePlanner
 from recforge.utils.disk import disk_full_message, is_disk_full
 from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY, check_id_hash
 from recforge.utils.layout import (
@@ -85,11 +86,13 @@ def save_checkpoint(
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     # one file per tensor: with one file per rank, DCP keeps every tensor it wrote to the file
-    # alive until the file is closed, and tables that are views of fbgemm's flat buffers are
-    # copied before writing, so saving a criteo-shaped model raised peak RSS from ~910 MB to
-    # ~1,170 MB (one file per tensor: ~940 MB)
+    # alive until the file is closed
     try:
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False))
+        dcp.save(
+            state,
+            storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False),
+            planner=ViewSavePlanner(),  # tables written from their buffers, not from copies
+        )
         torch.save(torch.get_rng_state(), os.path.join(tmp, rng_file(dist_util.rank())))
         dist_util.barrier()
         digests = _digest_files(tmp)

@@ -14,7 +14,9 @@ data-parallel dense kernel) stay in RAM.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import mmap
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +30,34 @@ from recforge.utils import dist as dist_util
 logger = logging.getLogger(__name__)
 
 
+def advise_random(tensor: torch.Tensor) -> bool:
+    """Tells the kernel that ``tensor``'s mapped pages are read in random order.
+
+    A page fault on a file mapping otherwise reads the pages around it too (the device's
+    read-ahead window, often 128 KiB to 8 MiB): a table lookup needs one row, so each cold
+    row would cost that much disk read and evict as much of the page cache.
+
+    Returns:
+        Whether the advice was taken (False where ``madvise`` is unavailable).
+
+    """
+    advice = getattr(mmap, "MADV_RANDOM", None)
+    nbytes = tensor.untyped_storage().nbytes()
+    if advice is None or nbytes == 0:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    start = tensor.untyped_storage().data_ptr()
+    page = mmap.PAGESIZE
+    aligned = start - start % page  # mappings start on a page boundary; be safe anyway
+    result = libc.madvise(
+        ctypes.c_void_p(aligned), ctypes.c_size_t(nbytes + start - aligned), ctypes.c_int(advice)
+    )
+    return bool(result == 0)
+
+
 def _mapped(directory: str, numel: int, dtype: torch.dtype, label: str) -> torch.Tensor:
     """A zero-filled 1-D tensor of ``numel`` elements mapped from a new unlinked file."""
     nbytes = numel * torch.empty((), dtype=dtype).element_size()
@@ -38,6 +68,8 @@ def _mapped(directory: str, numel: int, dtype: torch.dtype, label: str) -> torch
         tensor = torch.from_file(path, shared=True, size=numel, dtype=dtype)
     finally:
         os.unlink(path)
+    if not advise_random(tensor):
+        logger.warning("madvise(MADV_RANDOM) failed on %s: cold rows read ahead", label)
     return tensor
 
 
