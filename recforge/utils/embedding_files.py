@@ -19,6 +19,7 @@ import logging
 import mmap
 import os
 import tempfile
+import weakref
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -28,6 +29,28 @@ from recforge.config.errors import ConfigError
 from recforge.utils import dist as dist_util
 
 logger = logging.getLogger(__name__)
+
+
+# every buffer mapped from a file by this process (to switch their access advice)
+_MAPPED: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
+
+
+def _advise(tensor: torch.Tensor, name: str) -> bool:
+    """``madvise(name)`` over ``tensor``'s storage; whether it was taken."""
+    advice = getattr(mmap, name, None)
+    nbytes = tensor.untyped_storage().nbytes()
+    if advice is None or nbytes == 0:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    start = tensor.untyped_storage().data_ptr()
+    aligned = start - start % mmap.PAGESIZE  # mappings start on a page boundary; be safe anyway
+    result = libc.madvise(
+        ctypes.c_void_p(aligned), ctypes.c_size_t(nbytes + start - aligned), ctypes.c_int(advice)
+    )
+    return bool(result == 0)
 
 
 def advise_random(tensor: torch.Tensor) -> bool:
@@ -41,21 +64,26 @@ def advise_random(tensor: torch.Tensor) -> bool:
         Whether the advice was taken (False where ``madvise`` is unavailable).
 
     """
-    advice = getattr(mmap, "MADV_RANDOM", None)
-    nbytes = tensor.untyped_storage().nbytes()
-    if advice is None or nbytes == 0:
-        return False
+    return _advise(tensor, "MADV_RANDOM")
+
+
+@contextlib.contextmanager
+def sequential_access() -> Iterator[int]:
+    """While active, this process's file-backed tables are read ahead as sequential scans.
+
+    For whole-table passes (writing or restoring a checkpoint): under the random-access
+    advice training needs, each cold page would be a separate synchronous disk read.
+
+    Yields:
+        How many mapped buffers were switched (0 without file-backed tables).
+
+    """
+    buffers = [t for t in list(_MAPPED) if _advise(t, "MADV_SEQUENTIAL")]
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return False
-    start = tensor.untyped_storage().data_ptr()
-    page = mmap.PAGESIZE
-    aligned = start - start % page  # mappings start on a page boundary; be safe anyway
-    result = libc.madvise(
-        ctypes.c_void_p(aligned), ctypes.c_size_t(nbytes + start - aligned), ctypes.c_int(advice)
-    )
-    return bool(result == 0)
+        yield len(buffers)
+    finally:
+        for tensor in buffers:
+            advise_random(tensor)
 
 
 def _mapped(directory: str, numel: int, dtype: torch.dtype, label: str) -> torch.Tensor:
@@ -70,6 +98,7 @@ def _mapped(directory: str, numel: int, dtype: torch.dtype, label: str) -> torch
         os.unlink(path)
     if not advise_random(tensor):
         logger.warning("madvise(MADV_RANDOM) failed on %s: cold rows read ahead", label)
+    _MAPPED.add(tensor)
     return tensor
 
 

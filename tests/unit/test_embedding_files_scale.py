@@ -11,7 +11,7 @@ from recforge.models.model import TrainWrapper
 from recforge.utils import dist as dist_util
 from recforge.utils.checkpoint import load_checkpoint, save_checkpoint
 from recforge.utils.checkpoint_views import exact_view
-from recforge.utils.embedding_files import file_backed_tables
+from recforge.utils.embedding_files import file_backed_tables, sequential_access
 from recforge.utils.sharding import ShardedTraining, shard_model
 from tests.helpers.models import make_batch
 from tests.helpers.sharding import build_model, table_weights, train_config, train_steps
@@ -62,6 +62,21 @@ def test_table_files_are_mapped_for_random_access(tmp_path):
     assert buffers
     for buffer in buffers:
         assert "rr" in _vm_flags(buffer.untyped_storage().data_ptr())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+def test_checkpoint_passes_read_the_files_sequentially_then_random_again(tmp_path):
+    # a whole-table pass page by page under MADV_RANDOM is one synchronous read per page
+    sharded = _sharded(str(tmp_path))
+    starts = [b.untyped_storage().data_ptr() for b in _host_buffers(sharded)]
+    with sequential_access() as switched:
+        assert switched >= len(starts)
+        for start in starts:
+            flags = _vm_flags(start)
+            assert "sr" in flags and "rr" not in flags
+    for start in starts:
+        flags = _vm_flags(start)
+        assert "rr" in flags and "sr" not in flags
 
 
 def test_exact_view_aliases_a_slice_without_copying():
