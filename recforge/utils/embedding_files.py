@@ -96,8 +96,8 @@ def _mapped(directory: str, numel: int, dtype: torch.dtype, label: str) -> torch
         tensor = torch.from_file(path, shared=True, size=numel, dtype=dtype)
     finally:
         os.unlink(path)
-    if not advise_random(tensor):
-        logger.warning("madvise(MADV_RANDOM) failed on %s: cold rows read ahead", label)
+    # read ahead while the tables are filled; random access once built (file_backed_tables)
+    _advise(tensor, "MADV_SEQUENTIAL")
     _MAPPED.add(tensor)
     return tensor
 
@@ -180,6 +180,10 @@ def resolve_dir(directory: str, model_dir: str) -> str:
 def file_backed_tables(directory: Optional[str]) -> Iterator[list[str]]:
     """Maps the fused CPU embedding modules torchrec builds meanwhile from files in ``directory``.
 
+    The mappings are read ahead while the context lasts (the tables are filled and
+    initialised in whole-table passes) and advised for random access once it ends (training
+    reads scattered rows).
+
     Args:
         directory: where the (unlinked) files go; ``None`` or "" changes nothing.
 
@@ -210,7 +214,11 @@ def file_backed_tables(directory: Optional[str]) -> Iterator[list[str]]:
     _FileBacked.__name__ = original.__name__
     _FileBacked.__qualname__ = original.__qualname__
     kernels.SplitTableBatchedEmbeddingBagsCodegen = _FileBacked
+    before = set(map(id, _MAPPED))
     try:
         yield tables
     finally:
         kernels.SplitTableBatchedEmbeddingBagsCodegen = original
+        for tensor in [t for t in list(_MAPPED) if id(t) not in before]:
+            if not advise_random(tensor):
+                logger.warning("madvise(MADV_RANDOM) failed: cold rows are read ahead")

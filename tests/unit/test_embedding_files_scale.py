@@ -11,6 +11,7 @@ from recforge.models.model import TrainWrapper
 from recforge.utils import dist as dist_util
 from recforge.utils.checkpoint import load_checkpoint, save_checkpoint
 from recforge.utils.checkpoint_views import exact_view
+from recforge.utils import embedding_files
 from recforge.utils.embedding_files import file_backed_tables, sequential_access
 from recforge.utils.sharding import ShardedTraining, shard_model
 from tests.helpers.models import make_batch
@@ -62,6 +63,16 @@ def test_table_files_are_mapped_for_random_access(tmp_path):
     assert buffers
     for buffer in buffers:
         assert "rr" in _vm_flags(buffer.untyped_storage().data_ptr())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+def test_tables_are_read_ahead_while_being_built(tmp_path):
+    # building fills and initialises whole tables: random-access advice would make each page
+    # of those passes a synchronous read once memory pressure has evicted it
+    with file_backed_tables(str(tmp_path)):
+        buffer = embedding_files._mapped(str(tmp_path), 4096, torch.float32, "weights")
+        assert "sr" in _vm_flags(buffer.data_ptr())
+    assert "rr" in _vm_flags(buffer.data_ptr())
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
