@@ -9,9 +9,9 @@ import torch
 
 from recforge.models.model import TrainWrapper
 from recforge.utils import dist as dist_util
+from recforge.utils import embedding_files
 from recforge.utils.checkpoint import load_checkpoint, save_checkpoint
 from recforge.utils.checkpoint_views import exact_view
-from recforge.utils import embedding_files
 from recforge.utils.embedding_files import file_backed_tables, sequential_access
 from recforge.utils.sharding import ShardedTraining, shard_model
 from tests.helpers.models import make_batch
