@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -150,26 +152,28 @@ def main(args: argparse.Namespace) -> int:
     big = big_columns(args.big_tables, seed)
     apply_child_env(args)
     results = Results(args.max_others)
-    quiet = (args.max_others, args.retries, args.wait_s)
-    work_root = BENCH_DIR / "work" / "big_tables"
-    for rows in sizes:
-        print(f"generating data for {rows:,} rows per table ...", file=sys.stderr, flush=True)
-        data = generate(rows, args.big_tables, args.train_rows, args.test_rows, seed)
-        vocabs = vocabs_for(rows, args.big_tables, seed)
-        for i in range(args.repeats):
-            order = variants if i % 2 == 0 else variants[::-1]
-            for variant in order:
-                run_seed = args.seed0 + i
-                edits = edits_for(data, vocabs, big, args.epochs, variant == "files")
-                work = work_root / f"{rows}_{variant}_{run_seed}"
-                kept = measured(
-                    lambda w, e=edits, n=f"{variant} {rows:,}", s=run_seed: run_recforge(
-                        n, criteo_synth.CONFIG, s, e, w
-                    ),
-                    work,
-                    *quiet,
-                )
-                results.add(f"{rows}:{variant}", VARIANTS[variant], kept)
+    with tempfile.TemporaryDirectory(prefix="recforge-big-tables-") as tmp:
+        for rows in sizes:
+            print(f"generating data for {rows:,} rows per table ...", file=sys.stderr, flush=True)
+            data = generate(rows, args.big_tables, args.train_rows, args.test_rows, seed)
+            vocabs = vocabs_for(rows, args.big_tables, seed)
+            for i in range(args.repeats):
+                for variant in variants if i % 2 == 0 else variants[::-1]:
+                    edits = edits_for(data, vocabs, big, args.epochs, variant == "files")
+                    name, run_seed = f"{variant} {rows:,}", args.seed0 + i
+                    work = Path(tmp) / f"{rows}_{variant}_{run_seed}"
+                    kept = measured(
+                        lambda w, e=edits, n=name, s=run_seed: run_recforge(
+                            n, criteo_synth.CONFIG, s, e, w
+                        ),
+                        work,
+                        args.max_others,
+                        args.retries,
+                        args.wait_s,
+                    )
+                    # each model_dir holds a checkpoint as large as the tables: free the disk
+                    shutil.rmtree(work, ignore_errors=True)
+                    results.add(f"{rows}:{variant}", VARIANTS[variant], kept)
     table = [HEADER]
     for key, runs in results.groups.items():
         rows_text, variant = key.split(":")
