@@ -1,4 +1,5 @@
-"""``python -m benchmarks {frappe,criteo-synth,profile,movielens,planted,fg,serve} ...``."""
+"""``python -m benchmarks SUITE ...``, SUITE one of frappe, criteo-synth, big-tables, profile,
+movielens, planted, fg, serve."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from typing import Optional
 
 from benchmarks import (
+    big_tables,
     criteo_synth,
     fg_bench,
     frappe,
@@ -31,6 +33,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             "criteo-synth", help="Criteo-shaped synthetic parquet: recforge 1 and 2 processes, refs"
         )
     )
+    big_tables.add_arguments(
+        sub.add_parser(
+            "big-tables", help="tables in RAM vs file-backed (embedding_file_dir), Zipf ids"
+        )
+    )
     profile_train.add_arguments(
         sub.add_parser("profile", help="profile one config's parsing and train step")
     )
@@ -50,6 +57,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     run = {
         "frappe": frappe.main,
         "criteo-synth": criteo_synth.main,
+        "big-tables": big_tables.main,
         "profile": profile_train.main,
         "movielens": movielens.main,
         "planted": planted_interests.main,

@@ -37,6 +37,8 @@ class Child:
     peak_pss_mb: Optional[float]
     other_cores: float
     log: str
+    peak_anon_mb: Optional[float] = None
+    peak_file_mb: Optional[float] = None
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Run:
     other_cores: float
     infer_sps: Optional[float] = None
     extra: dict = field(default_factory=dict)
+    anon_mb: Optional[float] = None  # peak RssAnon of the training process
+    file_mb: Optional[float] = None  # peak RssFile (file-mapped pages, e.g. file-backed tables)
 
 
 def _tree_pss_kb(pid: int) -> int:
@@ -71,17 +75,35 @@ def _tree_pss_kb(pid: int) -> int:
     return total
 
 
+def _rss_split_kb(pid: int) -> tuple[int, int]:
+    """``(RssAnon, RssFile)`` of ``pid`` in KiB (anonymous vs file-mapped resident pages)."""
+    found = {"RssAnon:": 0, "RssFile:": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition("\t")
+            if name in found:
+                found[name] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass  # the process ended meanwhile, or /proc lacks these lines
+    return found["RssAnon:"], found["RssFile:"]
+
+
 class PssSampler(threading.Thread):
-    """Samples the PSS of a process tree once a second and keeps the peak (KiB)."""
+    """Samples the PSS of a process tree once a second and keeps the peak (KiB), and the peaks
+    of the root process's anonymous and file-mapped resident sets (KiB)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak_kb, self.done = pid, 0, threading.Event()
+        self.peak_anon_kb, self.peak_file_kb = 0, 0
 
     def run(self) -> None:
         """Samples until ``done`` is set."""
         while not self.done.wait(1.0):
             self.peak_kb = max(self.peak_kb, _tree_pss_kb(self.pid))
+            anon, mapped = _rss_split_kb(self.pid)
+            self.peak_anon_kb = max(self.peak_anon_kb, anon)
+            self.peak_file_kb = max(self.peak_file_kb, mapped)
 
 
 def _busy_cpu_s() -> float:
@@ -134,7 +156,8 @@ def run_command(cmd: Sequence[str], log_path: Path, env: Optional[dict] = None) 
         raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail}")
     pss = sampler.peak_kb / 1024 if sampler.peak_kb else None
     other = max(busy - usage.ru_utime - usage.ru_stime, 0.0) / wall
-    return Child(wall, usage.ru_maxrss / 1024, pss, other, text)  # ru_maxrss: KiB on Linux
+    split = (sampler.peak_anon_kb / 1024 or None, sampler.peak_file_kb / 1024 or None)
+    return Child(wall, usage.ru_maxrss / 1024, pss, other, text, *split)  # ru_maxrss: KiB
 
 
 def run_reference(name: str, seed: int, cmd: Sequence[str], work: Path) -> Run:
@@ -194,6 +217,8 @@ def run_recforge(
         wall_s=train.wall_s,
         other_cores=train.other_cores,
         extra={"eval_loop_sps": float(logged[-1]) if logged else None},
+        anon_mb=train.peak_anon_mb,
+        file_mb=train.peak_file_mb,
     )
     if test_file:
         out = work / "infer.json"

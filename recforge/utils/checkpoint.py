@@ -28,7 +28,9 @@ from recforge.utils.checkpoint_format import (
     file_digest,
     write_manifest,
 )
+from recforge.utils.checkpoint_views import ViewSavePlanner
 from recforge.utils.disk import disk_full_message, is_disk_full
+from recforge.utils.embedding_files import sequential_access
 from recforge.utils.id_hash import ID_HASH, ID_HASH_KEY, check_id_hash
 from recforge.utils.layout import (
     CHECKPOINT_PREFIX,
@@ -85,11 +87,14 @@ def save_checkpoint(
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     # one file per tensor: with one file per rank, DCP keeps every tensor it wrote to the file
-    # alive until the file is closed, and tables that are views of fbgemm's flat buffers are
-    # copied before writing, so saving a criteo-shaped model raised peak RSS from ~910 MB to
-    # ~1,170 MB (one file per tensor: ~940 MB)
+    # alive until the file is closed
     try:
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False))
+        with sequential_access():  # file-backed tables: read ahead while writing them out
+            dcp.save(
+                state,
+                storage_writer=dcp.FileSystemWriter(tmp, single_file_per_rank=False),
+                planner=ViewSavePlanner(),  # tables written from their buffers, not from copies
+            )
         torch.save(torch.get_rng_state(), os.path.join(tmp, rng_file(dist_util.rank())))
         dist_util.barrier()
         digests = _digest_files(tmp)
@@ -179,13 +184,14 @@ def load_checkpoint(
             # torch optimizers create their state lazily: materialise it so DCP has a target
             # (before the model is restored: this takes one zero-gradient step)
             optimizer.init_state()
-        model_state = model.state_dict()
-        files.load({"model": model_state})
-        model.load_state_dict(model_state)
-        if optimizer is not None:
-            optimizer_state = optimizer.state_dict()
-            files.load({"optimizer": optimizer_state})
-            optimizer.load_state_dict(optimizer_state)
+        with sequential_access():  # file-backed tables: whole-table writes, read ahead
+            model_state = model.state_dict()
+            files.load({"model": model_state})
+            model.load_state_dict(model_state)
+            if optimizer is not None:
+                optimizer_state = optimizer.state_dict()
+                files.load({"optimizer": optimizer_state})
+                optimizer.load_state_dict(optimizer_state)
     except CheckpointError:
         raise
     except (Exception, CheckpointException) as e:  # DCP's is a BaseException

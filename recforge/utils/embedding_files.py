@@ -14,9 +14,12 @@ data-parallel dense kernel) stay in RAM.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import mmap
 import os
 import tempfile
+import weakref
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -26,6 +29,61 @@ from recforge.config.errors import ConfigError
 from recforge.utils import dist as dist_util
 
 logger = logging.getLogger(__name__)
+
+
+# every buffer mapped from a file by this process (to switch their access advice)
+_MAPPED: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
+
+
+def _advise(tensor: torch.Tensor, name: str) -> bool:
+    """``madvise(name)`` over ``tensor``'s storage; whether it was taken."""
+    advice = getattr(mmap, name, None)
+    nbytes = tensor.untyped_storage().nbytes()
+    if advice is None or nbytes == 0:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    start = tensor.untyped_storage().data_ptr()
+    aligned = start - start % mmap.PAGESIZE  # mappings start on a page boundary; be safe anyway
+    result = libc.madvise(
+        ctypes.c_void_p(aligned), ctypes.c_size_t(nbytes + start - aligned), ctypes.c_int(advice)
+    )
+    return bool(result == 0)
+
+
+def advise_random(tensor: torch.Tensor) -> bool:
+    """Tells the kernel that ``tensor``'s mapped pages are read in random order.
+
+    A page fault on a file mapping otherwise reads the pages around it too (the device's
+    read-ahead window, often 128 KiB to 8 MiB): a table lookup needs one row, so each cold
+    row would cost that much disk read and evict as much of the page cache.
+
+    Returns:
+        Whether the advice was taken (False where ``madvise`` is unavailable).
+
+    """
+    return _advise(tensor, "MADV_RANDOM")
+
+
+@contextlib.contextmanager
+def sequential_access() -> Iterator[int]:
+    """While active, this process's file-backed tables are read ahead as sequential scans.
+
+    For whole-table passes (writing or restoring a checkpoint): under the random-access
+    advice training needs, each cold page would be a separate synchronous disk read.
+
+    Yields:
+        How many mapped buffers were switched (0 without file-backed tables).
+
+    """
+    buffers = [t for t in list(_MAPPED) if _advise(t, "MADV_SEQUENTIAL")]
+    try:
+        yield len(buffers)
+    finally:
+        for tensor in buffers:
+            advise_random(tensor)
 
 
 def _mapped(directory: str, numel: int, dtype: torch.dtype, label: str) -> torch.Tensor:
@@ -38,6 +96,9 @@ def _mapped(directory: str, numel: int, dtype: torch.dtype, label: str) -> torch
         tensor = torch.from_file(path, shared=True, size=numel, dtype=dtype)
     finally:
         os.unlink(path)
+    # read ahead while the tables are filled; random access once built (file_backed_tables)
+    _advise(tensor, "MADV_SEQUENTIAL")
+    _MAPPED.add(tensor)
     return tensor
 
 
@@ -119,6 +180,10 @@ def resolve_dir(directory: str, model_dir: str) -> str:
 def file_backed_tables(directory: Optional[str]) -> Iterator[list[str]]:
     """Maps the fused CPU embedding modules torchrec builds meanwhile from files in ``directory``.
 
+    The mappings are read ahead while the context lasts (the tables are filled and
+    initialised in whole-table passes) and advised for random access once it ends (training
+    reads scattered rows).
+
     Args:
         directory: where the (unlinked) files go; ``None`` or "" changes nothing.
 
@@ -149,7 +214,11 @@ def file_backed_tables(directory: Optional[str]) -> Iterator[list[str]]:
     _FileBacked.__name__ = original.__name__
     _FileBacked.__qualname__ = original.__qualname__
     kernels.SplitTableBatchedEmbeddingBagsCodegen = _FileBacked
+    before = set(map(id, _MAPPED))
     try:
         yield tables
     finally:
         kernels.SplitTableBatchedEmbeddingBagsCodegen = original
+        for tensor in [t for t in list(_MAPPED) if id(t) not in before]:
+            if not advise_random(tensor):
+                logger.warning("madvise(MADV_RANDOM) failed: cold rows are read ahead")
