@@ -1,4 +1,4 @@
-"""``python -m benchmarks {frappe,criteo-synth,profile,movielens,planted,fg,serve} ...``."""
+"""``python -m benchmarks {frappe,criteo-synth,profile,movielens,ml-seq,planted,fg,serve} ...``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from benchmarks import (
     criteo_synth,
     fg_bench,
     frappe,
+    ml_seq,
     movielens,
     planted_interests,
     profile_train,
@@ -37,6 +38,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     movielens.add_arguments(
         sub.add_parser("movielens", help="DSSM / MIND retrieval on MovieLens 100K vs most-popular")
     )
+    ml_seq.add_arguments(
+        sub.add_parser(
+            "ml-seq", help="hstu_match vs RecBole SASRec, DSSM, most-popular on ML-100K sequences"
+        )
+    )
     planted_interests.add_arguments(
         sub.add_parser("planted", help="MIND max_k 3 / 1 vs DSSM on planted multi-interest data")
     )
@@ -52,6 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "criteo-synth": criteo_synth.main,
         "profile": profile_train.main,
         "movielens": movielens.main,
+        "ml-seq": ml_seq.main,
         "planted": planted_interests.main,
         "fg": fg_bench.main,
         "serve": serve_bench.main,
