@@ -1,5 +1,5 @@
 """``python -m benchmarks SUITE ...``, SUITE one of frappe, criteo-synth, big-tables, profile,
-movielens, planted, fg, serve."""
+movielens, ml-seq, planted, fg, serve."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from benchmarks import (
     criteo_synth,
     fg_bench,
     frappe,
+    ml_seq,
     movielens,
     planted_interests,
     profile_train,
@@ -44,6 +45,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     movielens.add_arguments(
         sub.add_parser("movielens", help="DSSM / MIND retrieval on MovieLens 100K vs most-popular")
     )
+    ml_seq.add_arguments(
+        sub.add_parser(
+            "ml-seq", help="hstu_match vs RecBole SASRec, DSSM, most-popular on ML-100K sequences"
+        )
+    )
     planted_interests.add_arguments(
         sub.add_parser("planted", help="MIND max_k 3 / 1 vs DSSM on planted multi-interest data")
     )
@@ -60,6 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "big-tables": big_tables.main,
         "profile": profile_train.main,
         "movielens": movielens.main,
+        "ml-seq": ml_seq.main,
         "planted": planted_interests.main,
         "fg": fg_bench.main,
         "serve": serve_bench.main,

@@ -17,12 +17,15 @@ from recforge.errors import DataError
 from recforge.models.match_model import MatchModel, MatchTower
 from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.gr.hstu_encoder import HSTUUserEncoder
+from recforge.modules.gr.jagged import last_rows, offsets_of, row_index
 from recforge.modules.gr.kernel import check_hstu_build
 from recforge.protos import model_pb2
 
 #: TorchEasyRec's fixed group names (the history's prefix is ``hstu.name`` or ``uih``)
 QUERY_TIME_GROUP = "query_time"
 CONTEXTUAL_GROUP = "contextual"
+#: the training-only output of ``autoregressive_loss``: every history event's logits
+AUTOREGRESSIVE_KEY = "autoregressive_logits"
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,11 @@ class HSTUUserTower(nn.Module):
         """``[B, D]``."""
         x = self.encoder(grouped)
         return self.output(x) if self.output is not None else x
+
+    def all_rows(self, grouped: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every token's embedding ``[L', D]`` and the offsets ``[B + 1]`` (see ``encode``)."""
+        x, offsets = self.encoder.encode(grouped)
+        return (self.output(x) if self.output is not None else x), offsets
 
 
 class HSTUItemTower(nn.Module):
@@ -237,6 +245,36 @@ class HSTUMatch(MatchModel):
                 field=self.config_field("output_dim"),
             )
         self._check_sampler_columns()
+        self._autoregressive = bool(cfg.autoregressive_loss)
+        if self._autoregressive:
+            self._check_autoregressive(groups[uih], groups[item])
+
+    def _check_autoregressive(
+        self, uih: model_pb2.FeatureGroupConfig, item: model_pb2.FeatureGroupConfig
+    ) -> None:
+        """The item tower must read a history event as it reads a candidate (one shared id)."""
+        eg = self.embedding_group
+        item_key = item.group_name
+        width = (
+            eg.sequence_dim(item_key)
+            if eg.is_jagged_group(item_key)
+            else eg.group_total_dim(item_key)
+        )
+        if len(uih.feature_names) != 1 or len(item.feature_names) != 1:
+            raise ConfigError(
+                "autoregressive_loss scores history events as items: the history group and"
+                f" item_tower.input need one (id) feature each; found {list(uih.feature_names)}"
+                f" and {list(item.feature_names)}",
+                field=self.config_field("autoregressive_loss"),
+            )
+        if width != eg.sequence_dim(uih.group_name):
+            raise ConfigError(
+                f"autoregressive_loss: the history's rows are {eg.sequence_dim(uih.group_name)}"
+                f" wide and item_tower.input's {width}; they must be one embedding (give both"
+                " features one embedding_name)",
+                field=self.config_field("autoregressive_loss"),
+            )
+        self._id_keys = (uih.feature_names[0], item.feature_names[0])
 
     def _group(self, field: str, name: str, groups: dict) -> str:
         if name not in groups:
@@ -270,7 +308,12 @@ class HSTUMatch(MatchModel):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Embeds histories and items and scores every user against its candidates."""
         grouped = self.embedding_group(batch.sparse_features, batch.dense_features)
-        user_emb = self.user_tower(grouped)
+        events: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        if self._autoregressive and self.training:
+            events = self.user_tower.all_rows(grouped)
+            user_emb = last_rows(*events)
+        else:
+            user_emb = self.user_tower(grouped)
         item_emb = self.item_tower(grouped)
         if not is_fx_symbolic_tracing() and item_emb.shape[0] != user_emb.shape[0]:
             raise DataError(
@@ -285,4 +328,82 @@ class HSTUMatch(MatchModel):
         if self._cosine:
             user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
         logits = self.candidate_logits(user, item, batch)
-        return {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}
+        out = {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}
+        if events is not None:
+            out[AUTOREGRESSIVE_KEY] = self._autoregressive_logits(
+                *events, grouped, item_emb, batch, user_emb.shape[0]
+            )
+        return out
+
+    def _autoregressive_logits(
+        self,
+        rows: torch.Tensor,
+        offsets: torch.Tensor,
+        grouped: dict[str, torch.Tensor],
+        item_emb: torch.Tensor,
+        batch: Batch,
+        num_users: int,
+    ) -> torch.Tensor:
+        """Each history event's logits ``[E, 1 + M]``: its next item first, then the negatives.
+
+        Args:
+            rows: the user tower's rows of every token ``[L', D]`` (contextual tokens first
+                in each sequence).
+            offsets: their offsets ``[B + N + 1]``.
+            grouped: the embedding group's outputs.
+            item_emb: the item tower's rows ``[B + N (+ H), D]``.
+            batch: the batch (the ids of the history and the candidates).
+            num_users: ``B``, the rows that are users (not sampled negatives).
+
+        Returns:
+            The logits divided by the temperature; ``M`` negatives are the sampled ones (and,
+            with ``in_batch_negative``, the batch's candidates); a negative equal to an event's
+            next item is masked.
+
+        """
+        uih = self._group_names["user"]
+        values = grouped[f"{uih}.sequence"]
+        lengths = grouped[f"{uih}.sequence_length"].to(torch.int64)
+        hist_seq, hist_pos = row_index(offsets_of(lengths), values.shape[0])
+        _, tok_pos = row_index(offsets, rows.shape[0])
+        context = self.user_tower.encoder.contextual_len()
+        events = rows[tok_pos >= context]  # the rows of the history's events, in order
+        hist_key, item_key = self._id_keys
+        hist_ids = batch.sparse_features[hist_key].values()
+        item_ids = batch.sparse_features[item_key].values()
+        if hist_ids.shape[0] != values.shape[0] or item_ids.shape[0] != batch.batch_size:
+            raise DataError(
+                f"autoregressive_loss: '{hist_key}' has {hist_ids.shape[0]} ids for"
+                f" {values.shape[0]} history rows and '{item_key}' {item_ids.shape[0]} for"
+                f" {batch.batch_size} rows; each needs one id per row"
+            )
+        user_rows = hist_seq < num_users
+        events, hist_seq, hist_pos = events[user_rows], hist_seq[user_rows], hist_pos[user_rows]
+        index = torch.nonzero(user_rows).squeeze(1)
+        last = hist_pos == lengths[hist_seq] - 1
+        following = (index + 1).clamp(max=max(values.shape[0] - 1, 0))
+        history_items = self.item_tower.tower(values)
+        candidates = item_emb[: batch.batch_size]
+        target = torch.where(
+            last.unsqueeze(1), candidates[hist_seq], history_items[following]
+        )  # [E, D]
+        target_ids = torch.where(last, item_ids[hist_seq], hist_ids[following])
+        first = 0 if self._in_batch_negative else num_users
+        negatives, negative_ids = candidates[first:], item_ids[first : batch.batch_size]
+        if self._cosine:
+            events = F.normalize(events, dim=-1)
+            target = F.normalize(target, dim=-1)
+            negatives = F.normalize(negatives, dim=-1)
+        positive = (events * target).sum(dim=1, keepdim=True)
+        scores = torch.matmul(events, negatives.t())
+        same = target_ids.unsqueeze(1) == negative_ids.unsqueeze(0)
+        scores = scores.masked_fill(same, torch.finfo(scores.dtype).min)
+        return torch.cat([positive, scores], dim=1) / self._temperature
+
+    def loss(self, predictions: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        """With ``autoregressive_loss`` in training: softmax cross entropy of every event."""
+        logits = predictions.get(AUTOREGRESSIVE_KEY)
+        if logits is None:
+            return super().loss(predictions, batch)
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return {"softmax_cross_entropy": F.cross_entropy(logits.float(), target)}

@@ -122,8 +122,19 @@ class HSTUUserEncoder(nn.Module):
         """Width of the user embedding."""
         return self._output_dim
 
+    def contextual_len(self) -> int:
+        """Contextual tokens put before each history (0 without a contextual group)."""
+        return self._contextual_len
+
     def forward(self, grouped: dict[str, torch.Tensor]) -> torch.Tensor:
         """The user embeddings ``[B, D]`` (zeros' image for an empty history)."""
+        return last_rows(*self.encode(grouped))
+
+    def encode(self, grouped: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every token's output row ``[L', D]`` and the offsets ``[B + 1]`` of the sequences.
+
+        Each sequence is its :meth:`contextual_len` contextual tokens, then its events.
+        """
         values = grouped[f"{self._uih_key}.sequence"]
         lengths = grouped[f"{self._uih_key}.sequence_length"].to(torch.int64)
         offsets = offsets_of(lengths)
@@ -161,4 +172,4 @@ class HSTUUserEncoder(nn.Module):
             x = x / torch.linalg.norm(x, ord=2, dim=-1, keepdim=True).clamp(min=1e-6)
         elif self.layer_norm is not None:
             x = self.layer_norm(x)
-        return last_rows(x, offsets)
+        return x, offsets
