@@ -14,8 +14,10 @@ Per repeat (seed 1, 2, ...), in child processes from the repository root, in thi
   ``fuxictr`` = ``ref_fuxictr.py`` in ``benchmarks/.venv-fuxictr`` (FuxiCTR 2.3.10's DeepFM with
   its published Frappe settings: batch norm, embedding regulariser 0.05; made by
   ``benchmarks/setup_fuxictr.sh``). ``fuxictr`` is not in the default list: it is a model-quality
-  peer (the model of ``examples/deepfm_frappe.config``, not of the benchmark config), its
-  virtualenv is large (ray), and its row-wise data loader makes it several times slower.
+  peer (batch norm and an embedding regulariser: the model of ``examples/deepfm_frappe.config``,
+  not of the benchmark config), its virtualenv is large (1.9 GB, mostly ray and pyarrow), and
+  it scores the test set after every epoch (five extra passes in its wall time, not in its
+  per-epoch samples/s).
 
 Before each run the harness waits for a quiet machine and reruns a disturbed run (see
 ``harness.measured``). One table: training samples/s (median of epochs 2..N), inference
