@@ -10,7 +10,14 @@ Per repeat (seed 1, 2, ...), in child processes from the repository root, in thi
   (same with ``Adam(fused=True)``), ``hand-fastdrop`` (fused Adam and recforge's dropout
   kernel: the same kernels as recforge), ``hand-nodropout`` (fused Adam, no dropout),
   ``torchrec`` = ``ref_torchrec.py`` (EBC + DMP, 1 rank), ``deepctr`` = ``ref_deepctr.py`` in
-  ``benchmarks/.venv-deepctr`` (DeepCTR-Torch 0.3.0; ``benchmarks/setup_deepctr.sh``).
+  ``benchmarks/.venv-deepctr`` (DeepCTR-Torch 0.3.0; ``benchmarks/setup_deepctr.sh``),
+  ``fuxictr`` = ``ref_fuxictr.py`` in ``benchmarks/.venv-fuxictr`` (FuxiCTR 2.3.10's DeepFM with
+  its published Frappe settings: batch norm, embedding regulariser 0.05; made by
+  ``benchmarks/setup_fuxictr.sh``). ``fuxictr`` is not in the default list: it is a model-quality
+  peer (batch norm and an embedding regulariser: the model of ``examples/deepfm_frappe.config``,
+  not of the benchmark config), its virtualenv is large (1.9 GB, mostly ray and pyarrow), and
+  it scores the test set after every epoch (five extra passes in its wall time, not in its
+  per-epoch samples/s).
 
 Before each run the harness waits for a quiet machine and reruns a disturbed run (see
 ``harness.measured``). One table: training samples/s (median of epochs 2..N), inference
@@ -48,6 +55,11 @@ DEFAULT_CONFIGS = ("benchmarks/configs/deepfm_frappe_bench.config",)
 DEFAULT_REFS = "hand,hand-fused,hand-fastdrop,torchrec,deepctr"
 RESULTS_FILE = BENCH_DIR / "results" / "frappe.md"
 DEEPCTR_PYTHON = BENCH_DIR / ".venv-deepctr" / "bin" / "python"
+# references run by another virtualenv's interpreter, and the script that creates it
+VENV_PYTHONS = {
+    "deepctr": (DEEPCTR_PYTHON, "setup_deepctr.sh"),
+    "fuxictr": (BENCH_DIR / ".venv-fuxictr" / "bin" / "python", "setup_fuxictr.sh"),
+}
 
 REFERENCES = {
     "hand": ("hand-written loop, preloaded tensors, Adam", ["ref_hand.py", "frappe"]),
@@ -68,13 +80,17 @@ REFERENCES = {
         ["ref_torchrec.py", "frappe"],
     ),
     "deepctr": ("DeepCTR-Torch 0.3.0", ["ref_deepctr.py"]),
+    "fuxictr": (
+        "FuxiCTR 2.3.10 DeepFM, batch norm, embedding regulariser 0.05",
+        ["ref_fuxictr.py"],
+    ),
 }
 
 
 def reference_command(ref: str, epochs: int) -> list:
     """The command line of a reference."""
     script, *args = REFERENCES[ref][1]
-    python = DEEPCTR_PYTHON if ref == "deepctr" else sys.executable
+    python = VENV_PYTHONS[ref][0] if ref in VENV_PYTHONS else sys.executable
     return [python, BENCH_DIR / script, *args, "--data", DATA_DIR, "--epochs", epochs]
 
 
@@ -159,11 +175,13 @@ def main(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.epochs < 2:
         raise SystemExit("--repeats must be >= 1 and --epochs >= 2 (epoch 1 is not timed)")
     refs = parse_refs(args.refs, list(REFERENCES))
-    if "deepctr" in refs and not DEEPCTR_PYTHON.exists():
-        raise SystemExit(
-            f"{DEEPCTR_PYTHON} not found: run `bash benchmarks/setup_deepctr.sh` first, or "
-            "leave deepctr out of --refs"
-        )
+    for ref in refs:
+        if ref in VENV_PYTHONS and not VENV_PYTHONS[ref][0].exists():
+            python, setup = VENV_PYTHONS[ref]
+            raise SystemExit(
+                f"{python} not found: run `bash benchmarks/{setup}` first, or "
+                f"leave {ref} out of --refs"
+            )
     configs = args.config or list(DEFAULT_CONFIGS)
     apply_child_env(args)
     results = Results(args.max_others)
