@@ -122,6 +122,7 @@ def _hstu_table(rows: list[tuple[int, np.ndarray, np.ndarray, int]]) -> pa.Table
             "uih__video_id": pa.array([_joined(r[1]) for r in rows]),
             "uih__action_timestamp": pa.array([_joined(r[2]) for r in rows]),
             "item_id": pa.array([r[3] for r in rows], pa.int64()),
+            "cand__video_id": pa.array([str(r[3]) for r in rows]),
             "label": np.ones(len(rows), dtype=np.int64),
         }
     )
@@ -131,7 +132,8 @@ def write_hstu_data(split: Split, out_dir: Path) -> dict[str, int]:
     """``train.parquet``, ``valid.parquet``, ``test.parquet`` and ``items.parquet``.
 
     Columns: ``user_id``, ``uih__video_id`` and ``uih__action_timestamp`` ("|"-joined, oldest
-    first, at most ``MAX_LEN``), ``item_id`` (the target), ``label`` (1). A user's training
+    first, at most ``MAX_LEN``), ``item_id`` (the target) and ``cand__video_id`` (the same id
+    as the candidate sequence that the config reads), ``label`` (1). A user's training
     events are cut into windows of ``MAX_LEN`` history events and the next one, each window
     starting at the previous one's target, so that with ``autoregressive_loss`` every training
     event but the user's first is predicted once per epoch, from at most ``MAX_LEN`` events
@@ -156,7 +158,10 @@ def write_hstu_data(split: Split, out_dir: Path) -> dict[str, int]:
     pq.write_table(_hstu_table([train[k] for k in order]), out_dir / "train.parquet")
     pq.write_table(_hstu_table(valid), out_dir / "valid.parquet")
     pq.write_table(_hstu_table(test), out_dir / "test.parquet")
-    items = pa.table({"item_id": pa.array(np.arange(1, NUM_ITEMS + 1), pa.int64())})
+    ids = np.arange(1, NUM_ITEMS + 1)
+    items = pa.table(
+        {"item_id": pa.array(ids, pa.int64()), "cand__video_id": pa.array(ids.astype(str))}
+    )
     pq.write_table(items, out_dir / "items.parquet")
     events = sum(len(r[1]) for r in train)
     return {"train_rows": len(train), "train_events": events}

@@ -274,6 +274,22 @@ class HSTUMatch(MatchModel):
                 " features one embedding_name)",
                 field=self.config_field("autoregressive_loss"),
             )
+        by_name = {f.name: f for f in self._features}
+        hist_table = by_name[uih.feature_names[0]].embedding_name
+        item_table = by_name[item.feature_names[0]].embedding_name
+        if not eg.is_jagged_group(item_key) or hist_table != item_table:
+            # a DEEP group's ids are pooled in tables of their own even under the history's
+            # embedding_name: the next items (history rows) and the negatives (candidate rows)
+            # would then come from two tables, which the loss tells apart without learning
+            raise ConfigError(
+                "autoregressive_loss scores history events against the candidates, so both"
+                " must be rows of one table: item_tower.input must be a JAGGED_SEQUENCE group"
+                " (one element per row) whose feature has the history's embedding_name"
+                f" '{hist_table}'; found a"
+                f" {'JAGGED_SEQUENCE' if eg.is_jagged_group(item_key) else 'DEEP'} group with"
+                f" embedding_name '{item_table}'",
+                field=self.config_field("autoregressive_loss"),
+            )
         self._id_keys = (uih.feature_names[0], item.feature_names[0])
 
     def _group(self, field: str, name: str, groups: dict) -> str:

@@ -31,8 +31,9 @@ def test_leave_last_out_split_is_recboles(split):
 
 
 @pytest.mark.skip(
-    reason="issue 16: epochs and margins not calibrated yet (the calibrating run did not finish"
-    " in its session under load; see benchmarks/README.md, HSTU on ML-100K)"
+    reason="issue 16: hstu_match is still below most-popular after 30 epochs (underfitted after"
+    " the shared-table fix); epochs and margins not calibrated yet (see benchmarks/README.md,"
+    " HSTU on ML-100K)"
 )
 def test_hstu_match_beats_most_popular_and_dssm(split, tmp_path):
     data_dir = Path(shared_data("ml-100k", "ml-100k.inter")).parent

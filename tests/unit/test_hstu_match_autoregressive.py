@@ -13,13 +13,24 @@ from recforge.models.model import BaseModel, TrainWrapper
 from recforge.protos import pipeline_pb2
 from tests.helpers.hstu import FEATURES, MODEL
 
+# the candidate is a one-element JAGGED_SEQUENCE under the history's embedding_name, so that
+# history rows and candidate rows are rows of one table
+AR_FEATURES = FEATURES + (
+    'feature_configs { sequence_feature { sequence_name: "cand" sequence_length: 1'
+    ' sequence_delim: "|" features { id_feature { feature_name: "video_id"'
+    ' expression: "item:video_id" embedding_name: "video_emb" num_buckets: 100'
+    " embedding_dim: 16 } } } }"
+)
 AR_MODEL = MODEL.replace(
     "in_batch_negative: true", "in_batch_negative: true autoregressive_loss: true"
+).replace(
+    'feature_names: "item_id" group_type: DEEP',
+    'feature_names: "cand__video_id" group_type: JAGGED_SEQUENCE',
 )
 
 
-def build(model: str = AR_MODEL) -> HSTUMatch:
-    text = f'data_config {{ label_fields: "label" fg_mode: FG_DAG }} {FEATURES} {model}'
+def build(model: str = AR_MODEL, features: str = AR_FEATURES) -> HSTUMatch:
+    text = f'data_config {{ label_fields: "label" fg_mode: FG_DAG }} {features} {model}'
     cfg = text_format.Parse(text, pipeline_pb2.EasyRecConfig())
     torch.manual_seed(0)
     features = create_features(cfg.feature_configs, fg_mode=FG_DAG)
@@ -34,6 +45,7 @@ def rows(histories: list[list[int]], targets: list[int]) -> pa.Table:
                 ["|".join(str(1_000_000 + 60 * i) for i in range(len(h))) for h in histories]
             ),
             "item_id": pa.array(targets, pa.int64()),
+            "cand__video_id": pa.array([str(t) for t in targets]),
             "label": pa.array([1] * len(targets), pa.int64()),
         }
     )
@@ -82,13 +94,37 @@ def test_eval_and_the_default_train_only_the_last_event():
 
 
 def test_an_item_tower_reading_more_than_the_shared_id_is_an_error():
-    features = FEATURES + (
+    features = AR_FEATURES + (
         'feature_configs { id_feature { feature_name: "genre" expression: "item:genre"'
         " num_buckets: 10 embedding_dim: 16 } }"
     )
-    model = AR_MODEL.replace('feature_names: "item_id"', 'feature_names: ["item_id", "genre"]')
+    model = AR_MODEL.replace(
+        'feature_names: "cand__video_id"', 'feature_names: ["cand__video_id", "genre"]'
+    )
     text = f'data_config {{ label_fields: "label" fg_mode: FG_DAG }} {features} {model}'
     cfg = text_format.Parse(text, pipeline_pb2.EasyRecConfig())
     feats = create_features(cfg.feature_configs, fg_mode=FG_DAG)
     with pytest.raises(ConfigError, match="autoregressive_loss"):
         BaseModel.create_class("HSTUMatch")(cfg.model_config, feats, ["label"])
+
+
+def test_a_deep_candidate_group_is_an_error_its_ids_have_a_table_of_their_own():
+    # a DEEP group pools its ids in tables of its own, even under the history's embedding_name:
+    # next items (history table) and negatives (candidate table) would be told apart by table
+    deep = AR_MODEL.replace(
+        'feature_names: "cand__video_id" group_type: JAGGED_SEQUENCE',
+        'feature_names: "item_id" group_type: DEEP',
+    )
+    with pytest.raises(ConfigError, match="JAGGED_SEQUENCE") as err:
+        build(deep)
+    assert err.value.field == "model_config.hstu_match.autoregressive_loss"
+
+
+def test_a_history_item_and_the_same_candidate_are_one_row_of_one_table():
+    model = build()
+    b = parse(model, rows([[7, 2], [3]], [7, 9]))
+    grouped = model.embedding_group(b.sparse_features, b.dense_features)
+    history = model.item_tower.tower(grouped["uih.sequence"])  # [3, D]: items 7, 2, 3
+    candidates = model.item_tower(grouped)  # [2, D]: items 7, 9
+    torch.testing.assert_close(history[0], candidates[0])
+    assert not torch.allclose(history[1], candidates[0])
