@@ -324,7 +324,11 @@ def fmt(value: Optional[float], digits: int = 0) -> str:
 
 def run_line(run: Run) -> str:
     """One line per run for the report."""
-    extra = "".join(f", {k} {fmt(v)}" for k, v in run.extra.items() if v is not None)
+    extra = "".join(
+        f", {k} {fmt(v, 4 if k.endswith('auc') else 0)}"
+        for k, v in run.extra.items()
+        if v is not None
+    )
     return (
         f"- {run.name} seed {run.seed}: samples/s of epochs 2..N "
         f"{[round(s) for s in run.epoch_sps]}, AUC {run.auc:.4f}, inference "

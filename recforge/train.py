@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
@@ -54,9 +53,18 @@ from recforge.utils.train_step import TrainStep
 from recforge.utils.warm_start import warm_start
 
 if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
     from recforge.protos import pipeline_pb2
 
 logger = logging.getLogger(__name__)
+
+
+def _summary_writer(log_dir: str, purge_step: Optional[int] = None) -> SummaryWriter:
+    """A TensorBoard writer; imported only when a run logs (TensorBoard pulls in large packages)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir, purge_step=purge_step)
 
 
 def _next_batch(iterator: Iterator[Batch]) -> Optional[Batch]:
@@ -89,7 +97,7 @@ class _Trainer:
         self.step_in_epoch = 0
         self.is_chief = dist_util.rank() == 0
         self.writer = (
-            SummaryWriter(model_dir_path(config, layout.TRAIN_SUMMARY_DIR))
+            _summary_writer(model_dir_path(config, layout.TRAIN_SUMMARY_DIR))
             if self.is_chief and self.train_config.use_tensorboard
             else None
         )
@@ -144,7 +152,7 @@ class _Trainer:
         if self.writer is not None:
             # points an interrupted run logged after this checkpoint are hidden, not doubled
             self.writer.close()
-            self.writer = SummaryWriter(
+            self.writer = _summary_writer(
                 model_dir_path(self.config, layout.TRAIN_SUMMARY_DIR),
                 purge_step=self.global_step + 1,
             )
@@ -227,7 +235,7 @@ class _Trainer:
         if self.is_chief:
             write_eval_result(self.config, metrics, self.global_step)
             if self.writer is not None:
-                eval_writer = SummaryWriter(
+                eval_writer = _summary_writer(
                     model_dir_path(self.config, layout.EVAL_SUMMARY_DIR),
                     purge_step=self.global_step,  # an earlier, interrupted run's later points
                 )

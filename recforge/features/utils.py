@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -192,6 +191,9 @@ def stable_hash(values: pa.Array) -> np.ndarray:
         strings = strings.fill_null("")
     encoded = strings.dictionary_encode()
     uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    # imported here: pandas is large, and only string hashing needs it
+    import pandas as pd
+
     hashed = pd.util.hash_array(uniques, categorize=False)
     return hashed[encoded.indices.to_numpy(zero_copy_only=False)]
 
