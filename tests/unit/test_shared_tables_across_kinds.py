@@ -171,3 +171,17 @@ def test_a_checkpoint_with_two_tables_of_one_name_is_refused(tmp_path, monkeypat
     path = save_checkpoint(str(tmp_path), 1, split, None, {"global_step": 1})
     with pytest.raises(CheckpointError, match=r"unexpected key.*ebc\.embedding_bags\.item_emb"):
         load_checkpoint(path, EmbeddingGroup(feature_list, [DEEP, SEQ]))
+
+
+def test_the_embedding_l2_penalty_covers_the_shared_lookups_as_before():
+    feature_list = features("mean")
+    shared = EmbeddingGroup(feature_list, [DEEP, SEQ], embedding_l2=0.5).train()
+    pooled = EmbeddingGroup(feature_list, [DEEP], embedding_l2=0.5).train()
+    pooled.copy_weights_from(shared)
+    batch = batch_of(feature_list)
+    penalties = []
+    for module in (shared, pooled):
+        module(batch.sparse_features, batch.dense_features)
+        penalties.append(module.embedding_regularization_loss())
+    assert penalties[0] is not None and penalties[1] is not None and penalties[0] > 0
+    torch.testing.assert_close(penalties[0], penalties[1])
