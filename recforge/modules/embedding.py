@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from typing import Optional, Union, cast
@@ -15,6 +16,7 @@ from torchrec import (
     EmbeddingBagConfig,
     EmbeddingCollection,
     EmbeddingConfig,
+    PoolingType,
 )
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
@@ -34,6 +36,8 @@ from recforge.protos import model_pb2, module_pb2
 # torch.fx keeps wrapped functions as leaf calls only where they are looked up: in this module
 torch.fx.wrap("regroup_by_slices")
 torch.fx.wrap("remap_kjt")
+
+logger = logging.getLogger(__name__)
 
 WIDE_TABLE_SUFFIX = "_wide"
 #: the key of a dense feature's mlp / autodis embedding among the group inputs
@@ -66,6 +70,13 @@ class EmbeddingGroup(nn.Module):
     their tables) and ``sequence_encoders`` (:mod:`recforge.modules.sequence_encoders`): its
     output is its plain features followed by each encoder's output, so any model reading the
     group gets the encoded sequences with it (as in TorchEasyRec).
+
+    A table named by both a DEEP-group id feature and a sequence-group feature (or one feature
+    listed in both) exists once, in the sequence collection: the DEEP-group feature is looked
+    up there and pooled per row with its own pooling (sum / mean, zeros for an empty row), as
+    its embedding bag would. Where we differ from TorchEasyRec: its code builds two tables of
+    that name (one pooled, one not), although its docs promise one shared table; we share it,
+    as the docs say. A weighted id feature cannot share a table with a sequence group.
 
     With ``variational_dropout`` (``model_config.variational_dropout``), every DEEP / WIDE
     group of two or more features drops its features with learned rates
@@ -228,6 +239,16 @@ class EmbeddingGroup(nn.Module):
             if group.group_name in self.sequence_encoders:
                 dims += [e.output_dim() for e in self.sequence_encoders[group.group_name]]  # type: ignore[attr-defined]
             group_dims[group.group_name] = dims
+        #: (feature, table, pooling) of the DEEP-group features whose table a sequence group
+        #: also reads: looked up in the sequence collection, pooled per row (see the docstring)
+        self._ec_pooled = _move_shared_tables(tables, weighted_tables, sequence_tables, by_name)
+        if self._ec_pooled:
+            logger.info(
+                "tables shared by pooled and sequence features (one table each, in the"
+                " sequence collection): %s",
+                ", ".join(dict.fromkeys(table for _, table, _ in self._ec_pooled)),
+            )
+        ec_pooled_keys = {(name, table) for name, table, _ in self._ec_pooled}
         # torchrec names a pooled output "<feature>@<table>" when the feature feeds several tables
         tables_of_feature: dict[str, int] = {}
         for table in [*tables.values(), *weighted_tables.values()]:
@@ -238,7 +259,10 @@ class EmbeddingGroup(nn.Module):
             for key in keys:
                 if isinstance(key, tuple):
                     name, table_name = key
-                    key = f"{name}@{table_name}" if tables_of_feature[name] > 1 else name
+                    if key in ec_pooled_keys or tables_of_feature[name] > 1:
+                        key = f"{name}@{table_name}"
+                    else:
+                        key = name
                 resolved.append(key)
             group_keys[group_name] = resolved
         self._group_keys = group_keys
@@ -247,6 +271,10 @@ class EmbeddingGroup(nn.Module):
         self._group_names = [g.group_name for g in feature_groups]
         self._key_lists: list[list[str]] = [group_keys[g] for g in self._pooled_group_names]
         self._has_sparse = bool(tables) or bool(weighted_tables)
+        self._ec_pooled_keys = [f"{name}@{table}" for name, table, _ in self._ec_pooled]
+        self._ec_pooled_dims = [
+            sequence_tables[table].embedding_dim for _, table, _ in self._ec_pooled
+        ]
         layouts = list(self._sequence_groups.values())
         layouts += [layout for group in self._nested_groups.values() for layout in group]
         self._sequence_dense_keys = list(
@@ -333,16 +361,12 @@ class EmbeddingGroup(nn.Module):
         ``self`` holds a subset of ``source``'s groups (e.g. one tower of a match model); its
         weights become copies of ``source``'s, on ``self``'s device.
         """
+        # by table name: a table shared by pooled and sequence features is in ``source``'s
+        # sequence collection, but in ``self``'s pooled one when ``self`` keeps no sequence group
+        trained = source._table_weights()
         with torch.no_grad():
-            for mine, theirs in ((self.ebc, source.ebc), (self.weighted_ebc, source.weighted_ebc)):
-                if mine is not None:
-                    trained = dict(theirs.embedding_bags.items())  # type: ignore[union-attr]
-                    for name, bag in mine.embedding_bags.items():
-                        bag.weight.copy_(trained[name].weight.detach())
-            for key, ec in self.sequence_ecs.items():
-                trained = source.sequence_ecs[key].embeddings  # type: ignore[assignment]
-                for name, table in ec.embeddings.items():  # type: ignore[operator, union-attr]
-                    table.weight.copy_(trained[name].weight.detach())
+            for name, weight in self._table_weights().items():
+                weight.copy_(trained[name].detach())
         for name, encoders in self.sequence_encoders.items():
             encoders.load_state_dict(source.sequence_encoders[name].state_dict())
         for name, dropout in self.variational_dropouts.items():
@@ -351,6 +375,18 @@ class EmbeddingGroup(nn.Module):
             embedding.load_state_dict(source.dense_embeddings[name].state_dict())
         for name, remapper in self.zch.items():
             remapper.load_state_dict(source.zch[name].state_dict())
+
+    def _table_weights(self) -> dict[str, torch.Tensor]:
+        """Every embedding table's weight ``[rows, dim]`` by table name (names are unique)."""
+        weights: dict[str, torch.Tensor] = {}
+        for collection in (self.ebc, self.weighted_ebc):
+            if collection is not None:
+                for name, bag in collection.embedding_bags.items():
+                    weights[name] = bag.weight
+        for ec in self.sequence_ecs.values():
+            for name, table in ec.embeddings.items():  # type: ignore[operator, union-attr]
+                weights[name] = table.weight
+        return weights
 
     def variational_dropout_losses(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Each group's variational-dropout regularisation term, ``<group>_feature_p_loss``.
@@ -448,23 +484,35 @@ class EmbeddingGroup(nn.Module):
             slices = regroup_by_slices([dense_features], [[k] for k in self._sequence_dense_keys])
             for i, key in enumerate(self._sequence_dense_keys):
                 dense[key] = slices[i]
+        jagged: dict[str, JaggedTensor] = {}
+        if self._sequence_groups or self._nested_groups:
+            for ec in self.sequence_ecs.values():
+                jagged.update(ec(sparse_features))
         if self._key_lists:
             keyed: list[KeyedTensor] = []
-            if self.ebc is not None:
-                pooled = self.ebc(sparse_features)
-                if self.training and self._embedding_l2 > 0:
-                    self._embedding_penalty = self._embedding_l2 * used_rows_l2(
-                        pooled, sparse_features
-                    )
+            penalties: list[torch.Tensor] = []
+            regularize = self.training and self._embedding_l2 > 0
+            for collection in (self.ebc, self.weighted_ebc):
+                if collection is not None:
+                    pooled = collection(sparse_features)
+                    if regularize:
+                        penalties.append(used_rows_l2(pooled, sparse_features))
+                    keyed.append(pooled)
+            if len(self._ec_pooled) > 0:
+                pooled = KeyedTensor(
+                    keys=self._ec_pooled_keys,
+                    length_per_key=self._ec_pooled_dims,
+                    values=torch.cat(
+                        [_pool_rows(jagged[name], pooling) for name, _, pooling in self._ec_pooled],
+                        dim=1,
+                    ),
+                    key_dim=1,
+                )
+                if regularize:
+                    penalties.append(used_rows_l2(pooled, sparse_features))
                 keyed.append(pooled)
-            if self.weighted_ebc is not None:
-                weighted = self.weighted_ebc(sparse_features)
-                if self.training and self._embedding_l2 > 0:
-                    penalty = self._embedding_l2 * used_rows_l2(weighted, sparse_features)
-                    if self._embedding_penalty is not None and self.ebc is not None:
-                        penalty = penalty + self._embedding_penalty
-                    self._embedding_penalty = penalty
-                keyed.append(weighted)
+            if len(penalties) > 0:
+                self._embedding_penalty = self._embedding_l2 * torch.stack(penalties).sum()
             if self._has_dense:
                 keyed.append(dense_features)
             if len(self.dense_embeddings) > 0:
@@ -475,9 +523,6 @@ class EmbeddingGroup(nn.Module):
                 if name in self.variational_dropouts:
                     out[name] = self.variational_dropouts[name](out[name])
         if self._sequence_groups or self._nested_groups:
-            jagged: dict[str, JaggedTensor] = {}
-            for ec in self.sequence_ecs.values():
-                jagged.update(ec(sparse_features))
             if len(self._element_pooled) > 0:
                 by_key = sparse_features.to_dict()
                 for name, key, pooling in self._element_pooled:
@@ -669,8 +714,19 @@ def _jagged_dense_sequence(packed: torch.Tensor, lengths: torch.Tensor) -> torch
 
 def _sum_pool(embeddings: JaggedTensor) -> torch.Tensor:
     """Sum of each row's embeddings ``[B, D]`` (zeros for an empty row)."""
+    return _pool_rows(embeddings, "sum")
+
+
+def _pool_rows(embeddings: JaggedTensor, pooling: str) -> torch.Tensor:
+    """Each row's embeddings pooled to ``[B, D]``, as an embedding bag pools them.
+
+    Args:
+        embeddings: ``values [N, D]``, ``lengths [B]``.
+        pooling: ``"sum"`` or ``"mean"``; an empty row gives zeros either way.
+
+    """
     return torch.segment_reduce(
-        embeddings.values(), "sum", lengths=embeddings.lengths(), unsafe=True, initial=0.0
+        embeddings.values(), pooling, lengths=embeddings.lengths(), unsafe=True, initial=0.0
     )
 
 
@@ -733,6 +789,64 @@ def _share_table(tables: dict[str, TableConfig], table: TableConfig, feature_nam
         )
     elif feature_name not in existing.feature_names:
         existing.feature_names.append(feature_name)
+
+
+def _move_shared_tables(
+    tables: dict[str, EmbeddingBagConfig],
+    weighted_tables: dict[str, EmbeddingBagConfig],
+    sequence_tables: dict[str, EmbeddingConfig],
+    by_name: dict[str, BaseFeature],
+) -> list[tuple[str, str, str]]:
+    """Moves the pooled tables that sequence groups also read into the sequence tables.
+
+    Such a table then exists once, unpooled; its pooled features are looked up there and
+    pooled per row in :meth:`EmbeddingGroup.forward`.
+
+    Args:
+        tables: the pooled (EBC) tables by name; shared ones are removed.
+        weighted_tables: the weighted pooled tables by name (never shared).
+        sequence_tables: the unpooled (EC) tables by name; gain the moved tables' features.
+        by_name: every feature by name.
+
+    Returns:
+        ``[(feature, table, pooling)]`` of the moved pooled features, pooling ``"sum"`` or
+        ``"mean"`` (each feature's own, as its ``EmbeddingBagConfig`` says).
+
+    Raises:
+        EmbeddingGroupError: a weighted feature's table is read by a sequence group, or a
+            pooled and a sequence feature sharing a table differ in dim or rows.
+
+    """
+    for name, bag in weighted_tables.items():
+        if name in sequence_tables:
+            raise EmbeddingGroupError(
+                f"weighted id feature '{bag.feature_names[0]}' shares table '{name}' with"
+                f" feature '{sequence_tables[name].feature_names[0]}' of a sequence group;"
+                " sequence groups look ids up without weights, so the two cannot share a table:"
+                " give one of them another embedding_name"
+            )
+    moved: list[tuple[str, str, str]] = []
+    for name in [n for n in tables if n in sequence_tables]:
+        bag = tables.pop(name)
+        target = sequence_tables[name]
+        for feature_name in bag.feature_names:
+            config = by_name[feature_name].emb_config
+            assert config is not None  # a sparse feature
+            if (config.embedding_dim, config.num_embeddings) != (
+                target.embedding_dim,
+                target.num_embeddings,
+            ):
+                raise EmbeddingGroupError(
+                    f"feature '{feature_name}' (DEEP group) and feature"
+                    f" '{target.feature_names[0]}' (sequence group) share table '{name}' but"
+                    f" not its shape: {config.num_embeddings} x {config.embedding_dim} and"
+                    f" {target.num_embeddings} x {target.embedding_dim} (rows x dim); give them"
+                    " the same embedding_dim and number of ids, or different embedding_names"
+                )
+            _share_table(sequence_tables, config, feature_name)
+            pooling = by_name[feature_name].emb_bag_config.pooling  # type: ignore[union-attr]
+            moved.append((feature_name, name, "mean" if pooling == PoolingType.MEAN else "sum"))
+    return moved
 
 
 def _build_sequence_group(

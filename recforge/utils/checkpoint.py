@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from typing import Any, Optional
 
@@ -152,6 +153,36 @@ def _digest_files(directory: str) -> dict[str, str]:
     return digests
 
 
+# an embedding table's weight among the model's keys (pooled or unpooled collection)
+_TABLE_KEY = re.compile(r"\.(?:embedding_bags|sequence_ecs\.dim_\d+\.embeddings)\.[^.]+\.weight$")
+
+
+def _check_tables(files: CheckpointFiles, model_state: dict[str, Any]) -> None:
+    """Refuses a checkpoint holding an embedding table the model has no place for.
+
+    DCP loads what the model asks for and skips the rest, so a table the model dropped or
+    moved (e.g. the pooled twin of a table that sequence groups now share) would vanish
+    silently.
+
+    Raises:
+        CheckpointError: naming the first such key.
+
+    """
+    unexpected = sorted(
+        key
+        for key in files.metadata().state_dict_metadata
+        if key.startswith("model.") and _TABLE_KEY.search(key) and key[6:] not in model_state
+    )
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(
+            f"cannot restore checkpoint '{files.directory}': unexpected key in checkpoint"
+            f" state_dict: {unexpected[0][6:]}{more}; the model has no such table (was the"
+            " checkpoint written for another model config, or before recforge shared one table"
+            " between pooled and sequence features of one embedding_name?)"
+        )
+
+
 def load_checkpoint(
     checkpoint_path: str,
     model: nn.Module,
@@ -186,6 +217,7 @@ def load_checkpoint(
             optimizer.init_state()
         with sequential_access():  # file-backed tables: whole-table writes, read ahead
             model_state = model.state_dict()
+            _check_tables(files, model_state)
             files.load({"model": model_state})
             model.load_state_dict(model_state)
             if optimizer is not None:

@@ -39,8 +39,8 @@ def shard(model: BaseModel, sparse: str) -> ShardedTraining:
 CPU = torch.device("cpu")
 
 
-# "item" feeds a pooled group and the SEQUENCE group: table item_emb is in both the
-# EmbeddingBagCollection and the EmbeddingCollection (separate weights of the same name)
+# "item" feeds a pooled group and the SEQUENCE group: its one table item_emb is in the
+# EmbeddingCollection, read unpooled by "seq" and pooled per row for "user"
 DIN_BODY = """
   feature_groups { group_name: "user" feature_names: ["user", "item", "price"] }
   feature_groups { group_name: "seq" feature_names: ["item", "tag_seq"] group_type: SEQUENCE }
