@@ -21,7 +21,7 @@ from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.kernel import check_hstu_build
 from recforge.modules.gr.targets import reversed_rows
 from recforge.modules.mlp import MLP
-from recforge.protos import model_pb2
+from recforge.protos import model_pb2, module_pb2
 
 # traced export graphs call it as one opaque (scripted) function: it depends on the data
 torch.fx.wrap("reversed_rows")
@@ -106,8 +106,11 @@ class DlrmHSTU(MultiTaskRank):
     candidate) and learns whether any of its bits is set, as TorchEasyRec does. With
     ``sequence_timestamp_is_ascending: false`` (newest first) each user's history and
     candidates are reversed before encoding and the scores returned in the input's order.
-    Not built yet: the action encoder of the contextual preprocessor (the candidates' action
-    token), the interleave preprocessor, a SEQUENCE ``contextual`` group.
+    With ``contextual_preprocessor { action_encoder action_mlp }`` each history event's
+    actions (the JAGGED_SEQUENCE group ``uih_action``, a bitmask per event, and with
+    ``watchtime_to_action_thresholds`` the group ``uih_watchtime``) are encoded and added to
+    its row; the candidates get one learned action row (see the transducer).
+    Not built yet: the interleave preprocessor, a SEQUENCE ``contextual`` group.
     """
 
     # ---- tasks: fusion_mtl_tower.task_configs ---------------------------------------------
@@ -167,12 +170,6 @@ class DlrmHSTU(MultiTaskRank):
                 f" found {kind or 'none'}",
                 field=pre_field,
             )
-        pre = hstu.input_preprocessor.contextual_preprocessor
-        if pre.HasField("action_encoder") or pre.HasField("action_mlp"):
-            raise ConfigError(
-                "the contextual preprocessor's action_encoder / action_mlp are not supported yet",
-                field=f"{pre_field}.contextual_preprocessor.action_encoder",
-            )
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
         prefix = hstu.name or "uih"
         jagged = model_pb2.JAGGED_SEQUENCE
@@ -195,6 +192,8 @@ class DlrmHSTU(MultiTaskRank):
                         field=self.config_field("hstu.positional_encoder"),
                     )
             read += [timestamp, CANDIDATE_TIMESTAMP_GROUP]
+        actions = self._action_groups(hstu, groups, pre_field)
+        read += actions
         contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
 
@@ -209,7 +208,7 @@ class DlrmHSTU(MultiTaskRank):
         self._descending = not cfg.sequence_timestamp_is_ascending
         self._sequences = tuple(
             source(name)
-            for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP)
+            for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP, *actions)
             if name in read and eg.is_jagged_group(name)
         )
         with self.config_errors("hstu"):
@@ -225,6 +224,7 @@ class DlrmHSTU(MultiTaskRank):
                 contextual,
                 eg.group_dims(contextual) if contextual is not None else None,
                 cfg.concat_contextual_features,
+                *self._action_sources(prefix, actions),
             )
         self._build_head(width(CANDIDATE_GROUP), self.transducer.output_dim())
 
@@ -243,6 +243,68 @@ class DlrmHSTU(MultiTaskRank):
                 f"{self._model_type} needs max_seq_len > 0 (the longest history plus candidates)",
                 field=self.config_field("max_seq_len"),
             )
+
+    def _action_groups(
+        self, hstu: module_pb2.HSTU, groups: dict[str, Any], pre_field: str
+    ) -> list[str]:
+        """The action groups ``hstu``'s action encoder reads (none without one).
+
+        ``<prefix>_action`` (each event's bitmask) and, with watch-time thresholds or when
+        the group exists, ``<prefix>_watchtime``: JAGGED_SEQUENCE groups, TorchEasyRec's
+        names.
+
+        Args:
+            hstu: the channel's ``HSTU`` message (its ``contextual_preprocessor``).
+            groups: the feature groups by name.
+            pre_field: the path of its ``input_preprocessor``, for errors.
+
+        """
+        pre = hstu.input_preprocessor.contextual_preprocessor
+        field = f"{pre_field}.contextual_preprocessor"
+        if not pre.HasField("action_encoder"):
+            if pre.HasField("action_mlp"):
+                # TorchEasyRec builds nothing from it then; an MLP that never runs is a mistake
+                raise ConfigError(
+                    "action_mlp needs an action_encoder { simple_action_encoder { ... } }",
+                    field=f"{field}.action_mlp",
+                )
+            return []
+        prefix = hstu.name or "uih"
+        names = [f"{prefix}_action"]
+        watchtime = f"{prefix}_watchtime"
+        # without thresholds TorchEasyRec embeds the group and never reads it: taken along
+        # here too, so that its documented config (which has the group) warns of nothing
+        if (
+            watchtime in groups
+            or pre.action_encoder.simple_action_encoder.watchtime_to_action_thresholds
+        ):
+            names.append(watchtime)
+        for name in names:
+            if name not in groups or groups[name].group_type != model_pb2.JAGGED_SEQUENCE:
+                raise ConfigError(
+                    f"the action encoder needs a JAGGED_SEQUENCE feature group '{name}' with"
+                    f" the history's {name.rsplit('_', 1)[1]} values (groups:"
+                    f" {', '.join(groups)})",
+                    field=f"{field}.action_encoder",
+                )
+        if not pre.action_mlp.HasField("simple_mlp"):
+            raise ConfigError(
+                "action_encoder needs action_mlp { simple_mlp { hidden_dim } } (the MLP to the"
+                " sequence width)",
+                field=f"{field}.action_mlp",
+            )
+        return names
+
+    def _action_sources(
+        self, prefix: str, actions: list[str]
+    ) -> tuple[Optional[SequenceInput], Optional[SequenceInput]]:
+        """The transducer's ``action`` and ``watchtime`` inputs of :meth:`_action_groups`."""
+        action = f"{prefix}_action"
+        watchtime = f"{prefix}_watchtime"
+        return (
+            SequenceInput(action, True) if action in actions else None,
+            SequenceInput(watchtime, True) if watchtime in actions else None,
+        )
 
     def _contextual_group(self, groups: dict[str, Any], read: list[str]) -> Optional[str]:
         """The DEEP ``contextual`` group if there is one (added to ``read``).

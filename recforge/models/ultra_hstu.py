@@ -59,8 +59,8 @@ class UltraHSTU(DlrmHSTU):
     (``attn_truncation_split_layer`` / ``attn_truncation_tail_len``) and selective
     rematerialization (``stu.recompute_*``).
 
-    Where we differ from TorchEasyRec: as in ``dlrm_hstu`` (one candidate per row, no
-    action encoder, so the ``<name>_action`` / ``<name>_watchtime`` groups are not read yet).
+    A channel with an action encoder reads its own ``<name>_action`` (and, with watch-time
+    thresholds, ``<name>_watchtime``) group, as TorchEasyRec's channels do.
     """
 
     def build(self) -> None:
@@ -126,6 +126,7 @@ class UltraHSTU(DlrmHSTU):
                         contextual,
                         eg.group_dims(contextual) if contextual is not None else None,
                         cfg.concat_contextual_features,
+                        *self._action_sources(prefix, read),
                     )
                 )
         # one channel: the transducer itself, so that its parameters are named as dlrm_hstu's;
@@ -147,12 +148,6 @@ class UltraHSTU(DlrmHSTU):
                 "ultra_hstu needs input_preprocessor { contextual_preprocessor { ... } },"
                 f" found {kind or 'none'}",
                 field=f"{field}.input_preprocessor",
-            )
-        pre = hstu.input_preprocessor.contextual_preprocessor
-        if pre.HasField("action_encoder") or pre.HasField("action_mlp"):
-            raise ConfigError(
-                "the contextual preprocessor's action_encoder / action_mlp are not supported yet",
-                field=f"{field}.input_preprocessor.contextual_preprocessor.action_encoder",
             )
         split, tail = hstu.attn_truncation_split_layer, hstu.attn_truncation_tail_len
         if (split > 0) != (tail > 0):
@@ -201,4 +196,4 @@ class UltraHSTU(DlrmHSTU):
                         field=f"{field}.positional_encoder",
                     )
                 read.append(name)
-        return read
+        return read + self._action_groups(hstu, groups, f"{field}.input_preprocessor")

@@ -7,6 +7,14 @@ that pools the history as a bag only knows how many such items the history holds
 the last one is. ``label_next`` says whether the candidate is the last item (every candidate
 is in the history, so again only the order tells). With one candidate per row the labels are
 numbers; with several they are "|"-joined, one per candidate, like the candidate columns.
+
+With ``actions=True`` the table, the features and the model take the shape of TorchEasyRec's
+documented dlrm_hstu config: per-event action bitmasks ``uih__action_weight`` and watch times
+``uih__watch_time`` (groups ``uih_action`` / ``uih_watchtime``), a DEEP ``contextual`` group
+(``user_id``), an action encoder with ``action_weights: [1, 2]`` and ``task_bitmask`` tasks
+over the candidates' action label ``label_action`` (bit 1: ``label_next``, bit 2:
+``label_hot``). The actions are noise drawn from their own generator, so the other columns are
+the same with and without them.
 """
 
 from __future__ import annotations
@@ -27,11 +35,17 @@ MAX_CANDIDATES = 4
 
 
 def planted_rank_table(
-    rows: int, seed: int, min_len: int = 6, max_len: int = 10, max_candidates: int = 1
+    rows: int,
+    seed: int,
+    min_len: int = 6,
+    max_len: int = 10,
+    max_candidates: int = 1,
+    actions: bool = False,
 ) -> pa.Table:
     """``uih__video_id`` / ``uih__action_timestamp`` ("|"-joined), the candidates
     ``cand__item_id`` / ``cand__item_ts`` (1 to ``max_candidates`` each), ``label_next``,
-    ``label_hot``."""
+    ``label_hot``; with ``actions`` also ``uih__action_weight`` / ``uih__watch_time``,
+    ``user_id`` and ``label_action`` (see the module docstring)."""
     rng = np.random.default_rng(seed)
     histories, times, cands, cand_ts, nxt, hot = [], [], [], [], [], []
     for _ in range(rows):
@@ -56,6 +70,19 @@ def planted_rank_table(
             "label_next": pa.array([int(v[0]) for v in nxt], pa.int64()),
             "label_hot": pa.array([int(v[0]) for v in hot], pa.int64()),
         }
+    if actions:
+        noise = np.random.default_rng(seed + 1000)
+        labels["label_action"] = (
+            joined([n + 2 * h for n, h in zip(nxt, hot)])
+            if max_candidates > 1
+            else pa.array([int(n[0] + 2 * h[0]) for n, h in zip(nxt, hot)], pa.int64())
+        )
+        labels = {
+            "uih__action_weight": joined([noise.integers(0, 4, len(h)) for h in histories]),
+            "uih__watch_time": joined([noise.integers(0, 100, len(h)) for h in histories]),
+            "user_id": pa.array([str(i) for i in range(rows)]),
+            **labels,
+        }
     return pa.table(
         {
             **history_columns(histories, times),
@@ -77,7 +104,21 @@ def write_planted_rank_data(
     write_train_eval(directory, table, train_rows, eval_rows)
 
 
-FEATURES = f"""
+def features(actions: bool = False) -> str:
+    """The feature configs of :func:`planted_rank_table`'s columns."""
+    extra = ""
+    if actions:
+        extra = """
+    features { raw_feature { feature_name: "action_weight" expression: "user:action_weight" } }
+    features { raw_feature { feature_name: "watch_time" expression: "user:watch_time" } }"""
+    user = (
+        """
+feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id"
+                               embedding_dim: 8 num_buckets: 1000 } }"""
+        if actions
+        else ""
+    )
+    return f"""
 feature_configs {{
   sequence_feature {{
     sequence_name: "uih" sequence_length: 10 sequence_delim: "|"
@@ -85,7 +126,7 @@ feature_configs {{
                             embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
                             embedding_dim: 16 }} }}
     features {{ raw_feature {{ feature_name: "action_timestamp"
-                             expression: "user:action_timestamp" }} }}
+                             expression: "user:action_timestamp" }} }}{extra}
   }}
 }}
 feature_configs {{
@@ -96,8 +137,11 @@ feature_configs {{
                             embedding_dim: 16 }} }}
     features {{ raw_feature {{ feature_name: "item_ts" expression: "item:item_ts" }} }}
   }}
-}}
+}}{user}
 """
+
+
+FEATURES = features()
 
 TASKS = """
     task_configs { task_name: "next" label_name: "label_next"
@@ -106,7 +150,37 @@ TASKS = """
                    losses { binary_cross_entropy { } } metrics { auc { } } }
 """
 
-MODEL = f"""
+#: the ``task_bitmask`` tasks of the ``actions`` model (TorchEasyRec's click / like pair)
+ACTION_TASKS = """
+    task_configs { task_name: "next" label_name: "label_action" task_bitmask: 1
+                   losses { binary_cross_entropy { } } metrics { auc { } } }
+    task_configs { task_name: "hot" label_name: "label_action" task_bitmask: 2
+                   losses { binary_cross_entropy { } } metrics { auc { } } }
+"""
+
+#: the action encoder and MLP of the ``actions`` model
+ACTION_ENCODER = """
+        action_encoder { simple_action_encoder { action_embedding_dim: 4
+                                                 action_weights: [1, 2] } }
+        action_mlp { simple_mlp { hidden_dim: 16 } }"""
+
+
+def model(actions: bool = False) -> str:
+    """The dlrm_hstu model config; with ``actions`` TorchEasyRec's documented shape."""
+    groups = ""
+    if actions:
+        groups = """
+  feature_groups { group_name: "contextual" feature_names: "user_id" group_type: DEEP }
+  feature_groups { group_name: "uih_action" feature_names: "uih__action_weight"
+                   group_type: JAGGED_SEQUENCE }
+  feature_groups { group_name: "uih_watchtime" feature_names: "uih__watch_time"
+                   group_type: JAGGED_SEQUENCE }"""
+    tower = (
+        f'mlp {{ hidden_units: [16] activation: "nn.SiLU" use_ln: true }} {ACTION_TASKS}'
+        if actions
+        else f"mlp {{ hidden_units: [16] }} {TASKS}"
+    )
+    return f"""
 model_config {{
   feature_groups {{ group_name: "uih" feature_names: "uih__video_id"
                    group_type: JAGGED_SEQUENCE }}
@@ -115,7 +189,7 @@ model_config {{
   feature_groups {{ group_name: "candidate" feature_names: "cand__item_id"
                    group_type: JAGGED_SEQUENCE }}
   feature_groups {{ group_name: "candidate_timestamp" feature_names: "cand__item_ts"
-                   group_type: JAGGED_SEQUENCE }}
+                   group_type: JAGGED_SEQUENCE }}{groups}
   dlrm_hstu {{
     hstu {{
       stu {{ embedding_dim: 16 num_heads: 2 hidden_dim: 8 attention_dim: 8
@@ -124,19 +198,22 @@ model_config {{
       attn_num_layers: 2
       positional_encoder {{ num_position_buckets: 32 num_time_buckets: 64
                            use_time_encoding: true }}
-      input_preprocessor {{ contextual_preprocessor {{
+      input_preprocessor {{ contextual_preprocessor {{{ACTION_ENCODER if actions else ""}
         content_encoder {{ slice_content_encoder {{ }} }}
         content_mlp {{ simple_mlp {{ hidden_dim: 16 }} }}
       }} }}
       output_postprocessor {{ layernorm_postprocessor {{ }} }}
     }}
-    fusion_mtl_tower {{ mlp {{ hidden_units: [16] }} {TASKS} }}
+    fusion_mtl_tower {{ {tower} }}
     max_seq_len: 14
     item_embedding_hidden_dim: 16
   }}
   kernel: PYTORCH
 }}
 """
+
+
+MODEL = model()
 
 #: the bag-of-history baseline (the history pooled by sum next to the candidate, an MLP) that
 #: a dlrm_hstu run on this data should beat on ``label_hot``

@@ -192,13 +192,11 @@ def test_the_history_only_preprocessor_is_refused():
 
 
 def test_unbuilt_fields_are_refused_by_validation():
-    text = MODEL.replace(
-        "content_encoder {",
-        "action_encoder { simple_action_encoder { action_embedding_dim: 4 } } content_encoder {",
-        1,
-    )
+    text = MODEL.replace("layernorm_postprocessor { }", "timestamp_layernorm_postprocessor { }", 1)
     problems = dict(check_support(config(text)))
-    assert any(p.endswith("contextual_preprocessor.action_encoder") for p in problems)
+    assert any(
+        p.endswith("output_postprocessor.timestamp_layernorm_postprocessor") for p in problems
+    )
 
 
 def test_a_task_without_losses_takes_the_model_losses():
