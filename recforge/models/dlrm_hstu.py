@@ -16,7 +16,9 @@ from recforge.datasets.jagged_labels import CANDIDATE_GROUP, NUM_CANDIDATES
 from recforge.errors import DataError
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.models.rank_model import Task
+from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
+from recforge.modules.gr.groups import contextual_group
 from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.kernel import check_hstu_build
 from recforge.modules.gr.targets import reversed_rows
@@ -28,7 +30,6 @@ torch.fx.wrap("reversed_rows")
 
 #: TorchEasyRec's fixed group names (the history's is ``hstu.name`` or ``uih``)
 CANDIDATE_TIMESTAMP_GROUP = "candidate_timestamp"
-CONTEXTUAL_GROUP = "contextual"
 
 logger = logging.getLogger(__name__)
 
@@ -172,15 +173,13 @@ class DlrmHSTU(MultiTaskRank):
             )
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
         prefix = hstu.name or "uih"
-        jagged = model_pb2.JAGGED_SEQUENCE
-        for name, kinds in ((prefix, (jagged,)), (CANDIDATE_GROUP, (jagged, model_pb2.DEEP))):
-            if name not in groups or groups[name].group_type not in kinds:
-                wanted = "a JAGGED_SEQUENCE" if len(kinds) == 1 else "a JAGGED_SEQUENCE or DEEP"
-                raise ConfigError(
-                    f"dlrm_hstu needs {wanted} feature group '{name}' (groups:"
-                    f" {', '.join(groups)})",
-                    field="model_config.feature_groups",
-                )
+        if prefix not in groups or groups[prefix].group_type != model_pb2.JAGGED_SEQUENCE:
+            raise ConfigError(
+                f"dlrm_hstu needs a JAGGED_SEQUENCE feature group '{prefix}' (groups:"
+                f" {', '.join(groups)})",
+                field="model_config.feature_groups",
+            )
+        self._check_candidate_group(groups)
         read = [prefix, CANDIDATE_GROUP]
         timestamp = f"{prefix}_timestamp"
         if hstu.positional_encoder.use_time_encoding:
@@ -196,37 +195,30 @@ class DlrmHSTU(MultiTaskRank):
         read += actions
         contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
-
-        def source(name: str) -> SequenceInput:
-            return SequenceInput(name, eg.is_jagged_group(name))
-
-        def width(name: str) -> int:
-            return eg.sequence_dim(name) if eg.is_jagged_group(name) else eg.group_total_dim(name)
-
-        self._candidate = source(CANDIDATE_GROUP)
+        self._candidate = self._source(eg, CANDIDATE_GROUP)
         # newest first: these groups are put oldest first before the transducer
         self._descending = not cfg.sequence_timestamp_is_ascending
         self._sequences = tuple(
-            source(name)
+            self._source(eg, name)
             for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP, *actions)
             if name in read and eg.is_jagged_group(name)
         )
         with self.config_errors("hstu"):
             self.transducer = HSTUTransducer(
                 hstu,
-                source(prefix),
-                width(prefix),
+                self._source(eg, prefix),
+                self._width(eg, prefix),
                 self._candidate,
-                width(CANDIDATE_GROUP),
+                self._width(eg, CANDIDATE_GROUP),
                 cfg.max_seq_len,
-                source(timestamp) if timestamp in read else None,
-                source(CANDIDATE_TIMESTAMP_GROUP) if timestamp in read else None,
+                self._source(eg, timestamp) if timestamp in read else None,
+                self._source(eg, CANDIDATE_TIMESTAMP_GROUP) if timestamp in read else None,
                 contextual,
                 eg.group_dims(contextual) if contextual is not None else None,
                 cfg.concat_contextual_features,
                 *self._action_sources(prefix, actions),
             )
-        self._build_head(width(CANDIDATE_GROUP), self.transducer.output_dim())
+        self._build_head(self._width(eg, CANDIDATE_GROUP), self.transducer.output_dim())
 
     # ---- pieces of build shared with UltraHSTU ------------------------------------------------
     def _check_common(self, allow_descending: bool) -> None:
@@ -243,6 +235,26 @@ class DlrmHSTU(MultiTaskRank):
                 f"{self._model_type} needs max_seq_len > 0 (the longest history plus candidates)",
                 field=self.config_field("max_seq_len"),
             )
+
+    def _check_candidate_group(self, groups: dict[str, Any]) -> None:
+        """Raises ConfigError unless ``candidate`` is a JAGGED_SEQUENCE or DEEP group."""
+        kinds = (model_pb2.JAGGED_SEQUENCE, model_pb2.DEEP)
+        if CANDIDATE_GROUP not in groups or groups[CANDIDATE_GROUP].group_type not in kinds:
+            raise ConfigError(
+                f"{self._model_type} needs a JAGGED_SEQUENCE or DEEP feature group"
+                f" '{CANDIDATE_GROUP}' (groups: {', '.join(groups)})",
+                field="model_config.feature_groups",
+            )
+
+    @staticmethod
+    def _source(eg: EmbeddingGroup, name: str) -> SequenceInput:
+        """Where group ``name``'s rows are in ``eg``'s outputs."""
+        return SequenceInput(name, eg.is_jagged_group(name))
+
+    @staticmethod
+    def _width(eg: EmbeddingGroup, name: str) -> int:
+        """The width of one of group ``name``'s rows (a jagged group's element, a DEEP row)."""
+        return eg.sequence_dim(name) if eg.is_jagged_group(name) else eg.group_total_dim(name)
 
     def _action_groups(
         self, hstu: module_pb2.HSTU, groups: dict[str, Any], pre_field: str
@@ -311,15 +323,8 @@ class DlrmHSTU(MultiTaskRank):
 
         Then warns about every group in ``groups`` that ``read`` leaves out.
         """
-        contextual: Optional[str] = None
-        if CONTEXTUAL_GROUP in groups:
-            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
-                raise ConfigError(
-                    f"{self._model_type}'s '{CONTEXTUAL_GROUP}' feature group must be a DEEP group"
-                    " (a SEQUENCE contextual group is not supported yet)",
-                    field="model_config.feature_groups",
-                )
-            contextual = CONTEXTUAL_GROUP
+        contextual = contextual_group(groups, self._model_type)
+        if contextual is not None:
             read.append(contextual)
         for name in groups:
             if name not in read:  # e.g. a timestamp group without time encoding

@@ -11,7 +11,7 @@ from recforge.models.dlrm_hstu import (
     CANDIDATE_TIMESTAMP_GROUP,
     DlrmHSTU,
 )
-from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
+from recforge.modules.gr.hstu_transducer import HSTUTransducer
 from recforge.protos import model_pb2, module_pb2
 
 
@@ -85,29 +85,13 @@ class UltraHSTU(DlrmHSTU):
         self._check_common(allow_descending=False)
         kernel = self._base_model_config.kernel
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
-        jagged = model_pb2.JAGGED_SEQUENCE
-        if CANDIDATE_GROUP not in groups or groups[CANDIDATE_GROUP].group_type not in (
-            jagged,
-            model_pb2.DEEP,
-        ):
-            raise ConfigError(
-                f"ultra_hstu needs a JAGGED_SEQUENCE or DEEP feature group '{CANDIDATE_GROUP}'"
-                f" (groups: {', '.join(groups)})",
-                field="model_config.feature_groups",
-            )
+        self._check_candidate_group(groups)
         read = [CANDIDATE_GROUP]
         for i, hstu in enumerate(channels):
             read += self._check_channel(i, hstu, groups, kernel)
         contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
-
-        def source(name: str) -> SequenceInput:
-            return SequenceInput(name, eg.is_jagged_group(name))
-
-        def width(name: str) -> int:
-            return eg.sequence_dim(name) if eg.is_jagged_group(name) else eg.group_total_dim(name)
-
-        self._candidate = source(CANDIDATE_GROUP)
+        self._candidate = self._source(eg, CANDIDATE_GROUP)
         transducers: list[HSTUTransducer] = []
         for i, hstu in enumerate(channels):
             prefix = hstu.name or "uih"
@@ -116,13 +100,13 @@ class UltraHSTU(DlrmHSTU):
                 transducers.append(
                     HSTUTransducer(
                         hstu,
-                        source(prefix),
-                        width(prefix),
+                        self._source(eg, prefix),
+                        self._width(eg, prefix),
                         self._candidate,
-                        width(CANDIDATE_GROUP),
+                        self._width(eg, CANDIDATE_GROUP),
                         cfg.max_seq_len,
-                        source(f"{prefix}_timestamp") if timed else None,
-                        source(CANDIDATE_TIMESTAMP_GROUP) if timed else None,
+                        self._source(eg, f"{prefix}_timestamp") if timed else None,
+                        self._source(eg, CANDIDATE_TIMESTAMP_GROUP) if timed else None,
                         contextual,
                         eg.group_dims(contextual) if contextual is not None else None,
                         cfg.concat_contextual_features,
@@ -135,7 +119,7 @@ class UltraHSTU(DlrmHSTU):
             self.transducer = transducers[0]
         else:
             self.transducer = TransducerStack(transducers)  # type: ignore[assignment]
-        self._build_head(width(CANDIDATE_GROUP), sum(t.output_dim() for t in transducers))
+        self._build_head(self._width(eg, CANDIDATE_GROUP), sum(t.output_dim() for t in transducers))
 
     def _check_channel(
         self, index: int, hstu: module_pb2.HSTU, groups: dict, kernel: int
