@@ -204,20 +204,7 @@ class DlrmHSTU(MultiTaskRank):
             if name in read and eg.is_jagged_group(name)
         )
         with self.config_errors("hstu"):
-            self.transducer = HSTUTransducer(
-                hstu,
-                self._source(eg, prefix),
-                self._width(eg, prefix),
-                self._candidate,
-                self._width(eg, CANDIDATE_GROUP),
-                cfg.max_seq_len,
-                self._source(eg, timestamp) if timestamp in read else None,
-                self._source(eg, CANDIDATE_TIMESTAMP_GROUP) if timestamp in read else None,
-                contextual,
-                eg.group_dims(contextual) if contextual is not None else None,
-                cfg.concat_contextual_features,
-                *self._action_sources(prefix, actions),
-            )
+            self.transducer = self._transducer(eg, hstu, read, contextual)
         self._build_head(self._width(eg, CANDIDATE_GROUP), self.transducer.output_dim())
 
     # ---- pieces of build shared with UltraHSTU ------------------------------------------------
@@ -307,15 +294,43 @@ class DlrmHSTU(MultiTaskRank):
             )
         return names
 
-    def _action_sources(
-        self, prefix: str, actions: list[str]
-    ) -> tuple[Optional[SequenceInput], Optional[SequenceInput]]:
-        """The transducer's ``action`` and ``watchtime`` inputs of :meth:`_action_groups`."""
-        action = f"{prefix}_action"
-        watchtime = f"{prefix}_watchtime"
-        return (
-            SequenceInput(action, True) if action in actions else None,
-            SequenceInput(watchtime, True) if watchtime in actions else None,
+    def _transducer(
+        self,
+        eg: EmbeddingGroup,
+        hstu: module_pb2.HSTU,
+        read: list[str],
+        contextual: Optional[str],
+    ) -> HSTUTransducer:
+        """Channel ``hstu``'s transducer over ``self._candidate`` and the groups of ``read``.
+
+        Args:
+            eg: the built embedding group.
+            hstu: the channel's ``HSTU`` message.
+            read: the groups the model reads (its history's, timestamps, actions, ...).
+            contextual: the contextual group, or None.
+
+        """
+        cfg = self._model_config
+        prefix = hstu.name or "uih"
+        timed = hstu.positional_encoder.use_time_encoding
+
+        def optional(name: str, wanted: bool = True) -> Optional[SequenceInput]:
+            return self._source(eg, name) if wanted and name in read else None
+
+        return HSTUTransducer(
+            hstu,
+            self._source(eg, prefix),
+            self._width(eg, prefix),
+            self._candidate,
+            self._width(eg, CANDIDATE_GROUP),
+            cfg.max_seq_len,
+            optional(f"{prefix}_timestamp", timed),
+            optional(CANDIDATE_TIMESTAMP_GROUP, timed),
+            contextual,
+            eg.group_dims(contextual) if contextual is not None else None,
+            cfg.concat_contextual_features,
+            optional(f"{prefix}_action"),
+            optional(f"{prefix}_watchtime"),
         )
 
     def _contextual_group(self, groups: dict[str, Any], read: list[str]) -> Optional[str]:

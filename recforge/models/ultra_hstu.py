@@ -94,25 +94,8 @@ class UltraHSTU(DlrmHSTU):
         self._candidate = self._source(eg, CANDIDATE_GROUP)
         transducers: list[HSTUTransducer] = []
         for i, hstu in enumerate(channels):
-            prefix = hstu.name or "uih"
-            timed = hstu.positional_encoder.use_time_encoding
             with self.config_errors(f"hstu[{i}]"):
-                transducers.append(
-                    HSTUTransducer(
-                        hstu,
-                        self._source(eg, prefix),
-                        self._width(eg, prefix),
-                        self._candidate,
-                        self._width(eg, CANDIDATE_GROUP),
-                        cfg.max_seq_len,
-                        self._source(eg, f"{prefix}_timestamp") if timed else None,
-                        self._source(eg, CANDIDATE_TIMESTAMP_GROUP) if timed else None,
-                        contextual,
-                        eg.group_dims(contextual) if contextual is not None else None,
-                        cfg.concat_contextual_features,
-                        *self._action_sources(prefix, read),
-                    )
-                )
+                transducers.append(self._transducer(eg, hstu, read, contextual))
         # one channel: the transducer itself, so that its parameters are named as dlrm_hstu's;
         # several: a stack with the same call signature (predict is DlrmHSTU's)
         if len(transducers) == 1:
