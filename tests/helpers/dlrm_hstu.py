@@ -104,44 +104,89 @@ def write_planted_rank_data(
     write_train_eval(directory, table, train_rows, eval_rows)
 
 
-def features(actions: bool = False) -> str:
-    """The feature configs of :func:`planted_rank_table`'s columns."""
+# ---- config pieces (ultra_hstu's helper builds its channels from them too) ------------------
+def history_feature(sequence_name: str = "uih", actions: bool = False) -> str:
+    """A history sequence feature: ``video_id``, ``action_timestamp`` (and with ``actions``
+    ``action_weight``, ``watch_time``)."""
     extra = ""
     if actions:
         extra = """
     features { raw_feature { feature_name: "action_weight" expression: "user:action_weight" } }
     features { raw_feature { feature_name: "watch_time" expression: "user:watch_time" } }"""
-    user = (
-        """
-feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id"
-                               embedding_dim: 8 num_buckets: 1000 } }"""
-        if actions
-        else ""
-    )
     return f"""
 feature_configs {{
   sequence_feature {{
-    sequence_name: "uih" sequence_length: 10 sequence_delim: "|"
+    sequence_name: "{sequence_name}" sequence_length: 10 sequence_delim: "|"
     features {{ id_feature {{ feature_name: "video_id" expression: "item:video_id"
                             embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
                             embedding_dim: 16 }} }}
     features {{ raw_feature {{ feature_name: "action_timestamp"
                              expression: "user:action_timestamp" }} }}{extra}
   }}
-}}
+}}"""
+
+
+def candidate_feature(
+    sequence_name: str = "cand",
+    item: str = "item_id",
+    timestamp: str = "item_ts",
+    length: int = MAX_CANDIDATES,
+) -> str:
+    """The candidate sequence feature: an ``item`` id (the history's table), a ``timestamp``."""
+    return f"""
 feature_configs {{
   sequence_feature {{
-    sequence_name: "cand" sequence_length: {MAX_CANDIDATES} sequence_delim: "|"
-    features {{ id_feature {{ feature_name: "item_id" expression: "item:item_id"
+    sequence_name: "{sequence_name}" sequence_length: {length} sequence_delim: "|"
+    features {{ id_feature {{ feature_name: "{item}" expression: "item:{item}"
                             embedding_name: "video_emb" num_buckets: {NUM_ITEMS}
                             embedding_dim: 16 }} }}
-    features {{ raw_feature {{ feature_name: "item_ts" expression: "item:item_ts" }} }}
+    features {{ raw_feature {{ feature_name: "{timestamp}" expression: "item:{timestamp}" }} }}
   }}
-}}{user}
-"""
+}}"""
+
+
+#: the user feature of the ``contextual`` group
+USER_ID_FEATURE = """
+feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id"
+                               embedding_dim: 8 num_buckets: 1000 } }"""
+
+
+def features(actions: bool = False) -> str:
+    """The feature configs of :func:`planted_rank_table`'s columns."""
+    user = USER_ID_FEATURE if actions else ""
+    return f"{history_feature(actions=actions)}\n{candidate_feature()}{user}\n"
 
 
 FEATURES = features()
+
+
+def group(name: str, column: str, kind: str = "JAGGED_SEQUENCE") -> str:
+    """One feature group ``name`` of one feature ``column``."""
+    return f"""
+  feature_groups {{ group_name: "{name}" feature_names: "{column}"
+                   group_type: {kind} }}"""
+
+
+def history_groups(name: str = "uih", sequence: str = "uih") -> str:
+    """History ``name`` and ``<name>_timestamp`` from sequence feature ``sequence``."""
+    return group(name, f"{sequence}__video_id") + group(
+        f"{name}_timestamp", f"{sequence}__action_timestamp"
+    )
+
+
+def action_groups(name: str = "uih", sequence: str = "uih") -> str:
+    """``<name>_action`` and ``<name>_watchtime`` from sequence feature ``sequence``."""
+    return group(f"{name}_action", f"{sequence}__action_weight") + group(
+        f"{name}_watchtime", f"{sequence}__watch_time"
+    )
+
+
+def candidate_groups(sequence: str = "cand", item: str = "item_id", ts: str = "item_ts") -> str:
+    """``candidate`` and ``candidate_timestamp`` from sequence feature ``sequence``."""
+    return group("candidate", f"{sequence}__{item}") + group(
+        "candidate_timestamp", f"{sequence}__{ts}"
+    )
+
 
 TASKS = """
     task_configs { task_name: "next" label_name: "label_next"
@@ -165,37 +210,19 @@ ACTION_ENCODER = """
         action_mlp { simple_mlp { hidden_dim: 16 } }"""
 
 
-def model(actions: bool = False) -> str:
-    """The dlrm_hstu model config; with ``actions`` TorchEasyRec's documented shape."""
-    groups = ""
-    if actions:
-        groups = """
-  feature_groups { group_name: "contextual" feature_names: "user_id" group_type: DEEP }
-  feature_groups { group_name: "uih_action" feature_names: "uih__action_weight"
-                   group_type: JAGGED_SEQUENCE }
-  feature_groups { group_name: "uih_watchtime" feature_names: "uih__watch_time"
-                   group_type: JAGGED_SEQUENCE }"""
-    tower = (
-        f'mlp {{ hidden_units: [16] activation: "nn.SiLU" use_ln: true }} {ACTION_TASKS}'
-        if actions
-        else f"mlp {{ hidden_units: [16] }} {TASKS}"
-    )
+def hstu(
+    stu: str = "embedding_dim: 16 num_heads: 2 hidden_dim: 8 attention_dim: 8\n"
+    "            output_dropout_ratio: 0.0",
+    layers: str = "input_dropout_ratio: 0.0\n      attn_num_layers: 2",
+    name: str = "",
+    actions: bool = False,
+) -> str:
+    """An ``hstu { ... }`` channel: its ``stu`` fields, its layer settings, the shared rest."""
+    named = f'\n      name: "{name}"' if name else ""
     return f"""
-model_config {{
-  feature_groups {{ group_name: "uih" feature_names: "uih__video_id"
-                   group_type: JAGGED_SEQUENCE }}
-  feature_groups {{ group_name: "uih_timestamp" feature_names: "uih__action_timestamp"
-                   group_type: JAGGED_SEQUENCE }}
-  feature_groups {{ group_name: "candidate" feature_names: "cand__item_id"
-                   group_type: JAGGED_SEQUENCE }}
-  feature_groups {{ group_name: "candidate_timestamp" feature_names: "cand__item_ts"
-                   group_type: JAGGED_SEQUENCE }}{groups}
-  dlrm_hstu {{
-    hstu {{
-      stu {{ embedding_dim: 16 num_heads: 2 hidden_dim: 8 attention_dim: 8
-            output_dropout_ratio: 0.0 }}
-      input_dropout_ratio: 0.0
-      attn_num_layers: 2
+    hstu {{{named}
+      stu {{ {stu} }}
+      {layers}
       positional_encoder {{ num_position_buckets: 32 num_time_buckets: 64
                            use_time_encoding: true }}
       input_preprocessor {{ contextual_preprocessor {{{ACTION_ENCODER if actions else ""}
@@ -203,14 +230,36 @@ model_config {{
         content_mlp {{ simple_mlp {{ hidden_dim: 16 }} }}
       }} }}
       output_postprocessor {{ layernorm_postprocessor {{ }} }}
-    }}
+    }}"""
+
+
+def model_config(
+    groups: str, channels: str, tower: str, kind: str = "dlrm_hstu", max_seq_len: int = 14
+) -> str:
+    """A ``model_config`` of ``kind`` (dlrm_hstu / ultra_hstu) from the pieces above."""
+    return f"""
+model_config {{{groups}
+  {kind} {{{channels}
     fusion_mtl_tower {{ {tower} }}
-    max_seq_len: 14
+    max_seq_len: {max_seq_len}
     item_embedding_hidden_dim: 16
   }}
   kernel: PYTORCH
 }}
 """
+
+
+def model(actions: bool = False) -> str:
+    """The dlrm_hstu model config; with ``actions`` TorchEasyRec's documented shape."""
+    groups = history_groups() + candidate_groups()
+    if actions:
+        groups += group("contextual", "user_id", "DEEP") + action_groups()
+    tower = (
+        f'mlp {{ hidden_units: [16] activation: "nn.SiLU" use_ln: true }} {ACTION_TASKS}'
+        if actions
+        else f"mlp {{ hidden_units: [16] }} {TASKS}"
+    )
+    return model_config(groups, hstu(actions=actions), tower)
 
 
 MODEL = model()

@@ -15,6 +15,7 @@ from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.targets import append_rows, shift_rows
 from recforge.protos import module_pb2, pipeline_pb2
 from tests.helpers.dlrm_hstu import FEATURES, MODEL, planted_rank_table
+from tests.helpers.scripted import assert_scripted_matches_eager
 
 LABELS = ["label_next", "label_hot"]
 
@@ -145,15 +146,7 @@ def test_append_and_shift_rows():
 
 
 def test_export_reproduces_the_eager_scores():
-    from recforge.export.scripting import script_model
-
-    model = build(config()).eval()
-    parser = DataParser(model.features)
-    parsed = parser.parse(planted_rank_table(6, 2).to_batches()[0])
-    scripted = script_model(model)
-    with torch.no_grad():
-        eager = model.predict(parser.to_batch(parsed))
-        torch.testing.assert_close(scripted(parsed), eager)
+    assert_scripted_matches_eager(build(config()), planted_rank_table(6, 2))
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from recforge.models.model import TrainWrapper
 from recforge.modules.gr.action_encoder import SimpleActionEncoder
 from recforge.protos import pipeline_pb2
 from tests.helpers.dlrm_hstu import ACTION_ENCODER, features, model, planted_rank_table
+from tests.helpers.scripted import assert_scripted_matches_eager
 from tests.helpers.ultra_hstu import TWO_CHANNEL_FEATURES, TWO_CHANNEL_MODEL, two_channel_table
 
 LABELS = ["label_action"]
@@ -84,8 +85,6 @@ def test_the_watchtime_threshold_sets_its_bit():
 
 
 def test_torcheasyrec_shaped_config_trains_and_exports():
-    from recforge.export.scripting import script_model
-
     cfg = config()
     assert check_support(cfg) == []
     model = build(cfg)
@@ -102,13 +101,7 @@ def test_torcheasyrec_shaped_config_trains_and_exports():
     assert encoder.candidate_embedding.grad is not None
     assert encoder.candidate_embedding.grad.abs().sum() > 0
 
-    model.eval()
-    export_parser = DataParser(model.features)
-    parsed = export_parser.parse(planted_rank_table(6, 2, actions=True).to_batches()[0])
-    scripted = script_model(model)
-    with torch.no_grad():
-        eager = model.predict(export_parser.to_batch(parsed))
-        torch.testing.assert_close(scripted(parsed), eager)
+    assert_scripted_matches_eager(model, planted_rank_table(6, 2, actions=True))
 
 
 def test_the_actions_change_the_scores_only_with_an_action_encoder(caplog):
