@@ -277,12 +277,10 @@ FIELDS: dict[str, Entry] = {
     "ModelConfig.dlrm_hstu": _YES,
     # ULTRA-HSTU (recforge/models/ultra_hstu.py): dlrm_hstu with one transducer per channel
     "ModelConfig.ultra_hstu": _YES,
-    "GRContextualPreprocessor.action_encoder": _no(
-        "dlrm_hstu's action encoder (with the candidates' action token) is not built yet"
-    ),
-    "GRContextualPreprocessor.action_mlp": _no(
-        "dlrm_hstu's action encoder (with the candidates' action token) is not built yet"
-    ),
+    # the history's actions added to its rows, one learned row for the candidates
+    # (recforge/modules/gr/hstu_transducer.py)
+    "GRContextualPreprocessor.action_encoder": _YES,
+    "GRContextualPreprocessor.action_mlp": _YES,
     "FusionSubTaskConfig.task_bitmask": _YES,
     "FusionSubTaskConfig.train_metrics": _no("per-task train metrics are not built yet"),
     **dict.fromkeys(

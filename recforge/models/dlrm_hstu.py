@@ -16,19 +16,20 @@ from recforge.datasets.jagged_labels import CANDIDATE_GROUP, NUM_CANDIDATES
 from recforge.errors import DataError
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.models.rank_model import Task
+from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
+from recforge.modules.gr.groups import contextual_group
 from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.kernel import check_hstu_build
 from recforge.modules.gr.targets import reversed_rows
 from recforge.modules.mlp import MLP
-from recforge.protos import model_pb2
+from recforge.protos import model_pb2, module_pb2
 
 # traced export graphs call it as one opaque (scripted) function: it depends on the data
 torch.fx.wrap("reversed_rows")
 
 #: TorchEasyRec's fixed group names (the history's is ``hstu.name`` or ``uih``)
 CANDIDATE_TIMESTAMP_GROUP = "candidate_timestamp"
-CONTEXTUAL_GROUP = "contextual"
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,11 @@ class DlrmHSTU(MultiTaskRank):
     candidate) and learns whether any of its bits is set, as TorchEasyRec does. With
     ``sequence_timestamp_is_ascending: false`` (newest first) each user's history and
     candidates are reversed before encoding and the scores returned in the input's order.
-    Not built yet: the action encoder of the contextual preprocessor (the candidates' action
-    token), the interleave preprocessor, a SEQUENCE ``contextual`` group.
+    With ``contextual_preprocessor { action_encoder action_mlp }`` each history event's
+    actions (the JAGGED_SEQUENCE group ``uih_action``, a bitmask per event, and with
+    ``watchtime_to_action_thresholds`` the group ``uih_watchtime``) are encoded and added to
+    its row; the candidates get one learned action row (see the transducer).
+    Not built yet: the interleave preprocessor, a SEQUENCE ``contextual`` group.
     """
 
     # ---- tasks: fusion_mtl_tower.task_configs ---------------------------------------------
@@ -167,23 +171,15 @@ class DlrmHSTU(MultiTaskRank):
                 f" found {kind or 'none'}",
                 field=pre_field,
             )
-        pre = hstu.input_preprocessor.contextual_preprocessor
-        if pre.HasField("action_encoder") or pre.HasField("action_mlp"):
-            raise ConfigError(
-                "the contextual preprocessor's action_encoder / action_mlp are not supported yet",
-                field=f"{pre_field}.contextual_preprocessor.action_encoder",
-            )
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
         prefix = hstu.name or "uih"
-        jagged = model_pb2.JAGGED_SEQUENCE
-        for name, kinds in ((prefix, (jagged,)), (CANDIDATE_GROUP, (jagged, model_pb2.DEEP))):
-            if name not in groups or groups[name].group_type not in kinds:
-                wanted = "a JAGGED_SEQUENCE" if len(kinds) == 1 else "a JAGGED_SEQUENCE or DEEP"
-                raise ConfigError(
-                    f"dlrm_hstu needs {wanted} feature group '{name}' (groups:"
-                    f" {', '.join(groups)})",
-                    field="model_config.feature_groups",
-                )
+        if prefix not in groups or groups[prefix].group_type != model_pb2.JAGGED_SEQUENCE:
+            raise ConfigError(
+                f"dlrm_hstu needs a JAGGED_SEQUENCE feature group '{prefix}' (groups:"
+                f" {', '.join(groups)})",
+                field="model_config.feature_groups",
+            )
+        self._check_candidate_group(groups)
         read = [prefix, CANDIDATE_GROUP]
         timestamp = f"{prefix}_timestamp"
         if hstu.positional_encoder.use_time_encoding:
@@ -195,38 +191,21 @@ class DlrmHSTU(MultiTaskRank):
                         field=self.config_field("hstu.positional_encoder"),
                     )
             read += [timestamp, CANDIDATE_TIMESTAMP_GROUP]
+        actions = self._action_groups(hstu, groups, pre_field)
+        read += actions
         contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
-
-        def source(name: str) -> SequenceInput:
-            return SequenceInput(name, eg.is_jagged_group(name))
-
-        def width(name: str) -> int:
-            return eg.sequence_dim(name) if eg.is_jagged_group(name) else eg.group_total_dim(name)
-
-        self._candidate = source(CANDIDATE_GROUP)
+        self._candidate = self._source(eg, CANDIDATE_GROUP)
         # newest first: these groups are put oldest first before the transducer
         self._descending = not cfg.sequence_timestamp_is_ascending
         self._sequences = tuple(
-            source(name)
-            for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP)
+            self._source(eg, name)
+            for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP, *actions)
             if name in read and eg.is_jagged_group(name)
         )
         with self.config_errors("hstu"):
-            self.transducer = HSTUTransducer(
-                hstu,
-                source(prefix),
-                width(prefix),
-                self._candidate,
-                width(CANDIDATE_GROUP),
-                cfg.max_seq_len,
-                source(timestamp) if timestamp in read else None,
-                source(CANDIDATE_TIMESTAMP_GROUP) if timestamp in read else None,
-                contextual,
-                eg.group_dims(contextual) if contextual is not None else None,
-                cfg.concat_contextual_features,
-            )
-        self._build_head(width(CANDIDATE_GROUP), self.transducer.output_dim())
+            self.transducer = self._transducer(eg, hstu, read, contextual)
+        self._build_head(self._width(eg, CANDIDATE_GROUP), self.transducer.output_dim())
 
     # ---- pieces of build shared with UltraHSTU ------------------------------------------------
     def _check_common(self, allow_descending: bool) -> None:
@@ -244,20 +223,123 @@ class DlrmHSTU(MultiTaskRank):
                 field=self.config_field("max_seq_len"),
             )
 
+    def _check_candidate_group(self, groups: dict[str, Any]) -> None:
+        """Raises ConfigError unless ``candidate`` is a JAGGED_SEQUENCE or DEEP group."""
+        kinds = (model_pb2.JAGGED_SEQUENCE, model_pb2.DEEP)
+        if CANDIDATE_GROUP not in groups or groups[CANDIDATE_GROUP].group_type not in kinds:
+            raise ConfigError(
+                f"{self._model_type} needs a JAGGED_SEQUENCE or DEEP feature group"
+                f" '{CANDIDATE_GROUP}' (groups: {', '.join(groups)})",
+                field="model_config.feature_groups",
+            )
+
+    @staticmethod
+    def _source(eg: EmbeddingGroup, name: str) -> SequenceInput:
+        """Where group ``name``'s rows are in ``eg``'s outputs."""
+        return SequenceInput(name, eg.is_jagged_group(name))
+
+    @staticmethod
+    def _width(eg: EmbeddingGroup, name: str) -> int:
+        """The width of one of group ``name``'s rows (a jagged group's element, a DEEP row)."""
+        return eg.sequence_dim(name) if eg.is_jagged_group(name) else eg.group_total_dim(name)
+
+    def _action_groups(
+        self, hstu: module_pb2.HSTU, groups: dict[str, Any], pre_field: str
+    ) -> list[str]:
+        """The action groups ``hstu``'s action encoder reads (none without one).
+
+        ``<prefix>_action`` (each event's bitmask) and, with watch-time thresholds or when
+        the group exists, ``<prefix>_watchtime``: JAGGED_SEQUENCE groups, TorchEasyRec's
+        names.
+
+        Args:
+            hstu: the channel's ``HSTU`` message (its ``contextual_preprocessor``).
+            groups: the feature groups by name.
+            pre_field: the path of its ``input_preprocessor``, for errors.
+
+        """
+        pre = hstu.input_preprocessor.contextual_preprocessor
+        field = f"{pre_field}.contextual_preprocessor"
+        if not pre.HasField("action_encoder"):
+            if pre.HasField("action_mlp"):
+                # TorchEasyRec builds nothing from it then; an MLP that never runs is a mistake
+                raise ConfigError(
+                    "action_mlp needs an action_encoder { simple_action_encoder { ... } }",
+                    field=f"{field}.action_mlp",
+                )
+            return []
+        prefix = hstu.name or "uih"
+        names = [f"{prefix}_action"]
+        watchtime = f"{prefix}_watchtime"
+        # without thresholds TorchEasyRec embeds the group and never reads it: taken along
+        # here too, so that its documented config (which has the group) warns of nothing
+        if (
+            watchtime in groups
+            or pre.action_encoder.simple_action_encoder.watchtime_to_action_thresholds
+        ):
+            names.append(watchtime)
+        for name in names:
+            if name not in groups or groups[name].group_type != model_pb2.JAGGED_SEQUENCE:
+                raise ConfigError(
+                    f"the action encoder needs a JAGGED_SEQUENCE feature group '{name}' with"
+                    f" the history's {name.rsplit('_', 1)[1]} values (groups:"
+                    f" {', '.join(groups)})",
+                    field=f"{field}.action_encoder",
+                )
+        if not pre.action_mlp.HasField("simple_mlp"):
+            raise ConfigError(
+                "action_encoder needs action_mlp { simple_mlp { hidden_dim } } (the MLP to the"
+                " sequence width)",
+                field=f"{field}.action_mlp",
+            )
+        return names
+
+    def _transducer(
+        self,
+        eg: EmbeddingGroup,
+        hstu: module_pb2.HSTU,
+        read: list[str],
+        contextual: Optional[str],
+    ) -> HSTUTransducer:
+        """Channel ``hstu``'s transducer over ``self._candidate`` and the groups of ``read``.
+
+        Args:
+            eg: the built embedding group.
+            hstu: the channel's ``HSTU`` message.
+            read: the groups the model reads (its history's, timestamps, actions, ...).
+            contextual: the contextual group, or None.
+
+        """
+        cfg = self._model_config
+        prefix = hstu.name or "uih"
+        timed = hstu.positional_encoder.use_time_encoding
+
+        def optional(name: str, wanted: bool = True) -> Optional[SequenceInput]:
+            return self._source(eg, name) if wanted and name in read else None
+
+        return HSTUTransducer(
+            hstu,
+            self._source(eg, prefix),
+            self._width(eg, prefix),
+            self._candidate,
+            self._width(eg, CANDIDATE_GROUP),
+            cfg.max_seq_len,
+            optional(f"{prefix}_timestamp", timed),
+            optional(CANDIDATE_TIMESTAMP_GROUP, timed),
+            contextual,
+            eg.group_dims(contextual) if contextual is not None else None,
+            cfg.concat_contextual_features,
+            optional(f"{prefix}_action"),
+            optional(f"{prefix}_watchtime"),
+        )
+
     def _contextual_group(self, groups: dict[str, Any], read: list[str]) -> Optional[str]:
         """The DEEP ``contextual`` group if there is one (added to ``read``).
 
         Then warns about every group in ``groups`` that ``read`` leaves out.
         """
-        contextual: Optional[str] = None
-        if CONTEXTUAL_GROUP in groups:
-            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
-                raise ConfigError(
-                    f"{self._model_type}'s '{CONTEXTUAL_GROUP}' feature group must be a DEEP group"
-                    " (a SEQUENCE contextual group is not supported yet)",
-                    field="model_config.feature_groups",
-                )
-            contextual = CONTEXTUAL_GROUP
+        contextual = contextual_group(groups, self._model_type)
+        if contextual is not None:
             read.append(contextual)
         for name in groups:
             if name not in read:  # e.g. a timestamp group without time encoding

@@ -16,6 +16,7 @@ from recforge.datasets.batch import Batch
 from recforge.errors import DataError
 from recforge.models.match_model import MatchModel, MatchTower
 from recforge.modules.embedding import EmbeddingGroup
+from recforge.modules.gr.groups import contextual_group
 from recforge.modules.gr.hstu_encoder import HSTUUserEncoder
 from recforge.modules.gr.jagged import last_rows, offsets_of, row_index
 from recforge.modules.gr.kernel import check_hstu_build
@@ -23,7 +24,6 @@ from recforge.protos import model_pb2
 
 #: TorchEasyRec's fixed group names (the history's prefix is ``hstu.name`` or ``uih``)
 QUERY_TIME_GROUP = "query_time"
-CONTEXTUAL_GROUP = "contextual"
 #: the training-only output of ``autoregressive_loss``: every history event's logits
 AUTOREGRESSIVE_KEY = "autoregressive_logits"
 
@@ -139,15 +139,7 @@ class HSTUMatch(MatchModel):
                 f"hstu_match's item_tower.input '{item}' must be a DEEP or JAGGED_SEQUENCE group",
                 field=self.config_field("item_tower.input"),
             )
-        contextual: Optional[str] = None
-        if CONTEXTUAL_GROUP in groups:
-            if groups[CONTEXTUAL_GROUP].group_type != model_pb2.DEEP:
-                raise ConfigError(
-                    f"hstu_match's '{CONTEXTUAL_GROUP}' feature group must be a DEEP group (a"
-                    " SEQUENCE contextual group is not supported yet)",
-                    field="model_config.feature_groups",
-                )
-            contextual = CONTEXTUAL_GROUP
+        contextual = contextual_group(groups, "hstu_match")
         hstu = cfg.user_tower.hstu
         if cfg.user_tower.max_seq_len <= 0:
             raise ConfigError(

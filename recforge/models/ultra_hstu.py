@@ -11,7 +11,7 @@ from recforge.models.dlrm_hstu import (
     CANDIDATE_TIMESTAMP_GROUP,
     DlrmHSTU,
 )
-from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
+from recforge.modules.gr.hstu_transducer import HSTUTransducer
 from recforge.protos import model_pb2, module_pb2
 
 
@@ -59,8 +59,8 @@ class UltraHSTU(DlrmHSTU):
     (``attn_truncation_split_layer`` / ``attn_truncation_tail_len``) and selective
     rematerialization (``stu.recompute_*``).
 
-    Where we differ from TorchEasyRec: as in ``dlrm_hstu`` (one candidate per row, no
-    action encoder, so the ``<name>_action`` / ``<name>_watchtime`` groups are not read yet).
+    A channel with an action encoder reads its own ``<name>_action`` (and, with watch-time
+    thresholds, ``<name>_watchtime``) group, as TorchEasyRec's channels do.
     """
 
     def build(self) -> None:
@@ -85,56 +85,24 @@ class UltraHSTU(DlrmHSTU):
         self._check_common(allow_descending=False)
         kernel = self._base_model_config.kernel
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
-        jagged = model_pb2.JAGGED_SEQUENCE
-        if CANDIDATE_GROUP not in groups or groups[CANDIDATE_GROUP].group_type not in (
-            jagged,
-            model_pb2.DEEP,
-        ):
-            raise ConfigError(
-                f"ultra_hstu needs a JAGGED_SEQUENCE or DEEP feature group '{CANDIDATE_GROUP}'"
-                f" (groups: {', '.join(groups)})",
-                field="model_config.feature_groups",
-            )
+        self._check_candidate_group(groups)
         read = [CANDIDATE_GROUP]
         for i, hstu in enumerate(channels):
             read += self._check_channel(i, hstu, groups, kernel)
         contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
-
-        def source(name: str) -> SequenceInput:
-            return SequenceInput(name, eg.is_jagged_group(name))
-
-        def width(name: str) -> int:
-            return eg.sequence_dim(name) if eg.is_jagged_group(name) else eg.group_total_dim(name)
-
-        self._candidate = source(CANDIDATE_GROUP)
+        self._candidate = self._source(eg, CANDIDATE_GROUP)
         transducers: list[HSTUTransducer] = []
         for i, hstu in enumerate(channels):
-            prefix = hstu.name or "uih"
-            timed = hstu.positional_encoder.use_time_encoding
             with self.config_errors(f"hstu[{i}]"):
-                transducers.append(
-                    HSTUTransducer(
-                        hstu,
-                        source(prefix),
-                        width(prefix),
-                        self._candidate,
-                        width(CANDIDATE_GROUP),
-                        cfg.max_seq_len,
-                        source(f"{prefix}_timestamp") if timed else None,
-                        source(CANDIDATE_TIMESTAMP_GROUP) if timed else None,
-                        contextual,
-                        eg.group_dims(contextual) if contextual is not None else None,
-                        cfg.concat_contextual_features,
-                    )
-                )
+                transducers.append(self._transducer(eg, hstu, read, contextual))
         # one channel: the transducer itself, so that its parameters are named as dlrm_hstu's;
         # several: a stack with the same call signature (predict is DlrmHSTU's)
         if len(transducers) == 1:
             self.transducer = transducers[0]
         else:
             self.transducer = TransducerStack(transducers)  # type: ignore[assignment]
-        self._build_head(width(CANDIDATE_GROUP), sum(t.output_dim() for t in transducers))
+        self._build_head(self._width(eg, CANDIDATE_GROUP), sum(t.output_dim() for t in transducers))
 
     def _check_channel(
         self, index: int, hstu: module_pb2.HSTU, groups: dict, kernel: int
@@ -147,12 +115,6 @@ class UltraHSTU(DlrmHSTU):
                 "ultra_hstu needs input_preprocessor { contextual_preprocessor { ... } },"
                 f" found {kind or 'none'}",
                 field=f"{field}.input_preprocessor",
-            )
-        pre = hstu.input_preprocessor.contextual_preprocessor
-        if pre.HasField("action_encoder") or pre.HasField("action_mlp"):
-            raise ConfigError(
-                "the contextual preprocessor's action_encoder / action_mlp are not supported yet",
-                field=f"{field}.input_preprocessor.contextual_preprocessor.action_encoder",
             )
         split, tail = hstu.attn_truncation_split_layer, hstu.attn_truncation_tail_len
         if (split > 0) != (tail > 0):
@@ -201,4 +163,4 @@ class UltraHSTU(DlrmHSTU):
                         field=f"{field}.positional_encoder",
                     )
                 read.append(name)
-        return read
+        return read + self._action_groups(hstu, groups, f"{field}.input_preprocessor")

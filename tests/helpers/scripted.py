@@ -1,10 +1,18 @@
 """Runs a scripted (exported) model in a fresh Python process, as a server would load it."""
 
+from __future__ import annotations
+
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from recforge.models.model import BaseModel
 
 LOAD_AND_RUN = r"""
 import sys
@@ -33,3 +41,18 @@ def run_scripted_in_fresh_process(model_path: str, inputs: dict, workdir: str) -
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(outputs_path)
+
+
+def assert_scripted_matches_eager(model: BaseModel, table: pa.Table) -> None:
+    """Scripts ``model`` (in eval mode) and checks it scores ``table``'s rows (a pyarrow
+    table in the model's input layout) as the eager model does."""
+    from recforge.datasets.data_parser import DataParser
+    from recforge.export.scripting import script_model
+
+    model.eval()
+    parser = DataParser(model.features)
+    parsed = parser.parse(table.to_batches()[0])
+    scripted = script_model(model)
+    with torch.no_grad():
+        eager = model.predict(parser.to_batch(parsed))
+        torch.testing.assert_close(scripted(parsed), eager)

@@ -15,6 +15,7 @@ from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.targets import append_rows, shift_rows
 from recforge.protos import module_pb2, pipeline_pb2
 from tests.helpers.dlrm_hstu import FEATURES, MODEL, planted_rank_table
+from tests.helpers.scripted import assert_scripted_matches_eager
 
 LABELS = ["label_next", "label_hot"]
 
@@ -145,15 +146,7 @@ def test_append_and_shift_rows():
 
 
 def test_export_reproduces_the_eager_scores():
-    from recforge.export.scripting import script_model
-
-    model = build(config()).eval()
-    parser = DataParser(model.features)
-    parsed = parser.parse(planted_rank_table(6, 2).to_batches()[0])
-    scripted = script_model(model)
-    with torch.no_grad():
-        eager = model.predict(parser.to_batch(parsed))
-        torch.testing.assert_close(scripted(parsed), eager)
+    assert_scripted_matches_eager(build(config()), planted_rank_table(6, 2))
 
 
 @pytest.mark.parametrize(
@@ -192,13 +185,11 @@ def test_the_history_only_preprocessor_is_refused():
 
 
 def test_unbuilt_fields_are_refused_by_validation():
-    text = MODEL.replace(
-        "content_encoder {",
-        "action_encoder { simple_action_encoder { action_embedding_dim: 4 } } content_encoder {",
-        1,
-    )
+    text = MODEL.replace("layernorm_postprocessor { }", "timestamp_layernorm_postprocessor { }", 1)
     problems = dict(check_support(config(text)))
-    assert any(p.endswith("contextual_preprocessor.action_encoder") for p in problems)
+    assert any(
+        p.endswith("output_postprocessor.timestamp_layernorm_postprocessor") for p in problems
+    )
 
 
 def test_a_task_without_losses_takes_the_model_losses():

@@ -18,6 +18,7 @@ from recforge.models.ultra_hstu import TransducerStack, UltraHSTU
 from recforge.modules.gr import kernel
 from recforge.protos import pipeline_pb2
 from tests.helpers.dlrm_hstu import FEATURES, MODEL, planted_rank_table
+from tests.helpers.scripted import assert_scripted_matches_eager
 from tests.helpers.ultra_hstu import (
     SINGLE_CHANNEL_MODEL,
     TWO_CHANNEL_FEATURES,
@@ -92,15 +93,8 @@ def test_each_channel_reads_its_own_history():
 
 
 def test_export_reproduces_the_eager_scores():
-    from recforge.export.scripting import script_model
-
-    model = build(config(TWO_CHANNEL_MODEL, TWO_CHANNEL_FEATURES)).eval()
-    parser = DataParser(model.features)
-    parsed = parser.parse(two_channel_table(6, 2).to_batches()[0])
-    scripted = script_model(model)
-    with torch.no_grad():
-        eager = model.predict(parser.to_batch(parsed))
-        torch.testing.assert_close(scripted(parsed), eager)
+    model = build(config(TWO_CHANNEL_MODEL, TWO_CHANNEL_FEATURES))
+    assert_scripted_matches_eager(model, two_channel_table(6, 2))
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,9 @@ weight is one action type with a learned embedding; an event's encoding is the c
 over the types, of the type's embedding where ``action & weight`` is set, else zeros. With
 watch-time thresholds, an event whose watch time reaches a threshold also sets that
 threshold's weight (a derived action type).
+
+In ``dlrm_hstu`` the candidates, whose actions are what the model predicts, all get one
+learned row instead (``candidate_rows``), as TorchEasyRec's encoder appends to the history's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class SimpleActionEncoder(nn.Module):
         watchtime_to_action_thresholds: watch times that make an extra action type each.
         watchtime_to_action_weights: the bit each threshold sets.
         embedding_init_std: standard deviation of the embeddings' normal initialisation.
+        candidate_row: also learn the row every candidate gets (``candidate_rows``).
 
     Example:
         >>> enc = SimpleActionEncoder(2, [1, 2])
@@ -43,6 +47,7 @@ class SimpleActionEncoder(nn.Module):
         watchtime_to_action_thresholds: Optional[list[int]] = None,
         watchtime_to_action_weights: Optional[list[int]] = None,
         embedding_init_std: float = 0.1,
+        candidate_row: bool = False,
     ) -> None:
         super().__init__()
         thresholds = list(watchtime_to_action_thresholds or [])
@@ -67,6 +72,11 @@ class SimpleActionEncoder(nn.Module):
         self.embeddings = nn.Parameter(
             torch.empty(self._num_types, action_embedding_dim).normal_(0.0, embedding_init_std)
         )
+        self.candidate_embedding: Optional[nn.Parameter] = None
+        if candidate_row:
+            self.candidate_embedding = nn.Parameter(
+                torch.empty(1, self.output_dim).normal_(0.0, embedding_init_std)
+            )
 
     @property
     def output_dim(self) -> int:
@@ -94,3 +104,16 @@ class SimpleActionEncoder(nn.Module):
         on = torch.bitwise_and(actions.view(-1, 1), self.combined_weights.view(1, -1)) > 0
         encoded = on.unsqueeze(-1).to(self.embeddings.dtype) * self.embeddings.unsqueeze(0)
         return encoded.reshape(-1, self.output_dim)
+
+    def candidate_rows(self, like: torch.Tensor) -> torch.Tensor:
+        """The candidates' action rows ``[T, output_dim]``, one per row of ``like`` ``[T, *]``.
+
+        Raises:
+            RuntimeError: the encoder was built without ``candidate_row``.
+
+        """
+        if self.candidate_embedding is None:
+            raise RuntimeError("this action encoder has no candidate row (candidate_row=False)")
+        # [T, 1] zeros broadcast against [1, A]: the row count follows the data when traced
+        zeros = torch.zeros_like(like[:, :1]).to(self.candidate_embedding.dtype)
+        return zeros + self.candidate_embedding

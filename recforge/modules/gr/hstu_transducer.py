@@ -3,7 +3,11 @@
 The pipeline is TorchEasyRec's ``HSTUTransducer`` with the contextual preprocessor: the
 content encoder (:class:`~recforge.modules.gr.content_encoder.ContentEncoder`) brings history
 and candidate rows to one width, the candidates are appended after each user's history, the
-content MLP maps every row to ``stu.embedding_dim``; contextual features (a DEEP group of
+content MLP maps every row to ``stu.embedding_dim``; with an action encoder each history
+event's actions (a bitmask, plus bits set by watch-time thresholds) are encoded, every
+candidate gets the encoder's one learned candidate row (its actions are what is predicted), and
+the action MLP's output is added to the content row (TorchEasyRec's contextual preprocessor
+adds them; its interleaving variant is another preprocessor); contextual features (a DEEP group of
 ``c`` features of one width, or one token of all of them with ``concat_contextual_features``)
 become prefix tokens. Then the positional encoder (candidates share the position after the
 last event; time gaps are measured to the last candidate's timestamp), input dropout, the STU
@@ -15,7 +19,9 @@ Inputs are the EmbeddingGroup's outputs: ``"<uih>.sequence"`` ``[L, Du]`` with
 (``"<cand>.sequence"`` ``[T, Dc]`` with ``"<cand>.sequence_length"``) or a DEEP group
 (``[B, Dc]``, one candidate per user); with time encoding ``"<prefix>_timestamp.sequence"``
 ``[L, 1]`` and the candidate timestamps (``"candidate_timestamp.sequence"`` ``[T, 1]`` or a
-DEEP ``candidate_timestamp`` group ``[B, 1]``); the contextual group ``[B, c * d]``.
+DEEP ``candidate_timestamp`` group ``[B, 1]``); the contextual group ``[B, c * d]``; with an
+action encoder ``"<prefix>_action.sequence"`` ``[L, 1]`` (and ``"<prefix>_watchtime.sequence"``
+``[L, 1]`` with watch-time thresholds).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recforge.errors import DataError
+from recforge.modules.gr.action_encoder import SimpleActionEncoder
 from recforge.modules.gr.content_encoder import ContentEncoder
 from recforge.modules.gr.contextual import ContextualTokens
 from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
@@ -76,8 +83,8 @@ class HSTUTransducer(nn.Module):
     """History + candidates -> each candidate's encoded row ``[T, D]`` (see the module doc).
 
     Args:
-        hstu: the ``HSTU`` message (its ``contextual_preprocessor`` checked by the caller:
-            no action encoder).
+        hstu: the ``HSTU`` message (its ``contextual_preprocessor``'s groups checked by the
+            caller).
         uih: the history group (JAGGED_SEQUENCE).
         uih_dim: width of its rows.
         candidate: the candidate group.
@@ -89,6 +96,8 @@ class HSTUTransducer(nn.Module):
         contextual_dims: the widths of its features.
         concat_contextual: one prefix token of all contextual features (else one each, all
             of one width).
+        action: the history's action group (read only with an action encoder).
+        watchtime: the history's watch-time group (read only with watch-time thresholds).
 
     Raises:
         ValueError: a setting the transducer cannot build (named in the message).
@@ -108,6 +117,8 @@ class HSTUTransducer(nn.Module):
         contextual_key: Optional[str] = None,
         contextual_dims: Optional[list[int]] = None,
         concat_contextual: bool = False,
+        action: Optional[SequenceInput] = None,
+        watchtime: Optional[SequenceInput] = None,
     ) -> None:
         super().__init__()
         stu = hstu.stu
@@ -128,6 +139,14 @@ class HSTUTransducer(nn.Module):
         self.content_mlp = SimpleContextualizedMLP(
             self.content_encoder.output_dim, dim, pre.content_mlp.simple_mlp.hidden_dim
         )
+        self._action = action
+        self._watchtime = watchtime
+        self.action_encoder: Optional[SimpleActionEncoder] = None
+        self.action_mlp: Optional[SimpleContextualizedMLP] = None
+        if pre.HasField("action_encoder"):
+            self.action_encoder, self.action_mlp = _action_layers(pre, dim)
+            if action is None or (self.action_encoder.need_watchtime and watchtime is None):
+                raise ValueError("the action encoder needs the action (and watch-time) groups")
         self._contextual_key = contextual_key
         dims = list(contextual_dims or []) if contextual_key is not None else []
         self.contextual: Optional[ContextualTokens] = None
@@ -161,6 +180,8 @@ class HSTUTransducer(nn.Module):
         uih, cand = self.content_encoder(uih, cand)
         x, offsets, _ = append_rows(uih, uih_offsets, cand, cand_offsets)
         x = self.content_mlp(x)
+        if self.action_encoder is not None and self.action_mlp is not None:
+            x = x + self.action_mlp(self._action_rows(grouped, uih_offsets, cand, cand_offsets))
         timestamps: Optional[torch.Tensor] = None
         if self._use_time and self._timestamp is not None and self._candidate_timestamp is not None:
             ts = self._timestamp.values(grouped).reshape(-1, 1)
@@ -193,3 +214,51 @@ class HSTUTransducer(nn.Module):
         elif self.layer_norm is not None:
             out = self.layer_norm(out)
         return out, num_targets
+
+    def _action_rows(
+        self,
+        grouped: dict[str, torch.Tensor],
+        uih_offsets: torch.Tensor,
+        cand: torch.Tensor,
+        cand_offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        """The action encodings of every history event and candidate, in sequence order."""
+        assert self.action_encoder is not None and self._action is not None
+        actions = self._action.values(grouped).reshape(-1)
+        watchtimes: Optional[torch.Tensor] = None
+        if self.action_encoder.need_watchtime and self._watchtime is not None:
+            watchtimes = self._watchtime.values(grouped).reshape(-1)
+        if not is_fx_symbolic_tracing():
+            events = uih_offsets[-1]
+            for seq, values in ((self._action, actions), (self._watchtime, watchtimes)):
+                if seq is not None and values is not None and values.shape[0] != events:
+                    raise DataError(
+                        f"feature group '{seq.key}' has {values.shape[0]} values for the"
+                        f" {int(events)} events of '{self._uih.key}'; it needs one per event"
+                    )
+        history = self.action_encoder(actions, watchtimes)
+        rows, _, _ = append_rows(
+            history, uih_offsets, self.action_encoder.candidate_rows(cand), cand_offsets
+        )
+        return rows
+
+
+def _action_layers(
+    pre: module_pb2.GRContextualPreprocessor, dim: int
+) -> tuple[SimpleActionEncoder, SimpleContextualizedMLP]:
+    """The action encoder (with its candidate row) and the action MLP to width ``dim``."""
+    if pre.action_encoder.WhichOneof("action_encoder") != "simple_action_encoder":
+        raise ValueError("action_encoder needs simple_action_encoder { ... }")
+    if not pre.action_mlp.HasField("simple_mlp"):
+        raise ValueError("action_encoder needs action_mlp { simple_mlp { hidden_dim } }")
+    enc = pre.action_encoder.simple_action_encoder
+    encoder = SimpleActionEncoder(
+        enc.action_embedding_dim,
+        list(enc.action_weights),
+        list(enc.watchtime_to_action_thresholds),
+        list(enc.watchtime_to_action_weights),
+        enc.embedding_init_std,
+        candidate_row=True,
+    )
+    mlp = SimpleContextualizedMLP(encoder.output_dim, dim, pre.action_mlp.simple_mlp.hidden_dim)
+    return encoder, mlp

@@ -155,13 +155,14 @@ class STULayer(nn.Module):
             uvqk = checkpoint(self._normed_projection, x, use_reentrant=False)
             u, attn = self._attend(uvqk, offsets, max_seq_len, num_targets, bias)
         elif uvqk_x:
-            u, attn = checkpoint(
-                self._project_and_attend,
+            u, attn = checkpoint(  # the layer norm's output is kept, the rest recomputed
+                self._front,
                 self._normalize(x),
                 offsets,
                 max_seq_len,
                 num_targets,
                 bias,
+                False,
                 use_reentrant=False,
             )
         else:
@@ -212,16 +213,6 @@ class STULayer(nn.Module):
         ).reshape(-1, heads * hidden)
         return F.silu(u), attn
 
-    def _project_and_attend(
-        self,
-        normed: torch.Tensor,
-        offsets: torch.Tensor,
-        max_seq_len: int,
-        num_targets: Optional[torch.Tensor],
-        bias: Optional[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._attend(self._project(normed), offsets, max_seq_len, num_targets, bias)
-
     def _front(
         self,
         x: torch.Tensor,
@@ -229,8 +220,15 @@ class STULayer(nn.Module):
         max_seq_len: int,
         num_targets: Optional[torch.Tensor],
         bias: Optional[torch.Tensor],
+        normalize: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._attend(self._normed_projection(x), offsets, max_seq_len, num_targets, bias)
+        """Layer norm, projection, attention: :meth:`_attend`'s pair.
+
+        ``normalize=False``: ``x`` is the layer norm's output already (kept out of a
+        recomputed region).
+        """
+        normed = self._normalize(x) if normalize else x
+        return self._attend(self._project(normed), offsets, max_seq_len, num_targets, bias)
 
     def _output(self, x: torch.Tensor, u: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         heads, hidden = self._num_heads, self._hidden_dim
