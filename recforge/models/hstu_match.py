@@ -110,11 +110,22 @@ class HSTUMatch(MatchModel):
     ``embedding_name``; a DEEP one pools its ids in tables of its own. Candidates, loss and
     recall are :class:`~recforge.models.match_model.MatchModel`'s.
 
-    Where we differ from TorchEasyRec: its candidates are a JAGGED_SEQUENCE group with several
-    positives per user, scored by a sampler that reports each row's positive count, and it
-    refuses ``in_batch_negative``; here each row has one positive item (a DEEP group, or a
-    JAGGED_SEQUENCE group with one element per row), so in-batch and sampled negatives work as
-    in DSSM.
+    Candidates: a DEEP ``item_tower.input`` is one positive item per row. A JAGGED_SEQUENCE
+    one (e.g. ``cand_seq__video_id``) holds any number of positives per row, as in
+    TorchEasyRec: the user embedding is repeated once per positive (``Q`` queries), each query
+    is scored against its positive and the negatives, the loss is softmax cross entropy per
+    positive averaged over the ``Q`` positives, a row without positives contributes nothing
+    and ``recall_at_k`` counts each positive (``similarity`` is ``[Q, C]``). A negative
+    sampler whose ``item_id_field`` is the candidate sequence's column splits its cells as
+    the feature does, avoids every positive and reports each row's positive count. With
+    ``autoregressive_loss`` a training row needs exactly one candidate (DataError otherwise).
+
+    Where we differ from TorchEasyRec: it refuses ``in_batch_negative``; here the other rows'
+    positives are a query's negatives too, with the other positives of its own row masked
+    (and, given a sampler's item index, in-batch duplicates of its positive). Its sampler
+    appends the negatives to the last row's candidate list; here they are rows of their own
+    (one item each), so the DSSM-style extras (log-Q, item index, hard negatives) keep one
+    entry per item row.
     """
 
     if TYPE_CHECKING:  # for mypy only
