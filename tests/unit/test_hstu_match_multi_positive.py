@@ -13,6 +13,7 @@ from google.protobuf import text_format
 from recforge.datasets.batch import Batch
 from recforge.datasets.data_parser import DataParser
 from recforge.datasets.dataset import RecDataset, candidate_sequence
+from recforge.datasets.jagged_labels import jagged_label_columns
 from recforge.datasets.sampler import (
     CAND_POS_LENGTHS_KEY,
     HARD_NEG_INDICES_KEY,
@@ -287,3 +288,44 @@ def test_a_scalar_item_id_keeps_one_positive_per_row():
     """DSSM-style data: a scalar feature reads the sampler's item id column."""
     model = build(MODEL)
     assert candidate_sequence(model.features, "item_id") is None
+
+
+def test_torcheasyrec_sample_format_reads_and_trains(tmp_path):
+    """TorchEasyRec's hstu_match data: per-candidate labels, an id / weight / attrs item table
+    and ``item_id_field`` naming the candidate sequence's column with a bare ``attr_fields``."""
+    model = build(SAMPLED_MODEL)
+    rows = table(CANDIDATES)
+    labels = pa.array(["|".join("1" for _ in c) for c in CANDIDATES])
+    rows = rows.set_column(rows.schema.get_field_index("label"), "label", labels)
+    pq.write_table(rows, tmp_path / "train.parquet")
+    items = pa.table(
+        {
+            "id": pa.array(np.arange(100), pa.int64()),
+            "weight": pa.array(np.ones(100)),
+            "attrs": pa.array([str(i) for i in range(100)]),
+        }
+    )
+    pq.write_table(items, tmp_path / "items.parquet")
+    cfg = config(SAMPLED_MODEL)
+    data = cfg.data_config
+    data.batch_size = 4
+    sampler_cfg = data.negative_sampler
+    sampler_cfg.input_path = str(tmp_path / "items.parquet")
+    sampler_cfg.num_sample = 3
+    sampler_cfg.item_id_field = "cand__video_id"
+    sampler_cfg.attr_fields.append("video_id")
+    assert jagged_label_columns(cfg) == {"label": "|"}
+    dataset = RecDataset(
+        data,
+        model.features,
+        str(tmp_path / "train.parquet"),
+        "train",
+        jagged_labels=jagged_label_columns(cfg),
+    )
+    b = next(iter(dataset))
+    assert b.extras[CAND_POS_LENGTHS_KEY].tolist() == [1, 3, 0, 2]
+    assert b.label_lengths["label"].tolist() == [1, 3, 0, 2, 1, 1, 1]
+    total, (_, predictions, _) = TrainWrapper(model)(b)
+    assert torch.isfinite(total) and predictions["similarity"].shape == (6, 4)
+    # a DEEP candidate group keeps plain labels
+    assert jagged_label_columns(config(MODEL)) == {}
