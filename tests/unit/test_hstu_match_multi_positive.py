@@ -26,6 +26,7 @@ from recforge.features import FG_DAG, create_features
 from recforge.models.hstu_match import HSTUMatch
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.protos import pipeline_pb2, sampler_pb2
+from recforge.retrieval import _item_rows
 from tests.helpers.hstu import FEATURES, MODEL
 
 # the candidates: a JAGGED_SEQUENCE group of up to 4 items per row, under the history's table
@@ -329,3 +330,16 @@ def test_torcheasyrec_sample_format_reads_and_trains(tmp_path):
     assert torch.isfinite(total) and predictions["similarity"].shape == (6, 4)
     # a DEEP candidate group keeps plain labels
     assert jagged_label_columns(config(MODEL)) == {}
+
+
+def test_evaluate_retrieval_reads_every_positive_of_a_candidate_sequence(tmp_path):
+    """Full-corpus retrieval's ground truth: each positive of a row, on that row's user."""
+    model = build(SAMPLED_MODEL)
+    items = sampler(tmp_path, model).items
+    column = pa.chunked_array([pa.array(["5", "10|11|12", "", "40|41"])])
+    splitter = candidate_sequence(model.features, "cand__video_id")
+    index, rows = _item_rows(items, column, splitter)
+    assert index.tolist() == [5, 10, 11, 12, 40, 41]
+    assert rows.tolist() == [0, 1, 1, 1, 3, 3]
+    index, rows = _item_rows(items, pa.chunked_array([pa.array([7, 8])]), None)
+    assert index.tolist() == [7, 8] and rows.tolist() == [0, 1]
