@@ -8,11 +8,13 @@ from google.protobuf import text_format
 from recforge.config import value_checks
 from recforge.datasets.data_parser import DataParser
 from recforge.features import FG_DAG, create_features
-from recforge.models.model import BaseModel
+from recforge.models.model import BaseModel, TrainWrapper
 from recforge.modules.embedding import EmbeddingGroup, EmbeddingGroupError, suffixed_table_name
 from recforge.predictor import load_predictor
-from recforge.protos import model_pb2, pipeline_pb2
+from recforge.protos import model_pb2, pipeline_pb2, train_pb2
+from recforge.utils import dist as dist_util
 from recforge.utils.pipeline import build_features
+from recforge.utils.sharding import shard_model, user_table_constraints
 from tests.helpers.match_configs import MATCH_MODEL_CONFIGS
 from tests.helpers.models import FEATURES as MODEL_FEATURES
 from tests.helpers.models import make_batch
@@ -291,3 +293,44 @@ def test_the_config_memory_check_counts_each_suffixed_copy(monkeypatch):
     found.clear()
     value_checks._check_table_memory(config, lambda fld, msg: found.append((fld, msg)))
     assert found == []
+
+
+def test_a_sequence_group_with_a_suffix_keeps_apart_from_the_deep_groups_table():
+    seq = 'group_name: "seq" feature_names: ["item", "click_seq__item"] group_type: SEQUENCE'
+    deep = group('group_name: "deep" feature_names: ["item"]')
+    shared = EmbeddingGroup(features(), [deep, group(seq)])
+    assert sequence_tables(shared) == {"item_emb": ["click_seq__item", "item"]}
+    apart = EmbeddingGroup(features(), [deep, group(seq + ' embedding_name_suffix: "s"')])
+    assert sequence_tables(apart) == {"item_emb_s": ["click_seq__item", "item"]}
+    assert pooled_tables(apart) == {"item_emb": ["item"]}
+    batch = batch_of(features())
+    out = apart(batch.sparse_features, batch.dense_features)
+    weights = apart._table_weights()
+    torch.testing.assert_close(out["deep"], weights["item_emb"][[5, 6, 7]])
+    torch.testing.assert_close(out["seq.query"], weights["item_emb_s"][[5, 6, 7]])
+
+
+def test_a_features_sharding_constraints_apply_to_its_suffixed_tables():
+    dist_util.init_process_group()
+    config = text_format.Parse(RANK_CONFIG, pipeline_pb2.EasyRecConfig())
+    uid = config.feature_configs[0].id_feature
+    text_format.Parse('sharding_types: "table_wise"', uid.embedding_constraints)
+    train = text_format.Parse(
+        "sparse_optimizer { adagrad_optimizer { lr: 0.1 } }"
+        " dense_optimizer { adam_optimizer { lr: 0.01 } }",
+        train_pb2.TrainConfig(),
+    )
+    features = create_features(config.feature_configs, fg_mode=FG_DAG)
+    model = BaseModel.create_class("MultiTower")(
+        config.model_config, features, ["clk"], embedding_device=torch.device("meta")
+    )
+    constraints = user_table_constraints(features, train)
+    sharded = shard_model(TrainWrapper(model), torch.device("cpu"), train, None, constraints)
+    plan = {
+        table: ps.sharding_type
+        for module_plan in sharded.model.plan.plan.values()
+        for table, ps in module_plan.items()
+    }
+    assert plan["uid_emb_a"] == plan["uid_emb_b"] == plan["uid_emb_wide_a"] == "table_wise"
+    # unconstrained, the planner picks another layout for these small tables
+    assert plan["iid_emb_a"] == plan["iid_emb_b"] == "column_wise"
