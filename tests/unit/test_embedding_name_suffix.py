@@ -314,10 +314,12 @@ def test_a_features_sharding_constraints_apply_to_its_suffixed_tables():
     dist_util.init_process_group()
     config = text_format.Parse(RANK_CONFIG, pipeline_pb2.EasyRecConfig())
     uid = config.feature_configs[0].id_feature
-    text_format.Parse('sharding_types: "table_wise"', uid.embedding_constraints)
+    text_format.Parse('sharding_types: "column_wise"', uid.embedding_constraints)
+    # iid's tables follow the global constraint, so the two features' layouts differ
     train = text_format.Parse(
         "sparse_optimizer { adagrad_optimizer { lr: 0.1 } }"
-        " dense_optimizer { adam_optimizer { lr: 0.01 } }",
+        " dense_optimizer { adam_optimizer { lr: 0.01 } }"
+        ' global_embedding_constraints { sharding_types: "table_wise" }',
         train_pb2.TrainConfig(),
     )
     features = create_features(config.feature_configs, fg_mode=FG_DAG)
@@ -331,6 +333,5 @@ def test_a_features_sharding_constraints_apply_to_its_suffixed_tables():
         for module_plan in sharded.model.plan.plan.values()
         for table, ps in module_plan.items()
     }
-    assert plan["uid_emb_a"] == plan["uid_emb_b"] == plan["uid_emb_wide_a"] == "table_wise"
-    # unconstrained, the planner picks another layout for these small tables
-    assert plan["iid_emb_a"] == plan["iid_emb_b"] == "column_wise"
+    assert plan["uid_emb_a"] == plan["uid_emb_b"] == plan["uid_emb_wide_a"] == "column_wise"
+    assert plan["iid_emb_a"] == plan["iid_emb_b"] == "table_wise"
