@@ -268,8 +268,8 @@ FIELDS: dict[str, Entry] = {
     "SequenceFeature.sequence_pk": _ignored(
         "the serving side's sequence key (only written to fg.json)"
     ),
-    "FeatureGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
-    "SeqGroupConfig.embedding_name_suffix": _no("embedding_name_suffix is not built yet"),
+    "FeatureGroupConfig.embedding_name_suffix": _YES,
+    "SeqGroupConfig.embedding_name_suffix": _YES,
     # model
     **{f"ModelConfig.{name}": _MODEL for name in ("tdm".split())},
     **{f"ModelConfig.{name}": _GENERATIVE for name in "sid_rqvae sid_rqkmeans".split()},

@@ -15,7 +15,7 @@ from typing import Optional
 from google.protobuf.message import Message
 
 from recforge.config._schema import is_map
-from recforge.protos import module_pb2, pipeline_pb2
+from recforge.protos import model_pb2, module_pb2, pipeline_pb2
 
 #: reports one problem: ``add(field_path, message)``
 Add = Callable[[str, str], None]
@@ -308,8 +308,29 @@ def _size(num_bytes: float) -> str:
     return f"{num_bytes:.1f} PiB"
 
 
+def _group_suffixes(config: pipeline_pb2.EasyRecConfig) -> dict[str, set[str]]:
+    """Feature (as groups name it) -> ``embedding_name_suffix`` of each non-WIDE group reading it.
+
+    Each suffix is a table of its own (``<embedding_name>_<suffix>``); a nested sequence group
+    without a suffix takes its feature group's.
+    """
+    out: dict[str, set[str]] = {}
+    for group in config.model_config.feature_groups:
+        if group.group_type != model_pb2.WIDE:
+            for name in group.feature_names:
+                out.setdefault(name, set()).add(group.embedding_name_suffix)
+        for seq_group in group.sequence_groups:
+            suffix = seq_group.embedding_name_suffix or group.embedding_name_suffix
+            for name in seq_group.feature_names:
+                out.setdefault(name, set()).add(suffix)
+    return out
+
+
 def _check_table_memory(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
     """The embedding tables (weights alone) must fit in the machine's memory."""
+    from recforge.features.sequence_feature import SEQUENCE_NAME_SEPARATOR
+
+    suffixes = _group_suffixes(config)
     tables: dict[str, tuple[int, str, str]] = {}  # table -> (bytes, field, description)
     for fld, feature in _feature_messages(config):
         rows = _table_rows(feature)
@@ -325,7 +346,14 @@ def _check_table_memory(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
         if not hashed and _has_zch(feature):
             size_field = "zch.zch_size"
         what = f"{rows} rows x {dim} dims x {width} bytes"
-        tables.setdefault(name, (rows * dim * width, f"{fld}.{size_field}", what))
+        grouped = feature.feature_name
+        if ".features[" in fld:  # a sequence element: groups name it <sequence>__<feature>
+            index = int(fld.split("[", 1)[1].split("]", 1)[0])
+            sequence = config.feature_configs[index].sequence_feature.sequence_name
+            grouped = f"{sequence}{SEQUENCE_NAME_SEPARATOR}{feature.feature_name}"
+        for suffix in sorted(suffixes.get(grouped, {""})):
+            table = f"{name}_{suffix}" if suffix else name
+            tables.setdefault(table, (rows * dim * width, f"{fld}.{size_field}", what))
     if not tables:
         return
     limit = machine_memory()

@@ -23,7 +23,7 @@ from recforge.datasets.sampler import (
 )
 from recforge.errors import DataError
 from recforge.models.match_model import MatchModel, MatchTower
-from recforge.modules.embedding import EmbeddingGroup
+from recforge.modules.embedding import EmbeddingGroup, suffixed_table_name
 from recforge.modules.gr.groups import contextual_group
 from recforge.modules.gr.hstu_encoder import HSTUUserEncoder
 from recforge.modules.gr.jagged import last_rows, offsets_of, row_index
@@ -286,8 +286,13 @@ class HSTUMatch(MatchModel):
                 field=self.config_field("autoregressive_loss"),
             )
         by_name = {f.name: f for f in self._features}
-        hist_table = by_name[uih.feature_names[0]].embedding_name
-        item_table = by_name[item.feature_names[0]].embedding_name
+        # the tables the groups look up: their embedding_name_suffix gives them copies
+        hist_table = suffixed_table_name(
+            by_name[uih.feature_names[0]].embedding_name, uih.embedding_name_suffix
+        )
+        item_table = suffixed_table_name(
+            by_name[item.feature_names[0]].embedding_name, item.embedding_name_suffix
+        )
         if not eg.is_jagged_group(item_key) or hist_table != item_table:
             # a DEEP group's ids are pooled in tables of their own even under the history's
             # embedding_name: the next items (history rows) and the negatives (candidate rows)
@@ -295,10 +300,10 @@ class HSTUMatch(MatchModel):
             raise ConfigError(
                 "autoregressive_loss scores history events against the candidates, so both"
                 " must be rows of one table: item_tower.input must be a JAGGED_SEQUENCE group"
-                " (one element per row) whose feature has the history's embedding_name"
-                f" '{hist_table}'; found a"
+                " (one element per row) whose feature has the history's table (embedding_name"
+                f" and embedding_name_suffix) '{hist_table}'; found a"
                 f" {'JAGGED_SEQUENCE' if eg.is_jagged_group(item_key) else 'DEEP'} group with"
-                f" embedding_name '{item_table}'",
+                f" table '{item_table}'",
                 field=self.config_field("autoregressive_loss"),
             )
         self._id_keys = (uih.feature_names[0], item.feature_names[0])

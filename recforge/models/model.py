@@ -23,6 +23,7 @@ from recforge.datasets.batch import Batch
 from recforge.errors import RecforgeError
 from recforge.features import BaseFeature
 from recforge.loss.pareto import check_min_weights, pareto_weights
+from recforge.modules.embedding import table_bases
 from recforge.protos import model_pb2, module_pb2, sampler_pb2
 from recforge.utils.registry import create_class, get_register_class_meta, import_modules
 
@@ -435,13 +436,14 @@ class BaseModel(nn.Module, metaclass=_ModelMeta):
             for f in self._features
             if f.is_sparse and not f.trainable
         }
+        bases = table_bases(self)
         trainable: list[nn.Parameter] = []
         frozen: list[nn.Parameter] = []
         for module in self.modules():
             if isinstance(module, (EmbeddingBagCollectionInterface, EmbeddingCollectionInterface)):
                 for name, param in module.named_parameters():
                     table = name.split(".")[-2] if "." in name else name
-                    base = table.removesuffix("_wide")
+                    base = bases.get(table, table.removesuffix("_wide"))
                     (frozen if base in frozen_tables else trainable).append(param)
         return trainable, frozen
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional, Union, cast
 
 import torch
@@ -55,6 +55,12 @@ class EmbeddingGroup(nn.Module):
     Sparse features of DEEP groups share one table per ``embedding_name``; WIDE groups use a
     separate table per feature of width ``wide_embedding_dim`` (named ``<table>_wide``). Dense
     (raw) features enter DEEP groups as they are.
+
+    A group's ``embedding_name_suffix`` (as in TorchEasyRec) gives its features tables of their
+    own, ``<table>_<suffix>`` (WIDE: ``<table>_wide_<suffix>``): groups with the same suffix
+    share them, groups with different suffixes do not. A DEEP group's suffix also applies to
+    its ``sequence_groups`` unless one sets its own. One table name reached from groups with
+    different suffixes is refused (:func:`suffixed_table_name`, :class:`_TableNames`).
 
     A SEQUENCE group holds sequence features (the behaviour sequence, e.g. clicked item ids
     and their categories) and optionally non-sequence "query" features (the candidate, e.g.
@@ -140,6 +146,7 @@ class EmbeddingGroup(nn.Module):
         self._embedding_penalty: Optional[torch.Tensor] = None
         self.variational_dropouts = nn.ModuleDict()
         by_name = {f.name: f for f in features}
+        names = _TableNames(by_name)
         tables: dict[str, EmbeddingBagConfig] = {}
         weighted_tables: dict[str, EmbeddingBagConfig] = {}
         group_keys: dict[str, list[str]] = {}
@@ -163,13 +170,13 @@ class EmbeddingGroup(nn.Module):
                 self._sequence_groups[group.group_name] = _build_sequence_group(
                     f"{'JAGGED_' if jagged else ''}SEQUENCE feature group '{group.group_name}'",
                     group.feature_names,
-                    by_name,
+                    names.for_group(f"'{group.group_name}'", group.embedding_name_suffix),
                     sequence_tables,
                     jagged,
                 )
                 continue
             if nested.groups:
-                self._add_nested(group.group_name, nested, by_name, sequence_tables)
+                self._add_nested(group, nested, names, sequence_tables)
             is_wide = group.group_type == model_pb2.WIDE
             keys, dims = [], []
             for name in group.feature_names:
@@ -208,8 +215,10 @@ class EmbeddingGroup(nn.Module):
                     continue
                 table = copy.deepcopy(feature.emb_bag_config)
                 assert table is not None  # a sparse feature
+                table.name = names.name(
+                    feature, f"'{group.group_name}'", group.embedding_name_suffix, is_wide
+                )
                 if is_wide:
-                    table.name += WIDE_TABLE_SUFFIX
                     table.embedding_dim = wide_embedding_dim
                     if wide_init_fn is not None:
                         table.init_fn = wide_init_fn
@@ -249,6 +258,25 @@ class EmbeddingGroup(nn.Module):
                 ", ".join(dict.fromkeys(table for _, table, _ in self._ec_pooled)),
             )
         ec_pooled_keys = {(name, table) for name, table, _ in self._ec_pooled}
+        #: composed table name -> the ``embedding_name`` of its features (no wide / suffix)
+        self.table_bases: dict[str, str] = dict(names.bases)
+        # torchrec names an unpooled output "<feature>@<table>" too when the feature feeds
+        # several tables (suffixed copies of one table; they all have the feature's dim, so
+        # they are in one sequence collection)
+        sequence_tables_of: dict[str, int] = {}
+        for seq_table in sequence_tables.values():
+            for name in seq_table.feature_names:
+                sequence_tables_of[name] = sequence_tables_of.get(name, 0) + 1
+
+        def ec_key(feature_name: str, table_name: str) -> str:
+            if sequence_tables_of[feature_name] > 1:
+                return f"{feature_name}@{table_name}"
+            return feature_name
+
+        #: (the sequence collection's output key, pooling) of each ``_ec_pooled`` feature
+        self._ec_pooled_inputs = [
+            (ec_key(name, table), pooling) for name, table, pooling in self._ec_pooled
+        ]
         # torchrec names a pooled output "<feature>@<table>" when the feature feeds several tables
         tables_of_feature: dict[str, int] = {}
         for table in [*tables.values(), *weighted_tables.values()]:
@@ -277,6 +305,8 @@ class EmbeddingGroup(nn.Module):
         ]
         layouts = list(self._sequence_groups.values())
         layouts += [layout for group in self._nested_groups.values() for layout in group]
+        for layout in layouts:
+            layout.key_sparse_by(ec_key)
         self._sequence_dense_keys = list(
             dict.fromkeys(key for layout in layouts for key in layout.dense_keys)
         )
@@ -317,20 +347,25 @@ class EmbeddingGroup(nn.Module):
 
     def _add_nested(
         self,
-        group_name: str,
+        group: model_pb2.FeatureGroupConfig,
         nested: NestedSequences,
-        by_name: dict[str, BaseFeature],
+        names: _TableNames,
         tables: dict[str, EmbeddingConfig],
     ) -> None:
         """Builds the sequence groups and encoders of a DEEP group (see the class docstring)."""
+        group_name = group.group_name
+        # nested.groups follow group.sequence_groups one to one (a config without problems)
         layouts = [
             _build_sequence_group(
                 f"sequence group '{name}' of feature group '{group_name}'",
                 feature_names,
-                by_name,
+                names.for_group(
+                    f"'{group_name}.{name}'",
+                    seq_group.embedding_name_suffix or group.embedding_name_suffix,
+                ),
                 tables,
             )
-            for name, feature_names in nested.groups
+            for (name, feature_names), seq_group in zip(nested.groups, group.sequence_groups)
         ]
         index = {name: i for i, (name, _) in enumerate(nested.groups)}
         encoders, inputs = nn.ModuleList(), []
@@ -503,7 +538,10 @@ class EmbeddingGroup(nn.Module):
                     keys=self._ec_pooled_keys,
                     length_per_key=self._ec_pooled_dims,
                     values=torch.cat(
-                        [_pool_rows(jagged[name], pooling) for name, _, pooling in self._ec_pooled],
+                        [
+                            _pool_rows(jagged[key], pooling)
+                            for key, pooling in self._ec_pooled_inputs
+                        ],
                         dim=1,
                     ),
                     key_dim=1,
@@ -618,7 +656,10 @@ class _SequenceGroup:
         dense_lengths: dict[str, int],
         jagged: bool = False,
         element_pooled: Optional[list[tuple[str, str, str]]] = None,
+        table_of: Optional[dict[str, str]] = None,
     ) -> None:
+        #: sparse feature -> the table it is looked up in
+        self.table_of = table_of or {}
         self.jagged = jagged
         self.element_pooled = element_pooled or []
         self.dense_lengths = dense_lengths
@@ -628,6 +669,22 @@ class _SequenceGroup:
         self.sequence_keys = sequence_keys
         self.sequence_dims = sequence_dims
         self.max_length = max_length
+
+    def key_sparse_by(self, ec_key: Callable[[str, str], str]) -> None:
+        """Keys the sparse features by their sequence collection's output key.
+
+        Args:
+            ec_key: ``(feature, table) -> key`` (``feature``, or ``feature@table`` when the
+                feature feeds several tables).
+
+        """
+
+        def key(name: str) -> str:
+            return ec_key(name, self.table_of[name]) if name in self.table_of else name
+
+        self.query_keys = [key(k) for k in self.query_keys]
+        self.sequence_keys = [key(k) for k in self.sequence_keys]
+        self.element_pooled = [(key(k), lk, p) for k, lk, p in self.element_pooled]
 
     def embed(
         self, name: str, jagged: dict[str, JaggedTensor], dense: dict[str, torch.Tensor]
@@ -749,6 +806,9 @@ def _build_zch(
             different zch settings.
 
     """
+    # keyed by embedding_name, not by composed table: the ids are remapped once in the batch,
+    # before any lookup, so the suffixed copies of a table (embedding_name_suffix) share one
+    # remapper (TorchEasyRec keeps one per copy, admitting and evicting the same ids in each)
     names: dict[str, list[str]] = {}
     for name in dict.fromkeys(used):
         names.setdefault(by_name[name].embedding_name, []).append(name)
@@ -769,6 +829,91 @@ def _build_zch(
         remappers[table] = ZchRemapper(first, here)
         tables.append((table, features))
     return remappers, tables
+
+
+def table_bases(module: nn.Module) -> dict[str, str]:
+    """Every table of the :class:`EmbeddingGroup` s in ``module`` -> its ``embedding_name``.
+
+    Settings of a feature's table (``trainable``, ``embedding_constraints``) apply to its
+    WIDE and suffixed copies too (``<name>_wide``, ``<name>_<suffix>``).
+    """
+    bases: dict[str, str] = {}
+    for child in module.modules():
+        if isinstance(child, EmbeddingGroup):
+            bases.update(child.table_bases)
+    return bases
+
+
+def suffixed_table_name(embedding_name: str, suffix: str = "", wide: bool = False) -> str:
+    """The table a group's feature is looked up in, as TorchEasyRec composes it.
+
+    Args:
+        embedding_name: the feature's ``embedding_name`` (or ``<feature>_emb``).
+        suffix: the group's ``embedding_name_suffix`` ("" or unset: none).
+        wide: a WIDE group's table (``<name>_wide``, then the suffix).
+
+    """
+    name = embedding_name + (WIDE_TABLE_SUFFIX if wide else "")
+    return f"{name}_{suffix}" if suffix else name
+
+
+class _TableNames:
+    """Composes the groups' table names and refuses one reached with different suffixes.
+
+    Attributes:
+        by_name: every feature by name.
+        bases: composed table name -> its features' ``embedding_name``.
+
+    """
+
+    def __init__(self, by_name: dict[str, BaseFeature]) -> None:
+        self.by_name = by_name
+        self.bases: dict[str, str] = {}
+        # composed table name -> (suffix, group, feature) of its first use
+        self._first: dict[str, tuple[str, str, str]] = {}
+
+    def for_group(self, group: str, suffix: str) -> _GroupTableNames:
+        """The names of one group's tables (``group`` as error messages quote it)."""
+        return _GroupTableNames(self, group, suffix)
+
+    def name(self, feature: BaseFeature, group: str, suffix: str, wide: bool = False) -> str:
+        """The table of ``feature`` in ``group``.
+
+        Raises:
+            EmbeddingGroupError: the name was reached before from a group with another
+                suffix (TorchEasyRec refuses this too: the tables would merge silently).
+
+        """
+        table = suffixed_table_name(feature.embedding_name, suffix, wide)
+        first = self._first.setdefault(table, (suffix, group, feature.name))
+        if first[0] != suffix:
+
+            def quoted(s: str) -> str:
+                return f"suffix '{s}'" if s else "no suffix"
+
+            raise EmbeddingGroupError(
+                f"embedding table '{table}' is reached from feature group {first[1]} (feature"
+                f" '{first[2]}', {quoted(first[0])}) and from feature group {group} (feature"
+                f" '{feature.name}', {quoted(suffix)}): groups with different"
+                " embedding_name_suffix values would share it; change a suffix or an"
+                " embedding_name"
+            )
+        self.bases[table] = feature.embedding_name
+        return table
+
+
+class _GroupTableNames:
+    """:class:`_TableNames` bound to one (sequence) group and its suffix."""
+
+    def __init__(self, names: _TableNames, group: str, suffix: str) -> None:
+        self.by_name = names.by_name
+        self._names = names
+        self._group = group
+        self._suffix = suffix
+
+    def name(self, feature: BaseFeature) -> str:
+        """The table of ``feature`` in this group (see :meth:`_TableNames.name`)."""
+        return self._names.name(feature, self._group, self._suffix)
 
 
 def _share_table(tables: dict[str, TableConfig], table: TableConfig, feature_name: str) -> None:
@@ -843,6 +988,7 @@ def _move_shared_tables(
                     f" {target.num_embeddings} x {target.embedding_dim} (rows x dim); give them"
                     " the same embedding_dim and number of ids, or different embedding_names"
                 )
+            config.name = name
             _share_table(sequence_tables, config, feature_name)
             pooling = by_name[feature_name].emb_bag_config.pooling  # type: ignore[union-attr]
             moved.append((feature_name, name, "mean" if pooling == PoolingType.MEAN else "sum"))
@@ -852,7 +998,7 @@ def _move_shared_tables(
 def _build_sequence_group(
     where: str,
     feature_names: Sequence[str],
-    by_name: dict[str, BaseFeature],
+    names: _GroupTableNames,
     tables: dict[str, EmbeddingConfig],
     jagged: bool = False,
 ) -> _SequenceGroup:
@@ -861,11 +1007,13 @@ def _build_sequence_group(
     Args:
         where: the group, as error messages name it.
         feature_names: its query and sequence features.
-        by_name: every feature by name.
+        names: the group's table names (and every feature by name).
         tables: the sequence tables so far, by name.
         jagged: a JAGGED_SEQUENCE group (outputs not padded).
 
     """
+    by_name = names.by_name
+    table_of: dict[str, str] = {}
     query_keys, query_dims, sequence_keys, sequence_dims, lengths = [], [], [], [], []
     element_pooled: list[tuple[str, str, str]] = []
     dense_lengths: dict[str, int] = {}
@@ -889,7 +1037,11 @@ def _build_sequence_group(
                 " be in a DEEP or WIDE group"
             )
         if feature.is_sparse:
-            _share_table(tables, feature.emb_config, name)
+            table = feature.emb_config
+            assert table is not None  # a sparse feature
+            table.name = names.name(feature)
+            table_of[name] = table.name
+            _share_table(tables, table, name)
             if feature.element_lengths_key is not None:
                 element_pooled.append((name, feature.element_lengths_key, feature.pooling))
         else:
@@ -915,4 +1067,5 @@ def _build_sequence_group(
         dense_lengths,
         jagged,
         element_pooled,
+        table_of,
     )

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -380,11 +380,15 @@ def _size_field(config: pipeline_pb2.EasyRecConfig, table: str) -> str:
     """The field path setting ``table``'s rows, or ``feature_configs`` when not found."""
     from recforge.config.value_checks import _feature_messages
 
+    found: list[tuple[int, str, Any]] = []
     for fld, feature in _feature_messages(config):
-        fields = feature.DESCRIPTOR.fields_by_name
         name = getattr(feature, "embedding_name", "") or f"{feature.feature_name}_emb"
-        if name != table:
-            continue
+        # the table itself, or a WIDE / suffixed copy of it (<name>_wide, <name>_<suffix>)
+        if name == table or table.startswith(name + "_"):
+            found.append((len(name), fld, feature))
+    if found:
+        _, fld, feature = max(found, key=lambda entry: entry[0])
+        fields = feature.DESCRIPTOR.fields_by_name
         for size in ("hash_bucket_size", "num_buckets", "zch"):
             if size in fields and feature.HasField(size):
                 return f"{fld}.{size}.zch_size" if size == "zch" else f"{fld}.{size}"

@@ -39,6 +39,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from recforge.config.errors import ConfigError
+from recforge.modules.embedding import table_bases
 from recforge.optim import (
     LearningRateSchedule,
     create_dense_optimizer,
@@ -263,6 +264,14 @@ def shard_model(
     """
     frozen_ids = {id(p) for p in frozen_params or []}
     tables = _embedding_tables(module)
+    bases = table_bases(module)
+    # the user's constraints name embedding_names; a WIDE or suffixed copy of a table follows
+    # its feature's constraints, as in TorchEasyRec (per feature, whatever its group)
+    table_constraints = {
+        name: table_constraints[bases.get(name, name)]
+        for name in tables
+        if table_constraints and bases.get(name, name) in table_constraints
+    }
     constraints: dict[str, ParameterConstraints] = {}
     fallback: list[str] = []
     spec = sparse_optimizer_spec(train_config.sparse_optimizer) if train_config else None
@@ -273,7 +282,7 @@ def shard_model(
     for name, (dim, _) in tables.items():
         frozen = name in frozen_tables
         use_fused = spec is not None and not frozen and spec.fused_on(device.type, dim)
-        user = (table_constraints or {}).get(name)
+        user = table_constraints.get(name)
         if use_fused and user is not None and user.kernels and "fused" not in user.kernels:
             use_fused = False  # the user asked for the dense kernel
         if use_fused:
@@ -285,7 +294,7 @@ def shard_model(
     riders: list[str] = []  # fused-capable tables in an unsharded collection
     for name, (_, params) in tables.items():
         use_fused = name in fused_tables
-        user = (table_constraints or {}).get(name)
+        user = table_constraints.get(name)
         kernel = "fused" if use_fused else "dense"
         if use_fused:
             fused_params.extend(p for p in params if id(p) not in unsharded_ids)
