@@ -144,13 +144,13 @@ MESSAGES: dict[str, Entry] = {
         (
             "DlrmHSTU UltraHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
             " GRContentEncoder GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
+            " GRContextualInterleavePreprocessor"
         ).split(),
         _YES,
     ),
     **dict.fromkeys(
         (
-            "GRContextualInterleavePreprocessor"
-            " GRTimestampLayerNormPostprocessor"
+            "GRTimestampLayerNormPostprocessor"
             " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
             " FaissKmeansConfig"
@@ -308,7 +308,7 @@ FIELDS: dict[str, Entry] = {
     ),
     # dlrm_hstu's (hstu_match refuses it: its towers read the history alone)
     "GRInputPreprocessor.contextual_preprocessor": _YES,
-    "GRInputPreprocessor.contextual_interleave_preprocessor": _GENERATIVE,
+    "GRInputPreprocessor.contextual_interleave_preprocessor": _YES,
     "GROutputPostprocessor.timestamp_layernorm_postprocessor": _no(
         "the timestamp layer-norm postprocessor is not built yet"
     ),

@@ -18,6 +18,7 @@ from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.models.rank_model import Task
 from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
+from recforge.modules.gr.from_config import RANKING_PREPROCESSORS, contextual_preprocessor
 from recforge.modules.gr.groups import contextual_group
 from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.kernel import check_hstu_build
@@ -110,8 +111,10 @@ class DlrmHSTU(MultiTaskRank):
     With ``contextual_preprocessor { action_encoder action_mlp }`` each history event's
     actions (the JAGGED_SEQUENCE group ``uih_action``, a bitmask per event, and with
     ``watchtime_to_action_thresholds`` the group ``uih_watchtime``) are encoded and added to
-    its row; the candidates get one learned action row (see the transducer).
-    Not built yet: the interleave preprocessor, a SEQUENCE ``contextual`` group.
+    its row; the candidates get one learned action row (see the transducer). With
+    ``contextual_interleave_preprocessor`` (``enable_interleaving``, default true) each
+    history event is two tokens instead, its content and then its actions.
+    Not built yet: a SEQUENCE ``contextual`` group.
     """
 
     # ---- tasks: fusion_mtl_tower.task_configs ---------------------------------------------
@@ -165,10 +168,10 @@ class DlrmHSTU(MultiTaskRank):
         hstu = cfg.hstu
         kind = hstu.input_preprocessor.WhichOneof("input_preprocessor")
         pre_field = self.config_field("hstu.input_preprocessor")
-        if kind != "contextual_preprocessor":
+        if kind not in RANKING_PREPROCESSORS:
             raise ConfigError(
-                f"dlrm_hstu needs input_preprocessor {{ contextual_preprocessor {{ ... }} }},"
-                f" found {kind or 'none'}",
+                f"dlrm_hstu needs input_preprocessor {{ contextual_preprocessor {{ ... }} }} or"
+                f" {{ contextual_interleave_preprocessor {{ ... }} }}, found {kind or 'none'}",
                 field=pre_field,
             )
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
@@ -253,13 +256,19 @@ class DlrmHSTU(MultiTaskRank):
         names.
 
         Args:
-            hstu: the channel's ``HSTU`` message (its ``contextual_preprocessor``).
+            hstu: the channel's ``HSTU`` message (its (interleave) contextual preprocessor).
             groups: the feature groups by name.
             pre_field: the path of its ``input_preprocessor``, for errors.
 
         """
-        pre = hstu.input_preprocessor.contextual_preprocessor
-        field = f"{pre_field}.contextual_preprocessor"
+        pre, interleave = contextual_preprocessor(hstu)
+        field = f"{pre_field}.{hstu.input_preprocessor.WhichOneof('input_preprocessor')}"
+        if interleave and not pre.HasField("action_encoder"):
+            raise ConfigError(
+                "enable_interleaving (default true) needs an action_encoder { ... } and an"
+                " action_mlp (each history event's second token), or enable_interleaving: false",
+                field=f"{field}.action_encoder",
+            )
         if not pre.HasField("action_encoder"):
             if pre.HasField("action_mlp"):
                 # TorchEasyRec builds nothing from it then; an MLP that never runs is a mistake

@@ -7,13 +7,33 @@ stack and the output postprocessor.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from torch import nn
 
 from recforge.modules.gr.positional import HSTUPositionalEncoder
 from recforge.modules.gr.stu import STULayer, STUStack
 from recforge.protos import module_pb2
+
+#: the two input preprocessors of the ranking transducer (one set of fields)
+ContextualPreprocessor = Union[
+    module_pb2.GRContextualPreprocessor, module_pb2.GRContextualInterleavePreprocessor
+]
+
+#: ``HSTU.input_preprocessor``'s kinds the ranking transducer builds
+RANKING_PREPROCESSORS = ("contextual_preprocessor", "contextual_interleave_preprocessor")
+
+
+def contextual_preprocessor(hstu: module_pb2.HSTU) -> tuple[ContextualPreprocessor, bool]:
+    """``hstu``'s (interleave) contextual preprocessor and whether it interleaves.
+
+    TorchEasyRec builds both with one class: ``contextual_preprocessor`` is the interleave
+    preprocessor with ``enable_interleaving: false``.
+    """
+    if hstu.input_preprocessor.WhichOneof("input_preprocessor") == RANKING_PREPROCESSORS[1]:
+        pre = hstu.input_preprocessor.contextual_interleave_preprocessor
+        return pre, pre.enable_interleaving
+    return hstu.input_preprocessor.contextual_preprocessor, False
 
 
 def positional_encoder(

@@ -6,8 +6,10 @@ and candidate rows to one width, the candidates are appended after each user's h
 content MLP maps every row to ``stu.embedding_dim``; with an action encoder each history
 event's actions (a bitmask, plus bits set by watch-time thresholds) are encoded, every
 candidate gets the encoder's one learned candidate row (its actions are what is predicted), and
-the action MLP's output is added to the content row (TorchEasyRec's contextual preprocessor
-adds them; its interleaving variant is another preprocessor); contextual features (a DEEP group of
+the action MLP's output is added to the content row (TorchEasyRec's contextual preprocessor);
+with the interleave preprocessor (``enable_interleaving``) each history event becomes two
+tokens, its content row then its action row, and the candidates keep their content row alone
+(see ``HSTUTransducer``); contextual features (a DEEP group of
 ``c`` features of one width, or one token of all of them with ``concat_contextual_features``)
 become prefix tokens. Then the positional encoder (candidates share the position after the
 last event; time gaps are measured to the last candidate's timestamp), input dropout, the STU
@@ -38,13 +40,20 @@ from recforge.modules.gr.action_encoder import SimpleActionEncoder
 from recforge.modules.gr.content_encoder import ContentEncoder
 from recforge.modules.gr.contextual import ContextualTokens
 from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
-from recforge.modules.gr.from_config import output_postprocessor, positional_encoder, stu_stack
+from recforge.modules.gr.from_config import (
+    ContextualPreprocessor,
+    contextual_preprocessor,
+    output_postprocessor,
+    positional_encoder,
+    stu_stack,
+)
 from recforge.modules.gr.jagged import offsets_of, prepend_rows
-from recforge.modules.gr.targets import append_rows, last_rows_index, take_rows
+from recforge.modules.gr.targets import append_rows, interleave_rows, last_rows_index, take_rows
 from recforge.protos import module_pb2
 
 # traced export graphs call them as opaque (scripted) functions: they depend on the data
 torch.fx.wrap("append_rows")
+torch.fx.wrap("interleave_rows")
 torch.fx.wrap("take_rows")
 torch.fx.wrap("last_rows_index")
 torch.fx.wrap("prepend_rows")
@@ -82,9 +91,15 @@ class SequenceInput:
 class HSTUTransducer(nn.Module):
     """History + candidates -> each candidate's encoded row ``[T, D]`` (see the module doc).
 
+    Interleaving: TorchEasyRec, while training, also gives each candidate a second token (its
+    learned action row) and drops those tokens from the output; at inference it leaves them
+    out. A candidate's token attends to the history and to itself only, so the extra tokens
+    never change a candidate's output: recforge leaves them out in training too (the same
+    outputs, fewer tokens), and its action encoder has no candidate row then.
+
     Args:
-        hstu: the ``HSTU`` message (its ``contextual_preprocessor``'s groups checked by the
-            caller).
+        hstu: the ``HSTU`` message (its (interleave) contextual preprocessor's groups checked
+            by the caller).
         uih: the history group (JAGGED_SEQUENCE).
         uih_dim: width of its rows.
         candidate: the candidate group.
@@ -129,12 +144,12 @@ class HSTUTransducer(nn.Module):
         self._candidate_timestamp = candidate_timestamp
         self._max_seq_len = max_seq_len
         self._input_dropout = hstu.input_dropout_ratio
-        pre = hstu.input_preprocessor.contextual_preprocessor
+        pre, self._interleave = contextual_preprocessor(hstu)
         self.content_encoder = ContentEncoder(pre.content_encoder, uih_dim, cand_dim)
         if not pre.content_mlp.HasField("simple_mlp"):
             raise ValueError(
-                "input_preprocessor.contextual_preprocessor needs content_mlp { simple_mlp {"
-                " hidden_dim } }"
+                f"input_preprocessor.{hstu.input_preprocessor.WhichOneof('input_preprocessor')}"
+                " needs content_mlp { simple_mlp { hidden_dim } }"
             )
         self.content_mlp = SimpleContextualizedMLP(
             self.content_encoder.output_dim, dim, pre.content_mlp.simple_mlp.hidden_dim
@@ -143,8 +158,10 @@ class HSTUTransducer(nn.Module):
         self._watchtime = watchtime
         self.action_encoder: Optional[SimpleActionEncoder] = None
         self.action_mlp: Optional[SimpleContextualizedMLP] = None
+        if self._interleave and not pre.HasField("action_encoder"):
+            raise ValueError("enable_interleaving needs an action_encoder (each event's 2nd token)")
         if pre.HasField("action_encoder"):
-            self.action_encoder, self.action_mlp = _action_layers(pre, dim)
+            self.action_encoder, self.action_mlp = _action_layers(pre, dim, not self._interleave)
             if action is None or (self.action_encoder.need_watchtime and watchtime is None):
                 raise ValueError("the action encoder needs the action (and watch-time) groups")
         self._contextual_key = contextual_key
@@ -178,10 +195,23 @@ class HSTUTransducer(nn.Module):
         cand, cand_offsets = self._candidate.rows(grouped)
         num_targets = cand_offsets[1:] - cand_offsets[:-1]
         uih, cand = self.content_encoder(uih, cand)
-        x, offsets, _ = append_rows(uih, uih_offsets, cand, cand_offsets)
+        x, seq_offsets, _ = append_rows(uih, uih_offsets, cand, cand_offsets)
         x = self.content_mlp(x)
+        offsets = seq_offsets
         if self.action_encoder is not None and self.action_mlp is not None:
-            x = x + self.action_mlp(self._action_rows(grouped, uih_offsets, cand, cand_offsets))
+            history_actions = self._history_actions(grouped, uih_offsets)
+            if self._interleave:  # after each event's content row, its action row
+                x, offsets = interleave_rows(
+                    x, seq_offsets, self.action_mlp(history_actions), uih_offsets
+                )
+            else:
+                actions, _, _ = append_rows(
+                    history_actions,
+                    uih_offsets,
+                    self.action_encoder.candidate_rows(cand),
+                    cand_offsets,
+                )
+                x = x + self.action_mlp(actions)
         timestamps: Optional[torch.Tensor] = None
         if self._use_time and self._timestamp is not None and self._candidate_timestamp is not None:
             ts = self._timestamp.values(grouped).reshape(-1, 1)
@@ -195,6 +225,8 @@ class HSTUTransducer(nn.Module):
                     f" {uih.shape[0]} events / {cand.shape[0]} candidates; each needs one"
                 )
             timestamps, _, _ = append_rows(ts, uih_offsets, cand_ts, cand_offsets)
+            if self._interleave:  # an event's action token has the event's time
+                timestamps, _ = interleave_rows(timestamps, seq_offsets, ts, uih_offsets)
             timestamps = timestamps.reshape(-1)
         if self.contextual is not None:
             tokens = self.contextual(grouped[str(self._contextual_key)])  # [B, c, D]
@@ -215,14 +247,10 @@ class HSTUTransducer(nn.Module):
             out = self.layer_norm(out)
         return out, num_targets
 
-    def _action_rows(
-        self,
-        grouped: dict[str, torch.Tensor],
-        uih_offsets: torch.Tensor,
-        cand: torch.Tensor,
-        cand_offsets: torch.Tensor,
+    def _history_actions(
+        self, grouped: dict[str, torch.Tensor], uih_offsets: torch.Tensor
     ) -> torch.Tensor:
-        """The action encodings of every history event and candidate, in sequence order."""
+        """The action encodings of every history event ``[U, A]``."""
         assert self.action_encoder is not None and self._action is not None
         actions = self._action.values(grouped).reshape(-1)
         watchtimes: Optional[torch.Tensor] = None
@@ -236,17 +264,13 @@ class HSTUTransducer(nn.Module):
                         f"feature group '{seq.key}' has {values.shape[0]} values for the"
                         f" {int(events)} events of '{self._uih.key}'; it needs one per event"
                     )
-        history = self.action_encoder(actions, watchtimes)
-        rows, _, _ = append_rows(
-            history, uih_offsets, self.action_encoder.candidate_rows(cand), cand_offsets
-        )
-        return rows
+        return self.action_encoder(actions, watchtimes)
 
 
 def _action_layers(
-    pre: module_pb2.GRContextualPreprocessor, dim: int
+    pre: ContextualPreprocessor, dim: int, candidate_row: bool
 ) -> tuple[SimpleActionEncoder, SimpleContextualizedMLP]:
-    """The action encoder (with its candidate row) and the action MLP to width ``dim``."""
+    """The action encoder (with its candidate row if asked) and the action MLP to ``dim``."""
     if pre.action_encoder.WhichOneof("action_encoder") != "simple_action_encoder":
         raise ValueError("action_encoder needs simple_action_encoder { ... }")
     if not pre.action_mlp.HasField("simple_mlp"):
@@ -258,7 +282,7 @@ def _action_layers(
         list(enc.watchtime_to_action_thresholds),
         list(enc.watchtime_to_action_weights),
         enc.embedding_init_std,
-        candidate_row=True,
+        candidate_row=candidate_row,
     )
     mlp = SimpleContextualizedMLP(encoder.output_dim, dim, pre.action_mlp.simple_mlp.hidden_dim)
     return encoder, mlp
