@@ -144,14 +144,13 @@ MESSAGES: dict[str, Entry] = {
         (
             "DlrmHSTU UltraHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
             " GRContentEncoder GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
-            " GRContextualInterleavePreprocessor"
+            " GRContextualInterleavePreprocessor GRTimestampLayerNormPostprocessor"
         ).split(),
         _YES,
     ),
     **dict.fromkeys(
         (
-            "GRTimestampLayerNormPostprocessor"
-            " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
+            "GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
             " FaissKmeansConfig"
         ).split(),
@@ -309,9 +308,8 @@ FIELDS: dict[str, Entry] = {
     # dlrm_hstu's (hstu_match refuses it: its towers read the history alone)
     "GRInputPreprocessor.contextual_preprocessor": _YES,
     "GRInputPreprocessor.contextual_interleave_preprocessor": _YES,
-    "GROutputPostprocessor.timestamp_layernorm_postprocessor": _no(
-        "the timestamp layer-norm postprocessor is not built yet"
-    ),
+    # dlrm_hstu / ultra_hstu (hstu_match refuses it: recforge/modules/gr/from_config.py)
+    "GROutputPostprocessor.timestamp_layernorm_postprocessor": _YES,
     "HSTUMatch.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "ModelConfig.embedding_l2_regularization": _YES,  # recforge extension
     # PYTORCH everywhere; TRITON where a GPU and triton exist (recforge/modules/gr/kernel.py)

@@ -195,7 +195,7 @@ class DlrmHSTU(MultiTaskRank):
                     )
             read += [timestamp, CANDIDATE_TIMESTAMP_GROUP]
         actions = self._action_groups(hstu, groups, pre_field)
-        read += actions
+        read += actions + self._postprocessor_groups(hstu, groups, self.config_field("hstu"))
         contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
         self._candidate = self._source(eg, CANDIDATE_GROUP)
@@ -303,6 +303,41 @@ class DlrmHSTU(MultiTaskRank):
             )
         return names
 
+    def _postprocessor_groups(
+        self, hstu: module_pb2.HSTU, groups: dict[str, Any], field: str
+    ) -> list[str]:
+        """The groups ``hstu``'s output postprocessor reads (``field``: the ``hstu`` path).
+
+        The timestamp layer-norm postprocessor reads the candidates' timestamps (the group
+        ``candidate_timestamp``, as in TorchEasyRec); the others read nothing.
+        """
+        post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
+        if post != "timestamp_layernorm_postprocessor":
+            return []
+        at = f"{field}.output_postprocessor.timestamp_layernorm_postprocessor"
+        periods = hstu.output_postprocessor.timestamp_layernorm_postprocessor
+        units, per = periods.time_duration_period_units, periods.time_duration_units_per_period
+        if len(units) != len(per):
+            raise ConfigError(
+                f"time_duration_units_per_period needs one value per time_duration_period_units"
+                f" value, found {len(per)} for {len(units)}",
+                field=f"{at}.time_duration_units_per_period",
+            )
+        for name, values in (
+            ("time_duration_period_units", units),
+            ("time_duration_units_per_period", per),
+        ):
+            if any(v == 0 for v in values):
+                raise ConfigError(f"{name} must be > 0, found {list(values)}", field=f"{at}.{name}")
+        if CANDIDATE_TIMESTAMP_GROUP not in groups:
+            raise ConfigError(
+                f"timestamp_layernorm_postprocessor needs a feature group"
+                f" '{CANDIDATE_TIMESTAMP_GROUP}' with the candidates' timestamps (groups:"
+                f" {', '.join(groups)})",
+                field=f"{field}.output_postprocessor",
+            )
+        return [CANDIDATE_TIMESTAMP_GROUP]
+
     def _transducer(
         self,
         eg: EmbeddingGroup,
@@ -322,6 +357,8 @@ class DlrmHSTU(MultiTaskRank):
         cfg = self._model_config
         prefix = hstu.name or "uih"
         timed = hstu.positional_encoder.use_time_encoding
+        post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
+        candidate_times = timed or post == "timestamp_layernorm_postprocessor"
 
         def optional(name: str, wanted: bool = True) -> Optional[SequenceInput]:
             return self._source(eg, name) if wanted and name in read else None
@@ -334,7 +371,7 @@ class DlrmHSTU(MultiTaskRank):
             self._width(eg, CANDIDATE_GROUP),
             cfg.max_seq_len,
             optional(f"{prefix}_timestamp", timed),
-            optional(CANDIDATE_TIMESTAMP_GROUP, timed),
+            optional(CANDIDATE_TIMESTAMP_GROUP, candidate_times),
             contextual,
             eg.group_dims(contextual) if contextual is not None else None,
             cfg.concat_contextual_features,

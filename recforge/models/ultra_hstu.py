@@ -164,4 +164,5 @@ class UltraHSTU(DlrmHSTU):
                         field=f"{field}.positional_encoder",
                     )
                 read.append(name)
+        read += self._postprocessor_groups(hstu, groups, field)
         return read + self._action_groups(hstu, groups, f"{field}.input_preprocessor")

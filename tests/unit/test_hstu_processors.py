@@ -18,8 +18,10 @@ from recforge.datasets.jagged_labels import jagged_label_columns
 from recforge.features import FG_DAG, create_features
 from recforge.models.factory import build_model
 from recforge.models.model import TrainWrapper
+from recforge.modules.gr.postprocessors import TimestampLayerNormPostprocessor
 from recforge.modules.gr.targets import interleave_rows
 from recforge.protos import pipeline_pb2
+from tests.helpers import hstu as match_helpers
 from tests.helpers.dlrm_hstu import ACTION_ENCODER, features, model, planted_rank_table
 from tests.helpers.scripted import assert_scripted_matches_eager
 
@@ -145,3 +147,90 @@ def test_interleaving_without_an_action_encoder_is_an_error_at_its_field():
     assert "contextual_interleave_preprocessor.action_encoder" in str(info.value)
     # without interleaving the action encoder is optional, as in contextual_preprocessor
     build(text.replace(INTERLEAVE, INTERLEAVE + " enable_interleaving: false"))
+
+
+# ---- 3. the timestamp layer-norm postprocessor -------------------------------------------------
+LAYERNORM = "output_postprocessor { layernorm_postprocessor { } }"
+HOUR_OF_DAY = (
+    "output_postprocessor { timestamp_layernorm_postprocessor {"
+    " time_duration_period_units: [3600] time_duration_units_per_period: [24] } }"
+)
+#: time reaches the scores only through the postprocessor: no time encoding
+UNTIMED_MODEL = ACTION_MODEL.replace("use_time_encoding: true", "use_time_encoding: false")
+TIMESTAMP_MODEL = UNTIMED_MODEL.replace(LAYERNORM, HOUR_OF_DAY)
+
+
+def test_timestamp_postprocessor_reads_the_phase_of_each_period():
+    torch.manual_seed(0)
+    post = TimestampLayerNormPostprocessor(8, [3600, 86400], [24, 7])
+    x = torch.randn(1, 8).expand(5, 8)
+    day, week = 86400.0, 7 * 86400.0
+    t = torch.tensor([1000.0, 1000.0 + 3600, 1000.0 + 59, 1000.0 + week, 1000.0 + day])
+    out = post(x, t)
+    torch.testing.assert_close(out[0], out[2])  # the same hour
+    torch.testing.assert_close(out[0], out[3])  # a week later: both phases repeat
+    assert not torch.allclose(out[0], out[1], atol=1e-4)  # another hour of the day
+    assert not torch.allclose(out[0], out[4], atol=1e-4)  # another day of the week
+    with pytest.raises(ValueError, match="same length"):
+        TimestampLayerNormPostprocessor(8, [3600], [24, 7])
+
+
+def test_the_candidate_timestamps_reach_the_scores_only_through_the_postprocessor(caplog):
+    rows = planted_rank_table(6, 5, max_candidates=2, actions=True)
+    later = shifted(rows, "cand__item_ts", 3 * 3600)
+    stamped = build(TIMESTAMP_MODEL).eval()
+    assert not torch.allclose(scores(stamped, rows), scores(stamped, later), atol=1e-4)
+    with caplog.at_level("WARNING"):
+        plain = build(UNTIMED_MODEL).eval()
+    assert "does not read feature group 'candidate_timestamp'" in caplog.text
+    torch.testing.assert_close(scores(plain, rows), scores(plain, later))
+
+
+def test_torcheasyrec_shaped_timestamp_postprocessor_config_trains_and_exports():
+    model_ = train_step_and_export(ACTION_MODEL.replace(LAYERNORM, HOUR_OF_DAY))
+    assert model_.transducer.timestamp_norm is not None
+    assert model_.transducer.timestamp_norm.combine.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        (
+            "time_duration_units_per_period: [24]",
+            "time_duration_units_per_period: [24, 7]",
+            "timestamp_layernorm_postprocessor.time_duration_units_per_period",
+            "one value per",
+        ),
+        (
+            "time_duration_period_units: [3600]",
+            "time_duration_period_units: [0]",
+            "timestamp_layernorm_postprocessor.time_duration_period_units",
+            "> 0",
+        ),
+        (
+            'group_name: "candidate_timestamp"',
+            'group_name: "cand_ts"',
+            "dlrm_hstu.hstu.output_postprocessor",
+            "'candidate_timestamp'",
+        ),
+    ],
+)
+def test_bad_timestamp_postprocessor_config_is_an_error_at_its_field(old, new, field, message):
+    assert old in TIMESTAMP_MODEL
+    with pytest.raises(ConfigError, match=message) as info:
+        build(TIMESTAMP_MODEL.replace(old, new))
+    assert field in str(info.value)
+
+
+def test_hstu_match_refuses_the_timestamp_postprocessor():
+    text = match_helpers.MODEL.replace(
+        "output_postprocessor { l2norm_postprocessor { } }", HOUR_OF_DAY
+    )
+    assert text != match_helpers.MODEL
+    cfg = text_format.Parse(
+        f"data_config {{ fg_mode: FG_DAG }} {match_helpers.FEATURES} {text}",
+        pipeline_pb2.EasyRecConfig(),
+    )
+    with pytest.raises(ConfigError, match="timestamp_layernorm_postprocessor") as info:
+        build_model(cfg, create_features(cfg.feature_configs, fg_mode=FG_DAG))
+    assert "hstu_match.user_tower.hstu" in str(info.value)

@@ -12,6 +12,7 @@ from typing import Optional, Union
 from torch import nn
 
 from recforge.modules.gr.positional import HSTUPositionalEncoder
+from recforge.modules.gr.postprocessors import TimestampLayerNormPostprocessor
 from recforge.modules.gr.stu import STULayer, STUStack
 from recforge.protos import module_pb2
 
@@ -95,8 +96,38 @@ def stu_stack(hstu: module_pb2.HSTU, max_seq_len: int, contextual_len: int) -> S
     )
 
 
-def output_postprocessor(hstu: module_pb2.HSTU) -> tuple[bool, Optional[nn.LayerNorm]]:
-    """``(l2-normalise, layer norm or None)`` for ``hstu.output_postprocessor``."""
+def output_postprocessor(
+    hstu: module_pb2.HSTU, with_timestamps: bool = False
+) -> tuple[bool, Optional[nn.LayerNorm]]:
+    """``(l2-normalise, layer norm or None)`` for ``hstu.output_postprocessor``.
+
+    ``with_timestamps``: the caller builds ``timestamp_layernorm_postprocessor`` itself (see
+    :func:`timestamp_postprocessor`); else that postprocessor raises ValueError.
+    """
     post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
+    if post == "timestamp_layernorm_postprocessor" and not with_timestamps:
+        raise ValueError(
+            "output_postprocessor { timestamp_layernorm_postprocessor } is built for dlrm_hstu"
+            " and ultra_hstu only (it reads the candidates' timestamps)"
+        )
     layer_norm = nn.LayerNorm(hstu.stu.embedding_dim) if post == "layernorm_postprocessor" else None
     return post == "l2norm_postprocessor", layer_norm
+
+
+def timestamp_postprocessor(hstu: module_pb2.HSTU) -> Optional[TimestampLayerNormPostprocessor]:
+    """``hstu.output_postprocessor``'s timestamp layer-norm postprocessor (None if another).
+
+    Raises:
+        ValueError: its period lists differ in length or hold a value that is not positive.
+
+    """
+    if hstu.output_postprocessor.WhichOneof("output_postprocessor") != (
+        "timestamp_layernorm_postprocessor"
+    ):
+        return None
+    post = hstu.output_postprocessor.timestamp_layernorm_postprocessor
+    return TimestampLayerNormPostprocessor(
+        hstu.stu.embedding_dim,
+        list(post.time_duration_period_units),
+        list(post.time_duration_units_per_period),
+    )

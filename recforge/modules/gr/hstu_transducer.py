@@ -14,7 +14,8 @@ tokens, its content row then its action row, and the candidates keep their conte
 become prefix tokens. Then the positional encoder (candidates share the position after the
 last event; time gaps are measured to the last candidate's timestamp), input dropout, the STU
 layers with target-aware attention (a candidate sees the prefix, the history and itself,
-never another candidate), the output postprocessor on the candidates' rows.
+never another candidate), the output postprocessor on the candidates' rows (the timestamp
+layer-norm one reads the candidates' timestamps).
 
 Inputs are the EmbeddingGroup's outputs: ``"<uih>.sequence"`` ``[L, Du]`` with
 ``"<uih>.sequence_length"`` ``[B]``; the candidates as a JAGGED_SEQUENCE group
@@ -46,6 +47,7 @@ from recforge.modules.gr.from_config import (
     output_postprocessor,
     positional_encoder,
     stu_stack,
+    timestamp_postprocessor,
 )
 from recforge.modules.gr.jagged import offsets_of, prepend_rows
 from recforge.modules.gr.targets import append_rows, interleave_rows, last_rows_index, take_rows
@@ -106,7 +108,8 @@ class HSTUTransducer(nn.Module):
         cand_dim: width of its rows.
         max_seq_len: the attention's fixed divisor (TorchEasyRec's ``scaling_seqlen``).
         timestamp: the history timestamp group (read only with time encoding).
-        candidate_timestamp: the candidate timestamp group (read only with time encoding).
+        candidate_timestamp: the candidate timestamp group (read only with time encoding or
+            the timestamp layer-norm postprocessor).
         contextual_key: the contextual group, or None.
         contextual_dims: the widths of its features.
         concat_contextual: one prefix token of all contextual features (else one each, all
@@ -182,7 +185,10 @@ class HSTUTransducer(nn.Module):
         if self._use_time and (timestamp is None or candidate_timestamp is None):
             raise ValueError("use_time_encoding needs the history and candidate timestamps")
         self.stu = stu_stack(hstu, max_seq_len, self._contextual_len)
-        self._l2norm, self.layer_norm = output_postprocessor(hstu)
+        self._l2norm, self.layer_norm = output_postprocessor(hstu, with_timestamps=True)
+        self.timestamp_norm = timestamp_postprocessor(hstu)
+        if self.timestamp_norm is not None and candidate_timestamp is None:
+            raise ValueError("timestamp_layernorm_postprocessor needs the candidate timestamps")
         self._output_dim = dim
 
     def output_dim(self) -> int:
@@ -245,6 +251,14 @@ class HSTUTransducer(nn.Module):
             out = out / torch.linalg.norm(out, ord=2, dim=-1, keepdim=True).clamp(min=1e-6)
         elif self.layer_norm is not None:
             out = self.layer_norm(out)
+        elif self.timestamp_norm is not None and self._candidate_timestamp is not None:
+            cand_ts = self._candidate_timestamp.values(grouped).reshape(-1)
+            if not is_fx_symbolic_tracing() and cand_ts.shape[0] != out.shape[0]:
+                raise DataError(
+                    f"feature group '{self._candidate_timestamp.key}' has {cand_ts.shape[0]}"
+                    f" timestamps for {out.shape[0]} candidates; it needs one per candidate"
+                )
+            out = self.timestamp_norm(out, cand_ts)
         return out, num_targets
 
     def _history_actions(
