@@ -145,12 +145,13 @@ MESSAGES: dict[str, Entry] = {
             "DlrmHSTU UltraHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
             " GRContentEncoder GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
             " GRContextualInterleavePreprocessor GRTimestampLayerNormPostprocessor"
+            " GRParameterizedContextualizedMLP"
         ).split(),
         _YES,
     ),
     **dict.fromkeys(
         (
-            "GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
+            "SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
             " FaissKmeansConfig"
         ).split(),
@@ -302,9 +303,9 @@ FIELDS: dict[str, Entry] = {
     "STU.contextual_seq_len": _no(
         "it follows the 'contextual' feature group (one token per feature); leave it unset"
     ),
-    "GRContextualizedMLP.parameterized_mlp": _no(
-        "the parameterized action MLP reads contextual features, which are not built yet"
-    ),
+    # dlrm_hstu / ultra_hstu (recforge/modules/gr/contextualized_mlp.py); hstu_match's
+    # uih_preprocessor refuses it (recforge/modules/gr/hstu_encoder.py)
+    "GRContextualizedMLP.parameterized_mlp": _YES,
     # dlrm_hstu's (hstu_match refuses it: its towers read the history alone)
     "GRInputPreprocessor.contextual_preprocessor": _YES,
     "GRInputPreprocessor.contextual_interleave_preprocessor": _YES,

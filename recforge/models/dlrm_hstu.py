@@ -18,8 +18,12 @@ from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.models.rank_model import Task
 from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
-from recforge.modules.gr.from_config import RANKING_PREPROCESSORS, contextual_preprocessor
-from recforge.modules.gr.groups import contextual_group
+from recforge.modules.gr.from_config import (
+    RANKING_PREPROCESSORS,
+    ContextualPreprocessor,
+    contextual_preprocessor,
+)
+from recforge.modules.gr.groups import CONTEXTUAL_GROUP, contextual_group
 from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.kernel import check_hstu_build
 from recforge.modules.gr.targets import reversed_rows
@@ -251,6 +255,8 @@ class DlrmHSTU(MultiTaskRank):
     ) -> list[str]:
         """The action groups ``hstu``'s action encoder reads (none without one).
 
+        Checks the preprocessor's encoders and MLPs on the way (ConfigError at the field).
+
         ``<prefix>_action`` (each event's bitmask) and, with watch-time thresholds or when
         the group exists, ``<prefix>_watchtime``: JAGGED_SEQUENCE groups, TorchEasyRec's
         names.
@@ -263,6 +269,7 @@ class DlrmHSTU(MultiTaskRank):
         """
         pre, interleave = contextual_preprocessor(hstu)
         field = f"{pre_field}.{hstu.input_preprocessor.WhichOneof('input_preprocessor')}"
+        self._check_parameterized_mlps(pre, groups, field)
         if interleave and not pre.HasField("action_encoder"):
             raise ConfigError(
                 "enable_interleaving (default true) needs an action_encoder { ... } and an"
@@ -295,13 +302,40 @@ class DlrmHSTU(MultiTaskRank):
                     f" {', '.join(groups)})",
                     field=f"{field}.action_encoder",
                 )
-        if not pre.action_mlp.HasField("simple_mlp"):
+        if not pre.HasField("action_mlp"):
             raise ConfigError(
                 "action_encoder needs action_mlp { simple_mlp { hidden_dim } } (the MLP to the"
                 " sequence width)",
                 field=f"{field}.action_mlp",
             )
         return names
+
+    @staticmethod
+    def _check_parameterized_mlps(
+        pre: ContextualPreprocessor, groups: dict[str, Any], field: str
+    ) -> None:
+        """Raises ConfigError for a ``parameterized_mlp`` the model cannot build.
+
+        It reads the DEEP ``contextual`` group (TorchEasyRec's contextual features) and
+        needs ``hidden_dim > 0``.
+        """
+        for name in ("content_mlp", "action_mlp"):
+            mlp = getattr(pre, name)
+            if not mlp.HasField("parameterized_mlp"):
+                continue
+            at = f"{field}.{name}.parameterized_mlp"
+            if CONTEXTUAL_GROUP not in groups:
+                raise ConfigError(
+                    f"parameterized_mlp makes its weights from the contextual features: it"
+                    f" needs a DEEP feature group '{CONTEXTUAL_GROUP}' (groups:"
+                    f" {', '.join(groups)})",
+                    field=at,
+                )
+            if mlp.parameterized_mlp.hidden_dim <= 0:
+                raise ConfigError(
+                    f"hidden_dim must be > 0, found {mlp.parameterized_mlp.hidden_dim}",
+                    field=f"{at}.hidden_dim",
+                )
 
     def _postprocessor_groups(
         self, hstu: module_pb2.HSTU, groups: dict[str, Any], field: str

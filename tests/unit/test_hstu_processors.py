@@ -18,6 +18,8 @@ from recforge.datasets.jagged_labels import jagged_label_columns
 from recforge.features import FG_DAG, create_features
 from recforge.models.factory import build_model
 from recforge.models.model import TrainWrapper
+from recforge.modules.gr.contextualized_mlp import ParameterizedContextualizedMLP
+from recforge.modules.gr.jagged import jagged_bmm_add
 from recforge.modules.gr.postprocessors import TimestampLayerNormPostprocessor
 from recforge.modules.gr.targets import interleave_rows
 from recforge.protos import pipeline_pb2
@@ -234,3 +236,75 @@ def test_hstu_match_refuses_the_timestamp_postprocessor():
     with pytest.raises(ConfigError, match="timestamp_layernorm_postprocessor") as info:
         build_model(cfg, create_features(cfg.feature_configs, fg_mode=FG_DAG))
     assert "hstu_match.user_tower.hstu" in str(info.value)
+
+
+# ---- 2. the parameterized contextualized MLP ---------------------------------------------------
+SIMPLE_CONTENT = "content_mlp { simple_mlp { hidden_dim: 16 } }"
+PARAMETERIZED_CONTENT = "content_mlp { parameterized_mlp { hidden_dim: 16 } }"
+SIMPLE_ACTION = "action_mlp { simple_mlp { hidden_dim: 16 } }"
+PARAMETERIZED_ACTION = "action_mlp { parameterized_mlp { hidden_dim: 8 } }"
+PARAMETERIZED_MODEL = ACTION_MODEL.replace(SIMPLE_CONTENT, PARAMETERIZED_CONTENT).replace(
+    SIMPLE_ACTION, PARAMETERIZED_ACTION
+)
+
+
+def test_jagged_bmm_add_uses_each_sequence_s_matrix():
+    torch.manual_seed(0)
+    values, offsets = torch.randn(5, 3), torch.tensor([0, 2, 2, 5])
+    weights, bias = torch.randn(3, 3, 4), torch.randn(3, 4)
+    out = jagged_bmm_add(values, offsets, weights, bias)
+    seq = [0, 0, 2, 2, 2]
+    expected = torch.stack([values[i] @ weights[b] + bias[b] for i, b in enumerate(seq)])
+    torch.testing.assert_close(out, expected)
+
+
+def test_the_context_makes_the_map():
+    torch.manual_seed(0)
+    mlp = ParameterizedContextualizedMLP(4, 3, 6, hidden_dim=5).eval()
+    row = torch.randn(1, 3)
+    x, offsets = row.expand(4, 3), torch.tensor([0, 2, 4])  # two users, the same rows
+    same = mlp(x, offsets, torch.randn(1, 4).expand(2, 4))
+    torch.testing.assert_close(same[0], same[3])
+    other = mlp(x, offsets, torch.randn(2, 4))
+    torch.testing.assert_close(other[0], other[1])  # one user's rows share one map
+    assert not torch.allclose(other[0], other[3], atol=1e-4)  # each user's context its own
+    # the map is the layer-normed generated matrix plus the generated bias
+    shared = mlp.compress(torch.ones(1, 4))
+    weight = mlp.weight_norm(mlp.weight_generator(shared).reshape(1, 3, 6))[0]
+    expected = row @ weight + mlp.bias_generator(shared)
+    torch.testing.assert_close(mlp(row, torch.tensor([0, 1]), torch.ones(1, 4)), expected)
+    # the contextual dropout acts in training only
+    mlp.train()
+    assert not torch.allclose(mlp(x, offsets, torch.ones(2, 4)), mlp(x, offsets, torch.ones(2, 4)))
+
+
+def test_torcheasyrec_shaped_parameterized_mlp_config_trains_and_exports():
+    for text in (PARAMETERIZED_MODEL, PARAMETERIZED_MODEL.replace(ADDITIVE, INTERLEAVE)):
+        model_ = train_step_and_export(text)
+        for mlp in (model_.transducer.content_mlp, model_.transducer.action_mlp):
+            assert isinstance(mlp, ParameterizedContextualizedMLP)
+            assert mlp.compress.weight.grad is not None and mlp.compress.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        (
+            'group_name: "contextual"',
+            'group_name: "ctx"',
+            "contextual_preprocessor.content_mlp.parameterized_mlp",
+            "'contextual'",
+        ),
+        (
+            "parameterized_mlp { hidden_dim: 8 }",
+            "parameterized_mlp { hidden_dim: 0 }",
+            "contextual_preprocessor.action_mlp.parameterized_mlp.hidden_dim",
+            "> 0",
+        ),
+    ],
+)
+def test_bad_parameterized_mlp_config_is_an_error_at_its_field(old, new, field, message):
+    assert old in PARAMETERIZED_MODEL
+    with pytest.raises(ConfigError, match=message) as info:
+        build(PARAMETERIZED_MODEL.replace(old, new))
+    assert field in str(info.value)

@@ -40,7 +40,11 @@ from recforge.errors import DataError
 from recforge.modules.gr.action_encoder import SimpleActionEncoder
 from recforge.modules.gr.content_encoder import ContentEncoder
 from recforge.modules.gr.contextual import ContextualTokens
-from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
+from recforge.modules.gr.contextualized_mlp import (
+    ContextualizedMLP,
+    contextualized_mlp,
+    run_contextualized_mlp,
+)
 from recforge.modules.gr.from_config import (
     ContextualPreprocessor,
     contextual_preprocessor,
@@ -149,35 +153,33 @@ class HSTUTransducer(nn.Module):
         self._input_dropout = hstu.input_dropout_ratio
         pre, self._interleave = contextual_preprocessor(hstu)
         self.content_encoder = ContentEncoder(pre.content_encoder, uih_dim, cand_dim)
-        if not pre.content_mlp.HasField("simple_mlp"):
-            raise ValueError(
-                f"input_preprocessor.{hstu.input_preprocessor.WhichOneof('input_preprocessor')}"
-                " needs content_mlp { simple_mlp { hidden_dim } }"
-            )
-        self.content_mlp = SimpleContextualizedMLP(
-            self.content_encoder.output_dim, dim, pre.content_mlp.simple_mlp.hidden_dim
+        self._contextual_key = contextual_key
+        dims = list(contextual_dims or []) if contextual_key is not None else []
+        self.content_mlp = contextualized_mlp(
+            pre.content_mlp, self.content_encoder.output_dim, dim, sum(dims), "content_mlp"
         )
         self._action = action
         self._watchtime = watchtime
         self.action_encoder: Optional[SimpleActionEncoder] = None
-        self.action_mlp: Optional[SimpleContextualizedMLP] = None
+        self.action_mlp: Optional[ContextualizedMLP] = None
         if self._interleave and not pre.HasField("action_encoder"):
             raise ValueError("enable_interleaving needs an action_encoder (each event's 2nd token)")
         if pre.HasField("action_encoder"):
-            self.action_encoder, self.action_mlp = _action_layers(pre, dim, not self._interleave)
+            self.action_encoder, self.action_mlp = _action_layers(
+                pre, dim, not self._interleave, sum(dims)
+            )
             if action is None or (self.action_encoder.need_watchtime and watchtime is None):
                 raise ValueError("the action encoder needs the action (and watch-time) groups")
-        self._contextual_key = contextual_key
-        dims = list(contextual_dims or []) if contextual_key is not None else []
         self.contextual: Optional[ContextualTokens] = None
         if dims:
             self.contextual = ContextualTokens(
                 dims, dim, concat_contextual, " (or set concat_contextual_features)"
             )
         self._contextual_len = self.contextual.num_tokens if self.contextual is not None else 0
-        # the content MLP ends in a LayerNorm: unit-scale rows
+        # the simple content MLP ends in a LayerNorm: unit-scale rows; the parameterized one
+        # does not, and its rows are scaled as TorchEasyRec scales every row
         self.positional_encoder = positional_encoder(
-            hstu, self._contextual_len, unit_scale_input=True
+            hstu, self._contextual_len, unit_scale_input=pre.content_mlp.HasField("simple_mlp")
         )
         self._use_time = (
             hstu.positional_encoder.use_time_encoding if self.positional_encoder else False
@@ -202,14 +204,18 @@ class HSTUTransducer(nn.Module):
         num_targets = cand_offsets[1:] - cand_offsets[:-1]
         uih, cand = self.content_encoder(uih, cand)
         x, seq_offsets, _ = append_rows(uih, uih_offsets, cand, cand_offsets)
-        x = self.content_mlp(x)
+        context: Optional[torch.Tensor] = None
+        if self._contextual_key is not None:
+            context = grouped[self._contextual_key]
+        x = run_contextualized_mlp(self.content_mlp, x, seq_offsets, context)
         offsets = seq_offsets
         if self.action_encoder is not None and self.action_mlp is not None:
             history_actions = self._history_actions(grouped, uih_offsets)
             if self._interleave:  # after each event's content row, its action row
-                x, offsets = interleave_rows(
-                    x, seq_offsets, self.action_mlp(history_actions), uih_offsets
+                history_actions = run_contextualized_mlp(
+                    self.action_mlp, history_actions, uih_offsets, context
                 )
+                x, offsets = interleave_rows(x, seq_offsets, history_actions, uih_offsets)
             else:
                 actions, _, _ = append_rows(
                     history_actions,
@@ -217,7 +223,7 @@ class HSTUTransducer(nn.Module):
                     self.action_encoder.candidate_rows(cand),
                     cand_offsets,
                 )
-                x = x + self.action_mlp(actions)
+                x = x + run_contextualized_mlp(self.action_mlp, actions, seq_offsets, context)
         timestamps: Optional[torch.Tensor] = None
         if self._use_time and self._timestamp is not None and self._candidate_timestamp is not None:
             ts = self._timestamp.values(grouped).reshape(-1, 1)
@@ -282,12 +288,15 @@ class HSTUTransducer(nn.Module):
 
 
 def _action_layers(
-    pre: ContextualPreprocessor, dim: int, candidate_row: bool
-) -> tuple[SimpleActionEncoder, SimpleContextualizedMLP]:
-    """The action encoder (with its candidate row if asked) and the action MLP to ``dim``."""
+    pre: ContextualPreprocessor, dim: int, candidate_row: bool, context_dim: int
+) -> tuple[SimpleActionEncoder, ContextualizedMLP]:
+    """The action encoder (with its candidate row if asked) and the action MLP to ``dim``.
+
+    ``context_dim``: the contextual features' width (read by a parameterized action MLP).
+    """
     if pre.action_encoder.WhichOneof("action_encoder") != "simple_action_encoder":
         raise ValueError("action_encoder needs simple_action_encoder { ... }")
-    if not pre.action_mlp.HasField("simple_mlp"):
+    if not pre.HasField("action_mlp"):
         raise ValueError("action_encoder needs action_mlp { simple_mlp { hidden_dim } }")
     enc = pre.action_encoder.simple_action_encoder
     encoder = SimpleActionEncoder(
@@ -298,5 +307,5 @@ def _action_layers(
         enc.embedding_init_std,
         candidate_row=candidate_row,
     )
-    mlp = SimpleContextualizedMLP(encoder.output_dim, dim, pre.action_mlp.simple_mlp.hidden_dim)
+    mlp = contextualized_mlp(pre.action_mlp, encoder.output_dim, dim, context_dim, "action_mlp")
     return encoder, mlp
