@@ -300,9 +300,8 @@ FIELDS: dict[str, Entry] = {
         ).split(),
         _YES,
     ),
-    "STU.contextual_seq_len": _no(
-        "it follows the 'contextual' feature group (one token per feature); leave it unset"
-    ),
+    # accepted when it restates the 'contextual' group's token count (from_config.py)
+    "STU.contextual_seq_len": _YES,
     # dlrm_hstu / ultra_hstu (recforge/modules/gr/contextualized_mlp.py); hstu_match's
     # uih_preprocessor refuses it (recforge/modules/gr/hstu_encoder.py)
     "GRContextualizedMLP.parameterized_mlp": _YES,

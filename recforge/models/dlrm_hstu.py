@@ -14,6 +14,7 @@ from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
 from recforge.datasets.jagged_labels import CANDIDATE_GROUP, NUM_CANDIDATES
 from recforge.errors import DataError
+from recforge.models.model import errors_at
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.models.rank_model import Task
 from recforge.modules.embedding import EmbeddingGroup
@@ -21,6 +22,7 @@ from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
 from recforge.modules.gr.from_config import (
     RANKING_PREPROCESSORS,
     ContextualPreprocessor,
+    check_contextual_seq_len,
     contextual_preprocessor,
 )
 from recforge.modules.gr.groups import CONTEXTUAL_GROUP, contextual_group
@@ -210,6 +212,7 @@ class DlrmHSTU(MultiTaskRank):
             for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP, *actions)
             if name in read and eg.is_jagged_group(name)
         )
+        self._check_contextual_seq_len(eg, hstu, contextual, self.config_field("hstu"))
         with self.config_errors("hstu"):
             self.transducer = self._transducer(eg, hstu, read, contextual)
         self._build_head(self._width(eg, CANDIDATE_GROUP), self.transducer.output_dim())
@@ -336,6 +339,21 @@ class DlrmHSTU(MultiTaskRank):
                     f"hidden_dim must be > 0, found {mlp.parameterized_mlp.hidden_dim}",
                     field=f"{at}.hidden_dim",
                 )
+
+    def _check_contextual_seq_len(
+        self, eg: EmbeddingGroup, hstu: module_pb2.HSTU, contextual: Optional[str], field: str
+    ) -> None:
+        """Raises ConfigError at ``<field>.stu.contextual_seq_len`` unless valid.
+
+        Valid: unset, or the number of contextual tokens (see
+        ``from_config.check_contextual_seq_len``).
+        """
+        tokens = 0
+        if contextual is not None:
+            concat = self._model_config.concat_contextual_features
+            tokens = 1 if concat else len(eg.group_dims(contextual))
+        with errors_at(f"{field}.stu.contextual_seq_len"):
+            check_contextual_seq_len(hstu.stu, tokens)
 
     def _postprocessor_groups(
         self, hstu: module_pb2.HSTU, groups: dict[str, Any], field: str

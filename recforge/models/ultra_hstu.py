@@ -95,6 +95,7 @@ class UltraHSTU(DlrmHSTU):
         self._candidate = self._source(eg, CANDIDATE_GROUP)
         transducers: list[HSTUTransducer] = []
         for i, hstu in enumerate(channels):
+            self._check_contextual_seq_len(eg, hstu, contextual, self.config_field(f"hstu[{i}]"))
             with self.config_errors(f"hstu[{i}]"):
                 transducers.append(self._transducer(eg, hstu, read, contextual))
         # one channel: the transducer itself, so that its parameters are named as dlrm_hstu's;

@@ -308,3 +308,94 @@ def test_bad_parameterized_mlp_config_is_an_error_at_its_field(old, new, field, 
     with pytest.raises(ConfigError, match=message) as info:
         build(PARAMETERIZED_MODEL.replace(old, new))
     assert field in str(info.value)
+
+
+# ---- 4. stu.contextual_seq_len -----------------------------------------------------------------
+def with_contextual_seq_len(text: str, value: int) -> str:
+    stu = "output_dropout_ratio: 0.0"
+    assert text.count(stu) == 1
+    return text.replace(stu, f"{stu} contextual_seq_len: {value}")
+
+
+def build_plain(model_text: str) -> Any:
+    """A model of the config without actions and without the ``contextual`` group."""
+    labels = ["label_next", "label_hot"]
+    text = f"data_config {{ label_fields: {labels} fg_mode: FG_DAG }} {features()} {model_text}"
+    cfg = text_format.Parse(text.replace("'", '"'), pipeline_pb2.EasyRecConfig())
+    return build_model(cfg, create_features(cfg.feature_configs, fg_mode=FG_DAG))
+
+
+def test_a_contextual_seq_len_equal_to_the_group_s_tokens_is_accepted():
+    rows = planted_rank_table(5, 6, actions=True)
+    unset = build(ACTION_MODEL).eval()
+    restated = build(with_contextual_seq_len(ACTION_MODEL, 1)).eval()  # user_id: one token
+    restated.load_state_dict(unset.state_dict())
+    torch.testing.assert_close(scores(restated, rows), scores(unset, rows))
+    build(with_contextual_seq_len(ACTION_MODEL, -1))  # TorchEasyRec's "unset"
+    build_plain(with_contextual_seq_len(model(), 0))  # no contextual group: no tokens
+
+
+@pytest.mark.parametrize(("plain", "value", "tokens"), [(False, 0, 1), (False, 2, 1), (True, 1, 0)])
+def test_a_contextual_seq_len_other_than_the_group_s_is_an_error_at_its_field(plain, value, tokens):
+    with pytest.raises(ConfigError, match=f"{tokens} here") as info:
+        if plain:
+            build_plain(with_contextual_seq_len(model(), value))
+        else:
+            build(with_contextual_seq_len(ACTION_MODEL, value))
+    assert "dlrm_hstu.hstu.stu.contextual_seq_len" in str(info.value)
+
+
+def test_hstu_match_checks_the_contextual_seq_len_too():
+    text = match_helpers.MODEL.replace("num_heads:", "contextual_seq_len: 2 num_heads:", 1)
+    assert text != match_helpers.MODEL
+    cfg = text_format.Parse(
+        f"data_config {{ fg_mode: FG_DAG }} {match_helpers.FEATURES} {text}",
+        pipeline_pb2.EasyRecConfig(),
+    )
+    with pytest.raises(ConfigError, match="stu.contextual_seq_len") as info:
+        build_model(cfg, create_features(cfg.feature_configs, fg_mode=FG_DAG))
+    assert "hstu_match.user_tower.hstu" in str(info.value)
+
+
+def test_all_four_together_in_a_torcheasyrec_shaped_config_train_and_export():
+    text = with_contextual_seq_len(PARAMETERIZED_MODEL, 1).replace(ADDITIVE, INTERLEAVE)
+    model_ = train_step_and_export(text.replace(LAYERNORM, HOUR_OF_DAY))
+    assert model_.transducer.timestamp_norm is not None
+    assert model_.transducer.action_encoder.candidate_embedding is None
+
+
+def test_ultra_hstu_channels_take_the_interleave_preprocessor_and_contextual_seq_len():
+    from tests.helpers.ultra_hstu import TWO_CHANNEL_FEATURES, TWO_CHANNEL_MODEL, two_channel_table
+
+    labels = ["label_next", "label_hot"]
+    view = TWO_CHANNEL_MODEL.index('\n      name: "uih_view"')  # the channel, not the group
+    at = TWO_CHANNEL_MODEL.index(ADDITIVE, view)
+    text = (
+        TWO_CHANNEL_MODEL[:at]
+        + INTERLEAVE
+        + ACTION_ENCODER
+        + TWO_CHANNEL_MODEL[at + len(ADDITIVE) :]
+    )
+    # two contextual features: two tokens in each channel
+    text = text.replace("use_group_norm: true", "use_group_norm: true contextual_seq_len: 2")
+
+    def ultra(model_text: str) -> Any:
+        full = f"data_config {{ label_fields: {labels} fg_mode: FG_DAG }}"
+        full += f" {TWO_CHANNEL_FEATURES} {model_text}"
+        cfg = text_format.Parse(full.replace("'", '"'), pipeline_pb2.EasyRecConfig())
+        assert check_support(cfg) == []
+        torch.manual_seed(0)
+        return build_model(cfg, create_features(cfg.feature_configs, fg_mode=FG_DAG))
+
+    model_ = ultra(text).eval()
+    channels = model_.transducer.transducers
+    assert [t._interleave for t in channels] == [False, True]
+    parser = DataParser(model_.features, labels)
+    with torch.no_grad():
+        out = model_.predict(parser.parse_batch(two_channel_table(4, 1).to_batches()[0]))
+    assert torch.isfinite(out["logits_next"]).all()
+
+    last = text.rindex("contextual_seq_len: 2")
+    with pytest.raises(ConfigError, match="2 here") as info:
+        ultra(text[:last] + "contextual_seq_len: 3" + text[last + len("contextual_seq_len: 2") :])
+    assert "ultra_hstu.hstu[1].stu.contextual_seq_len" in str(info.value)

@@ -59,15 +59,33 @@ def positional_encoder(
     )
 
 
+def check_contextual_seq_len(stu: module_pb2.STU, contextual_len: int) -> None:
+    """Raises ValueError unless ``stu.contextual_seq_len`` is unset (< 0) or ``contextual_len``.
+
+    TorchEasyRec's STU layers take the field when it is >= 0 and else the preprocessor's
+    count of contextual tokens; recforge always uses that count (the layers and the positional
+    encoder must agree on the prefix), so a config may only restate it.
+    """
+    if 0 <= stu.contextual_seq_len != contextual_len:
+        raise ValueError(
+            f"stu.contextual_seq_len must be the number of contextual tokens, {contextual_len}"
+            f" here (one per feature of the 'contextual' group, one with"
+            f" concat_contextual_features, 0 without the group), or unset; found"
+            f" {stu.contextual_seq_len}"
+        )
+
+
 def stu_stack(hstu: module_pb2.HSTU, max_seq_len: int, contextual_len: int) -> STUStack:
     """``hstu.attn_num_layers`` STU layers of ``hstu.stu`` (``scaling_seqlen`` 0: max_seq_len).
 
     Raises:
         ValueError: only one of ``attn_truncation_split_layer`` / ``attn_truncation_tail_len``
-            set, or the split not below ``attn_num_layers``.
+            set, the split not below ``attn_num_layers``, or ``stu.contextual_seq_len`` set to
+            another count than ``contextual_len``.
 
     """
     stu = hstu.stu
+    check_contextual_seq_len(stu, contextual_len)
     scaling = stu.scaling_seqlen if stu.scaling_seqlen > 0 else max_seq_len
     return STUStack(
         [
