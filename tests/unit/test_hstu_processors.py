@@ -21,6 +21,7 @@ from recforge.models.model import TrainWrapper
 from recforge.modules.gr.contextualized_mlp import ParameterizedContextualizedMLP
 from recforge.modules.gr.jagged import jagged_bmm_add
 from recforge.modules.gr.postprocessors import TimestampLayerNormPostprocessor
+from recforge.modules.gr.stu import STULayer, STUStack
 from recforge.modules.gr.targets import interleave_rows
 from recforge.protos import pipeline_pb2
 from tests.helpers import hstu as match_helpers
@@ -101,6 +102,44 @@ def test_interleave_rows_puts_each_extra_row_after_its_row():
     out, out_offsets = interleave_rows(values, offsets, extra, torch.tensor([0, 3, 4]))
     assert out.reshape(-1).tolist() == [1, -1, 2, -2, 3, -3, 9, 4, -4, 8]
     assert out_offsets.tolist() == [0, 7, 10]
+
+
+@pytest.mark.parametrize(
+    ("layer", "truncation"),
+    [
+        ({}, (0, 0)),
+        ({"max_attn_len": 2}, (0, 0)),
+        ({"sla_k1": 2, "sla_k2": 1}, (0, 0)),
+        ({"contextual_seq_len": 1}, (0, 0)),
+        ({}, (1, 2)),
+    ],
+)
+def test_candidate_action_tokens_would_not_change_the_candidates_outputs(layer, truncation):
+    """Why the transducer leaves out the candidates' action tokens TorchEasyRec adds in
+    training: with them (each candidate's content row then its action row) the STU layers give
+    every candidate's content row the same output as without them."""
+    torch.manual_seed(0)
+    stack = STUStack(
+        [
+            STULayer(8, 2, 4, 4, output_dropout_ratio=0.0, scaling_seqlen=16, **layer)
+            for _ in range(2)
+        ],
+        *truncation,
+        contextual_len=layer.get("contextual_seq_len", 0),
+    ).eval()
+    history, cands, actions = torch.randn(7, 8), torch.randn(3, 8), torch.randn(3, 8)
+    # user 0: 4 history rows, 2 candidates; user 1: 3 history rows, 1 candidate
+    without = torch.cat([history[:4], cands[:2], history[4:], cands[2:]])
+    out, offsets = stack.run(without, torch.tensor([0, 6, 10]), 16, torch.tensor([2, 1]))
+    pairs = torch.stack([cands, actions], dim=1).reshape(6, 8)  # c0 a0 c1 a1 c2 a2
+    with_actions = torch.cat([history[:4], pairs[:4], history[4:], pairs[4:]])
+    out_with, offsets_with = stack.run(
+        with_actions, torch.tensor([0, 8, 13]), 16, torch.tensor([4, 2])
+    )
+    ends, ends_with = offsets[1:].tolist(), offsets_with[1:].tolist()
+    cand_rows = [ends[0] - 2, ends[0] - 1, ends[1] - 1]
+    content_rows = [ends_with[0] - 4, ends_with[0] - 2, ends_with[1] - 2]
+    torch.testing.assert_close(out_with[content_rows], out[cand_rows])
 
 
 def test_interleaving_doubles_the_history_tokens_only():
