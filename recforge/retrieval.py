@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from recforge.datasets.data_parser import DataParser
+from recforge.datasets.dataset import candidate_sequence
 from recforge.datasets.errors import DataError
 from recforge.datasets.readers import create_reader
-from recforge.datasets.sampler import ItemTable, load_item_table
+from recforge.datasets.sampler import ItemTable, SequenceSplitter, load_item_table
 from recforge.errors import RecforgeError
 from recforge.export.scripting import TowerScriptWrapper, script_tower
 from recforge.export.towers import export_towers
@@ -171,6 +172,21 @@ def _scores(top: torch.Tensor, relevant: list[np.ndarray], ks: Sequence[int]) ->
     return metrics
 
 
+def _item_rows(
+    items: ItemTable, column: pa.ChunkedArray, splitter: Optional[SequenceSplitter]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The item table row of each item of ``column`` and the input row it is on, ``[Q]`` each.
+
+    A candidate sequence column (``splitter``: hstu_match's several positives per row) is split
+    as its feature splits it; otherwise each row holds one item.
+    """
+    if splitter is None:
+        index = items.index_of(column)
+        return index, np.arange(len(index))
+    values, counts = splitter.split_sequence(column.combine_chunks())
+    return items.index_of(values), np.repeat(np.arange(len(counts)), counts)
+
+
 def _groups(users: np.ndarray, values: np.ndarray, num_users: int) -> list[np.ndarray]:
     order = np.argsort(users, kind="stable")
     bounds = np.searchsorted(users[order], np.arange(num_users + 1))
@@ -292,7 +308,8 @@ def evaluate_retrieval(
         raise DataError(f"{eval_input_path}: user id column '{user_id_field}' has nulls")
     unique_users = pc.unique(eval_users)
     user_pos = pc.index_in(eval_users, value_set=unique_users).to_numpy(zero_copy_only=False)
-    item_pos = items.index_of(eval_table.column(sampler.item_id_field))
+    splitter = candidate_sequence(model.features, sampler.item_id_field)
+    item_pos, item_row = _item_rows(items, eval_table.column(sampler.item_id_field), splitter)
     known = item_pos >= 0
     if not known.any():
         raise DataError(
@@ -300,9 +317,9 @@ def evaluate_retrieval(
             f" table '{sampler.input_path}'"
         )
     if (~known).any():
-        logger.warning("%d eval rows name items missing from the item table", int((~known).sum()))
+        logger.warning("%d eval items are missing from the item table", int((~known).sum()))
     num_users = len(unique_users)
-    relevant_all = _groups(user_pos[known], item_pos[known], num_users)
+    relevant_all = _groups(user_pos[item_row][known], item_pos[known], num_users)
     has_relevant = np.array([r.size > 0 for r in relevant_all])
     first_row = np.full(num_users, -1, dtype=np.int64)
     first_row[user_pos[::-1]] = np.arange(len(user_pos))[::-1]
@@ -317,7 +334,7 @@ def evaluate_retrieval(
     counts = items.weights.copy()
     if train_path:
         train = _read_columns(data_config, train_path, [user_id_field, sampler.item_id_field])
-        train_items = items.index_of(train.column(sampler.item_id_field))
+        train_items, train_row = _item_rows(items, train.column(sampler.item_id_field), splitter)
         counts = np.bincount(train_items[train_items >= 0], minlength=items.num_items).astype(
             np.float64
         )
@@ -325,6 +342,7 @@ def evaluate_retrieval(
             kept_users = unique_users.take(pa.array(users_kept))
             train_user_pos = pc.index_in(train.column(user_id_field), value_set=kept_users)
             train_user_pos = pc.fill_null(train_user_pos, -1).to_numpy(zero_copy_only=False)
+            train_user_pos = train_user_pos[train_row]
             ok = (train_user_pos >= 0) & (train_items >= 0)
             seen = _groups(train_user_pos[ok], train_items[ok], users_kept.size)
             excluded = [np.setdiff1d(s, r) for s, r in zip(seen, relevant)]

@@ -192,7 +192,10 @@ class DataParser:
                 raise DataError(
                     f"label column '{column}': expected values, found null at row {row}"
                 )
+            # an empty cell is a row without candidates (as an empty candidate sequence)
+            empty = pc.equal(array, "")
             array = pc.split_pattern(array, self.jagged_labels[column])
+            array = pc.if_else(empty, pa.scalar([], array.type), array)
         if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
             lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
             flat = pc.list_flatten(array)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +16,7 @@ from recforge.datasets.data_parser import DataParser
 from recforge.datasets.errors import DataError, locate_row_error
 from recforge.datasets.readers import ORIGIN_FILE, ORIGIN_ROW, BaseReader, create_reader, slot_rows
 from recforge.datasets.sample_mask import SampleMask
-from recforge.datasets.sampler import NegativeSampler, sampler_for
+from recforge.datasets.sampler import NegativeSampler, SequenceSplitter, sampler_for
 from recforge.errors import RecforgeError
 from recforge.features.base_feature import BaseFeature
 from recforge.protos import data_pb2
@@ -24,6 +24,20 @@ from recforge.protos import data_pb2
 logger = logging.getLogger(__name__)
 
 MODES = ("train", "eval", "predict")
+
+
+def candidate_sequence(
+    features: Sequence[BaseFeature], id_field: str
+) -> Optional[SequenceSplitter]:
+    """The sequence feature reading the sampler's item id column (several positives per row).
+
+    None when no sequence feature reads it, or a scalar feature reads it too (one per row).
+    """
+    readers = [f for f in features if id_field in f.inputs]
+    sequences = [f for f in readers if f.is_sequence and hasattr(f, "split_sequence")]
+    if not sequences or len(sequences) != len(readers):
+        return None
+    return cast(SequenceSplitter, sequences[0])
 
 
 def _rank_and_world_size() -> tuple[int, int]:
@@ -107,6 +121,8 @@ class RecDataset(IterableDataset):
         training = mode == "train"
         # match models: negatives from an item table appended to each train / eval batch
         self.sampler: Optional[NegativeSampler] = sampler_for(data_config, mode)
+        if self.sampler is not None:
+            self.sampler.candidate_sequence = candidate_sequence(features, self.sampler.id_field)
         columns = self.parser.input_columns
         if self.sampler is not None:
             columns = [*columns, *(c for c in self.sampler.input_columns if c not in columns)]

@@ -305,12 +305,22 @@ class EdgeSampler(NegativeSampler):
         return rb.column(self.user_id_field)
 
     def sample_negatives(
-        self, rb: pa.RecordBatch, rng: np.random.Generator, positives: np.ndarray
+        self,
+        rb: pa.RecordBatch,
+        rng: np.random.Generator,
+        positives: np.ndarray,
+        counts: Optional[np.ndarray] = None,
     ) -> np.ndarray:
-        """Shared negatives; each avoids the positives of the user of the row it is drawn for."""
+        """Shared negatives; each avoids the positives of the user of the row it is drawn for.
+
+        With several positives per row (``counts``), each positive counts as a row of its
+        user.
+        """
         if self.positive_edges is None:
-            return super().sample_negatives(rb, rng, positives)
+            return super().sample_negatives(rb, rng, positives, counts)
         users = self.positive_edges.user_index(self._user_column(rb))
+        if counts is not None:
+            users = np.repeat(users, counts)
         return self.sample_excluding(rng, users, positives)
 
     def sample_excluding(

@@ -1,4 +1,4 @@
-"""Which label columns hold one value per candidate (``dlrm_hstu``'s jagged labels).
+"""Which label columns hold one value per candidate (``dlrm_hstu``'s, ``hstu_match``'s).
 
 Read from the pipeline config alone, so the data pipeline knows it before any model exists.
 """
@@ -39,10 +39,11 @@ def _sequence_delims(feature_configs: Any) -> dict[str, str]:
 def jagged_label_columns(config: Any) -> dict[str, str]:
     """The label columns of a pipeline config that hold one value per candidate.
 
-    A ``dlrm_hstu`` (or ``ultra_hstu``) model with a JAGGED_SEQUENCE ``candidate`` group reads
-    every label field as a list per row, one value per candidate (TorchEasyRec's jagged
-    labels), split at the candidate sequence's ``sequence_delim`` when it is a string; with a
-    DEEP candidate group (one candidate per row) labels stay plain numbers.
+    A ``dlrm_hstu`` (or ``ultra_hstu``) model with a JAGGED_SEQUENCE ``candidate`` group, or an
+    ``hstu_match`` model with a JAGGED_SEQUENCE ``item_tower.input`` (several positives per
+    row), reads every label field as a list per row, one value per candidate (TorchEasyRec's
+    jagged labels), split at the candidate sequence's ``sequence_delim`` when it is a string;
+    with a DEEP candidate group (one candidate per row) labels stay plain numbers.
 
     Args:
         config: the ``EasyRecConfig``.
@@ -52,9 +53,14 @@ def jagged_label_columns(config: Any) -> dict[str, str]:
 
     """
     model_config = config.model_config
-    if model_config.WhichOneof("model") not in JAGGED_LABEL_MODELS:
+    kind = model_config.WhichOneof("model")
+    if kind in JAGGED_LABEL_MODELS:
+        candidates = CANDIDATE_GROUP
+    elif kind == "hstu_match":  # its labels are per positive; the softmax loss ignores them
+        candidates = model_config.hstu_match.item_tower.input
+    else:
         return {}
-    group = next((g for g in model_config.feature_groups if g.group_name == CANDIDATE_GROUP), None)
+    group = next((g for g in model_config.feature_groups if g.group_name == candidates), None)
     if group is None or group.group_type != model_pb2.JAGGED_SEQUENCE or not group.feature_names:
         return {}
     delim = _sequence_delims(config.feature_configs).get(group.feature_names[0], ";")

@@ -8,6 +8,14 @@ appended rows in ``Batch.extras[NUM_NEGATIVES_KEY]``, the log of each item row's
 among the candidates in ``Batch.extras[LOG_Q_KEY]`` (for log-Q correction) and each item row's
 position in the item table in ``Batch.extras[ITEM_INDEX_KEY]`` (-1: not in the table).
 
+When the item id column is the input of a sequence feature (a candidate sequence such as
+``cand_seq__video_id``, :attr:`NegativeSampler.candidate_sequence`), a row holds several
+positive items: they are split as that feature splits them, every positive is avoided by the
+draws, ``LOG_Q_KEY`` and ``ITEM_INDEX_KEY`` hold one entry per positive (``Q`` in all, then
+the negatives) and ``Batch.extras[CAND_POS_LENGTHS_KEY]`` ``[B]`` each row's positive count
+(TorchEasyRec's ``cand_pos_lengths``). TorchEasyRec appends the negatives to the last row's
+candidates; here they stay rows of their own (one item each), as for single positives.
+
 The samplers that read user-item edge tables (``negative_sampler_v2``,
 ``hard_negative_sampler``, ``hard_negative_sampler_v2``) live in
 :mod:`recforge.datasets.edge_sampler`; hard negatives are appended after the shared negatives
@@ -24,7 +32,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -46,8 +54,19 @@ NUM_NEGATIVES_KEY = "__num_negatives__"
 LOG_Q_KEY = "__log_q__"
 ITEM_INDEX_KEY = "__item_index__"
 HARD_NEG_INDICES_KEY = "__hard_neg_indices__"
+CAND_POS_LENGTHS_KEY = "__cand_pos_lengths__"
 
 _FIELD = "data_config.negative_sampler"
+
+
+class SequenceSplitter(Protocol):
+    """What the sampler needs of a sequence feature: its cells split into elements."""
+
+    def split_sequence(self, column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+        """``(elements [Q], lengths [B])`` of a column, as the feature parses it."""
+        ...
+
+
 _ATTRS_COLUMN = "attrs"
 _ID_FALLBACK = "id"
 
@@ -333,6 +352,9 @@ class NegativeSampler:
         # popularity of an item as a positive (for the log-Q of in-batch negatives)
         self._popularity = weights / weights.sum()
         self.id_field = self.items.id_field
+        #: the sequence feature whose input is the item id column (several positives per
+        #: row), set by the dataset; None: one positive per row
+        self.candidate_sequence: Optional[SequenceSplitter] = None
 
     @property
     def input_columns(self) -> list[str]:
@@ -396,18 +418,14 @@ class NegativeSampler:
             DataError: an item table column cannot be cast to the input data's type.
 
         """
-        batch_size = rb.num_rows
-        positives = (
-            self.items.index_of(rb.column(self.id_field))
-            if self.id_field in rb.schema.names
-            else np.full(batch_size, -1, dtype=np.int64)
-        )
-        index = self.sample_negatives(rb, rng, positives)
+        positives, counts = self.positive_rows(rb)
+        index = self.sample_negatives(rb, rng, positives, counts)
         hard, hard_pairs = self.sample_hard_negatives(rb, rng)
         combined = self.with_item_rows(rb, np.concatenate([index, hard]), labels, weights)
-        # log of the expected count of each item among a batch's candidates
-        in_batch = np.maximum(self._popularity[np.maximum(positives, 0)], 1e-12) * batch_size
-        in_batch = np.where(positives >= 0, in_batch, 1.0 / self.items.num_items * batch_size)
+        # log of the expected count of each item among a batch's candidates (its positives)
+        num_pos = positives.size
+        in_batch = np.maximum(self._popularity[np.maximum(positives, 0)], 1e-12) * num_pos
+        in_batch = np.where(positives >= 0, in_batch, 1.0 / self.items.num_items * num_pos)
         sampled = self.sampling_prob(index) * index.size
         # a user's hard negatives are its own: each is a candidate once (log 1)
         log_q = np.log(np.concatenate([in_batch, sampled, np.ones(hard.size)]))
@@ -419,17 +437,45 @@ class NegativeSampler:
         }
         if hard_pairs is not None:
             extras[HARD_NEG_INDICES_KEY] = torch.from_numpy(hard_pairs.astype(np.int64))
+        if counts is not None:
+            extras[CAND_POS_LENGTHS_KEY] = torch.from_numpy(counts.astype(np.int64))
         return combined, extras
 
+    def positive_rows(self, rb: pa.RecordBatch) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Table rows of the batch's positive items and each row's positive count.
+
+        Args:
+            rb: the batch of ``B`` positive rows.
+
+        Returns:
+            ``(table rows [Q], counts [B])`` (-1: not in the table); ``counts`` is None (and
+            ``Q = B``) unless the item id column is a candidate sequence, whose cells are split
+            as its feature splits them (so the counts equal the parsed sequence lengths).
+
+        """
+        batch_size = rb.num_rows
+        if self.id_field not in rb.schema.names:
+            return np.full(batch_size, -1, dtype=np.int64), None
+        column = rb.column(self.id_field)
+        if self.candidate_sequence is None:
+            return self.items.index_of(column), None
+        values, counts = self.candidate_sequence.split_sequence(column)
+        return self.items.index_of(values), np.asarray(counts, dtype=np.int64)
+
     def sample_negatives(
-        self, rb: pa.RecordBatch, rng: np.random.Generator, positives: np.ndarray
+        self,
+        rb: pa.RecordBatch,
+        rng: np.random.Generator,
+        positives: np.ndarray,
+        counts: Optional[np.ndarray] = None,
     ) -> np.ndarray:
         """Table rows of the negatives shared by the batch's users ``[num_sample]``.
 
         Args:
             rb: the batch of positive rows.
             rng: the generator.
-            positives: table row of each row's item ``[B]`` (-1: not in the table).
+            positives: table row of each positive item ``[Q]`` (-1: not in the table).
+            counts: positives of each row ``[B]`` (None: one each, ``Q = B``).
 
         """
         return self.sample(rng, positives[positives >= 0])

@@ -85,6 +85,10 @@ class _SequenceMixin:
         """The most elements kept per row (``T`` of the padded ``[B, T, dim]`` embeddings)."""
         return int(self.config.sequence_length)
 
+    def split_sequence(self, column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+        """``(elements [N], lengths int32 [B])`` of a column, split as the parser splits it."""
+        return self._split_sequence(column)
+
     def _split_sequence(self, column: pa.Array) -> tuple[pa.Array, np.ndarray]:
         """``(elements [N], lengths int32 [B])`` of a string or list column, truncated.
 

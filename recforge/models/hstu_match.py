@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Optional
 
@@ -13,6 +14,13 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
+from recforge.datasets.sampler import (
+    CAND_POS_LENGTHS_KEY,
+    HARD_NEG_INDICES_KEY,
+    ITEM_INDEX_KEY,
+    LOG_Q_KEY,
+    NUM_NEGATIVES_KEY,
+)
 from recforge.errors import DataError
 from recforge.models.match_model import MatchModel, MatchTower
 from recforge.modules.embedding import EmbeddingGroup
@@ -102,11 +110,22 @@ class HSTUMatch(MatchModel):
     ``embedding_name``; a DEEP one pools its ids in tables of its own. Candidates, loss and
     recall are :class:`~recforge.models.match_model.MatchModel`'s.
 
-    Where we differ from TorchEasyRec: its candidates are a JAGGED_SEQUENCE group with several
-    positives per user, scored by a sampler that reports each row's positive count, and it
-    refuses ``in_batch_negative``; here each row has one positive item (a DEEP group, or a
-    JAGGED_SEQUENCE group with one element per row), so in-batch and sampled negatives work as
-    in DSSM.
+    Candidates: a DEEP ``item_tower.input`` is one positive item per row. A JAGGED_SEQUENCE
+    one (e.g. ``cand_seq__video_id``) holds any number of positives per row, as in
+    TorchEasyRec: the user embedding is repeated once per positive (``Q`` queries), each query
+    is scored against its positive and the negatives, the loss is softmax cross entropy per
+    positive averaged over the ``Q`` positives, a row without positives contributes nothing
+    and ``recall_at_k`` counts each positive (``similarity`` is ``[Q, C]``). A negative
+    sampler whose ``item_id_field`` is the candidate sequence's column splits its cells as
+    the feature does, avoids every positive and reports each row's positive count. With
+    ``autoregressive_loss`` a training row needs exactly one candidate (DataError otherwise).
+
+    Where we differ from TorchEasyRec: it refuses ``in_batch_negative``; here the other rows'
+    positives are a query's negatives too, with the other positives of its own row masked
+    (and, given a sampler's item index, in-batch duplicates of its positive). Its sampler
+    appends the negatives to the last row's candidate list; here they are rows of their own
+    (one item each), so the DSSM-style extras (log-Q, item index, hard negatives) keep one
+    entry per item row.
     """
 
     if TYPE_CHECKING:  # for mypy only
@@ -323,25 +342,155 @@ class HSTUMatch(MatchModel):
         else:
             user_emb = self.user_tower(grouped)
         item_emb = self.item_tower(grouped)
-        if not is_fx_symbolic_tracing() and item_emb.shape[0] != user_emb.shape[0]:
+        num_neg = self.num_negatives(batch)
+        counts = self._positive_counts(grouped, batch, num_neg)
+        if (
+            counts is None
+            and not is_fx_symbolic_tracing()
+            and item_emb.shape[0] != user_emb.shape[0]
+        ):
             raise DataError(
                 f"hstu_match: item_tower.input '{self._group_names['item']}' gave"
                 f" {item_emb.shape[0]} items for {user_emb.shape[0]} rows; each row needs"
                 " exactly one candidate item"
             )
-        num_neg = self.num_negatives(batch)
         if num_neg:
             user_emb = user_emb[: user_emb.shape[0] - num_neg]
+        if events is not None and counts is not None:
+            self._check_one_positive_each(counts)
         user, item = user_emb, item_emb
         if self._cosine:
             user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
-        logits = self.candidate_logits(user, item, batch)
+        if counts is None:
+            logits = self.candidate_logits(user, item, batch)
+        else:
+            logits = self._multi_positive_logits(user, item, counts, batch)
         out = {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}
         if events is not None:
             out[AUTOREGRESSIVE_KEY] = self._autoregressive_logits(
                 *events, grouped, item_emb, batch, user_emb.shape[0]
             )
         return out
+
+    # ---- several positives per row ------------------------------------------------------------
+    def _positive_counts(
+        self, grouped: dict[str, torch.Tensor], batch: Batch, num_neg: int
+    ) -> Optional[torch.Tensor]:
+        """Each user row's positive count ``[B]`` for a JAGGED_SEQUENCE candidate group.
+
+        The first ``B`` rows of the candidate group hold the users' positives (any number,
+        0 included); the ``N`` rows the sampler appended hold one negative item each.
+
+        Returns:
+            None for a DEEP candidate group (one item per row) and while tracing.
+
+        Raises:
+            DataError: a sampled row does not hold exactly one item, or the sampler's
+                ``CAND_POS_LENGTHS_KEY`` disagrees with the parsed candidates.
+
+        """
+        item = self._group_names["item"]
+        key = f"{item}.sequence_length"
+        if is_fx_symbolic_tracing() or key not in grouped:
+            return None
+        lengths = grouped[key].to(torch.int64)
+        num_users = lengths.shape[0] - num_neg
+        sampled = lengths[num_users:]
+        if bool((sampled != 1).any()):
+            row = num_users + int(torch.nonzero(sampled != 1)[0, 0])
+            raise DataError(
+                f"hstu_match: sampled negative row {row} of item_tower.input '{item}' holds"
+                f" {int(lengths[row])} items; each sampled row needs exactly one (check the"
+                " item table's id column)"
+            )
+        counts = lengths[:num_users]
+        reported = batch.extras.get(CAND_POS_LENGTHS_KEY)
+        if reported is not None and not torch.equal(reported.to(counts), counts):
+            raise DataError(
+                f"hstu_match: the negative sampler counted {reported.tolist()} positives per"
+                f" row but item_tower.input '{item}' holds {counts.tolist()}"
+            )
+        return counts
+
+    def _check_one_positive_each(self, counts: torch.Tensor) -> None:
+        """``autoregressive_loss`` pairs each row's last event with one candidate."""
+        bad = torch.nonzero(counts != 1)
+        if bad.shape[0]:
+            row = int(bad[0, 0])
+            raise DataError(
+                f"{self.config_field('autoregressive_loss')}: training row {row} of"
+                f" item_tower.input '{self._group_names['item']}' holds {int(counts[row])}"
+                " candidate items; autoregressive_loss needs exactly one per row (several"
+                " positives per row train without it)"
+            )
+
+    def _multi_positive_logits(
+        self, user: torch.Tensor, item: torch.Tensor, counts: torch.Tensor, batch: Batch
+    ) -> torch.Tensor:
+        """Scores each positive with its row's user against the negatives ``[Q, C]``.
+
+        As TorchEasyRec's ``hstu_match``, the user embedding is repeated once per positive of
+        its row (``Q`` queries in all) and each query is a one-positive row of
+        :meth:`MatchModel.candidate_logits`; a row's hard negatives serve each of its queries.
+        With ``in_batch_negative`` (which TorchEasyRec refuses) the other queries' positives
+        are negatives too, except the other positives of the query's own row (masked).
+
+        Args:
+            user: user embeddings ``[B, D]`` (normalised already for cosine similarity).
+            item: item embeddings ``[Q + N + H, D]``: the positives row by row, the shared
+                negatives, then the hard negatives.
+            counts: positives per user row ``[B]`` (0 included: such a row has no query).
+            batch: the batch.
+
+        Returns:
+            The logits ``[Q, C]``, divided by the temperature; with one positive per row
+            they equal :meth:`MatchModel.candidate_logits`'.
+
+        """
+        query = torch.repeat_interleave(user, counts, dim=0)
+        num_pos = query.shape[0]
+        item, query_batch = self._query_view(item, counts, batch, num_pos)
+        logits = self.candidate_logits(query, item, query_batch)
+        if self._in_batch_negative:
+            owner = torch.repeat_interleave(
+                torch.arange(counts.shape[0], device=counts.device), counts
+            )
+            same_row = owner.unsqueeze(1) == owner.unsqueeze(0)
+            same_row.fill_diagonal_(False)
+            in_batch = logits[:, :num_pos].masked_fill(same_row, torch.finfo(logits.dtype).min)
+            logits = torch.cat([in_batch, logits[:, num_pos:]], dim=1)
+        return logits
+
+    def _query_view(
+        self, item: torch.Tensor, counts: torch.Tensor, batch: Batch, num_pos: int
+    ) -> tuple[torch.Tensor, Batch]:
+        """The item rows and the batch extras with each row's hard negatives per query.
+
+        A hard negative ``(row r, slot s)`` becomes ``(query q, slot s)`` for each query ``q``
+        of row ``r`` (its item row, item index and log-Q repeated); a row without positives
+        loses its hard negatives.
+        """
+        hard = batch.extras.get(HARD_NEG_INDICES_KEY)
+        if hard is None:
+            return item, batch
+        num_hard = hard.shape[0]
+        first_hard = item.shape[0] - num_hard
+        per_hard = counts[hard[:, 0]]
+        pick = torch.repeat_interleave(torch.arange(num_hard, device=hard.device), per_hard)
+        starts = torch.cumsum(counts, 0) - counts
+        within = torch.arange(pick.shape[0], device=hard.device) - torch.repeat_interleave(
+            torch.cumsum(per_hard, 0) - per_hard, per_hard
+        )
+        pairs = torch.stack([starts[hard[pick, 0]] + within, hard[pick, 1]], dim=1)
+        extras = dict(batch.extras)
+        extras[HARD_NEG_INDICES_KEY] = pairs
+        extras[NUM_NEGATIVES_KEY] = torch.tensor([first_hard - num_pos + pick.shape[0]])
+        for key in (ITEM_INDEX_KEY, LOG_Q_KEY):
+            value = extras.get(key)
+            if value is not None:
+                extras[key] = torch.cat([value[:first_hard], value[first_hard + pick]])
+        item = torch.cat([item[:first_hard], item[first_hard + pick]])
+        return item, dataclasses.replace(batch, extras=extras)
 
     def _autoregressive_logits(
         self,
@@ -412,6 +561,9 @@ class HSTUMatch(MatchModel):
         """With ``autoregressive_loss`` in training: softmax cross entropy of every event."""
         logits = predictions.get(AUTOREGRESSIVE_KEY)
         if logits is None:
+            similarity = predictions["similarity"]
+            if similarity.shape[0] == 0:  # no row of the batch has a positive
+                return {"softmax_cross_entropy": similarity.float().sum() * 0.0}
             return super().loss(predictions, batch)
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return {"softmax_cross_entropy": F.cross_entropy(logits.float(), target)}
