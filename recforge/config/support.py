@@ -144,14 +144,14 @@ MESSAGES: dict[str, Entry] = {
         (
             "DlrmHSTU UltraHSTU FusionMTLTower FusionSubTaskConfig GRContextualPreprocessor"
             " GRContentEncoder GRSliceContentEncoder GRPadContentEncoder GRMLPContentEncoder"
+            " GRContextualInterleavePreprocessor GRTimestampLayerNormPostprocessor"
+            " GRParameterizedContextualizedMLP"
         ).split(),
         _YES,
     ),
     **dict.fromkeys(
         (
-            "GRContextualInterleavePreprocessor"
-            " GRTimestampLayerNormPostprocessor"
-            " GRParameterizedContextualizedMLP SidRqvae SidRqkmeans SidReconLoss"
+            "SidRqvae SidRqkmeans SidReconLoss"
             " SidCommitmentLoss SidContrastiveLoss SidCandidateOutputConfig SinkhornConfig"
             " FaissKmeansConfig"
         ).split(),
@@ -300,18 +300,16 @@ FIELDS: dict[str, Entry] = {
         ).split(),
         _YES,
     ),
-    "STU.contextual_seq_len": _no(
-        "it follows the 'contextual' feature group (one token per feature); leave it unset"
-    ),
-    "GRContextualizedMLP.parameterized_mlp": _no(
-        "the parameterized action MLP reads contextual features, which are not built yet"
-    ),
+    # accepted when it restates the 'contextual' group's token count (from_config.py)
+    "STU.contextual_seq_len": _YES,
+    # dlrm_hstu / ultra_hstu (recforge/modules/gr/contextualized_mlp.py); hstu_match's
+    # uih_preprocessor refuses it (recforge/modules/gr/hstu_encoder.py)
+    "GRContextualizedMLP.parameterized_mlp": _YES,
     # dlrm_hstu's (hstu_match refuses it: its towers read the history alone)
     "GRInputPreprocessor.contextual_preprocessor": _YES,
-    "GRInputPreprocessor.contextual_interleave_preprocessor": _GENERATIVE,
-    "GROutputPostprocessor.timestamp_layernorm_postprocessor": _no(
-        "the timestamp layer-norm postprocessor is not built yet"
-    ),
+    "GRInputPreprocessor.contextual_interleave_preprocessor": _YES,
+    # dlrm_hstu / ultra_hstu (hstu_match refuses it: recforge/modules/gr/from_config.py)
+    "GROutputPostprocessor.timestamp_layernorm_postprocessor": _YES,
     "HSTUMatch.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "ModelConfig.embedding_l2_regularization": _YES,  # recforge extension
     # PYTORCH everywhere; TRITON where a GPU and triton exist (recforge/modules/gr/kernel.py)

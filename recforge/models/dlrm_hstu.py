@@ -14,11 +14,18 @@ from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
 from recforge.datasets.jagged_labels import CANDIDATE_GROUP, NUM_CANDIDATES
 from recforge.errors import DataError
+from recforge.models.model import errors_at
 from recforge.models.multi_task_rank import MultiTaskRank
 from recforge.models.rank_model import Task
 from recforge.modules.embedding import EmbeddingGroup
 from recforge.modules.gr.contextualized_mlp import SwishLayerNorm
-from recforge.modules.gr.groups import contextual_group
+from recforge.modules.gr.from_config import (
+    RANKING_PREPROCESSORS,
+    ContextualPreprocessor,
+    check_contextual_seq_len,
+    contextual_preprocessor,
+)
+from recforge.modules.gr.groups import CONTEXTUAL_GROUP, contextual_group
 from recforge.modules.gr.hstu_transducer import HSTUTransducer, SequenceInput
 from recforge.modules.gr.kernel import check_hstu_build
 from recforge.modules.gr.targets import reversed_rows
@@ -110,8 +117,10 @@ class DlrmHSTU(MultiTaskRank):
     With ``contextual_preprocessor { action_encoder action_mlp }`` each history event's
     actions (the JAGGED_SEQUENCE group ``uih_action``, a bitmask per event, and with
     ``watchtime_to_action_thresholds`` the group ``uih_watchtime``) are encoded and added to
-    its row; the candidates get one learned action row (see the transducer).
-    Not built yet: the interleave preprocessor, a SEQUENCE ``contextual`` group.
+    its row; the candidates get one learned action row (see the transducer). With
+    ``contextual_interleave_preprocessor`` (``enable_interleaving``, default true) each
+    history event is two tokens instead, its content and then its actions.
+    Not built yet: a SEQUENCE ``contextual`` group.
     """
 
     # ---- tasks: fusion_mtl_tower.task_configs ---------------------------------------------
@@ -165,10 +174,10 @@ class DlrmHSTU(MultiTaskRank):
         hstu = cfg.hstu
         kind = hstu.input_preprocessor.WhichOneof("input_preprocessor")
         pre_field = self.config_field("hstu.input_preprocessor")
-        if kind != "contextual_preprocessor":
+        if kind not in RANKING_PREPROCESSORS:
             raise ConfigError(
-                f"dlrm_hstu needs input_preprocessor {{ contextual_preprocessor {{ ... }} }},"
-                f" found {kind or 'none'}",
+                f"dlrm_hstu needs input_preprocessor {{ contextual_preprocessor {{ ... }} }} or"
+                f" {{ contextual_interleave_preprocessor {{ ... }} }}, found {kind or 'none'}",
                 field=pre_field,
             )
         groups = {g.group_name: g for g in self._base_model_config.feature_groups}
@@ -192,7 +201,7 @@ class DlrmHSTU(MultiTaskRank):
                     )
             read += [timestamp, CANDIDATE_TIMESTAMP_GROUP]
         actions = self._action_groups(hstu, groups, pre_field)
-        read += actions
+        read += actions + self._postprocessor_groups(hstu, groups, self.config_field("hstu"))
         contextual = self._contextual_group(groups, read)
         self.embedding_group = eg = self.init_embedding_group()
         self._candidate = self._source(eg, CANDIDATE_GROUP)
@@ -203,6 +212,7 @@ class DlrmHSTU(MultiTaskRank):
             for name in (prefix, CANDIDATE_GROUP, timestamp, CANDIDATE_TIMESTAMP_GROUP, *actions)
             if name in read and eg.is_jagged_group(name)
         )
+        self._check_contextual_seq_len(eg, hstu, contextual, self.config_field("hstu"))
         with self.config_errors("hstu"):
             self.transducer = self._transducer(eg, hstu, read, contextual)
         self._build_head(self._width(eg, CANDIDATE_GROUP), self.transducer.output_dim())
@@ -248,18 +258,27 @@ class DlrmHSTU(MultiTaskRank):
     ) -> list[str]:
         """The action groups ``hstu``'s action encoder reads (none without one).
 
+        Checks the preprocessor's encoders and MLPs on the way (ConfigError at the field).
+
         ``<prefix>_action`` (each event's bitmask) and, with watch-time thresholds or when
         the group exists, ``<prefix>_watchtime``: JAGGED_SEQUENCE groups, TorchEasyRec's
         names.
 
         Args:
-            hstu: the channel's ``HSTU`` message (its ``contextual_preprocessor``).
+            hstu: the channel's ``HSTU`` message (its (interleave) contextual preprocessor).
             groups: the feature groups by name.
             pre_field: the path of its ``input_preprocessor``, for errors.
 
         """
-        pre = hstu.input_preprocessor.contextual_preprocessor
-        field = f"{pre_field}.contextual_preprocessor"
+        pre, interleave = contextual_preprocessor(hstu)
+        field = f"{pre_field}.{hstu.input_preprocessor.WhichOneof('input_preprocessor')}"
+        self._check_parameterized_mlps(pre, groups, field)
+        if interleave and not pre.HasField("action_encoder"):
+            raise ConfigError(
+                "enable_interleaving (default true) needs an action_encoder { ... } and an"
+                " action_mlp (each history event's second token), or enable_interleaving: false",
+                field=f"{field}.action_encoder",
+            )
         if not pre.HasField("action_encoder"):
             if pre.HasField("action_mlp"):
                 # TorchEasyRec builds nothing from it then; an MLP that never runs is a mistake
@@ -286,13 +305,90 @@ class DlrmHSTU(MultiTaskRank):
                     f" {', '.join(groups)})",
                     field=f"{field}.action_encoder",
                 )
-        if not pre.action_mlp.HasField("simple_mlp"):
+        if not pre.HasField("action_mlp"):
             raise ConfigError(
                 "action_encoder needs action_mlp { simple_mlp { hidden_dim } } (the MLP to the"
                 " sequence width)",
                 field=f"{field}.action_mlp",
             )
         return names
+
+    @staticmethod
+    def _check_parameterized_mlps(
+        pre: ContextualPreprocessor, groups: dict[str, Any], field: str
+    ) -> None:
+        """Raises ConfigError for a ``parameterized_mlp`` the model cannot build.
+
+        It reads the DEEP ``contextual`` group (TorchEasyRec's contextual features) and
+        needs ``hidden_dim > 0``.
+        """
+        for name in ("content_mlp", "action_mlp"):
+            mlp = getattr(pre, name)
+            if not mlp.HasField("parameterized_mlp"):
+                continue
+            at = f"{field}.{name}.parameterized_mlp"
+            if CONTEXTUAL_GROUP not in groups:
+                raise ConfigError(
+                    f"parameterized_mlp makes its weights from the contextual features: it"
+                    f" needs a DEEP feature group '{CONTEXTUAL_GROUP}' (groups:"
+                    f" {', '.join(groups)})",
+                    field=at,
+                )
+            if mlp.parameterized_mlp.hidden_dim <= 0:
+                raise ConfigError(
+                    f"hidden_dim must be > 0, found {mlp.parameterized_mlp.hidden_dim}",
+                    field=f"{at}.hidden_dim",
+                )
+
+    def _check_contextual_seq_len(
+        self, eg: EmbeddingGroup, hstu: module_pb2.HSTU, contextual: Optional[str], field: str
+    ) -> None:
+        """Raises ConfigError at ``<field>.stu.contextual_seq_len`` unless valid.
+
+        Valid: unset, or the number of contextual tokens (see
+        ``from_config.check_contextual_seq_len``).
+        """
+        tokens = 0
+        if contextual is not None:
+            concat = self._model_config.concat_contextual_features
+            tokens = 1 if concat else len(eg.group_dims(contextual))
+        with errors_at(f"{field}.stu.contextual_seq_len"):
+            check_contextual_seq_len(hstu.stu, tokens)
+
+    def _postprocessor_groups(
+        self, hstu: module_pb2.HSTU, groups: dict[str, Any], field: str
+    ) -> list[str]:
+        """The groups ``hstu``'s output postprocessor reads (``field``: the ``hstu`` path).
+
+        The timestamp layer-norm postprocessor reads the candidates' timestamps (the group
+        ``candidate_timestamp``, as in TorchEasyRec); the others read nothing.
+        """
+        post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
+        if post != "timestamp_layernorm_postprocessor":
+            return []
+        at = f"{field}.output_postprocessor.timestamp_layernorm_postprocessor"
+        periods = hstu.output_postprocessor.timestamp_layernorm_postprocessor
+        units, per = periods.time_duration_period_units, periods.time_duration_units_per_period
+        if len(units) != len(per):
+            raise ConfigError(
+                f"time_duration_units_per_period needs one value per time_duration_period_units"
+                f" value, found {len(per)} for {len(units)}",
+                field=f"{at}.time_duration_units_per_period",
+            )
+        for name, values in (
+            ("time_duration_period_units", units),
+            ("time_duration_units_per_period", per),
+        ):
+            if any(v == 0 for v in values):
+                raise ConfigError(f"{name} must be > 0, found {list(values)}", field=f"{at}.{name}")
+        if CANDIDATE_TIMESTAMP_GROUP not in groups:
+            raise ConfigError(
+                f"timestamp_layernorm_postprocessor needs a feature group"
+                f" '{CANDIDATE_TIMESTAMP_GROUP}' with the candidates' timestamps (groups:"
+                f" {', '.join(groups)})",
+                field=f"{field}.output_postprocessor",
+            )
+        return [CANDIDATE_TIMESTAMP_GROUP]
 
     def _transducer(
         self,
@@ -313,6 +409,8 @@ class DlrmHSTU(MultiTaskRank):
         cfg = self._model_config
         prefix = hstu.name or "uih"
         timed = hstu.positional_encoder.use_time_encoding
+        post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
+        candidate_times = timed or post == "timestamp_layernorm_postprocessor"
 
         def optional(name: str, wanted: bool = True) -> Optional[SequenceInput]:
             return self._source(eg, name) if wanted and name in read else None
@@ -325,7 +423,7 @@ class DlrmHSTU(MultiTaskRank):
             self._width(eg, CANDIDATE_GROUP),
             cfg.max_seq_len,
             optional(f"{prefix}_timestamp", timed),
-            optional(CANDIDATE_TIMESTAMP_GROUP, timed),
+            optional(CANDIDATE_TIMESTAMP_GROUP, candidate_times),
             contextual,
             eg.group_dims(contextual) if contextual is not None else None,
             cfg.concat_contextual_features,

@@ -11,6 +11,7 @@ from recforge.models.dlrm_hstu import (
     CANDIDATE_TIMESTAMP_GROUP,
     DlrmHSTU,
 )
+from recforge.modules.gr.from_config import RANKING_PREPROCESSORS
 from recforge.modules.gr.hstu_transducer import HSTUTransducer
 from recforge.protos import model_pb2, module_pb2
 
@@ -94,6 +95,7 @@ class UltraHSTU(DlrmHSTU):
         self._candidate = self._source(eg, CANDIDATE_GROUP)
         transducers: list[HSTUTransducer] = []
         for i, hstu in enumerate(channels):
+            self._check_contextual_seq_len(eg, hstu, contextual, self.config_field(f"hstu[{i}]"))
             with self.config_errors(f"hstu[{i}]"):
                 transducers.append(self._transducer(eg, hstu, read, contextual))
         # one channel: the transducer itself, so that its parameters are named as dlrm_hstu's;
@@ -110,10 +112,10 @@ class UltraHSTU(DlrmHSTU):
         """Checks channel ``index``'s settings and groups; returns the groups it reads."""
         field = self.config_field(f"hstu[{index}]")
         kind = hstu.input_preprocessor.WhichOneof("input_preprocessor")
-        if kind != "contextual_preprocessor":
+        if kind not in RANKING_PREPROCESSORS:
             raise ConfigError(
-                "ultra_hstu needs input_preprocessor { contextual_preprocessor { ... } },"
-                f" found {kind or 'none'}",
+                "ultra_hstu needs input_preprocessor { contextual_preprocessor { ... } } or"
+                f" {{ contextual_interleave_preprocessor {{ ... }} }}, found {kind or 'none'}",
                 field=f"{field}.input_preprocessor",
             )
         split, tail = hstu.attn_truncation_split_layer, hstu.attn_truncation_tail_len
@@ -163,4 +165,5 @@ class UltraHSTU(DlrmHSTU):
                         field=f"{field}.positional_encoder",
                     )
                 read.append(name)
+        read += self._postprocessor_groups(hstu, groups, field)
         return read + self._action_groups(hstu, groups, f"{field}.input_preprocessor")

@@ -185,11 +185,11 @@ def test_the_history_only_preprocessor_is_refused():
 
 
 def test_unbuilt_fields_are_refused_by_validation():
-    text = MODEL.replace("layernorm_postprocessor { }", "timestamp_layernorm_postprocessor { }", 1)
-    problems = dict(check_support(config(text)))
-    assert any(
-        p.endswith("output_postprocessor.timestamp_layernorm_postprocessor") for p in problems
+    text = MODEL.replace(
+        'label_name: "label_next"', 'label_name: "label_next" train_metrics { auc { } }', 1
     )
+    problems = dict(check_support(config(text)))
+    assert any(p.endswith("task_configs[0].train_metrics[0]") for p in problems)
 
 
 def test_a_task_without_losses_takes_the_model_losses():

@@ -7,13 +7,34 @@ stack and the output postprocessor.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from torch import nn
 
 from recforge.modules.gr.positional import HSTUPositionalEncoder
+from recforge.modules.gr.postprocessors import TimestampLayerNormPostprocessor
 from recforge.modules.gr.stu import STULayer, STUStack
 from recforge.protos import module_pb2
+
+#: the two input preprocessors of the ranking transducer (one set of fields)
+ContextualPreprocessor = Union[
+    module_pb2.GRContextualPreprocessor, module_pb2.GRContextualInterleavePreprocessor
+]
+
+#: ``HSTU.input_preprocessor``'s kinds the ranking transducer builds
+RANKING_PREPROCESSORS = ("contextual_preprocessor", "contextual_interleave_preprocessor")
+
+
+def contextual_preprocessor(hstu: module_pb2.HSTU) -> tuple[ContextualPreprocessor, bool]:
+    """``hstu``'s (interleave) contextual preprocessor and whether it interleaves.
+
+    TorchEasyRec builds both with one class: ``contextual_preprocessor`` is the interleave
+    preprocessor with ``enable_interleaving: false``.
+    """
+    if hstu.input_preprocessor.WhichOneof("input_preprocessor") == RANKING_PREPROCESSORS[1]:
+        pre = hstu.input_preprocessor.contextual_interleave_preprocessor
+        return pre, pre.enable_interleaving
+    return hstu.input_preprocessor.contextual_preprocessor, False
 
 
 def positional_encoder(
@@ -38,15 +59,33 @@ def positional_encoder(
     )
 
 
+def check_contextual_seq_len(stu: module_pb2.STU, contextual_len: int) -> None:
+    """Raises ValueError unless ``stu.contextual_seq_len`` is unset (< 0) or ``contextual_len``.
+
+    TorchEasyRec's STU layers take the field when it is >= 0 and else the preprocessor's
+    count of contextual tokens; recforge always uses that count (the layers and the positional
+    encoder must agree on the prefix), so a config may only restate it.
+    """
+    if 0 <= stu.contextual_seq_len != contextual_len:
+        raise ValueError(
+            f"stu.contextual_seq_len must be the number of contextual tokens, {contextual_len}"
+            f" here (one per feature of the 'contextual' group, one with"
+            f" concat_contextual_features, 0 without the group), or unset; found"
+            f" {stu.contextual_seq_len}"
+        )
+
+
 def stu_stack(hstu: module_pb2.HSTU, max_seq_len: int, contextual_len: int) -> STUStack:
     """``hstu.attn_num_layers`` STU layers of ``hstu.stu`` (``scaling_seqlen`` 0: max_seq_len).
 
     Raises:
         ValueError: only one of ``attn_truncation_split_layer`` / ``attn_truncation_tail_len``
-            set, or the split not below ``attn_num_layers``.
+            set, the split not below ``attn_num_layers``, or ``stu.contextual_seq_len`` set to
+            another count than ``contextual_len``.
 
     """
     stu = hstu.stu
+    check_contextual_seq_len(stu, contextual_len)
     scaling = stu.scaling_seqlen if stu.scaling_seqlen > 0 else max_seq_len
     return STUStack(
         [
@@ -75,8 +114,38 @@ def stu_stack(hstu: module_pb2.HSTU, max_seq_len: int, contextual_len: int) -> S
     )
 
 
-def output_postprocessor(hstu: module_pb2.HSTU) -> tuple[bool, Optional[nn.LayerNorm]]:
-    """``(l2-normalise, layer norm or None)`` for ``hstu.output_postprocessor``."""
+def output_postprocessor(
+    hstu: module_pb2.HSTU, with_timestamps: bool = False
+) -> tuple[bool, Optional[nn.LayerNorm]]:
+    """``(l2-normalise, layer norm or None)`` for ``hstu.output_postprocessor``.
+
+    ``with_timestamps``: the caller builds ``timestamp_layernorm_postprocessor`` itself (see
+    :func:`timestamp_postprocessor`); else that postprocessor raises ValueError.
+    """
     post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
+    if post == "timestamp_layernorm_postprocessor" and not with_timestamps:
+        raise ValueError(
+            "output_postprocessor { timestamp_layernorm_postprocessor } is built for dlrm_hstu"
+            " and ultra_hstu only (it reads the candidates' timestamps)"
+        )
     layer_norm = nn.LayerNorm(hstu.stu.embedding_dim) if post == "layernorm_postprocessor" else None
     return post == "l2norm_postprocessor", layer_norm
+
+
+def timestamp_postprocessor(hstu: module_pb2.HSTU) -> Optional[TimestampLayerNormPostprocessor]:
+    """``hstu.output_postprocessor``'s timestamp layer-norm postprocessor (None if another).
+
+    Raises:
+        ValueError: its period lists differ in length or hold a value that is not positive.
+
+    """
+    if hstu.output_postprocessor.WhichOneof("output_postprocessor") != (
+        "timestamp_layernorm_postprocessor"
+    ):
+        return None
+    post = hstu.output_postprocessor.timestamp_layernorm_postprocessor
+    return TimestampLayerNormPostprocessor(
+        hstu.stu.embedding_dim,
+        list(post.time_duration_period_units),
+        list(post.time_duration_units_per_period),
+    )

@@ -64,3 +64,25 @@ def prepend_rows(values: torch.Tensor, offsets: torch.Tensor, prefix: torch.Tens
     out = out.index_put([starts[seq] + c + pos], values)
     context = (starts.view(-1, 1) + torch.arange(c, device=values.device).view(1, -1)).reshape(-1)
     return out.index_put([context], prefix.reshape([batch * c] + list(values.shape[1:])))
+
+
+def jagged_bmm_add(
+    values: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Each sequence's rows times its own matrix plus its own bias.
+
+    Args:
+        values: ``[L, I]`` rows of ``B`` sequences.
+        offsets: ``[B + 1]``.
+        weights: ``[B, I, O]`` one matrix per sequence.
+        bias: ``[B, O]`` one bias per sequence.
+
+    Returns:
+        ``[L, O]``: row ``l`` of sequence ``b`` is ``values[l] @ weights[b] + bias[b]``.
+
+    """
+    lengths = lengths_of(offsets)
+    length = int(lengths.max().item()) if lengths.numel() > 0 else 0
+    seq, pos = row_index(offsets, values.shape[0])
+    padded = to_padded(values, seq, pos, lengths.shape[0], length)
+    return to_jagged(torch.baddbmm(bias.unsqueeze(1), padded, weights), seq, pos)

@@ -79,3 +79,36 @@ def last_rows_index(offsets: torch.Tensor, tail_offsets: torch.Tensor) -> torch.
     total = int(tail_offsets[-1].item()) if tail_offsets.numel() > 0 else 0
     seq, pos = row_index(tail_offsets, total)
     return offsets[1:][seq] - tail_lengths[seq] + pos
+
+
+def interleave_rows(
+    values: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor, extra_offsets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Puts each extra row right after the row of the same position in its sequence.
+
+    Sequence ``b``'s ``e_b`` extra rows (``extra_offsets[b]:extra_offsets[b + 1]``, at most
+    as many as its rows) follow its first ``e_b`` rows one by one: rows ``r0 r1 r2 t`` with
+    extras ``a0 a1 a2`` become ``r0 a0 r1 a1 r2 a2 t``.
+
+    Args:
+        values: ``[L, *S]`` rows of ``B`` sequences.
+        offsets: ``[B + 1]``.
+        extra: ``[E, *S]`` the extra rows.
+        extra_offsets: ``[B + 1]``.
+
+    Returns:
+        The rows ``[L + E, *S]`` and their offsets ``[B + 1]``.
+
+    """
+    lengths = lengths_of(offsets)
+    extra_lengths = lengths_of(extra_offsets)
+    out_offsets = offsets_of(lengths + extra_lengths)
+    seq, pos = row_index(offsets, values.shape[0])
+    extra_seq, extra_pos = row_index(extra_offsets, extra.shape[0])
+    # row p has min(p, e_b) extra rows before it; extra row q follows row q
+    head_index = out_offsets[:-1][seq] + pos + torch.minimum(pos, extra_lengths[seq])
+    extra_index = out_offsets[:-1][extra_seq] + 2 * extra_pos + 1
+    out = values.new_zeros([values.shape[0] + extra.shape[0]] + list(values.shape[1:]))
+    out = out.index_put([head_index], values)
+    out = out.index_put([extra_index], extra)
+    return out, out_offsets
