@@ -106,9 +106,9 @@ class HSTUMatch(MatchModel):
     ``contextual`` (user features, one token each) and an optional DEEP group ``query_time``
     (:class:`~recforge.modules.gr.hstu_encoder.HSTUUserEncoder`); its output is the last
     event's row. The item tower is an MLP over ``item_tower.input``. Both towers look up one
-    embedding group: a JAGGED_SEQUENCE candidate group shares the history's tables by
-    ``embedding_name``; a DEEP one pools its ids in tables of its own. Candidates, loss and
-    recall are :class:`~recforge.models.match_model.MatchModel`'s.
+    embedding group: a candidate group, JAGGED_SEQUENCE or DEEP, shares the history's tables
+    by ``embedding_name`` (a DEEP group pools its ids from them). Candidates, loss and recall
+    are :class:`~recforge.models.match_model.MatchModel`'s.
 
     Candidates: a DEEP ``item_tower.input`` is one positive item per row. A JAGGED_SEQUENCE
     one (e.g. ``cand_seq__video_id``) holds any number of positives per row, as in
@@ -293,17 +293,14 @@ class HSTUMatch(MatchModel):
         item_table = suffixed_table_name(
             by_name[item.feature_names[0]].embedding_name, item.embedding_name_suffix
         )
-        if not eg.is_jagged_group(item_key) or hist_table != item_table:
-            # a DEEP group's ids are pooled in tables of their own even under the history's
-            # embedding_name: the next items (history rows) and the negatives (candidate rows)
-            # would then come from two tables, which the loss tells apart without learning
+        if hist_table != item_table:
+            # next items (history rows) and negatives (candidate rows) from two tables would
+            # let the loss tell them apart by table without learning anything
             raise ConfigError(
                 "autoregressive_loss scores history events against the candidates, so both"
-                " must be rows of one table: item_tower.input must be a JAGGED_SEQUENCE group"
-                " (one element per row) whose feature has the history's table (embedding_name"
-                f" and embedding_name_suffix) '{hist_table}'; found a"
-                f" {'JAGGED_SEQUENCE' if eg.is_jagged_group(item_key) else 'DEEP'} group with"
-                f" table '{item_table}'",
+                " must be rows of one table: item_tower.input's feature needs the history's"
+                f" table (embedding_name and embedding_name_suffix) '{hist_table}'; found"
+                f" '{item_table}'",
                 field=self.config_field("autoregressive_loss"),
             )
         self._id_keys = (uih.feature_names[0], item.feature_names[0])

@@ -108,15 +108,32 @@ def test_an_item_tower_reading_more_than_the_shared_id_is_an_error():
         BaseModel.create_class("HSTUMatch")(cfg.model_config, feats, ["label"])
 
 
-def test_a_deep_candidate_group_is_an_error_its_ids_have_a_table_of_their_own():
-    # a DEEP group pools its ids in tables of its own, even under the history's embedding_name:
+DEEP_AR_MODEL = AR_MODEL.replace(
+    'feature_names: "cand__video_id" group_type: JAGGED_SEQUENCE',
+    'feature_names: "item_id" group_type: DEEP',
+)
+
+
+def test_a_deep_candidate_under_the_history_embedding_name_is_a_row_of_the_same_table():
+    model = build(DEEP_AR_MODEL)
+    b = parse(model, rows([[7, 2], [3]], [7, 9]))
+    grouped = model.embedding_group(b.sparse_features, b.dense_features)
+    history = model.item_tower.tower(grouped["uih.sequence"])  # [3, D]: items 7, 2, 3
+    candidates = model.item_tower(grouped)  # [2, D]: items 7, 9
+    torch.testing.assert_close(history[0], candidates[0])
+
+
+def test_a_candidate_with_a_table_of_its_own_is_an_error():
     # next items (history table) and negatives (candidate table) would be told apart by table
-    deep = AR_MODEL.replace(
-        'feature_names: "cand__video_id" group_type: JAGGED_SEQUENCE',
-        'feature_names: "item_id" group_type: DEEP',
+    features = AR_FEATURES.replace(
+        'feature_name: "item_id" expression: "item:item_id"\n'
+        '                               embedding_name: "video_emb"',
+        'feature_name: "item_id" expression: "item:item_id"\n'
+        '                               embedding_name: "cand_emb"',
     )
-    with pytest.raises(ConfigError, match="JAGGED_SEQUENCE") as err:
-        build(deep)
+    assert features != AR_FEATURES
+    with pytest.raises(ConfigError, match="one table") as err:
+        build(DEEP_AR_MODEL, features)
     assert err.value.field == "model_config.hstu_match.autoregressive_loss"
 
 
