@@ -22,6 +22,11 @@ Models, each on the same split:
 - RecBole 1.2.1 SASRec with its defaults (``benchmarks/ref_recbole.py`` in
   ``benchmarks/.venv-recbole``, made by ``benchmarks/setup_recbole.sh``).
 
+Threads: every training subprocess (recforge's and RecBole's) runs with ``OMP_NUM_THREADS=1``
+(:func:`one_thread_env`). torch's default of one intra-op thread per core spin-waits at each
+op's barrier when the cores are shared with other processes, which made both trainings
+several times slower (benchmarks/README.md, "HSTU on ML-100K").
+
 Training samples/s: recforge's is the rows of ``train.parquet`` (windows) times epochs over
 the wall time of ``recforge train``, and also per predicted event (one next-item target each);
 RecBole's is its (prefix, next item) samples, each one predicted event.
@@ -259,9 +264,18 @@ def most_popular(split: Split) -> dict[str, float]:
     return rank_metrics(np.asarray(scores), split.test_target())
 
 
+def one_thread_env() -> dict[str, str]:
+    """This process's environment with ``OMP_NUM_THREADS=1`` (see the module docstring)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def _recforge(*args: str, cwd: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "recforge", *args], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-m", "recforge", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=one_thread_env(),
     )
     if proc.returncode != 0:
         raise RuntimeError(f"recforge {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
@@ -389,6 +403,7 @@ def run_recbole(work: Path, epochs: int = 300, data_dir: Path = DATA_DIR) -> dic
         cwd=work,  # RecBole writes log/ and log_tensorboard/ into the working directory
         capture_output=True,
         text=True,
+        env=one_thread_env(),
     )
     if proc.returncode != 0:
         raise RuntimeError(f"ref_recbole.py failed:\n{proc.stderr[-4000:]}")

@@ -337,27 +337,28 @@ class HSTUMatch(MatchModel):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Embeds histories and items and scores every user against its candidates."""
         grouped = self.embedding_group(batch.sparse_features, batch.dense_features)
+        num_neg = self.num_negatives(batch)
+        user_grouped = grouped
+        if num_neg:
+            user_grouped = self._user_rows(grouped, batch.batch_size - num_neg)
         events: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         if self._autoregressive and self.training:
-            events = self.user_tower.all_rows(grouped)
+            events = self.user_tower.all_rows(user_grouped)
             user_emb = last_rows(*events)
         else:
-            user_emb = self.user_tower(grouped)
+            user_emb = self.user_tower(user_grouped)
         item_emb = self.item_tower(grouped)
-        num_neg = self.num_negatives(batch)
         counts = self._positive_counts(grouped, batch, num_neg)
         if (
             counts is None
             and not is_fx_symbolic_tracing()
-            and item_emb.shape[0] != user_emb.shape[0]
+            and item_emb.shape[0] != batch.batch_size
         ):
             raise DataError(
                 f"hstu_match: item_tower.input '{self._group_names['item']}' gave"
-                f" {item_emb.shape[0]} items for {user_emb.shape[0]} rows; each row needs"
+                f" {item_emb.shape[0]} items for {batch.batch_size} rows; each row needs"
                 " exactly one candidate item"
             )
-        if num_neg:
-            user_emb = user_emb[: user_emb.shape[0] - num_neg]
         if events is not None and counts is not None:
             self._check_one_positive_each(counts)
         user, item = user_emb, item_emb
@@ -370,7 +371,7 @@ class HSTUMatch(MatchModel):
         out = {"similarity": logits, "user_emb": user_emb, "item_emb": item_emb}
         if events is not None:
             out[AUTOREGRESSIVE_KEY] = self._autoregressive_logits(
-                *events, grouped, item_emb, batch, user_emb.shape[0]
+                *events, user_grouped, item_emb, batch, user_emb.shape[0]
             )
         return out
 
@@ -494,6 +495,25 @@ class HSTUMatch(MatchModel):
         item = torch.cat([item[:first_hard], item[first_hard + pick]])
         return item, dataclasses.replace(batch, extras=extras)
 
+    def _user_rows(
+        self, grouped: dict[str, torch.Tensor], num_users: int
+    ) -> dict[str, torch.Tensor]:
+        """The user tower's groups cut to the first ``num_users`` rows (the users).
+
+        The negative sampler's rows come after the users and have no history; the user tower
+        would still pad and attend over each of them (with many negatives, most of a step).
+        """
+        out = dict(grouped)
+        for group in self._user_groups:
+            name = group.group_name
+            if self.embedding_group.is_jagged_group(name):
+                lengths = grouped[f"{name}.sequence_length"][:num_users]
+                out[f"{name}.sequence_length"] = lengths
+                out[f"{name}.sequence"] = grouped[f"{name}.sequence"][: int(lengths.sum())]
+            else:
+                out[name] = grouped[name][:num_users]
+        return out
+
     def _autoregressive_logits(
         self,
         rows: torch.Tensor,
@@ -508,8 +528,8 @@ class HSTUMatch(MatchModel):
         Args:
             rows: the user tower's rows of every token ``[L', D]`` (contextual tokens first
                 in each sequence).
-            offsets: their offsets ``[B + N + 1]``.
-            grouped: the embedding group's outputs.
+            offsets: their offsets ``[B + 1]`` (``[B + N + 1]`` if the sampler's rows are in).
+            grouped: the embedding group's outputs (the user groups cut to the users' rows).
             item_emb: the item tower's rows ``[B + N (+ H), D]``.
             batch: the batch (the ids of the history and the candidates).
             num_users: ``B``, the rows that are users (not sampled negatives).
@@ -528,7 +548,7 @@ class HSTUMatch(MatchModel):
         context = self.user_tower.encoder.contextual_len()
         events = rows[tok_pos >= context]  # the rows of the history's events, in order
         hist_key, item_key = self._id_keys
-        hist_ids = batch.sparse_features[hist_key].values()
+        hist_ids = batch.sparse_features[hist_key].values()[: values.shape[0]]  # the users'
         item_ids = batch.sparse_features[item_key].values()
         if hist_ids.shape[0] != values.shape[0] or item_ids.shape[0] != batch.batch_size:
             raise DataError(
