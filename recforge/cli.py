@@ -779,7 +779,7 @@ def report(result: dict) -> None:
 
     if dist_util.rank() == 0 and result:
         print(json.dumps(result, indent=1))
-    dist_util.destroy_process_group()
+    dist_util.leave_job()
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from typing import Any
 
 import torch
@@ -44,6 +46,26 @@ def destroy_process_group() -> None:
         if dist.get_world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def leave_job(exit_code: int = 0) -> None:
+    """Ends a process of a multi-process job once its command has finished.
+
+    Every rank meets the others at a barrier, runs the ``atexit`` handlers (the upload of a
+    remote ``model_dir``'s working copy, logging's flush), flushes its output and exits,
+    without tearing gloo down or finalizing the interpreter: gloo's C++ threads could
+    otherwise abort a rank at exit now and then ("terminate called without an active
+    exception") after all its work, outputs and checkpoints were done, failing the job.
+    A single process tears its group down and returns normally.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        destroy_process_group()
+        return
+    dist.barrier()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(exit_code)
 
 
 def rank() -> int:
