@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from recforge.utils.allocator import prefer_system_arrow_pool
+
 
 def _edits(text: Optional[str]) -> dict[str, str]:
     if not text:
@@ -788,6 +790,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     Exits 2 on bad input, ``128 + signal`` when SIGTERM/SIGINT stopped training after a
     checkpoint (see ``user_facing_errors``).
     """
+    prefer_system_arrow_pool()
     args = build_parser().parse_args(argv)
     quiet_library_warnings()
     report(run_command(args))

@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from recforge.errors import RecforgeError
 from recforge.utils import storage
+from recforge.utils.allocator import prefer_system_arrow_pool
 
 COMMANDS = ("train_eval", "eval", "export", "predict")
 
@@ -569,6 +570,7 @@ def execute(plan: Plan, show_traceback: bool = False) -> dict[str, Any]:
         The last step's summary (with ``assets`` and the CSV ``files`` where they apply).
 
     """
+    prefer_system_arrow_pool()
     from recforge import cli
     from recforge.errors import user_facing_errors
 
@@ -597,6 +599,7 @@ def main(command: str, argv: Optional[Sequence[str]] = None) -> int:
     A missing or unknown flag exits 2 with the usage; a flag recforge cannot honour exits 2
     with one line; input errors exit 2 with one line (``--traceback`` shows the stack).
     """
+    prefer_system_arrow_pool()
     from recforge import cli
     from recforge.errors import user_facing_errors
     from recforge.utils.logging_util import setup_cli_logging
