@@ -1,13 +1,14 @@
 """The memory allocator behind pyarrow's buffers, chosen once per command.
 
 pyarrow reads ``ARROW_DEFAULT_MEMORY_POOL`` when it is first imported and keeps that pool for
-the process. Its default on Linux is jemalloc, which keeps freed pages of every decoded batch
-mapped for reuse; recforge's reader decodes a batch, converts it to tensors and drops it, so
-those retained pages only add to the peak resident set of training and prediction. The system
-allocator (glibc malloc) returns them, at the same reading speed (benchmarks/README.md,
-"Arrow's memory pool"). Choosing the pool later, with ``pyarrow.set_memory_pool``, leaves the
-pages jemalloc already holds, so the choice must be made before the first ``import pyarrow``:
-the command entry points call :func:`prefer_system_arrow_pool` first thing.
+the process. Its default (mimalloc in current wheels, jemalloc in older ones) keeps the freed
+pages of every decoded batch for reuse; recforge's reader decodes a batch, converts it to
+tensors and drops it, so those pages only add to the peak resident set of training and
+prediction. The system allocator (glibc malloc) gives them back, at the same reading speed
+(benchmarks/README.md, "Arrow's memory pool"). Switching later with
+``pyarrow.set_memory_pool`` leaves the pages the first pool already holds, so the choice is
+made before the first ``import pyarrow``: the command entry points call
+:func:`prefer_system_arrow_pool` first thing.
 """
 
 from __future__ import annotations
