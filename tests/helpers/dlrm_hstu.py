@@ -19,9 +19,14 @@ the same with and without them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from recforge.config import ConfigError
 from tests.helpers.planted_sequences import (
     draw_history,
     history_columns,
@@ -299,3 +304,22 @@ data_config {{
 {FEATURES}
 {model}
 """
+
+
+def assert_config_error_at(
+    build: Callable[[str], Any], text: str, old: str, new: str, field: str, message: str
+) -> None:
+    """``build`` of ``text`` with ``old`` replaced by ``new`` raises a ConfigError at ``field``.
+
+    Args:
+        build: builds a model from a config text.
+        text: a config text that builds; it must contain ``old``.
+        old: the text to replace (every occurrence).
+        new: its replacement.
+        field: the field path the error must name.
+        message: a regular expression the error must match.
+    """
+    assert old in text
+    with pytest.raises(ConfigError, match=message) as info:
+        build(text.replace(old, new))
+    assert field in str(info.value)

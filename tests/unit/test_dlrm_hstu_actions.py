@@ -21,7 +21,13 @@ from recforge.models.factory import build_model
 from recforge.models.model import TrainWrapper
 from recforge.modules.gr.action_encoder import SimpleActionEncoder
 from recforge.protos import pipeline_pb2
-from tests.helpers.dlrm_hstu import ACTION_ENCODER, features, model, planted_rank_table
+from tests.helpers.dlrm_hstu import (
+    ACTION_ENCODER,
+    assert_config_error_at,
+    features,
+    model,
+    planted_rank_table,
+)
 from tests.helpers.scripted import assert_scripted_matches_eager
 from tests.helpers.ultra_hstu import TWO_CHANNEL_FEATURES, TWO_CHANNEL_MODEL, two_channel_table
 
@@ -166,10 +172,7 @@ def test_newest_first_actions_are_reversed_with_the_history():
     ],
 )
 def test_bad_action_config_is_an_error_at_its_field(old, new, field, message):
-    assert old in ACTION_MODEL
-    with pytest.raises(ConfigError, match=message) as info:
-        build(config(ACTION_MODEL.replace(old, new, 1)))
-    assert field in str(info.value)
+    assert_config_error_at(lambda text: build(config(text)), ACTION_MODEL, old, new, field, message)
 
 
 def test_watchtime_thresholds_need_the_watchtime_group():

@@ -25,7 +25,13 @@ from recforge.modules.gr.stu import STULayer, STUStack
 from recforge.modules.gr.targets import interleave_rows
 from recforge.protos import pipeline_pb2
 from tests.helpers import hstu as match_helpers
-from tests.helpers.dlrm_hstu import ACTION_ENCODER, features, model, planted_rank_table
+from tests.helpers.dlrm_hstu import (
+    ACTION_ENCODER,
+    assert_config_error_at,
+    features,
+    model,
+    planted_rank_table,
+)
 from tests.helpers.scripted import assert_scripted_matches_eager
 
 LABELS = ["label_action"]
@@ -257,10 +263,7 @@ def test_torcheasyrec_shaped_timestamp_postprocessor_config_trains_and_exports()
     ],
 )
 def test_bad_timestamp_postprocessor_config_is_an_error_at_its_field(old, new, field, message):
-    assert old in TIMESTAMP_MODEL
-    with pytest.raises(ConfigError, match=message) as info:
-        build(TIMESTAMP_MODEL.replace(old, new))
-    assert field in str(info.value)
+    assert_config_error_at(build, TIMESTAMP_MODEL, old, new, field, message)
 
 
 def test_hstu_match_refuses_the_timestamp_postprocessor():
@@ -343,10 +346,7 @@ def test_torcheasyrec_shaped_parameterized_mlp_config_trains_and_exports():
     ],
 )
 def test_bad_parameterized_mlp_config_is_an_error_at_its_field(old, new, field, message):
-    assert old in PARAMETERIZED_MODEL
-    with pytest.raises(ConfigError, match=message) as info:
-        build(PARAMETERIZED_MODEL.replace(old, new))
-    assert field in str(info.value)
+    assert_config_error_at(build, PARAMETERIZED_MODEL, old, new, field, message)
 
 
 # ---- 4. stu.contextual_seq_len -----------------------------------------------------------------
