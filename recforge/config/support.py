@@ -282,7 +282,7 @@ FIELDS: dict[str, Entry] = {
     "GRContextualPreprocessor.action_encoder": _YES,
     "GRContextualPreprocessor.action_mlp": _YES,
     "FusionSubTaskConfig.task_bitmask": _YES,
-    "FusionSubTaskConfig.train_metrics": _no("per-task train metrics are not built yet"),
+    "FusionSubTaskConfig.train_metrics": _YES,
     **dict.fromkeys(
         ("DlrmHSTU.enable_global_average_loss", "UltraHSTU.enable_global_average_loss"),
         _ignored(
@@ -314,9 +314,14 @@ FIELDS: dict[str, Entry] = {
     "ModelConfig.embedding_l2_regularization": _YES,  # recforge extension
     # PYTORCH everywhere; TRITON where a GPU and triton exist (recforge/modules/gr/kernel.py)
     "ModelConfig.kernel": _YES,
-    "TaskTower.train_metrics": _no("per-task train metrics are not built yet"),
-    "BayesTaskTower.train_metrics": _no("per-task train metrics are not built yet"),
-    "InterventionTaskTower.train_metrics": _no("per-task train metrics are not built yet"),
+    # a tower's own train metrics (recforge/models/multi_task_rank.py)
+    **dict.fromkeys(
+        (
+            f"{tower}.train_metrics"
+            for tower in ("TaskTower", "BayesTaskTower", "InterventionTaskTower")
+        ),
+        _YES,
+    ),
     # TorchEasyRec 1.3.16 documents it but its VariationalDropout layer never reads it
     "VariationalDropout.embedding_wise_variational_dropout": _ignored(
         "TorchEasyRec's variational dropout is feature-wise whatever it says"

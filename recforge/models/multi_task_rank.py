@@ -18,7 +18,13 @@ from recforge.config import ConfigError
 from recforge.datasets.batch import Batch
 from recforge.features import BaseFeature
 from recforge.loss.pareto import check_min_weights
-from recforge.models.rank_model import RankModel, Task, check_losses, default_loss
+from recforge.models.rank_model import (
+    RankModel,
+    Task,
+    check_losses,
+    default_loss,
+    model_train_metrics,
+)
 from recforge.modules.mlp import MLP
 from recforge.modules.mmoe import MMoE
 from recforge.protos import model_pb2, tower_pb2
@@ -53,10 +59,12 @@ class MultiTaskRank(RankModel):
 
     A task without ``losses`` uses the model's ``losses``, else binary cross entropy
     (softmax cross entropy for ``num_class > 1``); a task without ``metrics`` uses the model's
-    ``metrics``. The model's ``train_metrics`` apply to every task. Each loss is multiplied by
-    the task's ``weight``; samples are weighted by the task's ``sample_weight_name`` column
-    and, with ``task_space_indicator_label``, by ``in_task_space_weight`` /
-    ``out_task_space_weight``.
+    ``metrics``, and one without ``train_metrics`` the model's ``train_metrics`` (TorchEasyRec
+    reads only the towers' train metrics and ignores the model's on multi-task models; recforge
+    lets the model's stand in, as for ``metrics``, so no setting goes unread). Each loss is
+    multiplied by the task's ``weight``; samples are weighted by the task's
+    ``sample_weight_name`` column and, with ``task_space_indicator_label``, by
+    ``in_task_space_weight`` / ``out_task_space_weight``.
     """
 
     def __init__(
@@ -155,6 +163,9 @@ class MultiTaskRank(RankModel):
         if not metrics:
             model_metrics = self._base_model_config.metrics
             metrics = [(f"model_config.metrics[{i}]", c) for i, c in enumerate(model_metrics)]
+        train_metrics = [(f"{fld}.train_metrics[{i}]", c) for i, c in enumerate(cfg.train_metrics)]
+        if not train_metrics:
+            train_metrics = model_train_metrics(self._base_model_config)
         return Task(
             name=name,
             field=fld,
@@ -162,6 +173,7 @@ class MultiTaskRank(RankModel):
             num_class=cfg.num_class,
             losses=losses or [(f"{fld}.losses", default_loss(cfg.num_class))],
             metrics=metrics,
+            train_metrics=train_metrics,
             weight=cfg.weight,
             sample_weight=sample_weight,
             space_label=space_label,

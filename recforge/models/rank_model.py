@@ -42,6 +42,7 @@ class Task:
         num_class: outputs of the task's head.
         losses: ``(field path, LossConfig)`` of each loss.
         metrics: ``(field path, MetricConfig)`` of each eval metric.
+        train_metrics: ``(field path, TrainMetricConfig)`` of each train metric.
         weight: multiplies each of the task's losses.
         sample_weight: the sample-weight column (None: unweighted).
         space_label: label column telling whether a sample is in the task's sample space.
@@ -57,6 +58,7 @@ class Task:
     num_class: int
     losses: list[tuple[str, Any]] = field(default_factory=list)  # type: ignore[operator]
     metrics: list[tuple[str, Any]] = field(default_factory=list)  # type: ignore[operator]
+    train_metrics: list[tuple[str, Any]] = field(default_factory=list)  # type: ignore[operator]
     weight: float = 1.0
     sample_weight: Optional[str] = None
     space_label: Optional[str] = None
@@ -111,7 +113,6 @@ class RankModel(BaseModel):
             negative_sampler=negative_sampler,
         )
         self._num_class = model_config.num_class
-        self._train_metric_configs = list(model_config.train_metrics)
         self.embedding_group: Optional[EmbeddingGroup] = None
         self._tasks = self._read_tasks()
         self._loss_tasks: dict[str, Task] = {}
@@ -131,6 +132,7 @@ class RankModel(BaseModel):
                 num_class=self._num_class,
                 losses=losses or [("model_config.losses", default_loss(self._num_class))],
                 metrics=[(f"model_config.metrics[{i}]", c) for i, c in enumerate(mc.metrics)],
+                train_metrics=model_train_metrics(mc),
                 sample_weight=self._sample_weights[0] if self._sample_weights else None,
             )
         ]
@@ -350,9 +352,9 @@ class RankModel(BaseModel):
 
     # ------------------------------------------------------------------ metrics
     def init_metric(self) -> None:
-        """Builds each task's metrics, a mean metric per loss, and the train metrics.
+        """Builds each task's metrics, a mean metric per loss, and its train metrics.
 
-        ``train_metrics`` apply to every task; each is a decayed running value.
+        Train metrics are decayed running values (:class:`DecayedTrainMetric`).
         """
         for task in self._tasks:
             self._add_metrics(self._metric_modules, task, task.metrics)
@@ -360,21 +362,27 @@ class RankModel(BaseModel):
                 if loss_task is task:
                     self._metric_modules[name] = RecMetric(MeanMetric(), prediction_key=name)
                     self._metric_tasks[name] = task
-        train_configs = []
-        for i, config in enumerate(self._train_metric_configs):
-            fld = f"model_config.train_metrics[{i}]"
-            with errors_at(fld):
-                train_configs.append((fld, as_metric_config(config)))
         for task in self._tasks:
-            self._add_metrics(self._train_metric_modules, task, train_configs, decayed=True)
+            configs, decays = [], []
+            for fld, config in task.train_metrics:
+                with errors_at(fld, task.error_prefix()):
+                    configs.append((fld, as_metric_config(config)))
+                if not 0 <= config.decay_rate < 1:
+                    raise ConfigError(
+                        f"decay_rate must be in [0, 1); found {config.decay_rate}",
+                        field=f"{fld}.decay_rate",
+                    )
+                decays.append(config)
+            self._add_metrics(self._train_metric_modules, task, configs, decays)
 
     def _add_metrics(
         self,
         modules: nn.ModuleDict,
         task: Task,
         configs: list[tuple[str, Any]],
-        decayed: bool = False,
+        decays: Optional[list[Any]] = None,
     ) -> None:
+        """Builds ``configs`` into ``modules``; with ``decays`` (TrainMetricConfigs), decayed."""
         for i, (fld, config) in enumerate(configs):
             with errors_at(fld, task.error_prefix()):
                 name = task.key(metric_name(config))
@@ -382,9 +390,8 @@ class RankModel(BaseModel):
             if name in modules:
                 name = f"{name}_{len(modules)}"
             metric.prediction_key = task.key(metric.prediction_key)
-            if decayed:
-                train_config = self._train_metric_configs[i]
-                metric = decay_train_metrics({name: metric}, [train_config])[name]
+            if decays is not None:
+                metric = decay_train_metrics({name: metric}, [decays[i]])[name]
             modules[name] = metric
             self._metric_tasks[name] = task
 
@@ -393,6 +400,12 @@ class RankModel(BaseModel):
     ) -> torch.Tensor:
         """The label of the task metric ``name`` belongs to."""
         return batch.labels[self._metric_tasks[name].label]
+
+
+def model_train_metrics(model_config: model_pb2.ModelConfig) -> list[tuple[str, Any]]:
+    """``(field path, TrainMetricConfig)`` of each of the model's ``train_metrics``."""
+    configs = model_config.train_metrics
+    return [(f"model_config.train_metrics[{i}]", c) for i, c in enumerate(configs)]
 
 
 def check_losses(losses: list[tuple[str, Any]], num_class: int) -> None:

@@ -184,12 +184,12 @@ def test_the_history_only_preprocessor_is_refused():
     assert "dlrm_hstu.hstu.input_preprocessor" in str(info.value)
 
 
-def test_unbuilt_fields_are_refused_by_validation():
+def test_a_fusion_task_s_train_metrics_are_built_for_that_task():
     text = MODEL.replace(
         'label_name: "label_next"', 'label_name: "label_next" train_metrics { auc { } }', 1
     )
-    problems = dict(check_support(config(text)))
-    assert any(p.endswith("task_configs[0].train_metrics[0]") for p in problems)
+    assert not [p for p, _ in check_support(config(text)) if "train_metrics" in p]
+    assert set(build(config(text))._train_metric_modules) == {"auc_next"}
 
 
 def test_a_task_without_losses_takes_the_model_losses():
