@@ -161,6 +161,7 @@ MESSAGES: dict[str, Entry] = {
     "EarlyStopping": _YES,  # recforge extension (train_config.early_stopping)
     # recforge extension metrics (MetricConfig numbers 50-53)
     **dict.fromkeys("GroupedNDCG GroupedMRR Calibration CalibrationError".split(), _YES),
+    "GroupedXAUC": _YES,
     **dict.fromkeys(
         "DynamicEmbedding DynamicEmbInitializerArgs DynamicEmbFrequencyAdmissionStrategy".split(),
         _DYNAMIC_EMB,
@@ -174,7 +175,6 @@ MESSAGES: dict[str, Entry] = {
     ),
     "DeltaEmbeddingDumpConfig": _no("delta embedding dumps are not built yet"),
     "FeatureStoreConfig": _no("feature-store uploads are not built yet"),
-    "GroupedXAUC": _no("grouped_xauc is not built yet"),
 }
 
 # Single fields; these win over their message's entry.
@@ -339,7 +339,6 @@ FIELDS: dict[str, Entry] = {
     "LossConfig.recon_loss": _GENERATIVE,
     "LossConfig.commitment_loss": _GENERATIVE,
     "LossConfig.contrastive_loss": _GENERATIVE,
-    "MetricConfig.grouped_xauc": _no("grouped_xauc is not built yet"),
     # training
     "TrainConfig.save_checkpoints_timestamp_interval": _no("timed checkpoints are not built yet"),
     "TrainConfig.save_checkpoints_timestamps": _no("timed checkpoints are not built yet"),

@@ -12,7 +12,7 @@ from torchmetrics import classification, regression, retrieval
 
 from recforge.metrics.calibration import Calibration
 from recforge.metrics.grouped_auc import GroupedAUC
-from recforge.metrics.ranking import XAUC, NormalizedEntropy
+from recforge.metrics.ranking import XAUC, GroupedXAUC, NormalizedEntropy
 from recforge.protos import metric_pb2, model_pb2
 from recforge.utils.num_class import ANY_NUM_CLASS, NumClassRule
 
@@ -117,6 +117,13 @@ def _xauc(cfg: metric_pb2.XAUC, num_class: int) -> RecMetric:
     return RecMetric(metric, "y", torch.float)
 
 
+def _grouped_xauc(cfg: metric_pb2.GroupedXAUC, num_class: int) -> RecMetric:
+    if not cfg.grouping_key:
+        raise ValueError("grouped_xauc needs grouping_key (the column that groups samples)")
+    metric = GroupedXAUC(cfg.max_pairs_per_group)
+    return RecMetric(metric, "y", torch.float, group_key=cfg.grouping_key)
+
+
 def _multiclass_auc(cfg: metric_pb2.MulticlassAUC, num_class: int) -> RecMetric:
     metric = classification.MulticlassAUROC(
         num_classes=num_class,
@@ -205,6 +212,13 @@ _METRICS: dict[str, _MetricKind] = {
             lambda n: n == 1, "xauc ranks regression outputs: it needs num_class 1, found {n}"
         ),
     ),
+    "grouped_xauc": _MetricKind(
+        _grouped_xauc,
+        NumClassRule(
+            lambda n: n == 1,
+            "grouped_xauc ranks regression outputs: it needs num_class 1, found {n}",
+        ),
+    ),
     "mean_absolute_error": _MetricKind(
         lambda cfg, n: RecMetric(regression.MeanAbsoluteError(), "y", torch.float),
         _regression_rule("mean_absolute_error"),
@@ -279,7 +293,7 @@ def grouping_keys(configs: Any) -> list:
 
 
 #: metrics that group samples by a column (their message's ``grouping_key``)
-_GROUPED = ("grouped_auc", "grouped_ndcg", "grouped_mrr")
+_GROUPED = ("grouped_auc", "grouped_xauc", "grouped_ndcg", "grouped_mrr")
 
 
 def _metric_grouping_keys(configs: Any) -> list:

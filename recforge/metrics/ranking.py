@@ -1,4 +1,4 @@
-"""Metrics torchmetrics does not provide: normalized entropy and XAUC."""
+"""Metrics torchmetrics does not provide: normalized entropy, XAUC and grouped XAUC."""
 
 from __future__ import annotations
 
@@ -155,3 +155,111 @@ class XAUC(Metric):
         if comparable == 0:
             return torch.tensor(0.5)
         return (concordant / comparable).float()
+
+
+def _pairs_within_groups(
+    sizes: torch.Tensor, max_pairs: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample pairs ``(i, j)`` inside each group of rows sorted by group.
+
+    A group of ``n`` rows gives all of its ``n * (n - 1) / 2`` pairs when there are at most
+    ``max_pairs`` of them, else ``max_pairs`` pairs drawn at random (``i != j``).
+
+    Args:
+        sizes: rows per group ``[G]`` (groups are consecutive runs of rows).
+        max_pairs: most pairs per group.
+        generator: the random source of the sampled groups' pairs.
+
+    Returns:
+        ``(i [P], j [P], group [P])``: row indices and the group of each pair.
+
+    """
+    starts = torch.cumsum(sizes, 0) - sizes
+    all_pairs = sizes * (sizes - 1) // 2
+    exact = (all_pairs <= max_pairs) & (sizes > 1)
+    # exact groups: row r pairs with every later row of its group
+    row_group = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+    rows = torch.arange(int(sizes.sum()))
+    later = (starts + sizes)[row_group] - rows - 1
+    later = torch.where(exact[row_group], later, torch.zeros_like(later))
+    i_exact = torch.repeat_interleave(rows, later)
+    first = torch.cumsum(later, 0) - later
+    j_exact = i_exact + 1 + torch.arange(i_exact.numel()) - torch.repeat_interleave(first, later)
+    # larger groups: max_pairs random pairs each
+    big = torch.nonzero(~exact & (sizes > 1)).flatten()
+    g_big = torch.repeat_interleave(big, max_pairs)
+    n_big = sizes[g_big]
+    draws = torch.rand((2, g_big.numel()), generator=generator, dtype=torch.float64)
+    offset = torch.floor(draws[0] * n_big)
+    step = 1 + torch.floor(draws[1] * (n_big - 1))
+    i_big = starts[g_big] + offset.long()
+    j_big = starts[g_big] + ((offset + step) % n_big).long()
+    return (
+        torch.cat([i_exact, i_big]),
+        torch.cat([j_exact, j_big]),
+        torch.cat([row_group[i_exact], g_big]),
+    )
+
+
+class GroupedXAUC(Metric):
+    """XAUC within each group (e.g. each user's videos), averaged over the groups.
+
+    A group's XAUC is :class:`XAUC`'s pairwise ordering accuracy over pairs of its samples
+    with different targets: every pair when the group has at most ``max_pairs_per_group``
+    pairs, else that many random pairs (a fixed seed: the same sample for the same data).
+    Groups are weighted by their sample count, as TorchEasyRec does. Where we differ from
+    TorchEasyRec: a group whose targets are all equal has no pair to order and is left out
+    (TorchEasyRec scores it 0), and prediction ties count one half, as in :class:`XAUC`.
+
+    ``update(preds [B], target [B], group [B] int64)``; ``compute()`` returns a scalar (0.5
+    when no group has two different targets).
+
+    Args:
+        max_pairs_per_group: most pairs compared in one group (TorchEasyRec's default 100).
+
+    """
+
+    full_state_update = False
+    if TYPE_CHECKING:  # metric states typed for mypy only (TorchScript cannot resolve them)
+        preds: list[torch.Tensor]
+        target: list[torch.Tensor]
+        group: list[torch.Tensor]
+
+    def __init__(self, max_pairs_per_group: int = 100) -> None:
+        super().__init__()
+        if max_pairs_per_group < 1:
+            raise ValueError(f"max_pairs_per_group must be >= 1, found {max_pairs_per_group}")
+        self.max_pairs_per_group = int(max_pairs_per_group)
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        self.add_state("group", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, group: torch.Tensor) -> None:
+        """Adds a batch of predictions, targets and group ids (all ``[B]``)."""
+        self.preds.append(preds.detach().double())
+        self.target.append(target.detach().double())
+        self.group.append(group.detach().long())
+
+    def compute(self) -> torch.Tensor:
+        """The sample-weighted mean of the groups' XAUC."""
+        if len(self.preds) == 0:  # a list, or one tensor once synced across ranks
+            return torch.tensor(0.5)
+        preds, target = dim_zero_cat(self.preds).cpu(), dim_zero_cat(self.target).cpu()
+        group = dim_zero_cat(self.group).cpu()
+        order = torch.argsort(group, stable=True)
+        preds, target = preds[order], target[order]
+        _, sizes = torch.unique_consecutive(group[order], return_counts=True)
+        generator = torch.Generator().manual_seed(0)
+        i, j, pair_group = _pairs_within_groups(sizes, self.max_pairs_per_group, generator)
+        dt, dp = target[j] - target[i], preds[j] - preds[i]
+        comparable = (dt != 0).double()
+        agree = ((dt * dp > 0).double() + 0.5 * (dp == 0).double()) * comparable
+        groups = sizes.numel()
+        concordant = torch.zeros(groups, dtype=torch.float64).index_add_(0, pair_group, agree)
+        counted = torch.zeros(groups, dtype=torch.float64).index_add_(0, pair_group, comparable)
+        scored = counted > 0
+        if not bool(scored.any()):
+            return torch.tensor(0.5)
+        weight = sizes[scored].double()
+        xauc = concordant[scored] / counted[scored]
+        return ((xauc * weight).sum() / weight.sum()).float()
