@@ -24,6 +24,7 @@ from recforge.optim import sparse_optimizer_spec
 from recforge.utils import checkpoint as ckpt_util
 from recforge.utils import dist as dist_util
 from recforge.utils import layout, storage
+from recforge.utils.arrow_pandas import defer_pandas_in_pyarrow
 from recforge.utils.dense_ema import (
     DenseEMA,
     checkpoint_has_ema,
@@ -469,6 +470,7 @@ def train_and_evaluate(
 
     """
     setup_logging()
+    defer_pandas_in_pyarrow()  # before the first batch: pandas is not needed to train
     config = prepare_config(config_path, edits, plugins, model_dir)
     if config.train_config.HasField("early_stopping"):
         EarlyStopping.from_config(config.train_config.early_stopping)  # bad settings: fail now
