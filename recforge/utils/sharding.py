@@ -306,7 +306,7 @@ def shard_model(
                 sharding_types += ["row_wise", "table_row_wise"]
             if dist_util.world_size() == 1 and (user is None or not user.sharding_types):
                 # one rank holds every table whole; the planner still chose column_wise
-                # (one shard per table) in some runs, whose lookup adds a copy of the output
+                # (one shard per table) in some runs, whose input dist costs more per step
                 sharding_types = ["table_wise"]
         else:
             if spec is not None and name not in frozen_tables:
