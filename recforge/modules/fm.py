@@ -7,13 +7,15 @@ from torch import nn
 
 
 class _PairwiseInteraction(torch.autograd.Function):
-    """``0.5 * ((sum_i v_i)^2 - sum_i v_i^2)`` with a backward of three in-place passes.
+    """``0.5 * ((sum_i v_i)^2 - sum_i v_i^2)`` with a backward of two passes over the input.
 
     Autograd through ``pow`` and ``sum`` makes five passes over the ``[B, N, D]`` input in
     backward, each allocating (``pow(1)``, ``* 2``, ``* grad``, the expanded sum's gradient,
-    their sum). This backward evaluates the same products in the same order, so the gradient
-    is bit for bit autograd's: ``h = grad * 0.5``; through the square of the sum
-    ``h * (2 * s)``, through the sum of squares ``(2 * v) * (-h)``; then their sum.
+    their sum). This backward rounds the same products, so the gradient is bit for bit
+    autograd's: ``h = grad * 0.5``; through the square of the sum ``h * (2 * s)``; through the
+    sum of squares autograd's ``(2 * v) * (-h)``, here ``v * (-2 * h)``: doubling is exact, so
+    both are the one rounding of ``-2 v h`` (``v`` is far below overflow when the forward's
+    ``v^2`` is finite); then their sum.
     """
 
     @staticmethod
@@ -27,7 +29,7 @@ class _PairwiseInteraction(torch.autograd.Function):
         embeddings, summed = ctx.saved_tensors
         half = grad * 0.5
         through_sum = half * (2 * summed)
-        through_squares = (embeddings * 2).mul_((-half).unsqueeze(1))
+        through_squares = embeddings * (half * -2).unsqueeze(1)
         return through_squares.add_(through_sum.unsqueeze(1))
 
 
