@@ -361,11 +361,12 @@ def run_dssm(
     epochs: int = 8,
     batch_size: int = 1024,
     data_dir: Path = DATA_DIR,
+    seed: int = 2026,
 ) -> dict:
     """Trains ``benchmarks/movielens.py``'s DSSM on this split and evaluates it."""
     data = work / "data"
     counts = write_dssm_data(split, data, data_dir)
-    config = movielens.write_config(data, work / "model", "dssm", epochs, 2026, batch_size)
+    config = movielens.write_config(data, work / "model", "dssm", epochs, seed, batch_size)
     start = time.perf_counter()
     _recforge("train", "--config", str(config), cwd=work)
     train_s = time.perf_counter() - start
