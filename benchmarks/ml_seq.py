@@ -133,7 +133,7 @@ def _hstu_table(rows: list[tuple[int, np.ndarray, np.ndarray, int]]) -> pa.Table
     )
 
 
-def write_hstu_data(split: Split, out_dir: Path) -> dict[str, int]:
+def write_hstu_data(split: Split, out_dir: Path, max_len: int = MAX_LEN) -> dict[str, int]:
     """``train.parquet``, ``valid.parquet``, ``test.parquet`` and ``items.parquet``.
 
     Columns: ``user_id``, ``uih__video_id`` and ``uih__action_timestamp`` ("|"-joined, oldest
@@ -143,6 +143,8 @@ def write_hstu_data(split: Split, out_dir: Path) -> dict[str, int]:
     starting at the previous one's target, so that with ``autoregressive_loss`` every training
     event but the user's first is predicted once per epoch, from at most ``MAX_LEN`` events
     before it. A validation / test row's history is the ``MAX_LEN`` events before its target.
+    ``max_len`` replaces ``MAX_LEN`` (the config's ``sequence_length`` and ``max_seq_len``
+    must then be at least as long).
 
     Returns:
         ``train_rows`` and ``train_events`` (next-item targets per epoch).
@@ -153,11 +155,11 @@ def write_hstu_data(split: Split, out_dir: Path) -> dict[str, int]:
     for user, items, ts in zip(split.users.tolist(), split.items, split.times):
         end = len(items) - 3  # the last training event
         while end >= 1:
-            start = max(0, end - MAX_LEN)
+            start = max(0, end - max_len)
             train.append((user, items[start:end], ts[start:end], int(items[end])))
             end = start
         for rows, end in ((valid, len(items) - 2), (test, len(items) - 1)):
-            start = max(0, end - MAX_LEN)
+            start = max(0, end - max_len)
             rows.append((user, items[start:end], ts[start:end], int(items[end])))
     order = np.random.default_rng(0).permutation(len(train))
     pq.write_table(_hstu_table([train[k] for k in order]), out_dir / "train.parquet")
@@ -359,11 +361,12 @@ def run_dssm(
     epochs: int = 8,
     batch_size: int = 1024,
     data_dir: Path = DATA_DIR,
+    seed: int = 2026,
 ) -> dict:
     """Trains ``benchmarks/movielens.py``'s DSSM on this split and evaluates it."""
     data = work / "data"
     counts = write_dssm_data(split, data, data_dir)
-    config = movielens.write_config(data, work / "model", "dssm", epochs, 2026, batch_size)
+    config = movielens.write_config(data, work / "model", "dssm", epochs, seed, batch_size)
     start = time.perf_counter()
     _recforge("train", "--config", str(config), cwd=work)
     train_s = time.perf_counter() - start
