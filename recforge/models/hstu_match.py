@@ -190,12 +190,21 @@ class HSTUMatch(MatchModel):
                     )
                 user_groups.append(groups[name])
         timestamp = f"{prefix}_timestamp"
-        if hstu.positional_encoder.use_time_encoding:
+        timestamp_post = hstu.output_postprocessor.WhichOneof("output_postprocessor") == (
+            "timestamp_layernorm_postprocessor"
+        )
+        if hstu.positional_encoder.use_time_encoding or timestamp_post:
+            # TorchEasyRec always reads the group; here only the settings that use it need it
+            needed_by = (
+                "positional_encoder"
+                if hstu.positional_encoder.use_time_encoding
+                else "output_postprocessor"
+            )
             if timestamp not in groups:
                 raise ConfigError(
-                    f"positional_encoder.use_time_encoding needs a JAGGED_SEQUENCE group"
-                    f" '{timestamp}' with the history's timestamps (groups: {', '.join(groups)})",
-                    field=self.config_field("user_tower.hstu.positional_encoder"),
+                    f"{needed_by} needs a JAGGED_SEQUENCE group '{timestamp}' with the"
+                    f" history's timestamps (groups: {', '.join(groups)})",
+                    field=self.config_field(f"user_tower.hstu.{needed_by}"),
                 )
             user_groups.append(groups[timestamp])
         if contextual is not None:

@@ -15,6 +15,7 @@ from recforge.config import ConfigError
 from recforge.config.support import check_support
 from recforge.datasets.data_parser import DataParser
 from recforge.datasets.jagged_labels import jagged_label_columns
+from recforge.export.scripting import random_inputs, script_tower
 from recforge.features import FG_DAG, create_features
 from recforge.models.factory import build_model
 from recforge.models.model import TrainWrapper
@@ -266,18 +267,62 @@ def test_bad_timestamp_postprocessor_config_is_an_error_at_its_field(old, new, f
     assert_config_error_at(build, TIMESTAMP_MODEL, old, new, field, message)
 
 
-def test_hstu_match_refuses_the_timestamp_postprocessor():
-    text = match_helpers.MODEL.replace(
-        "output_postprocessor { l2norm_postprocessor { } }", HOUR_OF_DAY
-    )
-    assert text != match_helpers.MODEL
-    cfg = text_format.Parse(
-        f"data_config {{ fg_mode: FG_DAG }} {match_helpers.FEATURES} {text}",
-        pipeline_pb2.EasyRecConfig(),
-    )
-    with pytest.raises(ConfigError, match="timestamp_layernorm_postprocessor") as info:
+def match_config(model_text: str) -> pipeline_pb2.EasyRecConfig:
+    text = f'data_config {{ label_fields: "label" fg_mode: FG_DAG }} {match_helpers.FEATURES}'
+    return text_format.Parse(f"{text} {model_text}", pipeline_pb2.EasyRecConfig())
+
+
+def build_match(cfg: pipeline_pb2.EasyRecConfig) -> Any:
+    torch.manual_seed(0)
+    assert check_support(cfg) == []
+    return build_model(cfg, create_features(cfg.feature_configs, fg_mode=FG_DAG))
+
+
+def user_embeddings(model_: Any, rows: pa.Table) -> torch.Tensor:
+    with torch.no_grad():
+        return model_.predict(DataParser(model_.features).parse_batch(rows.to_batches()[0]))[
+            "user_emb"
+        ]
+
+
+#: hstu_match with time only in the postprocessor (TorchEasyRec's HSTUMatchEncoder passes it
+#: every event's timestamp), and with attention truncation after the first layer
+MATCH_TIMESTAMP_MODEL = match_helpers.MODEL.replace(
+    "output_postprocessor { l2norm_postprocessor { } }", HOUR_OF_DAY
+).replace("use_time_encoding: true", "use_time_encoding: false")
+
+
+@pytest.mark.parametrize(
+    "truncation", ["", "attn_truncation_split_layer: 1 attn_truncation_tail_len: 4"]
+)
+def test_hstu_match_norms_each_event_with_its_timestamp(truncation):
+    text = MATCH_TIMESTAMP_MODEL.replace("attn_num_layers: 2", f"attn_num_layers: 2 {truncation}")
+    assert text.count("timestamp_layernorm_postprocessor") == 1
+    model_ = build_match(match_config(text))
+    rows = match_helpers.planted_table(6, 4)
+    b = DataParser(model_.features, ["label"]).parse_batch(rows.to_batches()[0])
+    total, _ = TrainWrapper(model_)(b)
+    total.backward()
+    assert model_.user_tower.encoder.timestamp_norm.combine.weight.grad.abs().sum() > 0
+    model_.eval()
+    base = user_embeddings(model_, rows)
+    # the hour of day moves the embeddings, a whole day later is the same hour
+    hours = shifted(rows, "uih__action_timestamp", 3 * 3600)
+    days = shifted(rows, "uih__action_timestamp", 2 * 86400)
+    assert not torch.allclose(base, user_embeddings(model_, hours), atol=1e-4)
+    torch.testing.assert_close(user_embeddings(model_, days), base)
+    scripted, wrapper = script_tower(model_, "user")
+    data = random_inputs(model_.tower_features("user"), 4)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(data)["user_emb"], wrapper(data)["user_emb"])
+
+
+def test_hstu_match_s_timestamp_postprocessor_needs_the_timestamp_group():
+    cfg = match_config(MATCH_TIMESTAMP_MODEL)
+    del cfg.model_config.feature_groups[1]  # uih_timestamp
+    with pytest.raises(ConfigError, match="'uih_timestamp'") as info:
         build_model(cfg, create_features(cfg.feature_configs, fg_mode=FG_DAG))
-    assert "hstu_match.user_tower.hstu" in str(info.value)
+    assert info.value.field == "model_config.hstu_match.user_tower.hstu.output_postprocessor"
 
 
 # ---- 2. the parameterized contextualized MLP ---------------------------------------------------
@@ -347,6 +392,39 @@ def test_torcheasyrec_shaped_parameterized_mlp_config_trains_and_exports():
 )
 def test_bad_parameterized_mlp_config_is_an_error_at_its_field(old, new, field, message):
     assert_config_error_at(build, PARAMETERIZED_MODEL, old, new, field, message)
+
+
+def test_hstu_match_takes_a_parameterized_action_mlp():
+    text = match_helpers.TZREC_SHAPE.replace(
+        "action_mlp { simple_mlp { hidden_dim: 16 } }", PARAMETERIZED_ACTION
+    ).replace("temperature: 0.05", "temperature: 0.05 in_batch_negative: true")  # a loss to learn
+    assert text.count(PARAMETERIZED_ACTION) == text.count("in_batch_negative") == 1
+    cfg = text_format.Parse(text, pipeline_pb2.EasyRecConfig())
+    model_ = build_match(cfg)
+    encoder = model_.user_tower.encoder
+    assert isinstance(encoder.action_mlp, ParameterizedContextualizedMLP)
+    rows = pa.table(
+        {
+            "user_id": pa.array([1, 2, 3]),
+            "uih_seq__video_id": pa.array(["1|2|3", "4", ""]),
+            "uih_seq__action_timestamp": pa.array(["10|20|30", "5", ""]),
+            "uih_seq__action_weight": pa.array(["1|2|1", "4", ""]),
+            "cand_seq__video_id": pa.array(["7", "8", "9"]),
+            "request_time": pa.array([40.0, 6.0, 1.0]),
+            "cand_seq__action_weight": pa.array([1, 1, 1]),
+        }
+    )
+    b = DataParser(model_.features, ["cand_seq__action_weight"]).parse_batch(rows.to_batches()[0])
+    total, _ = TrainWrapper(model_)(b)
+    total.backward()
+    assert encoder.action_mlp.compress.weight.grad.abs().sum() > 0  # the context reaches it
+    model_.eval()
+    # the user's context makes the action map: user 1 -> 5 changes the first user's embedding
+    base = user_embeddings(model_, rows)
+    other = user_embeddings(model_, rows.set_column(0, "user_id", pa.array([5, 2, 3])))
+    assert not torch.allclose(base[0], other[0], atol=1e-5)
+    torch.testing.assert_close(base[1:], other[1:])
+    script_tower(model_, "user")  # raises if the scripted tower differs from eager
 
 
 # ---- 4. stu.contextual_seq_len -----------------------------------------------------------------

@@ -6,11 +6,13 @@ event's actions); with contextual features (a DEEP group of ``c`` features of on
 feature becomes a token of width ``stu.embedding_dim`` (a linear map per feature) put before
 the history, attended to by every event (see ``hstu_attention``). Then the positional encoder
 adds position (and time) embeddings, input dropout, ``attn_num_layers`` STU layers, the output
-postprocessor (L2 norm or layer norm), and the last event's row is the user's embedding.
+postprocessor (L2 norm, layer norm, or the timestamp layer norm, which norms each event's row
+with its own timestamp as TorchEasyRec's encoder passes it every row's time), and the last
+event's row is the user's embedding.
 
 Inputs are the EmbeddingGroup's outputs (JAGGED_SEQUENCE groups): ``"<uih>.sequence"``
-``[L, D]`` with ``"<uih>.sequence_length"`` ``[B]``; with time encoding
-``"<prefix>_timestamp.sequence"`` ``[L, 1]``; with an action encoder
+``[L, D]`` with ``"<uih>.sequence_length"`` ``[B]``; with time encoding or the timestamp
+postprocessor ``"<prefix>_timestamp.sequence"`` ``[L, 1]``; with an action encoder
 ``"<prefix>_action.sequence"`` ``[L, 1]`` (and ``"<prefix>_watchtime.sequence"`` with
 watch-time thresholds); the contextual group ``[B, c * d]``; optionally a ``query_time``
 group ``[B, 1]``, the request time that anchors the time buckets (else the last event's time).
@@ -28,8 +30,17 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from recforge.errors import DataError
 from recforge.modules.gr.action_encoder import SimpleActionEncoder
 from recforge.modules.gr.contextual import ContextualTokens
-from recforge.modules.gr.contextualized_mlp import SimpleContextualizedMLP
-from recforge.modules.gr.from_config import output_postprocessor, positional_encoder, stu_stack
+from recforge.modules.gr.contextualized_mlp import (
+    ContextualizedMLP,
+    contextualized_mlp,
+    run_contextualized_mlp,
+)
+from recforge.modules.gr.from_config import (
+    output_postprocessor,
+    positional_encoder,
+    stu_stack,
+    timestamp_postprocessor,
+)
 from recforge.modules.gr.jagged import last_rows, offsets_of, prepend_rows
 from recforge.protos import module_pb2
 
@@ -43,12 +54,13 @@ class HSTUUserEncoder(nn.Module):
 
     Args:
         uih_dim: width of the history group's rows.
-        hstu: the ``HSTU`` message (checked by the caller: no contextual features, action
-            encoder, truncation or semi-local attention).
+        hstu: the ``HSTU`` message (its input preprocessor a ``uih_preprocessor``, checked by
+            the caller).
         max_seq_len: ``HSTUUserTower.max_seq_len``: the attention's fixed divisor and the
             longest history (TorchEasyRec's ``scaling_seqlen``).
         uih_key: the history group.
-        timestamp_key: the timestamp group (read only with time encoding).
+        timestamp_key: the timestamp group (read with time encoding or the timestamp
+            layer-norm postprocessor).
         query_time_key: the request-time group, or None.
         action_key: the action group (read only with an action encoder).
         watchtime_key: the watch-time group (read only with watch-time thresholds).
@@ -91,7 +103,7 @@ class HSTUUserEncoder(nn.Module):
         self._action_key = action_key
         self._watchtime_key = watchtime_key
         self.action_encoder: Optional[SimpleActionEncoder] = None
-        self.action_mlp: Optional[SimpleContextualizedMLP] = None
+        self.action_mlp: Optional[ContextualizedMLP] = None
         pre = hstu.input_preprocessor.uih_preprocessor
         if pre.HasField("action_encoder"):
             enc = pre.action_encoder.simple_action_encoder
@@ -102,20 +114,22 @@ class HSTUUserEncoder(nn.Module):
                 list(enc.watchtime_to_action_weights),
                 enc.embedding_init_std,
             )
-            if not pre.action_mlp.HasField("simple_mlp"):
+            if not pre.HasField("action_mlp"):
                 raise ValueError(
-                    "input_preprocessor.uih_preprocessor.action_encoder needs"
-                    " action_mlp { simple_mlp { hidden_dim } }"
+                    "input_preprocessor.uih_preprocessor.action_encoder needs action_mlp"
+                    " { simple_mlp { hidden_dim } } or { parameterized_mlp { ... } }"
                 )
-            self.action_mlp = SimpleContextualizedMLP(
-                self.action_encoder.output_dim, dim, pre.action_mlp.simple_mlp.hidden_dim
+            self.action_mlp = contextualized_mlp(
+                pre.action_mlp, self.action_encoder.output_dim, dim, sum(dims), "action_mlp"
             )
         self.positional_encoder = positional_encoder(hstu, self._contextual_len)
         self._use_time = (
             hstu.positional_encoder.use_time_encoding if self.positional_encoder else False
         )
         self.stu = stu_stack(hstu, max_seq_len, self._contextual_len)
-        self._l2norm, self.layer_norm = output_postprocessor(hstu)
+        self._l2norm, self.layer_norm = output_postprocessor(hstu, with_timestamps=True)
+        # as TorchEasyRec's HSTUMatchEncoder: each event's row is normed with its own timestamp
+        self.timestamp_norm = timestamp_postprocessor(hstu)
         self._output_dim = dim
 
     def output_dim(self) -> int:
@@ -144,9 +158,14 @@ class HSTUUserEncoder(nn.Module):
             watchtimes: Optional[torch.Tensor] = None
             if self.action_encoder.need_watchtime:
                 watchtimes = grouped[f"{self._watchtime_key}.sequence"].reshape(-1)
-            x = x + self.action_mlp(self.action_encoder(actions, watchtimes))
+            context: Optional[torch.Tensor] = None
+            if self._contextual_key is not None:
+                context = grouped[self._contextual_key]
+            x = x + run_contextualized_mlp(
+                self.action_mlp, self.action_encoder(actions, watchtimes), offsets, context
+            )
         timestamps: Optional[torch.Tensor] = None
-        if self._use_time:
+        if self._use_time or self.timestamp_norm is not None:
             timestamps = grouped[f"{self._timestamp_key}.sequence"].reshape(-1)
             if not is_fx_symbolic_tracing() and timestamps.shape[0] != x.shape[0]:
                 raise DataError(
@@ -167,7 +186,10 @@ class HSTUUserEncoder(nn.Module):
                 query_time = grouped[self._query_time_key].reshape(-1)
             x = self.positional_encoder(x, offsets, timestamps, None, query_time)
         x = F.dropout(x, p=self._input_dropout, training=self.training)
-        x, offsets = self.stu.run(x, offsets, self._max_seq_len)
+        x, stu_offsets = self.stu.run(x, offsets, self._max_seq_len)
+        if self.timestamp_norm is not None and timestamps is not None:
+            x = self.timestamp_norm(x, self.stu.kept_rows(timestamps, offsets))
+        offsets = stu_offsets
         if self._l2norm:
             x = x / torch.linalg.norm(x, ord=2, dim=-1, keepdim=True).clamp(min=1e-6)
         elif self.layer_norm is not None:

@@ -308,6 +308,21 @@ class STUStack(nn.Module):
         """
         return self.run(x, offsets, max_seq_len, num_targets, bias)[0]
 
+    def kept_rows(
+        self,
+        rows: torch.Tensor,
+        offsets: torch.Tensor,
+        num_targets: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """The rows ``[L', *S]`` of ``rows`` ``[L, *S]`` that :meth:`run` keeps after truncation.
+
+        For values that travel beside the sequence (each row's timestamp, say): ``offsets``
+        and ``num_targets`` are those given to :meth:`run`; without truncation ``rows`` itself.
+        """
+        if self._tail_len <= 0:
+            return rows
+        return truncate_history(rows, offsets, num_targets, self._contextual, self._tail_len)[0]
+
     def run(
         self,
         x: torch.Tensor,
