@@ -28,11 +28,22 @@ from recbole.utils import init_logger, init_seed
 
 
 class TimedTrainer(Trainer):
-    """RecBole's trainer, recording the seconds of every training epoch."""
+    """RecBole's trainer, recording the seconds of every training epoch.
 
-    def __init__(self, config, model) -> None:
+    With ``progress_path``, after every epoch it rewrites that JSON file with the epochs so
+    far (seconds, valid HR@10 / NDCG@10 / MRR@10) and, each time RecBole saves a new best
+    checkpoint (a better valid MRR@10), that model's test HR@10 / NDCG@10: a run stopped
+    before its early stopping fires still reports the test figure of its best epoch so far.
+    Scoring the test users in between changes nothing RecBole trains or selects (no random
+    draw, the model back in training mode at the next epoch).
+    """
+
+    def __init__(self, config, model, test_data=None, progress_path: str = "") -> None:
         super().__init__(config, model)
         self.epoch_seconds: list[float] = []
+        self._test_data = test_data
+        self._progress_path = progress_path
+        self.progress: dict = {"epochs": [], "best": None}
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         """Times RecBole's epoch."""
@@ -40,6 +51,38 @@ class TimedTrainer(Trainer):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         self.epoch_seconds.append(time.perf_counter() - start)
         return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """RecBole's validation, recorded in the progress file."""
+        score, result = super()._valid_epoch(valid_data, show_progress)
+        self.progress["epochs"].append(
+            {
+                "epoch": len(self.epoch_seconds),
+                "train_s": self.epoch_seconds[-1] if self.epoch_seconds else None,
+                "valid": {k: float(result[k]) for k in ("hit@10", "ndcg@10", "mrr@10")},
+            }
+        )
+        self._write_progress()
+        return score, result
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's save of a new best model, then that model's test metrics."""
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        if self._test_data is not None and epoch >= 0:
+            test = self.evaluate(self._test_data, load_best_model=False, show_progress=False)
+            self.progress["best"] = {
+                "epoch": epoch + 1,
+                "test": {k: float(test[k]) for k in ("hit@10", "ndcg@10")},
+                "valid": self.progress["epochs"][-1]["valid"] if self.progress["epochs"] else None,
+            }
+            self._write_progress()
+
+    def _write_progress(self) -> None:
+        if self._progress_path:
+            tmp = self._progress_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.progress, f, indent=1)
+            os.replace(tmp, self._progress_path)
 
 
 def main() -> None:
@@ -76,7 +119,7 @@ def main() -> None:
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = SASRec(config, train_data._dataset).to(config["device"])
-    trainer = TimedTrainer(config, model)
+    trainer = TimedTrainer(config, model, test_data, args.out + ".progress.json")
     best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     # torch >= 2.6 loads weights only by default; RecBole's checkpoint also holds its config
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)

@@ -173,3 +173,18 @@ model_config {
   kernel: PYTORCH
 }
 """
+
+
+def tzrec_shape_rows() -> pa.Table:
+    """Three users in :data:`TZREC_SHAPE`'s columns: histories of 3, 1 and 0 events."""
+    return pa.table(
+        {
+            "user_id": pa.array([1, 2, 3]),
+            "uih_seq__video_id": pa.array(["1|2|3", "4", ""]),
+            "uih_seq__action_timestamp": pa.array(["10|20|30", "5", ""]),
+            "uih_seq__action_weight": pa.array(["1|2|1", "4", ""]),
+            "cand_seq__video_id": pa.array(["7", "8", "9"]),
+            "request_time": pa.array([40.0, 6.0, 1.0]),
+            "cand_seq__action_weight": pa.array([1, 1, 1]),
+        }
+    )

@@ -13,7 +13,7 @@ from recforge.models.hstu_match import HSTUMatch
 from recforge.models.model import BaseModel, TrainWrapper
 from recforge.modules.gr import kernel
 from recforge.protos import pipeline_pb2
-from tests.helpers.hstu import FEATURES, MODEL, TZREC_SHAPE, planted_table
+from tests.helpers.hstu import FEATURES, MODEL, TZREC_SHAPE, planted_table, tzrec_shape_rows
 
 
 def config(model: str = MODEL, features: str = FEATURES) -> pipeline_pb2.EasyRecConfig:
@@ -130,17 +130,7 @@ def test_torcheasyrec_hstu_config_shape_loads_builds_and_predicts():
     assert model.embedding_group.is_jagged_group("candidate")
     names = [g.group_name for g in model.tower_groups("user")]
     assert names == ["uih", "uih_action", "uih_timestamp", "contextual", "query_time"]
-    rows = pa.table(
-        {
-            "user_id": pa.array([1, 2, 3]),
-            "uih_seq__video_id": pa.array(["1|2|3", "4", ""]),
-            "uih_seq__action_timestamp": pa.array(["10|20|30", "5", ""]),
-            "uih_seq__action_weight": pa.array(["1|2|1", "4", ""]),
-            "cand_seq__video_id": pa.array(["7", "8", "9"]),
-            "request_time": pa.array([40.0, 6.0, 1.0]),
-            "cand_seq__action_weight": pa.array([1, 1, 1]),
-        }
-    )
+    rows = tzrec_shape_rows()
     model.eval()
     with torch.no_grad():
         out = model.predict(batch(model, rows))

@@ -403,17 +403,7 @@ def test_hstu_match_takes_a_parameterized_action_mlp():
     model_ = build_match(cfg)
     encoder = model_.user_tower.encoder
     assert isinstance(encoder.action_mlp, ParameterizedContextualizedMLP)
-    rows = pa.table(
-        {
-            "user_id": pa.array([1, 2, 3]),
-            "uih_seq__video_id": pa.array(["1|2|3", "4", ""]),
-            "uih_seq__action_timestamp": pa.array(["10|20|30", "5", ""]),
-            "uih_seq__action_weight": pa.array(["1|2|1", "4", ""]),
-            "cand_seq__video_id": pa.array(["7", "8", "9"]),
-            "request_time": pa.array([40.0, 6.0, 1.0]),
-            "cand_seq__action_weight": pa.array([1, 1, 1]),
-        }
-    )
+    rows = match_helpers.tzrec_shape_rows()
     b = DataParser(model_.features, ["cand_seq__action_weight"]).parse_batch(rows.to_batches()[0])
     total, _ = TrainWrapper(model_)(b)
     total.backward()
