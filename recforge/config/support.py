@@ -308,11 +308,11 @@ FIELDS: dict[str, Entry] = {
     # dlrm_hstu's (hstu_match refuses it: its towers read the history alone)
     "GRInputPreprocessor.contextual_preprocessor": _YES,
     "GRInputPreprocessor.contextual_interleave_preprocessor": _YES,
-    # dlrm_hstu / ultra_hstu (hstu_match refuses it: recforge/modules/gr/from_config.py)
+    # dlrm_hstu / ultra_hstu: the candidates' timestamps; hstu_match: each event's
     "GROutputPostprocessor.timestamp_layernorm_postprocessor": _YES,
     "HSTUMatch.similarity=EUCLID": _no("EUCLID similarity is not built yet"),
     "ModelConfig.embedding_l2_regularization": _YES,  # recforge extension
-    # PYTORCH everywhere; TRITON where a GPU and triton exist (recforge/modules/gr/kernel.py)
+    # TRITON and CUTLASS run the PyTorch attention, with a warning (recforge/modules/gr/kernel.py)
     "ModelConfig.kernel": _YES,
     # a tower's own train metrics (recforge/models/multi_task_rank.py)
     **dict.fromkeys(
@@ -345,7 +345,8 @@ FIELDS: dict[str, Entry] = {
     "TrainConfig.save_checkpoints_timestamp_quorum": _no("timed checkpoints are not built yet"),
     "TrainConfig.delta_embedding_dump_config": _no("delta embedding dumps are not built yet"),
     "TrainConfig.tensorboard_summaries": _ignored("recforge writes loss, lr and metric summaries"),
-    "ExportConfig.mixed_precision": _no("use export_config.mlp_dtype"),
+    # the exported MLPs in that dtype (recforge/config/export_precision.py)
+    "ExportConfig.mixed_precision": _YES,
     "ExportConfig.cudnn_allow_tf32": _CUDA_ONLY,
     "ExportConfig.cuda_matmul_allow_tf32": _CUDA_ONLY,
 }

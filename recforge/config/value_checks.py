@@ -15,6 +15,7 @@ from typing import Optional
 from google.protobuf.message import Message
 
 from recforge.config._schema import is_map
+from recforge.config.export_precision import precision_problem
 from recforge.protos import model_pb2, module_pb2, pipeline_pb2
 
 #: reports one problem: ``add(field_path, message)``
@@ -32,7 +33,8 @@ def check_values(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
     loss and metric can be built from its settings; ``vocab_list`` has no
     duplicates; ``sequence_delim`` is not empty; ``init_fn`` runs; the embedding tables fit
     in this machine's memory; ``embedding_l2_regularization`` is finite and >= 0; an HSTU
-    model's ``kernel`` can run on this machine.
+    model's ``kernel`` is one recforge knows; ``export_config``'s ``mlp_dtype`` and
+    ``mixed_precision`` are known dtypes that agree.
 
     Args:
         config: the loaded config.
@@ -48,6 +50,8 @@ def check_values(config: pipeline_pb2.EasyRecConfig, add: Add) -> None:
         _check_losses_and_metrics(config.model_config, add)
         _check_embedding_l2(config.model_config, add)
         _check_kernel(config.model_config, add)
+    if config.HasField("export_config"):
+        _check_export_precision(config.export_config, add)
     _check_feature_values(config, add)
     _check_table_memory(config, add)
 
@@ -195,6 +199,11 @@ def _check_kernel(mc: Message, add: Add) -> None:
 
     if mc.WhichOneof("model") in HSTU_MODELS and (problem := kernel_problem(mc.kernel)):
         add("model_config.kernel", problem)
+
+
+def _check_export_precision(ec: Message, add: Add) -> None:
+    if problem := precision_problem(ec):
+        add(*problem)
 
 
 def _try(build: Callable[[], object], fld: str, add: Add) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from recforge.config import ConfigError
+from recforge.config.export_precision import export_mlp_dtype, warn_if_trained_otherwise
 from recforge.errors import ExportError
 from recforge.export.files import (
     replace_dir,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # export_config.mlp_dtype -> the MLPs' compute dtype (None: as trained)
-MLP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+MLP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:
@@ -70,6 +71,11 @@ def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:
         logger.warning(
             "export_config.mlp_dtype bfloat16: this CPU has no native bfloat16 matmul"
             " (AVX512-BF16 / AMX); the exported model will be slower than with float32 here"
+        )
+    if dtype is torch.float16 and not torch.cuda.is_available():
+        logger.warning(
+            "export_config float16 MLPs: CPUs compute float16 matmuls slowly; the exported"
+            " model will be slower than with float32 on a CPU (bfloat16 is the CPU choice)"
         )
     for module in model.modules():
         if isinstance(module, MLP):
@@ -134,7 +140,8 @@ def export_model(
     config.model_dir = storage.remote_of(config.model_dir) or config.model_dir
     for param in model.parameters():
         param.requires_grad_(False)  # serving needs no autograd graph
-    mlp_dtype = set_mlp_dtype(model, config.export_config.mlp_dtype)
+    mlp_dtype = set_mlp_dtype(model, export_mlp_dtype(config.export_config))
+    warn_if_trained_otherwise(config.train_config.mixed_precision, mlp_dtype)
     scripted = script_model(model)
     batch_size = 3
     outputs = check_scripted(scripted, model, batch_size)

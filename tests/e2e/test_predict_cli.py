@@ -189,15 +189,26 @@ def test_python_predictor_input_errors(workdir):
         predictor.predict([1, 2, 3])
 
 
-def export_bf16(workdir: str, dtype: str = "bfloat16", check: bool = True):
-    edit = f'{{"export_config.mlp_dtype": "{dtype}"}}'
-    args = ["export", "--config", "model/pipeline.config", "--export_dir", "export_bf16"]
+def export_bf16(
+    workdir: str,
+    dtype: str = "bfloat16",
+    check: bool = True,
+    field: str = "mlp_dtype",
+    export_dir: str = "export_bf16",
+):
+    edit = f'{{"export_config.{field}": "{dtype}"}}'
+    args = ["export", "--config", "model/pipeline.config", "--export_dir", export_dir]
     return run_cli([*args, "--edit_config_json", edit], workdir, check=check)
 
 
-def test_bfloat16_mlp_export_predicts_close_to_float32(workdir):
-    export_bf16(workdir)
-    directory = os.path.join(workdir, "export_bf16")
+# TorchEasyRec's export_config.mixed_precision "BF16" asks for the same export
+@pytest.mark.parametrize(
+    ("field", "value"), [("mlp_dtype", "bfloat16"), ("mixed_precision", "BF16")]
+)
+def test_bfloat16_mlp_export_predicts_close_to_float32(workdir, field, value):
+    export_dir = f"export_{field}"
+    export_bf16(workdir, value, field=field, export_dir=export_dir)
+    directory = os.path.join(workdir, export_dir)
     with open(os.path.join(directory, "model_info.json")) as f:
         assert json.load(f)["mlp_dtype"] == "bfloat16"
     weights = torch.jit.load(os.path.join(directory, "scripted_model.pt")).state_dict()

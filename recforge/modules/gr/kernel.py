@@ -2,11 +2,12 @@
 
 recforge has one implementation, plain PyTorch (``recforge.modules.gr.attention``), which runs
 on CPU and GPU. TorchEasyRec also ships Triton and CUTLASS kernels; they compute the same
-function faster on a GPU. Here ``TRITON`` is accepted where a GPU and the ``triton`` package
-exist, ``CUTLASS`` where a GPU and TorchEasyRec's CUTLASS attention package
-(``fbgemm_gpu_hstu``, imported as ``hstu``) exist, and then run the PyTorch path (same
-results, one logged warning); elsewhere they are a config error, so that a run never silently
-differs from what was asked.
+function faster on a GPU. Here ``TRITON`` and ``CUTLASS`` run the PyTorch path with one logged
+warning that says so (and, where the kernel could not run at all, what is missing: a CUDA GPU,
+the ``triton`` package, TorchEasyRec's CUTLASS package ``fbgemm_gpu_hstu``), so that
+TorchEasyRec's HSTU configs, which ask for them, run unchanged, on a CPU too. The kernels'
+config constraints still apply (CUTLASS's ``attention_dim == hidden_dim``, Triton's lack of
+semi-local attention), so a config accepted here is one TorchEasyRec accepts.
 """
 
 from __future__ import annotations
@@ -26,46 +27,39 @@ logger = logging.getLogger(__name__)
 HSTU_MODELS = ("hstu_match", "dlrm_hstu", "ultra_hstu")
 
 
-def _triton_usable() -> bool:
-    return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
-
-
-def _cutlass_usable() -> bool:
-    return torch.cuda.is_available() and importlib.util.find_spec("hstu") is not None
+def _missing(kernel: int) -> list[str]:
+    """What this machine lacks to run ``kernel`` itself (empty: nothing)."""
+    missing = [] if torch.cuda.is_available() else ["a CUDA GPU"]
+    if kernel == model_pb2.TRITON and importlib.util.find_spec("triton") is None:
+        missing.append("the triton package")
+    if kernel == model_pb2.CUTLASS and importlib.util.find_spec("hstu") is None:
+        missing.append("the fbgemm_gpu_hstu package (module hstu)")
+    return missing
 
 
 def kernel_problem(kernel: int) -> Optional[str]:
-    """Why ``kernel`` (a ``model_pb2.Kernel`` value) cannot run here; None if it can."""
-    if kernel == model_pb2.PYTORCH:
+    """Why ``kernel`` (a ``model_pb2.Kernel`` value) is not a kernel recforge knows; else None."""
+    if kernel in (model_pb2.PYTORCH, model_pb2.TRITON, model_pb2.CUTLASS):
         return None
-    if kernel == model_pb2.TRITON:
-        if _triton_usable():
-            return None
-        return (
-            "kernel: TRITON needs a CUDA GPU and the triton package, found "
-            f"cuda={'yes' if torch.cuda.is_available() else 'no'}, "
-            f"triton={'yes' if importlib.util.find_spec('triton') else 'no'}; "
-            "use kernel: PYTORCH (same results, CPU and GPU)"
-        )
-    if kernel == model_pb2.CUTLASS:
-        if _cutlass_usable():
-            return None
-        return (
-            "kernel: CUTLASS needs a CUDA GPU and the fbgemm_gpu_hstu package (module hstu),"
-            f" found cuda={'yes' if torch.cuda.is_available() else 'no'},"
-            f" hstu={'yes' if importlib.util.find_spec('hstu') else 'no'};"
-            " use kernel: PYTORCH (same results, CPU and GPU)"
-        )
     return f"kernel: unknown value {kernel}; use kernel: PYTORCH"
 
 
 def log_kernel_choice(kernel: int) -> None:
     """Logs that a GPU kernel request runs on the PyTorch path (call once per model build)."""
-    if kernel != model_pb2.PYTORCH:
-        logger.warning(
-            "model_config.kernel: %s runs recforge's PyTorch HSTU attention (same results)",
-            model_pb2.Kernel.Name(kernel),
-        )
+    if kernel == model_pb2.PYTORCH:
+        return
+    name = model_pb2.Kernel.Name(kernel)
+    missing = _missing(kernel)
+    where = (
+        f"; TorchEasyRec's {name} kernel could not run here (missing: {', '.join(missing)})"
+        if missing
+        else ""
+    )
+    logger.warning(
+        "model_config.kernel: %s runs recforge's PyTorch HSTU attention (the same function)%s",
+        name,
+        where,
+    )
 
 
 def check_hstu_build(
@@ -76,9 +70,9 @@ def check_hstu_build(
 ) -> None:
     """The checks every HSTU model's ``build`` starts with.
 
-    Raises a ``ConfigError`` at ``model_config.kernel`` when the kernel cannot run here (see
-    :func:`kernel_problem`), logs a GPU kernel request (:func:`log_kernel_choice`), and unless
-    ``allow_descending`` refuses ``sequence_timestamp_is_ascending: false``.
+    Raises a ``ConfigError`` at ``model_config.kernel`` for a kernel value recforge does not
+    know (see :func:`kernel_problem`), logs a GPU kernel request (:func:`log_kernel_choice`),
+    and unless ``allow_descending`` refuses ``sequence_timestamp_is_ascending: false``.
 
     Args:
         kernel: ``model_config.kernel`` (a ``model_pb2.Kernel`` value).
