@@ -33,6 +33,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
 from recforge.modules.gr.attention import hstu_attention
+from recforge.modules.gr.attention_memory import check_attention_memory
 from recforge.modules.gr.truncation import truncate_history
 
 # traced export graphs call it as one opaque (scripted) function: its shapes depend on the data
@@ -101,7 +102,7 @@ class STULayer(nn.Module):
         self._recompute_normed_x = recompute_normed_x
         self._recompute_uvqk = recompute_uvqk
         self._recompute_y = recompute_y
-        self._num_heads = num_heads
+        self.num_heads = num_heads
         self._hidden_dim = hidden_dim
         self._attention_dim = attention_dim
         self._dropout = output_dropout_ratio
@@ -191,7 +192,7 @@ class STULayer(nn.Module):
         bias: Optional[torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``silu(u)`` ``[L, H * hidden]`` and the attention output ``[L, H * hidden]``."""
-        heads, hidden, att = self._num_heads, self._hidden_dim, self._attention_dim
+        heads, hidden, att = self.num_heads, self._hidden_dim, self._attention_dim
         u, v, q, k = torch.split(
             uvqk, [hidden * heads, hidden * heads, att * heads, att * heads], dim=1
         )
@@ -231,7 +232,7 @@ class STULayer(nn.Module):
         return self._attend(self._project(normed), offsets, max_seq_len, num_targets, bias)
 
     def _output(self, x: torch.Tensor, u: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        heads, hidden = self._num_heads, self._hidden_dim
+        heads, hidden = self.num_heads, self._hidden_dim
         if self._use_group_norm:
             normed_attn = F.group_norm(
                 attn.reshape(-1, heads, hidden),
@@ -292,6 +293,7 @@ class STUStack(nn.Module):
             )
         self._split = truncation_split_layer
         self._tail_len = truncation_tail_len
+        self._heads = layers[0].num_heads if layers else 0
         self._contextual = contextual_len
 
     def forward(
@@ -336,8 +338,19 @@ class STUStack(nn.Module):
         Raises:
             ValueError: a relative attention ``bias`` with truncation (its shape is the
                 untruncated batch's).
+            DataError: the batch's attention cannot fit in this host's memory (CPU; see
+                ``recforge.modules.gr.attention_memory``).
 
         """
+        if (
+            not torch.jit.is_scripting()
+            and not is_fx_symbolic_tracing()
+            and x.device.type == "cpu"
+            and self._heads > 0
+        ):
+            check_attention_memory(
+                offsets, self._heads, len(self.layers), x.element_size(), self.training
+            )
         for i, layer in enumerate(self.layers):
             if self._tail_len > 0 and i == self._split:
                 if bias is not None:
