@@ -17,11 +17,21 @@ def stack() -> STUStack:
 
 
 def test_the_estimate_grows_with_the_square_of_the_longest_sequence_and_the_layers():
-    one = attention_memory.attention_bytes(8, 4, 1000, 3, 4, training=True)
-    assert attention_memory.attention_bytes(8, 4, 2000, 3, 4, training=True) == 4 * one
+    one = attention_memory.attention_bytes(8, 4, [1000] * 3, 4, training=True)
+    assert attention_memory.attention_bytes(8, 4, [2000] * 3, 4, training=True) == 4 * one
     # training keeps each layer's scores for backward; evaluation holds one layer's at a time
-    assert attention_memory.attention_bytes(8, 4, 1000, 3, 4, training=False) < one
+    assert attention_memory.attention_bytes(8, 4, [1000] * 3, 4, training=False) < one
     assert one == 8 * 4 * 1000 * 1000 * 4 * (4 + 3 * 2)
+    # layers after an attention truncation attend over the kept rows only
+    assert attention_memory.attention_bytes(8, 4, [1000, 100, 100], 4, training=True) < one / 2
+
+
+def test_a_truncating_stack_counts_its_later_layers_at_the_kept_length():
+    layers = [STULayer(embedding_dim=8, num_heads=2, hidden_dim=4, attention_dim=4) for _ in "abc"]
+    truncating = STUStack(layers, truncation_split_layer=1, truncation_tail_len=10)
+    offsets = torch.tensor([0, 500, 520])
+    assert truncating._layer_lengths(offsets, torch.tensor([2, 1])) == [500, 12, 12]
+    assert stack()._layer_lengths(offsets, None) == [500, 500]
 
 
 def test_a_batch_larger_than_the_free_memory_is_a_data_error_naming_the_settings(monkeypatch):

@@ -24,53 +24,55 @@ _SAVED_COPIES = 3
 
 
 def attention_bytes(
-    batch: int, heads: int, length: int, layers: int, itemsize: int, training: bool
+    batch: int, heads: int, layer_lengths: list[int], itemsize: int, training: bool
 ) -> int:
     """Bytes the scores of a batch's attention take at their peak (an estimate).
 
     Args:
         batch: sequences ``B``.
         heads: attention heads ``H``.
-        length: the longest sequence ``N`` (contextual tokens and candidates included).
-        layers: STU layers.
+        layer_lengths: each STU layer's longest sequence ``N`` (contextual tokens and
+            candidates included; shorter after an attention truncation).
         itemsize: bytes per score (4 for float32).
         training: whether backward keeps each layer's scores.
 
     """
-    block = batch * heads * length * length * itemsize
-    kept = _SAVED_COPIES * (layers - 1) if training else 0
-    return block * (_FORWARD_COPIES + kept)
+    blocks = [batch * heads * n * n * itemsize for n in layer_lengths]
+    if not blocks:
+        return 0
+    peak = _FORWARD_COPIES * blocks[-1]  # the last layer's forward, the others' saved scores
+    return peak + (_SAVED_COPIES * sum(blocks[:-1]) if training else 0)
 
 
 @torch.jit.unused
 def check_attention_memory(
-    offsets: torch.Tensor, heads: int, layers: int, itemsize: int, training: bool
+    offsets: torch.Tensor, heads: int, layer_lengths: list[int], itemsize: int, training: bool
 ) -> None:
     """Raises ``DataError`` when the batch's attention cannot fit in the available memory.
 
     Args:
         offsets: the batch's sequence offsets ``[B + 1]``.
         heads: attention heads.
-        layers: STU layers.
+        layer_lengths: each layer's longest sequence (see :func:`attention_bytes`).
         itemsize: bytes per score.
         training: whether backward keeps each layer's scores.
 
     """
-    lengths = offsets[1:] - offsets[:-1]
-    if lengths.numel() == 0:
+    batch = offsets.numel() - 1
+    if batch <= 0 or not layer_lengths:
         return
-    batch, length = lengths.numel(), int(lengths.max())
-    need = attention_bytes(batch, heads, length, layers, itemsize, training)
+    need = attention_bytes(batch, heads, layer_lengths, itemsize, training)
     if need < _CHECK_ABOVE:
         return
     free = available_memory()
     if free and need > free:
+        layers = len(layer_lengths)
         raise DataError(
             f"data_config.batch_size: the HSTU attention of this batch needs about"
-            f" {need / (1 << 30):.1f} GiB ({batch} sequences padded to the longest, {length}"
-            f" rows; {heads} heads, {layers} layers{', kept for backward' if training else ''}),"
-            f" {free / (1 << 30):.1f} GiB of memory are available: lower batch_size, the"
-            " histories' sequence_length, or set attn_truncation_split_layer /"
-            " attn_truncation_tail_len (the PyTorch attention holds every layer's [B, H, N, N]"
-            " scores; TorchEasyRec's GPU kernels do not)"
+            f" {need / (1 << 30):.1f} GiB ({batch} sequences padded to the longest,"
+            f" {layer_lengths[0]} rows; {heads} heads, {layers} layers"
+            f"{', kept for backward' if training else ''}), {free / (1 << 30):.1f} GiB of"
+            " memory are available: lower batch_size, the histories' sequence_length, or set"
+            " attn_truncation_split_layer / attn_truncation_tail_len (the PyTorch attention"
+            " holds every layer's [B, H, N, N] scores; TorchEasyRec's GPU kernels do not)"
         )

@@ -325,6 +325,21 @@ class STUStack(nn.Module):
             return rows
         return truncate_history(rows, offsets, num_targets, self._contextual, self._tail_len)[0]
 
+    @torch.jit.unused
+    def _layer_lengths(
+        self, offsets: torch.Tensor, num_targets: Optional[torch.Tensor]
+    ) -> list[int]:
+        """Each layer's longest sequence for this batch (shorter after the truncation)."""
+        longest = int((offsets[1:] - offsets[:-1]).max()) if offsets.numel() > 1 else 0
+        kept = longest
+        if self._tail_len > 0:
+            targets = int(num_targets.max()) if num_targets is not None else 0
+            kept = min(longest, self._contextual + self._tail_len + targets)
+        return [
+            longest if self._tail_len <= 0 or i < self._split else kept
+            for i in range(len(self.layers))
+        ]
+
     def run(
         self,
         x: torch.Tensor,
@@ -349,7 +364,11 @@ class STUStack(nn.Module):
             and self._heads > 0
         ):
             check_attention_memory(
-                offsets, self._heads, len(self.layers), x.element_size(), self.training
+                offsets,
+                self._heads,
+                self._layer_lengths(offsets, num_targets),
+                x.element_size(),
+                self.training,
             )
         for i, layer in enumerate(self.layers):
             if self._tail_len > 0 and i == self._split:
