@@ -114,20 +114,13 @@ def stu_stack(hstu: module_pb2.HSTU, max_seq_len: int, contextual_len: int) -> S
     )
 
 
-def output_postprocessor(
-    hstu: module_pb2.HSTU, with_timestamps: bool = False
-) -> tuple[bool, Optional[nn.LayerNorm]]:
+def output_postprocessor(hstu: module_pb2.HSTU) -> tuple[bool, Optional[nn.LayerNorm]]:
     """``(l2-normalise, layer norm or None)`` for ``hstu.output_postprocessor``.
 
-    ``with_timestamps``: the caller builds ``timestamp_layernorm_postprocessor`` itself (see
-    :func:`timestamp_postprocessor`); else that postprocessor raises ValueError.
+    ``timestamp_layernorm_postprocessor`` gives ``(False, None)``: the caller builds it with
+    :func:`timestamp_postprocessor` and applies it to the rows with their timestamps.
     """
     post = hstu.output_postprocessor.WhichOneof("output_postprocessor")
-    if post == "timestamp_layernorm_postprocessor" and not with_timestamps:
-        raise ValueError(
-            "output_postprocessor { timestamp_layernorm_postprocessor } is built for dlrm_hstu"
-            " and ultra_hstu only (it reads the candidates' timestamps)"
-        )
     layer_norm = nn.LayerNorm(hstu.stu.embedding_dim) if post == "layernorm_postprocessor" else None
     return post == "l2norm_postprocessor", layer_norm
 

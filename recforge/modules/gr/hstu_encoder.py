@@ -127,7 +127,7 @@ class HSTUUserEncoder(nn.Module):
             hstu.positional_encoder.use_time_encoding if self.positional_encoder else False
         )
         self.stu = stu_stack(hstu, max_seq_len, self._contextual_len)
-        self._l2norm, self.layer_norm = output_postprocessor(hstu, with_timestamps=True)
+        self._l2norm, self.layer_norm = output_postprocessor(hstu)
         # as TorchEasyRec's HSTUMatchEncoder: each event's row is normed with its own timestamp
         self.timestamp_norm = timestamp_postprocessor(hstu)
         self._output_dim = dim

@@ -187,7 +187,7 @@ class HSTUTransducer(nn.Module):
         if self._use_time and (timestamp is None or candidate_timestamp is None):
             raise ValueError("use_time_encoding needs the history and candidate timestamps")
         self.stu = stu_stack(hstu, max_seq_len, self._contextual_len)
-        self._l2norm, self.layer_norm = output_postprocessor(hstu, with_timestamps=True)
+        self._l2norm, self.layer_norm = output_postprocessor(hstu)
         self.timestamp_norm = timestamp_postprocessor(hstu)
         if self.timestamp_norm is not None and candidate_timestamp is None:
             raise ValueError("timestamp_layernorm_postprocessor needs the candidate timestamps")
