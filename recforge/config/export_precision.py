@@ -31,7 +31,7 @@ def precision_problem(export_config: Any) -> Optional[tuple[str, str]]:
             "export_config.mlp_dtype",
             f"expected one of {', '.join(MLP_DTYPE_NAMES)}, found {mlp!r}",
         )
-    mixed = export_config.mixed_precision
+    mixed = export_config.mixed_precision.upper()  # train_config's is read in any case too
     if mixed not in MIXED_PRECISION_DTYPES:
         known = ", ".join(repr(k) for k in MIXED_PRECISION_DTYPES)
         return ("export_config.mixed_precision", f"expected one of {known}, found {mixed!r}")
@@ -54,7 +54,7 @@ def export_mlp_dtype(export_config: Any) -> str:
     problem = precision_problem(export_config)
     if problem is not None:
         raise ConfigError(problem[1], field=problem[0])
-    mixed = export_config.mixed_precision
+    mixed = export_config.mixed_precision.upper()
     return MIXED_PRECISION_DTYPES[mixed] if mixed else export_config.mlp_dtype
 
 

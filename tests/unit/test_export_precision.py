@@ -25,6 +25,7 @@ def export_config(text: str) -> export_pb2.ExportConfig:
         ('mixed_precision: ""', "float32"),
         ('mixed_precision: "BF16"', "bfloat16"),
         ('mixed_precision: "FP16"', "float16"),
+        ('mixed_precision: "bf16"', "bfloat16"),  # as train_config.mixed_precision, any case
         ('mlp_dtype: "bfloat16"', "bfloat16"),
         ('mixed_precision: "BF16" mlp_dtype: "bfloat16"', "bfloat16"),
         ('mixed_precision: "" mlp_dtype: "bfloat16"', "bfloat16"),
@@ -37,7 +38,7 @@ def test_the_export_dtype_of_each_setting(text, dtype):
 @pytest.mark.parametrize(
     ("text", "field", "message"),
     [
-        ('mixed_precision: "bf16"', "export_config.mixed_precision", "'BF16', 'FP16'"),
+        ('mixed_precision: "int8"', "export_config.mixed_precision", "'BF16', 'FP16'"),
         ('mlp_dtype: "fp8"', "export_config.mlp_dtype", "float32, bfloat16, float16"),
         (
             'mixed_precision: "FP16" mlp_dtype: "bfloat16"',
