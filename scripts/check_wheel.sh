@@ -10,7 +10,10 @@ trap 'rm -rf "$work"' EXIT
 # .venv has the build requirements (setuptools, grpcio-tools): no isolated build needed.
 .venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w "$work/dist" .
 wheel=$(ls "$work"/dist/recforge-*.whl)
-if ! python3 -m zipfile -l "$wheel" | grep -q "recforge/protos/pipeline_pb2.py"; then
+# listed in full first: `zipfile -l | grep -q` fails under pipefail once grep stops reading
+# before a listing longer than the pipe's buffer is written (BrokenPipeError)
+listing=$(python3 -m zipfile -l "$wheel")
+if ! grep -q "recforge/protos/pipeline_pb2.py" <<< "$listing"; then
   echo "check_wheel: $wheel lacks the generated proto modules" >&2
   exit 1
 fi
