@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from recforge.config import ConfigError
-from recforge.config.export_precision import export_mlp_dtype, warn_if_trained_otherwise
+from recforge.config.export_precision import (
+    MLP_DTYPE_NAMES,
+    export_mlp_dtype,
+    warn_if_trained_otherwise,
+)
 from recforge.errors import ExportError
 from recforge.export.files import (
     replace_dir,
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # export_config.mlp_dtype -> the MLPs' compute dtype (None: as trained)
-MLP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MLP_DTYPES = {name: None if name == "float32" else getattr(torch, name) for name in MLP_DTYPE_NAMES}
 
 
 def set_mlp_dtype(model: torch.nn.Module, name: str) -> str:

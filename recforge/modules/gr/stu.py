@@ -34,6 +34,7 @@ from torch.utils.checkpoint import checkpoint
 
 from recforge.modules.gr.attention import hstu_attention
 from recforge.modules.gr.attention_memory import check_attention_memory
+from recforge.modules.gr.jagged import lengths_of
 from recforge.modules.gr.truncation import truncate_history
 
 # traced export graphs call it as one opaque (scripted) function: its shapes depend on the data
@@ -330,7 +331,7 @@ class STUStack(nn.Module):
         self, offsets: torch.Tensor, num_targets: Optional[torch.Tensor]
     ) -> list[int]:
         """Each layer's longest sequence for this batch (shorter after the truncation)."""
-        longest = int((offsets[1:] - offsets[:-1]).max()) if offsets.numel() > 1 else 0
+        longest = int(lengths_of(offsets).max()) if offsets.numel() > 1 else 0
         kept = longest
         if self._tail_len > 0:
             targets = int(num_targets.max()) if num_targets is not None else 0
