@@ -131,7 +131,7 @@ def main() -> None:
         "hit@10": float(test["hit@10"]),
         "ndcg@10": float(test["ndcg@10"]),
         "valid_mrr@10": float(best_valid),
-        "best_epoch": int(checkpoint.get("cur_epoch", -1)) + 1,
+        "best_epoch": int(checkpoint["epoch"]) + 1,  # RecBole saves the 0-based epoch
         "epochs_run": len(trainer.epoch_seconds),
         "train_samples": samples,
         "epoch_sps": sps,
