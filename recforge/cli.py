@@ -744,9 +744,10 @@ def _config_errors_located(config_path: Optional[str]) -> Iterator[None]:
 def run_command(args: argparse.Namespace) -> dict:
     """Runs the subcommand that ``args`` (from :func:`build_parser`) names.
 
-    Bad input exits with status 2 and one line (see ``user_facing_errors``); so does a path
-    flag's URL of an unknown scheme, before any work. Outputs given as URLs are written
-    locally and published when the command succeeds (:class:`PathFlag`).
+    Bad input exits with status 2 and one line (see ``user_facing_errors``); so do a path
+    flag's URL of an unknown scheme and a TorchEasyRec environment switch that recforge does
+    not implement (:mod:`recforge.utils.tzrec_env`), before any work. Outputs given as URLs
+    are written locally and published when the command succeeds (:class:`PathFlag`).
 
     Returns:
         The subcommand's summary (metrics, export or predict summary).
@@ -758,12 +759,14 @@ def run_command(args: argparse.Namespace) -> dict:
     setup_cli_logging()
 
     from recforge.utils import storage
+    from recforge.utils.tzrec_env import check_environment
 
     command = SUBCOMMANDS[args.command]
     with (
         user_facing_errors(args.traceback, storage.urls_in),
         _config_errors_located(getattr(args, "config", None)),
     ):
+        check_environment(args.command)
         storage.check_paths({p.flag: getattr(args, p.dest, None) for p in command.paths})
         with contextlib.ExitStack() as outputs:
             for path in command.paths:

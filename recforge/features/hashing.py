@@ -7,7 +7,8 @@ the size. pyfg is a closed binary, so this was derived from the values TorchEasy
 tests pin (``"abc" -> 33``, ``"1" -> 95``, ``"ua_ia" -> 37``, ``"x" -> 35`` with 100 buckets,
 ...); ``tests/unit/test_features.py`` and ``tests/unit/test_fg_combo_lookup_match.py`` check
 them. (With the environment variable ``USE_FARM_HASH_TO_BUCKETIZE=true`` pyfg uses FarmHash's
-Fingerprint64 instead, as TensorFlow does; recforge does not implement that switch.)
+Fingerprint64 instead, as TensorFlow does; recforge does not implement that switch and refuses
+to run while it is set, :mod:`recforge.utils.tzrec_env`.)
 
 Example:
     >>> import pyarrow as pa
