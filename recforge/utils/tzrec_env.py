@@ -13,9 +13,10 @@ memory or file access (``ENABLE_TMA``, ``USE_INPLACE_TRUNC_NORMAL``,
 A value switches a variable on where TorchEasyRec's reading of it would (mostly its first
 character, as TorchEasyRec tests it).
 
-Where we differ from TorchEasyRec: its export quantizes the embedding tables to INT8 unless
-``QUANT_EMB`` starts with ``0``; recforge exports them in float32, as trained, and refuses only
-an explicit request for quantized tables (``QUANT_EMB`` set to anything but ``0`` or ``FP32``).
+Where we differ from TorchEasyRec: its export quantizes the pooled (EmbeddingBagCollection)
+tables to INT8 unless ``QUANT_EMB`` starts with ``0``; recforge exports them in float32, as
+trained, and refuses only an explicit request for quantized tables (``QUANT_EMB`` set to
+anything but ``0`` or ``FP32``).
 """
 
 from __future__ import annotations
